@@ -1,0 +1,1 @@
+"""Installer and command line for hybrid_search (the `hybrid-search` command)."""

@@ -1,0 +1,111 @@
+"""A PostgreSQL cluster of our own: initdb in a directory, a private socket
+directory (no TCP), started and stopped with pg_ctl.
+
+initdb and postgres refuse to run as root, so as root they run as the
+`postgres` OS user, which then owns the cluster directory.
+"""
+
+import os
+import pwd
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from .layout import pg_bin
+
+SERVER_USER = "postgres"
+SUPERUSER = "postgres"
+
+
+def _demote() -> dict:
+    """subprocess arguments that run a command as the server's OS user when we are root."""
+    if os.geteuid() != 0:
+        return {}
+    user = pwd.getpwnam(SERVER_USER)
+    return {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": [], "cwd": "/"}
+
+
+@dataclass(frozen=True)
+class Cluster:
+    directory: Path
+    port: int = 54329
+
+    @property
+    def data(self) -> Path:
+        return self.directory / "data"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.directory / "run"
+
+    @property
+    def log(self) -> Path:
+        return self.directory / "postgresql.log"
+
+    def dsn(self, dbname: str = "hybrid_search") -> str:
+        return f"host={self.socket_dir} port={self.port} user={SUPERUSER} dbname={dbname}"
+
+    def _run(self, *cmd, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [str(c) for c in cmd], capture_output=True, text=True, check=False, **_demote()
+        )
+        if check and result.returncode != 0:
+            raise SystemExit(
+                f"hybrid-search: {Path(str(cmd[0])).name} failed:\n{result.stdout}{result.stderr}"
+                + (self.log.read_text()[-3000:] if self.log.exists() else "")
+            )
+        return result
+
+    @property
+    def initialized(self) -> bool:
+        return (self.data / "PG_VERSION").exists()
+
+    def init(self) -> bool:
+        """initdb if needed; True if it ran."""
+        if self.initialized:
+            return False
+        for path in (self.directory, self.socket_dir):
+            path.mkdir(parents=True, exist_ok=True)
+            path.chmod(0o700)
+            if os.geteuid() == 0:
+                shutil.chown(path, SERVER_USER, SERVER_USER)
+        self._run(
+            pg_bin() / "initdb", "-D", self.data, "-U", SUPERUSER, "--auth=trust",
+            "-E", "UTF8", "--locale=C.UTF-8",
+        )
+        # only the socket, only for the owner (and root): trust is safe there
+        settings = {
+            "listen_addresses": "''",
+            "unix_socket_directories": f"'{self.socket_dir}'",
+            "unix_socket_permissions": "0700",
+            "port": str(self.port),
+            "logging_collector": "off",
+        }
+        with (self.data / "postgresql.conf").open("a") as conf:
+            conf.write("\n# hybrid-search local cluster\n")
+            conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
+        return True
+
+    @property
+    def running(self) -> bool:
+        if not self.initialized:
+            return False
+        return self._run(pg_bin() / "pg_ctl", "-D", self.data, "status", check=False).returncode == 0
+
+    def start(self) -> bool:
+        """Start if not running; True if it was started."""
+        if self.running:
+            return False
+        self._run(pg_bin() / "pg_ctl", "-D", self.data, "-l", self.log, "-w", "-t", "120", "start")
+        return True
+
+    def stop(self, mode: str = "fast") -> bool:
+        if not self.running:
+            return False
+        self._run(pg_bin() / "pg_ctl", "-D", self.data, "-m", mode, "-w", "stop")
+        return True
+
+    def destroy(self) -> None:
+        self.stop(mode="immediate")
+        shutil.rmtree(self.directory, ignore_errors=True)

@@ -1,0 +1,45 @@
+"""A database with the extension created and pointed at our venv and model."""
+
+import psycopg
+from psycopg import sql
+
+from . import report
+from .layout import Layout
+
+
+def ensure_database(admin_dsn: str, dbname: str) -> None:
+    with psycopg.connect(admin_dsn, dbname="postgres", autocommit=True) as conn:
+        exists = conn.execute("select 1 from pg_database where datname = %s", [dbname]).fetchone()
+        if exists:
+            report.done(f"database {dbname}")
+            return
+        report.changing(f"database {dbname}")
+        conn.execute(sql.SQL("create database {}").format(sql.Identifier(dbname)))
+
+
+def ensure_extension(dsn: str, layout: Layout, model: str) -> None:
+    """CREATE EXTENSION hybrid_search CASCADE, our venv, and the model (each only if needed)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        installed = conn.execute(
+            "select extversion from pg_extension where extname = 'hybrid_search'"
+        ).fetchone()
+        if installed:
+            report.done(f"extension hybrid_search {installed[0]}")
+        else:
+            report.changing("extension hybrid_search (CREATE EXTENSION ... CASCADE)")
+            conn.execute("create extension hybrid_search cascade")
+
+        venv = conn.execute("select python_venv from hybrid_search_settings").fetchone()[0]
+        if venv != str(layout.venv):
+            report.changing(f"python_venv = {layout.venv}")
+            conn.execute("select hybrid_search_configure(python_venv => %s)", [str(layout.venv)])
+
+        configured, sized = conn.execute(
+            "select s.model, a.atttypmod > 0 from hybrid_search_settings as s,"
+            " pg_attribute as a where a.attrelid = 'documents'::regclass and a.attname = 'dense'"
+        ).fetchone()
+        if configured == model and sized:
+            report.done(f"model {model}")
+        else:
+            report.changing(f"model {model} (hybrid_search_set_model)")
+            conn.execute("select hybrid_search_set_model(%s, reembed => true)", [model])

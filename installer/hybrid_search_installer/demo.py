@@ -1,0 +1,64 @@
+"""The demo: a small corpus loaded into the local cluster and a few queries."""
+
+import json
+import textwrap
+from pathlib import Path
+
+import psycopg
+
+CORPUS = Path(__file__).with_name("demo_corpus.jsonl")
+QUERIES = [
+    ("how do I create an index without blocking writes", None),
+    ("ERR_CONN_REFUSED", None),
+    ("unique_violation 23505", None),
+    ("which statements are slow", {"topic": "monitoring"}),
+]
+
+
+def load_corpus(conn) -> int:
+    """Insert the corpus unless it is there already; one INSERT, embedded in batches."""
+    present = conn.execute(
+        "select count(*) from documents where metadata @> '{\"source\": \"demo\"}'"
+    ).fetchone()[0]
+    if present:
+        return 0
+    rows = [json.loads(line) for line in CORPUS.read_text().splitlines() if line.strip()]
+    conn.execute(
+        "insert into documents (content, metadata)"
+        " select c, m from unnest(%s::text[], %s::jsonb[]) as t (c, m)",
+        [[r["content"] for r in rows], [json.dumps(r["metadata"]) for r in rows]],
+    )
+    return len(rows)
+
+
+def _cell(value, digits=3):
+    if value is None:
+        return "-"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def run(dsn: str, model: dict) -> None:
+    print()
+    if model["kind"] == "test":
+        print(
+            "NOTE: running on the tiny RANDOM test model, not BGE-M3: dense and sparse ranks are\n"
+            "      noise; the keyword leg is real. `hybrid-search setup --model DIR` installs BGE-M3."
+        )
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        loaded = load_corpus(conn)
+        total = conn.execute("select count(*) from documents").fetchone()[0]
+        print(f"corpus: {total} documents ({loaded} loaded now), model {model['model']}")
+        conn.execute("select hybrid_search_refresh()")
+        for query, filter_ in QUERIES:
+            rows = conn.execute(
+                "select id, score, dense_rank, dense_score, sparse_rank, sparse_score,"
+                " keyword_rank, keyword_score, content"
+                " from hybrid_search(%s, 5, filter => %s::jsonb)",
+                [query, json.dumps(filter_) if filter_ else None],
+            ).fetchall()
+            where = f"  filter {json.dumps(filter_)}" if filter_ else ""
+            print(f"\nSELECT * FROM hybrid_search('{query}', 5){where}")
+            print(f"{'#':>2} {'id':>4} {'rrf':>6}  {'dense':>11}  {'sparse':>11}  {'keyword':>11}  content")
+            for i, (doc_id, score, dr, ds, sr, ss, kr, ks, content) in enumerate(rows, 1):
+                legs = "  ".join(f"{_cell(r):>3} {_cell(s):>7}" for r, s in ((dr, ds), (sr, ss), (kr, ks)))
+                print(f"{i:>2} {doc_id:>4} {score:.4f}  {legs}  {textwrap.shorten(content, 60)}")

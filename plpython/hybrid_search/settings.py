@@ -1,0 +1,38 @@
+"""The extension's settings, read from hybrid_search_settings with one SPI query."""
+
+from dataclasses import dataclass
+
+_statement = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: str
+    device: str
+    use_fp16: bool
+    batch_size: int
+    max_length: int
+    num_threads: int
+
+    @property
+    def model_key(self) -> tuple:
+        """What identifies a loaded model: changing any of these needs a reload."""
+        return (self.model, self.device, self.use_fp16)
+
+
+def read(plpy) -> Settings:
+    """Current settings; the schema is looked up once per backend (the extension is not relocatable)."""
+    global _statement
+    if _statement is None:
+        schema = plpy.execute(
+            "select pg_catalog.quote_ident(n.nspname) as schema"
+            " from pg_catalog.pg_extension as e"
+            " join pg_catalog.pg_namespace as n on n.oid = e.extnamespace"
+            " where e.extname = 'hybrid_search'"
+        )[0]["schema"]
+        _statement = plpy.prepare(
+            "select model, device, use_fp16, batch_size, max_length, num_threads"
+            f" from {schema}.hybrid_search_settings"
+        )
+    row = plpy.execute(_statement)[0]
+    return Settings(**row)

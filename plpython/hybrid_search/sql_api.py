@@ -1,0 +1,99 @@
+"""Entry points of the extension's PL/Python functions.
+
+Each takes the `plpy` module of the calling function, turns model problems
+into one clear PostgreSQL error, and returns values in the shapes PL/Python
+converts to the declared SQL types.
+"""
+
+from . import model, settings, vectors
+
+_FIX_HINT = (
+    "install a model with `hybrid-search setup --model <hub id or directory>` "
+    "(or `hybrid-search setup --test-model` for the tiny test model) as root, "
+    "then SELECT hybrid_search_set_model('<directory>')"
+)
+
+
+def _load(plpy):
+    """Settings and the loaded model, or one clear error naming the configured model."""
+    current = settings.read(plpy)
+    try:
+        return current, model.get(current)
+    except model.ModelNotAvailable as error:
+        plpy.error(
+            f"hybrid_search: cannot load model '{current.model}'"
+            f" (hybrid_search_settings.model): {error}",
+            hint=_FIX_HINT,
+            sqlstate="58P01",  # undefined_file
+        )
+
+
+def _encode(plpy, texts):
+    current, loaded = _load(plpy)
+    return loaded, model.encode(current, loaded, texts)
+
+
+def embed_dense(plpy, content):
+    _, (encoding,) = _encode(plpy, [content])
+    return vectors.dense_literal(encoding.dense)
+
+
+def embed_sparse(plpy, content):
+    loaded, (encoding,) = _encode(plpy, [content])
+    return vectors.sparse_literal(encoding.lexical_weights, loaded.vocabulary_size)
+
+
+def embed(plpy, content):
+    loaded, (encoding,) = _encode(plpy, [content])
+    return (
+        vectors.dense_literal(encoding.dense),
+        vectors.sparse_literal(encoding.lexical_weights, loaded.vocabulary_size),
+    )
+
+
+def embed_batch(plpy, contents):
+    """(ord, dense, sparse) per input element, in order; NULL elements stay NULL."""
+    positions = [i for i, text in enumerate(contents) if text is not None]
+    if not positions:
+        return [(i + 1, None, None) for i in range(len(contents))]
+    loaded, encodings = _encode(plpy, [contents[i] for i in positions])
+    rows = {
+        i: (
+            vectors.dense_literal(e.dense),
+            vectors.sparse_literal(e.lexical_weights, loaded.vocabulary_size),
+        )
+        for i, e in zip(positions, encodings, strict=True)
+    }
+    return [(i + 1, *rows.get(i, (None, None))) for i in range(len(contents))]
+
+
+def model_info(plpy):
+    current, loaded = _load(plpy)
+    return {
+        "model": current.model,
+        "dense_dimensions": loaded.dense_dimensions,
+        "vocabulary_size": loaded.vocabulary_size,
+        "max_length": min(current.max_length, loaded.max_positions),
+        "load_seconds": loaded.load_seconds,
+    }
+
+
+def model_stats():
+    import os
+
+    s = model.stats
+    return {
+        "pid": os.getpid(),
+        "model": s.model,
+        "loaded": s.load_seconds is not None,
+        "load_seconds": s.load_seconds,
+        "encode_calls": s.encode_calls,
+        "texts_encoded": s.texts_encoded,
+        "encode_seconds": s.encode_seconds,
+    }
+
+
+def query_tokens(plpy, query):
+    loaded, (encoding,) = _encode(plpy, [query])
+    weights = sorted(encoding.lexical_weights.items(), key=lambda item: (-item[1], int(item[0])))
+    return [(int(t), loaded.token_text(int(t)), float(w)) for t, w in weights]

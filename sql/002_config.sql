@@ -1,0 +1,80 @@
+-------------------------------------------------------------------------------
+-- hybrid_search_config
+-- Server-side settings of the embedding model. A table rather than GUCs: any
+-- role can SET a GUC, and a model path must not be chosen by any role. Only the
+-- extension owner (a superuser) can write it. A NULL column means "default";
+-- hybrid_search_settings shows the effective values. Kept by pg_dump.
+create table @extschema@.hybrid_search_config (
+    singleton boolean primary key default true check (singleton),
+    model text check (model <> ''),
+    device text check (device <> ''),
+    use_fp16 boolean,
+    batch_size integer check (batch_size between 1 and 4096),
+    max_length integer check (max_length between 8 and 8192),
+    num_threads integer check (num_threads between 1 and 1024),
+    text_search_config regconfig,
+    python_venv text check (python_venv like '/%')
+);
+
+comment on table @extschema@.hybrid_search_config is
+'hybrid_search model settings (one row; NULL = default). Only the extension owner can change them.';
+comment on column @extschema@.hybrid_search_config.model is
+'local directory of a BGE-M3 model, or a Hugging Face hub id already in the server''s cache';
+comment on column @extschema@.hybrid_search_config.python_venv is
+'virtualenv holding torch, FlagEmbedding and the hybrid_search Python module';
+
+select pg_catalog.pg_extension_config_dump('@extschema@.hybrid_search_config', '');
+
+-------------------------------------------------------------------------------
+-- hybrid_search_settings
+-- The effective settings: stored values, or the defaults below.
+create view @extschema@.hybrid_search_settings as
+select
+    coalesce(c.model, 'BAAI/bge-m3') as model,
+    coalesce(c.device, 'cpu') as device,
+    coalesce(c.use_fp16, false) as use_fp16,
+    coalesce(c.batch_size, 32) as batch_size,
+    coalesce(c.max_length, 512) as max_length,
+    coalesce(c.num_threads, 1) as num_threads,
+    coalesce(c.text_search_config, 'pg_catalog.english'::regconfig) as text_search_config,
+    coalesce(c.python_venv, '/opt/hybrid_search/venv') as python_venv
+from (select) as one_row
+left join @extschema@.hybrid_search_config as c on true;
+
+comment on view @extschema@.hybrid_search_settings is
+'effective hybrid_search settings (hybrid_search_config with defaults filled in)';
+
+-------------------------------------------------------------------------------
+-- hybrid_search_configure
+-- Change settings by name; arguments left NULL keep their current value.
+-- Runs with the caller's rights, so only the owner of hybrid_search_config
+-- (or a superuser) gets past the INSERT.
+create function @extschema@.hybrid_search_configure(
+    device text default null,
+    use_fp16 boolean default null,
+    batch_size integer default null,
+    max_length integer default null,
+    num_threads integer default null,
+    text_search_config regconfig default null,
+    python_venv text default null
+) returns setof @extschema@.hybrid_search_settings
+as $func$
+    insert into @extschema@.hybrid_search_config as c (
+        device, use_fp16, batch_size, max_length, num_threads, text_search_config, python_venv
+    )
+    values (device, use_fp16, batch_size, max_length, num_threads, text_search_config, python_venv)
+    on conflict (singleton) do update set
+        device = coalesce(excluded.device, c.device),
+        use_fp16 = coalesce(excluded.use_fp16, c.use_fp16),
+        batch_size = coalesce(excluded.batch_size, c.batch_size),
+        max_length = coalesce(excluded.max_length, c.max_length),
+        num_threads = coalesce(excluded.num_threads, c.num_threads),
+        text_search_config = coalesce(excluded.text_search_config, c.text_search_config),
+        python_venv = coalesce(excluded.python_venv, c.python_venv);
+    select * from @extschema@.hybrid_search_settings;
+$func$
+language sql volatile security invoker
+set search_path to pg_catalog, pg_temp;
+
+comment on function @extschema@.hybrid_search_configure is
+'change model settings (NULL keeps the current value); the model itself is set with hybrid_search_set_model';

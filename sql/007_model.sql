@@ -1,0 +1,112 @@
+-------------------------------------------------------------------------------
+-- hybrid_search_model_info
+-- Loads the configured model in this backend (if not cached yet) and
+-- describes it: what documents.dense and documents.sparse must hold.
+create function @extschema@.hybrid_search_model_info(
+    out model text,
+    out dense_dimensions integer,
+    out vocabulary_size integer,
+    out max_length integer,
+    out load_seconds double precision
+)
+as $python$
+    import sys
+    if 'hybrid_search' not in sys.modules:
+        plpy.execute('select @extschema@.hybrid_search_load_python()')
+    from hybrid_search import sql_api
+    return sql_api.model_info(plpy)
+$python$
+language plpython3u volatile parallel restricted security invoker
+set search_path to pg_catalog, pg_temp;
+
+comment on function @extschema@.hybrid_search_model_info is
+'load the configured model in this backend and report its shape and load time';
+
+-------------------------------------------------------------------------------
+-- hybrid_search_model_stats
+-- What this backend has done with the model so far; loads nothing.
+create function @extschema@.hybrid_search_model_stats(
+    out pid integer,
+    out model text,
+    out loaded boolean,
+    out load_seconds double precision,
+    out encode_calls bigint,
+    out texts_encoded bigint,
+    out encode_seconds double precision
+)
+as $python$
+    import sys
+    if 'hybrid_search' not in sys.modules:
+        plpy.execute('select @extschema@.hybrid_search_load_python()')
+    from hybrid_search import sql_api
+    return sql_api.model_stats()
+$python$
+language plpython3u volatile parallel restricted security invoker
+set search_path to pg_catalog, pg_temp;
+
+comment on function @extschema@.hybrid_search_model_stats is
+'model calls, texts and time spent embedding in this backend (no load)';
+
+-------------------------------------------------------------------------------
+-- hybrid_search_set_model
+-- Points the extension at a model and sizes documents.dense/sparse from it.
+-- Rows embedded by another model would make results meaningless, so they are
+-- refused unless reembed => true, which re-embeds them in this transaction.
+create function @extschema@.hybrid_search_set_model(
+    model text,
+    reembed boolean default false
+) returns setof @extschema@.hybrid_search_settings
+as $func$
+declare
+    info record;
+    stale bigint;
+    column_types text;
+begin
+    if model is null or pg_catalog.btrim(model) = '' then
+        raise exception 'hybrid_search_set_model: model must be a directory or a hub id'
+        using errcode = 'invalid_parameter_value';
+    end if;
+    insert into @extschema@.hybrid_search_config as c (model) values (model)
+    on conflict (singleton) do update set model = excluded.model;
+
+    select * into info from @extschema@.hybrid_search_model_info();
+
+    select count(*) into stale from @extschema@.documents as d
+    where d.embedded_at is not null and d.model is distinct from info.model;
+    if stale > 0 and not reembed then
+        raise exception 'hybrid_search_set_model: % documents were embedded by another model', stale
+        using hint = 'call hybrid_search_set_model(model, reembed => true) to re-embed them now';
+    end if;
+
+    select pg_catalog.string_agg(pg_catalog.format_type(a.atttypid, a.atttypmod), ',' order by a.attname)
+    into column_types
+    from pg_catalog.pg_attribute as a
+    where a.attrelid = '@extschema@.documents'::regclass and a.attname in ('dense', 'sparse');
+    if stale = 0 and column_types = pg_catalog.format(
+        'vector(%s),sparsevec(%s)', info.dense_dimensions, info.vocabulary_size
+    ) then
+        return query select * from @extschema@.hybrid_search_settings;
+        return;
+    end if;
+
+    -- the shape changes or rows must be re-embedded: clear, resize, embed again
+    update @extschema@.documents
+    set dense = null, sparse = null, model = null, embedded_at = null
+    where embedded_at is not null;
+    execute pg_catalog.format(
+        'alter table @extschema@.documents '
+        'alter column dense type @extschema:vector@.vector(%s), '
+        'alter column sparse type @extschema:vector@.sparsevec(%s)',
+        info.dense_dimensions, info.vocabulary_size
+    );
+    perform @extschema@.hybrid_search_embed_documents(
+        array(select d.id from @extschema@.documents as d where d.embedded_at is null)
+    );
+    return query select * from @extschema@.hybrid_search_settings;
+end;
+$func$
+language plpgsql volatile security invoker
+set search_path to pg_catalog, pg_temp;
+
+comment on function @extschema@.hybrid_search_set_model is
+'use model (directory or hub id) and size documents.dense/sparse from it; reembed => true re-embeds existing rows';

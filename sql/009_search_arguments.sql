@@ -1,0 +1,38 @@
+-------------------------------------------------------------------------------
+-- _check_search_arguments
+-- The argument checks every search function shares, so that bad input gets
+-- the same clear error everywhere instead of an empty or surprising result.
+create function @extschema@._check_search_arguments(
+    caller text, k integer, filter jsonb
+) returns void
+as $func$
+begin
+    if k is null or k < 1 or k > 10000 then
+        raise exception '%: k must be between 1 and 10000, got %', caller, coalesce(k::text, 'NULL')
+        using errcode = 'invalid_parameter_value';
+    end if;
+    if filter is not null and pg_catalog.jsonb_typeof(filter) <> 'object' then
+        raise exception '%: filter must be a JSON object matched with @>, got a JSON %',
+            caller, pg_catalog.jsonb_typeof(filter)
+        using errcode = 'invalid_parameter_value';
+    end if;
+end;
+$func$
+language plpgsql immutable parallel safe security invoker
+set search_path to pg_catalog, pg_temp;
+
+-------------------------------------------------------------------------------
+-- _check_query_text
+-- A search needs something to search for.
+create function @extschema@._check_query_text(caller text, query text)
+returns void
+as $func$
+begin
+    if query is null or pg_catalog.btrim(query) = '' then
+        raise exception '%: query must be a non-empty text', caller
+        using errcode = 'invalid_parameter_value';
+    end if;
+end;
+$func$
+language plpgsql immutable parallel safe security invoker
+set search_path to pg_catalog, pg_temp;

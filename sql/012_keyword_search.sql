@@ -1,0 +1,47 @@
+-------------------------------------------------------------------------------
+-- keyword_search
+-- PostgreSQL full-text search: websearch_to_tsquery syntax ("quoted phrase",
+-- or, -word), ranked by ts_rank_cd. text_search_config defaults to the one
+-- documents.fts was built with; a query of stop words only finds nothing.
+create function @extschema@.keyword_search(
+    query text,
+    k integer default 10,
+    filter jsonb default null,
+    text_search_config regconfig default null
+) returns table (id bigint, rank integer, score double precision)
+as $func$
+#variable_conflict use_column
+declare
+    tsq tsquery;
+begin
+    perform @extschema@._check_query_text('keyword_search', query);
+    perform @extschema@._check_search_arguments('keyword_search', k, filter);
+    tsq := pg_catalog.websearch_to_tsquery(
+        coalesce(
+            text_search_config,
+            (select s.text_search_config from @extschema@.hybrid_search_settings as s)
+        ),
+        query
+    );
+    return query
+    select
+        n.id,
+        (row_number() over (order by n.score desc, n.id))::integer,
+        n.score
+    from (
+        select
+            d.id,
+            pg_catalog.ts_rank_cd(d.fts, tsq)::double precision as score
+        from @extschema@.documents as d
+        where d.fts @@ tsq and (filter is null or d.metadata @> filter)
+        order by score desc, d.id
+        limit k
+    ) as n
+    order by n.score desc, n.id;
+end;
+$func$
+language plpgsql stable parallel safe security invoker
+set search_path to pg_catalog, pg_temp;
+
+comment on function @extschema@.keyword_search is
+'k best full-text matches (websearch_to_tsquery, ts_rank_cd), optionally filtered by metadata @> filter';

@@ -1,0 +1,210 @@
+-------------------------------------------------------------------------------
+-- hybrid_search (query vectors)
+-- Fuses the dense, sparse and keyword legs, each asked for
+-- greatest(candidates, k) documents under the same metadata filter.
+--   fusion 'rrf':      score = sum over legs of weight / (rrf_k + rank)
+--                      (weights default to 1)
+--   fusion 'weighted': score = sum of weight * min-max normalised leg score,
+--                      divided by the sum of weights (defaults dense 0.4,
+--                      sparse 0.2 as in BGE-M3's compute_score; keyword 0.2)
+-- A leg whose query is NULL (or whose weight is 0) is skipped. Ties are broken
+-- by id, so the order is deterministic.
+create function @extschema@.hybrid_search(
+    query text,
+    query_dense @extschema:vector@.vector,
+    query_sparse @extschema:vector@.sparsevec,
+    k integer default 10,
+    fusion text default 'rrf',
+    dense_weight double precision default null,
+    sparse_weight double precision default null,
+    keyword_weight double precision default null,
+    candidates integer default 100,
+    filter jsonb default null,
+    rrf_k integer default 60
+) returns table (
+    id bigint,
+    content text,
+    metadata jsonb,
+    score double precision,
+    dense_rank integer,
+    dense_score double precision,
+    sparse_rank integer,
+    sparse_score double precision,
+    keyword_rank integer,
+    keyword_score double precision
+)
+as $func$
+#variable_conflict use_column
+declare
+    rrf boolean := fusion = 'rrf';
+    w_dense double precision;
+    w_sparse double precision;
+    w_keyword double precision;
+    per_leg integer;
+begin
+    perform @extschema@._check_search_arguments('hybrid_search', k, filter);
+    if fusion is null or fusion not in ('rrf', 'weighted') then
+        raise exception 'hybrid_search: unknown fusion %, expected ''rrf'' or ''weighted''',
+            coalesce(pg_catalog.quote_literal(fusion), 'NULL')
+        using errcode = 'invalid_parameter_value';
+    end if;
+    if candidates is null or candidates < 1 or candidates > 10000 then
+        raise exception 'hybrid_search: candidates must be between 1 and 10000, got %',
+            coalesce(candidates::text, 'NULL')
+        using errcode = 'invalid_parameter_value';
+    end if;
+    if rrf_k is null or rrf_k < 0 then
+        raise exception 'hybrid_search: rrf_k must be 0 or more, got %', coalesce(rrf_k::text, 'NULL')
+        using errcode = 'invalid_parameter_value';
+    end if;
+    if dense_weight < 0 or sparse_weight < 0 or keyword_weight < 0
+        or dense_weight = 'NaN' or sparse_weight = 'NaN' or keyword_weight = 'NaN'
+        or dense_weight = 'Infinity' or sparse_weight = 'Infinity' or keyword_weight = 'Infinity' then
+        raise exception 'hybrid_search: weights must be finite and 0 or more, got dense %, sparse %, keyword %',
+            dense_weight, sparse_weight, keyword_weight
+        using errcode = 'invalid_parameter_value';
+    end if;
+
+    w_dense := case when query_dense is null then 0
+        else coalesce(dense_weight, case when rrf then 1 else 0.4 end) end;
+    w_sparse := case when query_sparse is null then 0
+        else coalesce(sparse_weight, case when rrf then 1 else 0.2 end) end;
+    w_keyword := case when query is null or pg_catalog.btrim(query) = '' then 0
+        else coalesce(keyword_weight, case when rrf then 1 else 0.2 end) end;
+    if w_dense + w_sparse + w_keyword = 0 then
+        raise exception 'hybrid_search: nothing to search: every leg has weight 0 or no query'
+        using errcode = 'invalid_parameter_value';
+    end if;
+    per_leg := greatest(candidates, k);
+
+    return query
+    with dense as (
+        select l.id, l.rank, l.score
+        from @extschema@.dense_search(query_dense, per_leg, filter) as l
+        where w_dense > 0
+    ),
+
+    sparse as (
+        select l.id, l.rank, l.score
+        from @extschema@.sparse_search(query_sparse, per_leg, filter) as l
+        where w_sparse > 0
+    ),
+
+    keyword as (
+        select l.id, l.rank, l.score
+        from @extschema@.keyword_search(query, per_leg, filter) as l
+        where w_keyword > 0
+    ),
+
+    joined as (
+        select
+            coalesce(d.id, s.id, kw.id) as id,
+            d.rank as d_rank,
+            d.score as d_score,
+            s.rank as s_rank,
+            s.score as s_score,
+            kw.rank as k_rank,
+            kw.score as k_score,
+            (d.score - min(d.score) over ()) / nullif(max(d.score) over () - min(d.score) over (), 0) as d_norm,
+            (s.score - min(s.score) over ()) / nullif(max(s.score) over () - min(s.score) over (), 0) as s_norm,
+            (kw.score - min(kw.score) over ()) / nullif(max(kw.score) over () - min(kw.score) over (), 0) as k_norm
+        from dense as d
+        full join sparse as s on d.id = s.id
+        full join keyword as kw on coalesce(d.id, s.id) = kw.id
+    ),
+
+    fused as (
+        select
+            j.*,
+            case
+                when rrf then
+                    coalesce(w_dense / (rrf_k + j.d_rank), 0)
+                    + coalesce(w_sparse / (rrf_k + j.s_rank), 0)
+                    + coalesce(w_keyword / (rrf_k + j.k_rank), 0)
+                else (
+                    -- a leg whose candidates all score the same normalises to 1
+                    w_dense * case when j.d_rank is null then 0 else coalesce(j.d_norm, 1) end
+                    + w_sparse * case when j.s_rank is null then 0 else coalesce(j.s_norm, 1) end
+                    + w_keyword * case when j.k_rank is null then 0 else coalesce(j.k_norm, 1) end
+                ) / (w_dense + w_sparse + w_keyword)
+            end as fused_score
+        from joined as j
+    )
+
+    select
+        f.id,
+        doc.content,
+        doc.metadata,
+        f.fused_score,
+        f.d_rank,
+        f.d_score,
+        f.s_rank,
+        f.s_score,
+        f.k_rank,
+        f.k_score
+    from fused as f
+    inner join @extschema@.documents as doc on f.id = doc.id
+    order by f.fused_score desc, f.id
+    limit k;
+end;
+$func$
+language plpgsql stable parallel safe security invoker
+set search_path to pg_catalog, pg_temp;
+
+comment on function @extschema@.hybrid_search(
+    text, @extschema:vector@.vector, @extschema:vector@.sparsevec,
+    integer, text, double precision, double precision, double precision, integer, jsonb, integer
+) is
+'hybrid search with query vectors computed elsewhere (query text feeds the keyword leg)';
+
+-------------------------------------------------------------------------------
+-- hybrid_search (text)
+-- Embeds the query once (dense and sparse from one forward pass) and fuses
+-- the three legs as above.
+create function @extschema@.hybrid_search(
+    query text,
+    k integer default 10,
+    fusion text default 'rrf',
+    dense_weight double precision default null,
+    sparse_weight double precision default null,
+    keyword_weight double precision default null,
+    candidates integer default 100,
+    filter jsonb default null,
+    rrf_k integer default 60
+) returns table (
+    id bigint,
+    content text,
+    metadata jsonb,
+    score double precision,
+    dense_rank integer,
+    dense_score double precision,
+    sparse_rank integer,
+    sparse_score double precision,
+    keyword_rank integer,
+    keyword_score double precision
+)
+as $func$
+#variable_conflict use_column
+declare
+    q record;
+begin
+    perform @extschema@._check_query_text('hybrid_search', query);
+    perform @extschema@._check_search_arguments('hybrid_search', k, filter);
+    select * into q from @extschema@.embed(query);
+    return query
+    select * from @extschema@.hybrid_search(
+        query, q.dense, q.sparse,
+        k => k, fusion => fusion,
+        dense_weight => dense_weight, sparse_weight => sparse_weight,
+        keyword_weight => keyword_weight,
+        candidates => candidates, filter => filter, rrf_k => rrf_k
+    );
+end;
+$func$
+language plpgsql stable parallel restricted security invoker
+set search_path to pg_catalog, pg_temp;
+
+comment on function @extschema@.hybrid_search(
+    text, integer, text, double precision, double precision, double precision, integer, jsonb, integer
+) is
+'hybrid dense + sparse + full-text search for query: id, content, metadata, fused score and each leg''s rank and score';

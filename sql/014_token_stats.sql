@@ -1,0 +1,108 @@
+-------------------------------------------------------------------------------
+-- _document_token_weights
+-- Every (token, weight) pair of every embedded document. The view below reads
+-- documents through this function so that it does not pin the type of
+-- documents.sparse, which hybrid_search_set_model() resizes.
+create function @extschema@._document_token_weights()
+returns table (token_id integer, weight real)
+as $func$
+    select e.token_id, e.weight
+    from @extschema@.documents as d
+    cross join lateral @extschema@.sparse_entries(d.sparse) as e;
+$func$
+language sql stable parallel safe security invoker
+set search_path to pg_catalog, pg_temp;
+
+-------------------------------------------------------------------------------
+-- hybrid_search_token_stats
+-- Per token: how many documents carry it and its largest weight. weight *
+-- max_weight bounds what a query token can add to any document's sparse
+-- score (the bound MaxScore-style pruning needs), and the view shows which
+-- tokens are common or rare. Refreshed by hybrid_search_refresh().
+create materialized view @extschema@.hybrid_search_token_stats as
+select
+    t.token_id,
+    count(*) as document_frequency,
+    max(t.weight) as max_weight
+from @extschema@._document_token_weights() as t
+group by t.token_id;
+
+create unique index hybrid_search_token_stats_token_id_idx
+on @extschema@.hybrid_search_token_stats (token_id);
+
+comment on materialized view @extschema@.hybrid_search_token_stats is
+'per-token document frequency and maximum weight of documents.sparse; refresh with hybrid_search_refresh()';
+
+-------------------------------------------------------------------------------
+-- hybrid_search_refresh
+-- Refreshes the derived views without blocking readers (a first refresh,
+-- e.g. after pg_restore, cannot be concurrent and blocks briefly).
+create function @extschema@.hybrid_search_refresh()
+returns void
+as $func$
+begin
+    if (
+        select c.relispopulated from pg_catalog.pg_class as c
+        where c.oid = '@extschema@.hybrid_search_token_stats'::regclass
+    ) then
+        refresh materialized view concurrently @extschema@.hybrid_search_token_stats;
+    else
+        refresh materialized view @extschema@.hybrid_search_token_stats;
+    end if;
+end;
+$func$
+language plpgsql volatile security invoker
+set search_path to pg_catalog, pg_temp;
+
+comment on function @extschema@.hybrid_search_refresh is
+'refresh hybrid_search_token_stats (concurrently once populated)';
+
+-------------------------------------------------------------------------------
+-- query_tokens
+-- The query's BGE-M3 lexical weights with the token each id stands for.
+create function @extschema@.query_tokens(query text)
+returns table (token_id integer, token text, weight real)
+as $python$
+    import sys
+    if 'hybrid_search' not in sys.modules:
+        plpy.execute('select @extschema@.hybrid_search_load_python()')
+    from hybrid_search import sql_api
+    return sql_api.query_tokens(plpy, query)
+$python$
+language plpython3u stable strict parallel restricted security invoker
+set search_path to pg_catalog, pg_temp;
+
+comment on function @extschema@.query_tokens is
+'tokens of query with their BGE-M3 lexical weights';
+
+-------------------------------------------------------------------------------
+-- sparse_explain
+-- Why the sparse leg ranks as it does: each query token with its weight,
+-- document frequency and the most it can add to any document's score
+-- (as of the last hybrid_search_refresh()).
+create function @extschema@.sparse_explain(query text)
+returns table (
+    token_id integer,
+    token text,
+    query_weight real,
+    document_frequency bigint,
+    max_document_weight real,
+    max_contribution double precision
+)
+as $func$
+    select
+        q.token_id,
+        q.token,
+        q.weight,
+        coalesce(s.document_frequency, 0),
+        s.max_weight,
+        q.weight::double precision * coalesce(s.max_weight, 0)
+    from @extschema@.query_tokens(query) as q
+    left join @extschema@.hybrid_search_token_stats as s on q.token_id = s.token_id
+    order by 6 desc, q.token_id;
+$func$
+language sql stable strict parallel restricted security invoker
+set search_path to pg_catalog, pg_temp;
+
+comment on function @extschema@.sparse_explain is
+'query tokens with weight, document frequency and maximum possible score contribution';
