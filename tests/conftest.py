@@ -1,0 +1,84 @@
+"""Fixtures: a throwaway PostgreSQL cluster with the real extension and a tiny
+BGE-M3-shaped model generated for this run.
+
+The cluster lives in a temporary directory with its own socket, so tests
+never touch the local demo cluster. Most tests share one connection: every
+new backend pays the torch + FlagEmbedding import once, and sharing it keeps
+the suite fast.
+"""
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from helpers import connect, create_database
+
+from hybrid_search_installer.cluster import Cluster
+from hybrid_search_installer.layout import Layout
+
+TEST_DB = "hybrid_search_test"
+
+
+@pytest.fixture(scope="session")
+def layout() -> Layout:
+    layout = Layout.from_environment()
+    if not (layout.venv / ".hybrid_search_module").exists():
+        pytest.exit("the PL/Python virtualenv is missing: run `make test` (it runs setup first)", 2)
+    return layout
+
+
+@pytest.fixture(scope="session")
+def scratch(tmp_path_factory) -> Path:
+    """A temporary directory the server's OS user can read."""
+    path = Path(tempfile.mkdtemp(prefix="hybrid_search_tests_"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def model_dir(scratch) -> Path:
+    from hybrid_search.random_model import generate
+
+    return generate(scratch / "tiny-bge-m3", size="tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def cluster(scratch) -> Cluster:
+    cluster = Cluster(scratch / "cluster", port=5432)
+    cluster.init()
+    cluster.start()
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture(scope="session")
+def dsn(cluster, layout, model_dir) -> str:
+    return create_database(cluster, layout, model_dir, TEST_DB)
+
+
+@pytest.fixture(scope="session")
+def conn(dsn):
+    with connect(dsn) as conn:
+        yield conn
+
+
+@pytest.fixture
+def db(conn):
+    """The shared connection on an empty documents table with default settings
+    (but for the venv and model the session configured)."""
+    conn.execute("truncate documents restart identity")
+    conn.execute(
+        "update hybrid_search_config set device = null, use_fp16 = null, batch_size = null,"
+        " max_length = null, num_threads = null, text_search_config = null"
+    )
+    return conn
+
+
+@pytest.fixture(scope="session")
+def reference_model(model_dir):
+    """The same model loaded outside the database through FlagEmbedding."""
+    from FlagEmbedding import BGEM3FlagModel
+
+    return BGEM3FlagModel(str(model_dir), use_fp16=False, devices="cpu")

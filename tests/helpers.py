@@ -1,0 +1,55 @@
+"""Helpers shared by the tests."""
+
+from pathlib import Path
+
+import psycopg
+from pgvector.psycopg import register_vector
+
+from hybrid_search_installer.cluster import Cluster
+from hybrid_search_installer.layout import Layout
+
+
+def connect(dsn: str) -> psycopg.Connection:
+    conn = psycopg.connect(dsn, autocommit=True)
+    register_vector(conn)
+    return conn
+
+
+def create_database(cluster: Cluster, layout: Layout, model_dir: Path | None, name: str) -> str:
+    """A fresh database with the extension pointed at our venv (and model, if given)."""
+    with psycopg.connect(cluster.dsn("postgres"), autocommit=True) as admin:
+        admin.execute(f'drop database if exists "{name}" with (force)')
+        admin.execute(f'create database "{name}"')
+    dsn = cluster.dsn(name)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("create extension hybrid_search cascade")
+        conn.execute("select hybrid_search_configure(python_venv => %s)", [str(layout.venv)])
+        if model_dir is not None:
+            conn.execute("select hybrid_search_set_model(%s)", [str(model_dir)])
+    return dsn
+
+
+def model_calls(conn) -> int:
+    """Model calls this connection's backend has made so far."""
+    return conn.execute("select encode_calls from hybrid_search_model_stats()").fetchone()[0]
+
+
+def insert(conn, *contents: str, metadata: dict | None = None) -> list[int]:
+    """Insert documents in one statement; returns their ids in order."""
+    import json
+
+    rows = conn.execute(
+        "insert into documents (content, metadata)"
+        " select c, %s::jsonb from unnest(%s::text[]) with ordinality as t (c, o)"
+        " order by o returning id",
+        [json.dumps(metadata or {}), list(contents)],
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def parse_sparse(text: str) -> dict[int, float]:
+    """{token_id: weight} from sparsevec text output (index = token id + 1)."""
+    body = text.partition("/")[0].strip("{}")
+    if not body:
+        return {}
+    return {int(i) - 1: float(w) for i, w in (entry.split(":") for entry in body.split(","))}

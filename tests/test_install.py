@@ -1,0 +1,78 @@
+"""Installing: setup is idempotent, the extension drops and re-creates cleanly."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+from helpers import connect, create_database, insert
+
+CLI = Path(sys.executable).with_name("hybrid-search")
+
+
+def test_setup_twice_changes_nothing_the_second_time():
+    # make test ran `setup --test-model` just before; running it again must be a no-op
+    result = subprocess.run(
+        [CLI, "setup", "--test-model"], capture_output=True, text=True, check=True, timeout=600
+    )
+    steps = [line for line in result.stdout.splitlines() if line.startswith("  ")]
+    assert steps, result.stdout
+    assert all(line.startswith("  ok ") for line in steps), result.stdout
+
+
+def test_extension_drops_and_recreates_cleanly(cluster, layout, model_dir):
+    dsn = create_database(cluster, layout, model_dir, "hybrid_search_recreate")
+    with connect(dsn) as conn:
+        insert(conn, "a row that goes away with the extension")
+        conn.execute("drop extension hybrid_search")
+        leftovers = conn.execute(
+            "select count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace"
+            " where n.nspname = 'public' and c.relname like any (array['documents%', 'hybrid_search%'])"
+        ).fetchone()[0]
+        assert leftovers == 0
+        assert conn.execute(
+            "select count(*) from pg_proc where proname in ('hybrid_search', 'embed_dense')"
+        ).fetchone()[0] == 0
+        conn.execute("create extension hybrid_search")  # vector and plpython3u are still there
+        conn.execute("select hybrid_search_configure(python_venv => %s)", [str(layout.venv)])
+        conn.execute("select hybrid_search_set_model(%s)", [str(model_dir)])
+        insert(conn, "works again after re-creating")
+        assert conn.execute("select count(*) from hybrid_search('works', 3)").fetchone()[0] == 1
+
+
+def test_create_extension_without_dependencies_says_what_is_missing(cluster):
+    with psycopg.connect(cluster.dsn("postgres"), autocommit=True) as admin:
+        admin.execute("drop database if exists hybrid_search_bare with (force)")
+        admin.execute("create database hybrid_search_bare")
+    with psycopg.connect(cluster.dsn("hybrid_search_bare"), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.UndefinedObject, match='required extension "vector"'):
+            conn.execute("create extension hybrid_search")
+
+
+def test_unqualified_names_work_right_after_install(cluster, layout, model_dir):
+    dsn = create_database(cluster, layout, model_dir, "hybrid_search_fresh")
+    with connect(dsn) as conn:
+        conn.execute("insert into documents (content) values ('fresh install, plain SQL')")
+        assert conn.execute("select count(*) from hybrid_search('plain SQL', 10)").fetchone()[0] == 1
+
+
+def test_every_public_function_is_documented(conn):
+    undocumented = conn.execute(
+        "select p.oid::regprocedure::text from pg_proc p"
+        " join pg_depend d on d.objid = p.oid and d.deptype = 'e'"
+        " join pg_extension e on e.oid = d.refobjid and e.extname = 'hybrid_search'"
+        " where obj_description(p.oid, 'pg_proc') is null and p.proname not like '\\_%'"
+    ).fetchall()
+    assert undocumented == []
+
+
+def test_every_function_pins_search_path(conn):
+    unpinned = conn.execute(
+        "select p.oid::regprocedure::text from pg_proc p"
+        " join pg_depend d on d.objid = p.oid and d.deptype = 'e'"
+        " join pg_extension e on e.oid = d.refobjid and e.extname = 'hybrid_search'"
+        " where not coalesce(p.proconfig @> array['search_path=pg_catalog, pg_temp'], false)"
+        " or p.prosecdef"
+    ).fetchall()
+    assert unpinned == []

@@ -1,0 +1,237 @@
+"""The three legs and their fusion, against references computed in Python."""
+
+import json
+
+import numpy as np
+import psycopg
+import pytest
+from helpers import insert, parse_sparse
+
+CORPUS = [
+    ("CREATE INDEX CONCURRENTLY builds an index without blocking writes", {"topic": "indexes"}),
+    ("A B-tree index supports equality and range queries", {"topic": "indexes"}),
+    ("GIN indexes store posting lists for full-text search and jsonb", {"topic": "indexes"}),
+    ("ALTER TABLE takes an ACCESS EXCLUSIVE lock that blocks reads and writes", {"topic": "locks"}),
+    ("Ticket 4411: clients log ERR_CONN_REFUSED when the pooler restarts", {"topic": "support"}),
+    ("Ticket 5120: part SKU-A87-XYZ was shipped twice", {"topic": "support"}),
+    ("pg_stat_statements tracks execution statistics of statements", {"topic": "monitoring"}),
+    ("VACUUM reclaims space held by dead tuples", {"topic": "maintenance"}),
+    ("A streaming replica replays WAL and serves read-only queries", {"topic": "replication"}),
+    ("unique_violation 23505 is raised for a duplicate key in a unique index", {"topic": "errors"}),
+    ("Reciprocal rank fusion adds one over sixty plus rank from every list", {"topic": "search"}),
+    ("Row-level security policies restrict the rows a role can see", {"topic": "security"}),
+]
+
+
+@pytest.fixture
+def corpus(db):
+    ids = {}
+    for content, metadata in CORPUS:
+        (ids[content],) = insert(db, content, metadata=metadata)
+    return db
+
+
+def hybrid(conn, query, k=10, **kwargs):
+    args = ", ".join(f"{name} => %({name})s" for name in kwargs)
+    sql = f"select * from hybrid_search(%(query)s, %(k)s{', ' + args if args else ''})"
+    return conn.execute(sql, {"query": query, "k": k, **kwargs}).fetchall()
+
+
+def leg(conn, name, query, k):
+    return conn.execute(f"select id, rank, score from {name}(%s, %s)", [query, k]).fetchall()
+
+
+@pytest.mark.parametrize(
+    "query, needle", [("ERR_CONN_REFUSED", "ERR_CONN_REFUSED"), ("SKU-A87-XYZ", "SKU-A87-XYZ")]
+)
+def test_rare_identifier_ranks_first(corpus, query, needle):
+    top = hybrid(corpus, query, 5)[0]
+    assert needle in top[1]
+    assert top[8] == 1  # keyword leg
+    assert top[6] == 1  # sparse leg
+
+
+def test_dense_leg_is_exact_cosine_ranking(corpus):
+    query = "index without blocking"
+    q = corpus.execute("select embed_dense(%s)", [query]).fetchone()[0].to_numpy()
+    docs = [(i, d.to_numpy()) for i, d in corpus.execute("select id, dense from documents")]
+    sims = sorted(
+        ((float(np.dot(q, d) / np.linalg.norm(q) / np.linalg.norm(d)), i) for i, d in docs),
+        key=lambda t: (-t[0], t[1]),
+    )
+    got = leg(corpus, "dense_search", query, 5)
+    assert [r[0] for r in got] == [i for _, i in sims[:5]]
+    assert [r[1] for r in got] == [1, 2, 3, 4, 5]
+    for (_, _, score), (sim, _) in zip(got, sims, strict=False):
+        assert score == pytest.approx(sim, abs=1e-5)
+
+
+def test_sparse_leg_is_exact_lexical_ranking(corpus):
+    query = "index lock writes"
+    q = parse_sparse(corpus.execute("select embed_sparse(%s)::text", [query]).fetchone()[0])
+    docs = corpus.execute("select id, sparse::text from documents").fetchall()
+    scores = []
+    for doc_id, text in docs:
+        d = parse_sparse(text)
+        score = sum(w * d[t] for t, w in q.items() if t in d)
+        if score > 0:
+            scores.append((score, doc_id))
+    scores.sort(key=lambda t: (-t[0], t[1]))
+    got = leg(corpus, "sparse_search", query, 100)
+    assert [r[0] for r in got] == [i for _, i in scores]
+    for (_, _, score), (expected, _) in zip(got, scores, strict=True):
+        assert score == pytest.approx(expected, rel=1e-5)
+
+
+def test_keyword_leg_uses_websearch_syntax(corpus):
+    ids = [r[0] for r in leg(corpus, "keyword_search", '"unique index" -duplicate', 10)]
+    assert ids == []  # the only unique-index document mentions "duplicate"
+    hits = corpus.execute(
+        "select d.content from keyword_search('index -gin') k join documents d using (id)"
+    ).fetchall()
+    assert hits and all("GIN" not in c for (c,) in hits)
+    assert leg(corpus, "keyword_search", "the and of", 10) == []  # stop words only
+
+
+def rrf_reference(legs, weights, rrf_k, k):
+    scores = {}
+    for rows, weight in zip(legs, weights, strict=True):
+        if weight == 0:  # a leg with weight 0 is not run at all
+            continue
+        for doc_id, rank, _ in rows:
+            scores[doc_id] = scores.get(doc_id, 0.0) + weight / (rrf_k + rank)
+    return sorted(scores.items(), key=lambda t: (-t[1], t[0]))[:k]
+
+
+def weighted_reference(legs, weights, k):
+    scores = {}
+    for rows, weight in zip(legs, weights, strict=True):
+        if not rows or weight == 0:
+            continue
+        values = [s for _, _, s in rows]
+        low, high = min(values), max(values)
+        for doc_id, _, s in rows:
+            norm = 1.0 if high == low else (s - low) / (high - low)
+            scores[doc_id] = scores.get(doc_id, 0.0) + weight * norm
+    total = sum(weights)
+    fused = {i: s / total for i, s in scores.items()}
+    return sorted(fused.items(), key=lambda t: (-t[1], t[0]))[:k]
+
+
+def legs_for(conn, query, candidates):
+    return [leg(conn, name, query, candidates) for name in ("dense_search", "sparse_search", "keyword_search")]
+
+
+@pytest.mark.parametrize("weights", [(1.0, 1.0, 1.0), (2.0, 0.5, 1.0), (0.0, 1.0, 3.0)])
+@pytest.mark.parametrize("rrf_k", [60, 1])
+@pytest.mark.parametrize("k, candidates", [(8, 6), (3, 6)])
+def test_rrf_equals_python_reference(corpus, weights, rrf_k, k, candidates):
+    query = "index blocking writes"
+    # each leg is asked for greatest(candidates, k) documents
+    expected = rrf_reference(legs_for(corpus, query, max(candidates, k)), weights, rrf_k, k)
+    got = hybrid(
+        corpus, query, k, candidates=candidates, rrf_k=rrf_k,
+        dense_weight=weights[0], sparse_weight=weights[1], keyword_weight=weights[2],
+    )  # fmt: skip
+    assert [r[0] for r in got] == [i for i, _ in expected]
+    assert [r[3] for r in got] == pytest.approx([s for _, s in expected])
+
+
+@pytest.mark.parametrize("weights", [None, (0.4, 0.2, 0.2), (1.0, 0.0, 1.0)])
+def test_weighted_fusion_equals_python_reference(corpus, weights):
+    query, candidates = "unique index duplicate key", 5
+    expected = weighted_reference(
+        legs_for(corpus, query, max(candidates, 8)), weights or (0.4, 0.2, 0.2), 8
+    )
+    kwargs = {"fusion": "weighted", "candidates": candidates}
+    if weights:
+        kwargs |= dict(zip(("dense_weight", "sparse_weight", "keyword_weight"), weights, strict=True))
+    got = hybrid(corpus, query, 8, **kwargs)
+    assert [r[0] for r in got] == [i for i, _ in expected]
+    assert [r[3] for r in got] == pytest.approx([s for _, s in expected])
+
+
+def test_each_leg_rank_and_score_are_reported(corpus):
+    query = "index"
+    dense, sparse, keyword = (
+        {i: (r, s) for i, r, s in rows} for rows in legs_for(corpus, query, 100)
+    )
+    for row in hybrid(corpus, query, 10):
+        doc_id = row[0]
+        assert (row[4], row[5]) == dense.get(doc_id, (None, None))
+        assert (row[6], row[7]) == sparse.get(doc_id, (None, None))
+        assert (row[8], row[9]) == keyword.get(doc_id, (None, None))
+
+
+def test_filter_restricts_every_leg(corpus):
+    flt = {"topic": "indexes"}
+    allowed = {
+        r[0] for r in corpus.execute(
+            "select id from documents where metadata @> %s::jsonb", [json.dumps(flt)]
+        ).fetchall()
+    }
+    for name in ("dense_search", "sparse_search", "keyword_search"):
+        rows = corpus.execute(
+            f"select id from {name}('index', 10, filter => %s::jsonb)", [json.dumps(flt)]
+        ).fetchall()
+        assert rows and {r[0] for r in rows} <= allowed, name
+    rows = hybrid(corpus, "index", 10, filter=json.dumps(flt))
+    assert {r[0] for r in rows} == allowed  # k results whenever k matching documents exist
+
+
+def test_results_are_stable_across_calls_and_connections(corpus, dsn):
+    first = hybrid(corpus, "replica statistics", 10)
+    assert hybrid(corpus, "replica statistics", 10) == first
+    from helpers import connect
+
+    with connect(dsn) as other:
+        assert hybrid(other, "replica statistics", 10) == first
+
+
+def test_vector_overload_equals_text_search(corpus):
+    query = "vacuum dead tuples"
+    by_text = hybrid(corpus, query, 5)
+    by_vectors = corpus.execute(
+        "select h.* from embed(%s) e, hybrid_search(%s, e.dense, e.sparse, 5) h", [query, query]
+    ).fetchall()
+    assert by_vectors == by_text
+    only_dense = corpus.execute(
+        "select id, sparse_rank, keyword_rank from hybrid_search(null, embed_dense(%s), null, 5)",
+        [query],
+    ).fetchall()
+    assert len(only_dense) == 5 and all(r[1] is None and r[2] is None for r in only_dense)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        ("hybrid_search(null, 10)", "query must be a non-empty text"),
+        ("hybrid_search('   ', 10)", "query must be a non-empty text"),
+        ("hybrid_search('x', 0)", "k must be between 1 and 10000"),
+        ("hybrid_search('x', -5)", "k must be between 1 and 10000"),
+        ("hybrid_search('x', 1000000)", "k must be between 1 and 10000"),
+        ("hybrid_search('x', null)", "k must be between 1 and 10000"),
+        ("hybrid_search('x', 10, fusion => 'borda')", "unknown fusion 'borda'"),
+        ("hybrid_search('x', 10, fusion => null)", "unknown fusion NULL"),
+        ("hybrid_search('x', 10, dense_weight => -1)", "weights must be finite and 0 or more"),
+        ("hybrid_search('x', 10, sparse_weight => 'NaN')", "weights must be finite"),
+        ("hybrid_search('x', 10, dense_weight => 0, sparse_weight => 0, keyword_weight => 0)",
+         "nothing to search"),
+        ("hybrid_search('x', 10, candidates => 0)", "candidates must be between 1 and 10000"),
+        ("hybrid_search('x', 10, rrf_k => -1)", "rrf_k must be 0 or more"),
+        ("hybrid_search('x', 10, filter => '[1]')", "filter must be a JSON object"),
+        ("dense_search('', 10)", "query must be a non-empty text"),
+        ("sparse_search('x', 0)", "k must be between 1 and 10000"),
+        ("keyword_search(null)", "query must be a non-empty text"),
+        ("dense_search(null::vector, 10)", "query vector must not be NULL"),
+    ],
+)
+def test_bad_arguments_get_clear_errors(corpus, call, message):
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match=message):
+        corpus.execute(f"select * from {call}")
+
+
+def test_k_larger_than_corpus_returns_everything_matching(corpus):
+    rows = hybrid(corpus, "index", 500)
+    assert len(rows) == len(CORPUS)  # the dense leg reaches every document
+    assert [r[3] for r in rows] == sorted((r[3] for r in rows), reverse=True)
