@@ -19,7 +19,7 @@ begin
         using hint = 'rebuild the extension with make -C extension install VECTOR_SCHEMA=<schema of vector>';
     end if;
 
-    if pg_catalog.string_to_array(pg_catalog.split_part(vector_version, '-', 1), '.')::int []
+    if pg_catalog.string_to_array(pg_catalog.split_part(vector_version, '-', 1), '.')::int[]
         < array[0, 7] then
         raise exception 'hybrid_search: pgvector % is too old; sparsevec needs pgvector 0.7 or later',
             vector_version

@@ -38,8 +38,8 @@ select
     coalesce(c.num_threads, 1) as num_threads,
     coalesce(c.text_search_config, 'pg_catalog.english'::regconfig) as text_search_config,
     coalesce(c.python_venv, '/opt/hybrid_search/venv') as python_venv
-from (select) as one_row
-left join @extschema@.hybrid_search_config as c on true;
+from (values (true)) as one_row (singleton)
+left join @extschema@.hybrid_search_config as c on one_row.singleton = c.singleton;
 
 comment on view @extschema@.hybrid_search_settings is
 'effective hybrid_search settings (hybrid_search_config with defaults filled in)';

@@ -60,7 +60,7 @@ comment on function @extschema@.embed is
 -- Embeds many texts with one model call per batch_size texts; the rows come
 -- back in input order (ord is the 1-based array position). NULL elements give
 -- NULL vectors.
-create function @extschema@.embed_batch(contents text [])
+create function @extschema@.embed_batch(contents text[])
 returns table (
     ord integer,
     dense @extschema:vector@.vector,

@@ -2,13 +2,13 @@
 -- hybrid_search_embed_documents
 -- Embeds the given documents in batches of hybrid_search_settings.batch_size:
 -- one model call and one UPDATE per batch. Returns the number of rows written.
-create function @extschema@.hybrid_search_embed_documents(ids bigint [])
+create function @extschema@.hybrid_search_embed_documents(ids bigint[])
 returns bigint
 as $func$
 declare
     s @extschema@.hybrid_search_settings;
-    batch_ids bigint [];
-    batch_contents text [];
+    batch_ids bigint[];
+    batch_contents text[];
     written bigint := 0;
 begin
     if ids is null or cardinality(ids) = 0 then

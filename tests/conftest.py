@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 from helpers import connect, create_database
-
 from hybrid_search_installer.cluster import Cluster
 from hybrid_search_installer.layout import Layout
 

@@ -3,10 +3,9 @@
 from pathlib import Path
 
 import psycopg
-from pgvector.psycopg import register_vector
-
 from hybrid_search_installer.cluster import Cluster
 from hybrid_search_installer.layout import Layout
+from pgvector.psycopg import register_vector
 
 
 def connect(dsn: str) -> psycopg.Connection:

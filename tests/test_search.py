@@ -119,7 +119,10 @@ def weighted_reference(legs, weights, k):
 
 
 def legs_for(conn, query, candidates):
-    return [leg(conn, name, query, candidates) for name in ("dense_search", "sparse_search", "keyword_search")]
+    return [
+        leg(conn, name, query, candidates)
+        for name in ("dense_search", "sparse_search", "keyword_search")
+    ]
 
 
 @pytest.mark.parametrize("weights", [(1.0, 1.0, 1.0), (2.0, 0.5, 1.0), (0.0, 1.0, 3.0)])
@@ -145,7 +148,9 @@ def test_weighted_fusion_equals_python_reference(corpus, weights):
     )
     kwargs = {"fusion": "weighted", "candidates": candidates}
     if weights:
-        kwargs |= dict(zip(("dense_weight", "sparse_weight", "keyword_weight"), weights, strict=True))
+        kwargs |= dict(
+            zip(("dense_weight", "sparse_weight", "keyword_weight"), weights, strict=True)
+        )
     got = hybrid(corpus, query, 8, **kwargs)
     assert [r[0] for r in got] == [i for i, _ in expected]
     assert [r[3] for r in got] == pytest.approx([s for _, s in expected])
@@ -166,7 +171,8 @@ def test_each_leg_rank_and_score_are_reported(corpus):
 def test_filter_restricts_every_leg(corpus):
     flt = {"topic": "indexes"}
     allowed = {
-        r[0] for r in corpus.execute(
+        r[0]
+        for r in corpus.execute(
             "select id from documents where metadata @> %s::jsonb", [json.dumps(flt)]
         ).fetchall()
     }
@@ -215,8 +221,10 @@ def test_vector_overload_equals_text_search(corpus):
         ("hybrid_search('x', 10, fusion => null)", "unknown fusion NULL"),
         ("hybrid_search('x', 10, dense_weight => -1)", "weights must be finite and 0 or more"),
         ("hybrid_search('x', 10, sparse_weight => 'NaN')", "weights must be finite"),
-        ("hybrid_search('x', 10, dense_weight => 0, sparse_weight => 0, keyword_weight => 0)",
-         "nothing to search"),
+        (
+            "hybrid_search('x', 10, dense_weight => 0, sparse_weight => 0, keyword_weight => 0)",
+            "nothing to search",
+        ),
         ("hybrid_search('x', 10, candidates => 0)", "candidates must be between 1 and 10000"),
         ("hybrid_search('x', 10, rrf_k => -1)", "rrf_k must be 0 or more"),
         ("hybrid_search('x', 10, filter => '[1]')", "filter must be a JSON object"),

@@ -10,8 +10,7 @@ def test_refresh_matches_documents(db):
     insert(db, "vacuum and analyze", "vacuum freezes old tuples", "replication slots")
     db.execute("select hybrid_search_refresh()")
     stats = {
-        t: (df, w)
-        for t, df, w in db.execute("select * from hybrid_search_token_stats").fetchall()
+        t: (df, w) for t, df, w in db.execute("select * from hybrid_search_token_stats").fetchall()
     }
     df, best = Counter(), {}
     for (text,) in db.execute("select sparse::text from documents").fetchall():
@@ -39,10 +38,12 @@ def test_sparse_explain_bounds_each_token(db):
     assert rows
     query = parse_sparse(db.execute("select embed_sparse('ERR_CONN_REFUSED')::text").fetchone()[0])
     assert {r[0] for r in rows} == set(query)
-    for token_id, token, weight, df, max_weight, bound in rows:
+    for token_id, token, weight, _df, max_weight, bound in rows:
         assert token  # the tokenizer's text for the id
         assert weight == pytest.approx(query[token_id], rel=1e-6)
         assert bound == pytest.approx(weight * (max_weight or 0), rel=1e-6)
     # the bound really bounds: no document gets more from a token
-    best = db.execute("select max(sparse_dot(sparse, embed_sparse('ERR_CONN_REFUSED'))) from documents").fetchone()[0]
+    best = db.execute(
+        "select max(sparse_dot(sparse, embed_sparse('ERR_CONN_REFUSED'))) from documents"
+    ).fetchone()[0]
     assert best <= sum(r[5] for r in rows) + 1e-6

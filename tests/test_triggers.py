@@ -9,7 +9,8 @@ from helpers import insert, model_calls
 
 def embedding_state(conn, doc_id):
     return conn.execute(
-        "select dense::text, sparse::text, fts::text, model, embedded_at from documents where id = %s",
+        "select dense::text, sparse::text, fts::text, model, embedded_at"
+        " from documents where id = %s",
         [doc_id],
     ).fetchone()
 
@@ -27,12 +28,17 @@ def test_insert_embeds(db, model_dir):
 def test_update_of_content_reembeds(db):
     (doc_id,) = insert(db, "first version")
     before = embedding_state(db, doc_id)
-    db.execute("update documents set content = 'second version about vacuum' where id = %s", [doc_id])
+    db.execute(
+        "update documents set content = 'second version about vacuum' where id = %s", [doc_id]
+    )
     after = embedding_state(db, doc_id)
     assert after[0] != before[0] and after[1] != before[1]
     assert "vacuum" in after[2]
     assert after[4] > before[4]
-    assert after[0] == db.execute("select embed_dense('second version about vacuum')::text").fetchone()[0]
+    assert (
+        after[0]
+        == db.execute("select embed_dense('second version about vacuum')::text").fetchone()[0]
+    )
 
 
 def test_metadata_only_update_does_not_reembed(db):
@@ -50,9 +56,12 @@ def test_thousand_row_insert_select_is_embedded_in_batches(db):
     calls = model_calls(db)
     db.execute(
         "insert into documents (content)"
-        " select 'document number ' || i || ' about topic ' || (i % 17) from generate_series(1, 1000) i"
+        " select 'document number ' || i || ' about topic ' || (i % 17)"
+        " from generate_series(1, 1000) i"
     )
-    assert model_calls(db) - calls == -(-1000 // batch_size)  # ceil: one call per batch, not per row
+    assert model_calls(db) - calls == -(
+        -1000 // batch_size
+    )  # ceil: one call per batch, not per row
     assert db.execute("select count(*) from documents where embedded_at is null").fetchone()[0] == 0
     # each row got its own embedding, not a neighbour's
     mismatched = db.execute(

@@ -45,7 +45,13 @@ def cmd_stop(args, layout: Layout) -> None:
 
 def cmd_status(args, layout: Layout) -> None:
     cluster = local_cluster(layout)
-    state = "running" if cluster.running else "initialized, stopped" if cluster.initialized else "not created"
+    state = (
+        "running"
+        if cluster.running
+        else "initialized, stopped"
+        if cluster.initialized
+        else "not created"
+    )
     print(f"cluster {cluster.data}: {state}")
     if layout.state_file.exists():
         print(f"model: {models.installed_model(layout)['model']}")

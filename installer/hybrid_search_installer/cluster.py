@@ -71,8 +71,15 @@ class Cluster:
             if os.geteuid() == 0:
                 shutil.chown(path, SERVER_USER, SERVER_USER)
         self._run(
-            pg_bin() / "initdb", "-D", self.data, "-U", SUPERUSER, "--auth=trust",
-            "-E", "UTF8", "--locale=C.UTF-8",
+            pg_bin() / "initdb",
+            "-D",
+            self.data,
+            "-U",
+            SUPERUSER,
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
         )
         # only the socket, only for the owner (and root): trust is safe there
         settings = {
@@ -91,7 +98,9 @@ class Cluster:
     def running(self) -> bool:
         if not self.initialized:
             return False
-        return self._run(pg_bin() / "pg_ctl", "-D", self.data, "status", check=False).returncode == 0
+        return (
+            self._run(pg_bin() / "pg_ctl", "-D", self.data, "status", check=False).returncode == 0
+        )
 
     def start(self) -> bool:
         """Start if not running; True if it was started."""

@@ -18,7 +18,7 @@ QUERIES = [
 def load_corpus(conn) -> int:
     """Insert the corpus unless it is there already; one INSERT, embedded in batches."""
     present = conn.execute(
-        "select count(*) from documents where metadata @> '{\"source\": \"demo\"}'"
+        'select count(*) from documents where metadata @> \'{"source": "demo"}\''
     ).fetchone()[0]
     if present:
         return 0
@@ -41,8 +41,9 @@ def run(dsn: str, model: dict) -> None:
     print()
     if model["kind"] == "test":
         print(
-            "NOTE: running on the tiny RANDOM test model, not BGE-M3: dense and sparse ranks are\n"
-            "      noise; the keyword leg is real. `hybrid-search setup --model DIR` installs BGE-M3."
+            "NOTE: running on the tiny RANDOM test model, not BGE-M3: dense and sparse ranks\n"
+            "      are noise; the keyword leg is real.\n"
+            "      `hybrid-search setup --model DIR` installs BGE-M3."
         )
     with psycopg.connect(dsn, autocommit=True) as conn:
         loaded = load_corpus(conn)
@@ -58,7 +59,10 @@ def run(dsn: str, model: dict) -> None:
             ).fetchall()
             where = f"  filter {json.dumps(filter_)}" if filter_ else ""
             print(f"\nSELECT * FROM hybrid_search('{query}', 5){where}")
-            print(f"{'#':>2} {'id':>4} {'rrf':>6}  {'dense':>11}  {'sparse':>11}  {'keyword':>11}  content")
+            legs = "  ".join(f"{name:>11}" for name in ("dense", "sparse", "keyword"))
+            print(f"{'#':>2} {'id':>4} {'rrf':>6}  {legs}  content")
             for i, (doc_id, score, dr, ds, sr, ss, kr, ks, content) in enumerate(rows, 1):
-                legs = "  ".join(f"{_cell(r):>3} {_cell(s):>7}" for r, s in ((dr, ds), (sr, ss), (kr, ks)))
+                legs = "  ".join(
+                    f"{_cell(r):>3} {_cell(s):>7}" for r, s in ((dr, ds), (sr, ss), (kr, ks))
+                )
                 print(f"{i:>2} {doc_id:>4} {score:.4f}  {legs}  {textwrap.shorten(content, 60)}")

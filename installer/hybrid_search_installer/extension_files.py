@@ -15,7 +15,8 @@ def ensure_extension_files() -> None:
     sharedir = Path(report.run([pg_config(), "--sharedir"]).stdout.strip()) / "extension"
     built = [EXTENSION_DIR / "hybrid_search.control", *EXTENSION_DIR.glob("hybrid_search--*.sql")]
     stale = [
-        f.name for f in built
+        f.name
+        for f in built
         if not (sharedir / f.name).exists() or (sharedir / f.name).read_bytes() != f.read_bytes()
     ]
     if not stale:

@@ -24,7 +24,14 @@ def _is_model_dir(path: Path) -> bool:
 def ensure_test_model(layout: Layout) -> Path:
     existed = _is_model_dir(layout.test_model)
     report.run(
-        [layout.venv_python, "-m", "hybrid_search.random_model", layout.test_model, "--size", "tiny"]
+        [
+            layout.venv_python,
+            "-m",
+            "hybrid_search.random_model",
+            layout.test_model,
+            "--size",
+            "tiny",
+        ]
     )
     (report.done if existed else report.changing)(f"test model {layout.test_model}")
     return layout.test_model
@@ -39,7 +46,10 @@ def _download(layout: Layout, hub_id: str) -> Path | None:
     env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
     result = subprocess.run(
         [layout.venv_python, "-c", DOWNLOAD, hub_id, target],
-        capture_output=True, text=True, env=env, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
     )
     if result.returncode != 0 or not _is_model_dir(target):
         last_line = (result.stderr.strip().splitlines() or ["unknown error"])[-1]
@@ -61,7 +71,9 @@ def ensure_model(layout: Layout, model: str | None, test_model: bool) -> dict:
     else:
         path = _download(layout, model or REAL_MODEL_ID)
         if path is None and model:
-            raise SystemExit(f"hybrid-search: model {model} is neither a directory nor downloadable")
+            raise SystemExit(
+                f"hybrid-search: model {model} is neither a directory nor downloadable"
+            )
         if path is None:
             report.note(
                 "BGE-M3 is not available on this machine (no local copy, no download): "

@@ -69,4 +69,3 @@ def ensure_venv(layout: Layout) -> None:
         # the checkout may live where it cannot (/root)
         report.run([*pip, "--no-deps", "--force-reinstall", source])
         stamp.write_text(digest)
-

@@ -21,7 +21,8 @@ class Settings:
 
 
 def read(plpy) -> Settings:
-    """Current settings; the schema is looked up once per backend (the extension is not relocatable)."""
+    """Current settings. The extension is not relocatable, so its schema is looked up
+    once per backend."""
     global _statement
     if _statement is None:
         schema = plpy.execute(

@@ -24,4 +24,3 @@ def sparse_literal(weights: Mapping[str | int, float], dimensions: int) -> str:
             raise ValueError(f"token id {token} is outside the vocabulary of {dimensions}")
     body = ",".join(f"{token + 1}:{weight!r}" for token, weight in entries)
     return "{" + body + "}/" + str(dimensions)
-

@@ -3,7 +3,6 @@
 from dataclasses import dataclass
 
 import pytest
-
 from hybrid_search import model
 from hybrid_search.random_model import generate
 
