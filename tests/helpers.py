@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import psycopg
+from hybrid_search_installer import database
 from hybrid_search_installer.cluster import Cluster
 from hybrid_search_installer.layout import Layout
 from pgvector.psycopg import register_vector
@@ -16,15 +17,9 @@ def connect(dsn: str) -> psycopg.Connection:
 
 def create_database(cluster: Cluster, layout: Layout, model_dir: Path | None, name: str) -> str:
     """A fresh database with the extension pointed at our venv (and model, if given)."""
-    with psycopg.connect(cluster.dsn("postgres"), autocommit=True) as admin:
-        admin.execute(f'drop database if exists "{name}" with (force)')
-        admin.execute(f'create database "{name}"')
+    database.recreate_database(cluster.dsn("postgres"), name)
     dsn = cluster.dsn(name)
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("create extension hybrid_search cascade")
-        conn.execute("select hybrid_search_configure(python_venv => %s)", [str(layout.venv)])
-        if model_dir is not None:
-            conn.execute("select hybrid_search_set_model(%s)", [str(model_dir)])
+    database.ensure_extension(dsn, layout, str(model_dir) if model_dir else None)
     return dsn
 
 

@@ -17,8 +17,17 @@ def ensure_database(admin_dsn: str, dbname: str) -> None:
         conn.execute(sql.SQL("create database {}").format(sql.Identifier(dbname)))
 
 
-def ensure_extension(dsn: str, layout: Layout, model: str) -> None:
-    """CREATE EXTENSION hybrid_search CASCADE, our venv, and the model (each only if needed)."""
+def recreate_database(admin_dsn: str, dbname: str) -> None:
+    """An empty database of that name (tests and benchmarks start from scratch)."""
+    with psycopg.connect(admin_dsn, dbname="postgres", autocommit=True) as conn:
+        name = sql.Identifier(dbname)
+        conn.execute(sql.SQL("drop database if exists {} with (force)").format(name))
+        conn.execute(sql.SQL("create database {}").format(name))
+
+
+def ensure_extension(dsn: str, layout: Layout, model: str | None) -> None:
+    """CREATE EXTENSION hybrid_search CASCADE, our venv, and the model (each only if needed;
+    no model given: leave the default)."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         installed = conn.execute(
             "select extversion from pg_extension where extname = 'hybrid_search'"
@@ -34,6 +43,8 @@ def ensure_extension(dsn: str, layout: Layout, model: str) -> None:
             report.changing(f"python_venv = {layout.venv}")
             conn.execute("select hybrid_search_configure(python_venv => %s)", [str(layout.venv)])
 
+        if model is None:
+            return
         configured, sized = conn.execute(
             "select s.model, a.atttypmod > 0 from hybrid_search_settings as s,"
             " pg_attribute as a where a.attrelid = 'documents'::regclass and a.attname = 'dense'"
