@@ -31,6 +31,7 @@ lint: $(VENV)/.test-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/sqlfluff lint sql
+	$(BIN)/hadolint Dockerfile
 
 extension:
 	$(MAKE) -C extension

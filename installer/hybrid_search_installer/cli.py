@@ -70,6 +70,12 @@ def cmd_psql(args, layout: Layout) -> None:
     os.execv(psql, [psql, local_cluster(layout).dsn(DATABASE), *args.psql_args])
 
 
+def cmd_init_sql(args, layout: Layout) -> None:
+    """SQL that creates and configures the extension for the installed model and venv,
+    for an existing server: `hybrid-search init-sql | psql DBNAME`."""
+    print(database.init_sql(layout, models.installed_model(layout)["model"]))
+
+
 def cmd_demo(args, layout: Layout) -> None:
     cmd_setup(args, layout)
     cmd_start(args, layout)
@@ -102,6 +108,9 @@ def main(argv: list[str] | None = None) -> None:
     psql = commands.add_parser("psql", help="psql on the local cluster")
     psql.add_argument("psql_args", nargs=argparse.REMAINDER)
     psql.set_defaults(func=cmd_psql)
+    commands.add_parser(
+        "init-sql", help="print SQL that creates and configures the extension on any server"
+    ).set_defaults(func=cmd_init_sql)
     demo_parser = commands.add_parser("demo", help="setup, start, load a corpus, run queries")
     model_options(demo_parser)
     demo_parser.set_defaults(func=cmd_demo)

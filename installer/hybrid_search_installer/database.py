@@ -17,6 +17,21 @@ def ensure_database(admin_dsn: str, dbname: str) -> None:
         conn.execute(sql.SQL("create database {}").format(sql.Identifier(dbname)))
 
 
+def init_sql(layout: Layout, model: str) -> str:
+    """The statements ensure_extension would run, as a script for psql."""
+    return "\n".join(
+        [
+            "create extension if not exists hybrid_search cascade;",
+            sql.SQL("select hybrid_search_configure(python_venv => {});")
+            .format(sql.Literal(str(layout.venv)))
+            .as_string(None),
+            sql.SQL("select hybrid_search_set_model({});")
+            .format(sql.Literal(model))
+            .as_string(None),
+        ]
+    )
+
+
 def recreate_database(admin_dsn: str, dbname: str) -> None:
     """An empty database of that name (tests and benchmarks start from scratch)."""
     with psycopg.connect(admin_dsn, dbname="postgres", autocommit=True) as conn:

@@ -7,6 +7,7 @@ Stamp files make a second `setup` a no-op.
 """
 
 import hashlib
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -55,6 +56,10 @@ def ensure_venv(layout: Layout) -> None:
         report.done(f"PL/Python virtualenv {layout.venv}: {', '.join(REQUIREMENTS)}")
     else:
         report.changing(f"into {layout.venv}: {', '.join(REQUIREMENTS)}")
+        # where no local CPU wheel is on hand (a Docker build), a CPU-only index
+        # keeps pip from pulling the CUDA build
+        index = os.environ.get("HYBRID_SEARCH_TORCH_INDEX_URL")
+        report.run([*pip, *(["--index-url", index] if index else []), TORCH_REQUIREMENT])
         report.run([*pip, *REQUIREMENTS])
         stamp.write_text(requirements)
 

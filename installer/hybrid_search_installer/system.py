@@ -33,10 +33,12 @@ def required_packages(version: str = PG_VERSION) -> list[str]:
         f"postgresql-plpython3-{version}",
         f"postgresql-server-dev-{version}",
         f"{python}-venv",
-        "build-essential",
-        "dpkg-dev",
         "ca-certificates",
     ]
+
+
+# only for building pgvector from source
+BUILD_PACKAGES = ["build-essential", "dpkg-dev"]
 
 
 def _installed(package: str) -> bool:
@@ -112,7 +114,8 @@ def _build_pgvector_from_source(layout: Layout) -> None:
     if not TRIXIE_SOURCES.exists():
         TRIXIE_SOURCES.write_text(TRIXIE_SOURCES_TEXT)
         _apt_updated = False
-    _apt("install", "-y", "-q", "dpkg-dev")  # also runs apt-get update for the new source
+    # also runs apt-get update, which reads the new source list
+    _apt("install", "-y", "-q", "--no-install-recommends", *BUILD_PACKAGES)
     build = layout.build / "pgvector"
     shutil.rmtree(build, ignore_errors=True)
     build.mkdir(parents=True)
