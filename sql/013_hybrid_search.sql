@@ -1,4 +1,24 @@
 -------------------------------------------------------------------------------
+-- hybrid_search_result
+-- One fused result: the document, its fused score, and each leg's rank and
+-- score (NULL where that leg did not return the document).
+create type @extschema@.hybrid_search_result as (
+    id bigint,
+    content text,
+    metadata jsonb,
+    score double precision,
+    dense_rank integer,
+    dense_score double precision,
+    sparse_rank integer,
+    sparse_score double precision,
+    keyword_rank integer,
+    keyword_score double precision
+);
+
+comment on type @extschema@.hybrid_search_result is
+'a hybrid_search row: document, fused score, and each leg''s rank and score';
+
+-------------------------------------------------------------------------------
 -- hybrid_search (query vectors)
 -- Fuses the dense, sparse and keyword legs, each asked for
 -- greatest(candidates, k) documents under the same metadata filter.
@@ -21,18 +41,7 @@ create function @extschema@.hybrid_search(
     candidates integer default 100,
     filter jsonb default null,
     rrf_k integer default 60
-) returns table (
-    id bigint,
-    content text,
-    metadata jsonb,
-    score double precision,
-    dense_rank integer,
-    dense_score double precision,
-    sparse_rank integer,
-    sparse_score double precision,
-    keyword_rank integer,
-    keyword_score double precision
-)
+) returns setof @extschema@.hybrid_search_result
 as $func$
 #variable_conflict use_column
 declare
@@ -171,18 +180,7 @@ create function @extschema@.hybrid_search(
     candidates integer default 100,
     filter jsonb default null,
     rrf_k integer default 60
-) returns table (
-    id bigint,
-    content text,
-    metadata jsonb,
-    score double precision,
-    dense_rank integer,
-    dense_score double precision,
-    sparse_rank integer,
-    sparse_score double precision,
-    keyword_rank integer,
-    keyword_score double precision
-)
+) returns setof @extschema@.hybrid_search_result
 as $func$
 #variable_conflict use_column
 declare
