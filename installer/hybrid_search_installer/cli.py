@@ -105,9 +105,10 @@ def main(argv: list[str] | None = None) -> None:
     commands.add_parser("dsn", help="print the local cluster's connection string").set_defaults(
         func=cmd_dsn
     )
-    psql = commands.add_parser("psql", help="psql on the local cluster")
-    psql.add_argument("psql_args", nargs=argparse.REMAINDER)
-    psql.set_defaults(func=cmd_psql)
+    # everything after `psql` goes to psql, options included
+    commands.add_parser("psql", help="psql on the local cluster [psql options]").set_defaults(
+        func=cmd_psql
+    )
     commands.add_parser(
         "init-sql", help="print SQL that creates and configures the extension on any server"
     ).set_defaults(func=cmd_init_sql)
@@ -115,5 +116,8 @@ def main(argv: list[str] | None = None) -> None:
     model_options(demo_parser)
     demo_parser.set_defaults(func=cmd_demo)
 
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "psql":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.psql_args = extra
     args.func(args, Layout.from_environment())
