@@ -46,9 +46,10 @@ comment on view @extschema@.hybrid_search_settings is
 
 -------------------------------------------------------------------------------
 -- hybrid_search_configure
--- Change settings by name; arguments left NULL keep their current value.
--- Runs with the caller's rights, so only the owner of hybrid_search_config
--- (or a superuser) gets past the INSERT.
+-- Change settings by name; arguments left NULL keep their current value. A
+-- new text search configuration rewrites documents.fts. Runs with the
+-- caller's rights, so only the owner of hybrid_search_config (or a
+-- superuser) gets past the INSERT.
 create function @extschema@.hybrid_search_configure(
     device text default null,
     use_fp16 boolean default null,
@@ -59,6 +60,9 @@ create function @extschema@.hybrid_search_configure(
     python_venv text default null
 ) returns setof @extschema@.hybrid_search_settings
 as $func$
+declare
+    old_config regconfig := (select s.text_search_config from @extschema@.hybrid_search_settings as s);
+begin
     insert into @extschema@.hybrid_search_config as c (
         device, use_fp16, batch_size, max_length, num_threads, text_search_config, python_venv
     )
@@ -71,9 +75,14 @@ as $func$
         num_threads = coalesce(excluded.num_threads, c.num_threads),
         text_search_config = coalesce(excluded.text_search_config, c.text_search_config),
         python_venv = coalesce(excluded.python_venv, c.python_venv);
-    select * from @extschema@.hybrid_search_settings;
+    if text_search_config is not null and text_search_config <> old_config then
+        update @extschema@.documents as d
+        set fts = pg_catalog.to_tsvector(hybrid_search_configure.text_search_config, d.content);
+    end if;
+    return query select * from @extschema@.hybrid_search_settings;
+end;
 $func$
-language sql volatile security invoker
+language plpgsql volatile security invoker
 set search_path to pg_catalog, pg_temp;
 
 comment on function @extschema@.hybrid_search_configure is

@@ -32,7 +32,6 @@ begin
         set
             dense = e.dense,
             sparse = e.sparse,
-            fts = pg_catalog.to_tsvector(s.text_search_config, d.content),
             model = s.model,
             embedded_at = pg_catalog.now()
         from pg_catalog.unnest(batch_ids) with ordinality as b (id, ord)
@@ -50,13 +49,38 @@ comment on function @extschema@.hybrid_search_embed_documents is
 'embed (or re-embed) these documents now, one model call per batch_size rows';
 
 -------------------------------------------------------------------------------
+-- _documents_fulltext
+-- Row-level trigger: fts follows content (and hybrid_search_configure
+-- rewrites it when the text search configuration changes).
+create function @extschema@._documents_fulltext()
+returns trigger
+as $func$
+begin
+    new.fts := pg_catalog.to_tsvector(
+        (select s.text_search_config from @extschema@.hybrid_search_settings as s), new.content
+    );
+    return new;
+end;
+$func$
+language plpgsql volatile security invoker
+set search_path to pg_catalog, pg_temp;
+
+create trigger documents_fulltext
+before insert or update of content on @extschema@.documents
+for each row execute function @extschema@._documents_fulltext();
+
+-------------------------------------------------------------------------------
 -- _documents_embed_inserted
--- Statement-level trigger: every inserted (or COPYed) row, in batches.
+-- Statement-level trigger: every inserted (or COPYed) row, in batches. Rows
+-- that arrive with both vectors (clients that embed elsewhere) are kept as
+-- they are.
 create function @extschema@._documents_embed_inserted()
 returns trigger
 as $func$
 begin
-    perform @extschema@.hybrid_search_embed_documents(array(select n.id from new_rows as n));
+    perform @extschema@.hybrid_search_embed_documents(array(
+        select n.id from new_rows as n where n.dense is null or n.sparse is null
+    ));
     return null;
 end;
 $func$
@@ -65,8 +89,9 @@ set search_path to pg_catalog, pg_temp;
 
 -------------------------------------------------------------------------------
 -- _documents_embed_updated
--- Statement-level trigger: only rows whose content changed. Metadata-only
--- updates, and the UPDATE that stores embeddings, find nothing to do.
+-- Statement-level trigger: only rows whose content changed and whose vectors
+-- the same UPDATE did not set. Metadata-only updates, and the UPDATE that
+-- stores embeddings, find nothing to do.
 create function @extschema@._documents_embed_updated()
 returns trigger
 as $func$
@@ -75,7 +100,16 @@ begin
         select n.id
         from new_rows as n
         left join old_rows as o on n.id = o.id
-        where o.id is null or n.content is distinct from o.content
+        where
+            o.id is null
+            or (
+                n.content is distinct from o.content
+                -- compared as bytes: pgvector's = is not on our search_path
+                and @extschema:vector@.vector_send(n.dense)
+                is not distinct from @extschema:vector@.vector_send(o.dense)
+                and @extschema:vector@.sparsevec_send(n.sparse)
+                is not distinct from @extschema:vector@.sparsevec_send(o.sparse)
+            )
     ));
     return null;
 end;
@@ -95,7 +129,8 @@ for each statement execute function @extschema@._documents_embed_updated();
 
 -------------------------------------------------------------------------------
 -- hybrid_search_reembed
--- Re-embeds every document, for example after changing max_length.
+-- Re-embeds every document, for example after changing max_length or model
+-- settings.
 create function @extschema@.hybrid_search_reembed()
 returns bigint
 as $func$

@@ -2,6 +2,8 @@
 
 from dataclasses import dataclass
 
+from . import catalog
+
 _statement = None
 
 
@@ -21,16 +23,10 @@ class Settings:
 
 
 def read(plpy) -> Settings:
-    """Current settings. The extension is not relocatable, so its schema is looked up
-    once per backend."""
+    """Current settings (one prepared query per call)."""
     global _statement
     if _statement is None:
-        schema = plpy.execute(
-            "select pg_catalog.quote_ident(n.nspname) as schema"
-            " from pg_catalog.pg_extension as e"
-            " join pg_catalog.pg_namespace as n on n.oid = e.extnamespace"
-            " where e.extname = 'hybrid_search'"
-        )[0]["schema"]
+        schema, _ = catalog.schemas(plpy)
         _statement = plpy.prepare(
             "select model, device, use_fp16, batch_size, max_length, num_threads"
             f" from {schema}.hybrid_search_settings"

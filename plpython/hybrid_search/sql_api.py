@@ -5,7 +5,7 @@ into one clear PostgreSQL error, and returns values in the shapes PL/Python
 converts to the declared SQL types.
 """
 
-from . import model, settings, vectors
+from . import model, settings, sparse_db, vectors
 
 _FIX_HINT = (
     "install a model with `hybrid-search setup --model <hub id or directory>` "
@@ -97,3 +97,12 @@ def query_tokens(plpy, query):
     loaded, (encoding,) = _encode(plpy, [query])
     weights = sorted(encoding.lexical_weights.items(), key=lambda item: (-item[1], int(item[0])))
     return [(int(t), loaded.token_text(int(t)), float(w)) for t, w in weights]
+
+
+def rebuild_sparse_index(plpy):
+    return sparse_db.rebuild(plpy)
+
+
+def sparse_index_search(plpy, query_sparse, k, filter_json):
+    """(id, score) best first: the sparse leg through the inverted index."""
+    return sparse_db.search(plpy, query_sparse, k, filter_json)

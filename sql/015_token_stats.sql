@@ -1,31 +1,17 @@
 -------------------------------------------------------------------------------
--- _document_token_weights
--- Every (token, weight) pair of every embedded document. The view below reads
--- documents through this function so that it does not pin the type of
--- documents.sparse, which hybrid_search_set_model() resizes.
-create function @extschema@._document_token_weights()
-returns table (token_id integer, weight real)
-as $func$
-    select e.token_id, e.weight
-    from @extschema@.documents as d
-    cross join lateral @extschema@.sparse_entries(d.sparse) as e;
-$func$
-language sql stable parallel safe security invoker
-set search_path to pg_catalog, pg_temp;
-
--------------------------------------------------------------------------------
 -- hybrid_search_token_stats
--- Per token: how many documents carry it and its largest weight. weight *
--- max_weight bounds what a query token can add to any document's sparse
--- score (the bound MaxScore-style pruning needs), and the view shows which
--- tokens are common or rare. Refreshed by hybrid_search_refresh().
+-- Per token: how many documents carry it and its largest weight, as of the
+-- last hybrid_search_refresh(). weight * max_weight bounds what a query token
+-- can add to any document's sparse score, and the view shows which tokens
+-- are common or rare. Read from the inverted index, which a refresh has just
+-- rebuilt from documents.
 create materialized view @extschema@.hybrid_search_token_stats as
 select
-    t.token_id,
-    count(*) as document_frequency,
-    max(t.weight) as max_weight
-from @extschema@._document_token_weights() as t
-group by t.token_id;
+    p.token_id,
+    sum(pg_catalog.octet_length(p.weights) / 4) as document_frequency,
+    max(p.max_weight) as max_weight
+from @extschema@.hybrid_search_sparse_postings as p
+group by p.token_id;
 
 create unique index hybrid_search_token_stats_token_id_idx
 on @extschema@.hybrid_search_token_stats (token_id);
@@ -35,12 +21,14 @@ comment on materialized view @extschema@.hybrid_search_token_stats is
 
 -------------------------------------------------------------------------------
 -- hybrid_search_refresh
--- Refreshes the derived views without blocking readers (a first refresh,
--- e.g. after pg_restore, cannot be concurrent and blocks briefly).
+-- Rebuilds the sparse inverted index and refreshes the statistics view,
+-- without blocking readers or writers (a first refresh of the view, e.g.
+-- after pg_restore, cannot be concurrent and blocks readers of it briefly).
 create function @extschema@.hybrid_search_refresh()
 returns void
 as $func$
 begin
+    perform @extschema@.hybrid_search_rebuild_sparse_index();
     if (
         select c.relispopulated from pg_catalog.pg_class as c
         where c.oid = '@extschema@.hybrid_search_token_stats'::regclass
@@ -55,7 +43,7 @@ language plpgsql volatile security invoker
 set search_path to pg_catalog, pg_temp;
 
 comment on function @extschema@.hybrid_search_refresh is
-'refresh hybrid_search_token_stats (concurrently once populated)';
+'rebuild the sparse inverted index and refresh hybrid_search_token_stats';
 
 -------------------------------------------------------------------------------
 -- query_tokens

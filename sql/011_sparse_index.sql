@@ -1,0 +1,159 @@
+-------------------------------------------------------------------------------
+-- hybrid_search_sparse_postings
+-- The inverted index of documents.sparse: for every token, its postings in
+-- blocks of at most 1024, ordered by weight (block 0 holds the heaviest), as
+-- packed little-endian arrays (doc ids int4 or int8, weights float4) that
+-- PL/Python scores with numpy. max_weight bounds a block's contribution, so a
+-- query can stop reading a token early. Rebuilt by hybrid_search_refresh();
+-- rows written since then are found through hybrid_search_sparse_changes.
+-- Not dumped by pg_dump: until the first rebuild after a restore, the sparse
+-- leg scans documents exactly.
+create table @extschema@.hybrid_search_sparse_postings (
+    token_id integer not null,
+    block integer not null,
+    max_weight real not null,
+    doc_ids bytea not null,
+    weights bytea not null,
+    primary key (token_id, block) include (max_weight)
+);
+
+comment on table @extschema@.hybrid_search_sparse_postings is
+'sparse inverted index: impact-ordered postings blocks per token (rebuilt by hybrid_search_refresh)';
+
+-------------------------------------------------------------------------------
+-- hybrid_search_sparse_segment
+-- What the postings were built from: one row, replaced by every rebuild.
+create table @extschema@.hybrid_search_sparse_segment (
+    singleton boolean primary key default true check (singleton),
+    built_at timestamptz not null,
+    built_snapshot pg_snapshot not null,
+    documents bigint not null,
+    postings bigint not null,
+    max_doc_id bigint not null,
+    doc_id_bytes integer not null check (doc_id_bytes in (4, 8)),
+    build_seconds double precision not null
+);
+
+comment on table @extschema@.hybrid_search_sparse_segment is
+'when and from what snapshot hybrid_search_sparse_postings was built';
+
+-------------------------------------------------------------------------------
+-- hybrid_search_sparse_changes
+-- Documents inserted, updated (sparse changed) or deleted since the postings
+-- were built. Queries ignore these ids in the postings and score the live
+-- ones exactly from documents, so the index never returns a stale or deleted
+-- document and never misses a new one. xid is the writing transaction: a
+-- rebuild forgets exactly the changes its snapshot saw.
+create table @extschema@.hybrid_search_sparse_changes (
+    doc_id bigint primary key,
+    xid xid8 not null default pg_catalog.pg_current_xact_id()
+);
+
+comment on table @extschema@.hybrid_search_sparse_changes is
+'documents changed since the sparse index was built (scored exactly until the next refresh)';
+
+-------------------------------------------------------------------------------
+-- _sparse_index_note_written
+-- Statement-level trigger: remember inserted rows and rows whose sparse
+-- vector changed.
+create function @extschema@._sparse_index_note_written()
+returns trigger
+as $func$
+begin
+    if tg_op = 'INSERT' then
+        insert into @extschema@.hybrid_search_sparse_changes as c (doc_id)
+        select n.id from new_rows as n
+        on conflict (doc_id) do update set xid = excluded.xid;
+    else
+        insert into @extschema@.hybrid_search_sparse_changes as c (doc_id)
+        select n.id from new_rows as n
+        left join old_rows as o on n.id = o.id
+        where
+            o.id is null
+            or @extschema:vector@.sparsevec_send(n.sparse)
+            is distinct from @extschema:vector@.sparsevec_send(o.sparse)
+        union
+        select o.id from old_rows as o
+        left join new_rows as n on o.id = n.id
+        where n.id is null
+        on conflict (doc_id) do update set xid = excluded.xid;
+    end if;
+    return null;
+end;
+$func$
+language plpgsql volatile security invoker
+set search_path to pg_catalog, pg_temp;
+
+-------------------------------------------------------------------------------
+-- _sparse_index_note_deleted
+-- Statement-level trigger: remember deleted rows.
+create function @extschema@._sparse_index_note_deleted()
+returns trigger
+as $func$
+begin
+    insert into @extschema@.hybrid_search_sparse_changes as c (doc_id)
+    select o.id from old_rows as o
+    on conflict (doc_id) do update set xid = excluded.xid;
+    return null;
+end;
+$func$
+language plpgsql volatile security invoker
+set search_path to pg_catalog, pg_temp;
+
+-------------------------------------------------------------------------------
+-- _sparse_index_truncated
+-- TRUNCATE documents empties the index in the same transaction.
+create function @extschema@._sparse_index_truncated()
+returns trigger
+as $func$
+begin
+    delete from @extschema@.hybrid_search_sparse_postings;
+    delete from @extschema@.hybrid_search_sparse_changes;
+    delete from @extschema@.hybrid_search_sparse_segment;
+    return null;
+end;
+$func$
+language plpgsql volatile security invoker
+set search_path to pg_catalog, pg_temp;
+
+create trigger sparse_index_inserted
+after insert on @extschema@.documents
+referencing new table as new_rows
+for each statement execute function @extschema@._sparse_index_note_written();
+
+create trigger sparse_index_updated
+after update on @extschema@.documents
+referencing old table as old_rows new table as new_rows
+for each statement execute function @extschema@._sparse_index_note_written();
+
+create trigger sparse_index_deleted
+after delete on @extschema@.documents
+referencing old table as old_rows
+for each statement execute function @extschema@._sparse_index_note_deleted();
+
+create trigger sparse_index_truncated
+after truncate on @extschema@.documents
+for each statement execute function @extschema@._sparse_index_truncated();
+
+-------------------------------------------------------------------------------
+-- hybrid_search_rebuild_sparse_index
+-- Rebuilds the postings from all documents in one snapshot, replaces the old
+-- ones atomically (readers keep using them until commit) and forgets the
+-- changes that snapshot saw. Concurrent rebuilds wait for each other.
+create function @extschema@.hybrid_search_rebuild_sparse_index(
+    out documents bigint,
+    out postings bigint,
+    out seconds double precision
+)
+as $python$
+    import sys
+    if 'hybrid_search' not in sys.modules:
+        plpy.execute('select @extschema@.hybrid_search_load_python()')
+    from hybrid_search import sql_api
+    return sql_api.rebuild_sparse_index(plpy)
+$python$
+language plpython3u volatile security invoker
+set search_path to pg_catalog, pg_temp;
+
+comment on function @extschema@.hybrid_search_rebuild_sparse_index is
+'rebuild the sparse inverted index from documents (readers are not blocked)';

@@ -1,0 +1,119 @@
+-------------------------------------------------------------------------------
+-- sparse_search_scan
+-- The sparse leg as a plain scan: the k documents with the highest lexical
+-- matching score (sparse_dot), computed for every document. Exact and slow
+-- on large tables; the reference the index is tested and measured against,
+-- and what sparse_search uses until the index is first built.
+create function @extschema@.sparse_search_scan(
+    query_sparse @extschema:vector@.sparsevec,
+    k integer default 10,
+    filter jsonb default null
+) returns table (id bigint, rank integer, score double precision)
+as $func$
+#variable_conflict use_column
+begin
+    perform @extschema@._check_search_arguments('sparse_search_scan', k, filter);
+    if query_sparse is null then
+        raise exception 'sparse_search_scan: query vector must not be NULL'
+        using errcode = 'invalid_parameter_value';
+    end if;
+    -- <#> is the negative inner product, so ascending order is best first
+    return query
+    select
+        n.id,
+        (row_number() over (order by n.negative_dot, n.id))::integer,
+        -n.negative_dot
+    from (
+        select
+            d.id,
+            d.sparse operator(@extschema:vector@.<#>) query_sparse as negative_dot
+        from @extschema@.documents as d
+        where
+            d.sparse is not null
+            and (filter is null or d.metadata @> filter)
+            and d.sparse operator(@extschema:vector@.<#>) query_sparse < 0
+        order by negative_dot, d.id
+        limit k
+    ) as n
+    order by n.negative_dot, n.id;
+end;
+$func$
+language plpgsql stable parallel safe security invoker
+set search_path to pg_catalog, pg_temp;
+
+comment on function @extschema@.sparse_search_scan is
+'k documents with the highest lexical matching score, by scanning every document (exact reference)';
+
+-------------------------------------------------------------------------------
+-- _sparse_search_index
+-- (id, score) best first from the inverted index plus the documents changed
+-- since it was built; see plpython/hybrid_search/sparse_index.py. STABLE, so
+-- all its reads share one snapshot.
+create function @extschema@._sparse_search_index(
+    query_sparse @extschema:vector@.sparsevec, k integer, filter jsonb
+) returns table (id bigint, score double precision)
+as $python$
+    import sys
+    if 'hybrid_search' not in sys.modules:
+        plpy.execute('select @extschema@.hybrid_search_load_python()')
+    from hybrid_search import sql_api
+    return sql_api.sparse_index_search(plpy, query_sparse, k, filter)
+$python$
+language plpython3u stable parallel restricted security invoker
+set search_path to pg_catalog, pg_temp;
+
+-------------------------------------------------------------------------------
+-- sparse_search (sparsevec)
+-- The k documents with the highest lexical matching score (sparse_dot) for a
+-- sparse query vector, exact, through the inverted index; documents sharing
+-- no weighted token are left out.
+create function @extschema@.sparse_search(
+    query_sparse @extschema:vector@.sparsevec,
+    k integer default 10,
+    filter jsonb default null
+) returns table (id bigint, rank integer, score double precision)
+as $func$
+#variable_conflict use_column
+begin
+    perform @extschema@._check_search_arguments('sparse_search', k, filter);
+    if query_sparse is null then
+        raise exception 'sparse_search: query vector must not be NULL'
+        using errcode = 'invalid_parameter_value';
+    end if;
+    return query
+    select
+        r.id,
+        (row_number() over (order by r.score desc, r.id))::integer,
+        r.score
+    from @extschema@._sparse_search_index(query_sparse, k, filter) as r
+    order by r.score desc, r.id;
+end;
+$func$
+language plpgsql stable parallel restricted security invoker
+set search_path to pg_catalog, pg_temp;
+
+comment on function @extschema@.sparse_search(@extschema:vector@.sparsevec, integer, jsonb) is
+'k documents with the highest lexical matching score for a sparse query vector (inverted index, exact)';
+
+-------------------------------------------------------------------------------
+-- sparse_search (text)
+-- Embeds the query's lexical weights in this backend, then searches as above.
+create function @extschema@.sparse_search(
+    query text,
+    k integer default 10,
+    filter jsonb default null
+) returns table (id bigint, rank integer, score double precision)
+as $func$
+#variable_conflict use_column
+begin
+    perform @extschema@._check_query_text('sparse_search', query);
+    perform @extschema@._check_search_arguments('sparse_search', k, filter);
+    return query
+    select * from @extschema@.sparse_search(@extschema@.embed_sparse(query), k, filter);
+end;
+$func$
+language plpgsql stable parallel restricted security invoker
+set search_path to pg_catalog, pg_temp;
+
+comment on function @extschema@.sparse_search(text, integer, jsonb) is
+'k documents with the highest BGE-M3 lexical matching score for the query';

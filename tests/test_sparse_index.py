@@ -1,0 +1,157 @@
+"""The sparse inverted index inside PostgreSQL: exact, and never stale."""
+
+import threading
+
+import psycopg
+import pytest
+from helpers import connect, insert
+
+QUERIES = ["index", "replica lag", "vacuum dead tuples", "ERR_CONN_REFUSED", "lock writes table"]
+
+
+def by_index(conn, query, k=10, flt=None):
+    return conn.execute(
+        "select id, score from sparse_search(embed_sparse(%s), %s, %s::jsonb)", [query, k, flt]
+    ).fetchall()
+
+
+def by_scan(conn, query, k=10, flt=None):
+    return conn.execute(
+        "select id, score from sparse_search_scan(embed_sparse(%s), %s, %s::jsonb)", [query, k, flt]
+    ).fetchall()
+
+
+def assert_same(conn, queries=QUERIES, k=10, flt=None):
+    for query in queries:
+        found, expected = by_index(conn, query, k, flt), by_scan(conn, query, k, flt)
+        assert [r[0] for r in found] == [r[0] for r in expected], query
+        assert [r[1] for r in found] == pytest.approx([r[1] for r in expected], rel=1e-5)
+
+
+@pytest.fixture
+def big(db):
+    """3,000 documents: enough for common tokens to span several postings blocks."""
+    db.execute(
+        "insert into documents (content, metadata)"
+        " select 'doc ' || i || ' about ' || (array['index', 'replica lag', 'vacuum dead tuples',"
+        " 'lock writes table', 'connection refused'])[1 + i % 5] || ' number ' || (i % 97),"
+        " jsonb_build_object('tenant', i % 10) from generate_series(1, 3000) i"
+    )
+    insert(db, "ERR_CONN_REFUSED from the pooler")
+    db.execute("select hybrid_search_refresh()")
+    blocks = db.execute("select max(block) from hybrid_search_sparse_postings").fetchone()[0]
+    assert blocks >= 2
+    return db
+
+
+@pytest.mark.parametrize("k", [1, 10, 100])
+def test_index_equals_exact_scan(big, k):
+    assert_same(big, k=k)
+
+
+def test_index_with_filter_equals_exact_scan(big):
+    assert_same(big, flt='{"tenant": 3}')
+    found = by_index(big, "lock writes table", 100, '{"tenant": 3}')
+    assert len(found) == 100  # k results whenever k matching documents exist
+
+
+def test_writes_after_refresh_are_seen_at_once(big):
+    (new_id,) = insert(big, "ERR_CONN_REFUSED again, from a new document")
+    assert new_id in [r[0] for r in by_index(big, "ERR_CONN_REFUSED")]
+    old = big.execute(
+        "select id from documents where content like 'ERR_CONN_REFUSED from%'"
+    ).fetchone()[0]
+    big.execute("update documents set content = 'nothing to see' where id = %s", [old])
+    assert old not in [r[0] for r in by_index(big, "ERR_CONN_REFUSED")]
+    big.execute("delete from documents where id = %s", [new_id])
+    assert by_index(big, "ERR_CONN_REFUSED") == by_scan(big, "ERR_CONN_REFUSED")
+    assert new_id not in [r[0] for r in by_index(big, "ERR_CONN_REFUSED", 100)]
+    big.execute("delete from documents where id % 7 = 0")
+    assert_same(big, k=50)
+    big.execute("select hybrid_search_refresh()")
+    assert big.execute("select count(*) from hybrid_search_sparse_changes").fetchone()[0] == 0
+    assert_same(big, k=50)
+
+
+def test_truncate_empties_the_index(big):
+    big.execute("truncate documents")
+    assert big.execute("select count(*) from hybrid_search_sparse_postings").fetchone()[0] == 0
+    assert by_index(big, "index") == []
+    insert(big, "index after truncate")
+    assert len(by_index(big, "index")) == 1
+
+
+def test_write_committed_after_a_concurrent_refresh_is_not_lost(big, dsn):
+    with connect(dsn) as writer:
+        writer.autocommit = False
+        (doc_id,) = insert(writer, "zebra index written while the index is rebuilt")
+        big.execute("select hybrid_search_refresh()")  # its snapshot cannot see the writer
+        writer.commit()
+    assert doc_id in [r[0] for r in by_index(big, "zebra index written", 5)]
+    assert_same(big)
+
+
+def test_concurrent_writers_and_refreshes(big, dsn):
+    errors = []
+
+    def write(seed):
+        try:
+            with connect(dsn) as conn:
+                for i in range(15):
+                    insert(conn, f"concurrent index document {seed} {i}")
+                    conn.execute(
+                        "update documents set content = content || ' updated' where id = %s",
+                        [1 + (seed * 37 + i * 11) % 3000],
+                    )
+                    conn.execute(
+                        "delete from documents where id = %s", [1 + (seed * 53 + i) % 3000]
+                    )
+        except psycopg.Error as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    def refresh():
+        try:
+            with connect(dsn) as conn:
+                for _ in range(3):
+                    conn.execute("select hybrid_search_refresh()")
+        except psycopg.Error as error:  # pragma: no cover
+            errors.append(error)
+
+    threads = [threading.Thread(target=write, args=(s,)) for s in range(2)]
+    threads.append(threading.Thread(target=refresh))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert_same(big, [*QUERIES, "concurrent index document"], k=100)
+    big.execute("select hybrid_search_refresh()")
+    assert_same(big, [*QUERIES, "concurrent index document"], k=100)
+
+
+def test_row_level_security_holds_in_the_index(big):
+    big.execute("drop role if exists hs_tenant")
+    big.execute("create role hs_tenant")
+    try:
+        big.execute(
+            "grant select on documents, hybrid_search_sparse_postings,"
+            " hybrid_search_sparse_segment, hybrid_search_sparse_changes to hs_tenant"
+        )
+        big.execute("alter table documents enable row level security")
+        big.execute(
+            "create policy tenant3 on documents to hs_tenant using ((metadata->>'tenant')::int = 3)"
+        )
+        big.execute("set role hs_tenant")
+        found = by_index(big, "index", 50)
+        big.execute("reset role")
+        expected = by_scan(big, "index", 50, '{"tenant": 3}')
+        assert [r[0] for r in found] == [r[0] for r in expected]
+    finally:
+        big.execute("reset role")
+        big.execute("drop policy if exists tenant3 on documents")
+        big.execute("alter table documents disable row level security")
+        big.execute(
+            "revoke all on documents, hybrid_search_sparse_postings,"
+            " hybrid_search_sparse_segment, hybrid_search_sparse_changes from hs_tenant"
+        )
+        big.execute("drop role hs_tenant")
