@@ -99,6 +99,9 @@ begin
         'alter column sparse type @extschema:vector@.sparsevec(%s)',
         info.dense_dimensions, info.vocabulary_size
     );
+    if to_regclass('@extschema@.documents_dense_idx') is null then
+        perform @extschema@.hybrid_search_create_dense_index();
+    end if;
     perform @extschema@.hybrid_search_embed_documents(
         array(select d.id from @extschema@.documents as d where d.embedded_at is null)
     );

@@ -1,42 +1,59 @@
 -------------------------------------------------------------------------------
 -- dense_search (vector)
 -- The k documents nearest to a dense query vector by cosine similarity
--- (score = 1 - cosine distance), restricted to metadata @> filter.
+-- (score = 1 - cosine distance), restricted to metadata @> filter. Uses the
+-- HNSW index when there is one: ef_search (raised to k) trades recall for
+-- speed, and iterative index scans keep going until k documents pass the
+-- filter. The settings are restored afterwards.
 create function @extschema@.dense_search(
     query_dense @extschema:vector@.vector,
     k integer default 10,
-    filter jsonb default null
+    filter jsonb default null,
+    ef_search integer default 100
 ) returns table (id bigint, rank integer, score double precision)
 as $func$
 #variable_conflict use_column
+declare
+    old_ef text := pg_catalog.current_setting('hnsw.ef_search', true);
+    old_iterative text := pg_catalog.current_setting('hnsw.iterative_scan', true);
 begin
     perform @extschema@._check_search_arguments('dense_search', k, filter);
     if query_dense is null then
         raise exception 'dense_search: query vector must not be NULL'
         using errcode = 'invalid_parameter_value';
     end if;
+    if ef_search is null or ef_search < 1 or ef_search > 1000 then
+        raise exception 'dense_search: ef_search must be between 1 and 1000, got %',
+            coalesce(ef_search::text, 'NULL')
+        using errcode = 'invalid_parameter_value';
+    end if;
+    perform pg_catalog.set_config('hnsw.ef_search', least(greatest(ef_search, k), 1000)::text, true);
+    perform pg_catalog.set_config('hnsw.iterative_scan', 'relaxed_order', true);
     return query
     select
         n.id,
         (row_number() over (order by n.distance, n.id))::integer,
         1 - n.distance
     from (
+        -- ordered by distance alone so that the index can deliver the order
         select
             d.id,
             d.dense operator(@extschema:vector@.<=>) query_dense as distance
         from @extschema@.documents as d
         where d.dense is not null and (filter is null or d.metadata @> filter)
-        order by distance, d.id
+        order by d.dense operator(@extschema:vector@.<=>) query_dense
         limit k
     ) as n
     order by n.distance, n.id;
+    perform pg_catalog.set_config('hnsw.ef_search', coalesce(old_ef, '40'), true);
+    perform pg_catalog.set_config('hnsw.iterative_scan', coalesce(old_iterative, 'off'), true);
 end;
 $func$
 language plpgsql stable parallel safe security invoker
 set search_path to pg_catalog, pg_temp;
 
-comment on function @extschema@.dense_search(@extschema:vector@.vector, integer, jsonb) is
-'k nearest documents to a dense query vector (cosine), optionally filtered by metadata @> filter';
+comment on function @extschema@.dense_search(@extschema:vector@.vector, integer, jsonb, integer) is
+'k nearest documents to a dense query vector (cosine; HNSW with ef_search when indexed), optionally filtered';
 
 -------------------------------------------------------------------------------
 -- dense_search (text)
@@ -44,7 +61,8 @@ comment on function @extschema@.dense_search(@extschema:vector@.vector, integer,
 create function @extschema@.dense_search(
     query text,
     k integer default 10,
-    filter jsonb default null
+    filter jsonb default null,
+    ef_search integer default 100
 ) returns table (id bigint, rank integer, score double precision)
 as $func$
 #variable_conflict use_column
@@ -52,11 +70,52 @@ begin
     perform @extschema@._check_query_text('dense_search', query);
     perform @extschema@._check_search_arguments('dense_search', k, filter);
     return query
-    select * from @extschema@.dense_search(@extschema@.embed_dense(query), k, filter);
+    select * from @extschema@.dense_search(@extschema@.embed_dense(query), k, filter, ef_search);
 end;
 $func$
 language plpgsql stable parallel restricted security invoker
 set search_path to pg_catalog, pg_temp;
 
-comment on function @extschema@.dense_search(text, integer, jsonb) is
+comment on function @extschema@.dense_search(text, integer, jsonb, integer) is
 'k documents nearest to the query by BGE-M3 dense similarity, optionally filtered by metadata @> filter';
+
+-------------------------------------------------------------------------------
+-- hybrid_search_create_dense_index
+-- (Re)creates documents_dense_idx: HNSW (the default; m, ef_construction)
+-- or IVFFlat (lists; build it after loading data, its centroids come from
+-- the rows present), or none for exact scans. hybrid_search_set_model()
+-- creates the default once documents.dense has its dimensions.
+create function @extschema@.hybrid_search_create_dense_index(
+    method text default 'hnsw',
+    m integer default 16,
+    ef_construction integer default 64,
+    lists integer default 100
+) returns text
+as $func$
+begin
+    if method is null or method not in ('hnsw', 'ivfflat', 'none') then
+        raise exception 'hybrid_search_create_dense_index: method must be hnsw, ivfflat or none, got %',
+            coalesce(pg_catalog.quote_literal(method), 'NULL')
+        using errcode = 'invalid_parameter_value';
+    end if;
+    drop index if exists @extschema@.documents_dense_idx;
+    if method = 'hnsw' then
+        execute pg_catalog.format(
+            'create index documents_dense_idx on @extschema@.documents'
+            ' using hnsw (dense @extschema:vector@.vector_cosine_ops)'
+            ' with (m = %s, ef_construction = %s)', m, ef_construction
+        );
+    elsif method = 'ivfflat' then
+        execute pg_catalog.format(
+            'create index documents_dense_idx on @extschema@.documents'
+            ' using ivfflat (dense @extschema:vector@.vector_cosine_ops) with (lists = %s)', lists
+        );
+    end if;
+    return method;
+end;
+$func$
+language plpgsql volatile security invoker
+set search_path to pg_catalog, pg_temp;
+
+comment on function @extschema@.hybrid_search_create_dense_index is
+'(re)create the dense index on documents: hnsw (default), ivfflat or none';

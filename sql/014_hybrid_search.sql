@@ -40,7 +40,8 @@ create function @extschema@.hybrid_search(
     keyword_weight double precision default null,
     candidates integer default 100,
     filter jsonb default null,
-    rrf_k integer default 60
+    rrf_k integer default 60,
+    ef_search integer default 100
 ) returns setof @extschema@.hybrid_search_result
 as $func$
 #variable_conflict use_column
@@ -89,7 +90,7 @@ begin
     return query
     with dense as (
         select l.id, l.rank, l.score
-        from @extschema@.dense_search(query_dense, per_leg, filter) as l
+        from @extschema@.dense_search(query_dense, per_leg, filter, ef_search) as l
         where w_dense > 0
     ),
 
@@ -162,7 +163,7 @@ set search_path to pg_catalog, pg_temp;
 
 comment on function @extschema@.hybrid_search(
     text, @extschema:vector@.vector, @extschema:vector@.sparsevec,
-    integer, text, double precision, double precision, double precision, integer, jsonb, integer
+    integer, text, double precision, double precision, double precision, integer, jsonb, integer, integer
 ) is
 'hybrid search with query vectors computed elsewhere (query text feeds the keyword leg)';
 
@@ -179,7 +180,8 @@ create function @extschema@.hybrid_search(
     keyword_weight double precision default null,
     candidates integer default 100,
     filter jsonb default null,
-    rrf_k integer default 60
+    rrf_k integer default 60,
+    ef_search integer default 100
 ) returns setof @extschema@.hybrid_search_result
 as $func$
 #variable_conflict use_column
@@ -195,7 +197,7 @@ begin
         k => k, fusion => fusion,
         dense_weight => dense_weight, sparse_weight => sparse_weight,
         keyword_weight => keyword_weight,
-        candidates => candidates, filter => filter, rrf_k => rrf_k
+        candidates => candidates, filter => filter, rrf_k => rrf_k, ef_search => ef_search
     );
 end;
 $func$
@@ -203,6 +205,7 @@ language plpgsql stable parallel restricted security invoker
 set search_path to pg_catalog, pg_temp;
 
 comment on function @extschema@.hybrid_search(
-    text, integer, text, double precision, double precision, double precision, integer, jsonb, integer
+    text, integer, text, double precision, double precision, double precision, integer, jsonb, integer,
+    integer
 ) is
 'hybrid dense + sparse + full-text search for query: id, content, metadata, fused score and each leg''s rank and score';
