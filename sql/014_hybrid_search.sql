@@ -102,7 +102,7 @@ begin
 
     keyword as (
         select l.id, l.rank, l.score
-        from @extschema@.keyword_search(query, per_leg, filter) as l
+        from @extschema@.keyword_search(query, per_leg, filter, max_matches => greatest(2000, per_leg)) as l
         where w_keyword > 0
     ),
 

@@ -232,6 +232,9 @@ def test_vector_overload_equals_text_search(corpus):
         ("sparse_search('x', 0)", "k must be between 1 and 10000"),
         ("keyword_search(null)", "query must be a non-empty text"),
         ("dense_search(null::vector, 10)", "query vector must not be NULL"),
+        ("dense_search('x', 10, ef_search => 0)", "ef_search must be between 1 and 1000"),
+        ("keyword_search('x', 10, max_matches => 5)", "max_matches must be at least k"),
+        ("hybrid_search_create_dense_index('diskann')", "method must be hnsw, ivfflat or none"),
     ],
 )
 def test_bad_arguments_get_clear_errors(corpus, call, message):
