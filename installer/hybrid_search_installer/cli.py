@@ -76,6 +76,14 @@ def cmd_init_sql(args, layout: Layout) -> None:
     print(database.init_sql(layout, models.installed_model(layout)["model"]))
 
 
+def cmd_bench(args, layout: Layout) -> None:
+    """The retrieval benchmark (bench/retrieval.py) with the given options."""
+    from .layout import REPO
+
+    script = str(REPO / "bench" / "retrieval.py")
+    os.execv(sys.executable, [sys.executable, script, *args.psql_args])
+
+
 def cmd_demo(args, layout: Layout) -> None:
     cmd_setup(args, layout)
     cmd_start(args, layout)
@@ -105,7 +113,10 @@ def main(argv: list[str] | None = None) -> None:
     commands.add_parser("dsn", help="print the local cluster's connection string").set_defaults(
         func=cmd_dsn
     )
-    # everything after `psql` goes to psql, options included
+    # everything after `psql` (or `bench`) goes to psql (or the benchmark), options included
+    commands.add_parser(
+        "bench", help="retrieval benchmark [--docs N --save ...]", add_help=False
+    ).set_defaults(func=cmd_bench)
     commands.add_parser("psql", help="psql on the local cluster [psql options]").set_defaults(
         func=cmd_psql
     )
@@ -117,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     demo_parser.set_defaults(func=cmd_demo)
 
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command != "psql":
+    if extra and args.command not in ("psql", "bench"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.psql_args = extra
     args.func(args, Layout.from_environment())
