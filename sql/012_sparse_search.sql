@@ -38,7 +38,7 @@ begin
     order by n.negative_dot, n.id;
 end;
 $func$
-language plpgsql stable parallel safe security invoker
+language plpgsql stable parallel safe security invoker rows 100
 set search_path to pg_catalog, pg_temp;
 
 comment on function @extschema@.sparse_search_scan is
@@ -59,7 +59,7 @@ as $python$
     from hybrid_search import sql_api
     return sql_api.sparse_index_search(plpy, query_sparse, k, filter)
 $python$
-language plpython3u stable parallel restricted security invoker
+language plpython3u stable parallel restricted security invoker rows 100
 set search_path to pg_catalog, pg_temp;
 
 -------------------------------------------------------------------------------
@@ -89,7 +89,7 @@ begin
     order by r.score desc, r.id;
 end;
 $func$
-language plpgsql stable parallel restricted security invoker
+language plpgsql stable parallel restricted security invoker rows 100
 set search_path to pg_catalog, pg_temp;
 
 comment on function @extschema@.sparse_search(@extschema:vector@.sparsevec, integer, jsonb) is
@@ -112,7 +112,7 @@ begin
     select * from @extschema@.sparse_search(@extschema@.embed_sparse(query), k, filter);
 end;
 $func$
-language plpgsql stable parallel restricted security invoker
+language plpgsql stable parallel restricted security invoker rows 100
 set search_path to pg_catalog, pg_temp;
 
 comment on function @extschema@.sparse_search(text, integer, jsonb) is

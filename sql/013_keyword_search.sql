@@ -53,7 +53,7 @@ begin
     order by n.score desc, n.id;
 end;
 $func$
-language plpgsql stable parallel safe security invoker
+language plpgsql stable parallel safe security invoker rows 100
 set search_path to pg_catalog, pg_temp;
 
 comment on function @extschema@.keyword_search is

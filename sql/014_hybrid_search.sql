@@ -139,23 +139,30 @@ begin
                 ) / (w_dense + w_sparse + w_keyword)
             end as fused_score
         from joined as j
+    ),
+
+    -- only the k winners are joined to documents (the planner cannot know
+    -- how few rows the legs return and would otherwise scan the table)
+    best as (
+        select * from fused as f
+        order by f.fused_score desc, f.id
+        limit k
     )
 
     select
-        f.id,
+        b.id,
         doc.content,
         doc.metadata,
-        f.fused_score,
-        f.d_rank,
-        f.d_score,
-        f.s_rank,
-        f.s_score,
-        f.k_rank,
-        f.k_score
-    from fused as f
-    inner join @extschema@.documents as doc on f.id = doc.id
-    order by f.fused_score desc, f.id
-    limit k;
+        b.fused_score,
+        b.d_rank,
+        b.d_score,
+        b.s_rank,
+        b.s_score,
+        b.k_rank,
+        b.k_score
+    from best as b
+    inner join @extschema@.documents as doc on b.id = doc.id
+    order by b.fused_score desc, b.id;
 end;
 $func$
 language plpgsql stable parallel safe security invoker

@@ -228,19 +228,27 @@ def search(
     def remaining_bound() -> float:
         return sum(query[t] * maxima[t][b] for t, b in next_block.items() if b < len(maxima[t]))
 
-    chunk = 1
+    # Greedy rounds: read more blocks of the tokens that can still add the most
+    # (query weight x next block's maximum); a token's chunk doubles each time.
+    chunk = dict.fromkeys(next_block, 1)
     while True:
-        requests = [
-            (t, b)
-            for t, first in next_block.items()
-            for b in range(first, min(first + chunk, len(maxima[t])))
-        ]
-        if not requests:
+        potential = {
+            t: query[t] * maxima[t][b] for t, b in next_block.items() if b < len(maxima[t])
+        }
+        if not potential:
             break
-        read(requests)
-        for t in next_block:
-            next_block[t] = min(next_block[t] + chunk, len(maxima[t]))
-        chunk *= 2
+        cutoff = max(potential.values()) / 4 if not filtered else 0.0
+        chosen = [t for t, p in potential.items() if p >= cutoff]
+        read(
+            [
+                (t, b)
+                for t in chosen
+                for b in range(next_block[t], min(next_block[t] + chunk[t], len(maxima[t])))
+            ]
+        )
+        for t in chosen:
+            next_block[t] = min(next_block[t] + chunk[t], len(maxima[t]))
+            chunk[t] *= 2
         if filtered:
             continue  # a filter needs every candidate's exact score
         ids, partial = scores.totals(changed)
