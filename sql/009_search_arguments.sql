@@ -36,3 +36,19 @@ end;
 $func$
 language plpgsql immutable parallel safe security invoker
 set search_path to pg_catalog, pg_temp;
+
+-------------------------------------------------------------------------------
+-- _check_query_vector
+-- The vector overloads need a vector.
+create function @extschema@._check_query_vector(caller text, missing boolean)
+returns void
+as $func$
+begin
+    if missing then
+        raise exception '%: query vector must not be NULL', caller
+        using errcode = 'invalid_parameter_value';
+    end if;
+end;
+$func$
+language plpgsql immutable parallel safe security invoker
+set search_path to pg_catalog, pg_temp;

@@ -21,10 +21,7 @@ declare
     old_seqscan text := pg_catalog.current_setting('enable_seqscan');
 begin
     perform @extschema@._check_search_arguments('dense_search', k, filter);
-    if query_dense is null then
-        raise exception 'dense_search: query vector must not be NULL'
-        using errcode = 'invalid_parameter_value';
-    end if;
+    perform @extschema@._check_query_vector('dense_search', query_dense is null);
     if ef_search is null or ef_search < 1 or ef_search > 1000 then
         raise exception 'dense_search: ef_search must be between 1 and 1000, got %',
             coalesce(ef_search::text, 'NULL')

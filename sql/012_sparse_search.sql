@@ -13,10 +13,7 @@ as $func$
 #variable_conflict use_column
 begin
     perform @extschema@._check_search_arguments('sparse_search_scan', k, filter);
-    if query_sparse is null then
-        raise exception 'sparse_search_scan: query vector must not be NULL'
-        using errcode = 'invalid_parameter_value';
-    end if;
+    perform @extschema@._check_query_vector('sparse_search_scan', query_sparse is null);
     -- <#> is the negative inner product, so ascending order is best first
     return query
     select
@@ -76,10 +73,7 @@ as $func$
 #variable_conflict use_column
 begin
     perform @extschema@._check_search_arguments('sparse_search', k, filter);
-    if query_sparse is null then
-        raise exception 'sparse_search: query vector must not be NULL'
-        using errcode = 'invalid_parameter_value';
-    end if;
+    perform @extschema@._check_query_vector('sparse_search', query_sparse is null);
     return query
     select
         r.id,

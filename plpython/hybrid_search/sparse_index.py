@@ -188,12 +188,6 @@ def exact_scores(query: dict[int, float], vectors: list[tuple[int, bytes]]) -> d
     return {doc_id: float(total) for (doc_id, _), total in zip(vectors, totals, strict=True)}
 
 
-def _best_first(values: np.ndarray, m: int) -> np.ndarray:
-    """Indices of the m largest values, largest first."""
-    top = np.argpartition(-values, m - 1)[:m] if m < values.size else np.arange(values.size)
-    return top[np.argsort(-values[top], kind="stable")]
-
-
 def _kth(values: np.ndarray, k: int) -> float:
     return float(np.partition(values, values.size - k)[values.size - k])
 
@@ -203,9 +197,9 @@ def search(
 ) -> list[tuple[int, float]]:
     """The k best (doc_id, score) with score > 0, exact, ties broken by id.
 
-    Reading stops early (see the module docstring). With a filter, the
-    threshold is the k-th best lower bound among documents known to pass it:
-    the best-scoring documents so far are checked in growing batches, so k
+    Unfiltered queries stop reading blocks early (see the module docstring);
+    filtered ones read every block of the query's tokens and then walk the
+    candidates best-first, checking the filter in growing batches, so that k
     results come back whenever k matching documents exist.
     """
     query = {t: w for t, w in query.items() if w > 0}
@@ -231,23 +225,6 @@ def search(
             ]
         )
 
-    verdict: dict[int, bool] = {}  # filtered: does this document pass (and is it visible)?
-
-    def passing_lower_bounds(ids: np.ndarray, partial: np.ndarray) -> np.ndarray:
-        """Partial scores of the best documents that pass the filter: k of them if so many
-        are among the documents seen so far."""
-        found: list[float] = []
-        want = max(2 * k, 64)
-        while len(found) < k and want <= 4 * ids.size:
-            top = _best_first(partial, want)
-            unknown = [int(i) for i in ids[top] if int(i) not in verdict]
-            if unknown:
-                ok = index.visible_ids(unknown)
-                verdict.update((i, i in ok) for i in unknown)
-            found = [float(partial[j]) for j in top if verdict[int(ids[j])]]
-            want *= 4
-        return np.array(found)
-
     def remaining_bound() -> float:
         return sum(query[t] * maxima[t][b] for t, b in next_block.items() if b < len(maxima[t]))
 
@@ -260,7 +237,7 @@ def search(
         }
         if not potential:
             break
-        cutoff = max(potential.values()) / 4
+        cutoff = max(potential.values()) / 4 if not filtered else 0.0
         chosen = [t for t, p in potential.items() if p >= cutoff]
         read(
             [
@@ -272,20 +249,16 @@ def search(
         for t in chosen:
             next_block[t] = min(next_block[t] + chunk[t], len(maxima[t]))
             chunk[t] *= 2
+        if filtered:
+            continue  # a filter needs every candidate's exact score
         ids, partial = scores.totals(changed)
-        known = passing_lower_bounds(ids, partial) if filtered else partial
-        pool = np.concatenate([known, fresh_scores])
+        pool = np.concatenate([partial, fresh_scores])
         if pool.size < k:
             continue
         bound, threshold = remaining_bound(), _kth(pool, k)
-        possible = partial + bound >= threshold
-        if filtered and possible.any():  # drop documents known to fail the filter
-            at = np.flatnonzero(possible)
-            failing = np.array([not verdict.get(int(ids[j]), True) for j in at], dtype=bool)
-            possible[at[failing]] = False
-        if bound < threshold and int(possible.sum()) <= MAX_RESCORE:
+        if bound < threshold and int((partial + bound >= threshold).sum()) <= MAX_RESCORE:
             # nobody unseen can reach the top k: score the possible ones exactly
-            candidates = ids[possible].tolist()
+            candidates = ids[partial + bound >= threshold].tolist()
             exact = exact_scores(query, index.fetch_vectors(candidates))
             exact.update(fresh)
             best = _top(

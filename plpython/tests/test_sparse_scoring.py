@@ -160,17 +160,3 @@ def test_pruning_stops_reading_early():
     blocks_of_token_1 = -(-400 // 8)
     assert len([r for r in requested if r[0] == 1]) < blocks_of_token_1 // 4
 
-
-def test_filtered_search_also_stops_early():
-    corpus = {d: {1: 1.0 / d} for d in range(1, 401)}
-    corpus[8][2] = 5.0
-    even = {d for d in corpus if d % 2 == 0}
-    index, _, _ = memory_index(corpus, filter_ids=even)
-    index.score_changed = lambda: []
-    requested = []
-    read = index.read_blocks
-    index.read_blocks = lambda requests: requested.extend(requests) or read(requests)
-    query = {1: 1.0, 2: 1.0}
-    expected = brute_force({d: v for d, v in corpus.items() if d in even}, query, 3)
-    check(sparse_index.search(index, query, 3, filtered=True), expected)
-    assert len([r for r in requested if r[0] == 1]) < -(-400 // 8) // 4
