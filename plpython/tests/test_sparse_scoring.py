@@ -159,4 +159,3 @@ def test_pruning_stops_reading_early():
     check(sparse_index.search(index, query, 3, filtered=False), brute_force(corpus, query, 3))
     blocks_of_token_1 = -(-400 // 8)
     assert len([r for r in requested if r[0] == 1]) < blocks_of_token_1 // 4
-
