@@ -100,6 +100,10 @@ begin
             coalesce(pg_catalog.quote_literal(method), 'NULL')
         using errcode = 'invalid_parameter_value';
     end if;
+    if m is null or ef_construction is null or lists is null then
+        raise exception 'hybrid_search_create_dense_index: m, ef_construction and lists must not be NULL'
+        using errcode = 'invalid_parameter_value';
+    end if;
     drop index if exists @extschema@.documents_dense_idx;
     if method = 'hnsw' then
         execute pg_catalog.format(

@@ -55,7 +55,10 @@ comment on table @extschema@.hybrid_search_sparse_changes is
 -------------------------------------------------------------------------------
 -- _sparse_index_note_written
 -- Statement-level trigger: remember inserted rows and rows whose sparse
--- vector changed.
+-- vector changed. The three bookkeeping triggers run as the extension owner
+-- (SECURITY DEFINER, search_path pinned): a role allowed to write documents
+-- needs no rights on the index tables, and the triggers only copy the ids of
+-- rows that role has just written.
 create function @extschema@._sparse_index_note_written()
 returns trigger
 as $func$
@@ -81,7 +84,7 @@ begin
     return null;
 end;
 $func$
-language plpgsql volatile security invoker
+language plpgsql volatile security definer
 set search_path to pg_catalog, pg_temp;
 
 -------------------------------------------------------------------------------
@@ -97,7 +100,7 @@ begin
     return null;
 end;
 $func$
-language plpgsql volatile security invoker
+language plpgsql volatile security definer
 set search_path to pg_catalog, pg_temp;
 
 -------------------------------------------------------------------------------
@@ -113,7 +116,7 @@ begin
     return null;
 end;
 $func$
-language plpgsql volatile security invoker
+language plpgsql volatile security definer
 set search_path to pg_catalog, pg_temp;
 
 create trigger sparse_index_inserted

@@ -73,12 +73,39 @@ def test_every_public_function_is_documented(conn):
     assert undocumented == []
 
 
+# the only functions that run with the owner's rights: index bookkeeping triggers
+SECURITY_DEFINER = {
+    "_sparse_index_note_written()",
+    "_sparse_index_note_deleted()",
+    "_sparse_index_truncated()",
+}
+
+
 def test_every_function_pins_search_path(conn):
-    unpinned = conn.execute(
-        "select p.oid::regprocedure::text from pg_proc p"
+    rows = conn.execute(
+        "select p.oid::regprocedure::text, p.prosecdef,"
+        " coalesce(p.proconfig @> array['search_path=pg_catalog, pg_temp'], false)"
+        " from pg_proc p"
         " join pg_depend d on d.objid = p.oid and d.deptype = 'e'"
         " join pg_extension e on e.oid = d.refobjid and e.extname = 'hybrid_search'"
-        " where not coalesce(p.proconfig @> array['search_path=pg_catalog, pg_temp'], false)"
-        " or p.prosecdef"
     ).fetchall()
-    assert unpinned == []
+    assert [name for name, _, pinned in rows if not pinned] == []
+    assert {name for name, definer, _ in rows if definer} == SECURITY_DEFINER
+
+
+def test_a_writer_needs_no_rights_on_the_index_tables(db):
+    db.execute("drop role if exists hs_writer")
+    db.execute("create role hs_writer")
+    try:
+        db.execute("grant select, insert, update, delete on documents to hs_writer")
+        db.execute("grant usage on sequence documents_id_seq to hs_writer")
+        db.execute("set role hs_writer")
+        db.execute("insert into documents (content) values ('written by an application role')")
+        db.execute("update documents set content = 'rewritten by it'")
+        db.execute("delete from documents")
+        db.execute("reset role")
+        assert db.execute("select count(*) from hybrid_search_sparse_changes").fetchone()[0] == 1
+    finally:
+        db.execute("reset role")
+        db.execute("revoke all on documents, documents_id_seq from hs_writer")
+        db.execute("drop role hs_writer")

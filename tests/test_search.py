@@ -235,6 +235,7 @@ def test_vector_overload_equals_text_search(corpus):
         ("dense_search('x', 10, ef_search => 0)", "ef_search must be between 1 and 1000"),
         ("keyword_search('x', 10, max_matches => 5)", "max_matches must be at least k"),
         ("hybrid_search_create_dense_index('diskann')", "method must be hnsw, ivfflat or none"),
+        ("hybrid_search_create_dense_index('hnsw', m => null)", "must not be NULL"),
     ],
 )
 def test_bad_arguments_get_clear_errors(corpus, call, message):
