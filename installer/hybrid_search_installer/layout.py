@@ -50,10 +50,6 @@ class Layout:
         return self.models / "test-bge-m3"
 
     @property
-    def real_model(self) -> Path:
-        return self.models / "bge-m3"
-
-    @property
     def state_file(self) -> Path:
         """Records the model that `setup` installed, for `start` to configure."""
         return self.home / "model.json"

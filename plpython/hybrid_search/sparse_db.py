@@ -13,6 +13,31 @@ from . import catalog, sparse_index
 
 _plans: dict = {}
 
+# Blocks of common tokens are read by most queries; a backend keeps up to
+# CACHE_BYTES of them, for as long as the postings it read them from stand.
+CACHE_BYTES = 64 * 2**20
+COMMON_TOKEN_BLOCKS = 2  # tokens in over 1,024 documents are cached
+
+
+class _BlockCache:
+    def __init__(self):
+        self.built_at = None
+        self.blocks: dict[tuple[int, int], tuple[bytes, bytes]] = {}
+        self.size = 0
+
+    def for_segment(self, built_at) -> "_BlockCache":
+        if built_at != self.built_at:  # a rebuild replaced every block
+            self.built_at, self.blocks, self.size = built_at, {}, 0
+        return self
+
+    def keep(self, token: int, block: int, ids: bytes, weights: bytes) -> None:
+        if self.size + len(ids) + len(weights) <= CACHE_BYTES:
+            self.blocks[(token, block)] = (ids, weights)
+            self.size += len(ids) + len(weights)
+
+
+_cache = _BlockCache()
+
 
 def _plan(plpy, name: str, sql: str, types: list[str]):
     if name not in _plans:
@@ -115,7 +140,8 @@ def search(plpy, query_text: str, k: int, filter_json: str | None) -> list[tuple
         _plan(
             plpy,
             "segment",
-            "select doc_id_bytes, max_doc_id from {s}.hybrid_search_sparse_segment",
+            "select doc_id_bytes, max_doc_id, built_at::text, built_snapshot::text"
+            " from {s}.hybrid_search_sparse_segment",
             [],
         )
     )
@@ -134,10 +160,11 @@ def search(plpy, query_text: str, k: int, filter_json: str | None) -> list[tuple
     def rows(name, sql, types, args):
         return plpy.execute(_plan(plpy, name, sql, types), args)
 
-    index = sparse_index.Index(
-        doc_id_bytes=segment[0]["doc_id_bytes"],
-        max_doc_id=segment[0]["max_doc_id"],
-        block_maxima=lambda tokens: [
+    cache = _cache.for_segment((segment[0]["built_at"], segment[0]["built_snapshot"]))
+    blocks_per_token: dict[int, int] = {}
+
+    def block_maxima(tokens):
+        found = [
             (r["token_id"], r["block"], r["max_weight"])
             for r in rows(
                 "maxima",
@@ -146,19 +173,35 @@ def search(plpy, query_text: str, k: int, filter_json: str | None) -> list[tuple
                 ["int[]"],
                 [tokens],
             )
-        ],
-        read_blocks=lambda requests: [
-            (r["token_id"], r["doc_ids"], r["weights"])
-            for r in rows(
-                "blocks",
-                "select p.token_id, p.doc_ids, p.weights"
-                " from unnest($1::int[], $2::int[]) as r (token_id, block)"
-                " join {s}.hybrid_search_sparse_postings as p"
-                " on p.token_id = r.token_id and p.block = r.block",
-                ["int[]", "int[]"],
-                [[t for t, _ in requests], [b for _, b in requests]],
-            )
-        ],
+        ]
+        for token, _, _ in found:
+            blocks_per_token[token] = blocks_per_token.get(token, 0) + 1
+        return found
+
+    def read_blocks(requests):
+        hits = [(t, *cache.blocks[(t, b)]) for t, b in requests if (t, b) in cache.blocks]
+        missing = [(t, b) for t, b in requests if (t, b) not in cache.blocks]
+        if not missing:
+            return hits
+        fetched = rows(
+            "blocks",
+            "select p.token_id, p.block, p.doc_ids, p.weights"
+            " from unnest($1::int[], $2::int[]) as r (token_id, block)"
+            " join {s}.hybrid_search_sparse_postings as p"
+            " on p.token_id = r.token_id and p.block = r.block",
+            ["int[]", "int[]"],
+            [[t for t, _ in missing], [b for _, b in missing]],
+        )
+        for r in fetched:
+            if blocks_per_token.get(r["token_id"], 0) >= COMMON_TOKEN_BLOCKS:
+                cache.keep(r["token_id"], r["block"], r["doc_ids"], r["weights"])
+        return hits + [(r["token_id"], r["doc_ids"], r["weights"]) for r in fetched]
+
+    index = sparse_index.Index(
+        doc_id_bytes=segment[0]["doc_id_bytes"],
+        max_doc_id=segment[0]["max_doc_id"],
+        block_maxima=block_maxima,
+        read_blocks=read_blocks,
         changed_ids=lambda: np.array(
             [
                 r["doc_id"]
