@@ -155,3 +155,14 @@ def test_row_level_security_holds_in_the_index(big):
             " hybrid_search_sparse_segment, hybrid_search_sparse_changes from hs_tenant"
         )
         big.execute("drop role hs_tenant")
+
+
+def test_rebuilds_in_one_transaction_do_not_reuse_cached_blocks(big):
+    with big.transaction():
+        big.execute("select hybrid_search_refresh()")
+        assert_same(big, ["index"], k=100)  # caches the common tokens' blocks
+        (doc_id,) = insert(big, "index index about index, number 1")
+        big.execute("select hybrid_search_refresh()")
+        # the whole ranking: a stale cached block would lose the new document
+        assert_same(big, ["index"], k=5000)
+        assert doc_id in [r[0] for r in by_index(big, "index", 5000)]

@@ -21,13 +21,13 @@ COMMON_TOKEN_BLOCKS = 2  # tokens in over 1,024 documents are cached
 
 class _BlockCache:
     def __init__(self):
-        self.built_at = None
+        self.segment = None
         self.blocks: dict[tuple[int, int], tuple[bytes, bytes]] = {}
         self.size = 0
 
-    def for_segment(self, built_at) -> "_BlockCache":
-        if built_at != self.built_at:  # a rebuild replaced every block
-            self.built_at, self.blocks, self.size = built_at, {}, 0
+    def for_segment(self, segment: tuple) -> "_BlockCache":
+        if segment != self.segment:  # a rebuild replaced every block
+            self.segment, self.blocks, self.size = segment, {}, 0
         return self
 
     def keep(self, token: int, block: int, ids: bytes, weights: bytes) -> None:
@@ -114,7 +114,8 @@ def rebuild(plpy) -> dict:
             f"insert into {ours}.hybrid_search_sparse_segment as s"
             " (built_at, built_snapshot, documents, postings, max_doc_id, doc_id_bytes,"
             " build_seconds)"
-            " values (pg_catalog.now(), $1::pg_snapshot, $2, $3, $4, $5, $6)"
+            # clock_timestamp: two rebuilds in one transaction stay distinct
+            " values (pg_catalog.clock_timestamp(), $1::pg_snapshot, $2, $3, $4, $5, $6)"
             " on conflict (singleton) do update set built_at = excluded.built_at,"
             " built_snapshot = excluded.built_snapshot, documents = excluded.documents,"
             " postings = excluded.postings, max_doc_id = excluded.max_doc_id,"
