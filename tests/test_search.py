@@ -234,7 +234,10 @@ def test_vector_overload_equals_text_search(corpus):
         ("dense_search(null::vector, 10)", "query vector must not be NULL"),
         ("dense_search('x', 10, ef_search => 0)", "ef_search must be between 1 and 1000"),
         ("keyword_search('x', 10, max_matches => 5)", "max_matches must be at least k"),
-        ("hybrid_search_create_dense_index('diskann')", "method must be hnsw, ivfflat or none"),
+        (
+            "hybrid_search_create_dense_index('diskann')",
+            "method must be hnsw, hnsw_halfvec, ivfflat or none",
+        ),
         ("hybrid_search_create_dense_index('hnsw', m => null)", "must not be NULL"),
     ],
 )
@@ -247,3 +250,30 @@ def test_k_larger_than_corpus_returns_everything_matching(corpus):
     rows = hybrid(corpus, "index", 500)
     assert len(rows) == len(CORPUS)  # the dense leg reaches every document
     assert [r[3] for r in rows] == sorted((r[3] for r in rows), reverse=True)
+
+
+@pytest.mark.parametrize("method", ["hnsw_halfvec", "ivfflat", "none"])
+def test_dense_index_methods_give_the_exact_ranking_here(corpus, method):
+    query = "index without blocking"
+    expected = corpus.execute(
+        "select id, 1 - (dense <=> embed_dense(%s)) from documents order by 2 desc, id limit 5",
+        [query],
+    ).fetchall()
+    try:
+        corpus.execute("select hybrid_search_create_dense_index(%s, lists => 1)", [method])
+        scans = "select coalesce(sum(idx_scan), 0) from pg_stat_user_indexes"
+        scans += " where indexrelname = 'documents_dense_idx'"
+        before = corpus.execute(scans).fetchone()[0]
+        got = leg(corpus, "dense_search", query, 5)
+        assert [r[0] for r in got] == [r[0] for r in expected]
+        assert [r[2] for r in got] == pytest.approx([r[1] for r in expected], abs=1e-6)
+        if method != "none":
+            import time
+
+            for _ in range(50):  # statistics reach the view asynchronously
+                if corpus.execute(scans).fetchone()[0] > before:
+                    break
+                time.sleep(0.1)
+            assert corpus.execute(scans).fetchone()[0] > before
+    finally:
+        corpus.execute("select hybrid_search_create_dense_index()")
