@@ -53,19 +53,23 @@ comment on table @extschema@.hybrid_search_sparse_changes is
 'documents changed since the sparse index was built (scored exactly until the next refresh)';
 
 -------------------------------------------------------------------------------
--- _sparse_index_note_written
--- Statement-level trigger: remember inserted rows and rows whose sparse
--- vector changed. The three bookkeeping triggers run as the extension owner
--- (SECURITY DEFINER, search_path pinned): a role allowed to write documents
--- needs no rights on the index tables, and the triggers only copy the ids of
--- rows that role has just written.
-create function @extschema@._sparse_index_note_written()
+-- _sparse_index_note_changes
+-- Statement-level trigger: remember inserted and deleted rows, and rows whose
+-- sparse vector (or id) an UPDATE changed. This and _sparse_index_truncated
+-- run as the extension owner (SECURITY DEFINER, search_path pinned): a role
+-- allowed to write documents needs no rights on the index tables, and the
+-- triggers only copy the ids of rows that role has just written.
+create function @extschema@._sparse_index_note_changes()
 returns trigger
 as $func$
 begin
     if tg_op = 'INSERT' then
         insert into @extschema@.hybrid_search_sparse_changes as c (doc_id)
         select n.id from new_rows as n
+        on conflict (doc_id) do update set xid = excluded.xid;
+    elsif tg_op = 'DELETE' then
+        insert into @extschema@.hybrid_search_sparse_changes as c (doc_id)
+        select o.id from old_rows as o
         on conflict (doc_id) do update set xid = excluded.xid;
     else
         insert into @extschema@.hybrid_search_sparse_changes as c (doc_id)
@@ -81,22 +85,6 @@ begin
         where n.id is null
         on conflict (doc_id) do update set xid = excluded.xid;
     end if;
-    return null;
-end;
-$func$
-language plpgsql volatile security definer
-set search_path to pg_catalog, pg_temp;
-
--------------------------------------------------------------------------------
--- _sparse_index_note_deleted
--- Statement-level trigger: remember deleted rows.
-create function @extschema@._sparse_index_note_deleted()
-returns trigger
-as $func$
-begin
-    insert into @extschema@.hybrid_search_sparse_changes as c (doc_id)
-    select o.id from old_rows as o
-    on conflict (doc_id) do update set xid = excluded.xid;
     return null;
 end;
 $func$
@@ -122,17 +110,17 @@ set search_path to pg_catalog, pg_temp;
 create trigger sparse_index_inserted
 after insert on @extschema@.documents
 referencing new table as new_rows
-for each statement execute function @extschema@._sparse_index_note_written();
+for each statement execute function @extschema@._sparse_index_note_changes();
 
 create trigger sparse_index_updated
 after update on @extschema@.documents
 referencing old table as old_rows new table as new_rows
-for each statement execute function @extschema@._sparse_index_note_written();
+for each statement execute function @extschema@._sparse_index_note_changes();
 
 create trigger sparse_index_deleted
 after delete on @extschema@.documents
 referencing old table as old_rows
-for each statement execute function @extschema@._sparse_index_note_deleted();
+for each statement execute function @extschema@._sparse_index_note_changes();
 
 create trigger sparse_index_truncated
 after truncate on @extschema@.documents

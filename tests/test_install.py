@@ -74,11 +74,7 @@ def test_every_public_function_is_documented(conn):
 
 
 # the only functions that run with the owner's rights: index bookkeeping triggers
-SECURITY_DEFINER = {
-    "_sparse_index_note_written()",
-    "_sparse_index_note_deleted()",
-    "_sparse_index_truncated()",
-}
+SECURITY_DEFINER = {"_sparse_index_note_changes()", "_sparse_index_truncated()"}
 
 
 def test_every_function_pins_search_path(conn):

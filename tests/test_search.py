@@ -1,6 +1,7 @@
 """The three legs and their fusion, against references computed in Python."""
 
 import json
+import time
 
 import numpy as np
 import psycopg
@@ -268,8 +269,6 @@ def test_dense_index_methods_give_the_exact_ranking_here(corpus, method):
         assert [r[0] for r in got] == [r[0] for r in expected]
         assert [r[2] for r in got] == pytest.approx([r[1] for r in expected], abs=1e-6)
         if method != "none":
-            import time
-
             for _ in range(50):  # statistics reach the view asynchronously
                 if corpus.execute(scans).fetchone()[0] > before:
                     break
