@@ -124,42 +124,52 @@ class Index:
     visible_ids: Callable[[list[int]], set[int]]
 
 
-DENSE_LIMIT = 50_000_000  # above this many ids, sum scores sparsely
+DENSE_LIMIT = 50_000_000  # above this many ids, accumulate sparsely
+MASK_TOKENS = 64  # query tokens tracked per document; any more count as never read
 
 
-class _Scores:
-    """Partial scores per document id, summed with bincount (a dense array for
-    ids up to DENSE_LIMIT, np.unique over the touched ids beyond)."""
+class _Accumulator:
+    """Per document: the partial score and which query tokens' postings were read.
+
+    Within one token's postings a document appears once, so once a document
+    was met in token t's blocks its score for t is final; otherwise it can
+    still gain at most (query weight x t's next block maximum). Ids up to
+    DENSE_LIMIT index flat arrays; beyond, read blocks are kept and summed
+    over their unique ids.
+    """
 
     def __init__(self, max_doc_id: int):
         self.size = max_doc_id + 1
-        self.dense = np.zeros(self.size) if self.size <= DENSE_LIMIT else None
-        self.parts: list[tuple[np.ndarray, np.ndarray]] = []
+        self.flat = self.size <= DENSE_LIMIT
+        if self.flat:
+            self.scores = np.zeros(self.size)
+            self.seen = np.zeros(self.size, np.uint64)
+        self.parts: list[tuple[np.ndarray, np.ndarray, np.uint64]] = []
 
-    def add(self, parts: list[tuple[np.ndarray, np.ndarray]]) -> None:
-        if not parts:
-            return
-        if self.dense is None:
-            self.parts.extend(parts)
-            return
-        ids = np.concatenate([i for i, _ in parts])
-        values = np.concatenate([v for _, v in parts])
-        self.dense += np.bincount(ids, weights=values, minlength=self.size)
-
-    def totals(self, exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, scores) of every document with a positive partial score."""
-        if self.dense is not None:
-            ids = np.flatnonzero(self.dense)
-            scores = self.dense[ids]
-        elif self.parts:
-            all_ids = np.concatenate([i for i, _ in self.parts]).astype(np.int64)
-            values = np.concatenate([v for _, v in self.parts])
-            ids, inverse = np.unique(all_ids, return_inverse=True)
-            scores = np.bincount(inverse, weights=values, minlength=ids.size)
+    def add(self, ids: np.ndarray, values: np.ndarray, bit: np.uint64) -> None:
+        if self.flat:
+            self.scores[ids] += values  # ids are unique within one token's postings
+            self.seen[ids] |= bit
         else:
-            return np.empty(0, np.int64), np.empty(0)
+            self.parts.append((ids.astype(np.int64), values, bit))
+
+    def totals(self, exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ids, partial scores, read-token masks) of every document met so far."""
+        if self.flat:
+            ids = np.flatnonzero(self.scores)
+            scores, seen = self.scores[ids], self.seen[ids]
+        elif self.parts:
+            all_ids = np.concatenate([i for i, _, _ in self.parts])
+            ids, inverse = np.unique(all_ids, return_inverse=True)
+            values = np.concatenate([v for _, v, _ in self.parts])
+            scores = np.bincount(inverse, weights=values, minlength=ids.size)
+            seen = np.zeros(ids.size, np.uint64)
+            bits = np.concatenate([np.full(i.size, b, np.uint64) for i, _, b in self.parts])
+            np.bitwise_or.at(seen, inverse, bits)
+        else:
+            return np.empty(0, np.int64), np.empty(0), np.empty(0, np.uint64)
         live = ~np.isin(ids, exclude)
-        return ids[live].astype(np.int64), scores[live]
+        return ids[live].astype(np.int64), scores[live], seen[live]
 
 
 def _top(ids: np.ndarray, scores: np.ndarray, k: int) -> list[tuple[int, float]]:
@@ -215,18 +225,18 @@ def search(
     for token, _, max_weight in sorted(index.block_maxima(list(query))):
         maxima.setdefault(token, []).append(max_weight)
     next_block = dict.fromkeys(maxima, 0)
-    scores = _Scores(index.max_doc_id)
+    # the tokens that can add the most get a bit each in the per-document masks
+    by_potential = sorted(maxima, key=lambda t: -query[t] * maxima[t][0])
+    bits = {t: np.uint64(1 << i) for i, t in enumerate(by_potential[:MASK_TOKENS])}
+    acc = _Accumulator(index.max_doc_id)
 
     def read(requests: list[tuple[int, int]]) -> None:
-        scores.add(
-            [
-                (np.frombuffer(raw_ids, dtype), np.frombuffer(raw_weights, "<f4") * query[token])
-                for token, raw_ids, raw_weights in index.read_blocks(requests)
-            ]
-        )
-
-    def remaining_bound() -> float:
-        return sum(query[t] * maxima[t][b] for t, b in next_block.items() if b < len(maxima[t]))
+        for token, raw_ids, raw_weights in index.read_blocks(requests):
+            acc.add(
+                np.frombuffer(raw_ids, dtype),
+                np.frombuffer(raw_weights, "<f4") * query[token],
+                bits.get(token, np.uint64(0)),
+            )
 
     # Greedy rounds: read more blocks of the tokens that can still add the most
     # (query weight x next block's maximum); a token's chunk doubles each time.
@@ -251,31 +261,18 @@ def search(
             chunk[t] *= 2
         if filtered:
             continue  # a filter needs every candidate's exact score
-        ids, partial = scores.totals(changed)
-        pool = np.concatenate([partial, fresh_scores])
-        if pool.size < k:
-            continue
-        bound, threshold = remaining_bound(), _kth(pool, k)
-        if bound < threshold and int((partial + bound >= threshold).sum()) <= MAX_RESCORE:
-            # nobody unseen can reach the top k: score the possible ones exactly
-            candidates = ids[partial + bound >= threshold].tolist()
-            exact = exact_scores(query, index.fetch_vectors(candidates))
-            exact.update(fresh)
-            best = _top(
-                np.fromiter(exact.keys(), np.int64, len(exact)),
-                np.fromiter(exact.values(), np.float64, len(exact)),
-                k,
-            )
-            if len(best) == k and best[-1][1] >= threshold:
-                return best
-            break  # candidates hidden from this role: read everything instead
+        settled, best = _pruned_top(index, query, k, acc, changed, fresh, maxima, next_block, bits)
+        if settled:
+            return best
+        if best is not None:
+            break  # documents above the threshold are hidden from this role
+
+    while any(b < len(maxima[t]) for t, b in next_block.items()):
+        read([(t, b) for t, first in next_block.items() for b in range(first, len(maxima[t]))])
+        next_block = {t: len(maxima[t]) for t in next_block}
 
     # every block read: partial scores are exact; check visibility and filter best-first
-    while any(b < len(maxima[t]) for t, b in next_block.items()):
-        requests = [(t, b) for t, first in next_block.items() for b in range(first, len(maxima[t]))]
-        read(requests)
-        next_block = {t: len(maxima[t]) for t in next_block}
-    ids, partial = scores.totals(changed)
+    ids, partial, _ = acc.totals(changed)
     ids = np.concatenate([ids, fresh_ids])
     partial = np.concatenate([partial, fresh_scores])
     keep = partial > 0
@@ -291,3 +288,44 @@ def search(
         start += batch
         batch *= 4
     return results[:k]
+
+
+def _pruned_top(index, query, k, acc, changed, fresh, maxima, next_block, bits):
+    """(True, the exact top k) if the blocks read so far settle it; (False, None)
+    if more blocks must be read; (False, partial result) if documents this role
+    cannot see made the threshold unreliable (then every block must be read).
+
+    Settled means: no unmet document can reach the k-th best partial score,
+    and at most MAX_RESCORE met ones still could; those are scored exactly
+    from their stored vectors, which also drops any this role cannot see.
+    """
+    ids, partial, seen = acc.totals(changed)
+    fresh_scores = np.fromiter(fresh.values(), np.float64, len(fresh))
+    pool = np.concatenate([partial, fresh_scores])
+    if pool.size < k:
+        return False, None
+    threshold = _kth(pool, k)
+    potential = {t: query[t] * maxima[t][b] for t, b in next_block.items() if b < len(maxima[t])}
+    if sum(potential.values()) >= threshold:
+        return False, None  # a document met in no block read yet could still make the top k
+    # what each met document can still gain: the tokens whose postings have
+    # unread blocks and did not contain it so far
+    near = partial + sum(potential.values()) >= threshold
+    ids, partial, seen = ids[near], partial[near], seen[near]
+    gain = np.zeros(ids.size)
+    for t, p in potential.items():
+        bit = bits.get(t)
+        gain += p if bit is None else np.where(seen & bit, 0.0, p)
+    contenders = ids[partial + gain >= threshold]
+    if contenders.size > MAX_RESCORE:
+        return False, None
+    # contenders with nothing left to gain already hold their exact score; they
+    # are fetched anyway (k or so of them) to drop documents this role cannot see
+    exact = exact_scores(query, index.fetch_vectors(contenders.tolist()))
+    exact.update(fresh)
+    best = _top(
+        np.fromiter(exact.keys(), np.int64, len(exact)),
+        np.fromiter(exact.values(), np.float64, len(exact)),
+        k,
+    )
+    return len(best) == k and best[-1][1] >= threshold, best

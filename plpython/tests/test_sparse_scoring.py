@@ -159,3 +159,30 @@ def test_pruning_stops_reading_early():
     check(sparse_index.search(index, query, 3, filtered=False), brute_force(corpus, query, 3))
     blocks_of_token_1 = -(-400 // 8)
     assert len([r for r in requested if r[0] == 1]) < blocks_of_token_1 // 4
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_queries_with_more_tokens_than_the_masks_track(seed):
+    # over MASK_TOKENS query tokens: the untracked ones bound every document
+    rng = np.random.default_rng(200 + seed)
+    vocab = sparse_index.MASK_TOKENS + 40
+    corpus = random_corpus(rng, docs=300, vocab=vocab)
+    index, _, _ = memory_index(corpus)
+    index.score_changed = lambda: []
+    query = {t: float(rng.uniform(0.1, 1.0)) for t in range(vocab)}
+    check(sparse_index.search(index, query, 10, filtered=False), brute_force(corpus, query, 10))
+
+
+def test_only_documents_that_can_still_reach_the_top_are_rescored():
+    # after token 1's one block, token 2 (weight 0.001 everywhere) can lift a
+    # document by 0.001 at most: only documents 1-3 can still be in the top 3
+    corpus = {d: {1: 1.0 / d, 2: 0.001} for d in range(1, 9)}
+    corpus.update({d: {2: 0.001} for d in range(9, 200)})
+    index, _, _ = memory_index(corpus)
+    index.score_changed = lambda: []
+    fetched = []
+    fetch = index.fetch_vectors
+    index.fetch_vectors = lambda ids: fetched.extend(ids) or fetch(ids)
+    query = {1: 1.0, 2: 1.0}
+    check(sparse_index.search(index, query, 3, filtered=False), brute_force(corpus, query, 3))
+    assert sorted(fetched) == [1, 2, 3]
