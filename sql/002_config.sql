@@ -8,12 +8,16 @@ create table @extschema@.hybrid_search_config (
     singleton boolean primary key default true check (singleton),
     model text check (model <> ''),
     device text check (device <> ''),
-    use_fp16 boolean,
+    dtype text check (dtype in ('fp32', 'fp16', 'bf16', 'int8')),
     batch_size integer check (batch_size between 1 and 4096),
     max_length integer check (max_length between 8 and 8192),
     num_threads integer check (num_threads between 1 and 1024),
     text_search_config regconfig,
-    python_venv text check (python_venv like '/%')
+    python_venv text check (python_venv like '/%'),
+    max_content_chars integer check (max_content_chars >= 1),
+    embed_mode text check (embed_mode in ('sync', 'queued')),
+    queue_max_attempts integer check (queue_max_attempts between 1 and 100),
+    queue_retry_seconds integer check (queue_retry_seconds between 0 and 86400)
 );
 
 comment on table @extschema@.hybrid_search_config is
@@ -22,6 +26,16 @@ comment on column @extschema@.hybrid_search_config.model is
 'local directory of a BGE-M3 model, or a Hugging Face hub id already in the server''s cache';
 comment on column @extschema@.hybrid_search_config.python_venv is
 'virtualenv holding torch, FlagEmbedding and the hybrid_search Python module';
+comment on column @extschema@.hybrid_search_config.dtype is
+'numbers the model computes in: fp32, bf16 (CPUs with bf16 units), fp16 (GPUs), int8 (dynamic quantization)';
+comment on column @extschema@.hybrid_search_config.max_content_chars is
+'longer documents are refused with an error (tokenizing huge texts costs a backend gigabytes)';
+comment on column @extschema@.hybrid_search_config.embed_mode is
+'sync: writes embed in the writing transaction; queued: writes enqueue, hybrid_search_worker embeds';
+comment on column @extschema@.hybrid_search_config.queue_max_attempts is
+'failed queued documents are retried this many times, then kept in hybrid_search_errors';
+comment on column @extschema@.hybrid_search_config.queue_retry_seconds is
+'first retry delay of a failed queued document; it doubles with every attempt (at most 1 hour)';
 
 select pg_catalog.pg_extension_config_dump('@extschema@.hybrid_search_config', '');
 
@@ -32,12 +46,16 @@ create view @extschema@.hybrid_search_settings as
 select
     coalesce(c.model, 'BAAI/bge-m3') as model,
     coalesce(c.device, 'cpu') as device,
-    coalesce(c.use_fp16, false) as use_fp16,
+    coalesce(c.dtype, 'fp32') as dtype,
     coalesce(c.batch_size, 32) as batch_size,
     coalesce(c.max_length, 512) as max_length,
     coalesce(c.num_threads, 1) as num_threads,
     coalesce(c.text_search_config, 'pg_catalog.english'::regconfig) as text_search_config,
-    coalesce(c.python_venv, '/opt/hybrid_search/venv') as python_venv
+    coalesce(c.python_venv, '/opt/hybrid_search/venv') as python_venv,
+    coalesce(c.max_content_chars, 1000000) as max_content_chars,
+    coalesce(c.embed_mode, 'sync') as embed_mode,
+    coalesce(c.queue_max_attempts, 5) as queue_max_attempts,
+    coalesce(c.queue_retry_seconds, 10) as queue_retry_seconds
 from (values (true)) as one_row (singleton)
 left join @extschema@.hybrid_search_config as c on one_row.singleton = c.singleton;
 
@@ -52,29 +70,41 @@ comment on view @extschema@.hybrid_search_settings is
 -- superuser) gets past the INSERT.
 create function @extschema@.hybrid_search_configure(
     device text default null,
-    use_fp16 boolean default null,
+    dtype text default null,
     batch_size integer default null,
     max_length integer default null,
     num_threads integer default null,
     text_search_config regconfig default null,
-    python_venv text default null
+    python_venv text default null,
+    max_content_chars integer default null,
+    embed_mode text default null,
+    queue_max_attempts integer default null,
+    queue_retry_seconds integer default null
 ) returns setof @extschema@.hybrid_search_settings
 as $func$
 declare
     old_config regconfig := (select s.text_search_config from @extschema@.hybrid_search_settings as s);
 begin
     insert into @extschema@.hybrid_search_config as c (
-        device, use_fp16, batch_size, max_length, num_threads, text_search_config, python_venv
+        device, dtype, batch_size, max_length, num_threads, text_search_config, python_venv,
+        max_content_chars, embed_mode, queue_max_attempts, queue_retry_seconds
     )
-    values (device, use_fp16, batch_size, max_length, num_threads, text_search_config, python_venv)
+    values (
+        device, dtype, batch_size, max_length, num_threads, text_search_config, python_venv,
+        max_content_chars, embed_mode, queue_max_attempts, queue_retry_seconds
+    )
     on conflict (singleton) do update set
         device = coalesce(excluded.device, c.device),
-        use_fp16 = coalesce(excluded.use_fp16, c.use_fp16),
+        dtype = coalesce(excluded.dtype, c.dtype),
         batch_size = coalesce(excluded.batch_size, c.batch_size),
         max_length = coalesce(excluded.max_length, c.max_length),
         num_threads = coalesce(excluded.num_threads, c.num_threads),
         text_search_config = coalesce(excluded.text_search_config, c.text_search_config),
-        python_venv = coalesce(excluded.python_venv, c.python_venv);
+        python_venv = coalesce(excluded.python_venv, c.python_venv),
+        max_content_chars = coalesce(excluded.max_content_chars, c.max_content_chars),
+        embed_mode = coalesce(excluded.embed_mode, c.embed_mode),
+        queue_max_attempts = coalesce(excluded.queue_max_attempts, c.queue_max_attempts),
+        queue_retry_seconds = coalesce(excluded.queue_retry_seconds, c.queue_retry_seconds);
     if text_search_config is not null and text_search_config <> old_config then
         update @extschema@.documents as d
         set fts = pg_catalog.to_tsvector(hybrid_search_configure.text_search_config, d.content);

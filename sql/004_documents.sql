@@ -12,7 +12,10 @@ create table @extschema@.documents (
     sparse @extschema:vector@.sparsevec,
     fts tsvector,
     model text,
-    embedded_at timestamptz
+    embedded_at timestamptz,
+    source text,
+    source_key text,
+    unique (source, source_key)
 );
 
 comment on table @extschema@.documents is
@@ -25,6 +28,10 @@ comment on column @extschema@.documents.fts is
 'to_tsvector(hybrid_search_settings.text_search_config, content)';
 comment on column @extschema@.documents.model is
 'model that produced dense and sparse';
+comment on column @extschema@.documents.source is
+'for rows copied from a table enabled with hybrid_search_enable: that table; NULL otherwise';
+comment on column @extschema@.documents.source_key is
+'the source row''s primary key, as text';
 
 create index documents_fts_idx on @extschema@.documents using gin (fts);
 create index documents_metadata_idx on @extschema@.documents

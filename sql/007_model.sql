@@ -32,7 +32,8 @@ create function @extschema@.hybrid_search_model_stats(
     out load_seconds double precision,
     out encode_calls bigint,
     out texts_encoded bigint,
-    out encode_seconds double precision
+    out encode_seconds double precision,
+    out query_cache_hits bigint
 )
 as $python$
     import sys

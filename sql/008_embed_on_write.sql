@@ -1,12 +1,38 @@
 -------------------------------------------------------------------------------
+-- _embed_and_store
+-- One model call for these documents' contents, stored into the rows that
+-- still hold exactly that content (a row rewritten meanwhile is left for
+-- whoever wrote it). Returns the ids it stored.
+create function @extschema@._embed_and_store(ids bigint[], contents text[])
+returns bigint[]
+as $func$
+    with stored as (
+        update @extschema@.documents as d
+        set
+            dense = e.dense,
+            sparse = e.sparse,
+            model = s.model,
+            embedded_at = pg_catalog.now()
+        from unnest(ids, contents) with ordinality as b (id, content, ord)
+        inner join @extschema@.embed_batch(contents) as e on b.ord = e.ord
+        cross join @extschema@.hybrid_search_settings as s
+        where d.id = b.id and d.content = b.content
+        returning d.id
+    )
+    select coalesce(array_agg(stored.id), '{}') from stored;
+$func$
+language sql volatile security invoker
+set search_path to pg_catalog, pg_temp;
+
+-------------------------------------------------------------------------------
 -- hybrid_search_embed_documents
--- Embeds the given documents in batches of hybrid_search_settings.batch_size:
--- one model call and one UPDATE per batch. Returns the number of rows written.
+-- Embeds the given documents now, in batches of
+-- hybrid_search_settings.batch_size: one model call and one UPDATE per batch.
+-- Returns the number of rows written.
 create function @extschema@.hybrid_search_embed_documents(ids bigint[])
 returns bigint
 as $func$
 declare
-    s @extschema@.hybrid_search_settings;
     batch_ids bigint[];
     batch_contents text[];
     written bigint := 0;
@@ -14,7 +40,6 @@ begin
     if ids is null or cardinality(ids) = 0 then
         return 0;
     end if;
-    select * into s from @extschema@.hybrid_search_settings;
     for batch_ids, batch_contents in
         select array_agg(b.id order by b.id), array_agg(b.content order by b.id)
         from (
@@ -23,21 +48,13 @@ begin
                 d.content,
                 (row_number() over (order by d.id) - 1) / s.batch_size as batch
             from @extschema@.documents as d
+            cross join @extschema@.hybrid_search_settings as s
             where d.id = any(ids)
         ) as b
         group by b.batch
         order by b.batch
     loop
-        update @extschema@.documents as d
-        set
-            dense = e.dense,
-            sparse = e.sparse,
-            model = s.model,
-            embedded_at = pg_catalog.now()
-        from pg_catalog.unnest(batch_ids) with ordinality as b (id, ord)
-        inner join @extschema@.embed_batch(batch_contents) as e on b.ord = e.ord
-        where d.id = b.id;
-        written := written + cardinality(batch_ids);
+        written := written + cardinality(@extschema@._embed_and_store(batch_ids, batch_contents));
     end loop;
     return written;
 end;
@@ -47,6 +64,43 @@ set search_path to pg_catalog, pg_temp;
 
 comment on function @extschema@.hybrid_search_embed_documents is
 'embed (or re-embed) these documents now, one model call per batch_size rows';
+
+-------------------------------------------------------------------------------
+-- _embed_on_write
+-- What the write triggers do with documents that need vectors: embed them in
+-- this transaction ('sync') or queue them for hybrid_search_worker
+-- ('queued'). The mode is the document's source table's (hybrid_search_enable),
+-- else hybrid_search_settings.embed_mode; hybrid_search_enable queues a
+-- table's existing rows whatever the mode.
+create function @extschema@._embed_on_write(ids bigint[])
+returns void
+as $func$
+declare
+    queued bigint[];
+    now_ids bigint[];
+begin
+    if cardinality(ids) = 0 then
+        return;
+    end if;
+    select
+        array_agg(d.id) filter (where m.queued),
+        array_agg(d.id) filter (where not m.queued)
+    into queued, now_ids
+    from @extschema@.documents as d
+    left join @extschema@.hybrid_search_sources as src on d.source = src.source
+    cross join @extschema@.hybrid_search_settings as s
+    cross join lateral (
+        select
+            coalesce(pg_catalog.current_setting('hybrid_search.queue_writes', true), '') = 'on'
+            or coalesce(src.embed_mode, s.embed_mode) = 'queued' as queued
+    ) as m
+    where d.id = any(ids);
+    perform @extschema@.hybrid_search_enqueue(queued);
+    perform @extschema@.hybrid_search_embed_documents(now_ids);
+end;
+$func$
+language plpgsql volatile security invoker
+set search_path to pg_catalog, pg_temp;
 
 -------------------------------------------------------------------------------
 -- _documents_fulltext
@@ -78,7 +132,7 @@ create function @extschema@._documents_embed_inserted()
 returns trigger
 as $func$
 begin
-    perform @extschema@.hybrid_search_embed_documents(array(
+    perform @extschema@._embed_on_write(array(
         select n.id from new_rows as n where n.dense is null or n.sparse is null
     ));
     return null;
@@ -96,7 +150,7 @@ create function @extschema@._documents_embed_updated()
 returns trigger
 as $func$
 begin
-    perform @extschema@.hybrid_search_embed_documents(array(
+    perform @extschema@._embed_on_write(array(
         select n.id
         from new_rows as n
         left join old_rows as o on n.id = o.id

@@ -28,7 +28,8 @@ comment on type @extschema@.hybrid_search_result is
 --                      divided by the sum of weights (defaults dense 0.4,
 --                      sparse 0.2 as in BGE-M3's compute_score; keyword 0.2)
 -- A leg whose query is NULL (or whose weight is 0) is skipped. Ties are broken
--- by id, so the order is deterministic.
+-- by id, so the order is deterministic. source narrows the search to the rows
+-- of one table enabled with hybrid_search_enable.
 create function @extschema@.hybrid_search(
     query text,
     query_dense @extschema:vector@.vector,
@@ -41,7 +42,8 @@ create function @extschema@.hybrid_search(
     candidates integer default 100,
     filter jsonb default null,
     rrf_k integer default 60,
-    ef_search integer default 100
+    ef_search integer default 100,
+    source regclass default null
 ) returns setof @extschema@.hybrid_search_result
 as $func$
 #variable_conflict use_column
@@ -86,6 +88,7 @@ begin
         using errcode = 'invalid_parameter_value';
     end if;
     per_leg := greatest(candidates, k);
+    filter := @extschema@._source_filter(source, filter);
 
     return query
     with dense as (
@@ -170,7 +173,8 @@ set search_path to pg_catalog, pg_temp;
 
 comment on function @extschema@.hybrid_search(
     text, @extschema:vector@.vector, @extschema:vector@.sparsevec,
-    integer, text, double precision, double precision, double precision, integer, jsonb, integer, integer
+    integer, text, double precision, double precision, double precision, integer, jsonb, integer, integer,
+    regclass
 ) is
 'hybrid search with query vectors computed elsewhere (query text feeds the keyword leg)';
 
@@ -188,7 +192,8 @@ create function @extschema@.hybrid_search(
     candidates integer default 100,
     filter jsonb default null,
     rrf_k integer default 60,
-    ef_search integer default 100
+    ef_search integer default 100,
+    source regclass default null
 ) returns setof @extschema@.hybrid_search_result
 as $func$
 #variable_conflict use_column
@@ -204,7 +209,8 @@ begin
         k => k, fusion => fusion,
         dense_weight => dense_weight, sparse_weight => sparse_weight,
         keyword_weight => keyword_weight,
-        candidates => candidates, filter => filter, rrf_k => rrf_k, ef_search => ef_search
+        candidates => candidates, filter => filter, rrf_k => rrf_k, ef_search => ef_search,
+        source => source
     );
 end;
 $func$
@@ -213,6 +219,6 @@ set search_path to pg_catalog, pg_temp;
 
 comment on function @extschema@.hybrid_search(
     text, integer, text, double precision, double precision, double precision, integer, jsonb, integer,
-    integer
+    integer, regclass
 ) is
 'hybrid dense + sparse + full-text search for query: id, content, metadata, fused score and each leg''s rank and score';

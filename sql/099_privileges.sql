@@ -7,3 +7,5 @@ revoke all on @extschema@.hybrid_search_config from public;
 grant select on @extschema@.hybrid_search_config to public;
 grant select on @extschema@.hybrid_search_settings to public;
 revoke all on @extschema@.hybrid_search_token_stats from public;
+-- writes to documents look up their source table's embed mode
+grant select on @extschema@.hybrid_search_sources to public;

@@ -69,8 +69,10 @@ def db(conn):
     (but for the venv and model the session configured)."""
     conn.execute("truncate documents restart identity")
     conn.execute(
-        "update hybrid_search_config set device = null, use_fp16 = null, batch_size = null,"
-        " max_length = null, num_threads = null, text_search_config = null"
+        "update hybrid_search_config set device = null, dtype = null, batch_size = null,"
+        " max_length = null, num_threads = null, text_search_config = null,"
+        " max_content_chars = null, embed_mode = null, queue_max_attempts = null,"
+        " queue_retry_seconds = null"
     )
     return conn
 

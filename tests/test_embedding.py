@@ -40,15 +40,20 @@ def test_sparse_matches_flagembedding(db, reference_model, text):
         assert ours[int(token)] == pytest.approx(float(weight), rel=1e-5)
 
 
-def test_embed_returns_both_from_one_call(db):
+def test_embed_returns_both_from_one_call_and_repeats_hit_the_query_cache(db):
     from helpers import model_calls
 
+    text = "a text embedded for the first time in this backend"
     before = model_calls(db)
-    dense, sparse = db.execute("select dense, sparse::text from embed(%s)", [TEXTS[0]]).fetchone()
+    dense, sparse = db.execute("select dense, sparse::text from embed(%s)", [text]).fetchone()
     assert model_calls(db) == before + 1
-    alone = db.execute("select embed_dense(%s)", [TEXTS[0]]).fetchone()[0]
+    hits = db.execute("select query_cache_hits from hybrid_search_model_stats()").fetchone()[0]
+    alone = db.execute("select embed_dense(%s)", [text]).fetchone()[0]
     assert cosine(dense.to_numpy(), alone.to_numpy()) > 0.9999
-    assert sparse == db.execute("select embed_sparse(%s)::text", [TEXTS[0]]).fetchone()[0]
+    assert sparse == db.execute("select embed_sparse(%s)::text", [text]).fetchone()[0]
+    assert model_calls(db) == before + 1
+    after = db.execute("select query_cache_hits from hybrid_search_model_stats()").fetchone()[0]
+    assert after == hits + 2
 
 
 def test_embed_batch_keeps_order_and_nulls(db, reference_model):

@@ -5,7 +5,7 @@ import os
 import sys
 import time
 
-from . import database, demo, extension_files, models, plpython_env, report, system
+from . import database, demo, extension_files, models, plpython_env, report, system, worker
 from .cluster import Cluster
 from .layout import Layout
 
@@ -84,6 +84,17 @@ def cmd_bench(args, layout: Layout) -> None:
     os.execv(sys.executable, [sys.executable, script, *args.psql_args])
 
 
+def cmd_worker(args, layout: Layout) -> None:
+    dsn = args.dsn or local_cluster(layout).dsn(DATABASE)
+    worker.run_worker(dsn, args.batch_size, args.once, args.poll)
+
+
+def cmd_backfill(args, layout: Layout) -> None:
+    dsn = args.dsn or local_cluster(layout).dsn(DATABASE)
+    if worker.backfill(dsn, args.all, args.batch_size):
+        sys.exit(1)
+
+
 def cmd_demo(args, layout: Layout) -> None:
     cmd_setup(args, layout)
     cmd_start(args, layout)
@@ -123,6 +134,24 @@ def main(argv: list[str] | None = None) -> None:
     commands.add_parser(
         "init-sql", help="print SQL that creates and configures the extension on any server"
     ).set_defaults(func=cmd_init_sql)
+
+    def queue_options(p):
+        p.add_argument("--dsn", help="database to work on (default: the local cluster's)")
+        p.add_argument("--batch-size", type=int, help="rows per model call (default: settings)")
+
+    worker_parser = commands.add_parser("worker", help="embed queued documents (embed_mode queued)")
+    queue_options(worker_parser)
+    worker_parser.add_argument("--once", action="store_true", help="exit when the queue is empty")
+    worker_parser.add_argument(
+        "--poll", type=float, default=5.0, help="seconds between checks for retries (default 5)"
+    )
+    worker_parser.set_defaults(func=cmd_worker)
+    backfill_parser = commands.add_parser(
+        "backfill", help="queue documents without vectors and embed them, with progress"
+    )
+    queue_options(backfill_parser)
+    backfill_parser.add_argument("--all", action="store_true", help="re-embed every document")
+    backfill_parser.set_defaults(func=cmd_backfill)
     demo_parser = commands.add_parser("demo", help="setup, start, load a corpus, run queries")
     model_options(demo_parser)
     demo_parser.set_defaults(func=cmd_demo)

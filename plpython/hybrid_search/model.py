@@ -3,11 +3,20 @@
 A backend keeps at most one model: loading costs seconds and, for the real
 BGE-M3, gigabytes, so a settings change replaces the cached model instead of
 adding a second one.
+
+FlagEmbedding loads the model (BGEM3FlagModel) and runs its forward pass
+(dense, sparse and ColBERT heads). Batching is ours: BGEM3FlagModel.encode
+runs a trial forward pass on every call to pick a batch size, which doubles
+the cost of the small calls a database makes, and it computes nothing we
+would skip here.
 """
 
 import os
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
+
+import numpy as np
 
 # Set before FlagEmbedding/transformers are imported: no progress bars in the
 # server log, and never a download from inside a database transaction.
@@ -20,6 +29,10 @@ class ModelNotAvailable(RuntimeError):
     """The configured model cannot be loaded; the message says why."""
 
 
+class ContentTooLong(ValueError):
+    """A text exceeds max_content_chars: tokenizing it would cost too much memory."""
+
+
 @dataclass
 class Stats:
     """What this backend has done with the model (hybrid_search_model_stats)."""
@@ -29,6 +42,7 @@ class Stats:
     encode_calls: int = 0
     texts_encoded: int = 0
     encode_seconds: float = 0.0
+    query_cache_hits: int = 0
 
 
 @dataclass
@@ -40,17 +54,38 @@ class Encoding:
 class LoadedModel:
     """A BGEM3FlagModel with the facts the schema needs about it."""
 
-    def __init__(self, location: str, device: str, use_fp16: bool):
+    def __init__(self, location: str, device: str, dtype: str = "fp32"):
         if location.startswith(("/", ".", "~")) and not os.path.isdir(os.path.expanduser(location)):
             raise ModelNotAvailable(f"there is no model directory {location}")
         started = time.perf_counter()
         try:
             from FlagEmbedding import BGEM3FlagModel
 
-            self.flag_model = BGEM3FlagModel(location, use_fp16=use_fp16, devices=device)
+            self.flag_model = BGEM3FlagModel(
+                location, use_fp16=dtype == "fp16", use_bf16=dtype == "bf16", devices=device
+            )
+            if dtype == "int8":
+                import torch
+
+                # int8 weights and activations in every Linear layer, computed on load
+                torch.ao.quantization.quantize_dynamic(
+                    self.flag_model.model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True
+                )
         except Exception as error:  # any failure to load means the same thing to the caller
             raise ModelNotAvailable(f"{type(error).__name__}: {error}") from error
+        self.flag_model.model.to(device)
+        self.flag_model.model.eval()
+        self.device = device
         self.load_seconds = time.perf_counter() - started
+        tokenizer = self.flag_model.tokenizer
+        # tokens that never carry lexical weight (as in FlagEmbedding)
+        self.special_ids = np.array(
+            [
+                tokenizer.convert_tokens_to_ids(tokenizer.special_tokens_map[name])
+                for name in ("cls_token", "eos_token", "pad_token", "unk_token")
+                if name in tokenizer.special_tokens_map
+            ]
+        )
         config = self.flag_model.model.model.config
         self.location = location
         self.dense_dimensions = int(config.hidden_size)
@@ -72,36 +107,79 @@ def get(settings) -> LoadedModel:
     if _cached is not None and _cached[0] == settings.model_key:
         return _cached[1]
     _cached = None  # drop the old model before loading a new one
-    model = LoadedModel(settings.model, settings.device, settings.use_fp16)
+    model = LoadedModel(settings.model, settings.device, settings.dtype)
     _cached = (settings.model_key, model)
     stats.model, stats.load_seconds = settings.model, model.load_seconds
     return model
 
 
+def _lexical_weights(weights: np.ndarray, ids: np.ndarray, special: np.ndarray) -> dict:
+    """{"token_id": weight}: each token's largest weight over its positions."""
+    keep = (weights > 0) & ~np.isin(ids, special)
+    result: dict[str, float] = {}
+    for token, weight in zip(ids[keep].tolist(), weights[keep].tolist(), strict=True):
+        if weight > result.get(str(token), 0.0):
+            result[str(token)] = weight
+    return result
+
+
 def encode(settings, model: LoadedModel, texts: list[str]) -> list[Encoding]:
-    """Dense vectors and lexical weights of texts: one model call per batch_size texts."""
+    """Dense vectors and lexical weights of texts: one forward pass per batch_size
+    texts, longest first so that each batch pads little."""
     import torch
 
+    too_long = [len(t) for t in texts if len(t) > settings.max_content_chars]
+    if too_long:
+        raise ContentTooLong(
+            f"a text of {too_long[0]} characters exceeds max_content_chars"
+            f" ({settings.max_content_chars})"
+        )
     if torch.get_num_threads() != settings.num_threads:
         torch.set_num_threads(settings.num_threads)
+    tokenizer = model.flag_model.tokenizer
     max_length = min(settings.max_length, model.max_positions)
-    encodings = []
-    for start in range(0, len(texts), settings.batch_size):
-        batch = texts[start : start + settings.batch_size]
+    tokens = tokenizer(texts, truncation=True, max_length=max_length)
+    order = sorted(range(len(texts)), key=lambda i: -len(tokens["input_ids"][i]))
+    encodings: list[Encoding | None] = [None] * len(texts)
+    for start in range(0, len(order), settings.batch_size):
+        members = order[start : start + settings.batch_size]
         started = time.perf_counter()
-        output = model.flag_model.encode(
-            batch,
-            batch_size=len(batch),
-            max_length=max_length,
-            return_dense=True,
-            return_sparse=True,
-            return_colbert_vecs=False,
-        )
+        batch = tokenizer.pad(
+            [{key: tokens[key][i] for key in ("input_ids", "attention_mask")} for i in members],
+            padding=True,
+            return_tensors="pt",
+        ).to(model.device)
+        with torch.inference_mode():
+            output = model.flag_model.model(
+                batch, return_dense=True, return_sparse=True, return_colbert_vecs=False
+            )
+        dense = output["dense_vecs"].float().cpu().numpy()
+        weights = output["sparse_vecs"].squeeze(-1).float().cpu().numpy()
+        ids = batch["input_ids"].cpu().numpy()
+        for row, i in enumerate(members):
+            encodings[i] = Encoding(
+                dense[row], _lexical_weights(weights[row], ids[row], model.special_ids)
+            )
         stats.encode_seconds += time.perf_counter() - started
         stats.encode_calls += 1
-        stats.texts_encoded += len(batch)
-        encodings.extend(
-            Encoding(dense, weights)
-            for dense, weights in zip(output["dense_vecs"], output["lexical_weights"], strict=True)
-        )
+        stats.texts_encoded += len(members)
     return encodings
+
+
+QUERY_CACHE_SIZE = 256
+_query_cache: OrderedDict = OrderedDict()
+
+
+def encode_query(settings, model: LoadedModel, text: str) -> Encoding:
+    """One text, through a per-backend LRU cache: an application repeating a
+    query (paging, retries, popular searches) pays the forward pass once."""
+    key = (settings.model_key, min(settings.max_length, model.max_positions), text)
+    if key in _query_cache:
+        _query_cache.move_to_end(key)
+        stats.query_cache_hits += 1
+        return _query_cache[key]
+    (encoding,) = encode(settings, model, [text])
+    _query_cache[key] = encoding
+    if len(_query_cache) > QUERY_CACHE_SIZE:
+        _query_cache.popitem(last=False)
+    return encoding

@@ -11,15 +11,16 @@ _statement = None
 class Settings:
     model: str
     device: str
-    use_fp16: bool
+    dtype: str
     batch_size: int
     max_length: int
     num_threads: int
+    max_content_chars: int
 
     @property
     def model_key(self) -> tuple:
         """What identifies a loaded model: changing any of these needs a reload."""
-        return (self.model, self.device, self.use_fp16)
+        return (self.model, self.device, self.dtype)
 
 
 def read(plpy) -> Settings:
@@ -28,7 +29,7 @@ def read(plpy) -> Settings:
     if _statement is None:
         schema, _ = catalog.schemas(plpy)
         _statement = plpy.prepare(
-            "select model, device, use_fp16, batch_size, max_length, num_threads"
+            "select model, device, dtype, batch_size, max_length, num_threads, max_content_chars"
             f" from {schema}.hybrid_search_settings"
         )
     row = plpy.execute(_statement)[0]

@@ -148,7 +148,7 @@ class _Accumulator:
 
     def add(self, ids: np.ndarray, values: np.ndarray, bit: np.uint64) -> None:
         if self.flat:
-            self.scores[ids] += values  # ids are unique within one token's postings
+            self.scores[ids] += values  # a document is in a token's postings once
             self.seen[ids] |= bit
         else:
             self.parts.append((ids.astype(np.int64), values, bit))
@@ -231,10 +231,16 @@ def search(
     acc = _Accumulator(index.max_doc_id)
 
     def read(requests: list[tuple[int, int]]) -> None:
+        # one numpy operation per token, however many of its blocks were read
+        per_token: dict[int, tuple[list[bytes], list[bytes]]] = {}
         for token, raw_ids, raw_weights in index.read_blocks(requests):
+            ids, weights = per_token.setdefault(token, ([], []))
+            ids.append(raw_ids)
+            weights.append(raw_weights)
+        for token, (ids, weights) in per_token.items():
             acc.add(
-                np.frombuffer(raw_ids, dtype),
-                np.frombuffer(raw_weights, "<f4") * query[token],
+                np.frombuffer(b"".join(ids), dtype),
+                np.frombuffer(b"".join(weights), "<f4") * query[token],
                 bits.get(token, np.uint64(0)),
             )
 

@@ -5,7 +5,7 @@ into one clear PostgreSQL error, and returns values in the shapes PL/Python
 converts to the declared SQL types.
 """
 
-from . import model, settings, sparse_db, vectors
+from . import backends, model, settings, sparse_db, vectors
 
 _FIX_HINT = (
     "install a model with `hybrid-search setup --model <hub id or directory>` "
@@ -28,23 +28,35 @@ def _load(plpy):
         )
 
 
-def _encode(plpy, texts):
+def _encode(plpy, texts, cached=False):
+    """(model, encodings); a query (cached) goes through the per-backend query cache."""
     current, loaded = _load(plpy)
-    return loaded, model.encode(current, loaded, texts)
+    try:
+        if cached:
+            (text,) = texts
+            return loaded, [model.encode_query(current, loaded, text)]
+        return loaded, model.encode(current, loaded, texts)
+    except model.ContentTooLong as error:
+        plpy.error(
+            f"hybrid_search: {error}",
+            hint="split the document, or raise the limit with"
+            " hybrid_search_configure(max_content_chars => ...)",
+            sqlstate="54000",  # program_limit_exceeded
+        )
 
 
 def embed_dense(plpy, content):
-    _, (encoding,) = _encode(plpy, [content])
+    _, (encoding,) = _encode(plpy, [content], cached=True)
     return vectors.dense_literal(encoding.dense)
 
 
 def embed_sparse(plpy, content):
-    loaded, (encoding,) = _encode(plpy, [content])
+    loaded, (encoding,) = _encode(plpy, [content], cached=True)
     return vectors.sparse_literal(encoding.lexical_weights, loaded.vocabulary_size)
 
 
 def embed(plpy, content):
-    loaded, (encoding,) = _encode(plpy, [content])
+    loaded, (encoding,) = _encode(plpy, [content], cached=True)
     return (
         vectors.dense_literal(encoding.dense),
         vectors.sparse_literal(encoding.lexical_weights, loaded.vocabulary_size),
@@ -90,11 +102,12 @@ def model_stats():
         "encode_calls": s.encode_calls,
         "texts_encoded": s.texts_encoded,
         "encode_seconds": s.encode_seconds,
+        "query_cache_hits": s.query_cache_hits,
     }
 
 
 def query_tokens(plpy, query):
-    loaded, (encoding,) = _encode(plpy, [query])
+    loaded, (encoding,) = _encode(plpy, [query], cached=True)
     weights = sorted(encoding.lexical_weights.items(), key=lambda item: (-item[1], int(item[0])))
     return [(int(t), loaded.token_text(int(t)), float(w)) for t, w in weights]
 
@@ -106,3 +119,18 @@ def rebuild_sparse_index(plpy):
 def sparse_index_search(plpy, query_sparse, k, filter_json):
     """(id, score) best first: the sparse leg through the inverted index."""
     return sparse_db.search(plpy, query_sparse, k, filter_json)
+
+
+def backend_memory(plpy):
+    """(pid, backend_type, application_name, torch_loaded, model_files_mapped, rss_mb, pss_mb,
+    private_mb) for every backend of the server that can still be read."""
+    location = settings.read(plpy).model
+    rows = plpy.execute(
+        "select pid, backend_type, application_name from pg_catalog.pg_stat_activity order by pid"
+    )
+    result = []
+    for row in rows:
+        described = backends.describe(row["pid"], location)
+        if described is not None:
+            result.append({**row, **described})
+    return result

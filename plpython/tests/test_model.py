@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 from hybrid_search import model
 from hybrid_search.random_model import generate
@@ -11,14 +12,15 @@ from hybrid_search.random_model import generate
 class FakeSettings:  # only the settings object is stand-in; the model is real
     model: str
     device: str = "cpu"
-    use_fp16: bool = False
+    dtype: str = "fp32"
     batch_size: int = 4
     max_length: int = 512
     num_threads: int = 1
+    max_content_chars: int = 1_000_000
 
     @property
     def model_key(self):
-        return (self.model, self.device, self.use_fp16)
+        return (self.model, self.device, self.dtype)
 
 
 @pytest.fixture(scope="module")
@@ -53,3 +55,53 @@ def test_missing_directory_is_a_clear_error():
 def test_hub_id_without_cache_does_not_download():
     with pytest.raises(model.ModelNotAvailable):
         model.get(FakeSettings("no-such-org/no-such-model"))
+
+
+def test_refuses_texts_over_max_content_chars(tiny):
+    settings = FakeSettings(tiny, max_content_chars=50)
+    loaded = model.get(settings)
+    assert len(model.encode(settings, loaded, ["x" * 50])) == 1
+    with pytest.raises(model.ContentTooLong, match="51 characters exceeds max_content_chars"):
+        model.encode(settings, loaded, ["short", "x" * 51])
+
+
+def test_the_query_cache_skips_the_forward_pass_for_a_repeated_text(tiny):
+    settings = FakeSettings(tiny)
+    loaded = model.get(settings)
+    calls, hits = model.stats.encode_calls, model.stats.query_cache_hits
+    first = model.encode_query(settings, loaded, "how to vacuum a table")
+    again = model.encode_query(settings, loaded, "how to vacuum a table")
+    assert again is first
+    assert (model.stats.encode_calls, model.stats.query_cache_hits) == (calls + 1, hits + 1)
+    other = model.encode_query(FakeSettings(tiny, max_length=16), loaded, "how to vacuum a table")
+    assert other is not first  # another max_length is another embedding
+
+
+def test_batches_match_flag_embeddings_encode(tiny):
+    # our batching (longest first, no trial pass) gives FlagEmbedding's numbers
+    settings = FakeSettings(tiny, batch_size=2)
+    loaded = model.get(settings)
+    texts = ["a", "a much longer text about write-ahead logging and replicas", "mid size text"]
+    ours = model.encode(settings, loaded, texts)
+    reference = loaded.flag_model.encode(texts, batch_size=8, return_sparse=True)
+    for mine, dense, weights in zip(
+        ours, reference["dense_vecs"], reference["lexical_weights"], strict=True
+    ):
+        assert np.allclose(mine.dense, dense, atol=1e-5)
+        assert mine.lexical_weights.keys() == weights.keys()
+        assert np.allclose(
+            [mine.lexical_weights[t] for t in weights], [weights[t] for t in weights], atol=1e-5
+        )
+
+
+@pytest.mark.parametrize(("dtype", "closeness"), [("bf16", 0.98), ("int8", 0.9)])
+def test_other_numeric_formats_agree_with_fp32(tiny, dtype, closeness):
+    texts = ["vacuum and analyze", "replication slots keep WAL around"]
+    reference = model.encode(FakeSettings(tiny), model.get(FakeSettings(tiny)), texts)
+    settings = FakeSettings(tiny, dtype=dtype)
+    loaded = model.get(settings)
+    assert model.get(FakeSettings(tiny)) is not loaded  # another format is another model
+    for ours, ref in zip(model.encode(settings, loaded, texts), reference, strict=True):
+        cosine = float(np.dot(ours.dense, ref.dense) / np.linalg.norm(ours.dense))
+        assert cosine > closeness
+        assert ours.lexical_weights.keys() & ref.lexical_weights.keys()

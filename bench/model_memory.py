@@ -1,0 +1,293 @@
+"""Full-size BGE-M3 inside PostgreSQL: cold start, memory per backend, query
+embedding and bulk-write throughput, each next to a plain Python process.
+
+Weights cannot be downloaded here and cost does not depend on their values,
+so this uses a random model with BGE-M3's exact configuration (24 layers,
+hidden 1024, vocabulary 250,002, sparse and ColBERT heads), generated once
+into $HYBRID_SEARCH_HOME/models/random-bge-m3-full (2.2 GB). Runs a throwaway
+cluster. Usage (after `make test` or `hybrid-search setup`):
+
+    .venv/bin/python bench/model_memory.py [--backends 1,4,16] [--passages 32]
+"""
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+from hybrid_search.random_model import generate
+from hybrid_search_installer import database
+from hybrid_search_installer.cluster import Cluster
+from hybrid_search_installer.layout import Layout
+
+QUERY = "how do I create an index without blocking writes on a busy table"
+SENTENCE = (
+    "The autovacuum launcher wakes every naptime seconds and starts a worker for each database "
+    "whose tables crossed their thresholds of dead tuples or inserted rows since the last pass. "
+)
+
+# a plain Python process: the same model and texts, FlagEmbedding's own encode
+PLAIN = """
+import json, sys, time
+started = time.perf_counter()
+from FlagEmbedding import BGEM3FlagModel
+model = BGEM3FlagModel(sys.argv[1], use_fp16=False, devices="cpu")
+loaded = time.perf_counter()
+model.encode([sys.argv[2]], return_sparse=True)
+first = time.perf_counter()
+texts = json.loads(sys.argv[3])
+t = time.perf_counter()
+out = model.encode(texts, batch_size=int(sys.argv[4]), return_sparse=True)
+encode = time.perf_counter() - t
+def kb(field):
+    for line in open("/proc/self/smaps_rollup"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+print(json.dumps({
+    "load_s": loaded - started, "first_s": first - started, "encode_s": encode,
+    "pss_mb": kb("Pss") / 1024, "private_mb": (kb("Private_Clean") + kb("Private_Dirty")) / 1024,
+    "dense": [v.tolist() for v in out["dense_vecs"]],
+    "sparse": [{k: float(w) for k, w in d.items()} for d in out["lexical_weights"]],
+}))
+"""
+
+
+def passages(model_dir: Path, count: int, tokens: int = 200) -> list[str]:
+    """count distinct texts of about `tokens` tokens under the model's tokenizer."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    text = SENTENCE
+    while len(tokenizer(text)["input_ids"]) < tokens:
+        text += SENTENCE
+    return [f"{i}: {text}" for i in range(count)]
+
+
+def plain_python(layout: Layout, model_dir: Path, texts: list[str], batch_size: int) -> dict:
+    out = subprocess.run(
+        [
+            str(layout.venv_python),
+            "-c",
+            PLAIN,
+            str(model_dir),
+            QUERY,
+            json.dumps(texts),
+            str(batch_size),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "2"},
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def cold_starts(dsn: str, n: int) -> tuple[list[float], dict]:
+    """n new backends embed a query at once: their first-call times and memory."""
+    conns = [psycopg.connect(dsn, autocommit=True) for _ in range(n)]
+    times = [0.0] * n
+
+    def first_call(i):
+        started = time.perf_counter()
+        conns[i].execute("select embed_dense(%s)", [QUERY])
+        times[i] = time.perf_counter() - started
+
+    threads = [threading.Thread(target=first_call, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    pids = [c.execute("select pg_backend_pid()").fetchone()[0] for c in conns]
+    rows = (
+        conns[0]
+        .execute(
+            "select pss_mb, private_mb, rss_mb from hybrid_search_backend_memory()"
+            " where pid = any(%s)",
+            [pids],
+        )
+        .fetchall()
+    )
+    for c in conns:
+        c.close()
+    return times, {
+        "pss_total_mb": sum(r[0] for r in rows),
+        "private_mean_mb": statistics.mean(r[1] for r in rows),
+        "rss_mean_mb": statistics.mean(r[2] for r in rows),
+    }
+
+
+def bulk_write(dsn: str, texts: list[str], batch_size: int) -> float:
+    """Seconds for an INSERT ... SELECT of texts, embedded by the trigger in one transaction."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("select hybrid_search_configure(batch_size => %s)", [batch_size])
+        conn.execute("select embed_dense('warm up')")
+        conn.execute("truncate documents")
+        started = time.perf_counter()
+        conn.execute("insert into documents (content) select unnest(%s::text[])", [texts])
+        return time.perf_counter() - started
+
+
+def copy_vectors(dsn: str, texts: list[str], result: dict) -> float:
+    """Seconds to COPY texts with the vectors a client computed (embedding triggers skip them)."""
+    from pgvector import SparseVector
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("truncate documents")
+        dim = conn.execute(
+            "select atttypmod from pg_attribute"
+            " where attrelid = 'documents'::regclass and attname = 'sparse'"
+        ).fetchone()[0]
+        started = time.perf_counter()
+        with conn.cursor().copy("copy documents (content, dense, sparse) from stdin") as copy:
+            for text, dense, sparse in zip(texts, result["dense"], result["sparse"], strict=True):
+                sv = SparseVector({int(k): w for k, w in sparse.items()}, dim)
+                copy.write_row([text, "[" + ",".join(map(str, dense)) + "]", sv.to_text()])
+        return time.perf_counter() - started
+
+
+def numeric_formats(dsn: str, texts: list[str]) -> list[tuple[str, str]]:
+    """Throughput of each dtype on the same passages, and agreement with fp32:
+    cosine of dense vectors, weighted overlap of lexical weights."""
+    import numpy as np
+
+    rows, reference = [], None
+    for dtype in ("fp32", "bf16", "int8"):
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            admin.execute("select hybrid_search_configure(dtype => %s)", [dtype])
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("select embed_dense('warm up')")
+            started = time.perf_counter()
+            out = conn.execute(
+                "select dense::text, sparse_to_jsonb(sparse) from embed_batch(%s) order by ord",
+                [texts],
+            ).fetchall()
+            seconds = time.perf_counter() - started
+        dense = np.array([json.loads(d) for d, _ in out])
+        sparse = [{k: float(v) for k, v in s.items()} for _, s in out]
+        if reference is None:
+            reference = (dense, sparse)
+        cosine = float(np.min(np.sum(dense * reference[0], axis=1)))
+        overlaps = []
+        for mine, ref in zip(sparse, reference[1], strict=True):
+            keys = mine.keys() | ref.keys()
+            low = sum(min(mine.get(t, 0.0), ref.get(t, 0.0)) for t in keys)
+            high = sum(max(mine.get(t, 0.0), ref.get(t, 0.0)) for t in keys)
+            overlaps.append(low / high if high else 1.0)
+        rows.append(
+            (
+                f"dtype {dtype}: {len(texts)} passages, passages/s; min dense cosine vs fp32;"
+                " mean lexical-weight overlap vs fp32",
+                f"{len(texts) / seconds:.2f}; {cosine:.4f}; {statistics.mean(overlaps):.3f}",
+            )
+        )
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute("select hybrid_search_configure(dtype => 'fp32')")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backends", default="1,4,16")
+    parser.add_argument("--passages", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=16)
+    args = parser.parse_args()
+    layout = Layout.from_environment()
+    started = time.perf_counter()
+    model_dir = generate(layout.models / "random-bge-m3-full", size="full", seed=0)
+    generated = time.perf_counter() - started
+    texts = passages(model_dir, args.passages)
+    rows = [("generate the full-size random model (once), s", f"{generated:.1f}")]
+
+    plain = plain_python(layout, model_dir, texts, args.batch_size)
+    scratch = Path(tempfile.mkdtemp(prefix="hybrid_search_bench_"))
+    scratch.chmod(0o755)
+    cluster = Cluster(scratch / "cluster", port=5432)
+    try:
+        cluster.init()
+        with (cluster.data / "postgresql.conf").open("a") as conf:
+            conf.write("max_connections = 40\n")
+        cluster.start()
+        database.recreate_database(cluster.dsn("postgres"), "bench")
+        dsn = cluster.dsn("bench")
+        database.ensure_extension(dsn, layout, str(model_dir))
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("select hybrid_search_configure(num_threads => 2)")
+        rows.append(("plain Python: import + load, s", f"{plain['load_s']:.2f}"))
+        rows.append(("plain Python: import + load + first query, s", f"{plain['first_s']:.2f}"))
+        rows.append(
+            (
+                "plain Python: PSS / private memory, MB",
+                f"{plain['pss_mb']:.0f} / {plain['private_mb']:.0f}",
+            )
+        )
+        for n in (int(x) for x in args.backends.split(",")):
+            times, memory = cold_starts(dsn, n)
+            rows.append(
+                (
+                    f"{n} backends at once: first embed_dense, median / max s",
+                    f"{statistics.median(times):.2f} / {max(times):.2f}",
+                )
+            )
+            rows.append((f"{n} backends: PSS total, MB", f"{memory['pss_total_mb']:.0f}"))
+            rows.append(
+                (
+                    f"{n} backends: private per backend (mean), MB",
+                    f"{memory['private_mean_mb']:.0f}",
+                )
+            )
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("select embed_dense('warm up')")
+            lat = []
+            for i in range(10):
+                t = time.perf_counter()
+                conn.execute("select embed_dense(%s)", [f"{QUERY} {i}"])
+                lat.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            conn.execute("select embed_dense(%s)", [f"{QUERY} 3"])
+            cached = time.perf_counter() - t
+        rows.append(
+            (
+                "query embedding (about 14 tokens), warm backend, median ms",
+                f"{statistics.median(lat) * 1000:.0f}",
+            )
+        )
+        rows.append(("the same query again (per-backend cache), ms", f"{cached * 1000:.1f}"))
+        in_db = bulk_write(dsn, texts, args.batch_size)
+        copy_s = copy_vectors(dsn, texts, plain)
+        rows.append(
+            (
+                f"plain Python encode of {len(texts)} passages (~200 tokens) + COPY, s",
+                f"{plain['encode_s']:.1f} + {copy_s:.2f}",
+            )
+        )
+        rows.append(
+            (
+                f"in-database INSERT ... SELECT of the same {len(texts)} passages (sync), s",
+                f"{in_db:.1f}",
+            )
+        )
+        rows.append(
+            (
+                "throughput in-database / plain Python + COPY",
+                f"{(plain['encode_s'] + copy_s) / in_db:.2f}x",
+            )
+        )
+    finally:
+        cluster.destroy()
+        shutil.rmtree(scratch, ignore_errors=True)
+    width = max(len(name) for name, _ in rows)
+    print(f"model: {model_dir} (random weights, BGE-M3's configuration, fp32)")
+    print(f"| {'measure':<{width}} | value |")
+    print(f"|{'-' * (width + 2)}|-------|")
+    for name, value in rows:
+        print(f"| {name:<{width}} | {value} |")
+
+
+if __name__ == "__main__":
+    main()

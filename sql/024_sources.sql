@@ -1,0 +1,296 @@
+-------------------------------------------------------------------------------
+-- hybrid_search_sources
+-- User tables whose rows are searched. Each enabled table keeps a copy of
+-- every row's content (and chosen columns as metadata) in documents, kept in
+-- step by statement triggers on the table, so one set of indexes, one sparse
+-- index and one embedding queue serve every table. source is the table's
+-- schema-qualified name as enabled; renaming the table needs a disable and
+-- enable.
+create table @extschema@.hybrid_search_sources (
+    source text primary key,
+    key_column name not null,
+    content_column name not null,
+    metadata_columns name[],
+    embed_mode text check (embed_mode in ('sync', 'queued')),
+    enabled_at timestamptz not null default pg_catalog.now()
+);
+
+comment on table @extschema@.hybrid_search_sources is
+'tables enabled with hybrid_search_enable: key and content columns, metadata columns, embed mode';
+
+select pg_catalog.pg_extension_config_dump('@extschema@.hybrid_search_sources', '');
+
+-------------------------------------------------------------------------------
+-- _source_row_sql
+-- The SELECT list that turns a row n of an enabled table into documents
+-- columns (content, metadata, source, source_key); identifiers quoted with
+-- format('%I'), the source name as a literal.
+create function @extschema@._source_row_sql(src @extschema@.hybrid_search_sources)
+returns text
+as $func$
+    select pg_catalog.format(
+        'n.%1$I::text, %2$s || pg_catalog.jsonb_build_object(''_source'', %3$L), %3$L, n.%4$I::text',
+        src.content_column,
+        case
+            when src.metadata_columns is null
+                then pg_catalog.format('pg_catalog.to_jsonb(n) - %L', src.content_column)
+            else (
+                select
+                    'pg_catalog.jsonb_build_object('
+                    || pg_catalog.string_agg(pg_catalog.format('%L, n.%I', c.name, c.name), ', ')
+                    || ')'
+                from pg_catalog.unnest(src.metadata_columns) as c (name)
+            )
+        end,
+        src.source,
+        src.key_column
+    );
+$func$
+language sql stable security invoker
+set search_path to pg_catalog, pg_temp;
+
+-------------------------------------------------------------------------------
+-- _source_written
+-- Statement trigger (INSERT, UPDATE) on an enabled table: upsert the written
+-- rows into documents in one statement, so that their embedding is batched
+-- (or queued) by the documents triggers. Rows whose content is NULL, and the
+-- old keys of rows whose key changed, leave documents.
+create function @extschema@._source_written()
+returns trigger
+as $func$
+declare
+    src @extschema@.hybrid_search_sources;
+begin
+    select * into strict src
+    from @extschema@.hybrid_search_sources as s
+    where s.source = tg_relid::regclass::text;
+    execute pg_catalog.format(
+        'insert into @extschema@.documents as d (content, metadata, source, source_key)'
+        ' select %s from new_rows as n where n.%I is not null'
+        ' on conflict (source, source_key) do update'
+        ' set content = excluded.content, metadata = excluded.metadata'
+        ' where d.content is distinct from excluded.content'
+        ' or d.metadata is distinct from excluded.metadata',
+        @extschema@._source_row_sql(src), src.content_column
+    );
+    if tg_op = 'UPDATE' then
+        execute pg_catalog.format(
+            'delete from @extschema@.documents as d where d.source = %L'
+            ' and d.source_key in (select o.%I::text from old_rows as o)'
+            ' and d.source_key not in (select n.%I::text from new_rows as n where n.%I is not null)',
+            src.source, src.key_column, src.key_column, src.content_column
+        );
+    end if;
+    return null;
+end;
+$func$
+language plpgsql volatile security invoker
+set search_path to pg_catalog, pg_temp;
+
+-------------------------------------------------------------------------------
+-- _source_deleted
+-- Statement trigger (DELETE) on an enabled table: the deleted rows leave
+-- documents.
+create function @extschema@._source_deleted()
+returns trigger
+as $func$
+declare
+    src @extschema@.hybrid_search_sources;
+begin
+    select * into strict src
+    from @extschema@.hybrid_search_sources as s
+    where s.source = tg_relid::regclass::text;
+    execute pg_catalog.format(
+        'delete from @extschema@.documents as d where d.source = %L'
+        ' and d.source_key in (select o.%I::text from old_rows as o)',
+        src.source, src.key_column
+    );
+    return null;
+end;
+$func$
+language plpgsql volatile security invoker
+set search_path to pg_catalog, pg_temp;
+
+-------------------------------------------------------------------------------
+-- _source_truncated
+-- Statement trigger (TRUNCATE) on an enabled table: its rows leave documents.
+create function @extschema@._source_truncated()
+returns trigger
+as $func$
+begin
+    delete from @extschema@.documents as d where d.source = tg_relid::regclass::text;
+    return null;
+end;
+$func$
+language plpgsql volatile security invoker
+set search_path to pg_catalog, pg_temp;
+
+-------------------------------------------------------------------------------
+-- hybrid_search_enable
+-- Make a table searchable: its single-column primary key identifies rows,
+-- content_column (text) is embedded, metadata_columns (default: every other
+-- column) become metadata for filters. Existing rows are queued for
+-- hybrid_search_worker / `hybrid-search backfill`; later writes follow mode
+-- ('sync' or 'queued'; NULL = hybrid_search_settings.embed_mode).
+-- Returns the number of existing rows queued.
+create function @extschema@.hybrid_search_enable(
+    source_table regclass,
+    content_column name,
+    mode text default 'queued',
+    metadata_columns name[] default null
+) returns bigint
+as $func$
+declare
+    src @extschema@.hybrid_search_sources;
+    keys name[];
+    missing name;
+    queued bigint;
+begin
+    if source_table is null or content_column is null then
+        raise exception 'hybrid_search_enable: source_table and content_column are required'
+        using errcode = 'invalid_parameter_value';
+    end if;
+    if mode is not null and mode not in ('sync', 'queued') then
+        raise exception 'hybrid_search_enable: mode must be ''sync'', ''queued'' or NULL, got %', mode
+        using errcode = 'invalid_parameter_value';
+    end if;
+    if (select c.relkind from pg_catalog.pg_class as c where c.oid = source_table) not in ('r', 'p') then
+        raise exception 'hybrid_search_enable: % is not a table', source_table
+        using errcode = 'wrong_object_type';
+    end if;
+    if exists (select from @extschema@.hybrid_search_sources as s where s.source = source_table::text) then
+        raise exception 'hybrid_search_enable: % is already enabled', source_table
+        using errcode = 'duplicate_object';
+    end if;
+    select array_agg(a.attname) into keys
+    from pg_catalog.pg_index as i
+    inner join pg_catalog.pg_attribute as a on a.attrelid = i.indrelid and a.attnum = any(i.indkey)
+    where i.indrelid = source_table and i.indisprimary;
+    if cardinality(keys) is distinct from 1 then
+        raise exception 'hybrid_search_enable: % needs a single-column primary key', source_table
+        using errcode = 'invalid_table_definition';
+    end if;
+    if not exists (
+        select from pg_catalog.pg_attribute as a
+        where
+            a.attrelid = source_table and a.attname = content_column and not a.attisdropped
+            and a.atttypid in ('text'::regtype, 'varchar'::regtype, 'bpchar'::regtype)
+    ) then
+        raise exception 'hybrid_search_enable: % has no text column %', source_table,
+            pg_catalog.quote_ident(content_column)
+        using errcode = 'undefined_column';
+    end if;
+    select c.name into missing
+    from pg_catalog.unnest(metadata_columns) as c (name)
+    where not exists (
+        select from pg_catalog.pg_attribute as a
+        where a.attrelid = source_table and a.attname = c.name and a.attnum > 0 and not a.attisdropped
+    )
+    limit 1;
+    if missing is not null then
+        raise exception 'hybrid_search_enable: % has no column %', source_table,
+            pg_catalog.quote_ident(missing)
+        using errcode = 'undefined_column';
+    end if;
+
+    insert into @extschema@.hybrid_search_sources as s (
+        source, key_column, content_column, metadata_columns, embed_mode
+    )
+    values (source_table::text, keys[1], content_column, metadata_columns, mode)
+    returning s.* into src;
+    execute pg_catalog.format(
+        'create trigger hybrid_search_inserted after insert on %s'
+        ' referencing new table as new_rows'
+        ' for each statement execute function @extschema@._source_written()',
+        source_table
+    );
+    execute pg_catalog.format(
+        'create trigger hybrid_search_updated after update on %s'
+        ' referencing old table as old_rows new table as new_rows'
+        ' for each statement execute function @extschema@._source_written()',
+        source_table
+    );
+    execute pg_catalog.format(
+        'create trigger hybrid_search_deleted after delete on %s'
+        ' referencing old table as old_rows'
+        ' for each statement execute function @extschema@._source_deleted()',
+        source_table
+    );
+    execute pg_catalog.format(
+        'create trigger hybrid_search_truncated after truncate on %s'
+        ' for each statement execute function @extschema@._source_truncated()',
+        source_table
+    );
+    -- existing rows are queued whatever the mode: enabling must not embed a
+    -- large table inside this transaction
+    perform pg_catalog.set_config('hybrid_search.queue_writes', 'on', true);
+    execute pg_catalog.format(
+        'insert into @extschema@.documents (content, metadata, source, source_key)'
+        ' select %s from %s as n where n.%I is not null',
+        @extschema@._source_row_sql(src), source_table, src.content_column
+    );
+    get diagnostics queued = row_count;
+    perform pg_catalog.set_config('hybrid_search.queue_writes', 'off', true);
+    return queued;
+end;
+$func$
+language plpgsql volatile security invoker
+set search_path to pg_catalog, pg_temp;
+
+comment on function @extschema@.hybrid_search_enable is
+'make a table searchable (copy, triggers, existing rows queued); returns the number of rows queued';
+
+-------------------------------------------------------------------------------
+-- hybrid_search_disable
+-- Undo hybrid_search_enable: drop its triggers and remove the table's rows
+-- from documents (and the queue). The table itself is untouched. Returns the
+-- number of documents removed.
+create function @extschema@.hybrid_search_disable(source_table regclass)
+returns bigint
+as $func$
+declare
+    removed bigint;
+begin
+    if not exists (select from @extschema@.hybrid_search_sources as s where s.source = source_table::text) then
+        raise exception 'hybrid_search_disable: % is not enabled', source_table
+        using errcode = 'undefined_object';
+    end if;
+    execute pg_catalog.format('drop trigger hybrid_search_inserted on %s', source_table);
+    execute pg_catalog.format('drop trigger hybrid_search_updated on %s', source_table);
+    execute pg_catalog.format('drop trigger hybrid_search_deleted on %s', source_table);
+    execute pg_catalog.format('drop trigger hybrid_search_truncated on %s', source_table);
+    delete from @extschema@.hybrid_search_queue as q
+    where q.doc_id in (select d.id from @extschema@.documents as d where d.source = source_table::text);
+    delete from @extschema@.hybrid_search_errors as e
+    where e.doc_id in (select d.id from @extschema@.documents as d where d.source = source_table::text);
+    delete from @extschema@.documents as d where d.source = source_table::text;
+    get diagnostics removed = row_count;
+    delete from @extschema@.hybrid_search_sources as s where s.source = source_table::text;
+    return removed;
+end;
+$func$
+language plpgsql volatile security invoker
+set search_path to pg_catalog, pg_temp;
+
+comment on function @extschema@.hybrid_search_disable is
+'remove what hybrid_search_enable added to a table (triggers, its documents); returns documents removed';
+
+-------------------------------------------------------------------------------
+-- _source_filter
+-- filter narrowed to one enabled table's documents (NULL source: unchanged).
+create function @extschema@._source_filter(source_table regclass, filter jsonb)
+returns jsonb
+as $func$
+begin
+    if source_table is null then
+        return filter;
+    end if;
+    if not exists (select from @extschema@.hybrid_search_sources as s where s.source = source_table::text) then
+        raise exception 'hybrid_search: % is not enabled; call hybrid_search_enable first', source_table
+        using errcode = 'undefined_object';
+    end if;
+    return coalesce(filter, '{}'::jsonb) || pg_catalog.jsonb_build_object('_source', source_table::text);
+end;
+$func$
+language plpgsql stable security invoker
+set search_path to pg_catalog, pg_temp;

@@ -1,0 +1,42 @@
+"""hybrid_search_backend_memory: what each server process costs, for monitoring."""
+
+import psycopg
+import pytest
+from helpers import connect
+
+
+def test_lists_backends_with_their_memory_and_who_loaded_torch(db, dsn):
+    db.execute("select embed_dense('load the model here')")
+    idle = connect(dsn)  # a backend that never embedded
+    try:
+        idle_pid = idle.execute("select pg_backend_pid()").fetchone()[0]
+        rows = {
+            r[0]: r[1:]
+            for r in db.execute(
+                "select pid, torch_loaded, rss_mb, pss_mb, private_mb, backend_type"
+                " from hybrid_search_backend_memory()"
+            )
+        }
+        me = db.execute("select pg_backend_pid()").fetchone()[0]
+        assert rows[me][0] is True and rows[idle_pid][0] is False
+        assert rows[me][1] > rows[idle_pid][1] > 0  # torch and the model cost RSS
+        assert all(r[2] > 0 and r[3] > 0 for r in rows.values())
+        assert "checkpointer" in {r[4] for r in rows.values()}
+    finally:
+        idle.close()
+
+
+def test_is_for_monitoring_roles_only(db, dsn):
+    db.execute("drop role if exists hs_nobody")
+    db.execute("create role hs_nobody login")
+    try:
+        with (
+            connect(dsn.replace("user=postgres", "user=hs_nobody")) as conn,
+            pytest.raises(psycopg.errors.InsufficientPrivilege),
+        ):
+            conn.execute("select * from hybrid_search_backend_memory()")
+        db.execute("grant pg_monitor to hs_nobody")
+        with connect(dsn.replace("user=postgres", "user=hs_nobody")) as conn:
+            assert conn.execute("select count(*) from hybrid_search_backend_memory()").fetchone()[0]
+    finally:
+        db.execute("drop role hs_nobody")
