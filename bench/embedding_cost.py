@@ -10,15 +10,13 @@ Without --model it uses the model `hybrid-search setup` installed.
 """
 
 import argparse
-import shutil
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 import psycopg
-from hybrid_search_installer import database, models
-from hybrid_search_installer.cluster import Cluster
+from common import print_table, scratch_database
+from hybrid_search_installer import models
 from hybrid_search_installer.layout import Layout
 
 TEXT = (
@@ -90,25 +88,10 @@ def main() -> None:
     args = parser.parse_args()
     layout = Layout.from_environment()
     model = Path(args.model or models.installed_model(layout)["model"])
-    scratch = Path(tempfile.mkdtemp(prefix="hybrid_search_bench_"))
-    scratch.chmod(0o755)
-    cluster = Cluster(scratch / "cluster", port=5432)
-    try:
-        cluster.init()
-        cluster.start()
-        database.recreate_database(cluster.dsn("postgres"), "bench")
-        dsn = cluster.dsn("bench")
-        database.ensure_extension(dsn, layout, str(model))
+    with scratch_database(layout, str(model)) as dsn:
         rows = measure(dsn, args.rows, args.singles, args.backends)
-    finally:
-        cluster.destroy()
-        shutil.rmtree(scratch, ignore_errors=True)
     print(f"model: {model}")
-    width = max(len(name) for name, _ in rows)
-    print(f"| {'measure':<{width}} | value |")
-    print(f"|{'-' * (width + 2)}|-------|")
-    for name, value in rows:
-        print(f"| {name:<{width}} | {value} |")
+    print_table(rows)
 
 
 if __name__ == "__main__":

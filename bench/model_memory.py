@@ -12,18 +12,15 @@ cluster. Usage (after `make test` or `hybrid-search setup`):
 
 import argparse
 import json
-import shutil
 import statistics
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import psycopg
+from common import print_table, scratch_database
 from hybrid_search.random_model import generate
-from hybrid_search_installer import database
-from hybrid_search_installer.cluster import Cluster
 from hybrid_search_installer.layout import Layout
 
 QUERY = "how do I create an index without blocking writes on a busy table"
@@ -157,7 +154,7 @@ def numeric_formats(dsn: str, texts: list[str]) -> list[tuple[str, str]]:
     import numpy as np
 
     rows, reference = [], None
-    for dtype in ("fp32", "bf16", "int8"):
+    for dtype in ("fp32", "bf16", "int8"):  # each loaded from the served weights
         with psycopg.connect(dsn, autocommit=True) as admin:
             admin.execute("select hybrid_search_configure(dtype => %s)", [dtype])
         with psycopg.connect(dsn, autocommit=True) as conn:
@@ -196,6 +193,10 @@ def main() -> None:
     parser.add_argument("--backends", default="1,4,16")
     parser.add_argument("--passages", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument(
+        "--dtype", default="fp32", help="server dtype; other than fp32, weights are converted first"
+    )
+    parser.add_argument("--skip-formats", action="store_true", help="skip the dtype comparison")
     args = parser.parse_args()
     layout = Layout.from_environment()
     started = time.perf_counter()
@@ -203,21 +204,25 @@ def main() -> None:
     generated = time.perf_counter() - started
     texts = passages(model_dir, args.passages)
     rows = [("generate the full-size random model (once), s", f"{generated:.1f}")]
+    served = model_dir
+    if args.dtype != "fp32":
+        from hybrid_search.convert import convert
+
+        started = time.perf_counter()
+        served = convert(model_dir, layout.models / f"random-bge-m3-full-{args.dtype}", args.dtype)
+        rows.append(
+            (
+                f"convert the weights to {args.dtype} (once), s",
+                f"{time.perf_counter() - started:.1f}",
+            )
+        )
 
     plain = plain_python(layout, model_dir, texts, args.batch_size)
-    scratch = Path(tempfile.mkdtemp(prefix="hybrid_search_bench_"))
-    scratch.chmod(0o755)
-    cluster = Cluster(scratch / "cluster", port=5432)
-    try:
-        cluster.init()
-        with (cluster.data / "postgresql.conf").open("a") as conf:
-            conf.write("max_connections = 40\n")
-        cluster.start()
-        database.recreate_database(cluster.dsn("postgres"), "bench")
-        dsn = cluster.dsn("bench")
-        database.ensure_extension(dsn, layout, str(model_dir))
+    with scratch_database(layout, str(served), "max_connections = 40\n") as dsn:
         with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute("select hybrid_search_configure(num_threads => 2)")
+            conn.execute(
+                "select hybrid_search_configure(num_threads => 2, dtype => %s)", [args.dtype]
+            )
         rows.append(("plain Python: import + load, s", f"{plain['load_s']:.2f}"))
         rows.append(("plain Python: import + load + first query, s", f"{plain['first_s']:.2f}"))
         rows.append(
@@ -278,15 +283,10 @@ def main() -> None:
                 f"{(plain['encode_s'] + copy_s) / in_db:.2f}x",
             )
         )
-    finally:
-        cluster.destroy()
-        shutil.rmtree(scratch, ignore_errors=True)
-    width = max(len(name) for name, _ in rows)
-    print(f"model: {model_dir} (random weights, BGE-M3's configuration, fp32)")
-    print(f"| {'measure':<{width}} | value |")
-    print(f"|{'-' * (width + 2)}|-------|")
-    for name, value in rows:
-        print(f"| {name:<{width}} | {value} |")
+        if not args.skip_formats:
+            rows.extend(numeric_formats(dsn, texts[: args.batch_size]))
+    print(f"model: {served} (random weights, BGE-M3's configuration, server dtype {args.dtype})")
+    print_table(rows)
 
 
 if __name__ == "__main__":

@@ -50,12 +50,13 @@ language sql stable security invoker
 set search_path to pg_catalog, pg_temp;
 
 -------------------------------------------------------------------------------
--- _source_written
--- Statement trigger (INSERT, UPDATE) on an enabled table: upsert the written
--- rows into documents in one statement, so that their embedding is batched
--- (or queued) by the documents triggers. Rows whose content is NULL, and the
--- old keys of rows whose key changed, leave documents.
-create function @extschema@._source_written()
+-- _source_changed
+-- Statement trigger (INSERT, UPDATE, DELETE) on an enabled table: upsert the
+-- written rows into documents in one statement, so that their embedding is
+-- batched (or queued) by the documents triggers; deleted rows, rows whose
+-- content became NULL and the old keys of rows whose key changed leave
+-- documents.
+create function @extschema@._source_changed()
 returns trigger
 as $func$
 declare
@@ -64,6 +65,14 @@ begin
     select * into strict src
     from @extschema@.hybrid_search_sources as s
     where s.source = tg_relid::regclass::text;
+    if tg_op = 'DELETE' then
+        execute pg_catalog.format(
+            'delete from @extschema@.documents as d where d.source = %L'
+            ' and d.source_key in (select o.%I::text from old_rows as o)',
+            src.source, src.key_column
+        );
+        return null;
+    end if;
     execute pg_catalog.format(
         'insert into @extschema@.documents as d (content, metadata, source, source_key)'
         ' select %s from new_rows as n where n.%I is not null'
@@ -81,30 +90,6 @@ begin
             src.source, src.key_column, src.key_column, src.content_column
         );
     end if;
-    return null;
-end;
-$func$
-language plpgsql volatile security invoker
-set search_path to pg_catalog, pg_temp;
-
--------------------------------------------------------------------------------
--- _source_deleted
--- Statement trigger (DELETE) on an enabled table: the deleted rows leave
--- documents.
-create function @extschema@._source_deleted()
-returns trigger
-as $func$
-declare
-    src @extschema@.hybrid_search_sources;
-begin
-    select * into strict src
-    from @extschema@.hybrid_search_sources as s
-    where s.source = tg_relid::regclass::text;
-    execute pg_catalog.format(
-        'delete from @extschema@.documents as d where d.source = %L'
-        ' and d.source_key in (select o.%I::text from old_rows as o)',
-        src.source, src.key_column
-    );
     return null;
 end;
 $func$
@@ -201,19 +186,19 @@ begin
     execute pg_catalog.format(
         'create trigger hybrid_search_inserted after insert on %s'
         ' referencing new table as new_rows'
-        ' for each statement execute function @extschema@._source_written()',
+        ' for each statement execute function @extschema@._source_changed()',
         source_table
     );
     execute pg_catalog.format(
         'create trigger hybrid_search_updated after update on %s'
         ' referencing old table as old_rows new table as new_rows'
-        ' for each statement execute function @extschema@._source_written()',
+        ' for each statement execute function @extschema@._source_changed()',
         source_table
     );
     execute pg_catalog.format(
         'create trigger hybrid_search_deleted after delete on %s'
         ' referencing old table as old_rows'
-        ' for each statement execute function @extschema@._source_deleted()',
+        ' for each statement execute function @extschema@._source_changed()',
         source_table
     );
     execute pg_catalog.format(

@@ -63,3 +63,19 @@ def test_init_sql_configures_any_database(home, model_dir):
     sql = run(home, "init-sql").stdout
     assert "create extension if not exists hybrid_search cascade;" in sql
     assert f"hybrid_search_set_model('{model_dir}')" in sql
+
+
+def test_convert_model_writes_bf16_weights_the_server_loads(home, model_dir, scratch, db):
+    target = scratch / "tiny-bf16"
+    result = run(home, "convert-model", str(model_dir), "--target", str(target))
+    assert f"SELECT hybrid_search_set_model('{target}')" in result.stdout
+    db.execute("select hybrid_search_configure(dtype => 'bf16')")
+    try:
+        db.execute("select hybrid_search_set_model(%s)", [str(target)])
+        assert db.execute("select vector_dims(embed_dense('bf16 weights'))").fetchone() == (32,)
+        assert db.execute("select model from hybrid_search_model_stats()").fetchone() == (
+            str(target),
+        )
+    finally:
+        db.execute("select hybrid_search_configure(dtype => 'fp32')")
+        db.execute("select hybrid_search_set_model(%s)", [str(model_dir)])

@@ -95,6 +95,17 @@ def cmd_backfill(args, layout: Layout) -> None:
         sys.exit(1)
 
 
+def cmd_convert_model(args, layout: Layout) -> None:
+    """Write a copy of a model with its weights in the dtype the server computes in,
+    so that backends share them memory-mapped (see plpython/hybrid_search/convert.py)."""
+    target = args.target or f"{args.source.rstrip('/')}-{args.dtype}"
+    convert = [layout.venv_python, "-m", "hybrid_search.convert", args.source, target]
+    report.run([*convert, "--dtype", args.dtype])
+    print(f"converted: {target}; use it with")
+    print(f"  SELECT hybrid_search_configure(dtype => '{args.dtype}');")
+    print(f"  SELECT hybrid_search_set_model('{target}');")
+
+
 def cmd_demo(args, layout: Layout) -> None:
     cmd_setup(args, layout)
     cmd_start(args, layout)
@@ -152,6 +163,13 @@ def main(argv: list[str] | None = None) -> None:
     queue_options(backfill_parser)
     backfill_parser.add_argument("--all", action="store_true", help="re-embed every document")
     backfill_parser.set_defaults(func=cmd_backfill)
+    convert_parser = commands.add_parser(
+        "convert-model", help="copy a model with its weights stored as bf16 (or fp16, fp32)"
+    )
+    convert_parser.add_argument("source", help="model directory")
+    convert_parser.add_argument("--target", help="default: SOURCE-DTYPE")
+    convert_parser.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"])
+    convert_parser.set_defaults(func=cmd_convert_model)
     demo_parser = commands.add_parser("demo", help="setup, start, load a corpus, run queries")
     model_options(demo_parser)
     demo_parser.set_defaults(func=cmd_demo)

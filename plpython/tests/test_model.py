@@ -1,6 +1,7 @@
 """model: loading, caching and batching outside the database."""
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -105,3 +106,19 @@ def test_other_numeric_formats_agree_with_fp32(tiny, dtype, closeness):
         cosine = float(np.dot(ours.dense, ref.dense) / np.linalg.norm(ours.dense))
         assert cosine > closeness
         assert ours.lexical_weights.keys() & ref.lexical_weights.keys()
+
+
+def test_converted_bf16_weights_load_as_bf16_and_agree(tiny, tmp_path):
+    from hybrid_search.convert import convert
+    from safetensors import safe_open
+
+    target = convert(Path(tiny), tmp_path / "bf16", "bf16")
+    with safe_open(str(target / "model.safetensors"), "pt") as f:
+        assert {str(f.get_tensor(name).dtype) for name in f.keys()} == {"torch.bfloat16"}  # noqa: SIM118
+    texts = ["checkpoints and WAL"]
+    reference = model.encode(FakeSettings(tiny), model.get(FakeSettings(tiny)), texts)[0]
+    settings = FakeSettings(str(target), dtype="bf16")
+    loaded = model.get(settings)
+    assert str(next(loaded.flag_model.model.parameters()).dtype) == "torch.bfloat16"
+    ours = model.encode(settings, loaded, texts)[0]
+    assert float(np.dot(ours.dense, reference.dense)) > 0.98

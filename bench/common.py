@@ -1,0 +1,41 @@
+"""What the benchmarks share: a throwaway cluster with the extension, and a table printer."""
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from hybrid_search_installer import database
+from hybrid_search_installer.cluster import Cluster
+from hybrid_search_installer.layout import Layout
+
+
+@contextmanager
+def scratch_database(layout: Layout, model: str, conf: str = "") -> Iterator[str]:
+    """The DSN of a database with the extension configured for model, on a cluster
+    in a temporary directory (postgresql.conf + conf) that is destroyed afterwards."""
+    scratch = Path(tempfile.mkdtemp(prefix="hybrid_search_bench_"))
+    scratch.chmod(0o755)
+    cluster = Cluster(scratch / "cluster", port=5432)
+    try:
+        cluster.init()
+        with (cluster.data / "postgresql.conf").open("a") as f:
+            f.write(conf)
+        cluster.start()
+        database.recreate_database(cluster.dsn("postgres"), "bench")
+        dsn = cluster.dsn("bench")
+        database.ensure_extension(dsn, layout, model)
+        yield dsn
+    finally:
+        cluster.destroy()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def print_table(rows: list[tuple[str, str]]) -> None:
+    """A two-column Markdown table: measure, value."""
+    width = max(len(name) for name, _ in rows)
+    print(f"| {'measure':<{width}} | value |")
+    print(f"|{'-' * (width + 2)}|-------|")
+    for name, value in rows:
+        print(f"| {name:<{width}} | {value} |")
