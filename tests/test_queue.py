@@ -225,3 +225,20 @@ def test_worker_arguments_are_checked(db):
         db.execute("select * from hybrid_search_process_queue(0)")
     with pytest.raises(psycopg.errors.CheckViolation):
         db.execute("select hybrid_search_configure(embed_mode => 'later')")
+
+
+def test_the_worker_command_wakes_on_notify_and_embeds(queued, dsn):
+    worker = subprocess.Popen(
+        [CLI, "worker", "--dsn", dsn, "--poll", "60"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        time.sleep(3)  # listening, queue empty
+        insert(queued, "queued while a worker listens", "a second one")
+        deadline = time.monotonic() + 60
+        while unembedded(queued) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert unembedded(queued) == 0  # long before the 60 s poll: NOTIFY woke it
+    finally:
+        worker.send_signal(signal.SIGINT)
+        out, _ = worker.communicate(timeout=30)
+    assert "embedded 2, failed for good 0" in out
