@@ -13,7 +13,11 @@ create table @extschema@.hybrid_search_config (
     max_length integer check (max_length between 8 and 8192),
     num_threads integer check (num_threads between 1 and 1024),
     text_search_config regconfig,
-    python_venv text check (python_venv like '/%')
+    python_venv text check (python_venv like '/%'),
+    dense_model text check (dense_model <> ''),
+    sparse_model text check (sparse_model <> ''),
+    bm25_k1 double precision check (bm25_k1 >= 0 and bm25_k1 < 'Infinity'),
+    bm25_b double precision check (bm25_b between 0 and 1)
 );
 
 comment on table @extschema@.hybrid_search_config is
@@ -22,6 +26,10 @@ comment on column @extschema@.hybrid_search_config.model is
 'local directory of a BGE-M3 model, or a Hugging Face hub id already in the server''s cache';
 comment on column @extschema@.hybrid_search_config.python_venv is
 'virtualenv holding torch, FlagEmbedding and the hybrid_search Python module';
+comment on column @extschema@.hybrid_search_config.dense_model is
+'model of the dense leg when it is not model: BGE-M3 or a sentence-transformers model directory';
+comment on column @extschema@.hybrid_search_config.sparse_model is
+'model of the sparse leg when it is not model: BGE-M3 or a SPLADE (masked language model) directory';
 
 select pg_catalog.pg_extension_config_dump('@extschema@.hybrid_search_config', '');
 
@@ -37,7 +45,19 @@ select
     coalesce(c.max_length, 512) as max_length,
     coalesce(c.num_threads, 1) as num_threads,
     coalesce(c.text_search_config, 'pg_catalog.english'::regconfig) as text_search_config,
-    coalesce(c.python_venv, '/opt/hybrid_search/venv') as python_venv
+    coalesce(c.python_venv, '/opt/hybrid_search/venv') as python_venv,
+    coalesce(c.dense_model, c.model, 'BAAI/bge-m3') as dense_model,
+    coalesce(c.sparse_model, c.model, 'BAAI/bge-m3') as sparse_model,
+    -- what documents.model records: one name when one model makes both vectors
+    case
+        when coalesce(c.dense_model, c.model, 'BAAI/bge-m3') = coalesce(c.sparse_model, c.model, 'BAAI/bge-m3')
+            then coalesce(c.dense_model, c.model, 'BAAI/bge-m3')
+        else
+            'dense=' || coalesce(c.dense_model, c.model, 'BAAI/bge-m3')
+            || ' sparse=' || coalesce(c.sparse_model, c.model, 'BAAI/bge-m3')
+    end as embedding_model,
+    coalesce(c.bm25_k1, 1.2) as bm25_k1,
+    coalesce(c.bm25_b, 0.75) as bm25_b
 from (values (true)) as one_row (singleton)
 left join @extschema@.hybrid_search_config as c on one_row.singleton = c.singleton;
 
@@ -47,7 +67,8 @@ comment on view @extschema@.hybrid_search_settings is
 -------------------------------------------------------------------------------
 -- hybrid_search_configure
 -- Change settings by name; arguments left NULL keep their current value. A
--- new text search configuration rewrites documents.fts. Runs with the
+-- new text search configuration rewrites documents.fts, and new BM25
+-- parameters rebuild the keyword index. Runs with the
 -- caller's rights, so only the owner of hybrid_search_config (or a
 -- superuser) gets past the INSERT.
 create function @extschema@.hybrid_search_configure(
@@ -57,16 +78,24 @@ create function @extschema@.hybrid_search_configure(
     max_length integer default null,
     num_threads integer default null,
     text_search_config regconfig default null,
-    python_venv text default null
+    python_venv text default null,
+    bm25_k1 double precision default null,
+    bm25_b double precision default null
 ) returns setof @extschema@.hybrid_search_settings
 as $func$
 declare
-    old_config regconfig := (select s.text_search_config from @extschema@.hybrid_search_settings as s);
+    before @extschema@.hybrid_search_settings;
+    after @extschema@.hybrid_search_settings;
 begin
+    select * into before from @extschema@.hybrid_search_settings;
     insert into @extschema@.hybrid_search_config as c (
-        device, use_fp16, batch_size, max_length, num_threads, text_search_config, python_venv
+        device, use_fp16, batch_size, max_length, num_threads, text_search_config, python_venv,
+        bm25_k1, bm25_b
     )
-    values (device, use_fp16, batch_size, max_length, num_threads, text_search_config, python_venv)
+    values (
+        device, use_fp16, batch_size, max_length, num_threads, text_search_config, python_venv,
+        bm25_k1, bm25_b
+    )
     on conflict (singleton) do update set
         device = coalesce(excluded.device, c.device),
         use_fp16 = coalesce(excluded.use_fp16, c.use_fp16),
@@ -74,10 +103,18 @@ begin
         max_length = coalesce(excluded.max_length, c.max_length),
         num_threads = coalesce(excluded.num_threads, c.num_threads),
         text_search_config = coalesce(excluded.text_search_config, c.text_search_config),
-        python_venv = coalesce(excluded.python_venv, c.python_venv);
-    if text_search_config is not null and text_search_config <> old_config then
+        python_venv = coalesce(excluded.python_venv, c.python_venv),
+        bm25_k1 = coalesce(excluded.bm25_k1, c.bm25_k1),
+        bm25_b = coalesce(excluded.bm25_b, c.bm25_b);
+    select * into after from @extschema@.hybrid_search_settings;
+    if after.text_search_config <> before.text_search_config then
         update @extschema@.documents as d
-        set fts = pg_catalog.to_tsvector(hybrid_search_configure.text_search_config, d.content);
+        set fts = pg_catalog.to_tsvector(after.text_search_config, d.content);
+    end if;
+    if (after.text_search_config, after.bm25_k1, after.bm25_b)
+        is distinct from (before.text_search_config, before.bm25_k1, before.bm25_b)
+        and exists (select from @extschema@.hybrid_search_keyword_segment) then
+        perform @extschema@.hybrid_search_rebuild_keyword_index();
     end if;
     return query select * from @extschema@.hybrid_search_settings;
 end;

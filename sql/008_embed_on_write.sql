@@ -32,7 +32,7 @@ begin
         set
             dense = e.dense,
             sparse = e.sparse,
-            model = s.model,
+            model = s.embedding_model,
             embedded_at = pg_catalog.now()
         from pg_catalog.unnest(batch_ids) with ordinality as b (id, ord)
         inner join @extschema@.embed_batch(batch_contents) as e on b.ord = e.ord

@@ -70,7 +70,8 @@ def db(conn):
     conn.execute("truncate documents restart identity")
     conn.execute(
         "update hybrid_search_config set device = null, use_fp16 = null, batch_size = null,"
-        " max_length = null, num_threads = null, text_search_config = null"
+        " max_length = null, num_threads = null, text_search_config = null,"
+        " bm25_k1 = null, bm25_b = null"
     )
     return conn
 

@@ -84,13 +84,16 @@ def test_sparse_leg_is_exact_lexical_ranking(corpus):
         assert score == pytest.approx(expected, rel=1e-5)
 
 
-def test_keyword_leg_uses_websearch_syntax(corpus):
-    ids = [r[0] for r in leg(corpus, "keyword_search", '"unique index" -duplicate', 10)]
+def test_keyword_leg_filters_with_websearch_syntax(corpus):
+    ids = corpus.execute(
+        "select id from keyword_search('unique index', 10, match => '\"unique index\" -duplicate')"
+    ).fetchall()
     assert ids == []  # the only unique-index document mentions "duplicate"
     hits = corpus.execute(
-        "select d.content from keyword_search('index -gin') k join documents d using (id)"
+        "select d.content from keyword_search('index', match => 'index -gin') k"
+        " join documents d using (id)"
     ).fetchall()
-    assert hits and all("GIN" not in c for (c,) in hits)
+    assert len(hits) == 3 and all("GIN" not in c for (c,) in hits)
     assert leg(corpus, "keyword_search", "the and of", 10) == []  # stop words only
 
 
@@ -234,7 +237,6 @@ def test_vector_overload_equals_text_search(corpus):
         ("keyword_search(null)", "query must be a non-empty text"),
         ("dense_search(null::vector, 10)", "query vector must not be NULL"),
         ("dense_search('x', 10, ef_search => 0)", "ef_search must be between 1 and 1000"),
-        ("keyword_search('x', 10, max_matches => 5)", "max_matches must be at least k"),
         (
             "hybrid_search_create_dense_index('diskann')",
             "method must be hnsw, hnsw_halfvec, ivfflat or none",

@@ -6,6 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
+from . import offline_models as offline_models_module
 from . import report
 from .layout import REAL_MODEL_ID, Layout
 
@@ -58,10 +59,14 @@ def _download(layout: Layout, hub_id: str) -> Path | None:
     return target
 
 
-def ensure_model(layout: Layout, model: str | None, test_model: bool) -> dict:
+def ensure_model(
+    layout: Layout, model: str | None, test_model: bool, offline_models: bool = False
+) -> dict:
     """Install the chosen model and record it for `start`; returns the record."""
     layout.models.mkdir(parents=True, exist_ok=True)
-    if test_model:
+    if offline_models:
+        record = {**offline_models_module.ensure_all(layout), "kind": "offline"}
+    elif test_model:
         record = {"model": str(ensure_test_model(layout)), "kind": "test"}
     elif model and Path(model).is_dir():
         if not _is_model_dir(Path(model)):

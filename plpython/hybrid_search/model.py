@@ -1,4 +1,5 @@
-"""BGE-M3 through FlagEmbedding, loaded once per backend and cached.
+"""BGE-M3 through FlagEmbedding (or a pair of other encoders, encoders.py),
+loaded once per backend and cached.
 
 A backend keeps at most one model: loading costs seconds and, for the real
 BGE-M3, gigabytes, so a settings change replaces the cached model instead of
@@ -8,6 +9,8 @@ adding a second one.
 import os
 import time
 from dataclasses import dataclass, field
+
+from . import encoders
 
 # Set before FlagEmbedding/transformers are imported: no progress bars in the
 # server log, and never a download from inside a database transaction.
@@ -61,24 +64,47 @@ class LoadedModel:
     def token_text(self, token_id: int) -> str:
         return self.flag_model.tokenizer.convert_ids_to_tokens(token_id)
 
+    def encode_batch(self, texts: list[str], max_length: int) -> list[Encoding]:
+        """Dense vectors and lexical weights of texts from one forward pass."""
+        output = self.flag_model.encode(
+            texts,
+            batch_size=len(texts),
+            max_length=max_length,
+            return_dense=True,
+            return_sparse=True,
+            return_colbert_vecs=False,
+        )
+        return [
+            Encoding(dense, weights)
+            for dense, weights in zip(output["dense_vecs"], output["lexical_weights"], strict=True)
+        ]
 
-_cached: tuple[tuple, LoadedModel] | None = None
+
+_cached: tuple[tuple, "LoadedModel | encoders.Pair"] | None = None
 stats = Stats()
 
 
-def get(settings) -> LoadedModel:
-    """The model for these settings, loading it (once per backend) if needed."""
+def get(settings) -> "LoadedModel | encoders.Pair":
+    """The model(s) for these settings, loading them (once per backend) if needed:
+    BGE-M3 alone when it makes both legs, else a pair of encoders."""
     global _cached
     if _cached is not None and _cached[0] == settings.model_key:
         return _cached[1]
     _cached = None  # drop the old model before loading a new one
-    model = LoadedModel(settings.model, settings.device, settings.use_fp16)
+    if settings.dense_model == settings.sparse_model and (
+        encoders.kind(settings.dense_model) == encoders.BGE_M3
+    ):
+        model = LoadedModel(settings.dense_model, settings.device, settings.use_fp16)
+    else:
+        model = encoders.Pair(
+            settings.dense_model, settings.sparse_model, settings.device, settings.use_fp16
+        )
     _cached = (settings.model_key, model)
-    stats.model, stats.load_seconds = settings.model, model.load_seconds
+    stats.model, stats.load_seconds = settings.embedding_model, model.load_seconds
     return model
 
 
-def encode(settings, model: LoadedModel, texts: list[str]) -> list[Encoding]:
+def encode(settings, model, texts: list[str]) -> list[Encoding]:
     """Dense vectors and lexical weights of texts: one model call per batch_size texts."""
     import torch
 
@@ -89,19 +115,8 @@ def encode(settings, model: LoadedModel, texts: list[str]) -> list[Encoding]:
     for start in range(0, len(texts), settings.batch_size):
         batch = texts[start : start + settings.batch_size]
         started = time.perf_counter()
-        output = model.flag_model.encode(
-            batch,
-            batch_size=len(batch),
-            max_length=max_length,
-            return_dense=True,
-            return_sparse=True,
-            return_colbert_vecs=False,
-        )
+        encodings.extend(model.encode_batch(batch, max_length))
         stats.encode_seconds += time.perf_counter() - started
         stats.encode_calls += 1
         stats.texts_encoded += len(batch)
-        encodings.extend(
-            Encoding(dense, weights)
-            for dense, weights in zip(output["dense_vecs"], output["lexical_weights"], strict=True)
-        )
     return encodings

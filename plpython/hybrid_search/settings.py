@@ -15,11 +15,14 @@ class Settings:
     batch_size: int
     max_length: int
     num_threads: int
+    dense_model: str
+    sparse_model: str
+    embedding_model: str  # what documents.model records
 
     @property
     def model_key(self) -> tuple:
         """What identifies a loaded model: changing any of these needs a reload."""
-        return (self.model, self.device, self.use_fp16)
+        return (self.dense_model, self.sparse_model, self.device, self.use_fp16)
 
 
 def read(plpy) -> Settings:
@@ -28,7 +31,8 @@ def read(plpy) -> Settings:
     if _statement is None:
         schema, _ = catalog.schemas(plpy)
         _statement = plpy.prepare(
-            "select model, device, use_fp16, batch_size, max_length, num_threads"
+            "select model, device, use_fp16, batch_size, max_length, num_threads,"
+            " dense_model, sparse_model, embedding_model"
             f" from {schema}.hybrid_search_settings"
         )
     row = plpy.execute(_statement)[0]

@@ -5,7 +5,7 @@ into one clear PostgreSQL error, and returns values in the shapes PL/Python
 converts to the declared SQL types.
 """
 
-from . import model, settings, sparse_db, vectors
+from . import keyword_db, model, settings, sparse_db, vectors
 
 _FIX_HINT = (
     "install a model with `hybrid-search setup --model <hub id or directory>` "
@@ -21,8 +21,8 @@ def _load(plpy):
         return current, model.get(current)
     except model.ModelNotAvailable as error:
         plpy.error(
-            f"hybrid_search: cannot load model '{current.model}'"
-            f" (hybrid_search_settings.model): {error}",
+            f"hybrid_search: cannot load model '{current.embedding_model}'"
+            f" (hybrid_search_settings.embedding_model): {error}",
             hint=_FIX_HINT,
             sqlstate="58P01",  # undefined_file
         )
@@ -70,7 +70,7 @@ def embed_batch(plpy, contents):
 def model_info(plpy):
     current, loaded = _load(plpy)
     return {
-        "model": current.model,
+        "model": current.embedding_model,
         "dense_dimensions": loaded.dense_dimensions,
         "vocabulary_size": loaded.vocabulary_size,
         "max_length": min(current.max_length, loaded.max_positions),
@@ -106,3 +106,14 @@ def rebuild_sparse_index(plpy):
 def sparse_index_search(plpy, query_sparse, k, filter_json):
     """(id, score) best first: the sparse leg through the inverted index."""
     return sparse_db.search(plpy, query_sparse, k, filter_json)
+
+
+def rebuild_keyword_index(plpy):
+    k1, b = keyword_db.bm25_parameters(plpy)
+    return keyword_db.rebuild(plpy, k1, b)
+
+
+def keyword_search(plpy, text_search_config, query, k, filter_json, match, exact):
+    """(id, score) best first: BM25 through the keyword index, or a scan when exact."""
+    run = keyword_db.scan if exact else keyword_db.search
+    return run(plpy, text_search_config, query, k, filter_json, match)

@@ -17,8 +17,14 @@ class FakeSettings:  # only the settings object is stand-in; the model is real
     num_threads: int = 1
 
     @property
+    def dense_model(self):
+        return self.model
+
+    sparse_model = embedding_model = dense_model
+
+    @property
     def model_key(self):
-        return (self.model, self.device, self.use_fp16)
+        return (self.model, self.model, self.device, self.use_fp16)
 
 
 @pytest.fixture(scope="module")
