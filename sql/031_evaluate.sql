@@ -25,7 +25,7 @@ create function @extschema@.hybrid_search_score_run(
     k integer default 10
 ) returns table (
     method text,
-    queries integer,
+    judged integer,
     ndcg double precision,
     recall double precision,
     mrr double precision
@@ -122,7 +122,7 @@ create function @extschema@.hybrid_search_evaluate(
     keyword_weight double precision default null
 ) returns table (
     method text,
-    queries integer,
+    judged integer,
     ndcg double precision,
     recall double precision,
     mrr double precision
@@ -148,7 +148,7 @@ begin
     ) into ids, texts;
     for q in
         select i.id, i.query, e.dense, e.sparse
-        from pg_catalog.unnest(ids, texts) with ordinality as i (id, query, ord)
+        from rows from (pg_catalog.unnest(ids), pg_catalog.unnest(texts)) with ordinality as i (id, query, ord)
         inner join @extschema@.embed_batch(texts) as e on i.ord = e.ord
     loop
         run := run

@@ -80,11 +80,13 @@ def test_fusion_beats_each_leg_when_they_find_different_halves(qrels):
     fillers = insert(qrels, *[f"filler document number {i} about nothing" for i in range(12)])
     for doc_id in fillers:  # far from the query direction
         v = rng.normal(size=dim).astype(np.float32)
-        v[0] = -abs(v[0]) - 1
+        v[0] = -abs(v[0]) - 3
         qrels.execute(
             "update documents set dense = %s where id = %s", [v / np.linalg.norm(v), doc_id]
         )
     words = insert(qrels, "zebra stripes", "a zebra herd")
+    for doc_id in words:  # opposite to the query direction: the dense leg ranks them last
+        qrels.execute("update documents set dense = %s where id = %s", [-axis, doc_id])
     near = insert(qrels, "grazing animals on the savanna", "wild horses in Africa")
     for i, doc_id in enumerate(near):
         v = axis.copy()

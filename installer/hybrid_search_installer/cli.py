@@ -96,7 +96,11 @@ def cmd_eval(args, layout: Layout) -> None:
 
     from . import evaluate
 
-    rows = evaluate.run(layout, Path(args.directory), args.k, args.candidates, args.rrf_k)
+    if args.offline_models or args.test_model or args.model:
+        record = models.ensure_model(layout, args.model, args.test_model, args.offline_models)
+    else:
+        record = models.installed_model(layout)
+    rows = evaluate.run(layout, record, Path(args.directory), args.k, args.candidates, args.rrf_k)
     if args.save:
         command = " ".join(["hybrid-search eval", *args.raw_argv])
         Path(args.save).write_text(f"`{command}`\n\n{evaluate.format_table(rows, args.k)}\n")
@@ -150,6 +154,7 @@ def main(argv: list[str] | None = None) -> None:
         "eval", help="nDCG, recall, MRR of every leg and fusion on a BEIR directory"
     )
     eval_parser.add_argument("directory", help="corpus.jsonl, queries.jsonl, qrels.tsv")
+    model_options(eval_parser)
     eval_parser.add_argument("--k", type=int, default=10, help="cut-off (default 10)")
     eval_parser.add_argument("--candidates", type=int, default=100, help="per leg (default 100)")
     eval_parser.add_argument("--rrf-k", type=int, default=60, help="RRF constant (default 60)")

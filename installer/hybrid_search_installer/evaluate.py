@@ -16,11 +16,9 @@ from pathlib import Path
 
 import psycopg
 
-from . import database, models
+from . import database
 from .cluster import Cluster
 from .layout import Layout
-
-COLUMNS = ("method", "queries", "ndcg", "recall", "mrr")
 
 
 def read_collection(directory: Path):
@@ -74,7 +72,7 @@ def load(conn, corpus, queries, qrels) -> None:
 
 def evaluate(conn, k: int, candidates: int, rrf_k: int) -> list[tuple]:
     return conn.execute(
-        "select method, queries, ndcg, recall, mrr from hybrid_search_evaluate("
+        "select method, judged, ndcg, recall, mrr from hybrid_search_evaluate("
         "'eval_queries', 'eval_qrels', k => %s, candidates => %s, rrf_k => %s)",
         [k, candidates, rrf_k],
     ).fetchall()
@@ -82,16 +80,18 @@ def evaluate(conn, k: int, candidates: int, rrf_k: int) -> list[tuple]:
 
 def format_table(rows, k: int) -> str:
     lines = [
-        f"| method | queries | nDCG@{k} | recall@{k} | MRR@{k} |",
+        f"| method | judged queries | nDCG@{k} | recall@{k} | MRR@{k} |",
         "|---|---:|---:|---:|---:|",
     ]
     lines += [f"| {m} | {q} | {n:.3f} | {r:.3f} | {mrr:.3f} |" for m, q, n, r, mrr in rows]
     return "\n".join(lines)
 
 
-def run(layout: Layout, directory: Path, k: int, candidates: int, rrf_k: int) -> list[tuple]:
-    """Load, embed, index and evaluate on a throwaway cluster; prints progress and the table."""
-    record = models.installed_model(layout)
+def run(
+    layout: Layout, record: dict, directory: Path, k: int, candidates: int, rrf_k: int
+) -> list[tuple]:
+    """Load, embed, index and evaluate on a throwaway cluster with the models of record
+    (models.ensure_model); prints progress and the table."""
     corpus, queries, qrels = read_collection(directory)
     scratch = Path(tempfile.mkdtemp(prefix="hybrid_search_eval_"))
     scratch.chmod(0o755)  # the server's OS user must reach the cluster directory
