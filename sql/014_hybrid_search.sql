@@ -22,11 +22,14 @@ comment on type @extschema@.hybrid_search_result is
 -- hybrid_search (query vectors)
 -- Fuses the dense, sparse and keyword legs, each asked for
 -- greatest(candidates, k) documents under the same metadata filter.
+--   fusion 'weighted' (default): score = sum of weight * min-max normalised
+--                      leg score, divided by the sum of weights (defaults
+--                      dense 0.4, sparse 0.2 as in BGE-M3's compute_score;
+--                      keyword 0.2). The default because a weak leg cannot
+--                      pull it below the strong ones as much as equal-vote
+--                      RRF (README, Measuring quality).
 --   fusion 'rrf':      score = sum over legs of weight / (rrf_k + rank)
 --                      (weights default to 1)
---   fusion 'weighted': score = sum of weight * min-max normalised leg score,
---                      divided by the sum of weights (defaults dense 0.4,
---                      sparse 0.2 as in BGE-M3's compute_score; keyword 0.2)
 --   fusion 'raw':      score = sum of weight * raw leg score (BGE-M3's
 --                      weights: dense 0.4, sparse 0.2; keyword 0, as BM25
 --                      scores are unbounded)
@@ -37,7 +40,7 @@ create function @extschema@.hybrid_search(
     query_dense @extschema:vector@.vector,
     query_sparse @extschema:vector@.sparsevec,
     k integer default 10,
-    fusion text default 'rrf',
+    fusion text default 'weighted',
     dense_weight double precision default null,
     sparse_weight double precision default null,
     keyword_weight double precision default null,
@@ -188,7 +191,7 @@ comment on function @extschema@.hybrid_search(
 create function @extschema@.hybrid_search(
     query text,
     k integer default 10,
-    fusion text default 'rrf',
+    fusion text default 'weighted',
     dense_weight double precision default null,
     sparse_weight double precision default null,
     keyword_weight double precision default null,

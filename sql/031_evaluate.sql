@@ -16,13 +16,15 @@ comment on type @extschema@.hybrid_search_run_row is
 -- hybrid_search_score_run
 -- Mean nDCG@k (linear gains, as trec_eval and BEIR), recall@k and MRR@k per
 -- method over every judged query: a query with at least one qrels row of
--- relevance > 0. A judged query a method returned nothing for scores 0.
+-- relevance > 0 (and among query_ids, the queries asked, unless that is
+-- NULL). A judged query a method returned nothing for scores 0.
 -- qrels needs columns query_id, doc_id and relevance (any types that cast to
 -- text, bigint and integer).
 create function @extschema@.hybrid_search_score_run(
     run @extschema@.hybrid_search_run_row[],
     qrels regclass,
-    k integer default 10
+    k integer default 10,
+    query_ids text[] default null
 ) returns table (
     method text,
     judged integer,
@@ -44,7 +46,7 @@ begin
             select j.query_id::text as query_id, j.doc_id::bigint as doc_id,
                 j.relevance::integer as relevance
             from %s as j
-            where j.relevance::integer > 0
+            where j.relevance::integer > 0 and ($3 is null or j.query_id::text = any($3))
         ),
 
         judged as (
@@ -95,7 +97,7 @@ begin
         order by p.method
         $sql$,
         qrels
-    ) using run, k;
+    ) using run, k, query_ids;
 end;
 $func$
 language plpgsql stable parallel safe security invoker
@@ -177,7 +179,7 @@ begin
             );
         end loop;
     end loop;
-    return query select * from @extschema@.hybrid_search_score_run(run, qrels, k);
+    return query select * from @extschema@.hybrid_search_score_run(run, qrels, k, ids);
 end;
 $func$
 language plpgsql volatile parallel restricted security invoker

@@ -54,6 +54,14 @@ def test_metrics_by_hand(qrels):
     assert got["b"] == pytest.approx((2, (1 / (1 + 1 / math.log2(3))) / 2, 0.25, 0.5))
 
 
+def test_only_the_queries_asked_count(qrels):
+    rows = qrels.execute(
+        f"select method, judged, ndcg from hybrid_search_score_run({run_literal(RUN)}, 'judged',"
+        " query_ids => array['q2', 'q3'])"
+    ).fetchall()
+    assert rows == [("a", 1, pytest.approx(1 / math.log2(3))), ("b", 1, 0.0)]
+
+
 def test_metrics_at_cutoff_one(qrels):
     got = score(qrels, RUN, 1)
     assert got["a"] == pytest.approx((2, 0.5, 0.25, 0.5))

@@ -137,7 +137,7 @@ def test_rrf_equals_python_reference(corpus, weights, rrf_k, k, candidates):
     # each leg is asked for greatest(candidates, k) documents
     expected = rrf_reference(legs_for(corpus, query, max(candidates, k)), weights, rrf_k, k)
     got = hybrid(
-        corpus, query, k, candidates=candidates, rrf_k=rrf_k,
+        corpus, query, k, fusion="rrf", candidates=candidates, rrf_k=rrf_k,
         dense_weight=weights[0], sparse_weight=weights[1], keyword_weight=weights[2],
     )  # fmt: skip
     assert [r[0] for r in got] == [i for i, _ in expected]
@@ -158,6 +158,26 @@ def test_weighted_fusion_equals_python_reference(corpus, weights):
     got = hybrid(corpus, query, 8, **kwargs)
     assert [r[0] for r in got] == [i for i, _ in expected]
     assert [r[3] for r in got] == pytest.approx([s for _, s in expected])
+
+
+@pytest.mark.parametrize("weights", [None, (1.0, 0.5, 0.1)])
+def test_raw_fusion_equals_python_reference(corpus, weights):
+    query, candidates = "unique index duplicate key", 5
+    legs = legs_for(corpus, query, 8)
+    scores = {}
+    for rows, weight in zip(legs, weights or (0.4, 0.2, 0.0), strict=True):
+        for doc_id, _, score in rows if weight else []:
+            scores[doc_id] = scores.get(doc_id, 0.0) + weight * score
+    expected = sorted(scores.items(), key=lambda t: (-t[1], t[0]))[:8]
+    kwargs = {"fusion": "raw", "candidates": candidates}
+    if weights:
+        kwargs |= dict(
+            zip(("dense_weight", "sparse_weight", "keyword_weight"), weights, strict=True)
+        )
+    got = hybrid(corpus, query, 8, **kwargs)
+    assert [r[0] for r in got] == [i for i, _ in expected]
+    assert [r[3] for r in got] == pytest.approx([s for _, s in expected])
+    assert all(r[8] is None for r in got) == (weights is None)  # keyword weight 0 by default
 
 
 def test_each_leg_rank_and_score_are_reported(corpus):

@@ -60,7 +60,7 @@ def run(dsn: str, model: dict) -> None:
             where = f"  filter {json.dumps(filter_)}" if filter_ else ""
             print(f"\nSELECT * FROM hybrid_search('{query}', 5){where}")
             legs = "  ".join(f"{name:>11}" for name in ("dense", "sparse", "keyword"))
-            print(f"{'#':>2} {'id':>4} {'rrf':>6}  {legs}  content")
+            print(f"{'#':>2} {'id':>4} {'score':>6}  {legs}  content")
             for i, (doc_id, score, dr, ds, sr, ss, kr, ks, content) in enumerate(rows, 1):
                 legs = "  ".join(
                     f"{_cell(r):>3} {_cell(s):>7}" for r, s in ((dr, ds), (sr, ss), (kr, ks))

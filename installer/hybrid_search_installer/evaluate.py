@@ -9,6 +9,7 @@ recall@k and MRR@k for every leg and fusion.
 
 import csv
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -105,6 +106,8 @@ def run(
             dsn, layout, record["model"], record.get("dense_model"), record.get("sparse_model")
         )
         with psycopg.connect(dsn, autocommit=True) as conn:
+            # a scratch server of our own: embed with every core
+            conn.execute("select hybrid_search_configure(num_threads => %s)", [os.cpu_count()])
             started = time.monotonic()
             load(conn, corpus, queries, qrels)
             loaded = time.monotonic()

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 BGE_M3, DENSE, SPLADE = "bge-m3", "dense", "splade"
+SUB_BATCH = 8  # texts per forward pass, sorted by length
 
 
 def kind(location: str) -> str:
@@ -69,6 +70,19 @@ class _Transformer:
             return_tensors="pt",
         ).to(self.device)
 
+    def encode_batch(self, texts: list[str], max_length: int) -> list:
+        """Encodings in input order, computed in groups of similar length: padding every
+        text to the longest of the whole batch would waste most of the work."""
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out: list = [None] * len(texts)
+        for start in range(0, len(order), SUB_BATCH):
+            chunk = order[start : start + SUB_BATCH]
+            for i, encoding in zip(
+                chunk, self.encode_group([texts[i] for i in chunk], max_length), strict=True
+            ):
+                out[i] = encoding
+        return out
+
 
 class DenseEncoder(_Transformer):
     def __init__(self, location: str, device: str):
@@ -77,7 +91,7 @@ class DenseEncoder(_Transformer):
         self.cls_pooling = bool(pooling.get("pooling_mode_cls_token"))
         self.dense_dimensions = int(self.model.config.hidden_size)
 
-    def encode_batch(self, texts: list[str], max_length: int):
+    def encode_group(self, texts: list[str], max_length: int):
         """Encodings with normalised float32 dense vectors (no lexical weights)."""
         import torch
 
@@ -101,7 +115,7 @@ class SpladeEncoder(_Transformer):
         self.vocabulary_size = int(self.model.config.vocab_size)
         self.special_ids = sorted(set(self.tokenizer.all_special_ids))
 
-    def encode_batch(self, texts: list[str], max_length: int):
+    def encode_group(self, texts: list[str], max_length: int):
         """Encodings with {"token_id": weight} lexical weights (no dense vector), as BGE-M3's."""
         import torch
 
