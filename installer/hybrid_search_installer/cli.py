@@ -100,10 +100,14 @@ def cmd_eval(args, layout: Layout) -> None:
         record = models.ensure_model(layout, args.model, args.test_model, args.offline_models)
     else:
         record = models.installed_model(layout)
-    rows = evaluate.run(layout, record, Path(args.directory), args.k, args.candidates, args.rrf_k)
+    rows, notes = evaluate.run(
+        layout, record, Path(args.directory), args.k, args.candidates, args.rrf_k
+    )
     if args.save:
         command = " ".join(["hybrid-search eval", *args.raw_argv])
-        Path(args.save).write_text(f"`{command}`\n\n{evaluate.format_table(rows, args.k)}\n")
+        lines = "".join(f"- {note}\n" for note in notes)
+        table = evaluate.format_table(rows, args.k)
+        Path(args.save).write_text(f"`{command}`\n\n{lines}\n{table}\n")
 
 
 def cmd_demo(args, layout: Layout) -> None:

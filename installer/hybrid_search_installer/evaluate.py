@@ -90,9 +90,9 @@ def format_table(rows, k: int) -> str:
 
 def run(
     layout: Layout, record: dict, directory: Path, k: int, candidates: int, rrf_k: int
-) -> list[tuple]:
+) -> tuple[list[tuple], list[str]]:
     """Load, embed, index and evaluate on a throwaway cluster with the models of record
-    (models.ensure_model); prints progress and the table."""
+    (models.ensure_model); prints progress and the table. Returns (rows, notes printed)."""
     corpus, queries, qrels = read_collection(directory)
     scratch = Path(tempfile.mkdtemp(prefix="hybrid_search_eval_"))
     scratch.chmod(0o755)  # the server's OS user must reach the cluster directory
@@ -111,16 +111,19 @@ def run(
             started = time.monotonic()
             load(conn, corpus, queries, qrels)
             loaded = time.monotonic()
-            print(f"loaded and embedded {len(corpus)} documents in {loaded - started:.0f} s")
+            notes = [f"loaded and embedded {len(corpus)} documents in {loaded - started:.0f} s"]
+            print(notes[-1])
             conn.execute("select hybrid_search_refresh()")
             rows = evaluate(conn, k, candidates, rrf_k)
-            print(f"evaluated {len(queries)} queries in {time.monotonic() - loaded:.0f} s")
+            notes.append(f"evaluated {len(queries)} queries in {time.monotonic() - loaded:.0f} s")
+            print(notes[-1])
             models_used = conn.execute(
                 "select dense_model, sparse_model from hybrid_search_settings"
             ).fetchone()
-        print(f"dense model {models_used[0]}\nsparse model {models_used[1]}")
+        notes += [f"dense model {models_used[0]}", f"sparse model {models_used[1]}"]
+        print("\n".join(notes[-2:]))
         print(format_table(rows, k))
-        return rows
+        return rows, notes
     finally:
         cluster.destroy()
         shutil.rmtree(scratch, ignore_errors=True)
