@@ -17,6 +17,7 @@ TEXTS = [
     "Reciprocal rank fusion adds one over sixty plus rank from every list",
     "Row-level security policies restrict the rows a role can see",
     "Index scans read the index, then the table; an index-only scan skips the table",
+    "To be or not to be",  # stop words only: no lexeme, length 0, still a document
 ]
 
 

@@ -62,7 +62,9 @@ def rebuild(plpy, k1: float, b: float) -> dict:
     def rows():
         while batch := cursor.fetch(10000):
             for r in batch:
-                yield r["id"], [x for x in r["lexemes"] if x is not None], r["tfs"]
+                # an empty fts comes out of the left join as one NULL lexeme
+                pairs = [(x, n) for x, n in zip(r["lexemes"], r["tfs"], strict=True) if x]
+                yield r["id"], [x for x, _ in pairs], [n for _, n in pairs]
 
     built = keyword_index.build(rows(), k1, b)
     cursor.close()
