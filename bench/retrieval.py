@@ -361,7 +361,8 @@ def measure_pass(conn, corpus, fast, few, flt):
 
     hybrid_lat, hybrid_ids = row(
         "hybrid_search, three legs, RRF",
-        "select id from hybrid_search(%s, %s::vector, %s::sparsevec, 10, filter => %s::jsonb)",
+        "select id from hybrid_search(%s, %s::vector, %s::sparsevec, 10, fusion => 'rrf',"
+        " filter => %s::jsonb)",
         lambda q: (
             corpus.q_text[q],
             corpus.q_dense[q],

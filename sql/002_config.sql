@@ -17,7 +17,11 @@ create table @extschema@.hybrid_search_config (
     max_content_chars integer check (max_content_chars >= 1),
     embed_mode text check (embed_mode in ('sync', 'queued')),
     queue_max_attempts integer check (queue_max_attempts between 1 and 100),
-    queue_retry_seconds integer check (queue_retry_seconds between 0 and 86400)
+    queue_retry_seconds integer check (queue_retry_seconds between 0 and 86400),
+    dense_model text check (dense_model <> ''),
+    sparse_model text check (sparse_model <> ''),
+    bm25_k1 double precision check (bm25_k1 >= 0 and bm25_k1 < 'Infinity'),
+    bm25_b double precision check (bm25_b between 0 and 1)
 );
 
 comment on table @extschema@.hybrid_search_config is
@@ -36,6 +40,10 @@ comment on column @extschema@.hybrid_search_config.queue_max_attempts is
 'failed queued documents are retried this many times, then kept in hybrid_search_errors';
 comment on column @extschema@.hybrid_search_config.queue_retry_seconds is
 'first retry delay of a failed queued document; it doubles with every attempt (at most 1 hour)';
+comment on column @extschema@.hybrid_search_config.dense_model is
+'model of the dense leg when it is not model: BGE-M3 or a sentence-transformers model directory';
+comment on column @extschema@.hybrid_search_config.sparse_model is
+'model of the sparse leg when it is not model: BGE-M3 or a SPLADE (masked language model) directory';
 
 select pg_catalog.pg_extension_config_dump('@extschema@.hybrid_search_config', '');
 
@@ -55,7 +63,19 @@ select
     coalesce(c.max_content_chars, 1000000) as max_content_chars,
     coalesce(c.embed_mode, 'sync') as embed_mode,
     coalesce(c.queue_max_attempts, 5) as queue_max_attempts,
-    coalesce(c.queue_retry_seconds, 10) as queue_retry_seconds
+    coalesce(c.queue_retry_seconds, 10) as queue_retry_seconds,
+    coalesce(c.dense_model, c.model, 'BAAI/bge-m3') as dense_model,
+    coalesce(c.sparse_model, c.model, 'BAAI/bge-m3') as sparse_model,
+    -- what documents.model records: one name when one model makes both vectors
+    case
+        when coalesce(c.dense_model, c.model, 'BAAI/bge-m3') = coalesce(c.sparse_model, c.model, 'BAAI/bge-m3')
+            then coalesce(c.dense_model, c.model, 'BAAI/bge-m3')
+        else
+            'dense=' || coalesce(c.dense_model, c.model, 'BAAI/bge-m3')
+            || ' sparse=' || coalesce(c.sparse_model, c.model, 'BAAI/bge-m3')
+    end as embedding_model,
+    coalesce(c.bm25_k1, 1.2) as bm25_k1,
+    coalesce(c.bm25_b, 0.75) as bm25_b
 from (values (true)) as one_row (singleton)
 left join @extschema@.hybrid_search_config as c on one_row.singleton = c.singleton;
 
@@ -65,7 +85,8 @@ comment on view @extschema@.hybrid_search_settings is
 -------------------------------------------------------------------------------
 -- hybrid_search_configure
 -- Change settings by name; arguments left NULL keep their current value. A
--- new text search configuration rewrites documents.fts. Runs with the
+-- new text search configuration rewrites documents.fts, and new BM25
+-- parameters rebuild the keyword index. Runs with the
 -- caller's rights, so only the owner of hybrid_search_config (or a
 -- superuser) gets past the INSERT.
 create function @extschema@.hybrid_search_configure(
@@ -79,19 +100,23 @@ create function @extschema@.hybrid_search_configure(
     max_content_chars integer default null,
     embed_mode text default null,
     queue_max_attempts integer default null,
-    queue_retry_seconds integer default null
+    queue_retry_seconds integer default null,
+    bm25_k1 double precision default null,
+    bm25_b double precision default null
 ) returns setof @extschema@.hybrid_search_settings
 as $func$
 declare
-    old_config regconfig := (select s.text_search_config from @extschema@.hybrid_search_settings as s);
+    before @extschema@.hybrid_search_settings;
+    after @extschema@.hybrid_search_settings;
 begin
+    select * into before from @extschema@.hybrid_search_settings;
     insert into @extschema@.hybrid_search_config as c (
         device, dtype, batch_size, max_length, num_threads, text_search_config, python_venv,
-        max_content_chars, embed_mode, queue_max_attempts, queue_retry_seconds
+        max_content_chars, embed_mode, queue_max_attempts, queue_retry_seconds, bm25_k1, bm25_b
     )
     values (
         device, dtype, batch_size, max_length, num_threads, text_search_config, python_venv,
-        max_content_chars, embed_mode, queue_max_attempts, queue_retry_seconds
+        max_content_chars, embed_mode, queue_max_attempts, queue_retry_seconds, bm25_k1, bm25_b
     )
     on conflict (singleton) do update set
         device = coalesce(excluded.device, c.device),
@@ -104,10 +129,18 @@ begin
         max_content_chars = coalesce(excluded.max_content_chars, c.max_content_chars),
         embed_mode = coalesce(excluded.embed_mode, c.embed_mode),
         queue_max_attempts = coalesce(excluded.queue_max_attempts, c.queue_max_attempts),
-        queue_retry_seconds = coalesce(excluded.queue_retry_seconds, c.queue_retry_seconds);
-    if text_search_config is not null and text_search_config <> old_config then
+        queue_retry_seconds = coalesce(excluded.queue_retry_seconds, c.queue_retry_seconds),
+        bm25_k1 = coalesce(excluded.bm25_k1, c.bm25_k1),
+        bm25_b = coalesce(excluded.bm25_b, c.bm25_b);
+    select * into after from @extschema@.hybrid_search_settings;
+    if after.text_search_config <> before.text_search_config then
         update @extschema@.documents as d
-        set fts = pg_catalog.to_tsvector(hybrid_search_configure.text_search_config, d.content);
+        set fts = pg_catalog.to_tsvector(after.text_search_config, d.content);
+    end if;
+    if (after.text_search_config, after.bm25_k1, after.bm25_b)
+        is distinct from (before.text_search_config, before.bm25_k1, before.bm25_b)
+        and exists (select from @extschema@.hybrid_search_keyword_segment) then
+        perform @extschema@.hybrid_search_rebuild_keyword_index();
     end if;
     return query select * from @extschema@.hybrid_search_settings;
 end;

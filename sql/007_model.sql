@@ -51,11 +51,16 @@ comment on function @extschema@.hybrid_search_model_stats is
 -------------------------------------------------------------------------------
 -- hybrid_search_set_model
 -- Points the extension at a model and sizes documents.dense/sparse from it.
--- Rows embedded by another model would make results meaningless, so they are
--- refused unless reembed => true, which re-embeds them in this transaction.
+-- model makes both legs (BGE-M3); dense_model and/or sparse_model give a leg
+-- its own encoder (a sentence-transformers or a SPLADE directory, or BGE-M3),
+-- the other leg keeping model (or the current one). Rows embedded by other
+-- models would make results meaningless, so they are refused unless
+-- reembed => true, which re-embeds them in this transaction.
 create function @extschema@.hybrid_search_set_model(
-    model text,
-    reembed boolean default false
+    model text default null,
+    reembed boolean default false,
+    dense_model text default null,
+    sparse_model text default null
 ) returns setof @extschema@.hybrid_search_settings
 as $func$
 declare
@@ -63,12 +68,27 @@ declare
     stale bigint;
     column_types text;
 begin
-    if model is null or pg_catalog.btrim(model) = '' then
-        raise exception 'hybrid_search_set_model: model must be a directory or a hub id'
+    if pg_catalog.btrim(model) = '' or pg_catalog.btrim(dense_model) = ''
+        or pg_catalog.btrim(sparse_model) = ''
+        or num_nulls(model, dense_model, sparse_model) = 3 then
+        raise exception 'hybrid_search_set_model: model (or dense_model/sparse_model) must be a directory or a hub id'
         using errcode = 'invalid_parameter_value';
     end if;
-    insert into @extschema@.hybrid_search_config as c (model) values (model)
-    on conflict (singleton) do update set model = excluded.model;
+    -- a new model replaces both legs unless a leg is named too
+    insert into @extschema@.hybrid_search_config as c (model, dense_model, sparse_model)
+    values (model, dense_model, sparse_model)
+    on conflict (singleton) do update set
+        model = coalesce(excluded.model, c.model),
+        dense_model = case
+            when excluded.dense_model is not null then excluded.dense_model
+            when excluded.model is not null then null
+            else c.dense_model
+        end,
+        sparse_model = case
+            when excluded.sparse_model is not null then excluded.sparse_model
+            when excluded.model is not null then null
+            else c.sparse_model
+        end;
 
     select * into info from @extschema@.hybrid_search_model_info();
 
@@ -113,4 +133,4 @@ language plpgsql volatile security invoker
 set search_path to pg_catalog, pg_temp;
 
 comment on function @extschema@.hybrid_search_set_model is
-'use model (directory or hub id) and size documents.dense/sparse from it; reembed => true re-embeds existing rows';
+'use model, or dense_model/sparse_model per leg, and size documents.dense/sparse; reembed => true re-embeds';

@@ -11,7 +11,7 @@ as $func$
         set
             dense = e.dense,
             sparse = e.sparse,
-            model = s.model,
+            model = s.embedding_model,
             embedded_at = pg_catalog.now()
         from unnest(ids, contents) with ordinality as b (id, content, ord)
         inner join @extschema@.embed_batch(contents) as e on b.ord = e.ord

@@ -103,6 +103,7 @@ as $func$
 #variable_conflict use_column
 begin
     perform @extschema@._check_query_text('dense_search', query);
+    perform @extschema@._check_query_model('dense_search');
     perform @extschema@._check_search_arguments('dense_search', k, filter);
     return query
     select * from @extschema@.dense_search(@extschema@.embed_dense(query), k, filter, ef_search);

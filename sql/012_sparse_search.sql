@@ -101,6 +101,7 @@ as $func$
 #variable_conflict use_column
 begin
     perform @extschema@._check_query_text('sparse_search', query);
+    perform @extschema@._check_query_model('sparse_search');
     perform @extschema@._check_search_arguments('sparse_search', k, filter);
     return query
     select * from @extschema@.sparse_search(@extschema@.embed_sparse(query), k, filter);

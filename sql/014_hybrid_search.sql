@@ -22,11 +22,17 @@ comment on type @extschema@.hybrid_search_result is
 -- hybrid_search (query vectors)
 -- Fuses the dense, sparse and keyword legs, each asked for
 -- greatest(candidates, k) documents under the same metadata filter.
+--   fusion 'weighted' (default): score = sum of weight * min-max normalised
+--                      leg score, divided by the sum of weights (defaults
+--                      dense 0.4, sparse 0.2 as in BGE-M3's compute_score;
+--                      keyword 0.2). The default because a weak leg cannot
+--                      pull it below the strong ones as much as equal-vote
+--                      RRF (README, Measuring quality).
 --   fusion 'rrf':      score = sum over legs of weight / (rrf_k + rank)
 --                      (weights default to 1)
---   fusion 'weighted': score = sum of weight * min-max normalised leg score,
---                      divided by the sum of weights (defaults dense 0.4,
---                      sparse 0.2 as in BGE-M3's compute_score; keyword 0.2)
+--   fusion 'raw':      score = sum of weight * raw leg score (BGE-M3's
+--                      weights: dense 0.4, sparse 0.2; keyword 0, as BM25
+--                      scores are unbounded)
 -- A leg whose query is NULL (or whose weight is 0) is skipped. Ties are broken
 -- by id, so the order is deterministic. source narrows the search to the rows
 -- of one table enabled with hybrid_search_enable.
@@ -35,7 +41,7 @@ create function @extschema@.hybrid_search(
     query_dense @extschema:vector@.vector,
     query_sparse @extschema:vector@.sparsevec,
     k integer default 10,
-    fusion text default 'rrf',
+    fusion text default 'weighted',
     dense_weight double precision default null,
     sparse_weight double precision default null,
     keyword_weight double precision default null,
@@ -55,8 +61,8 @@ declare
     per_leg integer;
 begin
     perform @extschema@._check_search_arguments('hybrid_search', k, filter);
-    if fusion is null or fusion not in ('rrf', 'weighted') then
-        raise exception 'hybrid_search: unknown fusion %, expected ''rrf'' or ''weighted''',
+    if fusion is null or fusion not in ('rrf', 'weighted', 'raw') then
+        raise exception 'hybrid_search: unknown fusion %, expected ''rrf'', ''weighted'' or ''raw''',
             coalesce(pg_catalog.quote_literal(fusion), 'NULL')
         using errcode = 'invalid_parameter_value';
     end if;
@@ -82,7 +88,7 @@ begin
     w_sparse := case when query_sparse is null then 0
         else coalesce(sparse_weight, case when rrf then 1 else 0.2 end) end;
     w_keyword := case when query is null or pg_catalog.btrim(query) = '' then 0
-        else coalesce(keyword_weight, case when rrf then 1 else 0.2 end) end;
+        else coalesce(keyword_weight, case fusion when 'rrf' then 1 when 'raw' then 0 else 0.2 end) end;
     if w_dense + w_sparse + w_keyword = 0 then
         raise exception 'hybrid_search: nothing to search: every leg has weight 0 or no query'
         using errcode = 'invalid_parameter_value';
@@ -105,7 +111,7 @@ begin
 
     keyword as (
         select l.id, l.rank, l.score
-        from @extschema@.keyword_search(query, per_leg, filter, max_matches => greatest(2000, per_leg)) as l
+        from @extschema@.keyword_search(query, per_leg, filter) as l
         where w_keyword > 0
     ),
 
@@ -134,6 +140,10 @@ begin
                     coalesce(w_dense / (rrf_k + j.d_rank), 0)
                     + coalesce(w_sparse / (rrf_k + j.s_rank), 0)
                     + coalesce(w_keyword / (rrf_k + j.k_rank), 0)
+                when fusion = 'raw' then
+                    w_dense * coalesce(j.d_score, 0)
+                    + w_sparse * coalesce(j.s_score, 0)
+                    + w_keyword * coalesce(j.k_score, 0)
                 else (
                     -- a leg whose candidates all score the same normalises to 1
                     w_dense * case when j.d_rank is null then 0 else coalesce(j.d_norm, 1) end
@@ -185,7 +195,7 @@ comment on function @extschema@.hybrid_search(
 create function @extschema@.hybrid_search(
     query text,
     k integer default 10,
-    fusion text default 'rrf',
+    fusion text default 'weighted',
     dense_weight double precision default null,
     sparse_weight double precision default null,
     keyword_weight double precision default null,
@@ -201,6 +211,7 @@ declare
     q record;
 begin
     perform @extschema@._check_query_text('hybrid_search', query);
+    perform @extschema@._check_query_model('hybrid_search');
     perform @extschema@._check_search_arguments('hybrid_search', k, filter);
     select * into q from @extschema@.embed(query);
     return query

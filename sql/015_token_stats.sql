@@ -21,7 +21,8 @@ comment on materialized view @extschema@.hybrid_search_token_stats is
 
 -------------------------------------------------------------------------------
 -- hybrid_search_refresh
--- Rebuilds the sparse inverted index and refreshes the statistics view,
+-- Rebuilds the sparse and keyword (BM25) inverted indexes and refreshes the
+-- statistics view,
 -- without blocking readers or writers (a first refresh of the view, e.g.
 -- after pg_restore, cannot be concurrent and blocks readers of it briefly).
 create function @extschema@.hybrid_search_refresh()
@@ -29,6 +30,7 @@ returns void
 as $func$
 begin
     perform @extschema@.hybrid_search_rebuild_sparse_index();
+    perform @extschema@.hybrid_search_rebuild_keyword_index();
     if (
         select c.relispopulated from pg_catalog.pg_class as c
         where c.oid = '@extschema@.hybrid_search_token_stats'::regclass
@@ -43,7 +45,7 @@ language plpgsql volatile security invoker
 set search_path to pg_catalog, pg_temp;
 
 comment on function @extschema@.hybrid_search_refresh is
-'rebuild the sparse inverted index and refresh hybrid_search_token_stats';
+'rebuild the sparse and keyword inverted indexes and refresh hybrid_search_token_stats';
 
 -------------------------------------------------------------------------------
 -- query_tokens

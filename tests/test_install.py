@@ -74,7 +74,12 @@ def test_every_public_function_is_documented(conn):
 
 
 # the only functions that run with the owner's rights: index bookkeeping triggers
-SECURITY_DEFINER = {"_sparse_index_note_changes()", "_sparse_index_truncated()"}
+SECURITY_DEFINER = {
+    "_sparse_index_note_changes()",
+    "_sparse_index_truncated()",
+    "_keyword_index_note_changes()",
+    "_keyword_index_truncated()",
+}
 
 
 def test_every_function_pins_search_path(conn):
@@ -103,6 +108,7 @@ def test_a_writer_needs_no_rights_on_the_index_tables(db):
         db.execute("delete from documents")
         db.execute("reset role")
         assert db.execute("select count(*) from hybrid_search_sparse_changes").fetchone()[0] == 1
+        assert db.execute("select count(*) from hybrid_search_keyword_changes").fetchone()[0] == 1
     finally:
         db.execute("reset role")
         db.execute("revoke all on documents, documents_id_seq from hs_writer")

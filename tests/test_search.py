@@ -84,13 +84,16 @@ def test_sparse_leg_is_exact_lexical_ranking(corpus):
         assert score == pytest.approx(expected, rel=1e-5)
 
 
-def test_keyword_leg_uses_websearch_syntax(corpus):
-    ids = [r[0] for r in leg(corpus, "keyword_search", '"unique index" -duplicate', 10)]
+def test_keyword_leg_filters_with_websearch_syntax(corpus):
+    ids = corpus.execute(
+        "select id from keyword_search('unique index', 10, match => '\"unique index\" -duplicate')"
+    ).fetchall()
     assert ids == []  # the only unique-index document mentions "duplicate"
     hits = corpus.execute(
-        "select d.content from keyword_search('index -gin') k join documents d using (id)"
+        "select d.content from keyword_search('index', match => 'index -gin') k"
+        " join documents d using (id)"
     ).fetchall()
-    assert hits and all("GIN" not in c for (c,) in hits)
+    assert len(hits) == 3 and all("GIN" not in c for (c,) in hits)
     assert leg(corpus, "keyword_search", "the and of", 10) == []  # stop words only
 
 
@@ -134,7 +137,7 @@ def test_rrf_equals_python_reference(corpus, weights, rrf_k, k, candidates):
     # each leg is asked for greatest(candidates, k) documents
     expected = rrf_reference(legs_for(corpus, query, max(candidates, k)), weights, rrf_k, k)
     got = hybrid(
-        corpus, query, k, candidates=candidates, rrf_k=rrf_k,
+        corpus, query, k, fusion="rrf", candidates=candidates, rrf_k=rrf_k,
         dense_weight=weights[0], sparse_weight=weights[1], keyword_weight=weights[2],
     )  # fmt: skip
     assert [r[0] for r in got] == [i for i, _ in expected]
@@ -155,6 +158,26 @@ def test_weighted_fusion_equals_python_reference(corpus, weights):
     got = hybrid(corpus, query, 8, **kwargs)
     assert [r[0] for r in got] == [i for i, _ in expected]
     assert [r[3] for r in got] == pytest.approx([s for _, s in expected])
+
+
+@pytest.mark.parametrize("weights", [None, (1.0, 0.5, 0.1)])
+def test_raw_fusion_equals_python_reference(corpus, weights):
+    query, candidates = "unique index duplicate key", 5
+    legs = legs_for(corpus, query, 8)
+    scores = {}
+    for rows, weight in zip(legs, weights or (0.4, 0.2, 0.0), strict=True):
+        for doc_id, _, score in rows if weight else []:
+            scores[doc_id] = scores.get(doc_id, 0.0) + weight * score
+    expected = sorted(scores.items(), key=lambda t: (-t[1], t[0]))[:8]
+    kwargs = {"fusion": "raw", "candidates": candidates}
+    if weights:
+        kwargs |= dict(
+            zip(("dense_weight", "sparse_weight", "keyword_weight"), weights, strict=True)
+        )
+    got = hybrid(corpus, query, 8, **kwargs)
+    assert [r[0] for r in got] == [i for i, _ in expected]
+    assert [r[3] for r in got] == pytest.approx([s for _, s in expected])
+    assert all(r[8] is None for r in got) == (weights is None)  # keyword weight 0 by default
 
 
 def test_each_leg_rank_and_score_are_reported(corpus):
@@ -234,7 +257,6 @@ def test_vector_overload_equals_text_search(corpus):
         ("keyword_search(null)", "query must be a non-empty text"),
         ("dense_search(null::vector, 10)", "query vector must not be NULL"),
         ("dense_search('x', 10, ef_search => 0)", "ef_search must be between 1 and 1000"),
-        ("keyword_search('x', 10, max_matches => 5)", "max_matches must be at least k"),
         (
             "hybrid_search_create_dense_index('diskann')",
             "method must be hnsw, hnsw_halfvec, ivfflat or none",

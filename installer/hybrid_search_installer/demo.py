@@ -1,4 +1,5 @@
-"""The demo: a small corpus loaded into the local cluster and a few queries."""
+"""The demo: a small corpus and the PostgreSQL manual (one document per section)
+loaded into the local cluster, and a few queries."""
 
 import json
 import textwrap
@@ -6,23 +7,45 @@ from pathlib import Path
 
 import psycopg
 
+from . import manual_corpus, report, system
+
 CORPUS = Path(__file__).with_name("demo_corpus.jsonl")
 QUERIES = [
     ("how do I create an index without blocking writes", None),
     ("ERR_CONN_REFUSED", None),
     ("unique_violation 23505", None),
+    ("pg_stat_statements", {"source": manual_corpus.PACKAGE}),
     ("which statements are slow", {"topic": "monitoring"}),
 ]
 
 
+def ensure_manual() -> None:
+    """Debian's PostgreSQL manual (HTML), the demo's larger corpus."""
+    if manual_corpus.MANUAL.is_dir():
+        report.done(f"system package {manual_corpus.PACKAGE} (demo corpus)")
+        return
+    report.changing(f"system package {manual_corpus.PACKAGE} (demo corpus)")
+    system.apt_install(manual_corpus.PACKAGE)
+
+
 def load_corpus(conn) -> int:
-    """Insert the corpus unless it is there already; one INSERT, embedded in batches."""
+    """Insert the small corpus and the manual's sections unless they are there already;
+    one INSERT each, embedded in batches."""
+    return _insert(
+        conn,
+        "demo",
+        lambda: [json.loads(line) for line in CORPUS.read_text().splitlines() if line.strip()],
+    ) + _insert(conn, manual_corpus.PACKAGE, manual_corpus.documents)
+
+
+def _insert(conn, source: str, rows) -> int:
     present = conn.execute(
-        'select count(*) from documents where metadata @> \'{"source": "demo"}\''
+        "select count(*) from documents where metadata @> jsonb_build_object('source', %s::text)",
+        [source],
     ).fetchone()[0]
     if present:
         return 0
-    rows = [json.loads(line) for line in CORPUS.read_text().splitlines() if line.strip()]
+    rows = rows()
     conn.execute(
         "insert into documents (content, metadata)"
         " select c, m from unnest(%s::text[], %s::jsonb[]) as t (c, m)",
@@ -45,7 +68,9 @@ def run(dsn: str, model: dict) -> None:
             "      are noise; the keyword leg is real.\n"
             "      `hybrid-search setup --model DIR` installs BGE-M3."
         )
+    ensure_manual()
     with psycopg.connect(dsn, autocommit=True) as conn:
+        print("loading the corpus (the manual's sections are embedded as they are inserted)")
         loaded = load_corpus(conn)
         total = conn.execute("select count(*) from documents").fetchone()[0]
         print(f"corpus: {total} documents ({loaded} loaded now), model {model['model']}")
@@ -60,7 +85,7 @@ def run(dsn: str, model: dict) -> None:
             where = f"  filter {json.dumps(filter_)}" if filter_ else ""
             print(f"\nSELECT * FROM hybrid_search('{query}', 5){where}")
             legs = "  ".join(f"{name:>11}" for name in ("dense", "sparse", "keyword"))
-            print(f"{'#':>2} {'id':>4} {'rrf':>6}  {legs}  content")
+            print(f"{'#':>2} {'id':>4} {'score':>6}  {legs}  content")
             for i, (doc_id, score, dr, ds, sr, ss, kr, ks, content) in enumerate(rows, 1):
                 legs = "  ".join(
                     f"{_cell(r):>3} {_cell(s):>7}" for r, s in ((dr, ds), (sr, ss), (kr, ks))

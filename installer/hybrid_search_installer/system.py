@@ -62,6 +62,10 @@ def _apt(*args: str) -> None:
     report.run(["apt-get", *args], env=env)
 
 
+def apt_install(*packages: str) -> None:
+    _apt("install", "-y", "-q", "--no-install-recommends", *packages)
+
+
 def ensure_packages() -> None:
     missing = [p for p in required_packages() if not _installed(p)]
     if not missing:

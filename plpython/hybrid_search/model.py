@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import encoders
+
 # Set before FlagEmbedding/transformers are imported: no progress bars in the
 # server log, and never a download from inside a database transaction.
 os.environ.setdefault("TQDM_DISABLE", "1")
@@ -96,20 +98,49 @@ class LoadedModel:
     def token_text(self, token_id: int) -> str:
         return self.flag_model.tokenizer.convert_ids_to_tokens(token_id)
 
+    def encode_batch(self, texts: list[str], max_length: int) -> list[Encoding]:
+        """Dense vectors and lexical weights of texts from one forward pass of
+        FlagEmbedding's model (dense and sparse heads; ColBERT is not stored)."""
+        import torch
 
-_cached: tuple[tuple, LoadedModel] | None = None
+        tokenizer = self.flag_model.tokenizer
+        batch = tokenizer(
+            texts, truncation=True, max_length=max_length, padding=True, return_tensors="pt"
+        ).to(self.device)
+        with torch.inference_mode():
+            output = self.flag_model.model(
+                batch, return_dense=True, return_sparse=True, return_colbert_vecs=False
+            )
+        dense = output["dense_vecs"].float().cpu().numpy()
+        weights = output["sparse_vecs"].squeeze(-1).float().cpu().numpy()
+        ids = batch["input_ids"].cpu().numpy()
+        return [
+            Encoding(dense[row], _lexical_weights(weights[row], ids[row], self.special_ids))
+            for row in range(len(texts))
+        ]
+
+
+_cached: tuple[tuple, "LoadedModel | encoders.Pair"] | None = None
 stats = Stats()
 
 
-def get(settings) -> LoadedModel:
-    """The model for these settings, loading it (once per backend) if needed."""
+def get(settings) -> "LoadedModel | encoders.Pair":
+    """The model(s) for these settings, loading them (once per backend) if needed:
+    BGE-M3 alone when it makes both legs, else a pair of encoders."""
     global _cached
     if _cached is not None and _cached[0] == settings.model_key:
         return _cached[1]
     _cached = None  # drop the old model before loading a new one
-    model = LoadedModel(settings.model, settings.device, settings.dtype)
+    if settings.dense_model == settings.sparse_model and (
+        encoders.kind(settings.dense_model) == encoders.BGE_M3
+    ):
+        model = LoadedModel(settings.dense_model, settings.device, settings.dtype)
+    else:
+        model = encoders.Pair(
+            settings.dense_model, settings.sparse_model, settings.device, settings.dtype
+        )
     _cached = (settings.model_key, model)
-    stats.model, stats.load_seconds = settings.model, model.load_seconds
+    stats.model, stats.load_seconds = settings.embedding_model, model.load_seconds
     return model
 
 
@@ -123,7 +154,7 @@ def _lexical_weights(weights: np.ndarray, ids: np.ndarray, special: np.ndarray) 
     return result
 
 
-def encode(settings, model: LoadedModel, texts: list[str]) -> list[Encoding]:
+def encode(settings, model, texts: list[str]) -> list[Encoding]:
     """Dense vectors and lexical weights of texts: one forward pass per batch_size
     texts, longest first so that each batch pads little."""
     import torch
@@ -136,30 +167,15 @@ def encode(settings, model: LoadedModel, texts: list[str]) -> list[Encoding]:
         )
     if torch.get_num_threads() != settings.num_threads:
         torch.set_num_threads(settings.num_threads)
-    tokenizer = model.flag_model.tokenizer
     max_length = min(settings.max_length, model.max_positions)
-    tokens = tokenizer(texts, truncation=True, max_length=max_length)
-    order = sorted(range(len(texts)), key=lambda i: -len(tokens["input_ids"][i]))
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
     encodings: list[Encoding | None] = [None] * len(texts)
     for start in range(0, len(order), settings.batch_size):
         members = order[start : start + settings.batch_size]
         started = time.perf_counter()
-        batch = tokenizer.pad(
-            [{key: tokens[key][i] for key in ("input_ids", "attention_mask")} for i in members],
-            padding=True,
-            return_tensors="pt",
-        ).to(model.device)
-        with torch.inference_mode():
-            output = model.flag_model.model(
-                batch, return_dense=True, return_sparse=True, return_colbert_vecs=False
-            )
-        dense = output["dense_vecs"].float().cpu().numpy()
-        weights = output["sparse_vecs"].squeeze(-1).float().cpu().numpy()
-        ids = batch["input_ids"].cpu().numpy()
-        for row, i in enumerate(members):
-            encodings[i] = Encoding(
-                dense[row], _lexical_weights(weights[row], ids[row], model.special_ids)
-            )
+        batch = model.encode_batch([texts[i] for i in members], max_length)
+        for i, encoding in zip(members, batch, strict=True):
+            encodings[i] = encoding
         stats.encode_seconds += time.perf_counter() - started
         stats.encode_calls += 1
         stats.texts_encoded += len(members)
@@ -170,7 +186,7 @@ QUERY_CACHE_SIZE = 256
 _query_cache: OrderedDict = OrderedDict()
 
 
-def encode_query(settings, model: LoadedModel, text: str) -> Encoding:
+def encode_query(settings, model, text: str) -> Encoding:
     """One text, through a per-backend LRU cache: an application repeating a
     query (paging, retries, popular searches) pays the forward pass once."""
     key = (settings.model_key, min(settings.max_length, model.max_positions), text)

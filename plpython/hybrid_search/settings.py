@@ -16,11 +16,14 @@ class Settings:
     max_length: int
     num_threads: int
     max_content_chars: int
+    dense_model: str
+    sparse_model: str
+    embedding_model: str  # what documents.model records
 
     @property
     def model_key(self) -> tuple:
         """What identifies a loaded model: changing any of these needs a reload."""
-        return (self.model, self.device, self.dtype)
+        return (self.dense_model, self.sparse_model, self.device, self.dtype)
 
 
 def read(plpy) -> Settings:
@@ -29,7 +32,8 @@ def read(plpy) -> Settings:
     if _statement is None:
         schema, _ = catalog.schemas(plpy)
         _statement = plpy.prepare(
-            "select model, device, dtype, batch_size, max_length, num_threads, max_content_chars"
+            "select model, device, dtype, batch_size, max_length, num_threads, max_content_chars,"
+            " dense_model, sparse_model, embedding_model"
             f" from {schema}.hybrid_search_settings"
         )
     row = plpy.execute(_statement)[0]

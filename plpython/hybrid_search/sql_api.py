@@ -5,7 +5,7 @@ into one clear PostgreSQL error, and returns values in the shapes PL/Python
 converts to the declared SQL types.
 """
 
-from . import backends, model, settings, sparse_db, vectors
+from . import backends, keyword_db, model, settings, sparse_db, vectors
 
 _FIX_HINT = (
     "install a model with `hybrid-search setup --model <hub id or directory>` "
@@ -21,8 +21,8 @@ def _load(plpy):
         return current, model.get(current)
     except model.ModelNotAvailable as error:
         plpy.error(
-            f"hybrid_search: cannot load model '{current.model}'"
-            f" (hybrid_search_settings.model): {error}",
+            f"hybrid_search: cannot load model '{current.embedding_model}'"
+            f" (hybrid_search_settings.embedding_model): {error}",
             hint=_FIX_HINT,
             sqlstate="58P01",  # undefined_file
         )
@@ -82,7 +82,7 @@ def embed_batch(plpy, contents):
 def model_info(plpy):
     current, loaded = _load(plpy)
     return {
-        "model": current.model,
+        "model": current.embedding_model,
         "dense_dimensions": loaded.dense_dimensions,
         "vocabulary_size": loaded.vocabulary_size,
         "max_length": min(current.max_length, loaded.max_positions),
@@ -124,7 +124,7 @@ def sparse_index_search(plpy, query_sparse, k, filter_json):
 def backend_memory(plpy):
     """(pid, backend_type, application_name, torch_loaded, model_files_mapped, rss_mb, pss_mb,
     private_mb) for every backend of the server that can still be read."""
-    location = settings.read(plpy).model
+    location = settings.read(plpy).dense_model
     rows = plpy.execute(
         "select pid, backend_type, application_name from pg_catalog.pg_stat_activity order by pid"
     )
@@ -134,3 +134,14 @@ def backend_memory(plpy):
         if described is not None:
             result.append({**row, **described})
     return result
+
+
+def rebuild_keyword_index(plpy):
+    k1, b = keyword_db.bm25_parameters(plpy)
+    return keyword_db.rebuild(plpy, k1, b)
+
+
+def keyword_search(plpy, text_search_config, query, k, filter_json, match, exact):
+    """(id, score) best first: BM25 through the keyword index, or a scan when exact."""
+    run = keyword_db.scan if exact else keyword_db.search
+    return run(plpy, text_search_config, query, k, filter_json, match)

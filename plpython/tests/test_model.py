@@ -20,8 +20,14 @@ class FakeSettings:  # only the settings object is stand-in; the model is real
     max_content_chars: int = 1_000_000
 
     @property
+    def dense_model(self):
+        return self.model
+
+    sparse_model = embedding_model = dense_model
+
+    @property
     def model_key(self):
-        return (self.model, self.device, self.dtype)
+        return (self.model, self.model, self.device, self.dtype)
 
 
 @pytest.fixture(scope="module")
