@@ -93,8 +93,10 @@ def test_a_writer_needs_no_rights_on_the_index_tables(db):
     db.execute("drop role if exists hs_writer")
     db.execute("create role hs_writer")
     try:
-        db.execute("grant select, insert, update, delete on documents to hs_writer")
-        db.execute("grant usage on sequence documents_id_seq to hs_writer")
+        db.execute("select hybrid_search_grant('hs_writer', 'write')")
+        assert not db.execute(
+            "select has_table_privilege('hs_writer', 'hybrid_search_sparse_changes', 'insert')"
+        ).fetchone()[0]
         db.execute("set role hs_writer")
         db.execute("insert into documents (content) values ('written by an application role')")
         db.execute("update documents set content = 'rewritten by it'")
@@ -103,5 +105,5 @@ def test_a_writer_needs_no_rights_on_the_index_tables(db):
         assert db.execute("select count(*) from hybrid_search_sparse_changes").fetchone()[0] == 1
     finally:
         db.execute("reset role")
-        db.execute("revoke all on documents, documents_id_seq from hs_writer")
+        db.execute("drop owned by hs_writer")
         db.execute("drop role hs_writer")

@@ -78,8 +78,14 @@ def get(settings) -> LoadedModel:
     return model
 
 
-def encode(settings, model: LoadedModel, texts: list[str]) -> list[Encoding]:
-    """Dense vectors and lexical weights of texts: one model call per batch_size texts."""
+def encode(
+    settings, model: LoadedModel, texts: list[str], between_batches=lambda: None
+) -> list[Encoding]:
+    """Dense vectors and lexical weights of texts: one model call per batch_size texts.
+
+    between_batches runs before every batch but the first: the server cannot
+    interrupt Python code, so this is where a cancel or statement_timeout lands.
+    """
     import torch
 
     if torch.get_num_threads() != settings.num_threads:
@@ -87,6 +93,8 @@ def encode(settings, model: LoadedModel, texts: list[str]) -> list[Encoding]:
     max_length = min(settings.max_length, model.max_positions)
     encodings = []
     for start in range(0, len(texts), settings.batch_size):
+        if start:
+            between_batches()
         batch = texts[start : start + settings.batch_size]
         started = time.perf_counter()
         output = model.flag_model.encode(

@@ -136,8 +136,22 @@ def parse_query(text: str) -> dict[int, float]:
 
 
 def search(plpy, query_text: str, k: int, filter_json: str | None) -> list[tuple[int, float]]:
-    """The k best (doc_id, score) for a sparse query, from the index when it is built."""
-    segment = plpy.execute(
+    """The k best (doc_id, score) for a sparse query, from the index when it is built
+    and the caller may read it."""
+    # Roles under row-level security are not granted the index (it holds every
+    # row's weights, see hybrid_search_grant): they scan documents, under their policies.
+    ours, _ = catalog.schemas(plpy)
+    readable = plpy.execute(
+        _plan(
+            plpy,
+            "readable",
+            "select pg_catalog.bool_and(pg_catalog.has_table_privilege(t, 'select')) as ok"
+            " from pg_catalog.unnest($1::text[]) as t",
+            ["text[]"],
+        ),
+        [[f"{ours}.hybrid_search_sparse_{t}" for t in ("segment", "postings", "changes")]],
+    )[0]["ok"]
+    segment = readable and plpy.execute(
         _plan(
             plpy,
             "segment",
@@ -146,7 +160,7 @@ def search(plpy, query_text: str, k: int, filter_json: str | None) -> list[tuple
             [],
         )
     )
-    if not segment:  # never built (or emptied, or just restored): scan exactly
+    if not segment:  # never built (or emptied, or just restored), or not ours: scan exactly
         rows = plpy.execute(
             _plan(
                 plpy,

@@ -5,6 +5,7 @@ into one clear PostgreSQL error, and returns values in the shapes PL/Python
 converts to the declared SQL types.
 """
 
+from . import check as checks
 from . import model, settings, sparse_db, vectors
 
 _FIX_HINT = (
@@ -28,9 +29,21 @@ def _load(plpy):
         )
 
 
+_interrupt_check = None
+
+
+def _check_for_interrupts(plpy):
+    """Any SPI statement lets the server act on a pending cancel or statement_timeout
+    (it raises QueryCanceled here, which aborts the transaction as usual)."""
+    global _interrupt_check
+    if _interrupt_check is None:
+        _interrupt_check = plpy.prepare("select")
+    plpy.execute(_interrupt_check)
+
+
 def _encode(plpy, texts):
     current, loaded = _load(plpy)
-    return loaded, model.encode(current, loaded, texts)
+    return loaded, model.encode(current, loaded, texts, lambda: _check_for_interrupts(plpy))
 
 
 def embed_dense(plpy, content):
@@ -106,3 +119,8 @@ def rebuild_sparse_index(plpy):
 def sparse_index_search(plpy, query_sparse, k, filter_json):
     """(id, score) best first: the sparse leg through the inverted index."""
     return sparse_db.search(plpy, query_sparse, k, filter_json)
+
+
+def check(plpy):
+    """(check_name, status, detail) rows of hybrid_search_check()."""
+    return checks.run(plpy)
