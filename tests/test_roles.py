@@ -16,6 +16,7 @@ OWNER_ONLY = {
     "hybrid_search_reembed",
     "hybrid_search_check",
     "hybrid_search_grant",
+    "hybrid_search_restore",
     "hybrid_search_revoke",
     "_role_functions",
     "_sparse_index_relations",
