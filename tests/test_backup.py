@@ -11,6 +11,17 @@ from hybrid_search_installer.layout import pg_bin
 
 ROW = "select id, content, metadata, dense::text, sparse::text, model, embedded_at from documents"
 QUERIES = ["vacuum dead tuples", "replica", "index 7"]
+# what pg_dump does not keep of documents: indexes, row-level security, policies
+DDL = (
+    "select c.relname, pg_get_indexdef(i.indexrelid) from pg_index i"
+    " join pg_class c on c.oid = i.indexrelid"
+    " where i.indrelid = 'documents'::regclass and c.relname like any"
+    " (array['documents_dense_idx', 'documents_embedded_at_idx'])"
+    " union all select 'rls', relrowsecurity::text from pg_class where oid = 'documents'::regclass"
+    " union all select polname,"
+    " pg_get_expr(polqual, polrelid) || array_to_string(polroles::regrole[], ',') from pg_policy"
+    " where polrelid = 'documents'::regclass order by 1"
+)
 
 
 def results(conn, function="hybrid_search"):
@@ -47,7 +58,16 @@ def test_dump_and_restore_keep_vectors_and_search(cluster, layout, model_dir, sc
         insert(src, *[f"index {i} about vacuum dead tuples" for i in range(30)], metadata={"a": 1})
         insert(src, "a streaming replica replays WAL")
         src.execute("select hybrid_search_refresh()")
+        src.execute("select hybrid_search_create_dense_index('hnsw_halfvec', m => 8)")
+        src.execute("create index documents_embedded_at_idx on documents (embedded_at)")
+        src.execute("alter table documents enable row level security")
+        src.execute(
+            "create policy only_a on documents for select to hs_dump_reader"
+            " using (metadata @> '{\"a\": 1}')"
+        )
         src.execute("select hybrid_search_grant('hs_dump_reader', 'search')")
+        ddl = src.execute(DDL).fetchall()
+        assert len(ddl) == 4  # two indexes, the switch, the policy
         rows, found = src.execute(ROW + " order by id").fetchall(), results(src)
         legs = {leg: results(src, leg) for leg in ("dense_search", "sparse_search")}
     dump = scratch / "hybrid_search.dump"
@@ -75,11 +95,44 @@ def test_dump_and_restore_keep_vectors_and_search(cluster, layout, model_dir, sc
         # used the default configuration, not the 'simple' one of the source
         assert before["fts"] == "error"
 
+        assert dst.execute(DDL).fetchall() != ddl  # lost by pg_dump
         done = [line for (line,) in dst.execute("select * from hybrid_search_restore()")]
-        assert any("sized" in line for line in done) and any("dense index" in line for line in done)
+        assert any("sized" in line for line in done)
+        assert any("create policy only_a" in line.lower() for line in done)
+        assert dst.execute(DDL).fetchall() == ddl  # and brought back
+        assert dst.execute("select * from hybrid_search_restore()").fetchall() == [
+            ("sparse index and hybrid_search_token_stats rebuilt",)
+        ]  # a second run has nothing left to re-create
+        dst.execute("set role hs_dump_reader")
+        assert dst.execute("select count(*) from documents").fetchone()[0] == 30
+        assert {r[0] for r in dst.execute("select id from hybrid_search('replica', 40)")} <= {
+            r[0] for r in rows[:30]
+        }
+        dst.execute("reset role")
         assert {s for s in statuses(dst).values()} == {"ok"}
         assert dst.execute(ROW + " order by id").fetchall() == rows
         assert_same_results(results(dst), found)
-        # the only texts this backend embedded are the queries: no document was
+        # the only texts this backend embedded are the queries (3 rounds and the reader's
+        # one): no document was
         texts = dst.execute("select texts_encoded from hybrid_search_model_stats()").fetchone()[0]
-        assert texts == 3 * len(QUERIES)
+        assert texts == 3 * len(QUERIES) + 1
+
+
+def test_any_role_may_still_drop_its_own_index_and_policy(db):
+    """The event trigger that remembers documents' DDL must not get in anyone's way."""
+    db.execute("create role hs_ddl_user")
+    try:
+        db.execute("create schema hs_ddl authorization hs_ddl_user")
+        db.execute("set role hs_ddl_user")
+        db.execute("create table hs_ddl.t (i int)")
+        db.execute("create index t_i on hs_ddl.t (i)")
+        db.execute("create policy p on hs_ddl.t using (i > 0)")
+        db.execute("drop policy p on hs_ddl.t")
+        db.execute("drop index hs_ddl.t_i")
+        db.execute("reset role")
+        # nothing about documents changed, so nothing was remembered for it
+        assert db.execute("select count(*) from hybrid_search_documents_ddl").fetchone()[0] == 1
+    finally:
+        db.execute("reset role")
+        db.execute("drop schema if exists hs_ddl cascade")
+        db.execute("drop role hs_ddl_user")

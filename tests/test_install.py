@@ -73,8 +73,13 @@ def test_every_public_function_is_documented(conn):
     assert undocumented == []
 
 
-# the only functions that run with the owner's rights: index bookkeeping triggers
-SECURITY_DEFINER = {"_sparse_index_note_changes()", "_sparse_index_truncated()"}
+# the only functions that run with the owner's rights: index bookkeeping triggers, and the
+# event trigger that remembers documents' policies and indexes for hybrid_search_restore
+SECURITY_DEFINER = {
+    "_sparse_index_note_changes()",
+    "_sparse_index_truncated()",
+    "_remember_documents_ddl()",
+}
 
 
 def test_every_function_pins_search_path(conn):

@@ -17,6 +17,8 @@ OWNER_ONLY = {
     "hybrid_search_check",
     "hybrid_search_grant",
     "hybrid_search_restore",
+    "_documents_ddl",
+    "_remember_documents_ddl",
     "hybrid_search_revoke",
     "_role_functions",
     "_sparse_index_relations",
