@@ -120,23 +120,22 @@ def _sparse_index(plpy, ours, vector, documents):
             )
         ]
     segment = segment[0]
-    indexed, block_errors = _read_postings(plpy, ours, segment)
-    changed = plpy.execute(f"select doc_id from {ours}.hybrid_search_sparse_changes")
-    pending = np.array([r["doc_id"] for r in changed], dtype=np.int64)
+    # every document not on the change list must be in the postings exactly as stored:
+    # fingerprints of both sides, per document, streamed (memory grows with documents)
+    indexed, block_errors = _postings_fingerprints(plpy, ours, segment)
     cursor = plpy.cursor(
         f"select d.id, {vector}.sparsevec_send(d.sparse) as v from {ours}.documents as d"
         " where d.sparse is not null"
     )
-    parts = []
+    stored = _Fingerprints()
     while batch := cursor.fetch(10000):
-        parts.append(sparse_index.Postings.from_vectors((r["id"], r["v"]) for r in batch))
+        p = sparse_index.Postings.from_vectors((r["id"], r["v"]) for r in batch)
+        stored.add(p.doc_ids, p.token_ids, p.weights)
     cursor.close()
-    stored = _concat(parts)
-
-    # every document not on the change list must be in the postings exactly as stored
-    indexed = _without(indexed, pending)
-    stored = _without(stored, pending)
-    wrong = _differing_docs(indexed, stored)
+    changed = plpy.execute(f"select doc_id from {ours}.hybrid_search_sparse_changes")
+    pending = np.array([r["doc_id"] for r in changed], dtype=np.int64)
+    wrong = indexed.differing(stored)
+    wrong = wrong[~np.isin(wrong, pending)]
     results = [
         (
             "sparse_index",
@@ -166,16 +165,61 @@ def _sparse_index(plpy, ours, vector, documents):
     return results
 
 
-def _read_postings(plpy, ours, segment):
-    """All postings as parallel arrays, and what is wrong with the blocks' layout."""
+class _Fingerprints:
+    """Per document: how many (token, weight) entries, and a 64-bit hash sum of them.
+    Two sides agree on a document exactly when both match (up to a 2**-64 chance)."""
+
+    def __init__(self):
+        self.parts = []
+
+    def add(self, doc_ids, token_ids, weights):
+        if doc_ids.size == 0:
+            return
+        # splitmix64 of token id and weight bits; uint64 arithmetic wraps
+        h = token_ids.astype(np.uint64) << np.uint64(32)
+        h |= weights.astype("<f4").view(np.uint32).astype(np.uint64)
+        h ^= h >> np.uint64(30)
+        h *= np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(27)
+        h *= np.uint64(0x94D049BB133111EB)
+        h ^= h >> np.uint64(31)
+        self.parts.append(_reduce(doc_ids.astype(np.int64), h, np.ones(doc_ids.size, np.int64)))
+        if len(self.parts) > 16:  # keep the partial sums few
+            self.parts = [_reduce(*(np.concatenate(x) for x in zip(*self.parts, strict=True)))]
+
+    def differing(self, other: "_Fingerprints") -> np.ndarray:
+        """Ids of the documents whose entries differ between self and other."""
+        theirs = [(d, np.uint64(0) - h, -c) for d, h, c in other.parts]  # subtracted
+        if not self.parts and not theirs:
+            return np.empty(0, np.int64)
+        columns = zip(*self.parts, *theirs, strict=True)
+        docs, hashes, counts = _reduce(*(np.concatenate(x) for x in columns))
+        return docs[(hashes != 0) | (counts != 0)]
+
+
+def _reduce(docs, hashes, counts):
+    """Sums of hashes and counts per document id."""
+    unique, inverse = np.unique(docs, return_inverse=True)
+    sums = np.zeros(unique.size, np.uint64)
+    np.add.at(sums, inverse, hashes)
+    return (
+        unique,
+        sums,
+        np.bincount(inverse, weights=counts, minlength=unique.size).astype(np.int64),
+    )
+
+
+def _postings_fingerprints(plpy, ours, segment):
+    """Fingerprints of the postings, and what is wrong with the blocks' layout."""
     dtype = sparse_index.doc_id_dtype(segment["doc_id_bytes"])
-    docs, tokens, weights, errors = [], [], [], []
+    fingerprints, errors = _Fingerprints(), []
     cursor = plpy.cursor(
         "select token_id, block, max_weight, doc_ids, weights"
         f" from {ours}.hybrid_search_sparse_postings order by token_id, block"
     )
-    previous = None  # (token, block, smallest weight so far)
-    while batch := cursor.fetch(5000):
+    previous = None  # (token, smallest weight of its last block)
+    while batch := cursor.fetch(2000):
+        docs, tokens, weights = [], [], []
         for r in batch:
             ids = np.frombuffer(r["doc_ids"], dtype).astype(np.int64)
             w = np.frombuffer(r["weights"], "<f4")
@@ -185,53 +229,18 @@ def _read_postings(plpy, ours, segment):
                 continue
             if np.any(np.diff(w) > 0) or abs(float(w[0]) - r["max_weight"]) > 0:
                 errors.append(f"{where}: weights not in descending order from max_weight")
-            if previous and previous[0] == r["token_id"] and previous[2] < float(w[0]):
+            if previous and previous[0] == r["token_id"] and previous[1] < float(w[0]):
                 errors.append(f"{where}: heavier than the block before it")
             if int(ids.max()) > segment["max_doc_id"]:
                 errors.append(f"{where}: doc id above the segment's max_doc_id")
-            previous = (r["token_id"], r["block"], float(w[-1]))
+            previous = (r["token_id"], float(w[-1]))
             docs.append(ids)
-            tokens.append(np.full(ids.size, r["token_id"], np.int32))
-            weights.append(w.astype(np.float32))
+            tokens.append(np.full(ids.size, r["token_id"], np.int64))
+            weights.append(w)
+        if docs:
+            fingerprints.add(np.concatenate(docs), np.concatenate(tokens), np.concatenate(weights))
     cursor.close()
-    if not docs:
-        return sparse_index.Postings.from_vectors([]), errors
-    postings = sparse_index.Postings(
-        np.concatenate(docs), np.concatenate(tokens), np.concatenate(weights)
-    )
-    return postings, errors
-
-
-def _concat(parts):
-    if not parts:
-        return sparse_index.Postings.from_vectors([])
-    return sparse_index.Postings(
-        *(
-            np.concatenate([getattr(p, field) for p in parts])
-            for field in ("doc_ids", "token_ids", "weights")
-        )
-    )
-
-
-def _without(postings, doc_ids):
-    keep = ~np.isin(postings.doc_ids, doc_ids)
-    return sparse_index.Postings(
-        postings.doc_ids[keep], postings.token_ids[keep], postings.weights[keep]
-    )
-
-
-def _differing_docs(a, b) -> np.ndarray:
-    """Ids of the documents whose (token, weight) entries differ between a and b."""
-
-    def rows(p):
-        # weights compared bit for bit: the postings copy documents.sparse's float4s
-        return np.stack(
-            [p.doc_ids, p.token_ids.astype(np.int64), p.weights.view(np.int32).astype(np.int64)],
-            axis=1,
-        )
-
-    entries, counts = np.unique(np.concatenate([rows(a), rows(b)]), axis=0, return_counts=True)
-    return np.unique(entries[counts == 1, 0])  # an entry on one side only
+    return fingerprints, errors
 
 
 def _token_stats(plpy, ours):
