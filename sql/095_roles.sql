@@ -58,8 +58,6 @@ as $func$
 declare
     role_name name := (select r.rolname from pg_catalog.pg_roles as r where r.oid = role);
     rls_applies boolean;
-    f regprocedure;
-    rel regclass;
     stmt text;
 begin
     if role is null or access is null or access not in ('search', 'write') then

@@ -38,7 +38,7 @@ def run(plpy) -> list[tuple[str, str, str]]:
     def ids(sql):
         return [r["id"] for r in plpy.execute(sql)]
 
-    results = [
+    return [
         _ids_check(
             "embeddings",
             ids(
@@ -75,7 +75,6 @@ def run(plpy) -> list[tuple[str, str, str]]:
         _token_stats(plpy, ours),
         _privileges(plpy, ours),
     ]
-    return results
 
 
 def _dense_index(plpy, ours):
