@@ -48,9 +48,9 @@ set search_path to pg_catalog, pg_temp;
 -- documents ('write'), and nothing more: no right on hybrid_search_config,
 -- no function that sets the model path or rebuilds anything. If documents
 -- has row-level security that applies to the role, the sparse index tables
--- and hybrid_search_token_stats are not granted (they would show every
--- tenant's token weights); sparse_search then scans documents exactly, under
--- the role's policies. Only the owner of the objects (or a superuser) can
+-- and hybrid_search_token_stats are not granted, and revoked if they were
+-- (they would show every tenant's token weights); sparse_search then scans
+-- documents exactly, under the role's policies. Only the owner of the objects (or a superuser) can
 -- grant, as with GRANT itself.
 create function @extschema@.hybrid_search_grant(role regrole, access text default 'search')
 returns setof text
@@ -93,9 +93,11 @@ begin
         union all
         select pg_catalog.format('grant select on table %s to %I', '@extschema@.documents'::regclass, role_name)
         union all
-        select pg_catalog.format('grant select on table %s to %I', r.rel, role_name)
+        select pg_catalog.format(
+            case when rls_applies then 'revoke all on table %s from %I' else 'grant select on table %s to %I' end,
+            r.rel, role_name
+        )
         from pg_catalog.unnest(@extschema@._sparse_index_relations()) as r (rel)
-        where not rls_applies
         union all
         select pg_catalog.format(
             'grant insert, update, delete on table %s to %I', '@extschema@.documents'::regclass, role_name

@@ -291,6 +291,7 @@ def _privileges(plpy, ours):
             "error",
             f"row-level security is enabled on documents, but {rows[0]['roles']} can read"
             " the sparse index or hybrid_search_token_stats, which show every row's token"
-            " weights: hybrid_search_revoke() them, then hybrid_search_grant() again",
+            " weights: hybrid_search_grant() them again, which revokes the index from roles"
+            " under row-level security",
         )
     return ("privileges", "ok", "no role under row-level security can read the sparse index")
