@@ -31,3 +31,4 @@ comment on function @extschema@.hybrid_search_backend_memory is
 
 revoke all on function @extschema@.hybrid_search_backend_memory() from public;
 grant execute on function @extschema@.hybrid_search_backend_memory() to pg_monitor;
+grant execute on function @extschema@.hybrid_search_load_python() to pg_monitor;

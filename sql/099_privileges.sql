@@ -9,3 +9,25 @@ grant select on @extschema@.hybrid_search_settings to public;
 revoke all on @extschema@.hybrid_search_token_stats from public;
 -- writes to documents look up their source table's embed mode
 grant select on @extschema@.hybrid_search_sources to public;
+
+-- No function is executable by PUBLIC: hybrid_search_grant() gives a role
+-- exactly the functions its access level needs. (Objects created so far in
+-- this script are already members of the extension.)
+do $block$
+declare
+    f regprocedure;
+begin
+    for f in
+        select d.objid::regprocedure
+        from pg_catalog.pg_depend as d
+        inner join pg_catalog.pg_extension as e on d.refobjid = e.oid
+        where
+            d.classid = 'pg_catalog.pg_proc'::regclass
+            and d.refclassid = 'pg_catalog.pg_extension'::regclass
+            and d.deptype = 'e'
+            and e.extname = 'hybrid_search'
+    loop
+        execute pg_catalog.format('revoke execute on routine %s from public', f);
+    end loop;
+end;
+$block$;

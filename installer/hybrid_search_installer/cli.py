@@ -44,6 +44,31 @@ def cmd_start(args, layout: Layout) -> None:
     print(f'connect with: psql "{cluster.dsn(DATABASE)}"')
 
 
+def replica_cluster(layout: Layout) -> Cluster:
+    return Cluster(
+        layout.home / "replica", port=int(os.environ.get("HYBRID_SEARCH_REPLICA_PORT", "54330"))
+    )
+
+
+def cmd_replica(args, layout: Layout) -> None:
+    """A streaming hot standby of the local cluster: read-only searches, same results."""
+    replica = replica_cluster(layout)
+    if args.action == "stop":
+        print("stopped" if replica.stop() else "not running")
+        return
+    if args.action == "dsn":
+        print(replica.dsn(DATABASE))
+        return
+    primary = local_cluster(layout)
+    if not primary.running:
+        raise SystemExit("hybrid-search: start the local cluster first (`hybrid-search start`)")
+    (report.changing if replica.init_standby(primary) else report.done)(
+        f"standby {replica.data} (pg_basebackup of {primary.data})"
+    )
+    (report.changing if replica.start() else report.done)(f"standby running ({replica.socket_dir})")
+    print(f'connect with: psql "{replica.dsn(DATABASE)}"')
+
+
 def cmd_stop(args, layout: Layout) -> None:
     stopped = local_cluster(layout).stop()
     print("stopped" if stopped else "not running")
@@ -162,6 +187,11 @@ def main(argv: list[str] | None = None) -> None:
         func=cmd_start
     )
     commands.add_parser("stop", help="stop the local cluster").set_defaults(func=cmd_stop)
+    replica = commands.add_parser(
+        "replica", help="a streaming hot standby of the local cluster (start, stop, dsn)"
+    )
+    replica.add_argument("action", nargs="?", choices=["start", "stop", "dsn"], default="start")
+    replica.set_defaults(func=cmd_replica)
     commands.add_parser("status", help="is the local cluster running").set_defaults(func=cmd_status)
     commands.add_parser("dsn", help="print the local cluster's connection string").set_defaults(
         func=cmd_dsn

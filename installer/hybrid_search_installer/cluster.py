@@ -94,6 +94,37 @@ class Cluster:
             conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
         return True
 
+    def init_standby(self, primary: "Cluster") -> bool:
+        """A streaming hot standby of primary (pg_basebackup -R) if there is none yet;
+        True if it was created. It streams over primary's socket, so both run here."""
+        if self.initialized:
+            return False
+        for path in (self.directory, self.socket_dir):
+            path.mkdir(parents=True, exist_ok=True)
+            path.chmod(0o700)
+            if os.geteuid() == 0:
+                shutil.chown(path, SERVER_USER, SERVER_USER)
+        self._run(
+            pg_bin() / "pg_basebackup",
+            "-D",
+            self.data,
+            "-d",
+            f"host={primary.socket_dir} port={primary.port} user={SUPERUSER}",
+            "--write-recovery-conf",
+            "--wal-method=stream",
+            "--checkpoint=fast",
+        )
+        # postgresql.conf came from the primary: the last setting of a name wins
+        settings = {
+            "unix_socket_directories": f"'{self.socket_dir}'",
+            "port": str(self.port),
+            "hot_standby": "on",
+        }
+        with (self.data / "postgresql.conf").open("a") as conf:
+            conf.write(f"\n# hybrid-search standby of {primary.data}\n")
+            conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
+        return True
+
     @property
     def running(self) -> bool:
         if not self.initialized:

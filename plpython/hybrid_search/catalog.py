@@ -22,3 +22,22 @@ def schemas(plpy) -> tuple[str, str]:
         found = {r["extname"]: r["schema"] for r in rows}
         _schemas = (found["hybrid_search"], found["vector"])
     return _schemas
+
+
+_can_read_plan = None
+
+
+def can_read(plpy, tables: list[str]) -> bool:
+    """Whether the caller may SELECT from all of these tables of ours. Roles under
+    row-level security are not granted the derived indexes (they hold every
+    row's terms, see hybrid_search_grant): searches then scan documents, under
+    the caller's policies."""
+    global _can_read_plan
+    if _can_read_plan is None:
+        _can_read_plan = plpy.prepare(
+            "select pg_catalog.bool_and(pg_catalog.has_table_privilege(t, 'select')) as ok"
+            " from pg_catalog.unnest($1::text[]) as t",
+            ["text[]"],
+        )
+    ours, _ = schemas(plpy)
+    return bool(plpy.execute(_can_read_plan, [[f"{ours}.{t}" for t in tables]])[0]["ok"])

@@ -225,8 +225,13 @@ def _top(docs, weights, stats, k) -> list[tuple[int, float]]:
 
 
 def search(plpy, config: str, query: str, k: int, filter_json, match) -> list[tuple[int, float]]:
-    """The k best (doc_id, BM25) for the query, from the index when it is built."""
-    segment = _rows(
+    """The k best (doc_id, BM25) for the query, from the index when it is built
+    and the caller may read it."""
+    readable = catalog.can_read(
+        plpy,
+        [f"hybrid_search_keyword_{t}" for t in ("segment", "postings", "lexemes", "changes")],
+    )
+    segment = readable and _rows(
         plpy,
         "segment",
         "select documents, avg_length, k1, b, doc_id_bytes, max_doc_id"
@@ -234,7 +239,7 @@ def search(plpy, config: str, query: str, k: int, filter_json, match) -> list[tu
         [],
         [],
     )
-    if not segment:  # never built (or emptied, or just restored): scan exactly
+    if not segment:  # never built (or emptied, or just restored), or not ours: scan
         return scan(plpy, config, query, k, filter_json, match)
     seg = segment[0]
     stats = keyword_index.Statistics(seg["documents"], seg["avg_length"], seg["k1"], seg["b"])

@@ -154,9 +154,13 @@ def _lexical_weights(weights: np.ndarray, ids: np.ndarray, special: np.ndarray) 
     return result
 
 
-def encode(settings, model, texts: list[str]) -> list[Encoding]:
+def encode(settings, model, texts: list[str], between_batches=lambda: None) -> list[Encoding]:
     """Dense vectors and lexical weights of texts: one forward pass per batch_size
-    texts, longest first so that each batch pads little."""
+    texts, longest first so that each batch pads little.
+
+    between_batches runs before every batch but the first: the server cannot
+    interrupt Python code, so this is where a cancel or statement_timeout lands.
+    """
     import torch
 
     too_long = [len(t) for t in texts if len(t) > settings.max_content_chars]
@@ -171,6 +175,8 @@ def encode(settings, model, texts: list[str]) -> list[Encoding]:
     order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
     encodings: list[Encoding | None] = [None] * len(texts)
     for start in range(0, len(order), settings.batch_size):
+        if start:
+            between_batches()
         members = order[start : start + settings.batch_size]
         started = time.perf_counter()
         batch = model.encode_batch([texts[i] for i in members], max_length)

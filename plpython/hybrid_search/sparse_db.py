@@ -136,8 +136,12 @@ def parse_query(text: str) -> dict[int, float]:
 
 
 def search(plpy, query_text: str, k: int, filter_json: str | None) -> list[tuple[int, float]]:
-    """The k best (doc_id, score) for a sparse query, from the index when it is built."""
-    segment = plpy.execute(
+    """The k best (doc_id, score) for a sparse query, from the index when it is built
+    and the caller may read it."""
+    readable = catalog.can_read(
+        plpy, [f"hybrid_search_sparse_{t}" for t in ("segment", "postings", "changes")]
+    )
+    segment = readable and plpy.execute(
         _plan(
             plpy,
             "segment",
@@ -146,7 +150,7 @@ def search(plpy, query_text: str, k: int, filter_json: str | None) -> list[tuple
             [],
         )
     )
-    if not segment:  # never built (or emptied, or just restored): scan exactly
+    if not segment:  # never built (or emptied, or just restored), or not ours: scan exactly
         rows = plpy.execute(
             _plan(
                 plpy,

@@ -6,6 +6,7 @@ converts to the declared SQL types.
 """
 
 from . import backends, keyword_db, model, settings, sparse_db, vectors
+from . import check as checks
 
 _FIX_HINT = (
     "install a model with `hybrid-search setup --model <hub id or directory>` "
@@ -28,6 +29,18 @@ def _load(plpy):
         )
 
 
+_interrupt_check = None
+
+
+def _check_for_interrupts(plpy):
+    """Any SPI statement lets the server act on a pending cancel or statement_timeout
+    (it raises QueryCanceled here, which aborts the transaction as usual)."""
+    global _interrupt_check
+    if _interrupt_check is None:
+        _interrupt_check = plpy.prepare("select")
+    plpy.execute(_interrupt_check)
+
+
 def _encode(plpy, texts, cached=False):
     """(model, encodings); a query (cached) goes through the per-backend query cache."""
     current, loaded = _load(plpy)
@@ -35,7 +48,7 @@ def _encode(plpy, texts, cached=False):
         if cached:
             (text,) = texts
             return loaded, [model.encode_query(current, loaded, text)]
-        return loaded, model.encode(current, loaded, texts)
+        return loaded, model.encode(current, loaded, texts, lambda: _check_for_interrupts(plpy))
     except model.ContentTooLong as error:
         plpy.error(
             f"hybrid_search: {error}",
@@ -145,3 +158,8 @@ def keyword_search(plpy, text_search_config, query, k, filter_json, match, exact
     """(id, score) best first: BM25 through the keyword index, or a scan when exact."""
     run = keyword_db.scan if exact else keyword_db.search
     return run(plpy, text_search_config, query, k, filter_json, match)
+
+
+def check(plpy):
+    """(check_name, status, detail) rows of hybrid_search_check()."""
+    return checks.run(plpy)

@@ -1,0 +1,297 @@
+"""hybrid_search_check(): do the derived data agree with documents?
+
+Each check returns (name, status, detail) with status 'ok', 'warning' (works,
+but slower or about to need a refresh) or 'error' (results can be wrong or a
+row is missing its embedding). Everything is read in the calling statement's
+snapshot (the SQL function is STABLE), so concurrent writers do not make the
+comparison flicker.
+"""
+
+import numpy as np
+
+from . import catalog, sparse_index
+
+SAMPLE = 10  # ids named in a detail
+
+
+def _ids(values) -> str:
+    values = sorted(int(v) for v in values)
+    more = f" and {len(values) - SAMPLE} more" if len(values) > SAMPLE else ""
+    return ", ".join(str(v) for v in values[:SAMPLE]) + more
+
+
+def _query(plpy, sql: str, name: str):
+    """sql run with one text parameter: a qualified relation name, never spliced into SQL."""
+    return plpy.execute(plpy.prepare(sql, ["text"]), [name])
+
+
+def _ids_check(name: str, ids: list, problem: str, fix: str, none: str) -> tuple:
+    if not ids:
+        return (name, "ok", none)
+    return (name, "error", f"{len(ids)} {problem} (ids {_ids(ids)}); {fix}")
+
+
+def run(plpy) -> list[tuple[str, str, str]]:
+    ours, vector = catalog.schemas(plpy)
+    documents = plpy.execute(f"select count(*) as n from {ours}.documents")[0]["n"]
+
+    def ids(sql):
+        return [r["id"] for r in plpy.execute(sql)]
+
+    return [
+        _ids_check(
+            "embeddings",
+            ids(
+                f"select id from {ours}.documents"
+                " where dense is null or sparse is null or embedded_at is null"
+            ),
+            "rows have no embedding",
+            f"run select {ours}.hybrid_search_embed_documents(array[...ids])",
+            f"all {documents} rows are embedded",
+        ),
+        _ids_check(
+            "model",
+            ids(
+                f"select d.id from {ours}.documents as d, {ours}.hybrid_search_settings as s"
+                " where d.embedded_at is not null and d.model is distinct from s.model"
+            ),
+            "rows were embedded by another model than hybrid_search_settings.model",
+            f"run select {ours}.hybrid_search_reembed()",
+            "every embedding comes from the configured model",
+        ),
+        _ids_check(
+            "fts",
+            ids(
+                f"select d.id from {ours}.documents as d, {ours}.hybrid_search_settings as s"
+                " where d.fts is distinct from pg_catalog.to_tsvector(s.text_search_config,"
+                " d.content)"
+            ),
+            "rows have fts different from to_tsvector(text_search_config, content)",
+            "rewrite it with UPDATE documents SET content = content WHERE id = ...",
+            "fts agrees with content everywhere",
+        ),
+        _dense_index(plpy, ours),
+        *_sparse_index(plpy, ours, vector, documents),
+        _token_stats(plpy, ours),
+        _privileges(plpy, ours),
+    ]
+
+
+def _dense_index(plpy, ours):
+    rows = _query(
+        plpy,
+        "select i.indisvalid as valid, am.amname as method"
+        " from pg_catalog.pg_index as i"
+        " join pg_catalog.pg_class as c on c.oid = i.indexrelid"
+        " join pg_catalog.pg_am as am on am.oid = c.relam"
+        " where i.indexrelid = pg_catalog.to_regclass($1)",
+        f"{ours}.documents_dense_idx",
+    )
+    if not rows:
+        return ("dense_index", "warning", "no documents_dense_idx: dense_search scans every row")
+    if not rows[0]["valid"]:
+        return (
+            "dense_index",
+            "error",
+            "documents_dense_idx is invalid (an interrupted build):"
+            " run select hybrid_search_create_dense_index()",
+        )
+    return ("dense_index", "ok", f"documents_dense_idx ({rows[0]['method']}) is valid")
+
+
+def _sparse_index(plpy, ours, vector, documents):
+    segment = plpy.execute(
+        f"select documents, max_doc_id, doc_id_bytes from {ours}.hybrid_search_sparse_segment"
+    )
+    changes = plpy.execute(f"select count(*) as n from {ours}.hybrid_search_sparse_changes")[0]["n"]
+    if not segment:
+        postings = plpy.execute(f"select count(*) as n from {ours}.hybrid_search_sparse_postings")[
+            0
+        ]["n"]
+        if postings:
+            return [("sparse_index", "error", f"{postings} postings blocks but no segment row")]
+        status = "warning" if documents else "ok"
+        return [
+            (
+                "sparse_index",
+                status,
+                "not built: sparse_search scans every row; run select hybrid_search_refresh()",
+            )
+        ]
+    segment = segment[0]
+    # every document not on the change list must be in the postings exactly as stored:
+    # fingerprints of both sides, per document, streamed (memory grows with documents)
+    indexed, block_errors = _postings_fingerprints(plpy, ours, segment)
+    cursor = plpy.cursor(
+        f"select d.id, {vector}.sparsevec_send(d.sparse) as v from {ours}.documents as d"
+        " where d.sparse is not null"
+    )
+    stored = _Fingerprints()
+    while batch := cursor.fetch(10000):
+        p = sparse_index.Postings.from_vectors((r["id"], r["v"]) for r in batch)
+        stored.add(p.doc_ids, p.token_ids, p.weights)
+    cursor.close()
+    changed = plpy.execute(f"select doc_id from {ours}.hybrid_search_sparse_changes")
+    pending = np.array([r["doc_id"] for r in changed], dtype=np.int64)
+    wrong = indexed.differing(stored)
+    wrong = wrong[~np.isin(wrong, pending)]
+    results = [
+        (
+            "sparse_index",
+            "error",
+            f"{len(wrong)} documents differ between documents.sparse and the postings"
+            f" without being on the change list (ids {_ids(wrong)}):"
+            " run select hybrid_search_refresh()",
+        )
+        if wrong.size
+        else (
+            "sparse_index",
+            "ok",
+            f"postings of {segment['documents']} documents agree with documents.sparse",
+        )
+    ]
+    if block_errors:
+        results.append(("sparse_index_blocks", "error", "; ".join(block_errors[:SAMPLE])))
+    threshold = max(1000, documents // 20)
+    results.append(
+        (
+            "sparse_changes",
+            "warning" if changes > threshold else "ok",
+            f"{changes} documents changed since the last rebuild (scored one by one)"
+            + (": run select hybrid_search_refresh()" if changes > threshold else ""),
+        )
+    )
+    return results
+
+
+class _Fingerprints:
+    """Per document: how many (token, weight) entries, and a 64-bit hash sum of them.
+    Two sides agree on a document exactly when both match (up to a 2**-64 chance)."""
+
+    def __init__(self):
+        self.parts = []
+
+    def add(self, doc_ids, token_ids, weights):
+        if doc_ids.size == 0:
+            return
+        # splitmix64 of token id and weight bits; uint64 arithmetic wraps
+        h = token_ids.astype(np.uint64) << np.uint64(32)
+        h |= weights.astype("<f4").view(np.uint32).astype(np.uint64)
+        h ^= h >> np.uint64(30)
+        h *= np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(27)
+        h *= np.uint64(0x94D049BB133111EB)
+        h ^= h >> np.uint64(31)
+        self.parts.append(_reduce(doc_ids.astype(np.int64), h, np.ones(doc_ids.size, np.int64)))
+        if len(self.parts) > 16:  # keep the partial sums few
+            self.parts = [_reduce(*(np.concatenate(x) for x in zip(*self.parts, strict=True)))]
+
+    def differing(self, other: "_Fingerprints") -> np.ndarray:
+        """Ids of the documents whose entries differ between self and other."""
+        theirs = [(d, np.uint64(0) - h, -c) for d, h, c in other.parts]  # subtracted
+        if not self.parts and not theirs:
+            return np.empty(0, np.int64)
+        columns = zip(*self.parts, *theirs, strict=True)
+        docs, hashes, counts = _reduce(*(np.concatenate(x) for x in columns))
+        return docs[(hashes != 0) | (counts != 0)]
+
+
+def _reduce(docs, hashes, counts):
+    """Sums of hashes and counts per document id."""
+    unique, inverse = np.unique(docs, return_inverse=True)
+    sums = np.zeros(unique.size, np.uint64)
+    np.add.at(sums, inverse, hashes)
+    return (
+        unique,
+        sums,
+        np.bincount(inverse, weights=counts, minlength=unique.size).astype(np.int64),
+    )
+
+
+def _postings_fingerprints(plpy, ours, segment):
+    """Fingerprints of the postings, and what is wrong with the blocks' layout."""
+    dtype = sparse_index.doc_id_dtype(segment["doc_id_bytes"])
+    fingerprints, errors = _Fingerprints(), []
+    cursor = plpy.cursor(
+        "select token_id, block, max_weight, doc_ids, weights"
+        f" from {ours}.hybrid_search_sparse_postings order by token_id, block"
+    )
+    previous = None  # (token, smallest weight of its last block)
+    while batch := cursor.fetch(2000):
+        docs, tokens, weights = [], [], []
+        for r in batch:
+            ids = np.frombuffer(r["doc_ids"], dtype).astype(np.int64)
+            w = np.frombuffer(r["weights"], "<f4")
+            where = f"token {r['token_id']} block {r['block']}"
+            if ids.size != w.size or ids.size == 0:
+                errors.append(f"{where}: {ids.size} ids but {w.size} weights")
+                continue
+            if np.any(np.diff(w) > 0) or abs(float(w[0]) - r["max_weight"]) > 0:
+                errors.append(f"{where}: weights not in descending order from max_weight")
+            if previous and previous[0] == r["token_id"] and previous[1] < float(w[0]):
+                errors.append(f"{where}: heavier than the block before it")
+            if int(ids.max()) > segment["max_doc_id"]:
+                errors.append(f"{where}: doc id above the segment's max_doc_id")
+            previous = (r["token_id"], float(w[-1]))
+            docs.append(ids)
+            tokens.append(np.full(ids.size, r["token_id"], np.int64))
+            weights.append(w)
+        if docs:
+            fingerprints.add(np.concatenate(docs), np.concatenate(tokens), np.concatenate(weights))
+    cursor.close()
+    return fingerprints, errors
+
+
+def _token_stats(plpy, ours):
+    populated = _query(
+        plpy,
+        "select c.relispopulated as p from pg_catalog.pg_class as c where c.oid = $1::regclass",
+        f"{ours}.hybrid_search_token_stats",
+    )[0]["p"]
+    if not populated:
+        return (
+            "token_stats",
+            "warning",
+            "hybrid_search_token_stats is not populated: run select hybrid_search_refresh()",
+        )
+    differ = plpy.execute(
+        "select count(*) as n from ("
+        " select p.token_id, sum(pg_catalog.octet_length(p.weights) / 4) as df,"
+        " max(p.max_weight) as w"
+        f" from {ours}.hybrid_search_sparse_postings as p group by p.token_id) as i"
+        f" full join {ours}.hybrid_search_token_stats as s on s.token_id = i.token_id"
+        " where s.document_frequency is distinct from i.df or s.max_weight is distinct from i.w"
+    )[0]["n"]
+    if differ:
+        return (
+            "token_stats",
+            "error",
+            f"{differ} tokens differ from the postings: run select hybrid_search_refresh()",
+        )
+    return ("token_stats", "ok", "hybrid_search_token_stats agrees with the postings")
+
+
+def _privileges(plpy, ours):
+    """With row-level security on documents, nobody it applies to may read the index."""
+    rows = _query(
+        plpy,
+        "select pg_catalog.string_agg(distinct r.rolname, ', ' order by r.rolname) as roles"
+        " from pg_catalog.pg_class as d, pg_catalog.pg_roles as r,"
+        f" pg_catalog.unnest({ours}._sparse_index_relations()) as x (rel)"
+        " where d.oid = $1::regclass and d.relrowsecurity"
+        # predefined roles such as pg_read_all_data read everything by design
+        " and not r.rolsuper and not r.rolbypassrls and r.rolname !~ '^pg_'"
+        " and not pg_catalog.pg_has_role(r.oid, d.relowner, 'USAGE')"
+        " and pg_catalog.has_table_privilege(r.oid, x.rel, 'select')",
+        f"{ours}.documents",
+    )
+    if rows[0]["roles"]:
+        return (
+            "privileges",
+            "error",
+            f"row-level security is enabled on documents, but {rows[0]['roles']} can read"
+            " the sparse index or hybrid_search_token_stats, which show every row's token"
+            " weights: hybrid_search_grant() them again, which revokes the index from roles"
+            " under row-level security",
+        )
+    return ("privileges", "ok", "no role under row-level security can read the sparse index")

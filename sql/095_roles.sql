@@ -1,0 +1,193 @@
+-------------------------------------------------------------------------------
+-- _role_functions
+-- Which functions each access level may execute, by name (all overloads).
+-- 'search' covers the search legs, embedding and the helpers they call with
+-- the caller's rights; 'write' adds what the embed-on-write triggers call
+-- (trigger functions themselves need no EXECUTE right). Everything else
+-- (configuration, model path, index rebuilds, re-embedding, checks, grants)
+-- is for the extension owner only. 099_privileges.sql revokes EXECUTE on
+-- every function from PUBLIC, so these lists are the whole truth.
+create function @extschema@._role_functions(access text)
+returns name[]
+as $func$
+    select case access
+        when 'search' then array[
+            'hybrid_search', 'dense_search', 'sparse_search', 'sparse_search_scan',
+            'keyword_search', 'embed_dense', 'embed_sparse', 'embed', 'embed_batch',
+            'sparse_dot', 'sparse_to_jsonb', 'sparse_entries', 'query_tokens', 'sparse_explain',
+            'hybrid_search_model_info', 'hybrid_search_model_stats', 'hybrid_search_load_python',
+            '_check_search_arguments', '_check_query_text', '_check_query_vector',
+            '_sparse_search_index', '_dense_index_halfvec_dimensions',
+            'keyword_search_scan', '_keyword_search_bm25', '_check_query_model', '_source_filter',
+            'hybrid_search_evaluate', 'hybrid_search_score_run'
+        ]::name[]
+        when 'write' then array[
+            'hybrid_search_embed_documents', '_embed_on_write', '_embed_and_store',
+            'hybrid_search_enqueue', '_source_row_sql'
+        ]::name[]
+    end;
+$func$
+language sql immutable parallel safe security invoker
+set search_path to pg_catalog, pg_temp;
+
+-------------------------------------------------------------------------------
+-- _sparse_index_relations
+-- The relations derived from documents.sparse and documents.fts (the sparse
+-- and keyword indexes). They hold every row's terms and weights, so
+-- row-level security on documents does not protect them.
+create function @extschema@._sparse_index_relations()
+returns regclass[]
+as $func$
+    select array[
+        '@extschema@.hybrid_search_sparse_postings'::regclass,
+        '@extschema@.hybrid_search_sparse_segment'::regclass,
+        '@extschema@.hybrid_search_sparse_changes'::regclass,
+        '@extschema@.hybrid_search_token_stats'::regclass,
+        '@extschema@.hybrid_search_keyword_postings'::regclass,
+        '@extschema@.hybrid_search_keyword_lexemes'::regclass,
+        '@extschema@.hybrid_search_keyword_segment'::regclass,
+        '@extschema@.hybrid_search_keyword_changes'::regclass
+    ];
+$func$
+language sql stable parallel safe security invoker
+set search_path to pg_catalog, pg_temp;
+
+-------------------------------------------------------------------------------
+-- hybrid_search_grant
+-- Grants a role what it needs to search ('search') or to search and write
+-- documents ('write'), and nothing more: no right on hybrid_search_config,
+-- no function that sets the model path or rebuilds anything. If documents
+-- has row-level security that applies to the role, the sparse index tables
+-- and hybrid_search_token_stats are not granted, and revoked if they were
+-- (they would show every tenant's token weights); sparse_search then scans
+-- documents exactly, under the role's policies. Only the owner of the objects (or a superuser) can
+-- grant, as with GRANT itself.
+create function @extschema@.hybrid_search_grant(role regrole, access text default 'search')
+returns setof text
+as $func$
+declare
+    role_name name := (select r.rolname from pg_catalog.pg_roles as r where r.oid = role);
+    rls_applies boolean;
+    stmt text;
+begin
+    if role is null or access is null or access not in ('search', 'write') then
+        raise exception 'hybrid_search_grant: expected a role and ''search'' or ''write'', got % and %',
+            coalesce(role::text, 'NULL'), coalesce(pg_catalog.quote_literal(access), 'NULL')
+        using errcode = 'invalid_parameter_value';
+    end if;
+    select
+        c.relrowsecurity
+        and not r.rolbypassrls
+        and not r.rolsuper
+        and not pg_catalog.pg_has_role(role, c.relowner, 'USAGE')
+    into rls_applies
+    from pg_catalog.pg_class as c, pg_catalog.pg_roles as r
+    where c.oid = '@extschema@.documents'::regclass and r.oid = role;
+
+    for stmt in
+        select pg_catalog.format('grant usage on schema %I to %I', n.nspname, role_name)
+        from pg_catalog.pg_namespace as n
+        where n.oid in (
+            select e.extnamespace from pg_catalog.pg_extension as e
+            where e.extname in ('hybrid_search', 'vector')
+        )
+        union all
+        select pg_catalog.format('grant execute on function %s to %I', p.oid::regprocedure, role_name)
+        from pg_catalog.pg_proc as p
+        where
+            p.pronamespace = '@extschema@'::regnamespace
+            and (
+                p.proname = any(@extschema@._role_functions('search'))
+                or (access = 'write' and p.proname = any(@extschema@._role_functions('write')))
+            )
+        union all
+        select pg_catalog.format('grant select on table %s to %I', '@extschema@.documents'::regclass, role_name)
+        union all
+        select pg_catalog.format(
+            case when rls_applies then 'revoke all on table %s from %I' else 'grant select on table %s to %I' end,
+            r.rel, role_name
+        )
+        from pg_catalog.unnest(@extschema@._sparse_index_relations()) as r (rel)
+        union all
+        select pg_catalog.format(
+            'grant insert, update, delete on table %s to %I', '@extschema@.documents'::regclass, role_name
+        )
+        where access = 'write'
+        union all
+        select pg_catalog.format(
+            'grant usage on sequence %s to %I', '@extschema@.documents_id_seq'::regclass, role_name
+        )
+        where access = 'write'
+        union all
+        -- embed_mode 'queued': a write queues its rows and clears their old failures
+        select pg_catalog.format(
+            'grant insert on table %s to %I', '@extschema@.hybrid_search_queue'::regclass, role_name
+        )
+        where access = 'write'
+        union all
+        select pg_catalog.format(
+            'grant select, delete on table %s to %I', '@extschema@.hybrid_search_errors'::regclass,
+            role_name
+        )
+        where access = 'write'
+    loop
+        execute stmt;
+        return next stmt;
+    end loop;
+    if rls_applies then
+        raise notice 'hybrid_search_grant: row-level security on documents applies to %: the sparse index is not granted, sparse_search scans documents under its policies',
+            role_name;
+    end if;
+end;
+$func$
+language plpgsql volatile security invoker
+set search_path to pg_catalog, pg_temp;
+
+comment on function @extschema@.hybrid_search_grant is
+'grant a role what it needs to search (''search'') or to search and write documents (''write''); returns the GRANTs';
+
+-------------------------------------------------------------------------------
+-- hybrid_search_revoke
+-- Takes back everything hybrid_search_grant can give, whatever the level.
+create function @extschema@.hybrid_search_revoke(role regrole)
+returns setof text
+as $func$
+declare
+    role_name name := (select r.rolname from pg_catalog.pg_roles as r where r.oid = role);
+    stmt text;
+begin
+    if role is null then
+        raise exception 'hybrid_search_revoke: role must not be NULL'
+        using errcode = 'invalid_parameter_value';
+    end if;
+    for stmt in
+        select pg_catalog.format('revoke execute on function %s from %I', p.oid::regprocedure, role_name)
+        from pg_catalog.pg_proc as p
+        where
+            p.pronamespace = '@extschema@'::regnamespace
+            and p.proname = any(
+                @extschema@._role_functions('search') || @extschema@._role_functions('write')
+            )
+        union all
+        select pg_catalog.format('revoke all on table %s from %I', r.rel, role_name)
+        from pg_catalog.unnest(
+            array[
+                '@extschema@.documents'::regclass, '@extschema@.hybrid_search_queue'::regclass,
+                '@extschema@.hybrid_search_errors'::regclass
+            ] || @extschema@._sparse_index_relations()
+        ) as r (rel)
+        union all
+        select pg_catalog.format(
+            'revoke all on sequence %s from %I', '@extschema@.documents_id_seq'::regclass, role_name
+        )
+    loop
+        execute stmt;
+        return next stmt;
+    end loop;
+end;
+$func$
+language plpgsql volatile security invoker
+set search_path to pg_catalog, pg_temp;
+
+comment on function @extschema@.hybrid_search_revoke is
+'revoke everything hybrid_search_grant gives (schema usage is left alone); returns the REVOKEs run';
