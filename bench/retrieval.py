@@ -343,7 +343,7 @@ def measure_pass(conn, corpus, fast, few, flt):
         few,
     )
     _, keyword_ids = row(
-        "full text (websearch_to_tsquery, AND)",
+        "full text (BM25, OR over lexemes, inverted index)",
         "select id from keyword_search(%s, 100, %s::jsonb)",
         lambda q: (corpus.q_text[q], jflt),
         None,

@@ -1,33 +1,12 @@
 """model: loading, caching and batching outside the database."""
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 from hybrid_search import model
 from hybrid_search.random_model import generate
-
-
-@dataclass(frozen=True)
-class FakeSettings:  # only the settings object is stand-in; the model is real
-    model: str
-    device: str = "cpu"
-    dtype: str = "fp32"
-    batch_size: int = 4
-    max_length: int = 512
-    num_threads: int = 1
-    max_content_chars: int = 1_000_000
-
-    @property
-    def dense_model(self):
-        return self.model
-
-    sparse_model = embedding_model = dense_model
-
-    @property
-    def model_key(self):
-        return (self.model, self.model, self.device, self.dtype)
+from model_settings import ModelSettings as FakeSettings
 
 
 @pytest.fixture(scope="module")

@@ -1,32 +1,10 @@
 """model.encode gives the server a chance to cancel between batches, and stops
 at the first batch boundary when it does."""
 
-from dataclasses import dataclass
-
 import pytest
 from hybrid_search import model
 from hybrid_search.random_model import generate
-
-
-@dataclass(frozen=True)
-class Settings:  # only the settings object is stand-in; the model is real
-    model: str
-    device: str = "cpu"
-    dtype: str = "fp32"
-    batch_size: int = 3
-    max_length: int = 64
-    num_threads: int = 1
-    max_content_chars: int = 1_000_000
-
-    @property
-    def dense_model(self):
-        return self.model
-
-    sparse_model = embedding_model = dense_model
-
-    @property
-    def model_key(self):
-        return (self.model, self.model, self.device, self.dtype)
+from model_settings import ModelSettings
 
 
 class Cancelled(Exception):
@@ -35,7 +13,8 @@ class Cancelled(Exception):
 
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory):
-    settings = Settings(str(generate(tmp_path_factory.mktemp("m") / "tiny", size="tiny", seed=0)))
+    tiny = generate(tmp_path_factory.mktemp("m") / "tiny", size="tiny", seed=0)
+    settings = ModelSettings(str(tiny), batch_size=3, max_length=64)
     return settings, model.get(settings)
 
 

@@ -1,0 +1,25 @@
+"""Settings for model tests outside the database: only this object is a stand-in
+(the database reads hybrid_search_settings); the models are real."""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    model: str
+    device: str = "cpu"
+    dtype: str = "fp32"
+    batch_size: int = 4
+    max_length: int = 512
+    num_threads: int = 1
+    max_content_chars: int = 1_000_000
+
+    @property
+    def dense_model(self):
+        return self.model
+
+    sparse_model = embedding_model = dense_model
+
+    @property
+    def model_key(self):
+        return (self.model, self.model, self.device, self.dtype)
