@@ -61,15 +61,25 @@ class Cluster:
     def initialized(self) -> bool:
         return (self.data / "PG_VERSION").exists()
 
-    def init(self) -> bool:
-        """initdb if needed; True if it ran."""
-        if self.initialized:
-            return False
+    def _make_private_directories(self) -> None:
+        """The cluster and socket directories, for the server's OS user only."""
         for path in (self.directory, self.socket_dir):
             path.mkdir(parents=True, exist_ok=True)
             path.chmod(0o700)
             if os.geteuid() == 0:
                 shutil.chown(path, SERVER_USER, SERVER_USER)
+
+    def _append_settings(self, heading: str, settings: dict[str, str]) -> None:
+        """Append settings to postgresql.conf (the last setting of a name wins)."""
+        with (self.data / "postgresql.conf").open("a") as conf:
+            conf.write(f"\n# {heading}\n")
+            conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
+
+    def init(self) -> bool:
+        """initdb if needed; True if it ran."""
+        if self.initialized:
+            return False
+        self._make_private_directories()
         self._run(
             pg_bin() / "initdb",
             "-D",
@@ -89,9 +99,7 @@ class Cluster:
             "port": str(self.port),
             "logging_collector": "off",
         }
-        with (self.data / "postgresql.conf").open("a") as conf:
-            conf.write("\n# hybrid-search local cluster\n")
-            conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
+        self._append_settings("hybrid-search local cluster", settings)
         return True
 
     def init_standby(self, primary: "Cluster") -> bool:
@@ -99,11 +107,7 @@ class Cluster:
         True if it was created. It streams over primary's socket, so both run here."""
         if self.initialized:
             return False
-        for path in (self.directory, self.socket_dir):
-            path.mkdir(parents=True, exist_ok=True)
-            path.chmod(0o700)
-            if os.geteuid() == 0:
-                shutil.chown(path, SERVER_USER, SERVER_USER)
+        self._make_private_directories()
         self._run(
             pg_bin() / "pg_basebackup",
             "-D",
@@ -120,9 +124,7 @@ class Cluster:
             "port": str(self.port),
             "hot_standby": "on",
         }
-        with (self.data / "postgresql.conf").open("a") as conf:
-            conf.write(f"\n# hybrid-search standby of {primary.data}\n")
-            conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
+        self._append_settings(f"hybrid-search standby of {primary.data}", settings)
         return True
 
     @property

@@ -267,7 +267,9 @@ def search(
             chunk[t] *= 2
         if filtered:
             continue  # a filter needs every candidate's exact score
-        settled, best = _pruned_top(index, query, k, acc, changed, fresh, maxima, next_block, bits)
+        settled, best = _pruned_top(
+            index, query, k, acc, changed, fresh, fresh_scores, maxima, next_block, bits
+        )
         if settled:
             return best
         if best is not None:
@@ -296,7 +298,7 @@ def search(
     return results[:k]
 
 
-def _pruned_top(index, query, k, acc, changed, fresh, maxima, next_block, bits):
+def _pruned_top(index, query, k, acc, changed, fresh, fresh_scores, maxima, next_block, bits):
     """(True, the exact top k) if the blocks read so far settle it; (False, None)
     if more blocks must be read; (False, partial result) if documents this role
     cannot see made the threshold unreliable (then every block must be read).
@@ -306,7 +308,6 @@ def _pruned_top(index, query, k, acc, changed, fresh, maxima, next_block, bits):
     from their stored vectors, which also drops any this role cannot see.
     """
     ids, partial, seen = acc.totals(changed)
-    fresh_scores = np.fromiter(fresh.values(), np.float64, len(fresh))
     pool = np.concatenate([partial, fresh_scores])
     if pool.size < k:
         return False, None
