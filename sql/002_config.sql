@@ -4,7 +4,7 @@
 -- role can SET a GUC, and a model path must not be chosen by any role. Only the
 -- extension owner (a superuser) can write it. A NULL column means "default";
 -- hybrid_search_settings shows the effective values. Kept by pg_dump.
-create table @extschema@.hybrid_search_config (
+create table if not exists @extschema@.hybrid_search_config (
     singleton boolean primary key default true check (singleton),
     model text check (model <> ''),
     device text check (device <> ''),
@@ -50,7 +50,7 @@ select pg_catalog.pg_extension_config_dump('@extschema@.hybrid_search_config', '
 -------------------------------------------------------------------------------
 -- hybrid_search_settings
 -- The effective settings: stored values, or the defaults below.
-create view @extschema@.hybrid_search_settings as
+create or replace view @extschema@.hybrid_search_settings as
 select
     coalesce(c.model, 'BAAI/bge-m3') as model,
     coalesce(c.device, 'cpu') as device,
@@ -89,7 +89,7 @@ comment on view @extschema@.hybrid_search_settings is
 -- parameters rebuild the keyword index. Runs with the
 -- caller's rights, so only the owner of hybrid_search_config (or a
 -- superuser) gets past the INSERT.
-create function @extschema@.hybrid_search_configure(
+create or replace function @extschema@.hybrid_search_configure(
     device text default null,
     dtype text default null,
     batch_size integer default null,

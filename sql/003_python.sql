@@ -4,7 +4,7 @@
 -- front of this backend's sys.path and imports our Python module. Every
 -- PL/Python function of the extension calls it once per backend, so nothing
 -- is installed into the system's site-packages.
-create function @extschema@.hybrid_search_load_python()
+create or replace function @extschema@.hybrid_search_load_python()
 returns text
 as $python$
     import os, sys

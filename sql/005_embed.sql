@@ -1,7 +1,7 @@
 -------------------------------------------------------------------------------
 -- embed_dense
 -- BGE-M3 dense embedding of one text, computed in this backend.
-create function @extschema@.embed_dense(content text)
+create or replace function @extschema@.embed_dense(content text)
 returns @extschema:vector@.vector
 as $python$
     import sys
@@ -19,7 +19,7 @@ comment on function @extschema@.embed_dense is
 -------------------------------------------------------------------------------
 -- embed_sparse
 -- BGE-M3 lexical weights of one text as a sparsevec (index = token id + 1).
-create function @extschema@.embed_sparse(content text)
+create or replace function @extschema@.embed_sparse(content text)
 returns @extschema:vector@.sparsevec
 as $python$
     import sys
@@ -37,7 +37,7 @@ comment on function @extschema@.embed_sparse is
 -------------------------------------------------------------------------------
 -- embed
 -- Dense vector and lexical weights from a single forward pass.
-create function @extschema@.embed(
+create or replace function @extschema@.embed(
     content text,
     out dense @extschema:vector@.vector,
     out sparse @extschema:vector@.sparsevec
@@ -60,7 +60,7 @@ comment on function @extschema@.embed is
 -- Embeds many texts with one model call per batch_size texts; the rows come
 -- back in input order (ord is the 1-based array position). NULL elements give
 -- NULL vectors.
-create function @extschema@.embed_batch(contents text[])
+create or replace function @extschema@.embed_batch(contents text[])
 returns table (
     ord integer,
     dense @extschema:vector@.vector,

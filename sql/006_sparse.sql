@@ -1,7 +1,7 @@
 -------------------------------------------------------------------------------
 -- sparse_entries
 -- The (token id, weight) pairs of a sparsevec; token id = sparsevec index - 1.
-create function @extschema@.sparse_entries(sparse @extschema:vector@.sparsevec)
+create or replace function @extschema@.sparse_entries(sparse @extschema:vector@.sparsevec)
 returns table (token_id integer, weight real)
 as $func$
     select
@@ -22,7 +22,7 @@ comment on function @extschema@.sparse_entries is
 -- sparse_to_jsonb
 -- A sparsevec as {"token_id": weight}, the lexical-weights format of
 -- FlagEmbedding and of most other tools.
-create function @extschema@.sparse_to_jsonb(sparse @extschema:vector@.sparsevec)
+create or replace function @extschema@.sparse_to_jsonb(sparse @extschema:vector@.sparsevec)
 returns jsonb
 as $func$
     select coalesce(pg_catalog.jsonb_object_agg(e.token_id::text, e.weight), '{}'::jsonb)
@@ -38,7 +38,7 @@ comment on function @extschema@.sparse_to_jsonb is
 -- sparse_dot (sparsevec)
 -- Lexical matching score of two sparse embeddings: the sum over shared tokens
 -- of the product of weights (FlagEmbedding's compute_lexical_matching_score).
-create function @extschema@.sparse_dot(
+create or replace function @extschema@.sparse_dot(
     a @extschema:vector@.sparsevec, b @extschema:vector@.sparsevec
 )
 returns double precision
@@ -57,7 +57,7 @@ comment on function @extschema@.sparse_dot(
 -- sparse_dot (jsonb)
 -- The same score for {"token_id": weight} objects; keys are matched as text.
 -- Anything but an object of numbers is an error, never a silent 0.
-create function @extschema@.sparse_dot(a jsonb, b jsonb)
+create or replace function @extschema@.sparse_dot(a jsonb, b jsonb)
 returns double precision
 as $func$
 declare

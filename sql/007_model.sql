@@ -2,7 +2,7 @@
 -- hybrid_search_model_info
 -- Loads the configured model in this backend (if not cached yet) and
 -- describes it: what documents.dense and documents.sparse must hold.
-create function @extschema@.hybrid_search_model_info(
+create or replace function @extschema@.hybrid_search_model_info(
     out model text,
     out dense_dimensions integer,
     out vocabulary_size integer,
@@ -25,7 +25,7 @@ comment on function @extschema@.hybrid_search_model_info is
 -------------------------------------------------------------------------------
 -- hybrid_search_model_stats
 -- What this backend has done with the model so far; loads nothing.
-create function @extschema@.hybrid_search_model_stats(
+create or replace function @extschema@.hybrid_search_model_stats(
     out pid integer,
     out model text,
     out loaded boolean,
@@ -56,7 +56,7 @@ comment on function @extschema@.hybrid_search_model_stats is
 -- the other leg keeping model (or the current one). Rows embedded by other
 -- models would make results meaningless, so they are refused unless
 -- reembed => true, which re-embeds them in this transaction.
-create function @extschema@.hybrid_search_set_model(
+create or replace function @extschema@.hybrid_search_set_model(
     model text default null,
     reembed boolean default false,
     dense_model text default null,

@@ -3,7 +3,7 @@
 -- One model call for these documents' contents, stored into the rows that
 -- still hold exactly that content (a row rewritten meanwhile is left for
 -- whoever wrote it). Returns the ids it stored.
-create function @extschema@._embed_and_store(ids bigint[], contents text[])
+create or replace function @extschema@._embed_and_store(ids bigint[], contents text[])
 returns bigint[]
 as $func$
     with stored as (
@@ -29,7 +29,7 @@ set search_path to pg_catalog, pg_temp;
 -- Embeds the given documents now, in batches of
 -- hybrid_search_settings.batch_size: one model call and one UPDATE per batch.
 -- Returns the number of rows written.
-create function @extschema@.hybrid_search_embed_documents(ids bigint[])
+create or replace function @extschema@.hybrid_search_embed_documents(ids bigint[])
 returns bigint
 as $func$
 declare
@@ -72,7 +72,7 @@ comment on function @extschema@.hybrid_search_embed_documents is
 -- ('queued'). The mode is the document's source table's (hybrid_search_enable),
 -- else hybrid_search_settings.embed_mode; hybrid_search_enable queues a
 -- table's existing rows whatever the mode.
-create function @extschema@._embed_on_write(ids bigint[])
+create or replace function @extschema@._embed_on_write(ids bigint[])
 returns void
 as $func$
 declare
@@ -106,7 +106,7 @@ set search_path to pg_catalog, pg_temp;
 -- _documents_fulltext
 -- Row-level trigger: fts follows content (and hybrid_search_configure
 -- rewrites it when the text search configuration changes).
-create function @extschema@._documents_fulltext()
+create or replace function @extschema@._documents_fulltext()
 returns trigger
 as $func$
 begin
@@ -119,7 +119,7 @@ $func$
 language plpgsql volatile security invoker
 set search_path to pg_catalog, pg_temp;
 
-create trigger documents_fulltext
+create or replace trigger documents_fulltext
 before insert or update of content on @extschema@.documents
 for each row execute function @extschema@._documents_fulltext();
 
@@ -128,7 +128,7 @@ for each row execute function @extschema@._documents_fulltext();
 -- Statement-level trigger: every inserted (or COPYed) row, in batches. Rows
 -- that arrive with both vectors (clients that embed elsewhere) are kept as
 -- they are.
-create function @extschema@._documents_embed_inserted()
+create or replace function @extschema@._documents_embed_inserted()
 returns trigger
 as $func$
 begin
@@ -146,7 +146,7 @@ set search_path to pg_catalog, pg_temp;
 -- Statement-level trigger: only rows whose content changed and whose vectors
 -- the same UPDATE did not set. Metadata-only updates, and the UPDATE that
 -- stores embeddings, find nothing to do.
-create function @extschema@._documents_embed_updated()
+create or replace function @extschema@._documents_embed_updated()
 returns trigger
 as $func$
 begin
@@ -171,12 +171,12 @@ $func$
 language plpgsql volatile security invoker
 set search_path to pg_catalog, pg_temp;
 
-create trigger documents_embed_inserted
+create or replace trigger documents_embed_inserted
 after insert on @extschema@.documents
 referencing new table as new_rows
 for each statement execute function @extschema@._documents_embed_inserted();
 
-create trigger documents_embed_updated
+create or replace trigger documents_embed_updated
 after update on @extschema@.documents
 referencing old table as old_rows new table as new_rows
 for each statement execute function @extschema@._documents_embed_updated();
@@ -185,7 +185,7 @@ for each statement execute function @extschema@._documents_embed_updated();
 -- hybrid_search_reembed
 -- Re-embeds every document, for example after changing max_length or model
 -- settings.
-create function @extschema@.hybrid_search_reembed()
+create or replace function @extschema@.hybrid_search_reembed()
 returns bigint
 as $func$
     select @extschema@.hybrid_search_embed_documents(

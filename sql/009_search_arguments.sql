@@ -2,7 +2,7 @@
 -- _check_search_arguments
 -- The argument checks every search function shares, so that bad input gets
 -- the same clear error everywhere instead of an empty or surprising result.
-create function @extschema@._check_search_arguments(
+create or replace function @extschema@._check_search_arguments(
     caller text, k integer, filter jsonb
 ) returns void
 as $func$
@@ -24,7 +24,7 @@ set search_path to pg_catalog, pg_temp;
 -------------------------------------------------------------------------------
 -- _check_query_text
 -- A search needs something to search for.
-create function @extschema@._check_query_text(caller text, query text)
+create or replace function @extschema@._check_query_text(caller text, query text)
 returns void
 as $func$
 begin
@@ -40,7 +40,7 @@ set search_path to pg_catalog, pg_temp;
 -------------------------------------------------------------------------------
 -- _check_query_vector
 -- The vector overloads need a vector.
-create function @extschema@._check_query_vector(caller text, missing boolean)
+create or replace function @extschema@._check_query_vector(caller text, missing boolean)
 returns void
 as $func$
 begin

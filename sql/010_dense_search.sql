@@ -2,7 +2,7 @@
 -- _dense_index_halfvec_dimensions
 -- The dimensions of the halfvec expression in documents_dense_idx, or NULL
 -- when the dense index (if any) is on the vector column itself.
-create function @extschema@._dense_index_halfvec_dimensions()
+create or replace function @extschema@._dense_index_halfvec_dimensions()
 returns integer
 as $func$
     select (pg_catalog.regexp_match(pg_catalog.pg_get_indexdef(i.indexrelid), 'halfvec\((\d+)\)'))[1]::integer
@@ -24,7 +24,7 @@ set search_path to pg_catalog, pg_temp;
 -- discouraged: the planner's cost model often
 -- prefers one on tables of some ten thousand rows, at 50x the latency. The
 -- settings are restored afterwards.
-create function @extschema@.dense_search(
+create or replace function @extschema@.dense_search(
     query_dense @extschema:vector@.vector,
     k integer default 10,
     filter jsonb default null,
@@ -93,7 +93,7 @@ comment on function @extschema@.dense_search(@extschema:vector@.vector, integer,
 -------------------------------------------------------------------------------
 -- dense_search (text)
 -- Embeds the query in this backend, then searches as above.
-create function @extschema@.dense_search(
+create or replace function @extschema@.dense_search(
     query text,
     k integer default 10,
     filter jsonb default null,
@@ -123,7 +123,7 @@ comment on function @extschema@.dense_search(text, integer, jsonb, integer) is
 -- it after loading data, its centroids come from the rows present), or none
 -- for exact scans. hybrid_search_set_model()
 -- creates the default once documents.dense has its dimensions.
-create function @extschema@.hybrid_search_create_dense_index(
+create or replace function @extschema@.hybrid_search_create_dense_index(
     method text default 'hnsw',
     m integer default 16,
     ef_construction integer default 64,

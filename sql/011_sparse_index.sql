@@ -8,7 +8,7 @@
 -- rows written since then are found through hybrid_search_sparse_changes.
 -- Not dumped by pg_dump: until the first rebuild after a restore, the sparse
 -- leg scans documents exactly.
-create table @extschema@.hybrid_search_sparse_postings (
+create table if not exists @extschema@.hybrid_search_sparse_postings (
     token_id integer not null,
     block integer not null,
     max_weight real not null,
@@ -23,7 +23,7 @@ comment on table @extschema@.hybrid_search_sparse_postings is
 -------------------------------------------------------------------------------
 -- hybrid_search_sparse_segment
 -- What the postings were built from: one row, replaced by every rebuild.
-create table @extschema@.hybrid_search_sparse_segment (
+create table if not exists @extschema@.hybrid_search_sparse_segment (
     singleton boolean primary key default true check (singleton),
     built_at timestamptz not null,
     built_snapshot pg_snapshot not null,
@@ -44,7 +44,7 @@ comment on table @extschema@.hybrid_search_sparse_segment is
 -- ones exactly from documents, so the index never returns a stale or deleted
 -- document and never misses a new one. xid is the writing transaction: a
 -- rebuild forgets exactly the changes its snapshot saw.
-create table @extschema@.hybrid_search_sparse_changes (
+create table if not exists @extschema@.hybrid_search_sparse_changes (
     doc_id bigint primary key,
     xid xid8 not null default pg_catalog.pg_current_xact_id()
 );
@@ -59,7 +59,7 @@ comment on table @extschema@.hybrid_search_sparse_changes is
 -- run as the extension owner (SECURITY DEFINER, search_path pinned): a role
 -- allowed to write documents needs no rights on the index tables, and the
 -- triggers only copy the ids of rows that role has just written.
-create function @extschema@._sparse_index_note_changes()
+create or replace function @extschema@._sparse_index_note_changes()
 returns trigger
 as $func$
 begin
@@ -94,7 +94,7 @@ set search_path to pg_catalog, pg_temp;
 -------------------------------------------------------------------------------
 -- _sparse_index_truncated
 -- TRUNCATE documents empties the index in the same transaction.
-create function @extschema@._sparse_index_truncated()
+create or replace function @extschema@._sparse_index_truncated()
 returns trigger
 as $func$
 begin
@@ -107,22 +107,22 @@ $func$
 language plpgsql volatile security definer
 set search_path to pg_catalog, pg_temp;
 
-create trigger sparse_index_inserted
+create or replace trigger sparse_index_inserted
 after insert on @extschema@.documents
 referencing new table as new_rows
 for each statement execute function @extschema@._sparse_index_note_changes();
 
-create trigger sparse_index_updated
+create or replace trigger sparse_index_updated
 after update on @extschema@.documents
 referencing old table as old_rows new table as new_rows
 for each statement execute function @extschema@._sparse_index_note_changes();
 
-create trigger sparse_index_deleted
+create or replace trigger sparse_index_deleted
 after delete on @extschema@.documents
 referencing old table as old_rows
 for each statement execute function @extschema@._sparse_index_note_changes();
 
-create trigger sparse_index_truncated
+create or replace trigger sparse_index_truncated
 after truncate on @extschema@.documents
 for each statement execute function @extschema@._sparse_index_truncated();
 
@@ -131,7 +131,7 @@ for each statement execute function @extschema@._sparse_index_truncated();
 -- Rebuilds the postings from all documents in one snapshot, replaces the old
 -- ones atomically (readers keep using them until commit) and forgets the
 -- changes that snapshot saw. Concurrent rebuilds wait for each other.
-create function @extschema@.hybrid_search_rebuild_sparse_index(
+create or replace function @extschema@.hybrid_search_rebuild_sparse_index(
     out documents bigint,
     out postings bigint,
     out seconds double precision

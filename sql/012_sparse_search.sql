@@ -4,7 +4,7 @@
 -- matching score (sparse_dot), computed for every document. Exact and slow
 -- on large tables; the reference the index is tested and measured against,
 -- and what sparse_search uses until the index is first built.
-create function @extschema@.sparse_search_scan(
+create or replace function @extschema@.sparse_search_scan(
     query_sparse @extschema:vector@.sparsevec,
     k integer default 10,
     filter jsonb default null
@@ -46,7 +46,7 @@ comment on function @extschema@.sparse_search_scan is
 -- (id, score) best first from the inverted index plus the documents changed
 -- since it was built; see plpython/hybrid_search/sparse_index.py. STABLE, so
 -- all its reads share one snapshot.
-create function @extschema@._sparse_search_index(
+create or replace function @extschema@._sparse_search_index(
     query_sparse @extschema:vector@.sparsevec, k integer, filter jsonb
 ) returns table (id bigint, score double precision)
 as $python$
@@ -64,7 +64,7 @@ set search_path to pg_catalog, pg_temp;
 -- The k documents with the highest lexical matching score (sparse_dot) for a
 -- sparse query vector, exact, through the inverted index; documents sharing
 -- no weighted token are left out.
-create function @extschema@.sparse_search(
+create or replace function @extschema@.sparse_search(
     query_sparse @extschema:vector@.sparsevec,
     k integer default 10,
     filter jsonb default null
@@ -92,7 +92,7 @@ comment on function @extschema@.sparse_search(@extschema:vector@.sparsevec, inte
 -------------------------------------------------------------------------------
 -- sparse_search (text)
 -- Embeds the query's lexical weights in this backend, then searches as above.
-create function @extschema@.sparse_search(
+create or replace function @extschema@.sparse_search(
     query text,
     k integer default 10,
     filter jsonb default null

@@ -9,7 +9,7 @@
 -- are those of the last hybrid_search_refresh(). match, in websearch_to_tsquery
 -- syntax ("quoted phrase", or, -word), restricts the documents scored. A query
 -- of stop words only finds nothing.
-create function @extschema@.keyword_search(
+create or replace function @extschema@.keyword_search(
     query text,
     k integer default 10,
     filter jsonb default null,
@@ -46,7 +46,7 @@ comment on function @extschema@.keyword_search is
 -- The same ranking by reading every document's fts, with statistics computed
 -- now: the exact reference for keyword_search, and what it does until the
 -- keyword index is first built.
-create function @extschema@.keyword_search_scan(
+create or replace function @extschema@.keyword_search_scan(
     query text,
     k integer default 10,
     filter jsonb default null,

@@ -2,18 +2,25 @@
 -- hybrid_search_result
 -- One fused result: the document, its fused score, and each leg's rank and
 -- score (NULL where that leg did not return the document).
-create type @extschema@.hybrid_search_result as (
-    id bigint,
-    content text,
-    metadata jsonb,
-    score double precision,
-    dense_rank integer,
-    dense_score double precision,
-    sparse_rank integer,
-    sparse_score double precision,
-    keyword_rank integer,
-    keyword_score double precision
-);
+-- (a type has no CREATE OR REPLACE; upgrades change it with ALTER TYPE)
+do $block$
+begin
+    if pg_catalog.to_regtype('@extschema@.hybrid_search_result') is null then
+        create type @extschema@.hybrid_search_result as (
+            id bigint,
+            content text,
+            metadata jsonb,
+            score double precision,
+            dense_rank integer,
+            dense_score double precision,
+            sparse_rank integer,
+            sparse_score double precision,
+            keyword_rank integer,
+            keyword_score double precision
+        );
+    end if;
+end;
+$block$;
 
 comment on type @extschema@.hybrid_search_result is
 'a hybrid_search row: document, fused score, and each leg''s rank and score';
@@ -36,7 +43,7 @@ comment on type @extschema@.hybrid_search_result is
 -- A leg whose query is NULL (or whose weight is 0) is skipped. Ties are broken
 -- by id, so the order is deterministic. source narrows the search to the rows
 -- of one table enabled with hybrid_search_enable.
-create function @extschema@.hybrid_search(
+create or replace function @extschema@.hybrid_search(
     query text,
     query_dense @extschema:vector@.vector,
     query_sparse @extschema:vector@.sparsevec,
@@ -192,7 +199,7 @@ comment on function @extschema@.hybrid_search(
 -- hybrid_search (text)
 -- Embeds the query once (dense and sparse from one forward pass) and fuses
 -- the three legs as above.
-create function @extschema@.hybrid_search(
+create or replace function @extschema@.hybrid_search(
     query text,
     k integer default 10,
     fusion text default 'weighted',

@@ -5,7 +5,7 @@
 -- can add to any document's sparse score, and the view shows which tokens
 -- are common or rare. Read from the inverted index, which a refresh has just
 -- rebuilt from documents.
-create materialized view @extschema@.hybrid_search_token_stats as
+create materialized view if not exists @extschema@.hybrid_search_token_stats as
 select
     p.token_id,
     sum(pg_catalog.octet_length(p.weights) / 4) as document_frequency,
@@ -13,7 +13,7 @@ select
 from @extschema@.hybrid_search_sparse_postings as p
 group by p.token_id;
 
-create unique index hybrid_search_token_stats_token_id_idx
+create unique index if not exists hybrid_search_token_stats_token_id_idx
 on @extschema@.hybrid_search_token_stats (token_id);
 
 comment on materialized view @extschema@.hybrid_search_token_stats is
@@ -25,7 +25,7 @@ comment on materialized view @extschema@.hybrid_search_token_stats is
 -- statistics view,
 -- without blocking readers or writers (a first refresh of the view, e.g.
 -- after pg_restore, cannot be concurrent and blocks readers of it briefly).
-create function @extschema@.hybrid_search_refresh()
+create or replace function @extschema@.hybrid_search_refresh()
 returns void
 as $func$
 begin
@@ -50,7 +50,7 @@ comment on function @extschema@.hybrid_search_refresh is
 -------------------------------------------------------------------------------
 -- query_tokens
 -- The query's BGE-M3 lexical weights with the token each id stands for.
-create function @extschema@.query_tokens(query text)
+create or replace function @extschema@.query_tokens(query text)
 returns table (token_id integer, token text, weight real)
 as $python$
     import sys
@@ -70,7 +70,7 @@ comment on function @extschema@.query_tokens is
 -- Why the sparse leg ranks as it does: each query token with its weight,
 -- document frequency and the most it can add to any document's score
 -- (as of the last hybrid_search_refresh()).
-create function @extschema@.sparse_explain(query text)
+create or replace function @extschema@.sparse_explain(query text)
 returns table (
     token_id integer,
     token text,

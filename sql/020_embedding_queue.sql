@@ -4,7 +4,7 @@
 -- entry per document: a document rewritten while queued is embedded once,
 -- from the content it has when a worker takes it. Kept by pg_dump, so a
 -- restore loses no pending work.
-create table @extschema@.hybrid_search_queue (
+create table if not exists @extschema@.hybrid_search_queue (
     doc_id bigint primary key,
     queued_at timestamptz not null default pg_catalog.now(),
     attempts integer not null default 0,
@@ -12,7 +12,7 @@ create table @extschema@.hybrid_search_queue (
     last_error text
 );
 
-create index hybrid_search_queue_ready on @extschema@.hybrid_search_queue (not_before, doc_id);
+create index if not exists hybrid_search_queue_ready on @extschema@.hybrid_search_queue (not_before, doc_id);
 
 comment on table @extschema@.hybrid_search_queue is
 'documents waiting for hybrid_search_worker (attempts and last_error after failures)';
@@ -24,7 +24,7 @@ select pg_catalog.pg_extension_config_dump('@extschema@.hybrid_search_queue', ''
 -- Queued documents that failed queue_max_attempts times. Nothing is dropped:
 -- the document stays in documents (without vectors) and
 -- hybrid_search_retry_errors() queues it again.
-create table @extschema@.hybrid_search_errors (
+create table if not exists @extschema@.hybrid_search_errors (
     doc_id bigint primary key,
     failed_at timestamptz not null default pg_catalog.now(),
     attempts integer not null,
@@ -40,7 +40,7 @@ select pg_catalog.pg_extension_config_dump('@extschema@.hybrid_search_errors', '
 -- hybrid_search_worker_log
 -- One row per batch a worker committed: the source of the throughput view.
 -- Rows older than a day are pruned by the workers.
-create table @extschema@.hybrid_search_worker_log (
+create table if not exists @extschema@.hybrid_search_worker_log (
     finished_at timestamptz not null default pg_catalog.clock_timestamp(),
     worker_pid integer not null default pg_catalog.pg_backend_pid(),
     embedded integer not null,
@@ -49,7 +49,7 @@ create table @extschema@.hybrid_search_worker_log (
     seconds double precision not null
 );
 
-create index hybrid_search_worker_log_finished on @extschema@.hybrid_search_worker_log (finished_at);
+create index if not exists hybrid_search_worker_log_finished on @extschema@.hybrid_search_worker_log (finished_at);
 
 comment on table @extschema@.hybrid_search_worker_log is
 'batches committed by hybrid_search_worker in the last day: rows embedded, retried, failed, seconds';
@@ -60,7 +60,7 @@ comment on table @extschema@.hybrid_search_worker_log is
 -- document already queued keeps its entry (never waiting for a worker that
 -- holds it); one that had failed for good leaves hybrid_search_errors.
 -- Workers listening on channel hybrid_search_queue are woken at commit.
-create function @extschema@.hybrid_search_enqueue(ids bigint[])
+create or replace function @extschema@.hybrid_search_enqueue(ids bigint[])
 returns bigint
 as $func$
 declare
@@ -90,7 +90,7 @@ comment on function @extschema@.hybrid_search_enqueue is
 -- hybrid_search_backfill
 -- Queue every document without vectors (or, with all_documents, every
 -- document, e.g. after a settings change). Returns how many were queued.
-create function @extschema@.hybrid_search_backfill(all_documents boolean default false)
+create or replace function @extschema@.hybrid_search_backfill(all_documents boolean default false)
 returns bigint
 as $func$
     select @extschema@.hybrid_search_enqueue(array(
@@ -108,7 +108,7 @@ comment on function @extschema@.hybrid_search_backfill is
 -------------------------------------------------------------------------------
 -- hybrid_search_retry_errors
 -- Give documents that failed for good another full set of attempts.
-create function @extschema@.hybrid_search_retry_errors()
+create or replace function @extschema@.hybrid_search_retry_errors()
 returns bigint
 as $func$
     select @extschema@.hybrid_search_enqueue(array(
@@ -124,7 +124,7 @@ comment on function @extschema@.hybrid_search_retry_errors is
 -------------------------------------------------------------------------------
 -- _queue_clear
 -- Statement trigger: TRUNCATE documents empties the queue and the errors.
-create function @extschema@._queue_clear()
+create or replace function @extschema@._queue_clear()
 returns trigger
 as $func$
 begin
@@ -135,6 +135,6 @@ $func$
 language plpgsql volatile security invoker
 set search_path to pg_catalog, pg_temp;
 
-create trigger documents_queue_clear
+create or replace trigger documents_queue_clear
 after truncate on @extschema@.documents
 for each statement execute function @extschema@._queue_clear();

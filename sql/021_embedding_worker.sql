@@ -3,7 +3,7 @@
 -- Record a failed attempt: retry after queue_retry_seconds, doubling each
 -- time (at most an hour), or after queue_max_attempts move the document to
 -- hybrid_search_errors. Returns true when it gave up.
-create function @extschema@._queue_failed(failed_id bigint, message text)
+create or replace function @extschema@._queue_failed(failed_id bigint, message text)
 returns boolean
 as $func$
 declare
@@ -44,7 +44,7 @@ set search_path to pg_catalog, pg_temp;
 -- document fails alone. An entry whose document was rewritten meanwhile
 -- stays queued for the newest content; one whose document is gone is
 -- dropped.
-create function @extschema@.hybrid_search_process_queue(batch_size integer default null)
+create or replace function @extschema@.hybrid_search_process_queue(batch_size integer default null)
 returns table (taken integer, embedded integer, retried integer, failed integer)
 as $func$
 #variable_conflict use_column
@@ -125,7 +125,7 @@ comment on function @extschema@.hybrid_search_process_queue is
 -- block: from psql, pg_cron or `hybrid-search worker`. Any number of workers
 -- can run at once; each batch is taken by one of them. No SET search_path
 -- here: a procedure with one cannot COMMIT, so every name is qualified.
-create procedure @extschema@.hybrid_search_worker(
+create or replace procedure @extschema@.hybrid_search_worker(
     max_batches integer default null,
     batch_size integer default null,
     inout embedded bigint default 0,

@@ -3,7 +3,7 @@
 -- The embedding queue at a glance, for psql and monitoring: what is waiting,
 -- how old the oldest entry is, what failed, and what the workers did in the
 -- last minutes.
-create view @extschema@.hybrid_search_queue_status as
+create or replace view @extschema@.hybrid_search_queue_status as
 with queue as (
     select
         count(*) as queued,

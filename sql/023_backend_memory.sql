@@ -5,7 +5,7 @@
 -- of the configured model it maps. PSS shares mapped weights among the
 -- processes mapping them, so sum(pss_mb) is what the server really uses.
 -- Granted to pg_monitor only: it shows server internals.
-create function @extschema@.hybrid_search_backend_memory()
+create or replace function @extschema@.hybrid_search_backend_memory()
 returns table (
     pid integer,
     backend_type text,

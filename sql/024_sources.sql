@@ -6,7 +6,7 @@
 -- index and one embedding queue serve every table. source is the table's
 -- schema-qualified name as enabled; renaming the table needs a disable and
 -- enable.
-create table @extschema@.hybrid_search_sources (
+create table if not exists @extschema@.hybrid_search_sources (
     source text primary key,
     key_column name not null,
     content_column name not null,
@@ -25,7 +25,7 @@ select pg_catalog.pg_extension_config_dump('@extschema@.hybrid_search_sources', 
 -- The SELECT list that turns a row n of an enabled table into documents
 -- columns (content, metadata, source, source_key); identifiers quoted with
 -- format('%I'), the source name as a literal.
-create function @extschema@._source_row_sql(src @extschema@.hybrid_search_sources)
+create or replace function @extschema@._source_row_sql(src @extschema@.hybrid_search_sources)
 returns text
 as $func$
     select pg_catalog.format(
@@ -56,7 +56,7 @@ set search_path to pg_catalog, pg_temp;
 -- batched (or queued) by the documents triggers; deleted rows, rows whose
 -- content became NULL and the old keys of rows whose key changed leave
 -- documents.
-create function @extschema@._source_changed()
+create or replace function @extschema@._source_changed()
 returns trigger
 as $func$
 declare
@@ -99,7 +99,7 @@ set search_path to pg_catalog, pg_temp;
 -------------------------------------------------------------------------------
 -- _source_truncated
 -- Statement trigger (TRUNCATE) on an enabled table: its rows leave documents.
-create function @extschema@._source_truncated()
+create or replace function @extschema@._source_truncated()
 returns trigger
 as $func$
 begin
@@ -118,7 +118,7 @@ set search_path to pg_catalog, pg_temp;
 -- hybrid_search_worker / `hybrid-search backfill`; later writes follow mode
 -- ('sync' or 'queued'; NULL = hybrid_search_settings.embed_mode).
 -- Returns the number of existing rows queued.
-create function @extschema@.hybrid_search_enable(
+create or replace function @extschema@.hybrid_search_enable(
     source_table regclass,
     content_column name,
     mode text default 'queued',
@@ -230,7 +230,7 @@ comment on function @extschema@.hybrid_search_enable is
 -- Undo hybrid_search_enable: drop its triggers and remove the table's rows
 -- from documents (and the queue). The table itself is untouched. Returns the
 -- number of documents removed.
-create function @extschema@.hybrid_search_disable(source_table regclass)
+create or replace function @extschema@.hybrid_search_disable(source_table regclass)
 returns bigint
 as $func$
 declare
@@ -263,7 +263,7 @@ comment on function @extschema@.hybrid_search_disable is
 -------------------------------------------------------------------------------
 -- _source_filter
 -- filter narrowed to one enabled table's documents (NULL source: unchanged).
-create function @extschema@._source_filter(source_table regclass, filter jsonb)
+create or replace function @extschema@._source_filter(source_table regclass, filter jsonb)
 returns jsonb
 as $func$
 begin

@@ -5,7 +5,7 @@
 -- ids and float4 weights, where a weight is BM25's term-frequency part
 -- computed with the build's average document length. idf is the query's
 -- weight, so a BM25 score is a sparse dot product (keyword_index.py).
-create table @extschema@.hybrid_search_keyword_postings (
+create table if not exists @extschema@.hybrid_search_keyword_postings (
     token_id integer not null,
     block integer not null,
     max_weight real not null,
@@ -20,7 +20,7 @@ comment on table @extschema@.hybrid_search_keyword_postings is
 -------------------------------------------------------------------------------
 -- hybrid_search_keyword_lexemes
 -- The lexeme dictionary of the last build, with document frequencies.
-create table @extschema@.hybrid_search_keyword_lexemes (
+create table if not exists @extschema@.hybrid_search_keyword_lexemes (
     lexeme text primary key,
     token_id integer not null unique,
     document_frequency integer not null
@@ -34,7 +34,7 @@ comment on table @extschema@.hybrid_search_keyword_lexemes is
 -- The statistics BM25 scores with, from the last build (one row). Documents
 -- written since are scored with these too: statistics are stale between
 -- refreshes, scores of new documents never are.
-create table @extschema@.hybrid_search_keyword_segment (
+create table if not exists @extschema@.hybrid_search_keyword_segment (
     singleton boolean primary key default true check (singleton),
     built_at timestamptz not null,
     built_snapshot pg_snapshot not null,
@@ -56,7 +56,7 @@ comment on table @extschema@.hybrid_search_keyword_segment is
 -- hybrid_search_keyword_changes
 -- Documents inserted, deleted or whose fts changed since the build: searches
 -- ignore their postings and score the live ones from documents.fts.
-create table @extschema@.hybrid_search_keyword_changes (
+create table if not exists @extschema@.hybrid_search_keyword_changes (
     doc_id bigint primary key,
     xid xid8 not null default pg_catalog.pg_current_xact_id()
 );
@@ -69,7 +69,7 @@ comment on table @extschema@.hybrid_search_keyword_changes is
 -- Statement-level trigger: remember inserted and deleted rows and rows whose
 -- fts an UPDATE changed. SECURITY DEFINER like _sparse_index_note_changes:
 -- writers need no rights on the index tables.
-create function @extschema@._keyword_index_note_changes()
+create or replace function @extschema@._keyword_index_note_changes()
 returns trigger
 as $func$
 begin
@@ -101,7 +101,7 @@ set search_path to pg_catalog, pg_temp;
 -------------------------------------------------------------------------------
 -- _keyword_index_truncated
 -- TRUNCATE documents empties the keyword index in the same transaction.
-create function @extschema@._keyword_index_truncated()
+create or replace function @extschema@._keyword_index_truncated()
 returns trigger
 as $func$
 begin
@@ -115,22 +115,22 @@ $func$
 language plpgsql volatile security definer
 set search_path to pg_catalog, pg_temp;
 
-create trigger keyword_index_inserted
+create or replace trigger keyword_index_inserted
 after insert on @extschema@.documents
 referencing new table as new_rows
 for each statement execute function @extschema@._keyword_index_note_changes();
 
-create trigger keyword_index_updated
+create or replace trigger keyword_index_updated
 after update on @extschema@.documents
 referencing old table as old_rows new table as new_rows
 for each statement execute function @extschema@._keyword_index_note_changes();
 
-create trigger keyword_index_deleted
+create or replace trigger keyword_index_deleted
 after delete on @extschema@.documents
 referencing old table as old_rows
 for each statement execute function @extschema@._keyword_index_note_changes();
 
-create trigger keyword_index_truncated
+create or replace trigger keyword_index_truncated
 after truncate on @extschema@.documents
 for each statement execute function @extschema@._keyword_index_truncated();
 
@@ -139,7 +139,7 @@ for each statement execute function @extschema@._keyword_index_truncated();
 -- Rebuilds lexeme dictionary, BM25 statistics and postings from one snapshot
 -- with the configured bm25_k1 and bm25_b; readers keep the old index until
 -- commit, and the changes that snapshot saw are forgotten.
-create function @extschema@.hybrid_search_rebuild_keyword_index(
+create or replace function @extschema@.hybrid_search_rebuild_keyword_index(
     out documents bigint,
     out postings bigint,
     out seconds double precision
@@ -163,7 +163,7 @@ comment on function @extschema@.hybrid_search_rebuild_keyword_index is
 -- (OR), through the keyword index, or by reading every document's fts with
 -- statistics computed now when exact => true or the index was never built.
 -- match is a tsquery documents must also satisfy.
-create function @extschema@._keyword_search_bm25(
+create or replace function @extschema@._keyword_search_bm25(
     text_search_config text,
     query text,
     k integer,

@@ -2,12 +2,19 @@
 -- hybrid_search_run_row
 -- One retrieved document of one method for one query: what
 -- hybrid_search_score_run scores.
-create type @extschema@.hybrid_search_run_row as (
-    query_id text,
-    method text,
-    rank integer,
-    doc_id bigint
-);
+-- (a type has no CREATE OR REPLACE; upgrades change it with ALTER TYPE)
+do $block$
+begin
+    if pg_catalog.to_regtype('@extschema@.hybrid_search_run_row') is null then
+        create type @extschema@.hybrid_search_run_row as (
+            query_id text,
+            method text,
+            rank integer,
+            doc_id bigint
+        );
+    end if;
+end;
+$block$;
 
 comment on type @extschema@.hybrid_search_run_row is
 'a ranked result of one method for one query (input of hybrid_search_score_run)';
@@ -20,7 +27,7 @@ comment on type @extschema@.hybrid_search_run_row is
 -- NULL). A judged query a method returned nothing for scores 0.
 -- qrels needs columns query_id, doc_id and relevance (any types that cast to
 -- text, bigint and integer).
-create function @extschema@.hybrid_search_score_run(
+create or replace function @extschema@.hybrid_search_score_run(
     run @extschema@.hybrid_search_run_row[],
     qrels regclass,
     k integer default 10,
@@ -113,7 +120,7 @@ comment on function @extschema@.hybrid_search_score_run is
 -- hybrid_search_score_run. Each query is embedded once (embed_batch), so
 -- every method sees the same query vectors. Weights and fusion options are
 -- hybrid_search's (NULL = its defaults).
-create function @extschema@.hybrid_search_evaluate(
+create or replace function @extschema@.hybrid_search_evaluate(
     queries regclass,
     qrels regclass,
     k integer default 10,

@@ -2,14 +2,14 @@
 -- documents_model_idx
 -- documents.model names the encoders that made a row's vectors; the index
 -- lets a search check in two index probes that no row came from others.
-create index documents_model_idx on @extschema@.documents (model);
+create index if not exists documents_model_idx on @extschema@.documents (model);
 
 -------------------------------------------------------------------------------
 -- _check_query_model
 -- A query embedded by other models than the rows would compare vectors of
 -- different spaces: refuse it. Rows are made consistent again by
 -- hybrid_search_set_model(..., reembed => true).
-create function @extschema@._check_query_model(caller text)
+create or replace function @extschema@._check_query_model(caller text)
 returns void
 as $func$
 declare

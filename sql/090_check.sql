@@ -9,7 +9,7 @@
 -- that names the rows and the fix. STABLE: one snapshot for all of it. Reads
 -- every row and posting (memory grows with the index), so run it as the
 -- owner, after a crash, a restore or an upgrade, not on every request.
-create function @extschema@.hybrid_search_check()
+create or replace function @extschema@.hybrid_search_check()
 returns table (check_name text, status text, detail text)
 as $python$
     import sys

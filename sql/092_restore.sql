@@ -6,7 +6,7 @@
 -- event trigger below and dumped with the rows, so that
 -- hybrid_search_restore() can replay it: a restore must not silently drop a
 -- tenant policy.
-create table @extschema@.hybrid_search_documents_ddl (
+create table if not exists @extschema@.hybrid_search_documents_ddl (
     ord integer primary key,
     statement text not null
 );
@@ -22,7 +22,7 @@ select pg_catalog.pg_extension_config_dump('@extschema@.hybrid_search_documents_
 -- policies and added indexes of documents (not the indexes the
 -- extension script creates), in replay order: indexes, then the switch,
 -- then the policies.
-create function @extschema@._documents_ddl()
+create or replace function @extschema@._documents_ddl()
 returns table (ord integer, statement text)
 as $func$
     select
@@ -94,7 +94,7 @@ set search_path to pg_catalog, pg_temp;
 -- cannot tell whether it concerned documents, and must not fail for want of
 -- a right on hybrid_search_documents_ddl; it takes no input and only
 -- rewrites that table from the catalog.
-create function @extschema@._remember_documents_ddl()
+create or replace function @extschema@._remember_documents_ddl()
 returns event_trigger
 as $func$
 begin
@@ -122,6 +122,7 @@ set search_path to pg_catalog, pg_temp;
 
 -- (the linter's postgres dialect cannot parse CREATE EVENT TRIGGER)
 -- noqa: disable=all
+drop event trigger if exists hybrid_search_remember_documents_ddl;
 create event trigger hybrid_search_remember_documents_ddl
 on ddl_command_end
 when tag in (
@@ -144,7 +145,7 @@ execute function @extschema@._remember_documents_ddl();
 -- configuration (rows are restored before it), and rebuilds the sparse index
 -- and its statistics; replays the row-level security, policies and indexes
 -- that hybrid_search_documents_ddl remembered. Returns what it did.
-create function @extschema@.hybrid_search_restore()
+create or replace function @extschema@.hybrid_search_restore()
 returns setof text
 as $func$
 declare

@@ -7,7 +7,7 @@
 -- (configuration, model path, index rebuilds, re-embedding, checks, grants)
 -- is for the extension owner only. 099_privileges.sql revokes EXECUTE on
 -- every function from PUBLIC, so these lists are the whole truth.
-create function @extschema@._role_functions(access text)
+create or replace function @extschema@._role_functions(access text)
 returns name[]
 as $func$
     select case access
@@ -35,7 +35,7 @@ set search_path to pg_catalog, pg_temp;
 -- The relations derived from documents.sparse and documents.fts (the sparse
 -- and keyword indexes). They hold every row's terms and weights, so
 -- row-level security on documents does not protect them.
-create function @extschema@._sparse_index_relations()
+create or replace function @extschema@._sparse_index_relations()
 returns regclass[]
 as $func$
     select array[
@@ -62,7 +62,7 @@ set search_path to pg_catalog, pg_temp;
 -- (they would show every tenant's token weights); sparse_search then scans
 -- documents exactly, under the role's policies. Only the owner of the objects (or a superuser) can
 -- grant, as with GRANT itself.
-create function @extschema@.hybrid_search_grant(role regrole, access text default 'search')
+create or replace function @extschema@.hybrid_search_grant(role regrole, access text default 'search')
 returns setof text
 as $func$
 declare
@@ -149,7 +149,7 @@ comment on function @extschema@.hybrid_search_grant is
 -------------------------------------------------------------------------------
 -- hybrid_search_revoke
 -- Takes back everything hybrid_search_grant can give, whatever the level.
-create function @extschema@.hybrid_search_revoke(role regrole)
+create or replace function @extschema@.hybrid_search_revoke(role regrole)
 returns setof text
 as $func$
 declare

@@ -31,3 +31,35 @@ begin
     end loop;
 end;
 $block$;
+
+-- After ALTER EXTENSION UPDATE: a role granted a level by hybrid_search_grant
+-- before also gets what this version added to that level. (A fresh install
+-- has no such role.) The level is read back from the grants themselves.
+do $block$
+declare
+    granted record;
+begin
+    for granted in
+        select
+            a.grantee::regrole as role,
+            case
+                when pg_catalog.bool_or(p.proname = any(@extschema@._role_functions('write')))
+                    then 'write'
+                else 'search'
+            end as access
+        from pg_catalog.pg_proc as p
+        cross join lateral pg_catalog.aclexplode(p.proacl) as a
+        where
+            p.pronamespace = '@extschema@'::regnamespace
+            and a.privilege_type = 'EXECUTE'
+            and a.grantee <> 0
+            and a.grantee <> p.proowner
+            and p.proname = any(
+                @extschema@._role_functions('search') || @extschema@._role_functions('write')
+            )
+        group by a.grantee
+    loop
+        perform @extschema@.hybrid_search_grant(granted.role, granted.access);
+    end loop;
+end;
+$block$;

@@ -29,6 +29,7 @@ def init_sql(layout: Layout, record: dict) -> str:
     return "\n".join(
         [
             "create extension if not exists hybrid_search cascade;",
+            "alter extension hybrid_search update;",
             sql.SQL("select hybrid_search_configure(python_venv => {});")
             .format(sql.Literal(str(layout.venv)))
             .as_string(None),
@@ -55,11 +56,16 @@ def ensure_extension(
     """CREATE EXTENSION hybrid_search CASCADE, our venv, and the model (each only if needed;
     no model given: leave the default). dense_model and sparse_model set the legs apart."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        installed = conn.execute(
-            "select extversion from pg_extension where extname = 'hybrid_search'"
+        installed, available = conn.execute(
+            "select installed_version, default_version from pg_available_extensions"
+            " where name = 'hybrid_search'"
         ).fetchone()
-        if installed:
-            report.done(f"extension hybrid_search {installed[0]}")
+        if installed == available:
+            report.done(f"extension hybrid_search {installed}")
+        elif installed:
+            # new extension files over an older database: bring it up to them, keeping the data
+            report.changing(f"extension hybrid_search {installed} -> {available} (ALTER EXTENSION)")
+            conn.execute("alter extension hybrid_search update")
         else:
             report.changing("extension hybrid_search (CREATE EXTENSION ... CASCADE)")
             conn.execute("create extension hybrid_search cascade")
