@@ -2,7 +2,9 @@
 loaded into the local cluster, and a few queries."""
 
 import json
+import os
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
@@ -28,30 +30,44 @@ def ensure_manual() -> None:
     system.apt_install(manual_corpus.PACKAGE)
 
 
-def load_corpus(conn) -> int:
-    """Insert the small corpus and the manual's sections unless they are there already;
-    one INSERT each, embedded in batches."""
+def load_corpus(dsn: str) -> int:
+    """Insert the small corpus and the manual's sections unless they are all there already."""
     return _insert(
-        conn,
+        dsn,
         "demo",
         lambda: [json.loads(line) for line in CORPUS.read_text().splitlines() if line.strip()],
-    ) + _insert(conn, manual_corpus.PACKAGE, manual_corpus.documents)
+    ) + _insert(dsn, manual_corpus.PACKAGE, manual_corpus.documents)
 
 
-def _insert(conn, source: str, rows) -> int:
-    present = conn.execute(
-        "select count(*) from documents where metadata @> jsonb_build_object('source', %s::text)",
-        [source],
-    ).fetchone()[0]
-    if present:
-        return 0
+def _insert(dsn: str, source: str, rows) -> int:
+    """One INSERT per core, each embedded in batches by its own backend (a backend embeds on
+    one thread by default). A partial load from an interrupted run is replaced."""
     rows = rows()
-    conn.execute(
-        "insert into documents (content, metadata)"
-        " select c, m from unnest(%s::text[], %s::jsonb[]) as t (c, m)",
-        [[r["content"] for r in rows], [json.dumps(r["metadata"]) for r in rows]],
-    )
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        present = conn.execute(
+            "select count(*) from documents where metadata->>'source' = %s", [source]
+        ).fetchone()[0]
+        if present == len(rows):
+            return 0
+        if present:
+            conn.execute("delete from documents where metadata->>'source' = %s", [source])
+    workers = min(os.cpu_count() or 1, max(1, len(rows) // 100))
+    with ThreadPoolExecutor(workers) as pool:
+        list(
+            pool.map(
+                lambda part: _insert_part(dsn, part), [rows[i::workers] for i in range(workers)]
+            )
+        )
     return len(rows)
+
+
+def _insert_part(dsn: str, rows) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "insert into documents (content, metadata)"
+            " select c, m from unnest(%s::text[], %s::jsonb[]) as t (c, m)",
+            [[r["content"] for r in rows], [json.dumps(r["metadata"]) for r in rows]],
+        )
 
 
 def _cell(value, digits=3):
@@ -69,9 +85,9 @@ def run(dsn: str, model: dict) -> None:
             "      `hybrid-search setup --model DIR` installs BGE-M3."
         )
     ensure_manual()
+    print("loading the corpus (the manual's sections are embedded as they are inserted)")
+    loaded = load_corpus(dsn)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        print("loading the corpus (the manual's sections are embedded as they are inserted)")
-        loaded = load_corpus(conn)
         total = conn.execute("select count(*) from documents").fetchone()[0]
         print(f"corpus: {total} documents ({loaded} loaded now), model {model['model']}")
         conn.execute("select hybrid_search_refresh()")
