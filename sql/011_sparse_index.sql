@@ -53,37 +53,40 @@ comment on table @extschema@.hybrid_search_sparse_changes is
 'documents changed since the sparse index was built (scored exactly until the next refresh)';
 
 -------------------------------------------------------------------------------
--- _sparse_index_note_changes
--- Statement-level trigger: remember inserted and deleted rows, and rows whose
--- sparse vector (or id) an UPDATE changed. This and _sparse_index_truncated
--- run as the extension owner (SECURITY DEFINER, search_path pinned): a role
--- allowed to write documents needs no rights on the index tables, and the
--- triggers only copy the ids of rows that role has just written.
-create or replace function @extschema@._sparse_index_note_changes()
+-- _index_note_changes
+-- Statement-level trigger of a derived index (sparse here, keyword in
+-- 030_keyword_index.sql): remember inserted and deleted rows, and rows whose
+-- indexed column (tg_argv[1], compared in the binary form of its type's send
+-- function tg_argv[2], since sparsevec's equality lives in pgvector's schema)
+-- or id an UPDATE changed, in the index's change table (tg_argv[0]). The
+-- arguments are fixed by the CREATE TRIGGERs, never user input. This and _index_truncated run as the extension owner
+-- (SECURITY DEFINER, search_path pinned): a role allowed to write documents
+-- needs no rights on the index tables, and the triggers only copy the ids of
+-- rows that role has just written.
+create or replace function @extschema@._index_note_changes()
 returns trigger
 as $func$
+declare
+    changes regclass := tg_argv[0]::regclass;
+    send regproc := tg_argv[2]::regproc;
+    upsert constant text := ' on conflict (doc_id) do update set xid = excluded.xid';
 begin
     if tg_op = 'INSERT' then
-        insert into @extschema@.hybrid_search_sparse_changes as c (doc_id)
-        select n.id from new_rows as n
-        on conflict (doc_id) do update set xid = excluded.xid;
+        execute pg_catalog.format('insert into %s as c (doc_id) select n.id from new_rows as n', changes)
+        || upsert;
     elsif tg_op = 'DELETE' then
-        insert into @extschema@.hybrid_search_sparse_changes as c (doc_id)
-        select o.id from old_rows as o
-        on conflict (doc_id) do update set xid = excluded.xid;
+        execute pg_catalog.format('insert into %s as c (doc_id) select o.id from old_rows as o', changes)
+        || upsert;
     else
-        insert into @extschema@.hybrid_search_sparse_changes as c (doc_id)
-        select n.id from new_rows as n
-        left join old_rows as o on n.id = o.id
-        where
-            o.id is null
-            or @extschema:vector@.sparsevec_send(n.sparse)
-            is distinct from @extschema:vector@.sparsevec_send(o.sparse)
-        union
-        select o.id from old_rows as o
-        left join new_rows as n on o.id = n.id
-        where n.id is null
-        on conflict (doc_id) do update set xid = excluded.xid;
+        execute pg_catalog.format(
+            'insert into %s as c (doc_id)'
+            ' select n.id from new_rows as n left join old_rows as o on n.id = o.id'
+            ' where o.id is null or %3$s(n.%2$I) is distinct from %3$s(o.%2$I)'
+            ' union'
+            ' select o.id from old_rows as o left join new_rows as n on o.id = n.id'
+            ' where n.id is null',
+            changes, tg_argv[1], send
+        ) || upsert;
     end if;
     return null;
 end;
@@ -92,15 +95,18 @@ language plpgsql volatile security definer
 set search_path to pg_catalog, pg_temp;
 
 -------------------------------------------------------------------------------
--- _sparse_index_truncated
--- TRUNCATE documents empties the index in the same transaction.
-create or replace function @extschema@._sparse_index_truncated()
+-- _index_truncated
+-- TRUNCATE documents empties a derived index (its tables: tg_argv) in the
+-- same transaction.
+create or replace function @extschema@._index_truncated()
 returns trigger
 as $func$
+declare
+    index_table text;
 begin
-    delete from @extschema@.hybrid_search_sparse_postings;
-    delete from @extschema@.hybrid_search_sparse_changes;
-    delete from @extschema@.hybrid_search_sparse_segment;
+    foreach index_table in array tg_argv loop
+        execute pg_catalog.format('delete from %s', index_table::regclass);
+    end loop;
     return null;
 end;
 $func$
@@ -110,21 +116,31 @@ set search_path to pg_catalog, pg_temp;
 create or replace trigger sparse_index_inserted
 after insert on @extschema@.documents
 referencing new table as new_rows
-for each statement execute function @extschema@._sparse_index_note_changes();
+for each statement execute function @extschema@._index_note_changes(
+    '@extschema@.hybrid_search_sparse_changes', 'sparse', '@extschema:vector@.sparsevec_send'
+);
 
 create or replace trigger sparse_index_updated
 after update on @extschema@.documents
 referencing old table as old_rows new table as new_rows
-for each statement execute function @extschema@._sparse_index_note_changes();
+for each statement execute function @extschema@._index_note_changes(
+    '@extschema@.hybrid_search_sparse_changes', 'sparse', '@extschema:vector@.sparsevec_send'
+);
 
 create or replace trigger sparse_index_deleted
 after delete on @extschema@.documents
 referencing old table as old_rows
-for each statement execute function @extschema@._sparse_index_note_changes();
+for each statement execute function @extschema@._index_note_changes(
+    '@extschema@.hybrid_search_sparse_changes', 'sparse', '@extschema:vector@.sparsevec_send'
+);
 
 create or replace trigger sparse_index_truncated
 after truncate on @extschema@.documents
-for each statement execute function @extschema@._sparse_index_truncated();
+for each statement execute function @extschema@._index_truncated(
+    '@extschema@.hybrid_search_sparse_postings',
+    '@extschema@.hybrid_search_sparse_changes',
+    '@extschema@.hybrid_search_sparse_segment'
+);
 
 -------------------------------------------------------------------------------
 -- hybrid_search_rebuild_sparse_index

@@ -64,75 +64,37 @@ create table if not exists @extschema@.hybrid_search_keyword_changes (
 comment on table @extschema@.hybrid_search_keyword_changes is
 'documents changed since the keyword index was built (scored from documents.fts until the next refresh)';
 
--------------------------------------------------------------------------------
--- _keyword_index_note_changes
--- Statement-level trigger: remember inserted and deleted rows and rows whose
--- fts an UPDATE changed. SECURITY DEFINER like _sparse_index_note_changes:
--- writers need no rights on the index tables.
-create or replace function @extschema@._keyword_index_note_changes()
-returns trigger
-as $func$
-begin
-    if tg_op = 'INSERT' then
-        insert into @extschema@.hybrid_search_keyword_changes as c (doc_id)
-        select n.id from new_rows as n
-        on conflict (doc_id) do update set xid = excluded.xid;
-    elsif tg_op = 'DELETE' then
-        insert into @extschema@.hybrid_search_keyword_changes as c (doc_id)
-        select o.id from old_rows as o
-        on conflict (doc_id) do update set xid = excluded.xid;
-    else
-        insert into @extschema@.hybrid_search_keyword_changes as c (doc_id)
-        select n.id from new_rows as n
-        left join old_rows as o on n.id = o.id
-        where o.id is null or n.fts is distinct from o.fts
-        union
-        select o.id from old_rows as o
-        left join new_rows as n on o.id = n.id
-        where n.id is null
-        on conflict (doc_id) do update set xid = excluded.xid;
-    end if;
-    return null;
-end;
-$func$
-language plpgsql volatile security definer
-set search_path to pg_catalog, pg_temp;
-
--------------------------------------------------------------------------------
--- _keyword_index_truncated
--- TRUNCATE documents empties the keyword index in the same transaction.
-create or replace function @extschema@._keyword_index_truncated()
-returns trigger
-as $func$
-begin
-    delete from @extschema@.hybrid_search_keyword_postings;
-    delete from @extschema@.hybrid_search_keyword_lexemes;
-    delete from @extschema@.hybrid_search_keyword_changes;
-    delete from @extschema@.hybrid_search_keyword_segment;
-    return null;
-end;
-$func$
-language plpgsql volatile security definer
-set search_path to pg_catalog, pg_temp;
-
+-- The keyword index's change list is kept like the sparse index's
+-- (011_sparse_index.sql), for changes of fts.
 create or replace trigger keyword_index_inserted
 after insert on @extschema@.documents
 referencing new table as new_rows
-for each statement execute function @extschema@._keyword_index_note_changes();
+for each statement execute function @extschema@._index_note_changes(
+    '@extschema@.hybrid_search_keyword_changes', 'fts', 'pg_catalog.tsvectorsend'
+);
 
 create or replace trigger keyword_index_updated
 after update on @extschema@.documents
 referencing old table as old_rows new table as new_rows
-for each statement execute function @extschema@._keyword_index_note_changes();
+for each statement execute function @extschema@._index_note_changes(
+    '@extschema@.hybrid_search_keyword_changes', 'fts', 'pg_catalog.tsvectorsend'
+);
 
 create or replace trigger keyword_index_deleted
 after delete on @extschema@.documents
 referencing old table as old_rows
-for each statement execute function @extschema@._keyword_index_note_changes();
+for each statement execute function @extschema@._index_note_changes(
+    '@extschema@.hybrid_search_keyword_changes', 'fts', 'pg_catalog.tsvectorsend'
+);
 
 create or replace trigger keyword_index_truncated
 after truncate on @extschema@.documents
-for each statement execute function @extschema@._keyword_index_truncated();
+for each statement execute function @extschema@._index_truncated(
+    '@extschema@.hybrid_search_keyword_postings',
+    '@extschema@.hybrid_search_keyword_lexemes',
+    '@extschema@.hybrid_search_keyword_changes',
+    '@extschema@.hybrid_search_keyword_segment'
+);
 
 -------------------------------------------------------------------------------
 -- hybrid_search_rebuild_keyword_index

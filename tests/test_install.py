@@ -76,10 +76,8 @@ def test_every_public_function_is_documented(conn):
 # the only functions that run with the owner's rights: index bookkeeping triggers, and the
 # event trigger that remembers documents' policies and indexes for hybrid_search_restore
 SECURITY_DEFINER = {
-    "_sparse_index_note_changes()",
-    "_sparse_index_truncated()",
-    "_keyword_index_note_changes()",
-    "_keyword_index_truncated()",
+    "_index_note_changes()",
+    "_index_truncated()",
     "_remember_documents_ddl()",
 }
 

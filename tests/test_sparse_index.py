@@ -73,6 +73,23 @@ def test_writes_after_refresh_are_seen_at_once(big):
     assert_same(big, k=50)
 
 
+def test_only_updates_of_the_indexed_column_are_noted(big):
+    big.execute("select hybrid_search_refresh()")
+
+    def noted():
+        return [
+            big.execute(f"select array_agg(doc_id order by doc_id) from {t}").fetchone()[0]
+            for t in ("hybrid_search_sparse_changes", "hybrid_search_keyword_changes")
+        ]
+
+    big.execute("update documents set metadata = '{\"x\": 1}' where id <= 3")
+    assert noted() == [None, None]
+    big.execute("update documents set content = content || ' and vacuum' where id = 2")
+    assert noted() == [[2], [2]]
+    big.execute("update documents set id = -id where id = 3")  # a key change is a delete + insert
+    assert noted() == [[-3, 2, 3], [-3, 2, 3]]
+
+
 def test_truncate_empties_the_index(big):
     big.execute("truncate documents")
     assert big.execute("select count(*) from hybrid_search_sparse_postings").fetchone()[0] == 0

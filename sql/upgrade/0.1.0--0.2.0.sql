@@ -4,4 +4,19 @@
 -- shape changed (ALTER TABLE/TYPE), functions whose signature or result type
 -- changed (dropped here, created again by the script), renamed objects.
 -- tests/test_upgrade.py compares an upgraded database with a fresh install.
-select 1;
+
+-- The sparse and keyword indexes share one change-list trigger function
+-- (_index_note_changes, _index_truncated); the triggers are created again by
+-- the script, on the shared functions.
+drop trigger sparse_index_inserted on @extschema@.documents;
+drop trigger sparse_index_updated on @extschema@.documents;
+drop trigger sparse_index_deleted on @extschema@.documents;
+drop trigger sparse_index_truncated on @extschema@.documents;
+drop trigger keyword_index_inserted on @extschema@.documents;
+drop trigger keyword_index_updated on @extschema@.documents;
+drop trigger keyword_index_deleted on @extschema@.documents;
+drop trigger keyword_index_truncated on @extschema@.documents;
+drop function @extschema@._sparse_index_note_changes();
+drop function @extschema@._sparse_index_truncated();
+drop function @extschema@._keyword_index_note_changes();
+drop function @extschema@._keyword_index_truncated();
