@@ -19,6 +19,7 @@ class Settings:
     dense_model: str
     sparse_model: str
     embedding_model: str  # what documents.model records
+    colbert_store: bool = False  # writes store ColBERT vectors (BGE-M3 only)
 
     @property
     def model_key(self) -> tuple:
@@ -33,7 +34,7 @@ def read(plpy) -> Settings:
         schema, _ = catalog.schemas(plpy)
         _statement = plpy.prepare(
             "select model, device, dtype, batch_size, max_length, num_threads, max_content_chars,"
-            " dense_model, sparse_model, embedding_model"
+            " dense_model, sparse_model, embedding_model, colbert_store"
             f" from {schema}.hybrid_search_settings"
         )
     row = plpy.execute(_statement)[0]
