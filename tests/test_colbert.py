@@ -241,3 +241,20 @@ def test_rerank_sees_only_the_callers_rows(store):
         for tenant in TENANTS:
             store.execute(f"drop owned by {tenant}")
             store.execute(f"drop role if exists {tenant}")
+
+
+def test_queued_writes_store_vectors_when_the_worker_embeds(store):
+    store.execute("select hybrid_search_configure(embed_mode => 'queued')")
+    (doc_id,) = insert(store, CORPUS[0])
+    assert store.execute("select colbert from documents where id = %s", [doc_id]).fetchone() == (
+        None,
+    )
+    store.execute("call hybrid_search_worker()")
+    (data,) = store.execute("select colbert from documents where id = %s", [doc_id]).fetchone()
+    assert data is not None and len(data) % (2 * DIM) == 0
+    # re-ranking reads what the worker stored: the same score as recomputing it
+    stored = rerank(store, QUERIES[0], [doc_id])
+    store.execute("update documents set colbert = null")
+    assert [r[2] for r in rerank(store, QUERIES[0], [doc_id])] == pytest.approx(
+        [r[2] for r in stored], abs=1e-6
+    )
