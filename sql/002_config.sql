@@ -21,7 +21,8 @@ create table if not exists @extschema@.hybrid_search_config (
     dense_model text check (dense_model <> ''),
     sparse_model text check (sparse_model <> ''),
     bm25_k1 double precision check (bm25_k1 >= 0 and bm25_k1 < 'Infinity'),
-    bm25_b double precision check (bm25_b between 0 and 1)
+    bm25_b double precision check (bm25_b between 0 and 1),
+    colbert_store boolean
 );
 
 comment on table @extschema@.hybrid_search_config is
@@ -42,6 +43,8 @@ comment on column @extschema@.hybrid_search_config.queue_retry_seconds is
 'first retry delay of a failed queued document; it doubles with every attempt (at most 1 hour)';
 comment on column @extschema@.hybrid_search_config.dense_model is
 'model of the dense leg when it is not model: BGE-M3 or a sentence-transformers model directory';
+comment on column @extschema@.hybrid_search_config.colbert_store is
+'store BGE-M3 ColBERT vectors in documents.colbert on write (about 2 KB per token), for colbert_rerank';
 comment on column @extschema@.hybrid_search_config.sparse_model is
 'model of the sparse leg when it is not model: BGE-M3 or a SPLADE (masked language model) directory';
 
@@ -75,7 +78,8 @@ select
             || ' sparse=' || coalesce(c.sparse_model, c.model, 'BAAI/bge-m3')
     end as embedding_model,
     coalesce(c.bm25_k1, 1.2) as bm25_k1,
-    coalesce(c.bm25_b, 0.75) as bm25_b
+    coalesce(c.bm25_b, 0.75) as bm25_b,
+    coalesce(c.colbert_store, false) as colbert_store
 from (values (true)) as one_row (singleton)
 left join @extschema@.hybrid_search_config as c on one_row.singleton = c.singleton;
 
@@ -86,7 +90,10 @@ comment on view @extschema@.hybrid_search_settings is
 -- hybrid_search_configure
 -- Change settings by name; arguments left NULL keep their current value. A
 -- new text search configuration rewrites documents.fts, and new BM25
--- parameters rebuild the keyword index. Runs with the
+-- parameters rebuild the keyword index. colbert_store => true (BGE-M3 only)
+-- makes writes store ColBERT vectors from now on (existing rows get them when
+-- re-embedded; until then colbert_rerank computes theirs); false clears the
+-- stored ones. Runs with the
 -- caller's rights, so only the owner of hybrid_search_config (or a
 -- superuser) gets past the INSERT.
 create or replace function @extschema@.hybrid_search_configure(
@@ -102,7 +109,8 @@ create or replace function @extschema@.hybrid_search_configure(
     queue_max_attempts integer default null,
     queue_retry_seconds integer default null,
     bm25_k1 double precision default null,
-    bm25_b double precision default null
+    bm25_b double precision default null,
+    colbert_store boolean default null
 ) returns setof @extschema@.hybrid_search_settings
 as $func$
 declare
@@ -112,11 +120,13 @@ begin
     select * into before from @extschema@.hybrid_search_settings;
     insert into @extschema@.hybrid_search_config as c (
         device, dtype, batch_size, max_length, num_threads, text_search_config, python_venv,
-        max_content_chars, embed_mode, queue_max_attempts, queue_retry_seconds, bm25_k1, bm25_b
+        max_content_chars, embed_mode, queue_max_attempts, queue_retry_seconds, bm25_k1, bm25_b,
+        colbert_store
     )
     values (
         device, dtype, batch_size, max_length, num_threads, text_search_config, python_venv,
-        max_content_chars, embed_mode, queue_max_attempts, queue_retry_seconds, bm25_k1, bm25_b
+        max_content_chars, embed_mode, queue_max_attempts, queue_retry_seconds, bm25_k1, bm25_b,
+        colbert_store
     )
     on conflict (singleton) do update set
         device = coalesce(excluded.device, c.device),
@@ -131,8 +141,14 @@ begin
         queue_max_attempts = coalesce(excluded.queue_max_attempts, c.queue_max_attempts),
         queue_retry_seconds = coalesce(excluded.queue_retry_seconds, c.queue_retry_seconds),
         bm25_k1 = coalesce(excluded.bm25_k1, c.bm25_k1),
-        bm25_b = coalesce(excluded.bm25_b, c.bm25_b);
+        bm25_b = coalesce(excluded.bm25_b, c.bm25_b),
+        colbert_store = coalesce(excluded.colbert_store, c.colbert_store);
     select * into after from @extschema@.hybrid_search_settings;
+    if after.colbert_store and not before.colbert_store then
+        perform @extschema@._colbert_check_encoders('hybrid_search_configure');
+    elsif before.colbert_store and not after.colbert_store then
+        update @extschema@.documents as d set colbert = null where d.colbert is not null;
+    end if;
     if after.text_search_config <> before.text_search_config then
         update @extschema@.documents as d
         set fts = pg_catalog.to_tsvector(after.text_search_config, d.content);

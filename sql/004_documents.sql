@@ -15,6 +15,7 @@ create table if not exists @extschema@.documents (
     embedded_at timestamptz,
     source text,
     source_key text,
+    colbert bytea,
     unique (source, source_key)
 );
 
@@ -28,6 +29,8 @@ comment on column @extschema@.documents.fts is
 'to_tsvector(hybrid_search_settings.text_search_config, content)';
 comment on column @extschema@.documents.model is
 'model that produced dense and sparse';
+comment on column @extschema@.documents.colbert is
+'BGE-M3 ColBERT vectors if hybrid_search_settings.colbert_store: float16 little-endian, tokens x 1024, row-major';
 comment on column @extschema@.documents.source is
 'for rows copied from a table enabled with hybrid_search_enable: that table; NULL otherwise';
 comment on column @extschema@.documents.source_key is

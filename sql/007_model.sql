@@ -112,7 +112,7 @@ begin
 
     -- the shape changes or rows must be re-embedded: clear, resize, embed again
     update @extschema@.documents
-    set dense = null, sparse = null, model = null, embedded_at = null
+    set dense = null, sparse = null, colbert = null, model = null, embedded_at = null
     where embedded_at is not null;
     execute pg_catalog.format(
         'alter table @extschema@.documents '

@@ -11,10 +11,11 @@ as $func$
         set
             dense = e.dense,
             sparse = e.sparse,
+            colbert = e.colbert,
             model = s.embedding_model,
             embedded_at = pg_catalog.now()
         from unnest(ids, contents) with ordinality as b (id, content, ord)
-        inner join @extschema@.embed_batch(contents) as e on b.ord = e.ord
+        inner join @extschema@._embed_for_storage(contents) as e on b.ord = e.ord
         cross join @extschema@.hybrid_search_settings as s
         where d.id = b.id and d.content = b.content
         returning d.id
@@ -105,7 +106,9 @@ set search_path to pg_catalog, pg_temp;
 -------------------------------------------------------------------------------
 -- _documents_fulltext
 -- Row-level trigger: fts follows content (and hybrid_search_configure
--- rewrites it when the text search configuration changes).
+-- rewrites it when the text search configuration changes). Stored ColBERT
+-- vectors of the old content are dropped unless the same UPDATE sets new ones
+-- (the embedding triggers store them again where colbert_store is on).
 create or replace function @extschema@._documents_fulltext()
 returns trigger
 as $func$
@@ -113,6 +116,10 @@ begin
     new.fts := pg_catalog.to_tsvector(
         (select s.text_search_config from @extschema@.hybrid_search_settings as s), new.content
     );
+    if tg_op = 'UPDATE' and new.colbert is not null and new.content is distinct from old.content
+        and new.colbert = old.colbert then
+        new.colbert := null;
+    end if;
     return new;
 end;
 $func$

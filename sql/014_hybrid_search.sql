@@ -16,14 +16,16 @@ begin
             sparse_rank integer,
             sparse_score double precision,
             keyword_rank integer,
-            keyword_score double precision
+            keyword_score double precision,
+            colbert_rank integer,
+            colbert_score double precision
         );
     end if;
 end;
 $block$;
 
 comment on type @extschema@.hybrid_search_result is
-'a hybrid_search row: document, fused score, and each leg''s rank and score';
+'a hybrid_search row: document, fused score, and each leg''s rank and score (colbert: re-ranking)';
 
 -------------------------------------------------------------------------------
 -- hybrid_search (query vectors)
@@ -43,6 +45,13 @@ comment on type @extschema@.hybrid_search_result is
 -- A leg whose query is NULL (or whose weight is 0) is skipped. Ties are broken
 -- by id, so the order is deterministic. source narrows the search to the rows
 -- of one table enabled with hybrid_search_enable.
+-- colbert_rerank => N (BGE-M3 only; off when NULL or 0): the fused top
+-- greatest(N, k) are re-scored with ColBERT MaxSim (colbert_rerank()), a
+-- fourth leg fused over those candidates with the same fusion: weighted adds
+-- colbert_weight (default 0.4) times its min-max normalised score and divides
+-- by the sum of weights, raw adds colbert_weight times MaxSim (with the raw
+-- defaults this is BGE-M3's dense 0.4 + sparse 0.2 + colbert 0.4 'All'
+-- score), rrf adds colbert_weight (default 1) / (rrf_k + its rank).
 create or replace function @extschema@.hybrid_search(
     query text,
     query_dense @extschema:vector@.vector,
@@ -56,7 +65,9 @@ create or replace function @extschema@.hybrid_search(
     filter jsonb default null,
     rrf_k integer default 60,
     ef_search integer default 100,
-    source regclass default null
+    source regclass default null,
+    colbert_rerank integer default null,
+    colbert_weight double precision default null
 ) returns setof @extschema@.hybrid_search_result
 as $func$
 #variable_conflict use_column
@@ -65,7 +76,10 @@ declare
     w_dense double precision;
     w_sparse double precision;
     w_keyword double precision;
+    w_colbert double precision;
     per_leg integer;
+    rerank boolean := coalesce(colbert_rerank, 0) <> 0;
+    shortlist integer := k;
 begin
     perform @extschema@._check_search_arguments('hybrid_search', k, filter);
     if fusion is null or fusion not in ('rrf', 'weighted', 'raw') then
@@ -100,6 +114,24 @@ begin
         raise exception 'hybrid_search: nothing to search: every leg has weight 0 or no query'
         using errcode = 'invalid_parameter_value';
     end if;
+    if rerank then
+        if colbert_rerank < 1 or colbert_rerank > 1000 then
+            raise exception 'hybrid_search: colbert_rerank must be between 1 and 1000 (or NULL), got %',
+                colbert_rerank
+            using errcode = 'invalid_parameter_value';
+        end if;
+        if colbert_weight < 0 or colbert_weight = 'NaN' or colbert_weight = 'Infinity' then
+            raise exception 'hybrid_search: colbert_weight must be finite and 0 or more, got %', colbert_weight
+            using errcode = 'invalid_parameter_value';
+        end if;
+        if query is null or pg_catalog.btrim(query) = '' then
+            raise exception 'hybrid_search: colbert_rerank needs the query text'
+            using errcode = 'invalid_parameter_value';
+        end if;
+        perform @extschema@._colbert_check_encoders('hybrid_search');
+        shortlist := greatest(colbert_rerank, k);
+    end if;
+    w_colbert := case when rerank then coalesce(colbert_weight, case when rrf then 1 else 0.4 end) else 0 end;
     per_leg := greatest(candidates, k);
     filter := @extschema@._source_filter(source, filter);
 
@@ -161,11 +193,48 @@ begin
         from joined as j
     ),
 
-    -- only the k winners are joined to documents (the planner cannot know
+    -- only the winners are joined to documents (the planner cannot know
     -- how few rows the legs return and would otherwise scan the table)
-    best as (
+    shortlisted as (
         select * from fused as f
         order by f.fused_score desc, f.id
+        limit shortlist
+    ),
+
+    colbert as (
+        select c.id, c.rank, c.score
+        from @extschema@.colbert_rerank(query, array(select sl.id from shortlisted as sl)) as c
+        where rerank
+    ),
+
+    reranked as (
+        select
+            sl.*,
+            c.rank as c_rank,
+            c.score as c_score,
+            case
+                when not rerank then sl.fused_score
+                when rrf then sl.fused_score + coalesce(w_colbert / (rrf_k + c.rank), 0)
+                when fusion = 'raw' then sl.fused_score + w_colbert * coalesce(c.score, 0)
+                else (
+                    sl.fused_score * (w_dense + w_sparse + w_keyword)
+                    + w_colbert * case
+                        when c.rank is null then 0
+                        else coalesce(
+                            (c.score - min(c.score) over ())
+                            / nullif(max(c.score) over () - min(c.score) over (), 0),
+                            1
+                        )
+                    end
+                ) / (w_dense + w_sparse + w_keyword + w_colbert)
+            end as final_score
+        from shortlisted as sl
+        left join colbert as c on sl.id = c.id
+    ),
+
+    best as (
+        select * from reranked as r
+        order by r.final_score desc, r.id
         limit k
     )
 
@@ -173,16 +242,18 @@ begin
         b.id,
         doc.content,
         doc.metadata,
-        b.fused_score,
+        b.final_score,
         b.d_rank,
         b.d_score,
         b.s_rank,
         b.s_score,
         b.k_rank,
-        b.k_score
+        b.k_score,
+        b.c_rank,
+        b.c_score
     from best as b
     inner join @extschema@.documents as doc on b.id = doc.id
-    order by b.fused_score desc, b.id;
+    order by b.final_score desc, b.id;
 end;
 $func$
 language plpgsql stable parallel safe security invoker
@@ -191,14 +262,15 @@ set search_path to pg_catalog, pg_temp;
 comment on function @extschema@.hybrid_search(
     text, @extschema:vector@.vector, @extschema:vector@.sparsevec,
     integer, text, double precision, double precision, double precision, integer, jsonb, integer, integer,
-    regclass
+    regclass, integer, double precision
 ) is
-'hybrid search with query vectors computed elsewhere (query text feeds the keyword leg)';
+'hybrid search with query vectors computed elsewhere (query text feeds the keyword leg and ColBERT re-ranking)';
 
 -------------------------------------------------------------------------------
 -- hybrid_search (text)
--- Embeds the query once (dense and sparse from one forward pass) and fuses
--- the three legs as above.
+-- Embeds the query once (dense and sparse from one forward pass, and ColBERT
+-- vectors in the same pass when colbert_rerank is asked for) and fuses the
+-- legs as above.
 create or replace function @extschema@.hybrid_search(
     query text,
     k integer default 10,
@@ -210,7 +282,9 @@ create or replace function @extschema@.hybrid_search(
     filter jsonb default null,
     rrf_k integer default 60,
     ef_search integer default 100,
-    source regclass default null
+    source regclass default null,
+    colbert_rerank integer default null,
+    colbert_weight double precision default null
 ) returns setof @extschema@.hybrid_search_result
 as $func$
 #variable_conflict use_column
@@ -220,6 +294,10 @@ begin
     perform @extschema@._check_query_text('hybrid_search', query);
     perform @extschema@._check_query_model('hybrid_search');
     perform @extschema@._check_search_arguments('hybrid_search', k, filter);
+    if colbert_rerank > 0 then
+        perform @extschema@._colbert_check_encoders('hybrid_search');
+        perform @extschema@._colbert_query(query);  -- all three heads in one forward pass
+    end if;
     select * into q from @extschema@.embed(query);
     return query
     select * from @extschema@.hybrid_search(
@@ -228,7 +306,7 @@ begin
         dense_weight => dense_weight, sparse_weight => sparse_weight,
         keyword_weight => keyword_weight,
         candidates => candidates, filter => filter, rrf_k => rrf_k, ef_search => ef_search,
-        source => source
+        source => source, colbert_rerank => colbert_rerank, colbert_weight => colbert_weight
     );
 end;
 $func$
@@ -237,6 +315,6 @@ set search_path to pg_catalog, pg_temp;
 
 comment on function @extschema@.hybrid_search(
     text, integer, text, double precision, double precision, double precision, integer, jsonb, integer,
-    integer, regclass
+    integer, regclass, integer, double precision
 ) is
 'hybrid dense + sparse + full-text search for query: id, content, metadata, fused score and each leg''s rank and score';

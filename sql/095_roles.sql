@@ -19,11 +19,12 @@ as $func$
             '_check_search_arguments', '_check_query_text', '_check_query_vector',
             '_sparse_search_index', '_dense_index_halfvec_dimensions',
             'keyword_search_scan', '_keyword_search_bm25', '_check_query_model', '_source_filter',
-            'hybrid_search_evaluate', 'hybrid_search_score_run'
+            'hybrid_search_evaluate', 'hybrid_search_score_run',
+            'colbert_rerank', '_colbert_query', '_colbert_check_encoders'
         ]::name[]
         when 'write' then array[
             'hybrid_search_embed_documents', '_embed_on_write', '_embed_and_store',
-            'hybrid_search_enqueue', '_source_row_sql'
+            'hybrid_search_enqueue', '_source_row_sql', '_embed_for_storage'
         ]::name[]
     end;
 $func$

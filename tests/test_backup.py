@@ -84,7 +84,8 @@ def test_dump_and_restore_keep_vectors_and_search(cluster, layout, model_dir, sc
         assert dst.execute(ROW + " order by id").fetchall() == rows  # not re-embedded
         assert dst.execute(
             "select has_function_privilege('hs_dump_reader', 'hybrid_search(text, integer, text,"
-            " float8, float8, float8, integer, jsonb, integer, integer, regclass)', 'execute')"
+            " float8, float8, float8, integer, jsonb, integer, integer, regclass, integer,"
+            " float8)', 'execute')"
         ).fetchone()[0]
         # the vector legs work straight away (exact scans), with the same results
         for leg, expected in legs.items():

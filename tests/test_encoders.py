@@ -154,6 +154,20 @@ def test_mixing_encoders_is_refused(pair, encoder_dirs, model_dir):
     assert pair.execute("select count(*) from dense_search('zebra')").fetchone()[0] == 3
 
 
+def test_colbert_needs_bge_m3(pair):
+    pair.execute("truncate documents")
+    insert(pair, *TEXTS)
+    for call in (
+        "select * from hybrid_search('zebra index', 3, colbert_rerank => 10)",
+        "select * from colbert_rerank('zebra', array[1, 2])",
+        "select hybrid_search_configure(colbert_store => true)",
+    ):
+        with pytest.raises(psycopg.errors.FeatureNotSupported, match="needs BGE-M3"):
+            pair.execute(call)
+    assert pair.execute("select colbert_store from hybrid_search_settings").fetchone() == (False,)
+    assert len(pair.execute("select * from hybrid_search('zebra index', 3)").fetchall()) == 3
+
+
 def test_a_dense_model_cannot_make_sparse_vectors(pair, encoder_dirs):
     dense, _ = encoder_dirs
     pair.execute("truncate documents")

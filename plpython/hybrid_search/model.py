@@ -45,12 +45,14 @@ class Stats:
     texts_encoded: int = 0
     encode_seconds: float = 0.0
     query_cache_hits: int = 0
+    colbert_texts: int = 0  # texts whose ColBERT vectors were computed
 
 
 @dataclass
 class Encoding:
     dense: object  # numpy float32 vector
     lexical_weights: dict = field(default_factory=dict)  # {"token_id": weight}
+    colbert: object = None  # numpy float32 (tokens - 1, dim), normalised; only when asked for
 
 
 class LoadedModel:
@@ -91,6 +93,7 @@ class LoadedModel:
         config = self.flag_model.model.model.config
         self.location = location
         self.dense_dimensions = int(config.hidden_size)
+        self.colbert_dimensions = int(self.flag_model.model.colbert_linear.out_features)
         self.vocabulary_size = int(config.vocab_size)
         # XLM-RoBERTa reserves two positions (padding offset), so 8194 allows 8192 tokens
         self.max_positions = int(config.max_position_embeddings) - 2
@@ -98,9 +101,13 @@ class LoadedModel:
     def token_text(self, token_id: int) -> str:
         return self.flag_model.tokenizer.convert_ids_to_tokens(token_id)
 
-    def encode_batch(self, texts: list[str], max_length: int) -> list[Encoding]:
+    def encode_batch(
+        self, texts: list[str], max_length: int, colbert: bool = False
+    ) -> list[Encoding]:
         """Dense vectors and lexical weights of texts from one forward pass of
-        FlagEmbedding's model (dense and sparse heads; ColBERT is not stored)."""
+        FlagEmbedding's model (dense and sparse heads; the ColBERT head only when
+        colbert is asked for: writes that do not store ColBERT vectors never
+        compute them)."""
         import torch
 
         tokenizer = self.flag_model.tokenizer
@@ -109,15 +116,27 @@ class LoadedModel:
         ).to(self.device)
         with torch.inference_mode():
             output = self.flag_model.model(
-                batch, return_dense=True, return_sparse=True, return_colbert_vecs=False
+                batch, return_dense=True, return_sparse=True, return_colbert_vecs=colbert
             )
         dense = output["dense_vecs"].float().cpu().numpy()
         weights = output["sparse_vecs"].squeeze(-1).float().cpu().numpy()
         ids = batch["input_ids"].cpu().numpy()
-        return [
+        encodings = [
             Encoding(dense[row], _lexical_weights(weights[row], ids[row], self.special_ids))
             for row in range(len(texts))
         ]
+        if colbert:
+            vecs = output["colbert_vecs"].float().cpu().numpy()
+            lengths = batch["attention_mask"].sum(dim=1).cpu().numpy()
+            for row, encoding in enumerate(encodings):
+                # as FlagEmbedding's encode: no CLS vector, no padding (tokens - 1 rows)
+                encoding.colbert = vecs[row, : int(lengths[row]) - 1]
+        return encodings
+
+
+def is_bge_m3(loaded) -> bool:
+    """Only BGE-M3 (one model making both legs) has a ColBERT head."""
+    return isinstance(loaded, LoadedModel)
 
 
 _cached: tuple[tuple, "LoadedModel | encoders.Pair"] | None = None
@@ -154,9 +173,11 @@ def _lexical_weights(weights: np.ndarray, ids: np.ndarray, special: np.ndarray) 
     return result
 
 
-def encode(settings, model, texts: list[str], between_batches=lambda: None) -> list[Encoding]:
-    """Dense vectors and lexical weights of texts: one forward pass per batch_size
-    texts, longest first so that each batch pads little.
+def encode(
+    settings, model, texts: list[str], between_batches=lambda: None, colbert: bool = False
+) -> list[Encoding]:
+    """Dense vectors and lexical weights (and ColBERT vectors if colbert) of texts:
+    one forward pass per batch_size texts, longest first so that each batch pads little.
 
     between_batches runs before every batch but the first: the server cannot
     interrupt Python code, so this is where a cancel or statement_timeout lands.
@@ -179,12 +200,18 @@ def encode(settings, model, texts: list[str], between_batches=lambda: None) -> l
             between_batches()
         members = order[start : start + settings.batch_size]
         started = time.perf_counter()
-        batch = model.encode_batch([texts[i] for i in members], max_length)
+        chunk = [texts[i] for i in members]
+        batch = (
+            model.encode_batch(chunk, max_length, colbert=True)
+            if colbert
+            else model.encode_batch(chunk, max_length)
+        )
         for i, encoding in zip(members, batch, strict=True):
             encodings[i] = encoding
         stats.encode_seconds += time.perf_counter() - started
         stats.encode_calls += 1
         stats.texts_encoded += len(members)
+        stats.colbert_texts += len(members) if colbert else 0
     return encodings
 
 
@@ -192,15 +219,18 @@ QUERY_CACHE_SIZE = 256
 _query_cache: OrderedDict = OrderedDict()
 
 
-def encode_query(settings, model, text: str) -> Encoding:
+def encode_query(settings, model, text: str, colbert: bool = False) -> Encoding:
     """One text, through a per-backend LRU cache: an application repeating a
-    query (paging, retries, popular searches) pays the forward pass once."""
+    query (paging, retries, popular searches) pays the forward pass once. With
+    colbert, the entry also holds the query's ColBERT vectors (computed in the
+    same forward pass as its dense and sparse vectors when asked for first)."""
     key = (settings.model_key, min(settings.max_length, model.max_positions), text)
-    if key in _query_cache:
+    cached = _query_cache.get(key)
+    if cached is not None and (cached.colbert is not None or not colbert):
         _query_cache.move_to_end(key)
         stats.query_cache_hits += 1
-        return _query_cache[key]
-    (encoding,) = encode(settings, model, [text])
+        return cached
+    (encoding,) = encode(settings, model, [text], colbert=colbert)
     _query_cache[key] = encoding
     if len(_query_cache) > QUERY_CACHE_SIZE:
         _query_cache.popitem(last=False)

@@ -1,6 +1,6 @@
 """The extension's settings, read from hybrid_search_settings with one SPI query."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from . import catalog
 
@@ -19,6 +19,7 @@ class Settings:
     dense_model: str
     sparse_model: str
     embedding_model: str  # what documents.model records
+    colbert_store: bool = False  # writes store ColBERT vectors (BGE-M3 only)
 
     @property
     def model_key(self) -> tuple:
@@ -31,10 +32,8 @@ def read(plpy) -> Settings:
     global _statement
     if _statement is None:
         schema, _ = catalog.schemas(plpy)
-        _statement = plpy.prepare(
-            "select model, device, dtype, batch_size, max_length, num_threads, max_content_chars,"
-            " dense_model, sparse_model, embedding_model"
-            f" from {schema}.hybrid_search_settings"
-        )
+        _statement = plpy.prepare(f"select * from {schema}.hybrid_search_settings")
     row = plpy.execute(_statement)[0]
-    return Settings(**row)
+    # a database whose extension is older than this module (new files installed, ALTER
+    # EXTENSION ... UPDATE not run yet) lacks the newest settings: they keep their defaults
+    return Settings(**{f.name: row[f.name] for f in fields(Settings) if f.name in row})

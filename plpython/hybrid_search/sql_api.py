@@ -5,7 +5,7 @@ into one clear PostgreSQL error, and returns values in the shapes PL/Python
 converts to the declared SQL types.
 """
 
-from . import backends, keyword_db, model, settings, sparse_db, vectors
+from . import backends, colbert, encoders, keyword_db, model, settings, sparse_db, vectors
 from . import check as checks
 
 _FIX_HINT = (
@@ -41,14 +41,24 @@ def _check_for_interrupts(plpy):
     plpy.execute(_interrupt_check)
 
 
-def _encode(plpy, texts, cached=False):
-    """(model, encodings); a query (cached) goes through the per-backend query cache."""
-    current, loaded = _load(plpy)
+def _encode(plpy, texts, cached=False, colbert_vectors=False, loaded=None):
+    """(model, encodings); a query (cached) goes through the per-backend query cache.
+    colbert_vectors: compute ColBERT vectors too (BGE-M3 only)."""
+    if loaded is None:
+        current, loaded = _load(plpy)
+    else:
+        current = settings.read(plpy)
     try:
         if cached:
             (text,) = texts
-            return loaded, [model.encode_query(current, loaded, text)]
-        return loaded, model.encode(current, loaded, texts, lambda: _check_for_interrupts(plpy))
+            return loaded, [model.encode_query(current, loaded, text, colbert=colbert_vectors)]
+        return loaded, model.encode(
+            current,
+            loaded,
+            texts,
+            lambda: _check_for_interrupts(plpy),
+            colbert=colbert_vectors,
+        )
     except model.ContentTooLong as error:
         plpy.error(
             f"hybrid_search: {error}",
@@ -90,6 +100,102 @@ def embed_batch(plpy, contents):
         for i, e in zip(positions, encodings, strict=True)
     }
     return [(i + 1, *rows.get(i, (None, None))) for i in range(len(contents))]
+
+
+def embed_for_storage(plpy, contents):
+    """(ord, dense, sparse, colbert) per element: embed_batch's rows plus float16 ColBERT
+    vectors when colbert_store is on and the model is BGE-M3 (else NULL: not computed)."""
+    positions = [i for i, text in enumerate(contents) if text is not None]
+    if not positions:
+        return [(i + 1, None, None, None) for i in range(len(contents))]
+    current, loaded = _load(plpy)
+    store = current.colbert_store and model.is_bge_m3(loaded)
+    loaded, encodings = _encode(
+        plpy, [contents[i] for i in positions], colbert_vectors=store, loaded=loaded
+    )
+    rows = {
+        i: (
+            vectors.dense_literal(e.dense),
+            vectors.sparse_literal(e.lexical_weights, loaded.vocabulary_size),
+            colbert.to_bytes(e.colbert) if store else None,
+        )
+        for i, e in zip(positions, encodings, strict=True)
+    }
+    return [(i + 1, *rows.get(i, (None, None, None))) for i in range(len(contents))]
+
+
+def _colbert_refused(plpy, caller, current):
+    plpy.error(
+        f"{caller}: ColBERT re-ranking needs BGE-M3 making both legs, but the encoders are"
+        f" {current.embedding_model}",
+        hint="SELECT hybrid_search_set_model('<BGE-M3 directory>'), or search without"
+        " colbert_rerank",
+        sqlstate="0A000",  # feature_not_supported
+    )
+
+
+def colbert_check_encoders(plpy, caller):
+    """Refuses (0A000) unless the configured encoders are BGE-M3; loads no model."""
+    current = settings.read(plpy)
+    if current.dense_model != current.sparse_model or (
+        encoders.kind(current.dense_model) != encoders.BGE_M3
+    ):
+        _colbert_refused(plpy, caller, current)
+
+
+def _colbert_model(plpy, caller):
+    colbert_check_encoders(plpy, caller)
+    current, loaded = _load(plpy)
+    if not model.is_bge_m3(loaded):
+        _colbert_refused(plpy, caller, current)
+    return current, loaded
+
+
+def colbert_query(plpy, query):
+    """The query's ColBERT vectors, computed (with its dense and sparse vectors, in one
+    forward pass) into the query cache; returns how many there are."""
+    _, loaded = _colbert_model(plpy, "colbert_rerank")
+    _, (encoding,) = _encode(plpy, [query], cached=True, colbert_vectors=True, loaded=loaded)
+    return len(encoding.colbert)
+
+
+_colbert_plan = None
+
+
+def colbert_rerank(plpy, query, ids):
+    """(id, rank, score) of the given documents the caller can see, by ColBERT MaxSim
+    against the query: stored vectors where documents.colbert has them, else computed
+    now from the content (one model call per batch_size documents)."""
+    global _colbert_plan
+    _, loaded = _colbert_model(plpy, "colbert_rerank")
+    _, (q,) = _encode(plpy, [query], cached=True, colbert_vectors=True, loaded=loaded)
+    query_vectors = q.colbert
+    if not ids:
+        return []
+    if _colbert_plan is None:
+        from . import catalog
+
+        ours, _ = catalog.schemas(plpy)
+        _colbert_plan = plpy.prepare(
+            "select d.id, d.colbert, case when d.colbert is null then d.content end as content"
+            f" from {ours}.documents as d where d.id = any($1)",
+            ["bigint[]"],
+        )
+    rows = plpy.execute(_colbert_plan, [sorted(set(ids))])
+    dim = loaded.colbert_dimensions
+    vectors_of = {r["id"]: colbert.from_bytes(r["colbert"], dim) for r in rows if r["colbert"]}
+    missing = [r for r in rows if not r["colbert"]]
+    if missing:
+        _, encodings = _encode(
+            plpy, [r["content"] for r in missing], colbert_vectors=True, loaded=loaded
+        )
+        for r, e in zip(missing, encodings, strict=True):
+            vectors_of[r["id"]] = colbert.rounded(e.colbert)
+    scored = sorted(
+        ((colbert.maxsim(query_vectors, v), i) for i, v in vectors_of.items()),
+        key=lambda t: (-t[0], t[1]),
+    )
+    return [(i, rank, score) for rank, (score, i) in enumerate(scored, start=1)]
 
 
 def model_info(plpy):

@@ -13,6 +13,7 @@ class ModelSettings:
     max_length: int = 512
     num_threads: int = 1
     max_content_chars: int = 1_000_000
+    colbert_store: bool = False
 
     @property
     def dense_model(self):

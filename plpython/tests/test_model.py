@@ -107,3 +107,18 @@ def test_converted_bf16_weights_load_as_bf16_and_agree(tiny, tmp_path):
     assert str(next(loaded.flag_model.model.parameters()).dtype) == "torch.bfloat16"
     ours = model.encode(settings, loaded, texts)[0]
     assert float(np.dot(ours.dense, reference.dense)) > 0.98
+
+
+def test_colbert_vectors_only_when_asked_for(tiny):
+    settings = FakeSettings(tiny)
+    loaded = model.get(settings)
+    computed = model.stats.colbert_texts
+    (plain,) = model.encode(settings, loaded, ["vacuum reclaims dead tuples"])
+    assert plain.colbert is None
+    assert model.stats.colbert_texts == computed
+    (full,) = model.encode(settings, loaded, ["vacuum reclaims dead tuples"], colbert=True)
+    assert model.stats.colbert_texts == computed + 1
+    assert np.array_equal(full.dense, plain.dense)
+    tokens = loaded.flag_model.tokenizer("vacuum reclaims dead tuples")["input_ids"]
+    assert full.colbert.shape == (len(tokens) - 1, loaded.colbert_dimensions)
+    assert np.linalg.norm(full.colbert, axis=1) == pytest.approx(1.0, abs=1e-5)

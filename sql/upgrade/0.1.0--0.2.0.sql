@@ -20,3 +20,25 @@ drop function @extschema@._sparse_index_note_changes();
 drop function @extschema@._sparse_index_truncated();
 drop function @extschema@._keyword_index_note_changes();
 drop function @extschema@._keyword_index_truncated();
+
+-- ColBERT re-ranking: a configuration switch, stored vectors, result columns
+alter table @extschema@.hybrid_search_config add column colbert_store boolean;
+alter table @extschema@.documents add column colbert bytea;
+alter type @extschema@.hybrid_search_result
+add attribute colbert_rank integer,
+add attribute colbert_score double precision;
+
+-- functions that gained parameters (colbert_rerank, colbert_weight,
+-- colbert_store): the script creates the new signatures
+drop function @extschema@.hybrid_search(
+    text, @extschema:vector@.vector, @extschema:vector@.sparsevec, integer, text,
+    double precision, double precision, double precision, integer, jsonb, integer, integer, regclass
+);
+drop function @extschema@.hybrid_search(
+    text, integer, text, double precision, double precision, double precision, integer, jsonb,
+    integer, integer, regclass
+);
+drop function @extschema@.hybrid_search_configure(
+    text, text, integer, integer, integer, regconfig, text, integer, text, integer, integer,
+    double precision, double precision
+);

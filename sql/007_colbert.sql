@@ -1,0 +1,77 @@
+-------------------------------------------------------------------------------
+-- _embed_for_storage
+-- What the write path stores for many texts: embed_batch's (ord, dense,
+-- sparse) plus BGE-M3's ColBERT vectors (float16 bytes, see documents.colbert)
+-- when hybrid_search_settings.colbert_store is on; NULL otherwise, and then
+-- they are not computed at all.
+create or replace function @extschema@._embed_for_storage(contents text[])
+returns table (
+    ord integer,
+    dense @extschema:vector@.vector,
+    sparse @extschema:vector@.sparsevec,
+    colbert bytea
+)
+as $python$
+    import sys
+    if 'hybrid_search' not in sys.modules:
+        plpy.execute('select @extschema@.hybrid_search_load_python()')
+    from hybrid_search import sql_api
+    return sql_api.embed_for_storage(plpy, contents)
+$python$
+language plpython3u stable strict parallel restricted security invoker
+set search_path to pg_catalog, pg_temp;
+
+-------------------------------------------------------------------------------
+-- _colbert_check_encoders
+-- ColBERT vectors come from BGE-M3's ColBERT head: refuses (0A000) when the
+-- configured encoders are anything else. Loads no model.
+create or replace function @extschema@._colbert_check_encoders(caller text)
+returns void
+as $python$
+    import sys
+    if 'hybrid_search' not in sys.modules:
+        plpy.execute('select @extschema@.hybrid_search_load_python()')
+    from hybrid_search import sql_api
+    return sql_api.colbert_check_encoders(plpy, caller)
+$python$
+language plpython3u stable parallel restricted security invoker
+set search_path to pg_catalog, pg_temp;
+
+-------------------------------------------------------------------------------
+-- _colbert_query
+-- Embeds the query with all three BGE-M3 heads in one forward pass into this
+-- backend's query cache (so that hybrid_search's embed() and colbert_rerank()
+-- find it there); returns the number of query vectors.
+create or replace function @extschema@._colbert_query(query text)
+returns integer
+as $python$
+    import sys
+    if 'hybrid_search' not in sys.modules:
+        plpy.execute('select @extschema@.hybrid_search_load_python()')
+    from hybrid_search import sql_api
+    return sql_api.colbert_query(plpy, query)
+$python$
+language plpython3u stable strict parallel restricted security invoker
+set search_path to pg_catalog, pg_temp;
+
+-------------------------------------------------------------------------------
+-- colbert_rerank
+-- ColBERT MaxSim of the query against the given documents (those the caller
+-- can see): the mean over the query's token vectors of the best dot product
+-- with any of the document's token vectors (FlagEmbedding's colbert_score).
+-- Document vectors come from documents.colbert where stored, else are
+-- computed now from the content. BGE-M3 only. Best first, ties by id.
+create or replace function @extschema@.colbert_rerank(query text, ids bigint[])
+returns table (id bigint, rank integer, score double precision)
+as $python$
+    import sys
+    if 'hybrid_search' not in sys.modules:
+        plpy.execute('select @extschema@.hybrid_search_load_python()')
+    from hybrid_search import sql_api
+    return sql_api.colbert_rerank(plpy, query, ids)
+$python$
+language plpython3u stable strict parallel restricted security invoker
+set search_path to pg_catalog, pg_temp;
+
+comment on function @extschema@.colbert_rerank(text, bigint[]) is
+'ColBERT MaxSim of query against these documents (stored vectors, else computed now); BGE-M3 only';
