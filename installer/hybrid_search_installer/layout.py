@@ -14,7 +14,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 PG_VERSION = os.environ.get("HYBRID_SEARCH_PG_VERSION", "15")
 TORCH_REQUIREMENT = "torch==2.13.0"
-FLAGEMBEDDING_REQUIREMENT = "FlagEmbedding==1.4.2"
+# the version FlagEmbedding==1.4.2 (the tests' reference) resolves to; a backend loads
+# BGE-M3 with transformers alone (plpython/hybrid_search/model.py says why)
+TRANSFORMERS_REQUIREMENT = "transformers==5.23.0"
 REAL_MODEL_ID = "BAAI/bge-m3"
 
 

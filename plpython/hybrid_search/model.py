@@ -1,14 +1,19 @@
-"""BGE-M3 through FlagEmbedding, loaded once per backend and cached.
+"""BGE-M3, loaded once per backend and cached.
 
 A backend keeps at most one model: loading costs seconds and, for the real
 BGE-M3, gigabytes, so a settings change replaces the cached model instead of
 adding a second one.
 
-FlagEmbedding loads the model (BGEM3FlagModel) and runs its forward pass
-(dense, sparse and ColBERT heads). Batching is ours: BGEM3FlagModel.encode
-runs a trial forward pass on every call to pick a batch size, which doubles
-the cost of the small calls a database makes, and it computes nothing we
-would skip here.
+The model is what FlagEmbedding's BGEM3FlagModel loads (AutoTokenizer,
+AutoModel, the sparse head from sparse_linear.pt) and its forward pass is
+FlagEmbedding's (CLS vector, L2-normalised; relu of the sparse head per
+token), written here with plain transformers: importing FlagEmbedding pulls
+in its training stack (datasets, pyarrow, pandas, peft, scipy), about 55 MB
+of private memory in every backend that embeds, for code a backend never
+runs. The tests compare every output with FlagEmbedding's. The ColBERT head
+is not loaded (its vectors are not stored). Batching is ours too:
+BGEM3FlagModel.encode runs a trial forward pass on every call to pick a batch
+size, which doubles the cost of the small calls a database makes.
 """
 
 import os
@@ -20,7 +25,7 @@ import numpy as np
 
 from . import encoders
 
-# Set before FlagEmbedding/transformers are imported: no progress bars in the
+# Set before transformers is imported: no progress bars in the
 # server log, and never a download from inside a database transaction.
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -53,33 +58,82 @@ class Encoding:
     lexical_weights: dict = field(default_factory=dict)  # {"token_id": weight}
 
 
+TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "int8": "float32"}
+
+
+def _model_directory(location: str) -> str:
+    """A local directory as it is; a hub id from the Hugging Face cache, never downloaded."""
+    path = os.path.expanduser(location)
+    if os.path.isdir(path):
+        return path
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(repo_id=location, local_files_only=True)
+
+
+def release_freed_memory() -> None:
+    """Give the C heap's free pages back to the kernel (glibc keeps them otherwise).
+
+    A forward pass over a batch allocates activations of tens to hundreds of
+    MB; freed, they stay in glibc's arenas as private memory of the backend
+    for the rest of its life. malloc_trim costs well under a millisecond when
+    there is little to return.
+    """
+    global _malloc_trim
+    if _malloc_trim is None:
+        import ctypes
+
+        try:
+            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):  # not glibc
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim = None
+
+
 class LoadedModel:
-    """A BGEM3FlagModel with the facts the schema needs about it."""
+    """BGE-M3 (transformer and sparse head) with the facts the schema needs about it."""
 
     def __init__(self, location: str, device: str, dtype: str = "fp32"):
         if location.startswith(("/", ".", "~")) and not os.path.isdir(os.path.expanduser(location)):
             raise ModelNotAvailable(f"there is no model directory {location}")
         started = time.perf_counter()
         try:
-            from FlagEmbedding import BGEM3FlagModel
+            import torch
+            import transformers
 
-            self.flag_model = BGEM3FlagModel(
-                location, use_fp16=dtype == "fp16", use_bf16=dtype == "bf16", devices=device
+            directory = _model_directory(location)
+            torch_dtype = getattr(torch, TORCH_DTYPES[dtype])
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
+            # safetensors in the dtype asked for stay memory-mapped: shared by backends
+            self.model = transformers.AutoModel.from_pretrained(directory, dtype=torch_dtype)
+            config = self.model.config
+            self.sparse_linear = torch.nn.Linear(config.hidden_size, 1, dtype=torch_dtype)
+            self.sparse_linear.load_state_dict(
+                torch.load(
+                    os.path.join(directory, "sparse_linear.pt"),
+                    map_location="cpu",
+                    weights_only=True,
+                )
             )
             if dtype == "int8":
-                import torch
-
                 # int8 weights and activations in every Linear layer, computed on load
+                parts = torch.nn.ModuleDict({"model": self.model, "sparse": self.sparse_linear})
                 torch.ao.quantization.quantize_dynamic(
-                    self.flag_model.model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True
+                    parts, {torch.nn.Linear}, dtype=torch.qint8, inplace=True
                 )
+                self.model, self.sparse_linear = parts["model"], parts["sparse"]
         except Exception as error:  # any failure to load means the same thing to the caller
             raise ModelNotAvailable(f"{type(error).__name__}: {error}") from error
-        self.flag_model.model.to(device)
-        self.flag_model.model.eval()
+        self.model.to(device).eval()
+        self.sparse_linear.to(device).eval()
         self.device = device
+        release_freed_memory()  # what loading allocated and dropped
         self.load_seconds = time.perf_counter() - started
-        tokenizer = self.flag_model.tokenizer
+        tokenizer = self.tokenizer
         # tokens that never carry lexical weight (as in FlagEmbedding)
         self.special_ids = np.array(
             [
@@ -88,7 +142,6 @@ class LoadedModel:
                 if name in tokenizer.special_tokens_map
             ]
         )
-        config = self.flag_model.model.model.config
         self.location = location
         self.dense_dimensions = int(config.hidden_size)
         self.vocabulary_size = int(config.vocab_size)
@@ -96,23 +149,21 @@ class LoadedModel:
         self.max_positions = int(config.max_position_embeddings) - 2
 
     def token_text(self, token_id: int) -> str:
-        return self.flag_model.tokenizer.convert_ids_to_tokens(token_id)
+        return self.tokenizer.convert_ids_to_tokens(token_id)
 
     def encode_batch(self, texts: list[str], max_length: int) -> list[Encoding]:
-        """Dense vectors and lexical weights of texts from one forward pass of
-        FlagEmbedding's model (dense and sparse heads; ColBERT is not stored)."""
+        """Dense vectors and lexical weights of texts from one forward pass
+        (FlagEmbedding's dense and sparse heads; ColBERT is not stored)."""
         import torch
 
-        tokenizer = self.flag_model.tokenizer
-        batch = tokenizer(
+        batch = self.tokenizer(
             texts, truncation=True, max_length=max_length, padding=True, return_tensors="pt"
         ).to(self.device)
         with torch.inference_mode():
-            output = self.flag_model.model(
-                batch, return_dense=True, return_sparse=True, return_colbert_vecs=False
-            )
-        dense = output["dense_vecs"].float().cpu().numpy()
-        weights = output["sparse_vecs"].squeeze(-1).float().cpu().numpy()
+            hidden = self.model(**batch, return_dict=True).last_hidden_state
+            dense = torch.nn.functional.normalize(hidden[:, 0], dim=-1).float().cpu().numpy()
+            weights = torch.relu(self.sparse_linear(hidden)).squeeze(-1).float().cpu().numpy()
+            del hidden
         ids = batch["input_ids"].cpu().numpy()
         return [
             Encoding(dense[row], _lexical_weights(weights[row], ids[row], self.special_ids))
@@ -185,6 +236,7 @@ def encode(settings, model, texts: list[str], between_batches=lambda: None) -> l
         stats.encode_seconds += time.perf_counter() - started
         stats.encode_calls += 1
         stats.texts_encoded += len(members)
+    release_freed_memory()  # the batches' activations, else kept by glibc for good
     return encodings
 
 
