@@ -17,7 +17,7 @@ import subprocess
 from pathlib import Path
 
 from . import report
-from .layout import TRANSFORMERS_REQUIREMENT, REPO, TORCH_REQUIREMENT, Layout, plpython_interpreter
+from .layout import REPO, TORCH_REQUIREMENT, TRANSFORMERS_REQUIREMENT, Layout, plpython_interpreter
 
 # torch first and pinned: the local CPU wheel, not gigabytes of CUDA packages
 REQUIREMENTS = [TORCH_REQUIREMENT, TRANSFORMERS_REQUIREMENT]
