@@ -29,7 +29,7 @@ comment on table @extschema@.hybrid_search_config is
 comment on column @extschema@.hybrid_search_config.model is
 'local directory of a BGE-M3 model, or a Hugging Face hub id already in the server''s cache';
 comment on column @extschema@.hybrid_search_config.python_venv is
-'virtualenv holding torch, FlagEmbedding and the hybrid_search Python module';
+'virtualenv holding torch, transformers and the hybrid_search Python module';
 comment on column @extschema@.hybrid_search_config.dtype is
 'numbers the model computes in: fp32, bf16 (CPUs with bf16 units), fp16 (GPUs), int8 (dynamic quantization)';
 comment on column @extschema@.hybrid_search_config.max_content_chars is
