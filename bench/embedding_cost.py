@@ -44,7 +44,7 @@ def measure(dsn: str, rows: int, singles: int, backends: int) -> list[tuple[str,
     )
     results.append(
         (
-            "  of which FlagEmbedding import + model load, median s",
+            "  of which model load (load_seconds), median s",
             f"{statistics.median(loads):.2f}",
         )
     )

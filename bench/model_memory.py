@@ -5,15 +5,23 @@ Weights cannot be downloaded here and cost does not depend on their values,
 so this uses a random model with BGE-M3's exact configuration (24 layers,
 hidden 1024, vocabulary 250,002, sparse and ColBERT heads), generated once
 into $HYBRID_SEARCH_HOME/models/random-bge-m3-full (2.2 GB). Runs a throwaway
-cluster. Usage (after `make test` or `hybrid-search setup`):
+cluster. The plain Python process runs FlagEmbedding in this interpreter (the
+repository's .venv). Usage (after
+`make test` or `hybrid-search setup`):
 
     .venv/bin/python bench/model_memory.py [--backends 1,4,16] [--passages 32]
+        [--model DIR] [--dtype bf16] [--latency-only]
+
+--model uses an existing full-size model directory instead of generating one
+(with --dtype bf16, DIR-bf16 is used if it exists, else a converted copy is
+written under $HYBRID_SEARCH_HOME/models).
 """
 
 import argparse
 import json
 import statistics
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -66,10 +74,10 @@ def passages(model_dir: Path, count: int, tokens: int = 200) -> list[str]:
     return [f"{i}: {text}" for i in range(count)]
 
 
-def plain_python(layout: Layout, model_dir: Path, texts: list[str], batch_size: int) -> dict:
+def plain_python(model_dir: Path, texts: list[str], batch_size: int) -> dict:
     out = subprocess.run(
         [
-            str(layout.venv_python),
+            sys.executable,
             "-c",
             PLAIN,
             str(model_dir),
@@ -110,24 +118,56 @@ def cold_starts(dsn: str, n: int) -> tuple[list[float], dict]:
         )
         .fetchall()
     )
+    anonymous = [_anonymous_mb(pid) for pid in pids]
     for c in conns:
         c.close()
     return times, {
+        "anonymous_mean_mb": statistics.mean(anonymous),
         "pss_total_mb": sum(r[0] for r in rows),
         "private_mean_mb": statistics.mean(r[1] for r in rows),
         "rss_mean_mb": statistics.mean(r[2] for r in rows),
     }
 
 
-def bulk_write(dsn: str, texts: list[str], batch_size: int) -> float:
-    """Seconds for an INSERT ... SELECT of texts, embedded by the trigger in one transaction."""
+def _anonymous_mb(pid: int) -> float:
+    """A process's anonymous memory (heap, Python objects, activations): never shared
+    between backends, unlike the file-backed pages of libraries and weights."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Anonymous:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def query_latency(dsn: str, query: str, repeats: int) -> tuple[list[float], float]:
+    """Seconds per query embedding in a warm backend (distinct texts: no cache hit),
+    and for the repeat of one of them (the per-backend query cache)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("select embed_dense('warm up')")
+        lat = []
+        for i in range(repeats):
+            t = time.perf_counter()
+            # distinct texts of the same length: a different first word, no cache hit
+            conn.execute(
+                "select embed_dense(%s)", [f"{'ABCDEFGHIJKLMNOPQRSTUVWXYZ'[i % 26]} {query}"]
+            )
+            lat.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        conn.execute("select embed_dense(%s)", [f"C {query}"])
+        return lat, time.perf_counter() - t
+
+
+def bulk_write(dsn: str, texts: list[str], batch_size: int) -> tuple[float, float]:
+    """Seconds for an INSERT ... SELECT of texts, embedded by the trigger in one
+    transaction, and the anonymous memory (MB) of the writing backend afterwards."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("select hybrid_search_configure(batch_size => %s)", [batch_size])
         conn.execute("select embed_dense('warm up')")
         conn.execute("truncate documents")
         started = time.perf_counter()
         conn.execute("insert into documents (content) select unnest(%s::text[])", [texts])
-        return time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        pid = conn.execute("select pg_backend_pid()").fetchone()[0]
+        return seconds, _anonymous_mb(pid)
 
 
 def copy_vectors(dsn: str, texts: list[str], result: dict) -> float:
@@ -188,50 +228,74 @@ def numeric_formats(dsn: str, texts: list[str]) -> list[tuple[str, str]]:
     return rows
 
 
+def _served_model(layout: Layout, model_dir: Path, dtype: str, rows: list) -> Path:
+    """The directory the server loads: model_dir, or its weights converted to dtype."""
+    if dtype == "fp32":
+        return model_dir
+    existing = model_dir.with_name(f"{model_dir.name}-{dtype}")
+    if (existing / "config.json").exists():
+        return existing
+    from hybrid_search.convert import convert
+
+    started = time.perf_counter()
+    served = convert(model_dir, layout.models / f"{model_dir.name}-{dtype}", dtype)
+    rows.append(
+        (f"convert the weights to {dtype} (once), s", f"{time.perf_counter() - started:.1f}")
+    )
+    return served
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backends", default="1,4,16")
     parser.add_argument("--passages", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=10, help="query embeddings timed")
+    parser.add_argument("--query", default=QUERY, help="the query whose embedding is timed")
+    parser.add_argument("--model", type=Path, help="an existing full-size model directory")
     parser.add_argument(
         "--dtype", default="fp32", help="server dtype; other than fp32, weights are converted first"
     )
     parser.add_argument("--skip-formats", action="store_true", help="skip the dtype comparison")
+    parser.add_argument(
+        "--latency-only", action="store_true", help="only the query embedding latency"
+    )
     args = parser.parse_args()
     layout = Layout.from_environment()
-    started = time.perf_counter()
-    model_dir = generate(layout.models / "random-bge-m3-full", size="full", seed=0)
-    generated = time.perf_counter() - started
-    texts = passages(model_dir, args.passages)
-    rows = [("generate the full-size random model (once), s", f"{generated:.1f}")]
-    served = model_dir
-    if args.dtype != "fp32":
-        from hybrid_search.convert import convert
-
+    rows = []
+    if args.model:
+        model_dir = args.model
+    else:
         started = time.perf_counter()
-        served = convert(model_dir, layout.models / f"random-bge-m3-full-{args.dtype}", args.dtype)
+        model_dir = generate(layout.models / "random-bge-m3-full", size="full", seed=0)
         rows.append(
             (
-                f"convert the weights to {args.dtype} (once), s",
+                "generate the full-size random model (once), s",
                 f"{time.perf_counter() - started:.1f}",
             )
         )
+    served = _served_model(layout, model_dir, args.dtype, rows)
+    from transformers import AutoTokenizer
 
-    plain = plain_python(layout, model_dir, texts, args.batch_size)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    query_tokens = len(tokenizer(f"C {args.query}")["input_ids"])
+    texts = [] if args.latency_only else passages(model_dir, args.passages)
+    plain = None if args.latency_only else plain_python(model_dir, texts, args.batch_size)
     with scratch_database(layout, str(served), "max_connections = 40\n") as dsn:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(
                 "select hybrid_search_configure(num_threads => 2, dtype => %s)", [args.dtype]
             )
-        rows.append(("plain Python: import + load, s", f"{plain['load_s']:.2f}"))
-        rows.append(("plain Python: import + load + first query, s", f"{plain['first_s']:.2f}"))
-        rows.append(
-            (
-                "plain Python: PSS / private memory, MB",
-                f"{plain['pss_mb']:.0f} / {plain['private_mb']:.0f}",
+        if plain:
+            rows.append(("plain Python: import + load, s", f"{plain['load_s']:.2f}"))
+            rows.append(("plain Python: import + load + first query, s", f"{plain['first_s']:.2f}"))
+            rows.append(
+                (
+                    "plain Python: PSS / private memory, MB",
+                    f"{plain['pss_mb']:.0f} / {plain['private_mb']:.0f}",
+                )
             )
-        )
-        for n in (int(x) for x in args.backends.split(",")):
+        for n in [] if args.latency_only else (int(x) for x in args.backends.split(",")):
             times, memory = cold_starts(dsn, n)
             rows.append(
                 (
@@ -242,48 +306,43 @@ def main() -> None:
             rows.append((f"{n} backends: PSS total, MB", f"{memory['pss_total_mb']:.0f}"))
             rows.append(
                 (
-                    f"{n} backends: private per backend (mean), MB",
-                    f"{memory['private_mean_mb']:.0f}",
+                    f"{n} backends: private per backend (mean), MB; of which anonymous",
+                    f"{memory['private_mean_mb']:.0f}; {memory['anonymous_mean_mb']:.0f}",
                 )
             )
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute("select embed_dense('warm up')")
-            lat = []
-            for i in range(10):
-                t = time.perf_counter()
-                conn.execute("select embed_dense(%s)", [f"{QUERY} {i}"])
-                lat.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            conn.execute("select embed_dense(%s)", [f"{QUERY} 3"])
-            cached = time.perf_counter() - t
+        lat, cached = query_latency(dsn, args.query, args.repeats)
         rows.append(
             (
-                "query embedding (about 14 tokens), warm backend, median ms",
-                f"{statistics.median(lat) * 1000:.0f}",
+                f"query embedding ({query_tokens} tokens), warm backend, median of {len(lat)}"
+                " (min / max), ms",
+                f"{statistics.median(lat) * 1000:.0f} ({min(lat) * 1000:.0f} /"
+                f" {max(lat) * 1000:.0f})",
             )
         )
         rows.append(("the same query again (per-backend cache), ms", f"{cached * 1000:.1f}"))
-        in_db = bulk_write(dsn, texts, args.batch_size)
-        copy_s = copy_vectors(dsn, texts, plain)
-        rows.append(
-            (
-                f"plain Python encode of {len(texts)} passages (~200 tokens) + COPY, s",
-                f"{plain['encode_s']:.1f} + {copy_s:.2f}",
+        if plain:
+            in_db, private = bulk_write(dsn, texts, args.batch_size)
+            copy_s = copy_vectors(dsn, texts, plain)
+            rows.append(
+                (
+                    f"plain Python encode of {len(texts)} passages (~200 tokens) + COPY, s",
+                    f"{plain['encode_s']:.1f} + {copy_s:.2f}",
+                )
             )
-        )
-        rows.append(
-            (
-                f"in-database INSERT ... SELECT of the same {len(texts)} passages (sync), s",
-                f"{in_db:.1f}",
+            rows.append(
+                (
+                    f"in-database INSERT ... SELECT of the same {len(texts)} passages (sync), s",
+                    f"{in_db:.1f}",
+                )
             )
-        )
-        rows.append(
-            (
-                "throughput in-database / plain Python + COPY",
-                f"{(plain['encode_s'] + copy_s) / in_db:.2f}x",
+            rows.append(("the writing backend afterwards: anonymous memory, MB", f"{private:.0f}"))
+            rows.append(
+                (
+                    "throughput in-database / plain Python + COPY",
+                    f"{(plain['encode_s'] + copy_s) / in_db:.2f}x",
+                )
             )
-        )
-        if not args.skip_formats:
+        if not args.skip_formats and not args.latency_only:
             rows.extend(numeric_formats(dsn, texts[: args.batch_size]))
     print(f"model: {served} (random weights, BGE-M3's configuration, server dtype {args.dtype})")
     print_table(rows)

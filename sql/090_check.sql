@@ -1,7 +1,9 @@
 -------------------------------------------------------------------------------
 -- hybrid_search_check
 -- Verifies that everything derived from documents agrees with it: every row
--- embedded by the configured model, fts = to_tsvector(content), the dense
+-- embedded by the configured model (or queued, or in hybrid_search_errors: a
+-- row that is none of these would never be embedded), fts =
+-- to_tsvector(content), the dense
 -- index valid, the sparse inverted index equal to documents.sparse for every
 -- row not on its change list, the token statistics equal to the postings,
 -- and no role under row-level security able to read the index. One row per

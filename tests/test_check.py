@@ -21,9 +21,16 @@ def test_clean_data_is_all_ok(corpus):
     db, ids = corpus
     found = checks(db)
     assert {name for name, (status, _) in found.items() if status != "ok"} == set(), found
-    assert {"embeddings", "model", "fts", "dense_index", "sparse_index", "token_stats"} <= set(
-        found
-    )
+    assert {
+        "embeddings",
+        "embedding_queue",
+        "embedding_errors",
+        "model",
+        "fts",
+        "dense_index",
+        "sparse_index",
+        "token_stats",
+    } <= set(found)
     # writes after the refresh are on the change list, which the check accounts for
     insert(db, "a new document about vacuum")
     db.execute("update documents set content = 'changed text' where id = %s", [ids[0]])
@@ -44,6 +51,42 @@ def test_missing_embedding_and_foreign_model_are_reported(corpus):
     found = checks(db)
     assert found["embeddings"][0] == "error" and str(ids[3]) in found["embeddings"][1]
     assert found["model"][0] == "error" and str(ids[4]) in found["model"][1]
+
+
+def test_rows_nothing_will_embed_are_told_from_queued_and_failed_ones(corpus):
+    db, ids = corpus
+    db.execute(
+        "select hybrid_search_configure(embed_mode => 'queued', queue_max_attempts => 1,"
+        " max_content_chars => 100)"
+    )
+    queued = insert(db, "waiting for a worker", "also waiting")
+    (failed,) = insert(db, "far too long " * 20)
+    # the worker embeds the short rows and gives up on the long one at once
+    assert db.execute("call hybrid_search_worker()").fetchone() == (2, 1)
+    queued += insert(db, "queued after the worker ran", "and another")
+    db.execute("update documents set dense = null where id = %s", [ids[5]])  # lost
+    found = checks(db)
+    status, detail = found["embeddings"]
+    assert status == "error" and "neither queued nor in hybrid_search_errors" in detail
+    assert f"ids {ids[5]})" in detail and "hybrid_search_backfill()" in detail
+    assert found["embedding_queue"][0] == "ok" and "2 rows" in found["embedding_queue"][1]
+    status, detail = found["embedding_errors"]
+    assert status == "warning" and f"ids {failed})" in detail
+    assert "hybrid_search_retry_errors()" in detail
+
+    # the fixes the details name
+    db.execute("select hybrid_search_backfill()")
+    assert checks(db)["embeddings"][0] == "ok"
+    db.execute("select hybrid_search_configure(max_content_chars => 1000000)")
+    db.execute("select hybrid_search_retry_errors()")
+    db.execute("call hybrid_search_worker()")
+    found = checks(db)
+    assert [found[n][0] for n in ("embeddings", "embedding_queue", "embedding_errors")] == [
+        "ok",
+        "ok",
+        "ok",
+    ], found
+    assert found["embeddings"][1] == f"all {len(ids) + 5} rows are embedded"
 
 
 def test_stale_fts_is_reported(corpus):

@@ -19,6 +19,7 @@ def test_setup_twice_changes_nothing_the_second_time():
     steps = [line for line in result.stdout.splitlines() if line.startswith("  ")]
     assert steps, result.stdout
     assert all(line.startswith("  ok ") for line in steps), result.stdout
+    assert "postgresql-15-cron" in steps[0], steps[0]  # the queue's scheduler
 
 
 def test_extension_drops_and_recreates_cleanly(cluster, layout, model_dir):

@@ -75,6 +75,11 @@ class Cluster:
             conf.write(f"\n# {heading}\n")
             conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
 
+    def configure(self, settings: dict[str, str], heading: str = "added settings") -> None:
+        """Append settings to postgresql.conf (values as written there, quotes included);
+        they take effect at the next start."""
+        self._append_settings(heading, settings)
+
     def init(self) -> bool:
         """initdb if needed; True if it ran."""
         if self.initialized:

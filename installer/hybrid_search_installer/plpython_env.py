@@ -3,7 +3,10 @@
 It is made with the interpreter PL/Python embeds (Debian's python3.x, not
 whatever python3 is first on PATH) and found by the extension through
 hybrid_search_settings.python_venv, so system site-packages stay untouched.
-Stamp files make a second `setup` a no-op.
+Stamp files make a second `setup` a no-op. When the requirements change,
+the virtualenv is made anew: packages no longer required would otherwise
+stay, and transformers imports some optional ones whenever they are there,
+costing every embedding backend private memory.
 """
 
 import hashlib
@@ -44,14 +47,15 @@ def _venv_python_matches(layout: Layout, interpreter: Path) -> bool:
 def ensure_venv(layout: Layout) -> None:
     interpreter = plpython_interpreter()
     pip = [layout.venv_python, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    if not _venv_python_matches(layout, interpreter):
+    requirements = "\n".join(REQUIREMENTS)
+    stamp = layout.venv / ".hybrid_search_requirements"
+    stale = stamp.exists() and not _stamp_matches(stamp, requirements)
+    if stale or not _venv_python_matches(layout, interpreter):
         report.changing(f"PL/Python virtualenv {layout.venv} ({interpreter})")
         shutil.rmtree(layout.venv, ignore_errors=True)
         layout.venv.parent.mkdir(parents=True, exist_ok=True)
         report.run([interpreter, "-m", "venv", layout.venv])
 
-    requirements = "\n".join(REQUIREMENTS)
-    stamp = layout.venv / ".hybrid_search_requirements"
     if _stamp_matches(stamp, requirements):
         report.done(f"PL/Python virtualenv {layout.venv}: {', '.join(REQUIREMENTS)}")
     else:

@@ -32,6 +32,8 @@ def required_packages(version: str = PG_VERSION) -> list[str]:
         f"postgresql-{version}",
         f"postgresql-plpython3-{version}",
         f"postgresql-server-dev-{version}",
+        # pg_cron, to run the queue's workers on a schedule (README: Queued embedding)
+        f"postgresql-{version}-cron",
         f"{python}-venv",
         "ca-certificates",
     ]

@@ -39,16 +39,7 @@ def run(plpy) -> list[tuple[str, str, str]]:
         return [r["id"] for r in plpy.execute(sql)]
 
     return [
-        _ids_check(
-            "embeddings",
-            ids(
-                f"select id from {ours}.documents"
-                " where dense is null or sparse is null or embedded_at is null"
-            ),
-            "rows have no embedding",
-            f"run select {ours}.hybrid_search_embed_documents(array[...ids])",
-            f"all {documents} rows are embedded",
-        ),
+        *_embeddings(plpy, ours, documents),
         _ids_check(
             "model",
             ids(
@@ -74,6 +65,51 @@ def run(plpy) -> list[tuple[str, str, str]]:
         *_sparse_index(plpy, ours, vector, documents),
         _token_stats(plpy, ours),
         _privileges(plpy, ours),
+    ]
+
+
+def _embeddings(plpy, ours, documents):
+    """Rows without an embedding: those no one will ever embed are an error; those
+    waiting in the queue are on their way; those in hybrid_search_errors need a look."""
+    rows = plpy.execute(
+        "select d.id,"
+        f" exists (select from {ours}.hybrid_search_queue as q where q.doc_id = d.id) as queued,"
+        f" exists (select from {ours}.hybrid_search_errors as e where e.doc_id = d.id) as failed"
+        f" from {ours}.documents as d"
+        " where d.dense is null or d.sparse is null or d.embedded_at is null"
+    )
+    lost = [r["id"] for r in rows if not r["queued"] and not r["failed"]]
+    queued = [r["id"] for r in rows if r["queued"]]
+    failed = [r["id"] for r in rows if r["failed"] and not r["queued"]]
+    embedded = documents - len(rows)
+    return [
+        _ids_check(
+            "embeddings",
+            lost,
+            "rows have no embedding and are neither queued nor in hybrid_search_errors:"
+            " nothing will ever embed them",
+            f"run select {ours}.hybrid_search_backfill() to queue them, or"
+            f" select {ours}.hybrid_search_embed_documents(array[...ids])",
+            f"all {documents} rows are embedded"
+            if embedded == documents
+            else f"{embedded} of {documents} rows are embedded; the others are queued or failed",
+        ),
+        (
+            "embedding_queue",
+            "ok",
+            f"{len(queued)} rows without an embedding wait in hybrid_search_queue"
+            " (hybrid_search_queue_status shows the workers' progress)"
+            if queued
+            else "no row waits in hybrid_search_queue",
+        ),
+        (
+            "embedding_errors",
+            "warning",
+            f"{len(failed)} rows failed every embedding attempt (ids {_ids(failed)}):"
+            f" see {ours}.hybrid_search_errors, then select {ours}.hybrid_search_retry_errors()",
+        )
+        if failed
+        else ("embedding_errors", "ok", "no row without an embedding is in hybrid_search_errors"),
     ]
 
 
