@@ -1,5 +1,7 @@
 """Helpers shared by the tests."""
 
+import signal
+import subprocess
 from pathlib import Path
 
 import psycopg
@@ -47,3 +49,11 @@ def parse_sparse(text: str) -> dict[int, float]:
     if not body:
         return {}
     return {int(i) - 1: float(w) for i, w in (entry.split(":") for entry in body.split(","))}
+
+
+def popen_interruptible(args: list, **kwargs) -> subprocess.Popen:
+    """A command that takes SIGINT as Ctrl-C even when the tests run with SIGINT ignored
+    (as a background job or under nohup do, and their children inherit)."""
+    return subprocess.Popen(
+        args, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kwargs
+    )

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from helpers import connect, insert
+from helpers import connect, insert, popen_interruptible
 
 CLI = Path(sys.executable).with_name("hybrid-search")
 
@@ -190,7 +190,7 @@ def test_concurrent_writers_and_two_workers_embed_every_row_exactly_once(queued,
 def test_backfill_shows_progress_and_resumes_after_an_interrupt(queued, dsn):
     insert(queued, *[f"backfilled document {i} on partitioning" for i in range(40)])
     backfill = [CLI, "backfill", "--dsn", dsn, "--batch-size", "1"]
-    process = subprocess.Popen(backfill, stdout=subprocess.PIPE, text=True)
+    process = popen_interruptible(backfill, stdout=subprocess.PIPE, text=True)
     first = process.stdout.readline()
     assert first.startswith("queued 0 documents; 40 waiting")  # the trigger queued them
     progress = process.stdout.readline()
@@ -228,7 +228,7 @@ def test_worker_arguments_are_checked(db):
 
 
 def test_the_worker_command_wakes_on_notify_and_embeds(queued, dsn):
-    worker = subprocess.Popen(
+    worker = popen_interruptible(
         [CLI, "worker", "--dsn", dsn, "--poll", "60"], stdout=subprocess.PIPE, text=True
     )
     try:
