@@ -178,7 +178,9 @@ def test_rerank_reorders_the_fused_shortlist(store):
 
 
 def test_rerank_argument_errors(store):
-    insert(store, *CORPUS[:3])
+    ids = insert(store, *CORPUS[:3])
+    assert rerank(store, "index", []) == []
+    assert [r[0] for r in rerank(store, "index", [ids[1], None, ids[1]])] == [ids[1]]
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="colbert_rerank must be"):
         store.execute("select * from hybrid_search('index', 5, colbert_rerank => -1)")
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="colbert_weight"):

@@ -41,13 +41,11 @@ def _check_for_interrupts(plpy):
     plpy.execute(_interrupt_check)
 
 
-def _encode(plpy, texts, cached=False, colbert_vectors=False, loaded=None):
+def _encode(plpy, texts, cached=False, colbert_vectors=False, settings_and_model=None):
     """(model, encodings); a query (cached) goes through the per-backend query cache.
-    colbert_vectors: compute ColBERT vectors too (BGE-M3 only)."""
-    if loaded is None:
-        current, loaded = _load(plpy)
-    else:
-        current = settings.read(plpy)
+    colbert_vectors: compute ColBERT vectors too (BGE-M3 only). settings_and_model: the
+    (settings, model) pair _load already returned, so that they are not read again."""
+    current, loaded = settings_and_model or _load(plpy)
     try:
         if cached:
             (text,) = texts
@@ -88,40 +86,37 @@ def embed(plpy, content):
 
 def embed_batch(plpy, contents):
     """(ord, dense, sparse) per input element, in order; NULL elements stay NULL."""
-    positions = [i for i, text in enumerate(contents) if text is not None]
-    if not positions:
-        return [(i + 1, None, None) for i in range(len(contents))]
-    loaded, encodings = _encode(plpy, [contents[i] for i in positions])
-    rows = {
-        i: (
-            vectors.dense_literal(e.dense),
-            vectors.sparse_literal(e.lexical_weights, loaded.vocabulary_size),
-        )
-        for i, e in zip(positions, encodings, strict=True)
-    }
-    return [(i + 1, *rows.get(i, (None, None))) for i in range(len(contents))]
+    return _embed_rows(plpy, contents, for_storage=False)
 
 
 def embed_for_storage(plpy, contents):
     """(ord, dense, sparse, colbert) per element: embed_batch's rows plus float16 ColBERT
     vectors when colbert_store is on and the model is BGE-M3 (else NULL: not computed)."""
+    return _embed_rows(plpy, contents, for_storage=True)
+
+
+def _embed_rows(plpy, contents, for_storage):
+    width = 3 if for_storage else 2
     positions = [i for i, text in enumerate(contents) if text is not None]
     if not positions:
-        return [(i + 1, None, None, None) for i in range(len(contents))]
+        return [(i + 1, *[None] * width) for i in range(len(contents))]
     current, loaded = _load(plpy)
-    store = current.colbert_store and model.is_bge_m3(loaded)
-    loaded, encodings = _encode(
-        plpy, [contents[i] for i in positions], colbert_vectors=store, loaded=loaded
+    store = for_storage and current.colbert_store and model.is_bge_m3(loaded)
+    _, encodings = _encode(
+        plpy,
+        [contents[i] for i in positions],
+        colbert_vectors=store,
+        settings_and_model=(current, loaded),
     )
     rows = {
         i: (
             vectors.dense_literal(e.dense),
             vectors.sparse_literal(e.lexical_weights, loaded.vocabulary_size),
             colbert.to_bytes(e.colbert) if store else None,
-        )
+        )[:width]
         for i, e in zip(positions, encodings, strict=True)
     }
-    return [(i + 1, *rows.get(i, (None, None, None))) for i in range(len(contents))]
+    return [(i + 1, *rows.get(i, [None] * width)) for i in range(len(contents))]
 
 
 def _colbert_refused(plpy, caller, current):
@@ -151,12 +146,21 @@ def _colbert_model(plpy, caller):
     return current, loaded
 
 
+def _colbert_query_vectors(plpy, query):
+    """((settings, model), the query's ColBERT vectors), through the query cache: computed
+    with its dense and sparse vectors in one forward pass the first time."""
+    current, loaded = _colbert_model(plpy, "colbert_rerank")
+    _, (encoding,) = _encode(
+        plpy, [query], cached=True, colbert_vectors=True, settings_and_model=(current, loaded)
+    )
+    return (current, loaded), encoding.colbert
+
+
 def colbert_query(plpy, query):
     """The query's ColBERT vectors, computed (with its dense and sparse vectors, in one
     forward pass) into the query cache; returns how many there are."""
-    _, loaded = _colbert_model(plpy, "colbert_rerank")
-    _, (encoding,) = _encode(plpy, [query], cached=True, colbert_vectors=True, loaded=loaded)
-    return len(encoding.colbert)
+    _, query_vectors = _colbert_query_vectors(plpy, query)
+    return len(query_vectors)
 
 
 _colbert_plan = None
@@ -165,11 +169,10 @@ _colbert_plan = None
 def colbert_rerank(plpy, query, ids):
     """(id, rank, score) of the given documents the caller can see, by ColBERT MaxSim
     against the query: stored vectors where documents.colbert has them, else computed
-    now from the content (one model call per batch_size documents)."""
+    now from the content (one model call per batch_size documents). NULL ids are skipped."""
     global _colbert_plan
-    _, loaded = _colbert_model(plpy, "colbert_rerank")
-    _, (q,) = _encode(plpy, [query], cached=True, colbert_vectors=True, loaded=loaded)
-    query_vectors = q.colbert
+    ids = sorted({i for i in ids if i is not None})
+    pair, query_vectors = _colbert_query_vectors(plpy, query)
     if not ids:
         return []
     if _colbert_plan is None:
@@ -181,13 +184,13 @@ def colbert_rerank(plpy, query, ids):
             f" from {ours}.documents as d where d.id = any($1)",
             ["bigint[]"],
         )
-    rows = plpy.execute(_colbert_plan, [sorted(set(ids))])
-    dim = loaded.colbert_dimensions
+    rows = plpy.execute(_colbert_plan, [ids])
+    dim = pair[1].colbert_dimensions
     vectors_of = {r["id"]: colbert.from_bytes(r["colbert"], dim) for r in rows if r["colbert"]}
     missing = [r for r in rows if not r["colbert"]]
     if missing:
         _, encodings = _encode(
-            plpy, [r["content"] for r in missing], colbert_vectors=True, loaded=loaded
+            plpy, [r["content"] for r in missing], colbert_vectors=True, settings_and_model=pair
         )
         for r, e in zip(missing, encodings, strict=True):
             vectors_of[r["id"]] = colbert.rounded(e.colbert)
