@@ -69,16 +69,12 @@ class Cluster:
             if os.geteuid() == 0:
                 shutil.chown(path, SERVER_USER, SERVER_USER)
 
-    def _append_settings(self, heading: str, settings: dict[str, str]) -> None:
-        """Append settings to postgresql.conf (the last setting of a name wins)."""
+    def configure(self, settings: dict[str, str], heading: str = "added settings") -> None:
+        """Append settings to postgresql.conf (values as written there, quotes included;
+        the last setting of a name wins); they take effect at the next start."""
         with (self.data / "postgresql.conf").open("a") as conf:
             conf.write(f"\n# {heading}\n")
             conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
-
-    def configure(self, settings: dict[str, str], heading: str = "added settings") -> None:
-        """Append settings to postgresql.conf (values as written there, quotes included);
-        they take effect at the next start."""
-        self._append_settings(heading, settings)
 
     def init(self) -> bool:
         """initdb if needed; True if it ran."""
@@ -104,7 +100,7 @@ class Cluster:
             "port": str(self.port),
             "logging_collector": "off",
         }
-        self._append_settings("hybrid-search local cluster", settings)
+        self.configure(settings, "hybrid-search local cluster")
         return True
 
     def init_standby(self, primary: "Cluster") -> bool:
@@ -129,7 +125,7 @@ class Cluster:
             "port": str(self.port),
             "hot_standby": "on",
         }
-        self._append_settings(f"hybrid-search standby of {primary.data}", settings)
+        self.configure(settings, f"hybrid-search standby of {primary.data}")
         return True
 
     @property
