@@ -27,3 +27,6 @@ RUN make .venv/bin/hybrid-search \
        fi \
     && .venv/bin/hybrid-search init-sql > /docker-entrypoint-initdb.d/50-hybrid-search.sql \
     && rm -rf /var/lib/apt/lists/* /opt/hybrid_search/build /root/.cache
+
+# every backend shares the model stack the postmaster imports (README: Preloading)
+CMD ["postgres", "-c", "shared_preload_libraries=hybrid_search", "-c", "hybrid_search.preload_venv=/opt/hybrid_search/venv"]

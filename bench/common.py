@@ -12,14 +12,19 @@ from hybrid_search_installer.layout import Layout
 
 
 @contextmanager
-def scratch_database(layout: Layout, model: str, conf: str = "") -> Iterator[str]:
+def scratch_database(
+    layout: Layout, model: str, conf: str = "", preload: bool = True
+) -> Iterator[str]:
     """The DSN of a database with the extension configured for model, on a cluster
-    in a temporary directory (postgresql.conf + conf) that is destroyed afterwards."""
+    in a temporary directory (postgresql.conf + conf; preloading the model stack
+    unless preload is false) that is destroyed afterwards."""
     scratch = Path(tempfile.mkdtemp(prefix="hybrid_search_bench_"))
     scratch.chmod(0o755)
     cluster = Cluster(scratch / "cluster", port=5432)
     try:
         cluster.init()
+        if preload:
+            cluster.preload(layout.venv)
         with (cluster.data / "postgresql.conf").open("a") as f:
             f.write(conf)
         cluster.start()
@@ -32,10 +37,12 @@ def scratch_database(layout: Layout, model: str, conf: str = "") -> Iterator[str
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def print_table(rows: list[tuple[str, str]]) -> None:
-    """A two-column Markdown table: measure, value."""
-    width = max(len(name) for name, _ in rows)
-    print(f"| {'measure':<{width}} | value |")
-    print(f"|{'-' * (width + 2)}|-------|")
-    for name, value in rows:
-        print(f"| {name:<{width}} | {value} |")
+def print_table(
+    rows: list[tuple[str, ...]], header: tuple[str, ...] = ("measure", "value")
+) -> None:
+    """A Markdown table: the measure, then one column per value."""
+    width = max(len(row[0]) for row in [header, *rows])
+    print(f"| {header[0]:<{width}} | " + " | ".join(header[1:]) + " |")
+    print(f"|{'-' * (width + 2)}|" + "|".join("-" * (len(h) + 2) for h in header[1:]) + "|")
+    for name, *values in rows:
+        print(f"| {name:<{width}} | " + " | ".join(values) + " |")

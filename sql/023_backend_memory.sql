@@ -1,8 +1,9 @@
 -------------------------------------------------------------------------------
 -- hybrid_search_backend_memory
 -- Every server process with its memory (RSS, PSS, private, from
--- /proc/<pid>/smaps_rollup), whether it has loaded torch, and how many files
--- of the configured model it maps. PSS shares mapped weights among the
+-- /proc/<pid>/smaps_rollup), whether it has loaded torch (every process does
+-- when the postmaster preloads it), and how many files of the configured
+-- model it maps (only the backends that embedded). PSS shares mapped weights among the
 -- processes mapping them, so sum(pss_mb) is what the server really uses.
 -- Granted to pg_monitor only: it shows server internals.
 create or replace function @extschema@.hybrid_search_backend_memory()

@@ -44,9 +44,11 @@ def model_dir(scratch) -> Path:
 
 
 @pytest.fixture(scope="session")
-def cluster(scratch) -> Cluster:
+def cluster(scratch, layout) -> Cluster:
+    """The tests' server, configured as our tooling configures one: preloading."""
     cluster = Cluster(scratch / "cluster", port=5432)
     cluster.init()
+    cluster.preload(layout.venv)
     cluster.start()
     yield cluster
     cluster.destroy()

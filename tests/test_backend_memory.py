@@ -13,13 +13,15 @@ def test_lists_backends_with_their_memory_and_who_loaded_torch(db, dsn):
         rows = {
             r[0]: r[1:]
             for r in db.execute(
-                "select pid, torch_loaded, rss_mb, pss_mb, private_mb, backend_type"
-                " from hybrid_search_backend_memory()"
+                "select pid, torch_loaded, rss_mb, pss_mb, private_mb, backend_type,"
+                " model_files_mapped from hybrid_search_backend_memory()"
             )
         }
         me = db.execute("select pg_backend_pid()").fetchone()[0]
-        assert rows[me][0] is True and rows[idle_pid][0] is False
-        assert rows[me][1] > rows[idle_pid][1] > 0  # torch and the model cost RSS
+        # the session's server preloads torch in the postmaster: every process maps it
+        assert rows[me][0] is True and rows[idle_pid][0] is True
+        assert rows[me][5] > 0 and rows[idle_pid][5] == 0  # only the embedding one maps weights
+        assert rows[me][1] > rows[idle_pid][1] > 0  # the model costs RSS
         assert all(r[2] > 0 and r[3] > 0 for r in rows.values())
         assert "checkpointer" in {r[4] for r in rows.values()}
     finally:

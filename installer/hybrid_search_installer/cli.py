@@ -32,7 +32,15 @@ def cmd_start(args, layout: Layout) -> None:
     cluster = local_cluster(layout)
     record = models.installed_model(layout)
     (report.changing if cluster.init() else report.done)(f"cluster {cluster.data}")
-    (report.changing if cluster.start() else report.done)(f"server running ({cluster.socket_dir})")
+    preload_changed = cluster.preload(layout.venv)
+    if cluster.start():
+        report.changing(f"server running ({cluster.socket_dir})")
+    elif preload_changed or plpython_env.changed_since(layout, cluster.started_at):
+        # the postmaster holds the model stack it imported at its start
+        report.changing(f"server restarted: preloading {layout.venv}")
+        cluster.restart()
+    else:
+        report.done(f"server running ({cluster.socket_dir})")
     database.ensure_database(cluster.dsn(), DATABASE)
     database.ensure_extension(
         cluster.dsn(DATABASE),

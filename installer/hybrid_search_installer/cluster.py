@@ -103,6 +103,19 @@ class Cluster:
         self.configure(settings, "hybrid-search local cluster")
         return True
 
+    def preload(self, venv: Path) -> bool:
+        """Have the postmaster import the model stack from venv once, for all
+        backends (hybrid_search.so; README: Preloading). True if postgresql.conf
+        changed: it takes effect at the next start."""
+        if "hybrid_search.preload_venv" in (self.data / "postgresql.conf").read_text():
+            return False
+        settings = {
+            "shared_preload_libraries": "'hybrid_search'",
+            "hybrid_search.preload_venv": f"'{venv}'",
+        }
+        self.configure(settings, "hybrid-search: preload the model stack")
+        return True
+
     def init_standby(self, primary: "Cluster") -> bool:
         """A streaming hot standby of primary (pg_basebackup -R) if there is none yet;
         True if it was created. It streams over primary's socket, so both run here."""
@@ -142,6 +155,16 @@ class Cluster:
             return False
         self._run(pg_bin() / "pg_ctl", "-D", self.data, "-l", self.log, "-w", "-t", "120", "start")
         return True
+
+    @property
+    def started_at(self) -> float:
+        """When the running postmaster started (mtime of postmaster.pid)."""
+        return (self.data / "postmaster.pid").stat().st_mtime
+
+    def restart(self) -> None:
+        self._run(
+            pg_bin() / "pg_ctl", "-D", self.data, "-l", self.log, "-w", "-t", "120", "restart"
+        )
 
     def stop(self, mode: str = "fast") -> bool:
         if not self.running:

@@ -28,6 +28,10 @@ def init_sql(layout: Layout, record: dict) -> str:
     )
     return "\n".join(
         [
+            "-- To share the model stack among all backends (README: Preloading), add to",
+            "-- postgresql.conf and restart the server:",
+            "--   shared_preload_libraries = 'hybrid_search'  (next to any already listed)",
+            f"--   hybrid_search.preload_venv = '{layout.venv}'",
             "create extension if not exists hybrid_search cascade;",
             "alter extension hybrid_search update;",
             sql.SQL("select hybrid_search_configure(python_venv => {});")

@@ -99,6 +99,7 @@ def run(
     cluster = Cluster(scratch / "cluster", port=5432)
     try:
         cluster.init()
+        cluster.preload(layout.venv)
         cluster.start()
         database.recreate_database(cluster.dsn("postgres"), "hybrid_search_eval")
         dsn = cluster.dsn("hybrid_search_eval")

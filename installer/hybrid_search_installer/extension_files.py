@@ -1,28 +1,36 @@
-"""Build the extension (sql/*.sql -> install script) and install it with PGXS."""
+"""Build the extension (sql/*.sql -> install script, hybrid_search.c -> the
+preload library) and install it with PGXS."""
 
 import os
 from pathlib import Path
 
 from . import report
-from .layout import REPO, pg_config
+from .layout import REPO, pg_config, plpython_interpreter
 
 EXTENSION_DIR = REPO / "extension"
 
 
 def ensure_extension_files() -> None:
+    # the library links the libpython that PL/Python embeds
+    python_config = f"{plpython_interpreter()}-config"
     make = ["make", "-s", "-C", EXTENSION_DIR, f"PG_CONFIG={pg_config()}"]
-    report.run(make)
+    report.run([*make, f"PYTHON_CONFIG={python_config}"])
     sharedir = Path(report.run([pg_config(), "--sharedir"]).stdout.strip()) / "extension"
-    built = [EXTENSION_DIR / "hybrid_search.control", *EXTENSION_DIR.glob("hybrid_search--*.sql")]
+    libdir = Path(report.run([pg_config(), "--pkglibdir"]).stdout.strip())
+    built = [
+        (sharedir, EXTENSION_DIR / "hybrid_search.control"),
+        *((sharedir, f) for f in EXTENSION_DIR.glob("hybrid_search--*.sql")),
+        (libdir, EXTENSION_DIR / "hybrid_search.so"),
+    ]
     stale = [
         f.name
-        for f in built
-        if not (sharedir / f.name).exists() or (sharedir / f.name).read_bytes() != f.read_bytes()
+        for target, f in built
+        if not (target / f.name).exists() or (target / f.name).read_bytes() != f.read_bytes()
     ]
     if not stale:
-        report.done(f"extension files in {sharedir}")
+        report.done(f"extension files in {sharedir} and {libdir}")
         return
     if os.geteuid() != 0 and not os.access(sharedir, os.W_OK):
         raise SystemExit(f"hybrid-search: installing into {sharedir} needs root")
     report.changing(f"extension files: {', '.join(stale)}")
-    report.run([*make, "install"])
+    report.run([*make, f"PYTHON_CONFIG={python_config}", "install"])

@@ -44,6 +44,12 @@ def _venv_python_matches(layout: Layout, interpreter: Path) -> bool:
     return ours.returncode == 0 and ours.stdout == theirs.stdout
 
 
+def changed_since(layout: Layout, moment: float) -> bool:
+    """Were the virtualenv's packages installed after moment (a time stamp)?"""
+    stamp = layout.venv / ".hybrid_search_requirements"
+    return stamp.exists() and stamp.stat().st_mtime > moment
+
+
 def ensure_venv(layout: Layout) -> None:
     interpreter = plpython_interpreter()
     pip = [layout.venv_python, "-m", "pip", "install", "-q", "--disable-pip-version-check"]

@@ -35,6 +35,10 @@ def required_packages(version: str = PG_VERSION) -> list[str]:
         # pg_cron, to run the queue's workers on a schedule (README: Queued embedding)
         f"postgresql-{version}-cron",
         f"{python}-venv",
+        # hybrid_search.so (the preload library) is compiled against PL/Python's libpython
+        f"{python}-dev",
+        "gcc",
+        "make",
         "ca-certificates",
     ]
 

@@ -9,7 +9,7 @@ comparison flicker.
 
 import numpy as np
 
-from . import catalog, sparse_index
+from . import catalog, environment, sparse_index
 
 SAMPLE = 10  # ids named in a detail
 
@@ -65,7 +65,48 @@ def run(plpy) -> list[tuple[str, str, str]]:
         *_sparse_index(plpy, ours, vector, documents),
         _token_stats(plpy, ours),
         _privileges(plpy, ours),
+        _preload(plpy, ours),
     ]
+
+
+def _preload(plpy, ours):
+    """Did the postmaster import the model stack, from the configured virtualenv,
+    and is what it imported still what the virtualenv holds?"""
+    row = plpy.execute(
+        "select pg_catalog.current_setting('hybrid_search.preload_venv', true) as venv,"
+        " pg_catalog.current_setting('hybrid_search.preloaded', true) as preloaded,"
+        " extract(epoch from pg_catalog.pg_postmaster_start_time()) as started,"
+        f" (select python_venv from {ours}.hybrid_search_settings) as configured"
+    )[0]
+    if not row["venv"]:
+        return (
+            "preload",
+            "ok",
+            "not preloaded: each embedding backend imports the model stack itself"
+            " (shared_preload_libraries = 'hybrid_search' shares it; README: Preloading)",
+        )
+    if row["preloaded"] != "on":
+        return (
+            "preload",
+            "warning",
+            f"preloading from {row['venv']} failed (the server log says why):"
+            " each embedding backend imports the model stack itself",
+        )
+    if row["venv"].rstrip("/") != row["configured"].rstrip("/"):
+        return (
+            "preload",
+            "warning",
+            f"the postmaster preloaded {row['venv']}, but hybrid_search_settings.python_venv"
+            f" is {row['configured']}: set one to the other and restart the server",
+        )
+    if environment.packages_changed_since(row["venv"], float(row["started"])):
+        return (
+            "preload",
+            "warning",
+            f"packages in {row['venv']} changed after the server started, which still runs"
+            " the ones it preloaded: restart the server",
+        )
+    return ("preload", "ok", f"the postmaster preloaded the model stack from {row['venv']}")
 
 
 def _embeddings(plpy, ours, documents):

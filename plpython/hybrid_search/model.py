@@ -18,13 +18,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import encoders
+from . import encoders, environment
 
-# Set before FlagEmbedding/transformers are imported: no progress bars in the
-# server log, and never a download from inside a database transaction.
-os.environ.setdefault("TQDM_DISABLE", "1")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+environment.apply()  # before FlagEmbedding/transformers are imported
 
 
 class ModelNotAvailable(RuntimeError):

@@ -1,0 +1,143 @@
+"""Preloading the model stack in the postmaster (hybrid_search.so).
+
+The session's cluster preloads, as our tooling configures one; the clusters
+here show what happens without it, with a wrong virtualenv, and when a
+library leaves a thread in the postmaster.
+"""
+
+import os
+import time
+
+import psycopg
+import pytest
+from helpers import connect, create_database
+from hybrid_search_installer.cluster import Cluster
+
+IMPORTED = """
+create or replace function pg_temp.imported() returns text language plpython3u as $$
+    import sys
+    return ",".join(m for m in ("FlagEmbedding", "torch", "hybrid_search") if m in sys.modules)
+$$
+"""
+
+
+def imported(conn) -> str:
+    conn.execute(IMPORTED)
+    return conn.execute("select pg_temp.imported()").fetchone()[0]
+
+
+def private_mb(conn) -> float:
+    return conn.execute(
+        "select private_mb from hybrid_search_backend_memory() where pid = pg_backend_pid()"
+    ).fetchone()[0]
+
+
+def test_a_new_backend_finds_the_stack_imported_but_not_our_module(dsn):
+    with connect(dsn) as conn:
+        # our module is imported fresh in each backend: an update needs no restart
+        assert imported(conn) == "FlagEmbedding,torch"
+        conn.execute("select embed_dense('a first query')")
+        assert imported(conn) == "FlagEmbedding,torch,hybrid_search"
+
+
+def test_a_backend_exits_through_postgres_cleanup(dsn, cluster):
+    """The preloaded libraries' destructors are skipped at exit, PostgreSQL's
+    own cleanup is not: temporary tables go, and no exit counts as a crash."""
+    closed, terminated = connect(dsn), connect(dsn)
+    pids = []
+    for conn in (closed, terminated):
+        conn.execute("create temporary table scratch as select embed_dense('x') as v")
+        pids.append(conn.execute("select pg_backend_pid()").fetchone()[0])
+    closed.close()
+    with connect(dsn) as conn:
+        assert conn.execute("select pg_terminate_backend(%s, 10000)", [pids[1]]).fetchone()[0]
+        deadline = time.monotonic() + 10
+        while conn.execute(
+            "select count(*) from pg_stat_activity where pid = %s", [pids[0]]
+        ).fetchone()[0]:
+            assert time.monotonic() < deadline, "the closed backend did not exit"
+            time.sleep(0.1)
+        leftover = conn.execute(
+            "select count(*) from pg_class where relpersistence = 't' and relname = 'scratch'"
+        ).fetchone()[0]
+        assert leftover == 0
+    terminated.close()
+    log = cluster.log.read_text()
+    assert "terminated by signal" not in log and "exited with exit code" not in log
+
+
+@pytest.fixture(scope="module")
+def unpreloaded(scratch, layout, model_dir):
+    """A cluster whose preload names no virtualenv there is: it starts, warns, and
+    its backends import the stack themselves."""
+    cluster = Cluster(scratch / "no-preload-cluster", port=5435)
+    cluster.init()
+    cluster.preload(scratch / "no-such-venv")
+    cluster.start()
+    try:
+        yield cluster, create_database(cluster, layout, model_dir, "unpreloaded")
+    finally:
+        cluster.destroy()
+
+
+def test_a_wrong_virtualenv_warns_and_backends_import_for_themselves(unpreloaded):
+    cluster, dsn = unpreloaded
+    assert "could not preload the model stack" in cluster.log.read_text()
+    with connect(dsn) as conn:
+        assert imported(conn) == ""
+        assert len(conn.execute("select embed_dense('a query')::real[]").fetchone()[0]) > 0
+
+
+def test_preloading_keeps_the_stack_out_of_each_backends_private_memory(dsn, unpreloaded):
+    _, unpreloaded_dsn = unpreloaded
+    with connect(dsn) as preloaded, connect(unpreloaded_dsn) as alone:
+        for conn in (preloaded, alone):
+            conn.execute("select embed_dense('how does vacuum work')")
+        shared, own = private_mb(preloaded), private_mb(alone)
+    # the imports are most of an embedding backend's own memory (README: Preloading)
+    assert own > 200
+    assert shared < own / 3
+
+
+def test_a_thread_left_in_the_postmaster_stops_the_start(scratch, layout, monkeypatch):
+    cluster = Cluster(scratch / "threaded-cluster", port=5436)
+    cluster.init()
+    cluster.preload(layout.venv)
+    # asks numpy's OpenBLAS for a thread pool as it loads
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
+    try:
+        with pytest.raises(SystemExit, match=r"preloading left [0-9]+ threads in the postmaster"):
+            cluster.start()
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(cluster.dsn("postgres"), connect_timeout=2)
+    finally:
+        cluster.destroy()
+
+
+def preload_check(conn) -> tuple[str, str]:
+    return conn.execute(
+        "select status, detail from hybrid_search_check() where check_name = 'preload'"
+    ).fetchone()
+
+
+def test_the_check_tells_whether_the_stack_was_preloaded(dsn, unpreloaded):
+    with connect(dsn) as conn:
+        assert conn.execute("show hybrid_search.preloaded").fetchone()[0] == "on"
+        status, detail = preload_check(conn)
+        assert status == "ok" and "preloaded the model stack" in detail
+    with connect(unpreloaded[1]) as conn:
+        assert conn.execute("show hybrid_search.preloaded").fetchone()[0] == "off"
+        status, detail = preload_check(conn)
+        assert status == "warning" and "failed" in detail
+
+
+def test_a_package_installed_after_the_start_is_noticed(tmp_path):
+    from hybrid_search.environment import packages_changed_since, site_packages
+
+    torch_dir = site_packages(str(tmp_path)) / "torch"
+    torch_dir.mkdir(parents=True)
+    started = time.time()
+    assert not packages_changed_since(str(tmp_path), started + 1)
+    os.utime(torch_dir, (started + 2, started + 2))  # pip wrote it anew after the start
+    assert packages_changed_since(str(tmp_path), started + 1)
+    assert not packages_changed_since(str(tmp_path / "elsewhere"), started)
