@@ -116,7 +116,7 @@ def main() -> None:
             (name, off, on)
             for (name, off), (_, on) in zip(results[False], results[True], strict=True)
         ],
-        header=("measure", "each backend imports | preloaded"),
+        header=("measure", "each backend imports", "preloaded"),
     )
 
 

@@ -81,6 +81,7 @@ run_preload(void)
 {
 	PyObject   *(*plpy_init) (void);
 	PyObject   *globals;
+	PyObject   *venv;
 	PyObject   *result;
 
 	/*
@@ -96,7 +97,9 @@ run_preload(void)
 
 	globals = PyDict_New();
 	PyDict_SetItemString(globals, "__builtins__", PyEval_GetBuiltins());
-	PyDict_SetItemString(globals, "venv", PyUnicode_FromString(preload_venv));
+	venv = PyUnicode_FromString(preload_venv);
+	PyDict_SetItemString(globals, "venv", venv);
+	Py_DECREF(venv);
 	result = PyRun_String(preload_program, Py_file_input, globals, globals);
 	Py_DECREF(globals);
 	if (result == NULL)
@@ -144,6 +147,19 @@ _PG_init(void)
 				(errmsg("hybrid_search: hybrid_search.preload_venv is not set, nothing preloaded")));
 		return;
 	}
+
+#if PY_VERSION_HEX >= 0x030C0000
+
+	/*
+	 * Since Python 3.12, registering a built-in module once Python runs is a
+	 * fatal error, and PL/Python registers plpy on its first use in every
+	 * backend: with Python started here, that would end every backend.
+	 */
+	ereport(WARNING,
+			(errmsg("hybrid_search: preloading needs PL/Python on Python 3.11 or older, nothing preloaded"),
+			 errhint("Remove hybrid_search from shared_preload_libraries; backends import the model stack themselves.")));
+	return;
+#endif
 
 	imported = run_preload();
 	threads = thread_count();

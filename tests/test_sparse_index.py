@@ -1,6 +1,7 @@
 """The sparse inverted index inside PostgreSQL: exact, and never stale."""
 
 import threading
+import time
 
 import psycopg
 import pytest
@@ -144,6 +145,57 @@ def test_concurrent_writers_and_refreshes(big, dsn):
     assert_same(big, [*QUERIES, "concurrent index document"], k=100)
     big.execute("select hybrid_search_refresh()")
     assert_same(big, [*QUERIES, "concurrent index document"], k=100)
+
+
+def _wait_until_blocked_or_done(conn, pid, thread):
+    deadline = time.monotonic() + 30
+    while (
+        thread.is_alive()
+        and not conn.execute(
+            "select wait_event_type = 'Lock' from pg_stat_activity where pid = %s", [pid]
+        ).fetchone()[0]
+    ):
+        assert time.monotonic() < deadline, f"backend {pid} neither waited nor finished"
+        time.sleep(0.05)
+
+
+def test_a_refresh_and_a_delete_of_the_same_row_do_not_deadlock(db, dsn):
+    """A DELETE notes its change in the keyword list, then in the sparse one; a
+    refresh forgets sparse changes, then keyword ones. A refresh that waited for
+    the row's sparse change (held here by a third session) and then for its keyword
+    change (taken by the DELETE meanwhile) would deadlock with that DELETE."""
+    [doc] = insert(db, "a row that a refresh and a delete both want")
+    holder, refresher, writer = connect(dsn), connect(dsn), connect(dsn)
+    errors = []
+
+    def run(conn, statement):
+        try:
+            conn.execute(statement, [doc] if "%s" in statement else None)
+        except psycopg.Error as error:
+            errors.append(error)
+
+    threads = [
+        threading.Thread(target=run, args=(refresher, "select hybrid_search_refresh()")),
+        threading.Thread(target=run, args=(writer, "delete from documents where id = %s")),
+    ]
+    try:
+        holder.execute("begin")
+        holder.execute(
+            "select 1 from hybrid_search_sparse_changes where doc_id = %s for update", [doc]
+        )
+        for thread, conn in zip(threads, (refresher, writer), strict=True):
+            thread.start()
+            _wait_until_blocked_or_done(db, conn.info.backend_pid, thread)
+        holder.execute("commit")
+        for thread in threads:
+            thread.join()
+        assert errors == []
+    finally:
+        for conn in (holder, refresher, writer):
+            conn.close()
+    assert_same(db, ["a row that a refresh and a delete both want", *QUERIES])
+    db.execute("select hybrid_search_refresh()")  # what was skipped goes now
+    assert db.execute("select count(*) from hybrid_search_sparse_changes").fetchone()[0] == 0
 
 
 def test_row_level_security_holds_in_the_index(big):

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from . import catalog, keyword_index, sparse_index
+from . import catalog, index_changes, keyword_index, sparse_index
 
 _plans: dict = {}
 
@@ -98,15 +98,7 @@ def rebuild(plpy, k1: float, b: float) -> dict:
                 [x.weights for x in chunk],
             ],
         )
-    # forget exactly the changes this snapshot saw; later ones stay pending
-    plpy.execute(
-        plpy.prepare(
-            f"delete from {ours}.hybrid_search_keyword_changes"
-            " where pg_catalog.pg_visible_in_snapshot(xid, $1::pg_snapshot)",
-            ["text"],
-        ),
-        [snapshot],
-    )
+    index_changes.forget_seen(plpy, f"{ours}.hybrid_search_keyword_changes", snapshot)
     seconds = time.perf_counter() - started
     plpy.execute(
         plpy.prepare(

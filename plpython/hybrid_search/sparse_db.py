@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from . import catalog, sparse_index
+from . import catalog, index_changes, sparse_index
 
 _plans: dict = {}
 
@@ -98,15 +98,7 @@ def rebuild(plpy) -> dict:
                 [b.weights for b in chunk],
             ],
         )
-    # forget exactly the changes this snapshot saw; later ones stay pending
-    plpy.execute(
-        plpy.prepare(
-            f"delete from {ours}.hybrid_search_sparse_changes"
-            " where pg_catalog.pg_visible_in_snapshot(xid, $1::pg_snapshot)",
-            ["text"],
-        ),
-        [snapshot],
-    )
+    index_changes.forget_seen(plpy, f"{ours}.hybrid_search_sparse_changes", snapshot)
     seconds = time.perf_counter() - started
     max_doc_id = int(postings.doc_ids.max()) if postings.doc_ids.size else 0
     plpy.execute(
