@@ -16,6 +16,7 @@
 #include "postgres.h"
 
 #include <dirent.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <unistd.h>
 
@@ -36,12 +37,27 @@ void		_PG_init(void);
 static char *preload_venv = NULL;
 static bool preloaded = false;
 
-/* The Python code the postmaster runs, with `venv` set. */
+/*
+ * The Python code the postmaster runs, with `venv` set. It leaves `error` set
+ * to the traceback if anything (even SystemExit) went wrong, and then puts
+ * sys.path and sys.modules back as they were.
+ */
 static const char *preload_program =
-"import os, sys\n"
-"sys.path.insert(0, os.path.join(venv, 'lib', 'python%d.%d' % sys.version_info[:2], 'site-packages'))\n"
-"from hybrid_search import preload\n"
-"preload.run()\n";
+"import os, sys, traceback\n"
+"error = None\n"
+"saved_path, saved_modules = list(sys.path), set(sys.modules)\n"
+"try:\n"
+"    sys.path.insert(0, os.path.join(venv, 'lib', 'python%d.%d' % sys.version_info[:2], 'site-packages'))\n"
+"    from hybrid_search import preload\n"
+"    preload.run()\n"
+"except BaseException:\n"
+"    error = traceback.format_exc()\n"
+"    sys.path[:] = saved_path\n"
+"    for name in set(sys.modules) - saved_modules:\n"
+"        del sys.modules[name]\n"
+"finally:\n"
+"    sys.stdout.flush()\n"
+"    sys.stderr.flush()\n";
 
 static int
 thread_count(void)
@@ -75,46 +91,94 @@ skip_library_destructors(int status, void *arg)
 	_exit(status);
 }
 
-/* Run preload_program; false (with the Python error in the log) if it failed. */
-static bool
+/*
+ * Python's own fork handling, which os.fork() does and PostgreSQL's fork()
+ * does not: without it every backend would start with the postmaster's state
+ * of random, numpy's and torch's generators (reseeded by their after-fork
+ * callbacks) and stale interpreter locks.
+ */
+static void
+python_before_fork(void)
+{
+	PyOS_BeforeFork();
+}
+
+static void
+python_after_fork_in_parent(void)
+{
+	PyOS_AfterFork_Parent();
+}
+
+static void
+python_after_fork_in_child(void)
+{
+	PyOS_AfterFork_Child();
+}
+
+/*
+ * Run preload_program. Returns NULL on success, else the Python traceback
+ * (palloc'd).
+ */
+static char *
 run_preload(void)
 {
 	PyObject   *(*plpy_init) (void);
 	PyObject   *globals;
 	PyObject   *venv;
 	PyObject   *result;
+	PyObject   *error;
+	char	   *message = NULL;
 
 	/*
 	 * PL/Python registers its plpy module just before it initializes Python,
-	 * and a built-in module added once Python runs cannot be imported. So
-	 * register it now, from the library PL/Python will run in the backends.
+	 * which is too late once Python runs. So register it now, from the
+	 * library PL/Python will run in the backends.
 	 */
 	plpy_init = (PyObject *(*) (void))
 		load_external_function("$libdir/plpython3", "PyInit_plpy", true, NULL);
 	PyImport_AppendInittab("plpy", plpy_init);
 	/* no Python signal handlers: the postmaster's own stay in charge */
 	Py_InitializeEx(0);
+	pthread_atfork(python_before_fork, python_after_fork_in_parent, python_after_fork_in_child);
 
 	globals = PyDict_New();
-	PyDict_SetItemString(globals, "__builtins__", PyEval_GetBuiltins());
-	venv = PyUnicode_FromString(preload_venv);
-	PyDict_SetItemString(globals, "venv", venv);
+	venv = PyUnicode_DecodeFSDefault(preload_venv);
+	if (globals == NULL || venv == NULL ||
+		PyDict_SetItemString(globals, "__builtins__", PyEval_GetBuiltins()) != 0 ||
+		PyDict_SetItemString(globals, "venv", venv) != 0)
+	{
+		PyErr_Clear();
+		Py_XDECREF(globals);
+		Py_XDECREF(venv);
+		return pstrdup("could not set up the Python globals");
+	}
 	Py_DECREF(venv);
 	result = PyRun_String(preload_program, Py_file_input, globals, globals);
-	Py_DECREF(globals);
 	if (result == NULL)
 	{
-		PyErr_Print();			/* the traceback, to the server log */
-		return false;
+		PyErr_Clear();
+		message = pstrdup("the preload program itself failed");
 	}
-	Py_DECREF(result);
-	return true;
+	else
+	{
+		Py_DECREF(result);
+		error = PyDict_GetItemString(globals, "error");	/* borrowed */
+		if (error != NULL && error != Py_None)
+		{
+			const char *text = PyUnicode_AsUTF8(error);
+
+			message = pstrdup(text != NULL ? text : "(an error without text)");
+			PyErr_Clear();
+		}
+	}
+	Py_DECREF(globals);
+	return message;
 }
 
 void
 _PG_init(void)
 {
-	bool		imported;
+	char	   *error;
 	int			threads;
 
 	DefineCustomStringVariable("hybrid_search.preload_venv",
@@ -132,7 +196,7 @@ _PG_init(void)
 							 &preloaded,
 							 false,
 							 PGC_INTERNAL,
-							 0,
+							 GUC_NOT_IN_SAMPLE | GUC_DISALLOW_IN_FILE,
 							 NULL, NULL, NULL);
 	/*
 	 * No MarkGUCPrefixReserved("hybrid_search"): the extension's SQL uses
@@ -161,22 +225,22 @@ _PG_init(void)
 	return;
 #endif
 
-	imported = run_preload();
+	error = run_preload();
 	threads = thread_count();
 	if (threads != 1)
 		ereport(FATAL,
 				(errmsg("hybrid_search: preloading left %d threads in the postmaster", threads),
 				 errdetail("The postmaster forks every backend and must stay single-threaded."),
 				 errhint("Remove hybrid_search from shared_preload_libraries, or unset the environment variable that asks a library for threads (such as OPENBLAS_NUM_THREADS).")));
-	if (!imported)
+	if (error != NULL)
 	{
 		ereport(WARNING,
 				(errmsg("hybrid_search: could not preload the model stack from \"%s\"", preload_venv),
-				 errdetail("The Python error is above in the server log."),
+				 errdetail("%s", error),
 				 errhint("Backends will import it themselves; check hybrid_search.preload_venv.")));
 		return;
 	}
-	preloaded = true;
+	SetConfigOption("hybrid_search.preloaded", "on", PGC_INTERNAL, PGC_S_OVERRIDE);
 	on_exit(skip_library_destructors, NULL);
 	ereport(LOG,
 			(errmsg("hybrid_search: preloaded the model stack from \"%s\"", preload_venv)));

@@ -11,6 +11,7 @@ import time
 import psycopg
 import pytest
 from helpers import connect, create_database
+from hybrid_search.environment import site_packages
 from hybrid_search_installer.cluster import Cluster
 
 IMPORTED = """
@@ -66,13 +67,28 @@ def test_a_backend_exits_through_postgres_cleanup(dsn, cluster):
     assert "terminated by signal" not in log and "exited with exit code" not in log
 
 
+BROKEN_PRELOAD = """
+import json, decimal  # noqa: imported before the failure: preloading must drop them again
+
+
+def run():
+    raise SystemExit(3)  # would end the postmaster if it reached Python's own handler
+"""
+
+
 @pytest.fixture(scope="module")
 def unpreloaded(scratch, layout, model_dir):
-    """A cluster whose preload names no virtualenv there is: it starts, warns, and
-    its backends import the stack themselves."""
+    """A cluster whose preload fails midway (a virtualenv whose preload exits): it
+    starts, warns, and its backends import the stack themselves."""
+    site = site_packages(str(scratch / "broken-venv")) / "hybrid_search"
+    site.mkdir(parents=True)
+    (site / "__init__.py").write_text("")
+    (site / "preload.py").write_text(BROKEN_PRELOAD)
+    for path in [scratch / "broken-venv", *(scratch / "broken-venv").rglob("*")]:
+        path.chmod(0o755)
     cluster = Cluster(scratch / "no-preload-cluster", port=5435)
     cluster.init()
-    cluster.preload(scratch / "no-such-venv")
+    cluster.preload(scratch / "broken-venv")
     cluster.start()
     try:
         yield cluster, create_database(cluster, layout, model_dir, "unpreloaded")
@@ -80,12 +96,40 @@ def unpreloaded(scratch, layout, model_dir):
         cluster.destroy()
 
 
-def test_a_wrong_virtualenv_warns_and_backends_import_for_themselves(unpreloaded):
+def test_a_failed_preload_warns_and_backends_import_for_themselves(unpreloaded, layout):
     cluster, dsn = unpreloaded
-    assert "could not preload the model stack" in cluster.log.read_text()
+    log = cluster.log.read_text()
+    assert "could not preload the model stack" in log and "SystemExit: 3" in log
     with connect(dsn) as conn:
-        assert imported(conn) == ""
+        # the failed attempt's modules and path are gone: nothing of it is left to use
+        conn.execute(
+            "create or replace function pg_temp.leftovers() returns text language plpython3u as $$"
+            "\n    import sys"
+            "\n    names = ('json', 'decimal', 'hybrid_search')"
+            "\n    return ','.join(m for m in names if m in sys.modules)"
+            "\n$$"
+        )
+        assert conn.execute("select pg_temp.leftovers()").fetchone()[0] == ""
         assert len(conn.execute("select embed_dense('a query')::real[]").fetchone()[0]) > 0
+        loaded = conn.execute("select hybrid_search_load_python()").fetchone()[0]
+        assert loaded.startswith(str(layout.venv))
+
+
+def test_backends_do_not_share_the_postmasters_random_state(dsn):
+    """Python's after-fork handling runs in every backend: random generators are
+    reseeded (random registers that with os.register_at_fork)."""
+    draw = (
+        "create or replace function pg_temp.draw() returns float8 language plpython3u as $$"
+        "\n    import random"
+        "\n    return random.random()"
+        "\n$$"
+    )
+    draws = []
+    for _ in range(2):
+        with connect(dsn) as conn:
+            conn.execute(draw)
+            draws.append(conn.execute("select pg_temp.draw()").fetchone()[0])
+    assert draws[0] != draws[1]
 
 
 def test_preloading_keeps_the_stack_out_of_each_backends_private_memory(dsn, unpreloaded):
@@ -132,12 +176,16 @@ def test_the_check_tells_whether_the_stack_was_preloaded(dsn, unpreloaded):
 
 
 def test_a_package_installed_after_the_start_is_noticed(tmp_path):
-    from hybrid_search.environment import packages_changed_since, site_packages
+    from hybrid_search.environment import packages_changed_since
 
-    torch_dir = site_packages(str(tmp_path)) / "torch"
-    torch_dir.mkdir(parents=True)
+    site = site_packages(str(tmp_path))
+    ours, numpy = site / "hybrid_search_plpython-0.2.0.dist-info", site / "numpy-2.4.6.dist-info"
+    ours.mkdir(parents=True)
+    numpy.mkdir()
     started = time.time()
-    assert not packages_changed_since(str(tmp_path), started + 1)
-    os.utime(torch_dir, (started + 2, started + 2))  # pip wrote it anew after the start
-    assert packages_changed_since(str(tmp_path), started + 1)
+    os.utime(numpy, (started - 10, started - 10))
+    os.utime(ours, (started + 2, started + 2))  # our module: backends import it fresh
+    assert not packages_changed_since(str(tmp_path), started)
+    os.utime(numpy, (started + 2, started + 2))  # pip wrote it anew after the start
+    assert packages_changed_since(str(tmp_path), started)
     assert not packages_changed_since(str(tmp_path / "elsewhere"), started)

@@ -103,14 +103,22 @@ class Cluster:
         self.configure(settings, "hybrid-search local cluster")
         return True
 
+    def setting(self, name: str) -> str:
+        """A setting as postgresql.conf and its includes give it (postgres -C)."""
+        return self._run(pg_bin() / "postgres", "-D", self.data, "-C", name).stdout.strip()
+
     def preload(self, venv: Path) -> bool:
         """Have the postmaster import the model stack from venv once, for all
         backends (hybrid_search.so; README: Preloading). True if postgresql.conf
         changed: it takes effect at the next start."""
         if "hybrid_search.preload_venv" in (self.data / "postgresql.conf").read_text():
             return False
+        # added to what is preloaded already (pg_cron, say), never in its place
+        listed = self.setting("shared_preload_libraries").split(",")
+        libraries = [name.strip() for name in listed if name.strip()]
+        libraries += [] if "hybrid_search" in libraries else ["hybrid_search"]
         settings = {
-            "shared_preload_libraries": "'hybrid_search'",
+            "shared_preload_libraries": "'" + ", ".join(libraries) + "'",
             "hybrid_search.preload_venv": f"'{venv}'",
         }
         self.configure(settings, "hybrid-search: preload the model stack")
@@ -158,8 +166,8 @@ class Cluster:
 
     @property
     def started_at(self) -> float:
-        """When the running postmaster started (mtime of postmaster.pid)."""
-        return (self.data / "postmaster.pid").stat().st_mtime
+        """When the running postmaster started (the third line of postmaster.pid)."""
+        return float((self.data / "postmaster.pid").read_text().splitlines()[2])
 
     def restart(self) -> None:
         self._run(

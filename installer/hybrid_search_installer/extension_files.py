@@ -5,16 +5,14 @@ import os
 from pathlib import Path
 
 from . import report
-from .layout import REPO, pg_config, plpython_interpreter
+from .layout import REPO, pg_config
 
 EXTENSION_DIR = REPO / "extension"
 
 
 def ensure_extension_files() -> None:
-    # the library links the libpython that PL/Python embeds
-    python_config = f"{plpython_interpreter()}-config"
     make = ["make", "-s", "-C", EXTENSION_DIR, f"PG_CONFIG={pg_config()}"]
-    report.run([*make, f"PYTHON_CONFIG={python_config}"])
+    report.run(make)
     sharedir = Path(report.run([pg_config(), "--sharedir"]).stdout.strip()) / "extension"
     libdir = Path(report.run([pg_config(), "--pkglibdir"]).stdout.strip())
     built = [
@@ -33,4 +31,4 @@ def ensure_extension_files() -> None:
     if os.geteuid() != 0 and not os.access(sharedir, os.W_OK):
         raise SystemExit(f"hybrid-search: installing into {sharedir} needs root")
     report.changing(f"extension files: {', '.join(stale)}")
-    report.run([*make, f"PYTHON_CONFIG={python_config}", "install"])
+    report.run([*make, "install"])

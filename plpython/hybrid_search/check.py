@@ -85,6 +85,13 @@ def _preload(plpy, ours):
             "not preloaded: each embedding backend imports the model stack itself"
             " (shared_preload_libraries = 'hybrid_search' shares it; README: Preloading)",
         )
+    if row["preloaded"] is None:
+        return (
+            "preload",
+            "warning",
+            "hybrid_search.preload_venv is set, but hybrid_search is not in"
+            " shared_preload_libraries: nothing is preloaded",
+        )
     if row["preloaded"] != "on":
         return (
             "preload",
@@ -103,8 +110,8 @@ def _preload(plpy, ours):
         return (
             "preload",
             "warning",
-            f"packages in {row['venv']} changed after the server started, which still runs"
-            " the ones it preloaded: restart the server",
+            f"packages in {row['venv']} were installed after the server started, which"
+            " still runs the ones it preloaded: restart the server",
         )
     return ("preload", "ok", f"the postmaster preloaded the model stack from {row['venv']}")
 

@@ -30,17 +30,16 @@ def site_packages(venv: str) -> Path:
     )
 
 
-# what preload.run() imports, by their directories in site-packages
-PRELOADED_PACKAGES = ("FlagEmbedding", "torch", "transformers")
-
-
 def packages_changed_since(venv: str, moment: float) -> bool:
-    """Was a preloaded package installed anew into venv after moment (a time stamp)?
-    pip writes a package's directory anew, which gives it a new mtime."""
+    """Was a package other than ours installed into venv after moment (a time stamp)?
+    The postmaster preloads torch and everything it and FlagEmbedding import; pip
+    writes a package's .dist-info directory anew on every install."""
     site = site_packages(venv)
-    for package in PRELOADED_PACKAGES:
+    for info in site.glob("*.dist-info"):
+        if info.name.startswith("hybrid_search"):
+            continue  # our module: backends import it themselves
         try:
-            if (site / package).stat().st_mtime > moment:
+            if info.stat().st_mtime > moment:
                 return True
         except OSError:
             continue
