@@ -2,10 +2,13 @@
 
 import shutil
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psycopg
 from hybrid_search_installer import database
 from hybrid_search_installer.cluster import Cluster
 from hybrid_search_installer.layout import Layout
@@ -46,3 +49,35 @@ def print_table(
     print(f"|{'-' * (width + 2)}|" + "|".join("-" * (len(h) + 2) for h in header[1:]) + "|")
     for name, *values in rows:
         print(f"| {name:<{width}} | " + " | ".join(values) + " |")
+
+
+# the query a cold backend embeds first (model_memory.py, preload.py)
+QUERY = "how do I create an index without blocking writes on a busy table"
+
+
+def first_calls(dsn: str, n: int) -> tuple[list[psycopg.Connection], list[float]]:
+    """n new backends embed QUERY at once: their connections, left open, and the
+    seconds each one's first embed_dense took."""
+    conns = [psycopg.connect(dsn, autocommit=True) for _ in range(n)]
+    times = [0.0] * n
+
+    def first_call(i):
+        started = time.perf_counter()
+        conns[i].execute("select embed_dense(%s)", [QUERY])
+        times[i] = time.perf_counter() - started
+
+    threads = [threading.Thread(target=first_call, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return conns, times
+
+
+def rollup(pid: int) -> dict[str, float]:
+    """/proc/<pid>/smaps_rollup of a process, in MB."""
+    values = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, kb, *_ = line.split()
+        values[name.rstrip(":")] = int(kb) / 1024
+    return values

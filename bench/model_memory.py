@@ -22,16 +22,14 @@ import json
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import psycopg
-from common import print_table, scratch_database
+from common import QUERY, first_calls, print_table, rollup, scratch_database
 from hybrid_search.random_model import generate
 from hybrid_search_installer.layout import Layout
 
-QUERY = "how do I create an index without blocking writes on a busy table"
 SENTENCE = (
     "The autovacuum launcher wakes every naptime seconds and starts a worker for each database "
     "whose tables crossed their thresholds of dead tuples or inserted rows since the last pass. "
@@ -95,19 +93,7 @@ def plain_python(model_dir: Path, texts: list[str], batch_size: int) -> dict:
 
 def cold_starts(dsn: str, n: int) -> tuple[list[float], dict]:
     """n new backends embed a query at once: their first-call times and memory."""
-    conns = [psycopg.connect(dsn, autocommit=True) for _ in range(n)]
-    times = [0.0] * n
-
-    def first_call(i):
-        started = time.perf_counter()
-        conns[i].execute("select embed_dense(%s)", [QUERY])
-        times[i] = time.perf_counter() - started
-
-    threads = [threading.Thread(target=first_call, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    conns, times = first_calls(dsn, n)
     pids = [c.execute("select pg_backend_pid()").fetchone()[0] for c in conns]
     rows = (
         conns[0]
@@ -118,7 +104,7 @@ def cold_starts(dsn: str, n: int) -> tuple[list[float], dict]:
         )
         .fetchall()
     )
-    anonymous = [_anonymous_mb(pid) for pid in pids]
+    anonymous = [rollup(pid)["Anonymous"] for pid in pids]
     for c in conns:
         c.close()
     return times, {
@@ -127,15 +113,6 @@ def cold_starts(dsn: str, n: int) -> tuple[list[float], dict]:
         "private_mean_mb": statistics.mean(r[1] for r in rows),
         "rss_mean_mb": statistics.mean(r[2] for r in rows),
     }
-
-
-def _anonymous_mb(pid: int) -> float:
-    """A process's anonymous memory (heap, Python objects, activations): never shared
-    between backends, unlike the file-backed pages of libraries and weights."""
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        if line.startswith("Anonymous:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def query_latency(dsn: str, query: str, repeats: int) -> tuple[list[float], float]:
@@ -167,7 +144,7 @@ def bulk_write(dsn: str, texts: list[str], batch_size: int) -> tuple[float, floa
         conn.execute("insert into documents (content) select unnest(%s::text[])", [texts])
         seconds = time.perf_counter() - started
         pid = conn.execute("select pg_backend_pid()").fetchone()[0]
-        return seconds, _anonymous_mb(pid)
+        return seconds, rollup(pid)["Anonymous"]
 
 
 def copy_vectors(dsn: str, texts: list[str], result: dict) -> float:

@@ -12,25 +12,13 @@ while n backends that have each embedded a query stay connected. Usage (after
 
 import argparse
 import statistics
-import threading
 import time
 from pathlib import Path
 
 import psycopg
-from common import print_table, scratch_database
+from common import first_calls, print_table, rollup, scratch_database
 from hybrid_search.random_model import generate
 from hybrid_search_installer.layout import Layout
-
-QUERY = "how do I create an index without blocking writes on a busy table"
-
-
-def rollup(pid: int) -> dict[str, float]:
-    """smaps_rollup of a process, in MB."""
-    values = {}
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
-        name, kb, *_ = line.split()
-        values[name.rstrip(":")] = int(kb) / 1024
-    return values
 
 
 def server_pids(backend_pid: int) -> tuple[int, list[int]]:
@@ -42,19 +30,7 @@ def server_pids(backend_pid: int) -> tuple[int, list[int]]:
 
 def embedding_backends(dsn: str, n: int) -> list[tuple]:
     """n new backends embed a query at once; memory while they stay connected."""
-    conns = [psycopg.connect(dsn, autocommit=True) for _ in range(n)]
-    times = [0.0] * n
-
-    def first_call(i):
-        started = time.perf_counter()
-        conns[i].execute("select embed_dense(%s)", [QUERY])
-        times[i] = time.perf_counter() - started
-
-    threads = [threading.Thread(target=first_call, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    conns, times = first_calls(dsn, n)
     pids = [c.execute("select pg_backend_pid()").fetchone()[0] for c in conns]
     postmaster, children = server_pids(pids[0])
     server = [rollup(p) for p in [postmaster, *children]]
