@@ -79,7 +79,8 @@ thread_count(void)
  * Runs first at exit() (registered last). A backend that exits through
  * proc_exit() has already done all of PostgreSQL's cleanup; what exit() would
  * run next is the C++ static destructors of the preloaded libraries, about
- * 170 ms of freeing, in every backend, on memory shared with the postmaster.
+ * 200 ms of freeing (bench/fork_exit_cost.py), in every backend, on memory
+ * shared with the postmaster.
  * Skip them. Any other exit() takes the normal path.
  */
 static void
