@@ -6,11 +6,14 @@ returns @extschema:vector@.vector
 as $python$
     import sys
     if 'hybrid_search' not in sys.modules:
+        import ctypes  # no SQL in parallel mode: see plpython/hybrid_search/parallel.py
+        if ctypes.CDLL(None).IsInParallelMode() & 0xFF:
+            plpy.error('hybrid_search: cannot run during a parallel operation', sqlstate='25000')
         plpy.execute('select @extschema@.hybrid_search_load_python()')
     from hybrid_search import sql_api
     return sql_api.embed_dense(plpy, content)
 $python$
-language plpython3u stable strict parallel restricted security invoker
+language plpython3u stable strict parallel unsafe security invoker
 set search_path to pg_catalog, pg_temp;
 
 comment on function @extschema@.embed_dense is
@@ -24,11 +27,14 @@ returns @extschema:vector@.sparsevec
 as $python$
     import sys
     if 'hybrid_search' not in sys.modules:
+        import ctypes  # no SQL in parallel mode: see plpython/hybrid_search/parallel.py
+        if ctypes.CDLL(None).IsInParallelMode() & 0xFF:
+            plpy.error('hybrid_search: cannot run during a parallel operation', sqlstate='25000')
         plpy.execute('select @extschema@.hybrid_search_load_python()')
     from hybrid_search import sql_api
     return sql_api.embed_sparse(plpy, content)
 $python$
-language plpython3u stable strict parallel restricted security invoker
+language plpython3u stable strict parallel unsafe security invoker
 set search_path to pg_catalog, pg_temp;
 
 comment on function @extschema@.embed_sparse is
@@ -45,11 +51,14 @@ create or replace function @extschema@.embed(
 as $python$
     import sys
     if 'hybrid_search' not in sys.modules:
+        import ctypes  # no SQL in parallel mode: see plpython/hybrid_search/parallel.py
+        if ctypes.CDLL(None).IsInParallelMode() & 0xFF:
+            plpy.error('hybrid_search: cannot run during a parallel operation', sqlstate='25000')
         plpy.execute('select @extschema@.hybrid_search_load_python()')
     from hybrid_search import sql_api
     return sql_api.embed(plpy, content)
 $python$
-language plpython3u stable strict parallel restricted security invoker
+language plpython3u stable strict parallel unsafe security invoker
 set search_path to pg_catalog, pg_temp;
 
 comment on function @extschema@.embed is
@@ -69,11 +78,14 @@ returns table (
 as $python$
     import sys
     if 'hybrid_search' not in sys.modules:
+        import ctypes  # no SQL in parallel mode: see plpython/hybrid_search/parallel.py
+        if ctypes.CDLL(None).IsInParallelMode() & 0xFF:
+            plpy.error('hybrid_search: cannot run during a parallel operation', sqlstate='25000')
         plpy.execute('select @extschema@.hybrid_search_load_python()')
     from hybrid_search import sql_api
     return sql_api.embed_batch(plpy, contents)
 $python$
-language plpython3u stable strict parallel restricted security invoker
+language plpython3u stable strict parallel unsafe security invoker
 set search_path to pg_catalog, pg_temp;
 
 comment on function @extschema@.embed_batch is

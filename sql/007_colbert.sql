@@ -14,11 +14,14 @@ returns table (
 as $python$
     import sys
     if 'hybrid_search' not in sys.modules:
+        import ctypes  # no SQL in parallel mode: see plpython/hybrid_search/parallel.py
+        if ctypes.CDLL(None).IsInParallelMode() & 0xFF:
+            plpy.error('hybrid_search: cannot run during a parallel operation', sqlstate='25000')
         plpy.execute('select @extschema@.hybrid_search_load_python()')
     from hybrid_search import sql_api
     return sql_api.embed_for_storage(plpy, contents)
 $python$
-language plpython3u stable strict parallel restricted security invoker
+language plpython3u stable strict parallel unsafe security invoker
 set search_path to pg_catalog, pg_temp;
 
 -------------------------------------------------------------------------------
@@ -30,11 +33,14 @@ returns void
 as $python$
     import sys
     if 'hybrid_search' not in sys.modules:
+        import ctypes  # no SQL in parallel mode: see plpython/hybrid_search/parallel.py
+        if ctypes.CDLL(None).IsInParallelMode() & 0xFF:
+            plpy.error('hybrid_search: cannot run during a parallel operation', sqlstate='25000')
         plpy.execute('select @extschema@.hybrid_search_load_python()')
     from hybrid_search import sql_api
     return sql_api.colbert_check_encoders(plpy, caller)
 $python$
-language plpython3u stable parallel restricted security invoker
+language plpython3u stable parallel unsafe security invoker
 set search_path to pg_catalog, pg_temp;
 
 -------------------------------------------------------------------------------
@@ -47,11 +53,14 @@ returns integer
 as $python$
     import sys
     if 'hybrid_search' not in sys.modules:
+        import ctypes  # no SQL in parallel mode: see plpython/hybrid_search/parallel.py
+        if ctypes.CDLL(None).IsInParallelMode() & 0xFF:
+            plpy.error('hybrid_search: cannot run during a parallel operation', sqlstate='25000')
         plpy.execute('select @extschema@.hybrid_search_load_python()')
     from hybrid_search import sql_api
     return sql_api.colbert_query(plpy, query)
 $python$
-language plpython3u stable strict parallel restricted security invoker
+language plpython3u stable strict parallel unsafe security invoker
 set search_path to pg_catalog, pg_temp;
 
 -------------------------------------------------------------------------------
@@ -66,11 +75,14 @@ returns table (id bigint, rank integer, score double precision)
 as $python$
     import sys
     if 'hybrid_search' not in sys.modules:
+        import ctypes  # no SQL in parallel mode: see plpython/hybrid_search/parallel.py
+        if ctypes.CDLL(None).IsInParallelMode() & 0xFF:
+            plpy.error('hybrid_search: cannot run during a parallel operation', sqlstate='25000')
         plpy.execute('select @extschema@.hybrid_search_load_python()')
     from hybrid_search import sql_api
     return sql_api.colbert_rerank(plpy, query, ids)
 $python$
-language plpython3u stable strict parallel restricted security invoker
+language plpython3u stable strict parallel unsafe security invoker
 set search_path to pg_catalog, pg_temp;
 
 comment on function @extschema@.colbert_rerank(text, bigint[]) is

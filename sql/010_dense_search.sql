@@ -84,7 +84,7 @@ begin
     perform pg_catalog.set_config('enable_seqscan', old_seqscan, true);
 end;
 $func$
-language plpgsql stable parallel safe security invoker rows 100
+language plpgsql stable parallel unsafe security invoker rows 100
 set search_path to pg_catalog, pg_temp;
 
 comment on function @extschema@.dense_search(@extschema:vector@.vector, integer, jsonb, integer) is
@@ -109,7 +109,7 @@ begin
     select * from @extschema@.dense_search(@extschema@.embed_dense(query), k, filter, ef_search);
 end;
 $func$
-language plpgsql stable parallel restricted security invoker rows 100
+language plpgsql stable parallel unsafe security invoker rows 100
 set search_path to pg_catalog, pg_temp;
 
 comment on function @extschema@.dense_search(text, integer, jsonb, integer) is

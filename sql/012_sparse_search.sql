@@ -52,11 +52,14 @@ create or replace function @extschema@._sparse_search_index(
 as $python$
     import sys
     if 'hybrid_search' not in sys.modules:
+        import ctypes  # no SQL in parallel mode: see plpython/hybrid_search/parallel.py
+        if ctypes.CDLL(None).IsInParallelMode() & 0xFF:
+            plpy.error('hybrid_search: cannot run during a parallel operation', sqlstate='25000')
         plpy.execute('select @extschema@.hybrid_search_load_python()')
     from hybrid_search import sql_api
     return sql_api.sparse_index_search(plpy, query_sparse, k, filter)
 $python$
-language plpython3u stable parallel restricted security invoker rows 100
+language plpython3u stable parallel unsafe security invoker rows 100
 set search_path to pg_catalog, pg_temp;
 
 -------------------------------------------------------------------------------
@@ -83,7 +86,7 @@ begin
     order by r.score desc, r.id;
 end;
 $func$
-language plpgsql stable parallel restricted security invoker rows 100
+language plpgsql stable parallel unsafe security invoker rows 100
 set search_path to pg_catalog, pg_temp;
 
 comment on function @extschema@.sparse_search(@extschema:vector@.sparsevec, integer, jsonb) is
@@ -107,7 +110,7 @@ begin
     select * from @extschema@.sparse_search(@extschema@.embed_sparse(query), k, filter);
 end;
 $func$
-language plpgsql stable parallel restricted security invoker rows 100
+language plpgsql stable parallel unsafe security invoker rows 100
 set search_path to pg_catalog, pg_temp;
 
 comment on function @extschema@.sparse_search(text, integer, jsonb) is

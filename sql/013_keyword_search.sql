@@ -35,7 +35,7 @@ begin
     order by r.score desc, r.id;
 end;
 $func$
-language plpgsql stable parallel restricted security invoker rows 100
+language plpgsql stable parallel unsafe security invoker rows 100
 set search_path to pg_catalog, pg_temp;
 
 comment on function @extschema@.keyword_search is
@@ -72,7 +72,7 @@ begin
     order by r.score desc, r.id;
 end;
 $func$
-language plpgsql stable parallel restricted security invoker rows 100
+language plpgsql stable parallel unsafe security invoker rows 100
 set search_path to pg_catalog, pg_temp;
 
 comment on function @extschema@.keyword_search_scan is

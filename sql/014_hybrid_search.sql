@@ -256,7 +256,7 @@ begin
     order by b.final_score desc, b.id;
 end;
 $func$
-language plpgsql stable parallel safe security invoker
+language plpgsql stable parallel unsafe security invoker
 set search_path to pg_catalog, pg_temp;
 
 comment on function @extschema@.hybrid_search(
@@ -310,7 +310,7 @@ begin
     );
 end;
 $func$
-language plpgsql stable parallel restricted security invoker
+language plpgsql stable parallel unsafe security invoker
 set search_path to pg_catalog, pg_temp;
 
 comment on function @extschema@.hybrid_search(

@@ -55,11 +55,14 @@ returns table (token_id integer, token text, weight real)
 as $python$
     import sys
     if 'hybrid_search' not in sys.modules:
+        import ctypes  # no SQL in parallel mode: see plpython/hybrid_search/parallel.py
+        if ctypes.CDLL(None).IsInParallelMode() & 0xFF:
+            plpy.error('hybrid_search: cannot run during a parallel operation', sqlstate='25000')
         plpy.execute('select @extschema@.hybrid_search_load_python()')
     from hybrid_search import sql_api
     return sql_api.query_tokens(plpy, query)
 $python$
-language plpython3u stable strict parallel restricted security invoker
+language plpython3u stable strict parallel unsafe security invoker
 set search_path to pg_catalog, pg_temp;
 
 comment on function @extschema@.query_tokens is
@@ -91,7 +94,7 @@ as $func$
     left join @extschema@.hybrid_search_token_stats as s on q.token_id = s.token_id
     order by 6 desc, q.token_id;
 $func$
-language sql stable strict parallel restricted security invoker
+language sql stable strict parallel unsafe security invoker
 set search_path to pg_catalog, pg_temp;
 
 comment on function @extschema@.sparse_explain is

@@ -109,6 +109,9 @@ create or replace function @extschema@.hybrid_search_rebuild_keyword_index(
 as $python$
     import sys
     if 'hybrid_search' not in sys.modules:
+        import ctypes  # no SQL in parallel mode: see plpython/hybrid_search/parallel.py
+        if ctypes.CDLL(None).IsInParallelMode() & 0xFF:
+            plpy.error('hybrid_search: cannot run during a parallel operation', sqlstate='25000')
         plpy.execute('select @extschema@.hybrid_search_load_python()')
     from hybrid_search import sql_api
     return sql_api.rebuild_keyword_index(plpy)
@@ -136,9 +139,12 @@ create or replace function @extschema@._keyword_search_bm25(
 as $python$
     import sys
     if 'hybrid_search' not in sys.modules:
+        import ctypes  # no SQL in parallel mode: see plpython/hybrid_search/parallel.py
+        if ctypes.CDLL(None).IsInParallelMode() & 0xFF:
+            plpy.error('hybrid_search: cannot run during a parallel operation', sqlstate='25000')
         plpy.execute('select @extschema@.hybrid_search_load_python()')
     from hybrid_search import sql_api
     return sql_api.keyword_search(plpy, text_search_config, query, k, filter, match, exact)
 $python$
-language plpython3u stable parallel restricted security invoker rows 100
+language plpython3u stable parallel unsafe security invoker rows 100
 set search_path to pg_catalog, pg_temp;

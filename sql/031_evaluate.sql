@@ -107,7 +107,7 @@ begin
     ) using run, k, query_ids;
 end;
 $func$
-language plpgsql stable parallel safe security invoker
+language plpgsql stable parallel restricted security invoker
 set search_path to pg_catalog, pg_temp;
 
 comment on function @extschema@.hybrid_search_score_run is
@@ -189,7 +189,7 @@ begin
     return query select * from @extschema@.hybrid_search_score_run(run, qrels, k, ids);
 end;
 $func$
-language plpgsql volatile parallel restricted security invoker
+language plpgsql volatile parallel unsafe security invoker
 set search_path to pg_catalog, pg_temp;
 
 comment on function @extschema@.hybrid_search_evaluate is

@@ -16,11 +16,14 @@ returns table (check_name text, status text, detail text)
 as $python$
     import sys
     if 'hybrid_search' not in sys.modules:
+        import ctypes  # no SQL in parallel mode: see plpython/hybrid_search/parallel.py
+        if ctypes.CDLL(None).IsInParallelMode() & 0xFF:
+            plpy.error('hybrid_search: cannot run during a parallel operation', sqlstate='25000')
         plpy.execute('select @extschema@.hybrid_search_load_python()')
     from hybrid_search import sql_api
     return sql_api.check(plpy)
 $python$
-language plpython3u stable parallel restricted security invoker
+language plpython3u stable parallel unsafe security invoker
 set search_path to pg_catalog, pg_temp;
 
 comment on function @extschema@.hybrid_search_check is

@@ -85,3 +85,7 @@ def reference_model(model_dir):
     from FlagEmbedding import BGEM3FlagModel
 
     return BGEM3FlagModel(str(model_dir), use_fp16=False, devices="cpu")
+
+
+# the adversarial tests' server without preloading (tests/adversarial.py)
+from adversarial import bare_cluster, bare_dsn  # noqa: E402, F401

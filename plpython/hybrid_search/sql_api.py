@@ -5,7 +5,10 @@ into one clear PostgreSQL error, and returns values in the shapes PL/Python
 converts to the declared SQL types.
 """
 
-from . import backends, colbert, encoders, keyword_db, model, settings, sparse_db, vectors
+import functools
+import inspect
+
+from . import backends, colbert, encoders, keyword_db, model, parallel, settings, sparse_db, vectors
 from . import check as checks
 
 _FIX_HINT = (
@@ -272,3 +275,24 @@ def keyword_search(plpy, text_search_config, query, k, filter_json, match, exact
 def check(plpy):
     """(check_name, status, detail) rows of hybrid_search_check()."""
     return checks.run(plpy)
+
+
+def _refusing_parallel_mode(entry):
+    @functools.wraps(entry)
+    def guarded(plpy, *args):
+        parallel.refuse(plpy, entry.__name__)
+        return entry(plpy, *args)
+
+    return guarded
+
+
+# Every entry point that is given plpy refuses parallel mode before its first SQL
+# statement (parallel.py says why): wrapped here, once, rather than in each.
+for _name, _entry in list(globals().items()):
+    if (
+        not _name.startswith("_")
+        and inspect.isfunction(_entry)
+        and _entry.__module__ == __name__
+        and next(iter(inspect.signature(_entry).parameters), None) == "plpy"
+    ):
+        globals()[_name] = _refusing_parallel_mode(_entry)
