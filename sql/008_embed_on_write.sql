@@ -109,13 +109,34 @@ set search_path to pg_catalog, pg_temp;
 -- rewrites it when the text search configuration changes). Stored ColBERT
 -- vectors of the old content are dropped unless the same UPDATE sets new ones
 -- (the embedding triggers store them again where colbert_store is on).
+-- A tsvector holds at most 1 MB of lexemes and positions, whatever
+-- max_content_chars allows: a content that makes a bigger one is refused with an
+-- error naming both limits. Only a content of more than 128 kB (1 MB / 8) is
+-- checked: a tsvector took at most 3.4 bytes per byte of text in every text
+-- tried, and only those pay for the subtransaction that catches the error.
 create or replace function @extschema@._documents_fulltext()
 returns trigger
 as $func$
+declare
+    config regconfig := (select s.text_search_config from @extschema@.hybrid_search_settings as s);
 begin
-    new.fts := pg_catalog.to_tsvector(
-        (select s.text_search_config from @extschema@.hybrid_search_settings as s), new.content
-    );
+    if coalesce(pg_catalog.octet_length(new.content), 0) <= 131072 then
+        new.fts := pg_catalog.to_tsvector(config, new.content);
+    else
+        begin
+            new.fts := pg_catalog.to_tsvector(config, new.content);
+        exception when program_limit_exceeded then
+            raise exception 'hybrid_search: a document of % characters makes a full-text vector (fts) over PostgreSQL''s 1 MB tsvector limit',
+                pg_catalog.length(new.content)
+            using
+                errcode = 'program_limit_exceeded',
+                detail = pg_catalog.format(
+                    '%s; max_content_chars (%s) bounds what the model reads, not the tsvector',
+                    sqlerrm, (select s.max_content_chars from @extschema@.hybrid_search_settings as s)
+                ),
+                hint = 'split the document into smaller ones';
+        end;
+    end if;
     if tg_op = 'UPDATE' and new.colbert is not null and new.content is distinct from old.content
         and new.colbert = old.colbert then
         new.colbert := null;

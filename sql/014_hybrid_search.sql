@@ -80,6 +80,8 @@ declare
     per_leg integer;
     rerank boolean := coalesce(colbert_rerank, 0) <> 0;
     shortlist integer := k;
+    bad_weight text;
+    bad_value double precision;
 begin
     perform @extschema@._check_search_arguments('hybrid_search', k, filter);
     if fusion is null or fusion not in ('rrf', 'weighted', 'raw') then
@@ -92,15 +94,22 @@ begin
             coalesce(candidates::text, 'NULL')
         using errcode = 'invalid_parameter_value';
     end if;
-    if rrf_k is null or rrf_k < 0 then
-        raise exception 'hybrid_search: rrf_k must be 0 or more, got %', coalesce(rrf_k::text, 'NULL')
+    if rrf_k is null or rrf_k < 0 or rrf_k > 1000000 then
+        raise exception 'hybrid_search: rrf_k must be between 0 and 1000000, got %', coalesce(rrf_k::text, 'NULL')
         using errcode = 'invalid_parameter_value';
     end if;
-    if dense_weight < 0 or sparse_weight < 0 or keyword_weight < 0
-        or dense_weight = 'NaN' or sparse_weight = 'NaN' or keyword_weight = 'NaN'
-        or dense_weight = 'Infinity' or sparse_weight = 'Infinity' or keyword_weight = 'Infinity' then
-        raise exception 'hybrid_search: weights must be finite and 0 or more, got dense %, sparse %, keyword %',
-            dense_weight, sparse_weight, keyword_weight
+    -- weights are relative: beyond 1e6 their products and sums could overflow
+    select w.name, w.value into bad_weight, bad_value
+    from (
+        values
+        ('dense_weight', dense_weight), ('sparse_weight', sparse_weight),
+        ('keyword_weight', keyword_weight), ('colbert_weight', colbert_weight)
+    ) as w (name, value)
+    where w.value < 0 or w.value > 1000000 or w.value = 'NaN'
+    limit 1;
+    if bad_weight is not null then
+        raise exception 'hybrid_search: % must be between 0 and 1000000 (or NULL for its default), got %',
+            bad_weight, bad_value
         using errcode = 'invalid_parameter_value';
     end if;
 
@@ -118,10 +127,6 @@ begin
         if colbert_rerank < 1 or colbert_rerank > 1000 then
             raise exception 'hybrid_search: colbert_rerank must be between 1 and 1000 (or NULL), got %',
                 colbert_rerank
-            using errcode = 'invalid_parameter_value';
-        end if;
-        if colbert_weight < 0 or colbert_weight = 'NaN' or colbert_weight = 'Infinity' then
-            raise exception 'hybrid_search: colbert_weight must be finite and 0 or more, got %', colbert_weight
             using errcode = 'invalid_parameter_value';
         end if;
         if query is null or pg_catalog.btrim(query) = '' then

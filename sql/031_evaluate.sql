@@ -144,6 +144,7 @@ declare
     q record;
     fusion text;
     run @extschema@.hybrid_search_run_row[] := '{}';
+    bad integer;
 begin
     perform @extschema@._check_search_arguments('hybrid_search_evaluate', k, null);
     if queries is null or qrels is null then
@@ -155,6 +156,20 @@ begin
         ' from %s as q',
         queries
     ) into ids, texts;
+    bad := pg_catalog.array_position(ids, null);
+    if bad is null then
+        select i.o::integer into bad
+        from pg_catalog.unnest(texts) with ordinality as i (query, o)
+        where i.query is null or pg_catalog.btrim(i.query) = ''
+        limit 1;
+    end if;
+    if bad is not null then
+        raise exception 'hybrid_search_evaluate: queries table % has a row with %', queries,
+            case when ids[bad] is null then 'a NULL id' else pg_catalog.format('no query text (id %s)', ids[bad]) end
+        using
+            errcode = 'null_value_not_allowed',
+            hint = pg_catalog.format('give every row of %s an id and a non-empty query, or leave it out', queries);
+    end if;
     for q in
         select i.id, i.query, e.dense, e.sparse
         from rows from (pg_catalog.unnest(ids), pg_catalog.unnest(texts)) with ordinality as i (id, query, ord)

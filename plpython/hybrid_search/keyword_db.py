@@ -133,21 +133,38 @@ def rebuild(plpy, k1: float, b: float) -> dict:
 
 def _query_lexemes(plpy, config: str, query: str) -> dict[str, int]:
     """{lexeme: repetitions} of the query under the text search configuration."""
-    rows = _rows(
-        plpy,
-        "query_lexemes",
-        "select u.lexeme, coalesce(pg_catalog.cardinality(u.positions), 1) as n"
-        " from pg_catalog.unnest(pg_catalog.to_tsvector($1::regconfig, $2)) as u",
-        ["text", "text"],
-        [config, query],
-    )
+    try:
+        rows = _rows(
+            plpy,
+            "query_lexemes",
+            "select u.lexeme, coalesce(pg_catalog.cardinality(u.positions), 1) as n"
+            " from pg_catalog.unnest(pg_catalog.to_tsvector($1::regconfig, $2)) as u",
+            ["text", "text"],
+            [config, query],
+        )
+    except plpy.spiexceptions.ProgramLimitExceeded as error:
+        plpy.error(
+            f"keyword_search: a query of {len(query)} characters makes a tsvector over"
+            " PostgreSQL's 1 MB limit",
+            detail=str(error),
+            hint="shorten the query",
+            sqlstate="54000",  # program_limit_exceeded
+        )
     return {r["lexeme"]: r["n"] for r in rows}
 
 
 def _or_query(lexemes) -> str:
-    """A tsquery matching any of the lexemes, taken verbatim (no normalisation)."""
-    quoted = ("'" + x.replace("\\", "\\\\").replace("'", "''") + "'" for x in lexemes)
-    return " | ".join(quoted)
+    """A tsquery matching any of the lexemes, taken verbatim (no normalisation), as a
+    balanced tree of ORs: PostgreSQL parses and evaluates a tsquery recursively, and
+    the flat chain 'a' | 'b' | ... of a 30,000-word query exceeded max_stack_depth. A
+    balanced tree is log2(n) deep (15 for 30,000 lexemes)."""
+    terms = ["'" + x.replace("\\", "\\\\").replace("'", "''") + "'" for x in lexemes]
+    while len(terms) > 1:
+        terms = [
+            f"({terms[i]} | {terms[i + 1]})" if i + 1 < len(terms) else terms[i]
+            for i in range(0, len(terms), 2)
+        ]
+    return terms[0]
 
 
 def _matching(plpy, name: str, where: str, fourth: str, args: list) -> list:

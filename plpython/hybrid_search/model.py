@@ -248,12 +248,14 @@ QUERY_CACHE_SIZE = 256
 _query_cache: OrderedDict = OrderedDict()
 
 
-def encode_query(settings, model, text: str, colbert: bool = False) -> Encoding:
+def encode_query(settings, model, text: str, colbert: bool = False, role: int = 0) -> Encoding:
     """One text, through a per-backend LRU cache: an application repeating a
     query (paging, retries, popular searches) pays the forward pass once. With
     colbert, the entry also holds the query's ColBERT vectors (computed in the
-    same forward pass as its dense and sparse vectors when asked for first)."""
-    key = (settings.model_key, min(settings.max_length, model.max_positions), text)
+    same forward pass as its dense and sparse vectors when asked for first).
+    Entries are the role's (current_user) own: roles sharing a backend (SET ROLE,
+    a pooler) never hit each other's queries, which stats.query_cache_hits would show."""
+    key = (role, settings.model_key, min(settings.max_length, model.max_positions), text)
     cached = _query_cache.get(key)
     if cached is not None and (cached.colbert is not None or not colbert):
         _query_cache.move_to_end(key)

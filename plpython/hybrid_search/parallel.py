@@ -18,21 +18,7 @@ clean error then, before any SQL: every entry of sql_api runs it first.
 first; the bodies' shared preamble guards that one statement the same way.)
 """
 
-import ctypes
-
-_is_in_parallel_mode = None
-
-
-def in_parallel_mode() -> bool:
-    """PostgreSQL's IsInParallelMode() of this backend (leader or parallel worker)."""
-    global _is_in_parallel_mode
-    if _is_in_parallel_mode is None:
-        # the postgres executable exports its functions to the libraries it loads
-        function = ctypes.CDLL(None).IsInParallelMode
-        function.argtypes = []
-        function.restype = ctypes.c_bool
-        _is_in_parallel_mode = function
-    return bool(_is_in_parallel_mode())
+from .postgres import in_parallel_mode
 
 
 def refuse(plpy, caller: str) -> None:

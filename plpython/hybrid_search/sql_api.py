@@ -8,7 +8,18 @@ converts to the declared SQL types.
 import functools
 import inspect
 
-from . import backends, colbert, encoders, keyword_db, model, parallel, settings, sparse_db, vectors
+from . import (
+    backends,
+    colbert,
+    encoders,
+    keyword_db,
+    model,
+    parallel,
+    postgres,
+    settings,
+    sparse_db,
+    vectors,
+)
 from . import check as checks
 
 _FIX_HINT = (
@@ -52,7 +63,11 @@ def _encode(plpy, texts, cached=False, colbert_vectors=False, settings_and_model
     try:
         if cached:
             (text,) = texts
-            return loaded, [model.encode_query(current, loaded, text, colbert=colbert_vectors)]
+            return loaded, [
+                model.encode_query(
+                    current, loaded, text, colbert=colbert_vectors, role=postgres.current_user()
+                )
+            ]
         return loaded, model.encode(
             current,
             loaded,
