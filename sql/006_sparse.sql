@@ -29,7 +29,10 @@ as $func$
     from @extschema@.sparse_entries(sparse) as e;
 $func$
 language sql immutable strict parallel safe security invoker
-set search_path to pg_catalog, pg_temp;
+set search_path to pg_catalog, pg_temp
+-- jsonb writes a real as float4out does: the caller's extra_float_digits would
+-- round the weights (and make this IMMUTABLE function's result depend on it)
+set extra_float_digits to 1;
 
 comment on function @extschema@.sparse_to_jsonb is
 'sparse embedding as a {"token_id": weight} object';
