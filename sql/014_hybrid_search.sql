@@ -98,17 +98,17 @@ begin
         raise exception 'hybrid_search: rrf_k must be between 0 and 1000000, got %', coalesce(rrf_k::text, 'NULL')
         using errcode = 'invalid_parameter_value';
     end if;
-    -- weights are relative: beyond 1e6 their products and sums could overflow
+    -- weights are relative; bounded, their sums and products never overflow
     select w.name, w.value into bad_weight, bad_value
     from (
         values
         ('dense_weight', dense_weight), ('sparse_weight', sparse_weight),
         ('keyword_weight', keyword_weight), ('colbert_weight', colbert_weight)
     ) as w (name, value)
-    where w.value < 0 or w.value > 1000000 or w.value = 'NaN'
+    where w.value < 0 or w.value > 1e9 or w.value = 'NaN'
     limit 1;
     if bad_weight is not null then
-        raise exception 'hybrid_search: % must be between 0 and 1000000 (or NULL for its default), got %',
+        raise exception 'hybrid_search: % must be between 0 and 1e9 (or NULL for its default), got %',
             bad_weight, bad_value
         using errcode = 'invalid_parameter_value';
     end if;
