@@ -6,6 +6,7 @@ library leaves a thread in the postmaster.
 """
 
 import os
+import re
 import time
 
 import psycopg
@@ -63,7 +64,10 @@ def test_a_backend_exits_through_postgres_cleanup(dsn, cluster):
         ).fetchone()[0]
         assert leftover == 0
     terminated.close()
-    log = cluster.log.read_text()
+    # a parallel worker that raised an ERROR exits with code 1 (test_adversarial_parallel.py
+    # makes some): that is no crash
+    worker_error = r'background worker "parallel worker" \(PID \d+\) exited with exit code 1'
+    log = re.sub(worker_error, "", cluster.log.read_text())
     assert "terminated by signal" not in log and "exited with exit code" not in log
 
 
