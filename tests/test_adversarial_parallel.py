@@ -239,3 +239,54 @@ def test_the_preamble_of_every_python_function_refuses_parallel_mode_before_any_
             continue
         before_sql = body.split("plpy.execute(")[0]
         assert "IsInParallelMode()" in before_sql, signature
+
+
+PYTHON_FRAMES = """create function pg_temp.python_frames() returns text language plpython3u
+as $$
+import sys
+names, frame = [], sys._getframe()
+while frame is not None:
+    names.append(frame.f_code.co_name)
+    frame = frame.f_back
+return ",".join(names)
+$$"""
+
+
+def test_errors_inside_our_python_functions_leave_the_interpreter_intact(request):
+    """What an ERROR that jumped through Python left behind was a stale chain of frames
+    (walking it killed the backend). After each kind of error raised inside our PL/Python
+    functions, a new PL/Python call sees only its own frames."""
+    for dsn, watch in _server(request, "not preloaded"):
+        with connect(dsn) as conn:
+            conn.execute(PYTHON_FRAMES)
+            conn.execute(sql.SQL(WRAPPERS["sql"].format(schema="public")))
+            clean = conn.execute("select pg_temp.python_frames()").fetchone()[0]
+            assert clean.split(",")[1:] == ["<module>"]
+            errors = {
+                "refused in parallel mode": (
+                    EAGER_PARALLEL + "; set max_parallel_workers = 0",
+                    "select pg_temp.wrapped('sales')",
+                ),
+                "an SQL error inside plpy.execute": (
+                    "select 1",
+                    "select * from _keyword_search_bm25('no_such_config', 'x', 3, null, null,"
+                    " true)",
+                ),
+                "plpy.error": (
+                    "select hybrid_search_configure(max_content_chars => 5)",
+                    "select embed_dense('longer than five')",
+                ),
+                "a cancel inside plpy.execute": (
+                    "set statement_timeout = 1",
+                    "select count(*) from embed_batch(array_fill('sales'::text, array[3000]))",
+                ),
+            }
+            for case, (prepare, statement) in errors.items():
+                conn.execute(prepare)
+                with pytest.raises(psycopg.Error):
+                    conn.execute(statement)
+                conn.execute("reset all")
+                conn.execute("select hybrid_search_configure(max_content_chars => 1000000)")
+                assert conn.execute("select pg_temp.python_frames()").fetchone()[0] == clean, case
+                assert conn.execute("select count(*) from query_tokens('hello')").fetchone()[0]
+                watch.assert_no_crash(case)
