@@ -33,8 +33,10 @@ end;
 $block$;
 
 -- After ALTER EXTENSION UPDATE: a role granted a level by hybrid_search_grant
--- before also gets what this version added to that level. (A fresh install
--- has no such role.) The level is read back from the grants themselves.
+-- before gets that level as this version defines it (what was added, and
+-- nothing it no longer includes). (A fresh install has no such role.) The
+-- level is read back from the grants themselves: a writer may insert into
+-- documents.
 do $block$
 declare
     granted record;
@@ -43,8 +45,9 @@ begin
         select
             a.grantee::regrole as role,
             case
-                when pg_catalog.bool_or(p.proname = any(@extschema@._role_functions('write')))
-                    then 'write'
+                when pg_catalog.has_any_column_privilege(
+                    a.grantee, '@extschema@.documents'::regclass, 'INSERT'
+                ) then 'write'
                 else 'search'
             end as access
         from pg_catalog.pg_proc as p
