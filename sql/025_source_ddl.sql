@@ -243,3 +243,20 @@ on ddl_command_end
 when tag in ('CREATE TABLE', 'ALTER TABLE', 'ALTER SCHEMA')
 execute function @extschema@._source_altered();
 -- noqa: enable=all
+
+-- After ALTER EXTENSION UPDATE: partitions of tables enabled by an earlier
+-- version get their triggers (and rows written straight to them are copied).
+-- A fresh install has no enabled table.
+do $block$
+declare
+    src @extschema@.hybrid_search_sources;
+begin
+    for src in
+        select s.* from @extschema@.hybrid_search_sources as s
+        inner join pg_catalog.pg_class as c on pg_catalog.to_regclass(s.source) = c.oid
+        where c.relkind = 'p'
+    loop
+        perform @extschema@._source_sync(src, false);
+    end loop;
+end;
+$block$;

@@ -203,6 +203,10 @@ def test_writes_straight_to_a_partition_are_copied(parted):
         f"select count(*) from documents where source = '{source}' and dense is null"
     ).fetchone() == (0,)
     assert_clean(parted)
+    assert parted.execute("select hybrid_search_disable(%s)", [source]).fetchone() == (4,)
+    assert parted.execute(
+        "select count(*) from pg_trigger where tgname like 'hybrid_search%%'"
+    ).fetchone() == (0,)
 
 
 def test_partitions_created_attached_detached_and_dropped_keep_the_copy_exact(parted):
