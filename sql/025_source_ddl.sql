@@ -28,22 +28,22 @@ for each row execute function @extschema@._source_reserved();
 
 -------------------------------------------------------------------------------
 -- _source_sync
--- Make an enabled partitioned table's copy exact again after its partitions
--- changed: new or attached partitions get the triggers and their rows are
--- copied (queued for embedding, like hybrid_search_enable's); tables
--- detached lose the triggers; if rows may have left (a detach, or removed:
--- a partition was dropped), copies of rows no longer in the table leave
--- documents. Called by the event triggers only (owner's rights, no input
--- from the caller).
+-- Keep an enabled partitioned table's copy exact after its partitions
+-- changed: new or attached partitions get the triggers, and the rows of an
+-- attached one are copied (queued for embedding, like hybrid_search_enable's);
+-- a detached table loses the triggers and its rows' copies; removed (a
+-- partition was dropped, its rows are gone): copies of rows no longer in the
+-- table leave documents (a pass over the table). Called by the event
+-- triggers only (owner's rights, no input from the caller).
 create or replace function @extschema@._source_sync(src @extschema@.hybrid_search_sources, removed boolean)
 returns void
 as $func$
 declare
     part regclass;
-    added boolean := false;
+    leaf boolean;
 begin
-    for part in
-        select t.relid from pg_catalog.pg_partition_tree(src.source::regclass) as t
+    for part, leaf in
+        select t.relid, t.isleaf from pg_catalog.pg_partition_tree(src.source::regclass) as t
         where
             t.relid <> src.source::regclass
             and not exists (
@@ -52,9 +52,20 @@ begin
             )
     loop
         perform @extschema@._source_create_triggers(part, src.source);
-        added := true;
+        if leaf then  -- the leaves hold the rows
+            perform pg_catalog.set_config('hybrid_search.queue_writes', 'on', true);
+            execute pg_catalog.format(
+                'insert into @extschema@.documents as d (content, metadata, source, source_key)'
+                ' select %s from %s as n where n.%I is not null'
+                ' on conflict (source, source_key) do update'
+                ' set content = excluded.content, metadata = excluded.metadata'
+                ' where d.content is distinct from excluded.content'
+                ' or d.metadata is distinct from excluded.metadata',
+                @extschema@._source_row_sql(src), part, src.content_column
+            );
+            perform pg_catalog.set_config('hybrid_search.queue_writes', 'off', true);
+        end if;
     end loop;
-    -- tables detached from the enabled one keep no trigger
     for part in
         select g.tgrelid::regclass from pg_catalog.pg_trigger as g
         where
@@ -66,7 +77,12 @@ begin
             )
     loop
         perform @extschema@._source_drop_triggers(part, 'hybrid_search_partition');
-        removed := true;
+        -- keys are unique across the partitions: these rows left the table
+        execute pg_catalog.format(
+            'delete from @extschema@.documents as d where d.source = %L'
+            ' and d.source_key in (select n.%I::text from %s as n)',
+            src.source, src.key_column, part
+        );
     end loop;
     if removed then
         execute pg_catalog.format(
@@ -75,20 +91,6 @@ begin
             src.source, src.source, src.key_column, src.content_column
         );
     end if;
-    if not added then
-        return;
-    end if;
-    perform pg_catalog.set_config('hybrid_search.queue_writes', 'on', true);
-    execute pg_catalog.format(
-        'insert into @extschema@.documents as d (content, metadata, source, source_key)'
-        ' select %s from %s as n where n.%I is not null'
-        ' on conflict (source, source_key) do update'
-        ' set content = excluded.content, metadata = excluded.metadata'
-        ' where d.content is distinct from excluded.content'
-        ' or d.metadata is distinct from excluded.metadata',
-        @extschema@._source_row_sql(src), src.source, src.content_column
-    );
-    perform pg_catalog.set_config('hybrid_search.queue_writes', 'off', true);
 end;
 $func$
 language plpgsql volatile security invoker

@@ -279,3 +279,14 @@ def test_tenant_keyword_scores_are_bm25_over_the_tenants_own_rows(tenants):
     assert [i for i, _ in scores] == [i for i, _ in alone] == [i for i, _ in exact]
     assert [s for _, s in scores] == pytest.approx([s for _, s in alone], rel=1e-6)
     assert [s for _, s in scores] == pytest.approx([s for _, s in exact], rel=1e-6)
+
+
+def test_monitoring_role_gets_its_functions_and_not_the_corpus(conn):
+    """pg_monitor is given hybrid_search_backend_memory (and the loader it calls), never a
+    level: the re-grant after an update read it as a 'search' role and gave every member
+    of pg_monitor the documents, and then (as grant takes back what a level lacks) took
+    its function away."""
+    assert conn.execute(
+        "select has_function_privilege('pg_monitor', 'hybrid_search_backend_memory()',"
+        " 'execute'), has_table_privilege('pg_monitor', 'documents', 'select')"
+    ).fetchone() == (True, False)
