@@ -89,12 +89,8 @@ def ensure_venv(layout: Layout) -> None:
     if not drift:
         report.done(f"PL/Python virtualenv {layout.venv}: as {LOCK.relative_to(REPO)}")
     else:
-        if all(line.endswith("not installed") for line in drift):
-            shown = f"{len(drift)} packages"  # a new virtualenv
-        else:
-            shown = "; ".join(drift[:5]) + (
-                f"; and {len(drift) - 5} more" if len(drift) > 5 else ""
-            )
+        many = f"{len(drift)} packages to install or change"
+        shown = "; ".join(drift) if len(drift) <= 5 else many
         report.changing(f"PL/Python virtualenv {layout.venv} to {LOCK.relative_to(REPO)}: {shown}")
         # where no local CPU wheel is on hand (a Docker build), the CPU index has torch's
         index = os.environ.get("HYBRID_SEARCH_TORCH_INDEX_URL")
