@@ -1,20 +1,29 @@
 # Quick start: `make demo`, then `make test`. Both bootstrap what they need.
+# Every Python package comes from a lock in requirements/ (hash-checked); `make lock`
+# regenerates the locks from the *.in files there and runs the whole suite on them.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-TORCH := torch==2.13.0
+PIP := $(BIN)/pip install -q --disable-pip-version-check
+LOCK_INSTALL := $(PIP) --require-hashes --no-deps -r
+# our own packages, built by the lock's setuptools
+OWN_INSTALL := $(PIP) --no-deps --no-build-isolation
+PIP_COMPILE := $(BIN)/pip-compile -q --generate-hashes --allow-unsafe --strip-extras \
+	--no-emit-index-url --no-emit-find-links
 
-.PHONY: demo test lint setup extension clean
+.PHONY: demo test lint setup extension clean lock
 
 # the CLI and its few dependencies
-$(BIN)/hybrid-search: pyproject.toml
+$(BIN)/hybrid-search: pyproject.toml requirements/cli.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -e .
+	$(LOCK_INSTALL) requirements/cli.lock
+	$(OWN_INSTALL) -e .
 	touch $@
 
-# test tools, torch (pinned CPU wheel) and FlagEmbedding for reference computations
-$(VENV)/.test-deps: $(BIN)/hybrid-search pyproject.toml plpython/pyproject.toml
-	$(BIN)/pip install -q --disable-pip-version-check $(TORCH) -e ./plpython -e '.[test]'
+# test tools, torch and FlagEmbedding for reference computations
+$(VENV)/.test-deps: $(BIN)/hybrid-search requirements/dev.lock plpython/pyproject.toml
+	$(LOCK_INSTALL) requirements/dev.lock
+	$(OWN_INSTALL) -e ./plpython
 	touch $@
 
 setup: $(BIN)/hybrid-search
@@ -32,6 +41,15 @@ lint: $(VENV)/.test-deps
 	$(BIN)/ruff format --check .
 	$(BIN)/sqlfluff lint sql
 	$(BIN)/hadolint Dockerfile
+
+# New locks from requirements/*.in (newest versions the *.in files allow), then the
+# whole suite on them in a fresh virtualenv; commit the locks only if it passes.
+lock: $(VENV)/.test-deps
+	cd requirements && ../$(PIP_COMPILE) --upgrade -o plpython.lock plpython.in
+	cd requirements && ../$(PIP_COMPILE) --upgrade -o cli.lock cli.in
+	cd requirements && ../$(PIP_COMPILE) --upgrade -o dev.lock dev.in
+	rm -rf $(VENV)
+	$(MAKE) lint test
 
 extension:
 	$(MAKE) -C extension

@@ -41,23 +41,31 @@ static bool preloaded = false;
 
 /*
  * The Python code the postmaster runs, with `venv` set. It leaves `error` set
- * to the traceback if anything (even SystemExit) went wrong, and then puts
- * sys.path and sys.modules back as they were.
+ * to the traceback if anything (even SystemExit) went wrong.
+ *
+ * A failure is never rolled back: whatever imported stays imported, because
+ * a C extension module taken out of sys.modules cannot be initialised again
+ * in the backends forked from here ("cannot load module more than once per
+ * process"). Backends then import the rest themselves and meet the original
+ * error, which the module _hybrid_search_preload also keeps for them and for
+ * hybrid_search_check(). Only our own pure-Python package is dropped, as on
+ * success, so that backends run the version installed now.
  */
 static const char *preload_program =
-"import os, sys, traceback\n"
+"import os, sys, traceback, types\n"
 "error = None\n"
-"saved_path, saved_modules = list(sys.path), set(sys.modules)\n"
 "try:\n"
 "    sys.path.insert(0, os.path.join(venv, 'lib', 'python%d.%d' % sys.version_info[:2], 'site-packages'))\n"
 "    from hybrid_search import preload\n"
 "    preload.run()\n"
 "except BaseException:\n"
 "    error = traceback.format_exc()\n"
-"    sys.path[:] = saved_path\n"
-"    for name in set(sys.modules) - saved_modules:\n"
+"    for name in [n for n in sys.modules if n == 'hybrid_search' or n.startswith('hybrid_search.')]:\n"
 "        del sys.modules[name]\n"
 "finally:\n"
+"    state = types.ModuleType('_hybrid_search_preload')\n"
+"    state.venv, state.error = venv, error\n"
+"    sys.modules[state.__name__] = state\n"
 "    sys.stdout.flush()\n"
 "    sys.stderr.flush()\n";
 
@@ -246,7 +254,7 @@ _PG_init(void)
 		ereport(WARNING,
 				(errmsg("hybrid_search: could not preload the model stack from \"%s\"", preload_venv),
 				 errdetail("%s", error),
-				 errhint("Backends will import it themselves; check hybrid_search.preload_venv.")));
+				 errhint("Backends import the rest themselves and report this error when they need the model; hybrid_search_check() shows it. `hybrid-search setup` repairs the virtualenv; then restart the server.")));
 		return;
 	}
 	SetConfigOption("hybrid_search.preloaded", "on", PGC_INTERNAL, PGC_S_OVERRIDE);

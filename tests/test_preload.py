@@ -101,7 +101,8 @@ def test_a_failed_preload_warns_and_backends_import_for_themselves(unpreloaded, 
     log = cluster.log.read_text()
     assert "could not preload the model stack" in log and "SystemExit: 3" in log
     with connect(dsn) as conn:
-        # the failed attempt's modules and path are gone: nothing of it is left to use
+        # what the failed attempt imported stays (a C extension module cannot be
+        # initialised twice in one process); our own module goes, as on success
         conn.execute(
             "create or replace function pg_temp.leftovers() returns text language plpython3u as $$"
             "\n    import sys"
@@ -109,10 +110,61 @@ def test_a_failed_preload_warns_and_backends_import_for_themselves(unpreloaded, 
             "\n    return ','.join(m for m in names if m in sys.modules)"
             "\n$$"
         )
-        assert conn.execute("select pg_temp.leftovers()").fetchone()[0] == ""
+        assert conn.execute("select pg_temp.leftovers()").fetchone()[0] == "json,decimal"
         assert len(conn.execute("select embed_dense('a query')::real[]").fetchone()[0]) > 0
         loaded = conn.execute("select hybrid_search_load_python()").fetchone()[0]
         assert loaded.startswith(str(layout.venv))
+
+
+# A FlagEmbedding that fails to import after numpy (a C extension) has loaded, as
+# FlagEmbedding 1.4.2 did under transformers 5.24.
+FAILING_FLAGEMBEDDING = """
+import numpy  # noqa: F401
+
+raise ImportError("cannot import name 'AttentionMaskConverter' (simulated by the test)")
+"""
+
+
+@pytest.fixture(scope="module")
+def failed_stack(scratch, layout, model_dir):
+    """A cluster preloading, and a database using, a virtualenv that is the real one
+    (a link to each of its packages) but for FlagEmbedding, which fails to import."""
+    venv = scratch / "failing-venv"
+    site = site_packages(str(venv))
+    site.mkdir(parents=True)
+    for entry in site_packages(str(layout.venv)).iterdir():
+        if not entry.name.lower().startswith("flagembedding"):
+            (site / entry.name).symlink_to(entry)
+    (site / "FlagEmbedding").mkdir()
+    (site / "FlagEmbedding" / "__init__.py").write_text(FAILING_FLAGEMBEDDING)
+    for path in [venv, *venv.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod(0o755)
+    cluster = Cluster(scratch / "failed-stack-cluster", port=5437)
+    cluster.init()
+    cluster.preload(venv)
+    cluster.start()
+    try:
+        dsn = create_database(cluster, layout, model_dir, "failed_stack")
+        with connect(dsn) as conn:
+            # embedded while the database still used the working virtualenv
+            conn.execute("insert into documents (content) values ('vacuum reclaims storage')")
+            conn.execute("select hybrid_search_configure(python_venv => %s)", [str(venv)])
+        yield cluster, dsn
+    finally:
+        cluster.destroy()
+
+
+def test_a_stack_that_fails_to_import_leaves_backends_working(failed_stack):
+    cluster, dsn = failed_stack
+    assert "simulated by the test" in cluster.log.read_text()
+    with connect(dsn) as conn:
+        # the legs that need no model work: numpy was not taken away from the backend
+        assert conn.execute("select count(*) from keyword_search('vacuum', 5)").fetchone()[0] == 1
+        with pytest.raises(psycopg.Error, match=r"ImportError: cannot import name .*simulated"):
+            conn.execute("select embed_dense('a query')")
+        status, detail = preload_check(conn)
+        assert status == "error" and "simulated by the test" in detail
 
 
 def test_backends_do_not_share_the_postmasters_random_state(dsn):
@@ -172,7 +224,7 @@ def test_the_check_tells_whether_the_stack_was_preloaded(dsn, unpreloaded):
     with connect(unpreloaded[1]) as conn:
         assert conn.execute("show hybrid_search.preloaded").fetchone()[0] == "off"
         status, detail = preload_check(conn)
-        assert status == "warning" and "failed" in detail
+        assert status == "error" and "SystemExit: 3" in detail
 
 
 def test_a_package_installed_after_the_start_is_noticed(tmp_path):

@@ -168,7 +168,7 @@ def cmd_eval(args, layout: Layout) -> None:
 def cmd_demo(args, layout: Layout) -> None:
     cmd_setup(args, layout)
     cmd_start(args, layout)
-    demo.run(local_cluster(layout).dsn(DATABASE), models.installed_model(layout))
+    demo.run(local_cluster(layout).dsn(DATABASE), models.installed_model(layout), args.whole_manual)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -251,6 +251,11 @@ def main(argv: list[str] | None = None) -> None:
     eval_parser.set_defaults(func=cmd_eval)
     demo_parser = commands.add_parser("demo", help="setup, start, load a corpus, run queries")
     model_options(demo_parser)
+    demo_parser.add_argument(
+        "--whole-manual",
+        action="store_true",
+        help="load all of the manual's 3,200 sections, not only the reference and a few chapters",
+    )
     demo_parser.set_defaults(func=cmd_demo)
 
     args, extra = parser.parse_known_args(argv)

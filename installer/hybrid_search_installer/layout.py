@@ -13,8 +13,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 PG_VERSION = os.environ.get("HYBRID_SEARCH_PG_VERSION", "15")
-TORCH_REQUIREMENT = "torch==2.13.0"
-FLAGEMBEDDING_REQUIREMENT = "FlagEmbedding==1.4.2"
 REAL_MODEL_ID = "BAAI/bge-m3"
 
 

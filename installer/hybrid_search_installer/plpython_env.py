@@ -3,10 +3,10 @@
 It is made with the interpreter PL/Python embeds (Debian's python3.x, not
 whatever python3 is first on PATH) and found by the extension through
 hybrid_search_settings.python_venv, so system site-packages stay untouched.
-Stamp files make a second `setup` a no-op. When the requirements change,
-the virtualenv is made anew: packages no longer required would otherwise
-stay, and transformers imports some optional ones whenever they are there,
-costing every embedding backend private memory.
+It holds exactly requirements/plpython.lock (hash-checked) plus our module:
+setup compares the two on every run and puts a drifted virtualenv back,
+removing packages the lock does not name (transformers imports some optional
+ones whenever they are there, costing every embedding backend memory).
 """
 
 import hashlib
@@ -16,17 +16,21 @@ import subprocess
 from pathlib import Path
 
 from . import report
-from .layout import FLAGEMBEDDING_REQUIREMENT, REPO, TORCH_REQUIREMENT, Layout, plpython_interpreter
+from .layout import REPO, Layout, plpython_interpreter
 
-# torch first and pinned: the local CPU wheel, not gigabytes of CUDA packages
-REQUIREMENTS = [TORCH_REQUIREMENT, FLAGEMBEDDING_REQUIREMENT]
+LOCK = REPO / "requirements" / "plpython.lock"
+MODULE_SOURCE = REPO / "plpython"
+# standard library only: runs in the virtualenv before anything is installed there
+DEPENDENCIES_SCRIPT = MODULE_SOURCE / "hybrid_search" / "dependencies.py"
+# the copy the server compares the virtualenv with (dependencies.LOCK_NAME)
+INSTALLED_LOCK = "hybrid_search-requirements.lock"
 
 
-def _source_digest(directory: Path) -> str:
-    """Digest of the module's sources, to reinstall only when they changed."""
+def _digest(paths: list[Path], relative_to: Path = REPO) -> str:
+    """Digest of files' names and contents, to redo a step only when they changed."""
     digest = hashlib.sha256()
-    for path in sorted([directory / "pyproject.toml", *directory.glob("hybrid_search/**/*.py")]):
-        digest.update(str(path.relative_to(directory)).encode())
+    for path in sorted(paths):
+        digest.update(str(path.relative_to(relative_to)).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
 
@@ -50,37 +54,64 @@ def changed_since(layout: Layout, moment: float) -> bool:
     return stamp.exists() and stamp.stat().st_mtime > moment
 
 
+def site_packages(layout: Layout) -> Path:
+    (site,) = layout.venv.glob("lib/python3*/site-packages")
+    return site
+
+
+def _against_lock(layout: Layout, *flags: str) -> list[str]:
+    """dependencies.py's lines for this virtualenv: the drift, or with --extra the
+    packages the lock does not name."""
+    result = report.run(
+        [layout.venv_python, DEPENDENCIES_SCRIPT, LOCK, site_packages(layout), *flags]
+    )
+    return result.stdout.split("\n") if result.stdout.strip() else []
+
+
 def ensure_venv(layout: Layout) -> None:
     interpreter = plpython_interpreter()
     pip = [layout.venv_python, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    requirements = "\n".join(REQUIREMENTS)
-    stamp = layout.venv / ".hybrid_search_requirements"
-    stale = stamp.exists() and not _stamp_matches(stamp, requirements)
-    if stale or not _venv_python_matches(layout, interpreter):
+    if not _venv_python_matches(layout, interpreter):
         report.changing(f"PL/Python virtualenv {layout.venv} ({interpreter})")
         shutil.rmtree(layout.venv, ignore_errors=True)
         layout.venv.parent.mkdir(parents=True, exist_ok=True)
         report.run([interpreter, "-m", "venv", layout.venv])
 
-    if _stamp_matches(stamp, requirements):
-        report.done(f"PL/Python virtualenv {layout.venv}: {', '.join(REQUIREMENTS)}")
+    drift = _against_lock(layout)
+    if not drift:
+        report.done(f"PL/Python virtualenv {layout.venv}: as {LOCK.relative_to(REPO)}")
     else:
-        report.changing(f"into {layout.venv}: {', '.join(REQUIREMENTS)}")
-        # where no local CPU wheel is on hand (a Docker build), a CPU-only index
-        # keeps pip from pulling the CUDA build
+        shown = "; ".join(drift[:5]) + (f"; and {len(drift) - 5} more" if len(drift) > 5 else "")
+        report.changing(f"PL/Python virtualenv {layout.venv} to {LOCK.relative_to(REPO)}: {shown}")
+        # where no local CPU wheel is on hand (a Docker build), the CPU index has torch's
         index = os.environ.get("HYBRID_SEARCH_TORCH_INDEX_URL")
-        report.run([*pip, *(["--index-url", index] if index else []), TORCH_REQUIREMENT])
-        report.run([*pip, *REQUIREMENTS])
-        stamp.write_text(requirements)
+        report.run(
+            [
+                *(*pip, "--require-hashes", "--no-deps", "-r", LOCK),
+                *(["--extra-index-url", index] if index else []),
+            ]
+        )
+        extra = _against_lock(layout, "--extra")
+        if extra:
+            report.run([layout.venv_python, "-m", "pip", "uninstall", "-q", "-y", *extra])
+        drift = _against_lock(layout)
+        if drift:
+            raise SystemExit(
+                "hybrid-search: the virtualenv still differs from the lock: " + "; ".join(drift)
+            )
+        (layout.venv / ".hybrid_search_requirements").write_text(_digest([LOCK]))
+    shutil.copyfile(LOCK, layout.venv / INSTALLED_LOCK)
 
-    source = REPO / "plpython"
-    digest = _source_digest(source)
+    digest = _digest(
+        [MODULE_SOURCE / "pyproject.toml", *MODULE_SOURCE.glob("hybrid_search/**/*.py")],
+        MODULE_SOURCE,
+    )
     stamp = layout.venv / ".hybrid_search_module"
     if _stamp_matches(stamp, digest):
         report.done("hybrid_search Python module (unchanged)")
     else:
-        report.changing(f"hybrid_search Python module from {source}")
+        report.changing(f"hybrid_search Python module from {MODULE_SOURCE}")
         # a copy, not an editable install: the server's user must read it, and
-        # the checkout may live where it cannot (/root)
-        report.run([*pip, "--no-deps", "--force-reinstall", source])
+        # the checkout may live where it cannot (/root); built with the lock's setuptools
+        report.run([*pip, "--no-deps", "--no-build-isolation", "--force-reinstall", MODULE_SOURCE])
         stamp.write_text(digest)

@@ -6,10 +6,9 @@ stopping either one (Ctrl-C, kill) loses at most the batch in flight, which
 stays queued and is redone by the next run.
 """
 
-import sys
-import time
-
 import psycopg
+
+from . import report
 
 CHANNEL = "hybrid_search_queue"
 
@@ -31,18 +30,6 @@ def run_worker(dsn: str, batch_size: int | None, once: bool, poll_seconds: float
                 pass
 
 
-def _bar(done: int, total: int, started: float, width: int = 30) -> str:
-    elapsed = max(time.monotonic() - started, 1e-9)
-    rate = done / elapsed
-    filled = width * done // total if total else width
-    eta = (total - done) / rate if rate > 0 else float("inf")
-    eta_text = time.strftime("%H:%M:%S", time.gmtime(eta)) if eta != float("inf") else "--:--:--"
-    return (
-        f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} rows"
-        f"  {rate:.1f} rows/s  ETA {eta_text}"
-    )
-
-
 def backfill(dsn: str, all_documents: bool, batch_size: int | None) -> int:
     """Queue documents without vectors (or all), then embed the queue with a
     progress bar. Returns the number of documents that failed for good."""
@@ -50,20 +37,17 @@ def backfill(dsn: str, all_documents: bool, batch_size: int | None) -> int:
         added = conn.execute("select hybrid_search_backfill(%s)", [all_documents]).fetchone()[0]
         total = conn.execute("select count(*) from hybrid_search_queue").fetchone()[0]
         print(f"queued {added} documents; {total} waiting in all", flush=True)
-        started, done, failed = time.monotonic(), 0, 0
-        interactive = sys.stdout.isatty()
+        progress, failed = report.Progress(total), 0
         while True:
             taken, embedded, _, failed_now = conn.execute(
                 "select * from hybrid_search_process_queue(%s)", [batch_size]
             ).fetchone()
             if taken == 0:
                 break
-            done += embedded + failed_now
+            progress.advance(embedded + failed_now)
             failed += failed_now
-            line = _bar(min(done, total), total, started)
-            print(f"\r{line}" if interactive else line, end="" if interactive else "\n", flush=True)
-        if interactive:
-            print()
+        progress.finish()
+        done = progress.done
         waiting = conn.execute("select count(*) from hybrid_search_queue").fetchone()[0]
         print(
             f"done: {done - failed} embedded, {failed} failed for good (see hybrid_search_errors),"

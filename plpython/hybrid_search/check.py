@@ -7,9 +7,11 @@ snapshot (the SQL function is STABLE), so concurrent writers do not make the
 comparison flicker.
 """
 
+from pathlib import Path
+
 import numpy as np
 
-from . import catalog, environment, sparse_index
+from . import catalog, dependencies, environment, sparse_index
 
 SAMPLE = 10  # ids named in a detail
 
@@ -66,7 +68,31 @@ def run(plpy) -> list[tuple[str, str, str]]:
         _token_stats(plpy, ours),
         _privileges(plpy, ours),
         _preload(plpy, ours),
+        _dependencies(plpy, ours),
     ]
+
+
+def _dependencies(plpy, ours):
+    """Does the configured virtualenv hold exactly the packages of its lock?"""
+    venv = plpy.execute(f"select python_venv from {ours}.hybrid_search_settings")[0]["python_venv"]
+    lock = Path(venv) / dependencies.LOCK_NAME
+    if not lock.is_file():
+        return (
+            "dependencies",
+            "warning",
+            f"{venv} has no {dependencies.LOCK_NAME}: it was not installed by"
+            " `hybrid-search setup`, so nothing says which versions were tested",
+        )
+    drift = dependencies.drift(lock.read_text(), environment.site_packages(venv))
+    if drift:
+        return (
+            "dependencies",
+            "error",
+            f"{len(drift)} packages in {venv} differ from the lock they were tested with: "
+            + "; ".join(drift)
+            + ". `hybrid-search setup` puts the locked versions back; then restart the server",
+        )
+    return ("dependencies", "ok", f"{venv} holds exactly the packages of its lock")
 
 
 def _preload(plpy, ours):
@@ -93,11 +119,13 @@ def _preload(plpy, ours):
             " shared_preload_libraries: nothing is preloaded",
         )
     if row["preloaded"] != "on":
+        error = environment.preload_error() or "the server log says why"
         return (
             "preload",
-            "warning",
-            f"preloading from {row['venv']} failed (the server log says why):"
-            " each embedding backend imports the model stack itself",
+            "error",
+            f"preloading from {row['venv']} failed: {error.strip().splitlines()[-1]};"
+            " backends meet the same error when they load the model. Repair the"
+            " virtualenv with `hybrid-search setup`, then restart the server",
         )
     if row["venv"].rstrip("/") != row["configured"].rstrip("/"):
         return (

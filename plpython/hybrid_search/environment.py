@@ -44,3 +44,8 @@ def packages_changed_since(venv: str, moment: float) -> bool:
         except OSError:
             continue
     return False
+
+
+def preload_error() -> str | None:
+    """The traceback of the postmaster's preload (hybrid_search.so) if it failed."""
+    return getattr(sys.modules.get("_hybrid_search_preload"), "error", None)

@@ -95,7 +95,11 @@ class LoadedModel:
                     self.flag_model.model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True
                 )
         except Exception as error:  # any failure to load means the same thing to the caller
-            raise ModelNotAvailable(f"{type(error).__name__}: {error}") from error
+            preload = environment.preload_error()
+            also = " (the server's preload failed too; hybrid_search_check() shows it)"
+            raise ModelNotAvailable(
+                f"{type(error).__name__}: {error}{also if preload else ''}"
+            ) from error
         self.flag_model.model.to(device)
         self.flag_model.model.eval()
         self.device = device
