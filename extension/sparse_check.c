@@ -33,6 +33,7 @@
 #include "utils/fmgrprotos.h"
 #include "utils/hsearch.h"
 #include "utils/json.h"
+#include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
@@ -457,7 +458,7 @@ sparse_inverted_check(PG_FUNCTION_ARGS)
 	if (!OidIsValid(heapoid))
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("relation with OID %u is not an index", indexoid)));
+				 errmsg("\"%s\" is not an index", get_rel_name(indexoid))));
 	heap = table_open(heapoid, ShareUpdateExclusiveLock);
 	index = index_open(indexoid, AccessShareLock);
 	if (index->rd_indam->ambuild != sparse_build)

@@ -214,6 +214,7 @@ typedef struct SparseMergeInput
 /* GUCs */
 extern int	sparse_batch_size;
 extern int	sparse_pending_limit;
+extern bool sparse_positive_only;
 
 /* sparse_utils.c */
 extern void sparse_init(void);

@@ -21,7 +21,8 @@
  * rows, each next one four times as many. Once no row with key > 0 is left,
  * or a batch would cover half the index, the scan ranks every remaining row
  * (rows sharing no term score 0, then negative scores, then null rows) in
- * one pass. Work is bounded: each batch reads each query term's postings at
+ * one pass; with hybrid_search.sparse_positive_only the scan ends instead
+ * (rows with key <= 0 cannot have a positive <#>). Work is bounded: each batch reads each query term's postings at
  * most once, and there are at most log4(rows / batch size) + 1 batches
  * before the one full pass over the query terms' postings and the row list.
  */
@@ -51,6 +52,7 @@ typedef struct SparseScanOpaqueData
 	MemoryContext cxt;			/* reset at every rescan */
 	MemoryContext batchCxt;		/* reset at every batch */
 	bool		queryNull;
+	bool		positiveOnly;	/* hybrid_search.sparse_positive_only */
 	int			nq;
 	int32	   *qterms;
 	float4	   *qvals;
@@ -536,6 +538,8 @@ rest_add(RestArg *ra, double key, bool isnull, uint64 tid)
 {
 	if (!isnull && !after_cursor(ra->so, key, tid))
 		return;
+	if (ra->so->positiveOnly && (isnull || key <= 0))
+		return;
 	if (ra->n == ra->max)
 	{
 		ra->max = ra->max ? ra->max * 2 : 1024;
@@ -716,6 +720,7 @@ sparse_rescan(IndexScanDesc scan, ScanKey keys, int nkeys, ScanKey orderbys, int
 	so->c = (so->nq + 4) * (double) FLT_EPSILON;
 	MemoryContextSwitchTo(oldcxt);
 
+	so->positiveOnly = sparse_positive_only;
 	so->started = false;
 	so->rest = false;
 	so->done = false;
@@ -813,7 +818,14 @@ sparse_gettuple(IndexScanDesc scan, ScanDirection dir)
 		{
 			/* the last batch was short: no row with key > 0 is left */
 			if (so->nrows < so->batchN)
+			{
+				if (so->positiveOnly)
+				{
+					so->done = true;
+					return false;
+				}
 				so->rest = true;
+			}
 			else
 			{
 				so->batchN = Min(so->batchN * 4, (int64) 1 << 40);
@@ -823,7 +835,14 @@ sparse_gettuple(IndexScanDesc scan, ScanDirection dir)
 		}
 		so->started = true;
 		if (so->queryNull)
+		{
+			if (so->positiveOnly)
+			{
+				so->done = true;
+				return false;
+			}
 			so->rest = true;
+		}
 		next_rows(scan);
 	}
 }

@@ -26,6 +26,7 @@
 
 int			sparse_batch_size = 100;
 int			sparse_pending_limit = 4096;
+bool		sparse_positive_only = false;
 
 void
 sparse_init(void)
@@ -46,6 +47,14 @@ sparse_init(void)
 							4096, 16, INT_MAX,
 							PGC_USERSET, 0,
 							NULL, NULL, NULL);
+	DefineCustomBoolVariable("hybrid_search.sparse_positive_only",
+							 "Whether a sparse_inverted scan stops after the rows with a positive inner product.",
+							 "On, ORDER BY col <#> q sees only rows sharing a term with q (scoring above 0): "
+							 "what sparse_search wants, without a pass over every other row when fewer match.",
+							 &sparse_positive_only,
+							 false,
+							 PGC_USERSET, 0,
+							 NULL, NULL, NULL);
 }
 
 /*
