@@ -504,7 +504,8 @@ sparse_inverted_check(PG_FUNCTION_ARGS)
 	/* every row the snapshot sees */
 	indexInfo = BuildIndexInfo(index);
 	indexInfo->ii_Concurrent = true;
-	snapshot = RegisterSnapshot(GetTransactionSnapshot());
+	/* the calling statement's snapshot, as the rest of hybrid_search_check() */
+	snapshot = RegisterSnapshot(ActiveSnapshotSet() ? GetActiveSnapshot() : GetTransactionSnapshot());
 	scan = table_beginscan_strat(heap, snapshot, 0, NULL, true, false);
 	table_index_build_scan(heap, index, indexInfo, true, false, heap_callback, (void *) &cs, scan);
 	UnregisterSnapshot(snapshot);

@@ -115,7 +115,7 @@ end;
 $func$
 language plpgsql stable parallel restricted security invoker rows 100
 set search_path to pg_catalog, pg_temp
-set hybrid_search.sparse_positive_only to on;
+set "hybrid_search.sparse_positive_only" to on;
 
 comment on function @extschema@.sparse_search(@extschema:vector@.sparsevec, integer, jsonb) is
 'k documents with the highest lexical matching score for a sparse query vector (inverted index, exact)';
