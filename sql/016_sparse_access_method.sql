@@ -8,7 +8,8 @@
 create or replace function @extschema@.sparse_inverted_handler(internal)
 returns index_am_handler
 as '$libdir/hybrid_search', 'sparse_inverted_handler'
-language c strict;
+language c strict
+set search_path to pg_catalog, pg_temp;
 
 comment on function @extschema@.sparse_inverted_handler(internal) is
 'handler of the sparse_inverted index access method';
@@ -46,7 +47,8 @@ $block$;
 create or replace function @extschema@.sparse_inverted_check(index regclass)
 returns jsonb
 as '$libdir/hybrid_search', 'sparse_inverted_check'
-language c strict volatile;
+language c strict volatile
+set search_path to pg_catalog, pg_temp;
 
 comment on function @extschema@.sparse_inverted_check(regclass) is
 'compare a sparse_inverted index with its table: {"consistent": bool, "problems": [...], counts}';
