@@ -15,6 +15,8 @@ OWNER_ONLY = {
     "hybrid_search_refresh",
     "hybrid_search_reembed",
     "hybrid_search_check",
+    "sparse_inverted_check",  # reads every row of the table: owner only
+    "sparse_inverted_handler",  # called by the server, needs no EXECUTE
     "hybrid_search_grant",
     "hybrid_search_restore",
     "_documents_ddl",
@@ -46,6 +48,8 @@ OWNER_ONLY = {
     "_embed_for_storage",
     "hybrid_search_enqueue",
     "_source_row_sql",
+    "_source_type_trusted",
+    "_source_value_sql",
     "_source_sync",
     "_source_create_triggers",
     "_source_drop_triggers",
