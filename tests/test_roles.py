@@ -39,6 +39,8 @@ OWNER_ONLY = {
     "_source_changed",
     "_source_truncated",
     "hybrid_search_backend_memory",
+    "_prepare_model_weights",
+    "hybrid_search_query_cache_clear",
 }
 
 

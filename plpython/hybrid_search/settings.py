@@ -20,6 +20,14 @@ class Settings:
     sparse_model: str
     embedding_model: str  # what documents.model records
     colbert_store: bool = False  # writes store ColBERT vectors (BGE-M3 only)
+    query_threads: int = 0  # torch threads for a query embedding; 0: every core
+    query_cache_entries: int = 0  # entries of the shared query cache; 0: not used
+
+    @property
+    def threads_for_queries(self) -> int:
+        import os
+
+        return self.query_threads or len(os.sched_getaffinity(0))
 
     @property
     def model_key(self) -> tuple:
