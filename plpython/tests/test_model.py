@@ -122,3 +122,14 @@ def test_colbert_vectors_only_when_asked_for(tiny):
     tokens = loaded.flag_model.tokenizer("vacuum reclaims dead tuples")["input_ids"]
     assert full.colbert.shape == (len(tokens) - 1, loaded.colbert_dimensions)
     assert np.linalg.norm(full.colbert, axis=1) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_queries_and_writes_run_on_their_own_thread_counts(tiny):
+    import torch
+
+    settings = FakeSettings(tiny, num_threads=1, query_threads=2)
+    loaded = model.get(settings)
+    model.encode_query(settings, loaded, "a query on two threads")
+    assert torch.get_num_threads() == 2
+    model.encode(settings, loaded, ["a write on one thread"])
+    assert torch.get_num_threads() == 1
