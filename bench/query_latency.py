@@ -155,6 +155,7 @@ def main() -> None:
 
             register_vector(conn)
             load(conn, corpus)
+            conn.execute("select setval('documents_id_seq', (select max(id) from documents))")
             conn.execute("vacuum analyze documents")
             conn.execute("select hybrid_search_create_dense_index()")
             conn.execute("select hybrid_search_refresh()")

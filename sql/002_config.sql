@@ -34,7 +34,8 @@ comment on column @extschema@.hybrid_search_config.model is
 comment on column @extschema@.hybrid_search_config.python_venv is
 'virtualenv holding torch, FlagEmbedding and the hybrid_search Python module';
 comment on column @extschema@.hybrid_search_config.dtype is
-'numbers the model computes in: auto (bf16 where the CPU has bf16 units, else fp32), fp32, bf16, fp16 (GPUs), int8 (dynamic quantization)';
+'numbers the model computes in: auto (bf16 where the CPU has bf16 units, else fp32), fp32, bf16, '
+'fp16 (GPUs), int8 (dynamic quantization)';
 comment on column @extschema@.hybrid_search_config.query_threads is
 'torch threads for embedding a query (0: every core of the server); num_threads is for writes';
 comment on column @extschema@.hybrid_search_config.query_cache_entries is

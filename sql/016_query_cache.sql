@@ -13,8 +13,18 @@
 -- lexical weights name the query's tokens).
 -- entry numbers come from the miss counter, so the oldest entries are the
 -- lowest numbers: past query_cache_entries, _query_cache_prune drops them.
-create unlogged sequence if not exists @extschema@.hybrid_search_query_cache_hits;
-create unlogged sequence if not exists @extschema@.hybrid_search_query_cache_misses;
+-- (unlogged sequences: counting needs no WAL and gives a read-only search no
+-- transaction id)
+do $block$
+begin
+    if pg_catalog.to_regclass('@extschema@.hybrid_search_query_cache_hits') is null then
+        create unlogged sequence @extschema@.hybrid_search_query_cache_hits;
+    end if;
+    if pg_catalog.to_regclass('@extschema@.hybrid_search_query_cache_misses') is null then
+        create unlogged sequence @extschema@.hybrid_search_query_cache_misses;
+    end if;
+end;
+$block$;
 
 create unlogged table if not exists @extschema@.hybrid_search_query_cache (
     role_name name not null default current_user,
@@ -30,7 +40,7 @@ create index if not exists hybrid_search_query_cache_entry_idx
 on @extschema@.hybrid_search_query_cache (entry);
 
 comment on table @extschema@.hybrid_search_query_cache is
-'query embeddings shared by the backends (unlogged; each role sees only its own rows); see hybrid_search_query_cache_stats';
+'query embeddings shared by the backends (unlogged; a role sees only its own rows)';
 
 alter table @extschema@.hybrid_search_query_cache enable row level security;
 
