@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import psycopg
-from common import print_table, scratch_database
+from common import print_table, rollup, scratch_database
 from hybrid_search import numerics
 from hybrid_search.random_model import _WORDS, generate
 from hybrid_search_installer.layout import Layout
@@ -77,10 +77,8 @@ def phase(dsn: str, embed_texts, search_texts) -> dict:
             whole.append(time.perf_counter() - started)
             assert len(rows) == 10
         # the same text again from another backend: the shared query cache
-        pid = conn.execute("select pg_backend_pid()").fetchone()[0]
-        private = conn.execute(
-            "select private_mb from hybrid_search_backend_memory() where pid = %s", [pid]
-        ).fetchone()[0]
+        # anonymous memory: the backend's own (the weights are file pages, shared)
+        private = rollup(conn.execute("select pg_backend_pid()").fetchone()[0])["Anonymous"]
     with psycopg.connect(dsn, autocommit=True) as other:
         other.execute("select hybrid_search_model_info()")
         cached = []
@@ -113,15 +111,28 @@ def bulk(dsn: str, passages: list[str]) -> float:
     return rate
 
 
-def agreement(reference: list, other: list) -> tuple[float, float]:
-    """min dense cosine, mean lexical-weight top-10 overlap."""
-    cosines, overlaps = [], []
+def agreement(reference: list, other: list) -> tuple[float, float, float, float]:
+    """min dense cosine, mean lexical-weight top-10 overlap, mean weighted overlap
+    (sum of min / sum of max weight over all tokens), and the median spread of the
+    reference's top-10 weights (largest - 10th): below bf16's resolution (1/128 near 1)
+    the top-10 order is a tie that any change of arithmetic reorders."""
+    cosines, overlaps, weighted, spreads = [], [], [], []
     for (d1, s1), (d2, s2) in zip(reference, other, strict=True):
         cosines.append(float(d1 @ d2 / np.linalg.norm(d1) / np.linalg.norm(d2)))
         top = sorted(s1, key=lambda t: -s1[t])[:10]
         mine = set(sorted(s2, key=lambda t: -s2[t])[:10])
         overlaps.append(len(mine & set(top)) / len(top) if top else 1.0)
-    return min(cosines), statistics.mean(overlaps)
+        keys = s1.keys() | s2.keys()
+        high = sum(max(s1.get(t, 0.0), s2.get(t, 0.0)) for t in keys)
+        low = sum(min(s1.get(t, 0.0), s2.get(t, 0.0)) for t in keys)
+        weighted.append(low / high if high else 1.0)
+        spreads.append(s1[top[0]] - s1[top[-1]] if top else 0.0)
+    return (
+        min(cosines),
+        statistics.mean(overlaps),
+        statistics.mean(weighted),
+        statistics.median(spreads),
+    )
 
 
 def main() -> None:
@@ -196,9 +207,10 @@ def main() -> None:
                  f"{percentile(fp32['whole'], 95) / percentile(auto['whole'], 95):.2f}x"))  # fmt: skip
     if fp32["bulk"] and auto["bulk"]:
         rows.append(("auto vs fp32: bulk throughput", f"{auto['bulk'] / fp32['bulk']:.2f}x"))
-    cosine, overlap = agreement(fp32["vectors"], auto["vectors"])
-    rows.append((f"auto vs fp32 on the {args.queries} queries: min dense cosine; mean lexical top-10 overlap",
-                 f"{cosine:.4f}; {overlap:.3f}"))  # fmt: skip
+    cosine, overlap, weighted, spread = agreement(fp32["vectors"], auto["vectors"])
+    rows.append((f"auto vs fp32 on the {args.queries} queries: min dense cosine; mean lexical top-10 overlap;"
+                 " mean weighted lexical overlap; median spread of fp32's top-10 weights",
+                 f"{cosine:.4f}; {overlap:.3f}; {weighted:.4f}; {spread:.5f}"))  # fmt: skip
     print(f"model: {model_dir} (random weights, BGE-M3's configuration); auto: {choice.location}")
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1 min), "
           f"{os.cpu_count()} cores")  # fmt: skip
