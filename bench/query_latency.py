@@ -177,6 +177,7 @@ def main() -> None:
             ("fp32", "fp32", 0),
             ("auto", "auto", 0),
             ("auto, 1 query thread", "auto", 1),
+            ("auto, 2 query threads", "auto", 2),
         ):
             with psycopg.connect(dsn, autocommit=True) as admin:
                 admin.execute(

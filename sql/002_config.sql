@@ -37,7 +37,7 @@ comment on column @extschema@.hybrid_search_config.dtype is
 'numbers the model computes in: auto (bf16 where the CPU has bf16 units, else fp32), fp32, bf16, '
 'fp16 (GPUs), int8 (dynamic quantization)';
 comment on column @extschema@.hybrid_search_config.query_threads is
-'torch threads for embedding a query (0: every core of the server); num_threads is for writes';
+'torch threads for embedding a query (0: the cores idle at that moment); num_threads is for writes';
 comment on column @extschema@.hybrid_search_config.query_cache_entries is
 'query embeddings kept in hybrid_search_query_cache, shared by the backends (0: no shared cache)';
 comment on column @extschema@.hybrid_search_config.max_content_chars is

@@ -133,3 +133,13 @@ def test_queries_and_writes_run_on_their_own_thread_counts(tiny):
     assert torch.get_num_threads() == 2
     model.encode(settings, loaded, ["a write on one thread"])
     assert torch.get_num_threads() == 1
+
+
+def test_automatic_query_threads_use_the_cores_nothing_else_runs_on():
+    from hybrid_search.settings import idle_cores
+
+    assert idle_cores("0.10 0.20 0.30 1/345 999", cores=2) == 2  # only this process runs
+    assert idle_cores("3.10 2.20 2.30 2/345 999", cores=2) == 1
+    assert idle_cores("7.00 6.00 5.00 9/345 999", cores=8) == 1
+    assert idle_cores("1.00 1.00 1.00 3/345 999", cores=8) == 6
+    assert idle_cores("garbage", cores=4) == 1
