@@ -230,7 +230,7 @@ def main() -> None:
         lock = stack.enter_context(open(args.lock, "a")) if args.lock else None
         if lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-        extension_files.ensure_extension_files()
+        extension_files.ensure_extension_files(layout)
         dsn = stack.enter_context(scratch_database(layout, None))
         if lock:
             fcntl.flock(lock, fcntl.LOCK_UN)

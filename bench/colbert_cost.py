@@ -68,7 +68,7 @@ def main() -> None:
     rows: list[tuple[str, str]] = []
     with ExitStack() as stack:
         with held(args.lock):
-            extension_files.ensure_extension_files()
+            extension_files.ensure_extension_files(layout)
             dsn = stack.enter_context(scratch_database(layout, args.model))
         conn = stack.enter_context(psycopg.connect(dsn, autocommit=True))
         conn.execute(

@@ -62,8 +62,11 @@ def encoder_dirs(scratch):
     (dense / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True}))
     (dense / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 16}))
     splade = tiny_bert(scratch / "tiny-splade", "BertForMaskedLM")
-    for path in scratch.rglob("*"):
-        path.chmod(0o755 if path.is_dir() else 0o644)
+    # only what this fixture wrote, never through a link: the scratch directory also holds
+    # other tests' virtualenvs, whose bin/python links to the system's interpreter
+    for path in [dense, splade, *dense.rglob("*"), *splade.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod(0o755 if path.is_dir() else 0o644)
     return dense, splade
 
 

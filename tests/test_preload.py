@@ -137,9 +137,10 @@ def failed_stack(scratch, layout, model_dir):
             (site / entry.name).symlink_to(entry)
     (site / "FlagEmbedding").mkdir()
     (site / "FlagEmbedding" / "__init__.py").write_text(FAILING_FLAGEMBEDDING)
-    for path in [venv, *venv.rglob("*")]:
-        if not path.is_symlink():
-            path.chmod(0o755)
+    # only what this fixture made: a chmod through a link would change the real virtualenv
+    made = [site / "FlagEmbedding" / "__init__.py", site / "FlagEmbedding", site]
+    for path in [*made, *site.parents[: len(site.relative_to(venv).parts)]]:
+        path.chmod(0o755)
     cluster = Cluster(scratch / "failed-stack-cluster", port=5437)
     cluster.init()
     cluster.preload(venv)

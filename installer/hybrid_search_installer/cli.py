@@ -5,7 +5,17 @@ import os
 import sys
 import time
 
-from . import database, demo, extension_files, models, plpython_env, report, system, worker
+from . import (
+    database,
+    demo,
+    extension_files,
+    models,
+    plpython_env,
+    report,
+    server_copy,
+    system,
+    worker,
+)
 from .cluster import Cluster
 from .layout import Layout
 
@@ -23,7 +33,8 @@ def cmd_setup(args, layout: Layout) -> None:
     system.ensure_packages()
     system.ensure_pgvector(layout)
     plpython_env.ensure_venv(layout)
-    extension_files.ensure_extension_files()
+    server_copy.ensure(layout)
+    extension_files.ensure_extension_files(layout)
     record = models.ensure_model(layout, args.model, args.test_model, args.offline_models)
     models.prepare_weights(layout, record)
     print(f"setup finished in {time.monotonic() - started:.1f} s; model: {record['model']}")

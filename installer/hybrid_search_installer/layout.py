@@ -60,13 +60,30 @@ class Layout:
     def build(self) -> Path:
         return self.home / "build"
 
+    @property
+    def postgres_root(self) -> Path:
+        """The root of the private copy of the PostgreSQL installation (server_copy)."""
+        return self.home / "postgresql"
 
-def pg_bin(version: str = PG_VERSION) -> Path:
+
+def system_pg_bin(version: str = PG_VERSION) -> Path:
     return Path(f"/usr/lib/postgresql/{version}/bin")
 
 
+def pg_bin() -> Path:
+    """The server's programs that our clusters run: those of the private copy under
+    HYBRID_SEARCH_HOME, which loads this checkout's extension files (server_copy)."""
+    root = Layout.from_environment().postgres_root
+    private = root / system_pg_bin().relative_to("/")
+    if not private.is_dir():
+        raise SystemExit(f"hybrid-search: no PostgreSQL copy in {root}: run `hybrid-search setup`")
+    return private
+
+
 def pg_config(version: str = PG_VERSION) -> Path:
-    return pg_bin(version) / "pg_config"
+    """The system's pg_config: builds against the distribution's headers and installs
+    next to its server."""
+    return system_pg_bin(version) / "pg_config"
 
 
 def plpython_interpreter(version: str = PG_VERSION) -> Path:

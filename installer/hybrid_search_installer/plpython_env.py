@@ -35,6 +35,14 @@ def _digest(paths: list[Path], relative_to: Path = REPO) -> str:
     return digest.hexdigest()
 
 
+def _replace(path: Path, text: str) -> None:
+    """Write path as a new file (a rename), never into the old one: a copy of the
+    virtualenv made with hard links shares its files' contents with the original."""
+    new = path.with_name(path.name + ".new")
+    new.write_text(text)
+    new.replace(path)
+
+
 def _stamp_matches(stamp: Path, value: str) -> bool:
     return stamp.exists() and stamp.read_text() == value
 
@@ -81,7 +89,8 @@ def ensure_venv(layout: Layout) -> None:
     if not drift:
         report.done(f"PL/Python virtualenv {layout.venv}: as {LOCK.relative_to(REPO)}")
     else:
-        shown = "; ".join(drift[:5]) + (f"; and {len(drift) - 5} more" if len(drift) > 5 else "")
+        many = f"{len(drift)} packages to install or change"
+        shown = "; ".join(drift) if len(drift) <= 5 else many
         report.changing(f"PL/Python virtualenv {layout.venv} to {LOCK.relative_to(REPO)}: {shown}")
         # where no local CPU wheel is on hand (a Docker build), the CPU index has torch's
         index = os.environ.get("HYBRID_SEARCH_TORCH_INDEX_URL")
@@ -99,8 +108,8 @@ def ensure_venv(layout: Layout) -> None:
             raise SystemExit(
                 "hybrid-search: the virtualenv still differs from the lock: " + "; ".join(drift)
             )
-        (layout.venv / ".hybrid_search_requirements").write_text(_digest([LOCK]))
-    shutil.copyfile(LOCK, layout.venv / INSTALLED_LOCK)
+        _replace(layout.venv / ".hybrid_search_requirements", _digest([LOCK]))
+    _replace(layout.venv / INSTALLED_LOCK, LOCK.read_text())
 
     digest = _digest(
         [MODULE_SOURCE / "pyproject.toml", *MODULE_SOURCE.glob("hybrid_search/**/*.py")],
@@ -114,4 +123,4 @@ def ensure_venv(layout: Layout) -> None:
         # a copy, not an editable install: the server's user must read it, and
         # the checkout may live where it cannot (/root); built with the lock's setuptools
         report.run([*pip, "--no-deps", "--no-build-isolation", "--force-reinstall", MODULE_SOURCE])
-        stamp.write_text(digest)
+        _replace(stamp, digest)
