@@ -17,6 +17,7 @@ def home(scratch, layout, model_dir):
     home = scratch / "cli-home"
     home.mkdir(mode=0o755)
     (home / "venv").symlink_to(layout.venv)
+    (home / "postgresql").symlink_to(layout.postgres_root)  # setup's server copy
     (home / "model.json").write_text(json.dumps({"model": str(model_dir), "kind": "test"}))
     yield home
     run(home, "stop", check=False)
