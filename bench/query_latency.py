@@ -77,8 +77,9 @@ def phase(dsn: str, embed_texts, search_texts) -> dict:
             whole.append(time.perf_counter() - started)
             assert len(rows) == 10
         # the same text again from another backend: the shared query cache
-        # anonymous memory: the backend's own (the weights are file pages, shared)
-        private = rollup(conn.execute("select pg_backend_pid()").fetchone()[0])["Anonymous"]
+        # pages this backend wrote (its own; the weights are clean file pages and the
+        # preloaded stack is the postmaster's, shared copy-on-write)
+        private = rollup(conn.execute("select pg_backend_pid()").fetchone()[0])["Private_Dirty"]
     with psycopg.connect(dsn, autocommit=True) as other:
         other.execute("select hybrid_search_model_info()")
         cached = []
