@@ -201,7 +201,7 @@ def main() -> None:
             rows.append((f"{name}: bulk write of {args.passages} passages (~200 tokens), passages/s",
                          f"{r['bulk']:.2f}"))  # fmt: skip
         rows.append(
-            (f"{name}: private memory of the querying backend, MB", f"{r['private_mb']:.0f}")
+            (f"{name}: private dirty memory of the querying backend, MB", f"{r['private_mb']:.0f}")
         )
     rows.append(("auto vs fp32: query embedding p95 speed-up",
                  f"{percentile(fp32['embed'], 95) / percentile(auto['embed'], 95):.2f}x"))  # fmt: skip
