@@ -133,8 +133,12 @@ for each row execute function @extschema@._documents_fulltext();
 -------------------------------------------------------------------------------
 -- _documents_embed_inserted
 -- Statement-level trigger: every inserted (or COPYed) row, in batches. Rows
--- that arrive with both vectors (clients that embed elsewhere) are kept as
--- they are.
+-- that arrive with both vectors (clients that embed elsewhere: only roles
+-- that may write the vector columns) are kept as they are. This and
+-- _documents_embed_updated run as the owner (SECURITY DEFINER, search_path
+-- pinned): writers may set only content and metadata, may not touch the
+-- queue, and the vectors are stored or queued for exactly the rows the
+-- statement wrote (the transition table), never for ids a caller names.
 create or replace function @extschema@._documents_embed_inserted()
 returns trigger
 as $func$
@@ -145,14 +149,14 @@ begin
     return null;
 end;
 $func$
-language plpgsql volatile security invoker
+language plpgsql volatile security definer
 set search_path to pg_catalog, pg_temp;
 
 -------------------------------------------------------------------------------
 -- _documents_embed_updated
 -- Statement-level trigger: only rows whose content changed and whose vectors
 -- the same UPDATE did not set. Metadata-only updates, and the UPDATE that
--- stores embeddings, find nothing to do.
+-- stores embeddings, find nothing to do. Runs as the owner (see above).
 create or replace function @extschema@._documents_embed_updated()
 returns trigger
 as $func$
@@ -175,7 +179,7 @@ begin
     return null;
 end;
 $func$
-language plpgsql volatile security invoker
+language plpgsql volatile security definer
 set search_path to pg_catalog, pg_temp;
 
 create or replace trigger documents_embed_inserted

@@ -96,8 +96,8 @@ set search_path to pg_catalog, pg_temp;
 
 -------------------------------------------------------------------------------
 -- _index_truncated
--- TRUNCATE documents empties a derived index (its tables: tg_argv) in the
--- same transaction.
+-- TRUNCATE documents empties a derived index (its tables: tg_argv; a
+-- populated materialized view is refreshed instead) in the same transaction.
 create or replace function @extschema@._index_truncated()
 returns trigger
 as $func$
@@ -105,7 +105,13 @@ declare
     index_table text;
 begin
     foreach index_table in array tg_argv loop
-        execute pg_catalog.format('delete from %s', index_table::regclass);
+        if (select c.relkind from pg_catalog.pg_class as c where c.oid = index_table::regclass) = 'm' then
+            if (select c.relispopulated from pg_catalog.pg_class as c where c.oid = index_table::regclass) then
+                execute pg_catalog.format('refresh materialized view %s', index_table::regclass);
+            end if;
+        else
+            execute pg_catalog.format('delete from %s', index_table::regclass);
+        end if;
     end loop;
     return null;
 end;

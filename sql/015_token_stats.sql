@@ -19,6 +19,14 @@ on @extschema@.hybrid_search_token_stats (token_id);
 comment on materialized view @extschema@.hybrid_search_token_stats is
 'per-token document frequency and maximum weight of documents.sparse; refresh with hybrid_search_refresh()';
 
+-- TRUNCATE documents empties the statistics too (triggers fire in name
+-- order: this one after sparse_index_truncated has emptied the postings).
+create or replace trigger token_stats_truncated
+after truncate on @extschema@.documents
+for each statement execute function @extschema@._index_truncated(
+    '@extschema@.hybrid_search_token_stats'
+);
+
 -------------------------------------------------------------------------------
 -- hybrid_search_refresh
 -- Rebuilds the sparse and keyword (BM25) inverted indexes and refreshes the

@@ -4,8 +4,9 @@
 -- every row's content (and chosen columns as metadata) in documents, kept in
 -- step by statement triggers on the table, so one set of indexes, one sparse
 -- index and one embedding queue serve every table. source is the table's
--- schema-qualified name as enabled; renaming the table needs a disable and
--- enable.
+-- schema-qualified name as enabled; renaming the table or moving it to
+-- another schema is refused (disable, rename, enable), dropping it removes
+-- its copies (event triggers below).
 create table if not exists @extschema@.hybrid_search_sources (
     source text primary key,
     key_column name not null,
@@ -51,11 +52,17 @@ set search_path to pg_catalog, pg_temp;
 
 -------------------------------------------------------------------------------
 -- _source_changed
--- Statement trigger (INSERT, UPDATE, DELETE) on an enabled table: upsert the
+-- Statement trigger (INSERT, UPDATE, DELETE) on an enabled table, or on a
+-- partition of one (then tg_argv[0] names the enabled table): upsert the
 -- written rows into documents in one statement, so that their embedding is
 -- batched (or queued) by the documents triggers; deleted rows, rows whose
 -- content became NULL and the old keys of rows whose key changed leave
--- documents.
+-- documents. Runs as the owner (SECURITY DEFINER, search_path pinned): the
+-- copy is derived data like the indexes, kept exact whoever writes the table
+-- (the table's own privileges and policies decide who may), and no writer
+-- needs, or gets, a right on documents.source or source_key. Keys are
+-- rendered as text under fixed settings (UTC, ISO dates...), never the
+-- writer's: a key must give the same text in every session.
 create or replace function @extschema@._source_changed()
 returns trigger
 as $func$
@@ -64,7 +71,7 @@ declare
 begin
     select * into strict src
     from @extschema@.hybrid_search_sources as s
-    where s.source = tg_relid::regclass::text;
+    where s.source = coalesce(tg_argv[0], tg_relid::regclass::text);
     if tg_op = 'DELETE' then
         execute pg_catalog.format(
             'delete from @extschema@.documents as d where d.source = %L'
@@ -93,18 +100,124 @@ begin
     return null;
 end;
 $func$
+language plpgsql volatile security definer
+set search_path to pg_catalog, pg_temp
+set timezone to 'UTC'
+set datestyle to 'ISO, YMD'
+set intervalstyle to 'postgres'
+set extra_float_digits to '1'
+set bytea_output to 'hex';
+
+-------------------------------------------------------------------------------
+-- _source_truncated
+-- Statement trigger: TRUNCATE of an enabled table (AFTER) removes its rows
+-- from documents; TRUNCATE of one of its partitions (BEFORE, tg_argv[0]
+-- names the enabled table) removes the partition's rows. Owner's rights, as
+-- _source_changed.
+create or replace function @extschema@._source_truncated()
+returns trigger
+as $func$
+declare
+    src @extschema@.hybrid_search_sources;
+begin
+    select * into strict src
+    from @extschema@.hybrid_search_sources as s
+    where s.source = coalesce(tg_argv[0], tg_relid::regclass::text);
+    if tg_nargs = 0 then
+        delete from @extschema@.documents as d where d.source = src.source;
+    else
+        execute pg_catalog.format(
+            'delete from @extschema@.documents as d where d.source = %L'
+            ' and d.source_key in (select o.%I::text from %s as o)',
+            src.source, src.key_column, tg_relid::regclass
+        );
+    end if;
+    return null;
+end;
+$func$
+language plpgsql volatile security definer
+set search_path to pg_catalog, pg_temp
+set timezone to 'UTC'
+set datestyle to 'ISO, YMD'
+set intervalstyle to 'postgres'
+set extra_float_digits to '1'
+set bytea_output to 'hex';
+
+-------------------------------------------------------------------------------
+-- _source_create_triggers
+-- The statement triggers that keep documents in step with an enabled table
+-- (enabled_as NULL) or with one of its partitions (enabled_as: the enabled
+-- table, passed to the trigger functions; a write straight to a partition
+-- fires only the partition's statement triggers).
+create or replace function @extschema@._source_create_triggers(tbl regclass, enabled_as text)
+returns void
+as $func$
+declare
+    prefix text := case when enabled_as is null then 'hybrid_search' else 'hybrid_search_partition' end;
+    args text := case when enabled_as is null then '' else pg_catalog.quote_literal(enabled_as) end;
+begin
+    execute pg_catalog.format(
+        'create trigger %I after insert on %s referencing new table as new_rows'
+        ' for each statement execute function @extschema@._source_changed(%s)',
+        prefix || '_inserted', tbl, args
+    );
+    execute pg_catalog.format(
+        'create trigger %I after update on %s referencing old table as old_rows new table as new_rows'
+        ' for each statement execute function @extschema@._source_changed(%s)',
+        prefix || '_updated', tbl, args
+    );
+    execute pg_catalog.format(
+        'create trigger %I after delete on %s referencing old table as old_rows'
+        ' for each statement execute function @extschema@._source_changed(%s)',
+        prefix || '_deleted', tbl, args
+    );
+    -- a partition's rows must be read before it is emptied
+    execute pg_catalog.format(
+        'create trigger %I %s truncate on %s'
+        ' for each statement execute function @extschema@._source_truncated(%s)',
+        prefix || '_truncated', case when enabled_as is null then 'after' else 'before' end, tbl, args
+    );
+end;
+$func$
 language plpgsql volatile security invoker
 set search_path to pg_catalog, pg_temp;
 
 -------------------------------------------------------------------------------
--- _source_truncated
--- Statement trigger (TRUNCATE) on an enabled table: its rows leave documents.
-create or replace function @extschema@._source_truncated()
-returns trigger
+-- _source_drop_triggers
+-- Drop what _source_create_triggers created on a table (prefix
+-- 'hybrid_search' or 'hybrid_search_partition').
+create or replace function @extschema@._source_drop_triggers(tbl regclass, prefix text)
+returns void
 as $func$
+declare
+    kind text;
 begin
-    delete from @extschema@.documents as d where d.source = tg_relid::regclass::text;
-    return null;
+    foreach kind in array array['_inserted', '_updated', '_deleted', '_truncated'] loop
+        execute pg_catalog.format('drop trigger if exists %I on %s', prefix || kind, tbl);
+    end loop;
+end;
+$func$
+language plpgsql volatile security invoker
+set search_path to pg_catalog, pg_temp;
+
+-------------------------------------------------------------------------------
+-- _source_forget
+-- An enabled table's copies leave documents, the queue and the errors, and
+-- the table leaves hybrid_search_sources. Returns the documents removed.
+create or replace function @extschema@._source_forget(source_name text)
+returns bigint
+as $func$
+declare
+    removed bigint;
+begin
+    delete from @extschema@.hybrid_search_queue as q
+    where q.doc_id in (select d.id from @extschema@.documents as d where d.source = source_name);
+    delete from @extschema@.hybrid_search_errors as e
+    where e.doc_id in (select d.id from @extschema@.documents as d where d.source = source_name);
+    delete from @extschema@.documents as d where d.source = source_name;
+    get diagnostics removed = row_count;
+    delete from @extschema@.hybrid_search_sources as s where s.source = source_name;
+    return removed;
 end;
 $func$
 language plpgsql volatile security invoker
@@ -178,34 +291,32 @@ begin
         using errcode = 'undefined_column';
     end if;
 
+    if (select c.relpersistence from pg_catalog.pg_class as c where c.oid = source_table) = 't' then
+        raise exception 'hybrid_search_enable: % is a temporary table (its copies would outlive it)',
+            source_table
+        using errcode = 'wrong_object_type';
+    end if;
+    if exists (
+        select from @extschema@.hybrid_search_sources as s
+        where
+            s.source in (select a.relid::text from pg_catalog.pg_partition_ancestors(source_table) as a)
+            or s.source in (select t.relid::text from pg_catalog.pg_partition_tree(source_table) as t)
+    ) then
+        raise exception 'hybrid_search_enable: a partition or partitioned table containing % is enabled already',
+            source_table
+        using errcode = 'duplicate_object';
+    end if;
+
     insert into @extschema@.hybrid_search_sources as s (
         source, key_column, content_column, metadata_columns, embed_mode
     )
     values (source_table::text, keys[1], content_column, metadata_columns, mode)
     returning s.* into src;
-    execute pg_catalog.format(
-        'create trigger hybrid_search_inserted after insert on %s'
-        ' referencing new table as new_rows'
-        ' for each statement execute function @extschema@._source_changed()',
-        source_table
-    );
-    execute pg_catalog.format(
-        'create trigger hybrid_search_updated after update on %s'
-        ' referencing old table as old_rows new table as new_rows'
-        ' for each statement execute function @extschema@._source_changed()',
-        source_table
-    );
-    execute pg_catalog.format(
-        'create trigger hybrid_search_deleted after delete on %s'
-        ' referencing old table as old_rows'
-        ' for each statement execute function @extschema@._source_changed()',
-        source_table
-    );
-    execute pg_catalog.format(
-        'create trigger hybrid_search_truncated after truncate on %s'
-        ' for each statement execute function @extschema@._source_truncated()',
-        source_table
-    );
+    perform @extschema@._source_create_triggers(source_table, null);
+    -- a write straight to a partition fires only the partition's triggers
+    perform @extschema@._source_create_triggers(t.relid, src.source)
+    from pg_catalog.pg_partition_tree(source_table) as t
+    where t.relid <> source_table;
     -- existing rows are queued whatever the mode: enabling must not embed a
     -- large table inside this transaction
     perform pg_catalog.set_config('hybrid_search.queue_writes', 'on', true);
@@ -220,7 +331,12 @@ begin
 end;
 $func$
 language plpgsql volatile security invoker
-set search_path to pg_catalog, pg_temp;
+set search_path to pg_catalog, pg_temp
+set timezone to 'UTC'
+set datestyle to 'ISO, YMD'
+set intervalstyle to 'postgres'
+set extra_float_digits to '1'
+set bytea_output to 'hex';
 
 comment on function @extschema@.hybrid_search_enable is
 'make a table searchable (copy, triggers, existing rows queued); returns the number of rows queued';
@@ -240,17 +356,15 @@ begin
         raise exception 'hybrid_search_disable: % is not enabled', source_table
         using errcode = 'undefined_object';
     end if;
-    execute pg_catalog.format('drop trigger hybrid_search_inserted on %s', source_table);
-    execute pg_catalog.format('drop trigger hybrid_search_updated on %s', source_table);
-    execute pg_catalog.format('drop trigger hybrid_search_deleted on %s', source_table);
-    execute pg_catalog.format('drop trigger hybrid_search_truncated on %s', source_table);
-    delete from @extschema@.hybrid_search_queue as q
-    where q.doc_id in (select d.id from @extschema@.documents as d where d.source = source_table::text);
-    delete from @extschema@.hybrid_search_errors as e
-    where e.doc_id in (select d.id from @extschema@.documents as d where d.source = source_table::text);
-    delete from @extschema@.documents as d where d.source = source_table::text;
-    get diagnostics removed = row_count;
-    delete from @extschema@.hybrid_search_sources as s where s.source = source_table::text;
+    -- forgotten first: the event trigger then leaves the dropped triggers alone
+    select @extschema@._source_forget(source_table::text) into removed;
+    perform @extschema@._source_drop_triggers(source_table, 'hybrid_search');
+    perform @extschema@._source_drop_triggers(g.tgrelid::regclass, 'hybrid_search_partition')
+    from pg_catalog.pg_trigger as g
+    where
+        g.tgname = 'hybrid_search_partition_inserted'
+        and g.tgfoid = '@extschema@._source_changed'::regproc
+        and g.tgargs = pg_catalog.convert_to(source_table::text, 'UTF8') || '\x00'::bytea;
     return removed;
 end;
 $func$

@@ -2,11 +2,12 @@
 -- _role_functions
 -- Which functions each access level may execute, by name (all overloads).
 -- 'search' covers the search legs, embedding and the helpers they call with
--- the caller's rights; 'write' adds what the embed-on-write triggers call
--- (trigger functions themselves need no EXECUTE right). Everything else
--- (configuration, model path, index rebuilds, re-embedding, checks, grants)
--- is for the extension owner only. 099_privileges.sql revokes EXECUTE on
--- every function from PUBLIC, so these lists are the whole truth.
+-- the caller's rights; 'write' adds none: the triggers that embed, queue and
+-- copy enabled tables run as the owner (trigger functions need no EXECUTE
+-- right). Everything else (configuration, model path, index rebuilds,
+-- re-embedding, the queue, checks, grants) is for the extension owner only.
+-- 099_privileges.sql revokes EXECUTE on every function from PUBLIC, so these
+-- lists are the whole truth.
 create or replace function @extschema@._role_functions(access text)
 returns name[]
 as $func$
@@ -23,10 +24,7 @@ as $func$
             'colbert_rerank', '_colbert_query', '_colbert_check_encoders', '_query_cache_prune',
             '_query_cache_put'
         ]::name[]
-        when 'write' then array[
-            'hybrid_search_embed_documents', '_embed_on_write', '_embed_and_store',
-            'hybrid_search_enqueue', '_source_row_sql', '_embed_for_storage'
-        ]::name[]
+        when 'write' then array[]::name[]
     end;
 $func$
 language sql immutable parallel safe security invoker
@@ -56,14 +54,19 @@ set search_path to pg_catalog, pg_temp;
 
 -------------------------------------------------------------------------------
 -- hybrid_search_grant
--- Grants a role what it needs to search ('search') or to search and write
--- documents ('write'), and nothing more: no right on hybrid_search_config,
--- no function that sets the model path or rebuilds anything. If documents
--- has row-level security that applies to the role, the sparse index tables
--- and hybrid_search_token_stats are not granted, and revoked if they were
--- (they would show every tenant's token weights); sparse_search then scans
--- documents exactly, under the role's policies. Only the owner of the objects (or a superuser) can
--- grant, as with GRANT itself.
+-- Gives a role exactly what it needs to search ('search') or to search and
+-- write documents ('write'), and takes back anything else it held on our
+-- objects, so granting again after an upgrade or a change of level leaves
+-- the level's privileges and nothing more (README: "Privilege map"). No
+-- right on hybrid_search_config, the queue, the errors, the sequence or the
+-- change lists; a writer may set documents.content and metadata only (the
+-- vectors, fts, model, embedded_at, source and source_key are the system's,
+-- written by triggers that run as the owner). If documents has row-level
+-- security that applies to the role, the sparse and keyword index tables and
+-- hybrid_search_token_stats are not granted, and revoked if they were (they
+-- would show every tenant's token weights); the legs then scan documents
+-- under the role's policies. Only the owner of the objects (or a superuser)
+-- can grant, as with GRANT itself.
 create or replace function @extschema@.hybrid_search_grant(role regrole, access text default 'search')
 returns setof text
 as $func$
@@ -87,6 +90,34 @@ begin
     where c.oid = '@extschema@.documents'::regclass and r.oid = role;
 
     for stmt in
+        -- first take back whatever the role holds on our tables, sequence and
+        -- functions beyond this level (earlier versions gave writers the
+        -- queue, the errors, the sequence and every column of documents)
+        select pg_catalog.format('revoke all on table %s from %I', r.rel, role_name)
+        from pg_catalog.unnest(
+            array[
+                '@extschema@.documents'::regclass, '@extschema@.hybrid_search_queue'::regclass,
+                '@extschema@.hybrid_search_errors'::regclass
+            ] || @extschema@._sparse_index_relations()
+        ) as r (rel)
+        union all
+        select pg_catalog.format(
+            'revoke all on sequence %s from %I', '@extschema@.documents_id_seq'::regclass, role_name
+        )
+        union all
+        select pg_catalog.format('revoke execute on function %s from %I', p.oid::regprocedure, role_name)
+        from pg_catalog.pg_proc as p
+        where
+            p.pronamespace = '@extschema@'::regnamespace
+            and not (
+                p.proname = any(@extschema@._role_functions('search'))
+                or (access = 'write' and p.proname = any(@extschema@._role_functions('write')))
+            )
+            and exists (
+                select from pg_catalog.aclexplode(p.proacl) as a
+                where a.grantee = role and a.privilege_type = 'EXECUTE'
+            )
+        union all
         select pg_catalog.format('grant usage on schema %I to %I', n.nspname, role_name)
         from pg_catalog.pg_namespace as n
         where n.oid in (
@@ -105,31 +136,14 @@ begin
         union all
         select pg_catalog.format('grant select on table %s to %I', '@extschema@.documents'::regclass, role_name)
         union all
-        select pg_catalog.format(
-            case when rls_applies then 'revoke all on table %s from %I' else 'grant select on table %s to %I' end,
-            r.rel, role_name
-        )
+        select pg_catalog.format('grant select on table %s to %I', r.rel, role_name)
         from pg_catalog.unnest(@extschema@._sparse_index_relations()) as r (rel)
+        where not rls_applies
         union all
+        -- the writer's columns; the triggers fill the rest as the owner
         select pg_catalog.format(
-            'grant insert, update, delete on table %s to %I', '@extschema@.documents'::regclass, role_name
-        )
-        where access = 'write'
-        union all
-        select pg_catalog.format(
-            'grant usage on sequence %s to %I', '@extschema@.documents_id_seq'::regclass, role_name
-        )
-        where access = 'write'
-        union all
-        -- embed_mode 'queued': a write queues its rows and clears their old failures
-        select pg_catalog.format(
-            'grant insert on table %s to %I', '@extschema@.hybrid_search_queue'::regclass, role_name
-        )
-        where access = 'write'
-        union all
-        select pg_catalog.format(
-            'grant select, delete on table %s to %I', '@extschema@.hybrid_search_errors'::regclass,
-            role_name
+            'grant insert (content, metadata), update (content, metadata), delete on table %s to %I',
+            '@extschema@.documents'::regclass, role_name
         )
         where access = 'write'
     loop
@@ -146,7 +160,7 @@ language plpgsql volatile security invoker
 set search_path to pg_catalog, pg_temp;
 
 comment on function @extschema@.hybrid_search_grant is
-'grant a role what it needs to search (''search'') or to search and write documents (''write''); returns the GRANTs';
+'give a role exactly what searching (''search'') or writing documents (''write'') needs; returns the statements';
 
 -------------------------------------------------------------------------------
 -- hybrid_search_revoke
@@ -167,8 +181,14 @@ begin
         from pg_catalog.pg_proc as p
         where
             p.pronamespace = '@extschema@'::regnamespace
-            and p.proname = any(
-                @extschema@._role_functions('search') || @extschema@._role_functions('write')
+            and (
+                p.proname = any(
+                    @extschema@._role_functions('search') || @extschema@._role_functions('write')
+                )
+                or exists (
+                    select from pg_catalog.aclexplode(p.proacl) as a
+                    where a.grantee = role and a.privilege_type = 'EXECUTE'
+                )
             )
         union all
         select pg_catalog.format('revoke all on table %s from %I', r.rel, role_name)

@@ -39,8 +39,12 @@ end;
 $block$;
 
 -- After ALTER EXTENSION UPDATE: a role granted a level by hybrid_search_grant
--- before also gets what this version added to that level. (A fresh install
--- has no such role.) The level is read back from the grants themselves.
+-- before gets that level as this version defines it (what was added, and
+-- nothing it no longer includes). (A fresh install has no such role.) The
+-- level is read back from the grants themselves: every level can read
+-- documents, and a writer may insert into it. (Roles given single functions
+-- by this script, such as pg_monitor, hold no right on documents and are
+-- left alone.)
 do $block$
 declare
     granted record;
@@ -49,21 +53,18 @@ begin
         select
             a.grantee::regrole as role,
             case
-                when pg_catalog.bool_or(p.proname = any(@extschema@._role_functions('write')))
-                    then 'write'
+                when pg_catalog.has_any_column_privilege(
+                    a.grantee, '@extschema@.documents'::regclass, 'INSERT'
+                ) then 'write'
                 else 'search'
             end as access
-        from pg_catalog.pg_proc as p
-        cross join lateral pg_catalog.aclexplode(p.proacl) as a
+        from pg_catalog.pg_class as c
+        cross join lateral pg_catalog.aclexplode(c.relacl) as a
         where
-            p.pronamespace = '@extschema@'::regnamespace
-            and a.privilege_type = 'EXECUTE'
+            c.oid = '@extschema@.documents'::regclass
+            and a.privilege_type = 'SELECT'
             and a.grantee <> 0
-            and a.grantee <> p.proowner
-            and p.proname = any(
-                @extschema@._role_functions('search') || @extschema@._role_functions('write')
-            )
-        group by a.grantee
+            and a.grantee <> c.relowner
     loop
         perform @extschema@.hybrid_search_grant(granted.role, granted.access);
     end loop;

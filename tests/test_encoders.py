@@ -138,6 +138,26 @@ def test_rows_record_both_models_and_search_works(pair, encoder_dirs):
     assert len(pair.execute("select * from hybrid_search('zebra index', 3)").fetchall()) == 3
 
 
+def test_check_compares_rows_with_the_embedding_model(pair):
+    # issue 13, defect 8: check compared documents.model with settings.model, so every row
+    # embedded by a dense/sparse pair was reported, and reembedding did not clear it
+    pair.execute("truncate documents")
+    insert(pair, *TEXTS)
+    checks = {n: (s, d) for n, s, d in pair.execute("select * from hybrid_search_check()")}
+    assert checks["model"][0] == "ok", checks["model"]
+    pair.execute(
+        "update documents set model = 'another' where id = (select min(id) from documents)"
+    )
+    status, detail = pair.execute(
+        "select status, detail from hybrid_search_check() where check_name = 'model'"
+    ).fetchone()
+    assert status == "error" and "embedding_model" in detail
+    pair.execute("select hybrid_search_reembed()")
+    assert pair.execute(
+        "select status from hybrid_search_check() where check_name = 'model'"
+    ).fetchone() == ("ok",)
+
+
 def test_mixing_encoders_is_refused(pair, encoder_dirs, model_dir):
     dense, splade = encoder_dirs
     pair.execute("truncate documents")

@@ -74,13 +74,22 @@ def test_every_public_function_is_documented(conn):
     assert undocumented == []
 
 
-# the only functions that run with the owner's rights: index bookkeeping triggers, and the
-# event trigger that remembers documents' policies and indexes for hybrid_search_restore
+# the only functions that run with the owner's rights, none taking input from a caller:
+# index bookkeeping triggers; the triggers that embed or queue the rows a statement wrote
+# and copy enabled tables (writers may set only content and metadata); the event triggers
+# that remember documents' policies and indexes for hybrid_search_restore and keep enabled
+# tables' copies exact through DROP, partitions and renames
 SECURITY_DEFINER = {
     "_index_note_changes()",
     "_index_truncated()",
     "_remember_documents_ddl()",
     "_query_cache_prune(bigint)",  # deletes every role's oldest cache entries, nothing else
+    "_documents_embed_inserted()",
+    "_documents_embed_updated()",
+    "_source_changed()",
+    "_source_truncated()",
+    "_source_dropped()",
+    "_source_altered()",
 }
 
 

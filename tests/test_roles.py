@@ -41,6 +41,20 @@ OWNER_ONLY = {
     "hybrid_search_backend_memory",
     "_prepare_model_weights",
     "hybrid_search_query_cache_clear",
+    # the triggers that call these run as the owner: writers need none of them
+    "hybrid_search_embed_documents",
+    "_embed_on_write",
+    "_embed_and_store",
+    "_embed_for_storage",
+    "hybrid_search_enqueue",
+    "_source_row_sql",
+    "_source_sync",
+    "_source_create_triggers",
+    "_source_drop_triggers",
+    "_source_forget",
+    "_source_reserved",
+    "_source_dropped",
+    "_source_altered",
 }
 
 

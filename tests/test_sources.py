@@ -149,3 +149,160 @@ def test_tables_enable_needs_a_single_column_key_and_enables_once(tickets):
             "select hybrid_search_enable(%s, 'body', metadata_columns => '{nope}')",
             [f"{SCHEMA}.other"],
         )
+
+
+def copies(conn, source):
+    return conn.execute(
+        "select source_key, content from documents where source = %s order by source_key",
+        [source],
+    ).fetchall()
+
+
+def assert_clean(conn):
+    assert [r for r in conn.execute("select * from hybrid_search_check()") if r[1] == "error"] == []
+
+
+@pytest.fixture
+def parted(db):
+    """A partitioned table with a sub-partitioned partition, enabled in sync mode."""
+    db.execute("drop table if exists public.hs_parted, public.hs_loose cascade")
+    db.execute(
+        "create table public.hs_parted (id int primary key, body text) partition by range (id)"
+    )
+    db.execute(
+        "create table public.hs_p1 partition of public.hs_parted for values from (0) to (100)"
+    )
+    db.execute(
+        "create table public.hs_p2 partition of public.hs_parted for values from (100) to (200)"
+        " partition by range (id)"
+    )
+    db.execute(
+        "create table public.hs_p2a partition of public.hs_p2 for values from (100) to (150)"
+    )
+    db.execute("insert into public.hs_parted values (1, 'one'), (120, 'one twenty')")
+    db.execute("truncate hybrid_search_sources")
+    db.execute("select hybrid_search_enable('public.hs_parted', 'body', mode => 'sync')")
+    yield db
+    db.execute("drop table if exists public.hs_parted, public.hs_loose cascade")
+
+
+def test_writes_straight_to_a_partition_are_copied(parted):
+    # defect 7: partitions had no triggers, so these writes were never copied
+    source = "public.hs_parted"
+    parted.execute("insert into public.hs_p1 values (2, 'two')")
+    parted.execute("insert into public.hs_p2a values (130, 'one thirty')")
+    parted.execute("update public.hs_p1 set body = 'one, rewritten' where id = 1")
+    parted.execute("delete from public.hs_p2a where id = 120")
+    assert copies(parted, source) == [("1", "one, rewritten"), ("130", "one thirty"), ("2", "two")]
+    parted.execute("truncate public.hs_p2a")
+    assert copies(parted, source) == [("1", "one, rewritten"), ("2", "two")]
+    # written through the parent: one copy each, as before
+    parted.execute("insert into public.hs_parted values (3, 'three'), (140, 'one forty')")
+    assert len(copies(parted, source)) == 4
+    assert parted.execute(
+        f"select count(*) from documents where source = '{source}' and dense is null"
+    ).fetchone() == (0,)
+    assert_clean(parted)
+    assert parted.execute("select hybrid_search_disable(%s)", [source]).fetchone() == (4,)
+    assert parted.execute(
+        "select count(*) from pg_trigger where tgname like 'hybrid_search%%'"
+    ).fetchone() == (0,)
+
+
+def test_partitions_created_attached_detached_and_dropped_keep_the_copy_exact(parted):
+    source = "public.hs_parted"
+    parted.execute(
+        "create table public.hs_p3 partition of public.hs_parted for values from (200) to (300)"
+    )
+    parted.execute("insert into public.hs_p3 values (201, 'in a new partition')")
+    parted.execute("create table public.hs_loose (id int primary key, body text)")
+    parted.execute("insert into public.hs_loose values (301, 'attached with its rows')")
+    parted.execute(
+        "alter table public.hs_parted attach partition public.hs_loose"
+        " for values from (300) to (400)"
+    )
+    assert [k for k, _ in copies(parted, source)] == ["1", "120", "201", "301"]
+    parted.execute("call hybrid_search_worker()")  # attached rows are queued, like enable's
+    parted.execute("alter table public.hs_parted detach partition public.hs_p3")
+    parted.execute("insert into public.hs_p3 values (202, 'detached: not searchable')")
+    parted.execute("drop table public.hs_p1")
+    assert [k for k, _ in copies(parted, source)] == ["120", "301"]
+    assert_clean(parted)
+    parted.execute("drop table public.hs_p3")
+
+
+@pytest.mark.parametrize("zone", ["America/Los_Angeles", "Asia/Kolkata"])
+def test_timestamptz_keys_do_not_depend_on_the_sessions_time_zone(db, zone):
+    # defect 7: keys were compared as text rendered in the session's TimeZone
+    db.execute("drop table if exists public.hs_events")
+    db.execute("create table public.hs_events (at timestamptz primary key, body text)")
+    db.execute("truncate hybrid_search_sources")
+    db.execute("select hybrid_search_enable('public.hs_events', 'body', mode => 'sync')")
+    try:
+        db.execute("set timezone = 'Europe/Berlin'")
+        db.execute("set datestyle = 'SQL, DMY'")
+        db.execute("insert into public.hs_events values ('2026-03-01 12:00+01', 'an event')")
+        db.execute(f"set timezone = '{zone}'")
+        db.execute("reset datestyle")
+        db.execute("update public.hs_events set body = 'the event, rewritten'")
+        assert copies(db, "public.hs_events") == [
+            ("2026-03-01 11:00:00+00", "the event, rewritten")
+        ]
+        db.execute("delete from public.hs_events")
+        assert copies(db, "public.hs_events") == []
+    finally:
+        db.execute("reset timezone")
+        db.execute("reset datestyle")
+        db.execute("drop table public.hs_events")
+
+
+def test_dropping_an_enabled_table_removes_its_copies(tickets):
+    # defect 7: the rows stayed searchable and enable/disable failed afterwards
+    tickets.execute("select hybrid_search_enable(%s, %s)", [TABLE, CONTENT])
+    tickets.execute(f"drop table {TABLE}")
+    assert source_docs(tickets) == []
+    assert tickets.execute("select count(*) from hybrid_search_sources").fetchone() == (0,)
+    assert tickets.execute("select count(*) from hybrid_search_queue").fetchone() == (0,)
+    tickets.execute(f'create table {TABLE} (id int primary key, "{CONTENT}" text)')
+    tickets.execute(f"insert into {TABLE} values (7, 'a new table of the same name')")
+    assert tickets.execute("select hybrid_search_enable(%s, %s)", [TABLE, CONTENT]).fetchone() == (
+        1,
+    )
+    tickets.execute(f"drop schema {SCHEMA} cascade")  # with the schema, likewise
+    assert source_docs(tickets) == []
+    tickets.execute(f"create schema {SCHEMA}")
+    assert_clean(tickets)
+
+
+@pytest.mark.parametrize(
+    "ddl",
+    [
+        f"alter table {TABLE} set schema public",
+        f'alter table {TABLE} rename to "Renamed"',
+        f"alter schema {SCHEMA} rename to hs_renamed_schema",
+        f'alter table {TABLE} rename column "{CONTENT}" to body',
+        f"alter table {TABLE} drop column note",
+        f"alter table {TABLE} drop constraint " + '"Tickets ""2026""_pkey"',
+    ],
+)
+def test_ddl_that_would_break_the_copy_is_refused(tickets, ddl):
+    # defect 7: SET SCHEMA broke every later write with "query returned no rows"
+    tickets.execute(
+        "select hybrid_search_enable(%s, %s, metadata_columns => '{note}')", [TABLE, CONTENT]
+    )
+    with pytest.raises(psycopg.errors.FeatureNotSupported, match="hybrid_search_disable"):
+        tickets.execute(ddl)
+    tickets.execute(f"insert into {TABLE} values (8, 'still copied', 1, 'h')")
+    assert source_docs(tickets)[-1][:2] == ("8", "still copied")
+    # what does not touch the key, content or metadata columns is allowed
+    tickets.execute(f"alter table {TABLE} add column extra int")
+    assert_clean(tickets)
+
+
+def test_temporary_tables_cannot_be_enabled(db):
+    db.execute("create temporary table hs_temp (id int primary key, body text)")
+    try:
+        with pytest.raises(psycopg.errors.WrongObjectType, match="temporary"):
+            db.execute("select hybrid_search_enable('hs_temp', 'body')")
+    finally:
+        db.execute("drop table hs_temp")

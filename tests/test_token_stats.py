@@ -31,6 +31,20 @@ def test_refresh_sees_deletes(db):
     assert db.execute("select count(*) from hybrid_search_token_stats").fetchone()[0] == 0
 
 
+def test_truncate_empties_the_statistics(db):
+    # issue 13, defect 9: TRUNCATE documents left every token's frequency in the view
+    insert(db, "vacuum and analyze", "replication slots")
+    db.execute("select hybrid_search_refresh()")
+    assert db.execute("select count(*) from hybrid_search_token_stats").fetchone()[0] > 0
+    db.execute("truncate documents")
+    assert db.execute("select count(*) from hybrid_search_token_stats").fetchone()[0] == 0
+    assert db.execute(
+        "select count(*) from sparse_explain('vacuum') where document_frequency > 0"
+    ).fetchone() == (0,)
+    statuses = {n: s for n, s, _ in db.execute("select * from hybrid_search_check()")}
+    assert statuses["token_stats"] == "ok"
+
+
 def test_sparse_explain_bounds_each_token(db):
     insert(db, "ERR_CONN_REFUSED from the pooler", "nothing in common here")
     db.execute("select hybrid_search_refresh()")

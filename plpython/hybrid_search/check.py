@@ -46,9 +46,9 @@ def run(plpy) -> list[tuple[str, str, str]]:
             "model",
             ids(
                 f"select d.id from {ours}.documents as d, {ours}.hybrid_search_settings as s"
-                " where d.embedded_at is not null and d.model is distinct from s.model"
+                " where d.embedded_at is not null and d.model is distinct from s.embedding_model"
             ),
-            "rows were embedded by another model than hybrid_search_settings.model",
+            "rows were embedded by another model than hybrid_search_settings.embedding_model",
             f"run select {ours}.hybrid_search_reembed()",
             "every embedding comes from the configured model",
         ),
