@@ -76,6 +76,24 @@ comment on view @extschema@.hybrid_search_query_cache_stats is
 'shared query cache: hits, misses, hit rate, entries and size (aggregates over all roles)';
 
 -------------------------------------------------------------------------------
+-- _query_cache_count
+-- Counts a hit (or a miss) and returns the counter's new value: the owner's
+-- right on the counters, so that no role holds any on a sequence.
+create or replace function @extschema@._query_cache_count(hit boolean)
+returns bigint
+as $func$
+    select case
+        when hit then pg_catalog.nextval('@extschema@.hybrid_search_query_cache_hits')
+        else pg_catalog.nextval('@extschema@.hybrid_search_query_cache_misses')
+    end;
+$func$
+language sql volatile security definer
+set search_path to pg_catalog, pg_temp;
+
+comment on function @extschema@._query_cache_count is
+'count a hit or a miss of the shared query cache';
+
+-------------------------------------------------------------------------------
 -- _query_cache_put
 -- Stores a query embedding for the calling role; returns its entry number,
 -- or NULL when it was not stored: another transaction of the role is storing
@@ -89,7 +107,7 @@ as $func$
     insert into @extschema@.hybrid_search_query_cache as c (key, dense, lexical, entry)
     select
         cache_key, dense, lexical,
-        pg_catalog.nextval('@extschema@.hybrid_search_query_cache_misses')
+        @extschema@._query_cache_count(false)
     where pg_catalog.pg_try_advisory_xact_lock(1752392049, lock_key)  -- 'hsqq'
     on conflict do nothing
     returning c.entry;

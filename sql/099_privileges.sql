@@ -12,8 +12,6 @@ grant select on @extschema@.hybrid_search_sources to public;
 -- the shared query cache: row-level security shows each role its own rows only
 revoke all on @extschema@.hybrid_search_query_cache from public;
 grant select, insert on @extschema@.hybrid_search_query_cache to public;
-grant usage on sequence @extschema@.hybrid_search_query_cache_hits to public;
-grant usage on sequence @extschema@.hybrid_search_query_cache_misses to public;
 grant select on @extschema@.hybrid_search_query_cache_stats to public;
 
 -- No function is executable by PUBLIC: hybrid_search_grant() gives a role

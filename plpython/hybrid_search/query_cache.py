@@ -31,7 +31,7 @@ def _plan(plpy, name: str):
         )
         _plans["get"] = plpy.prepare(
             "select c.dense, c.lexical, case when not $2"
-            f" then pg_catalog.nextval('{cache}_hits') end as counted"
+            f" then {ours}._query_cache_count(true) end as counted"
             f" from {cache} as c where c.role_name = current_user and c.key = $1",
             ["bytea", "boolean"],
         )
