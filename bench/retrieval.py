@@ -6,8 +6,13 @@ document, Zipf-drawn words for full text, 10 tenants in metadata) is COPYed
 into a throwaway cluster with its vectors supplied, so no model is in the
 loop and query embedding is excluded. Every figure comes from one run, so
 each is also a ratio against the baselines measured next to it: pgvector's
-exact `<#>` scan and a plain postings join for the sparse leg, the exact
-scan for the dense leg.
+exact `<#>` scan, a plain postings join, the table-based inverted index and an
+exact numpy brute force (in this process) for the sparse leg, the exact scan
+for the dense leg. The sparse leg proper is the sparse_inverted index access
+method (documents_sparse_idx), timed as the plain `ORDER BY sparse <#> q
+LIMIT 10` and through sparse_search, unfiltered, with a 10% filter and for a
+row-level-security role that sees 10%, and again after 20% of the rows are
+rewritten (before and after VACUUM).
 
     .venv/bin/hybrid-search bench --docs 100000
     .venv/bin/python bench/retrieval.py --docs 100000 [--queries 200] [--save]
@@ -208,10 +213,18 @@ def run(docs: int, queries: int, slow_queries: int, keep: bool = False) -> tuple
                 f"alter table documents alter column dense type vector({DIM}),"
                 f" alter column sparse type sparsevec({VOCAB})"
             )
+            # built after the load, as the other indexes (and timed)
+            conn.execute("drop index documents_sparse_idx")
             t = time.perf_counter()
             load(conn, corpus)
             facts["copy_s"] = time.perf_counter() - t
             conn.execute("vacuum analyze documents")
+            t = time.perf_counter()
+            conn.execute(
+                "create index documents_sparse_idx on documents"
+                " using sparse_inverted (sparse sparsevec_ip_ops)"
+            )
+            facts["sparse_am_build_s"] = time.perf_counter() - t
             t = time.perf_counter()
             conn.execute("select hybrid_search_create_dense_index()")
             facts["hnsw_build_s"] = time.perf_counter() - t
@@ -270,17 +283,119 @@ def measure(conn, corpus, queries, slow, facts):
         rows, ratios = measure_pass(conn, corpus, fast, few, flt)
         table += rows
         extra.update(ratios)
+    table += measure_row_security(conn, corpus, fast)
     for name, relation in [
         ("documents (heap + TOAST)", "documents"),
         ("dense HNSW index", "documents_dense_idx"),
         ("full-text GIN index", "documents_fts_idx"),
-        ("sparse inverted index", "hybrid_search_sparse_postings"),
+        ("sparse_inverted index (documents_sparse_idx)", "documents_sparse_idx"),
+        ("table-based sparse inverted index", "hybrid_search_sparse_postings"),
         ("plain postings table + btree (baseline)", "bench_postings"),
     ]:
         extra[f"size: {name}"] = relation_mb(conn, relation)
     with_index, without = write_cost(conn, corpus)
     extra["write_with_index_s"], extra["write_without_index_s"] = with_index, without
+    table += measure_churn(conn, corpus, fast, extra)
+    with_am, without_am = write_cost_am(conn, corpus)
+    extra["write_with_am_s"], extra["write_without_am_s"] = with_am, without_am
     return table, extra
+
+
+AM_SQL = (
+    "select id from documents where sparse is not null"
+    " and (%s::jsonb is null or metadata @> %s::jsonb)"
+    " order by sparse <#> %s::sparsevec limit 10"
+)
+
+
+def sparse_recall(corpus, ids, qs, mask):
+    return f"{np.mean([recall(f, corpus.exact_sparse(q, 10, mask)) for f, q in zip(ids, qs, strict=True)]):.3f}"
+
+
+def measure_row_security(conn, corpus, fast):
+    """The sparse_inverted leg for a role whose row-level-security policy shows it 10%."""
+    conn.execute("alter table documents enable row level security")
+    conn.execute("create policy bench_tenant on documents using ((metadata->>'tenant')::int = 3)")
+    conn.execute("create role bench_reader")
+    conn.execute("grant select on documents to bench_reader")
+    conn.execute("select hybrid_search_grant('bench_reader')")
+    mask = corpus.tenant == 3
+    try:
+        conn.execute("set role bench_reader")
+        params = [(None, None, sparse_param(*corpus.q_sparse[q])) for q in fast]
+        latencies, results = timed(conn, AM_SQL, params)
+        ids = [[r[0] for r in rows] for rows in results]
+        rows = [
+            (
+                "sparse, sparse_inverted index (ORDER BY <#> LIMIT 10) (RLS role seeing 10%)",
+                *percentiles(latencies),
+                sparse_recall(corpus, ids, fast, mask),
+            )
+        ]
+        latencies, results = timed(
+            conn,
+            "select id from sparse_search(%s::sparsevec, 10)",
+            [(sparse_param(*corpus.q_sparse[q]),) for q in fast],
+        )
+        ids = [[r[0] for r in rows] for rows in results]
+        rows.append(
+            (
+                "sparse, sparse_search (sparse_inverted) (RLS role seeing 10%)",
+                *percentiles(latencies),
+                sparse_recall(corpus, ids, fast, mask),
+            )
+        )
+        return rows
+    finally:
+        conn.execute("reset role")
+        conn.execute("drop policy bench_tenant on documents")
+        conn.execute("alter table documents disable row level security")
+        conn.execute("select hybrid_search_revoke('bench_reader')")
+        conn.execute("drop owned by bench_reader")
+        conn.execute("drop role bench_reader")
+
+
+def measure_churn(conn, corpus, fast, extra):
+    """The sparse_inverted leg after 20% of the rows are rewritten (new row versions,
+    old ones dead), before and after VACUUM."""
+    t = time.perf_counter()
+    conn.execute(
+        "update documents set metadata = metadata || '{\"churned\": true}' where id % 5 = 0"
+    )
+    extra["churn_update_s"] = time.perf_counter() - t
+    rows = []
+    for label in ("after 20% churn, before VACUUM", "after 20% churn and VACUUM"):
+        if "and VACUUM" in label:
+            t = time.perf_counter()
+            conn.execute("vacuum documents")
+            extra["churn_vacuum_s"] = time.perf_counter() - t
+        params = [(None, None, sparse_param(*corpus.q_sparse[q])) for q in fast]
+        latencies, results = timed(conn, AM_SQL, params)
+        ids = [[r[0] for r in rows] for rows in results]
+        rows.append(
+            (
+                f"sparse, sparse_inverted index (ORDER BY <#> LIMIT 10) ({label})",
+                *percentiles(latencies),
+                sparse_recall(corpus, ids, fast, None),
+            )
+        )
+    return rows
+
+
+def write_cost_am(conn, corpus, rows=2000, rounds=3):
+    """Seconds to COPY rows with vectors supplied, with documents_sparse_idx and
+    without it (dropped at the end of the run)."""
+    timings = {"with": [], "without": []}
+    base = corpus.n * 20
+    for mode in ("with", "without"):
+        if mode == "without":
+            conn.execute("drop index documents_sparse_idx")
+        for _ in range(rounds):
+            started = time.perf_counter()
+            load(conn, corpus, range(base, base + rows))
+            timings[mode].append(time.perf_counter() - started)
+            base += rows
+    return statistics.median(timings["with"]), statistics.median(timings["without"])
 
 
 def measure_pass(conn, corpus, fast, few, flt):
@@ -317,13 +432,36 @@ def measure_pass(conn, corpus, fast, few, flt):
         lambda q: corpus.exact_dense(q, 10, mask),
         few,
     )
+    am_lat, _ = row(
+        "sparse, sparse_inverted index (ORDER BY <#> LIMIT 10)",
+        AM_SQL,
+        lambda q: (jflt, jflt, sparse_param(*corpus.q_sparse[q])),
+        lambda q: corpus.exact_sparse(q, 10, mask),
+        fast,
+    )
     sparse_lat, _ = row(
-        "sparse, inverted index (sparse_search)",
+        "sparse, sparse_search (sparse_inverted index)",
         "select id from sparse_search(%s::sparsevec, 10, %s::jsonb)",
         lambda q: (sparse_param(*corpus.q_sparse[q]), jflt),
         lambda q: corpus.exact_sparse(q, 10, mask),
         fast,
     )
+    old_lat, _ = row(
+        "sparse, table-based inverted index (_sparse_search_index)",
+        "select id from _sparse_search_index(%s::sparsevec, 10, %s::jsonb)",
+        lambda q: (sparse_param(*corpus.q_sparse[q]), jflt),
+        lambda q: corpus.exact_sparse(q, 10, mask),
+        fast,
+    )
+    numpy_lat = []
+    for q in fast:
+        started = time.perf_counter()
+        corpus.exact_sparse(q, 10, mask)
+        numpy_lat.append((time.perf_counter() - started) * 1000)
+    table.append(
+        ("sparse, exact numpy brute force over postings (in process)" + label,
+         *percentiles(numpy_lat), "1.000")
+    )  # fmt: skip
     scan_lat, _ = row(
         "sparse, pgvector exact scan (<#>)",
         "select id from sparse_search_scan(%s::sparsevec, 10, %s::jsonb)",
@@ -373,6 +511,9 @@ def measure_pass(conn, corpus, fast, few, flt):
         fast,
     )
     key = "filtered" if flt else "unfiltered"
+    extra[f"{key}_am_p95"] = np.percentile(am_lat, 95)
+    extra[f"{key}_am_vs_old_p95"] = np.percentile(old_lat, 95) / np.percentile(am_lat, 95)
+    extra[f"{key}_am_vs_numpy_p95"] = np.percentile(am_lat, 95) / np.percentile(numpy_lat, 95)
     extra[f"{key}_sparse_vs_scan_p95"] = np.percentile(scan_lat, 95) / np.percentile(sparse_lat, 95)
     extra[f"{key}_sparse_vs_join_p95"] = np.percentile(join_lat, 95) / np.percentile(sparse_lat, 95)
     extra[f"{key}_hybrid_vs_dense_p95"] = np.percentile(hybrid_lat, 95) / np.percentile(
@@ -429,21 +570,27 @@ def render(args, table, facts) -> str:
     ]
     for key in ("unfiltered", "filtered"):
         out += [
+            f"| {key}: sparse_inverted p95 vs table-based inverted index p95 | {facts[f'{key}_am_vs_old_p95']:.1f}x faster |",
+            f"| {key}: sparse_inverted p95 / numpy brute force p95 | {facts[f'{key}_am_vs_numpy_p95']:.2f} |",
             f"| {key}: sparse index p95 vs exact scan p95 | {facts[f'{key}_sparse_vs_scan_p95']:.1f}x faster |",
             f"| {key}: sparse index p95 vs postings join p95 | {facts[f'{key}_sparse_vs_join_p95']:.1f}x faster |",
             f"| {key}: hybrid p95 / dense p95 | {facts[f'{key}_hybrid_vs_dense_p95']:.2f} |",
             f"| {key}: fewest hybrid results for k = 10 | {facts[f'{key}_hybrid_min_results']} |",
         ]
     w, wo = facts["write_with_index_s"], facts["write_without_index_s"]
+    aw, awo = facts["write_with_am_s"], facts["write_without_am_s"]
     out += [
         f"| COPY of 2,000 rows with vectors: with / without sparse-index triggers | {w:.2f} s / {wo:.2f} s = {w / wo:.2f}x |",
+        f"| COPY of 2,000 rows with vectors: with / without documents_sparse_idx | {aw:.2f} s / {awo:.2f} s = {aw / awo:.2f}x |",
+        f"| 20% churn: UPDATE of a fifth of the rows / VACUUM after it | {facts['churn_update_s']:.1f} s / {facts['churn_vacuum_s']:.1f} s |",
         "",
         "| build | seconds |",
         "|---|---|",
         f"| generate corpus (numpy) | {facts['generate_s']:.1f} |",
         f"| COPY documents (vectors supplied, fts by trigger, GIN) | {facts['copy_s']:.1f} |",
         f"| HNSW index (m 16, ef_construction 64) | {facts['hnsw_build_s']:.1f} |",
-        f"| sparse inverted index + statistics (hybrid_search_refresh) | {facts['sparse_build_s']:.1f} |",
+        f"| sparse_inverted index (CREATE INDEX documents_sparse_idx) | {facts['sparse_am_build_s']:.1f} |",
+        f"| table-based sparse inverted index + statistics (hybrid_search_refresh) | {facts['sparse_build_s']:.1f} |",
         f"| plain postings table + btree (baseline) | {facts['postings_join_build_s']:.1f} |",
         "",
         "| size | MB |",

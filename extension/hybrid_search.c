@@ -25,6 +25,8 @@
 #include "storage/ipc.h"
 #include "utils/guc.h"
 
+#include "sparse_index.h"
+
 /* as PL/Python does: the Python headers redefine these */
 #undef _POSIX_C_SOURCE
 #undef _XOPEN_SOURCE
@@ -190,14 +192,7 @@ _PG_init(void)
 	char	   *error;
 	int			threads;
 
-	DefineCustomStringVariable("hybrid_search.preload_venv",
-							   "PL/Python virtualenv whose model stack the postmaster imports for all backends.",
-							   "Takes effect only with hybrid_search in shared_preload_libraries; empty: nothing is preloaded.",
-							   &preload_venv,
-							   "",
-							   PGC_POSTMASTER,
-							   0,
-							   NULL, NULL, NULL);
+	sparse_init();
 	/* read-only: for hybrid_search_check() and a DBA's SHOW */
 	DefineCustomBoolVariable("hybrid_search.preloaded",
 							 "Whether the postmaster imported the model stack at its start.",
@@ -212,8 +207,21 @@ _PG_init(void)
 	 * hybrid_search.queue_writes as a transaction-local placeholder.
 	 */
 
+	/*
+	 * Loaded later (the sparse_inverted access method lives here too): a
+	 * PGC_POSTMASTER setting can no longer be defined, and nothing is
+	 * preloaded.
+	 */
 	if (!process_shared_preload_libraries_in_progress)
 		return;
+	DefineCustomStringVariable("hybrid_search.preload_venv",
+							   "PL/Python virtualenv whose model stack the postmaster imports for all backends.",
+							   "Takes effect only with hybrid_search in shared_preload_libraries; empty: nothing is preloaded.",
+							   &preload_venv,
+							   "",
+							   PGC_POSTMASTER,
+							   0,
+							   NULL, NULL, NULL);
 	if (preload_venv[0] == '\0')
 	{
 		ereport(LOG,

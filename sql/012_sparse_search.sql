@@ -62,8 +62,13 @@ set search_path to pg_catalog, pg_temp;
 -------------------------------------------------------------------------------
 -- sparse_search (sparsevec)
 -- The k documents with the highest lexical matching score (sparse_dot) for a
--- sparse query vector, exact, through the inverted index; documents sharing
--- no weighted token are left out.
+-- sparse query vector, exact; documents sharing no weighted token are left
+-- out. Through documents_sparse_idx (sparse_inverted, 016) when it exists: an
+-- index scan in <#> order, filter and row-level security checked row by row
+-- as the scan goes on (so k rows come back whenever k visible matching rows
+-- exist), ties at the k-th score all read (WITH TIES) and broken by id;
+-- hybrid_search.sparse_positive_only ends the scan after the rows that share
+-- a token with the query. Without that index, through the table-based one.
 create or replace function @extschema@.sparse_search(
     query_sparse @extschema:vector@.sparsevec,
     k integer default 10,
@@ -74,6 +79,31 @@ as $func$
 begin
     perform @extschema@._check_search_arguments('sparse_search', k, filter);
     perform @extschema@._check_query_vector('sparse_search', query_sparse is null);
+    if exists (
+        select from pg_catalog.pg_index as i
+        where
+            i.indexrelid = pg_catalog.to_regclass('@extschema@.documents_sparse_idx')
+            and i.indisvalid
+    ) then
+        return query
+        select
+            n.id,
+            (row_number() over (order by n.negative_dot, n.id))::integer,
+            -n.negative_dot
+        from (
+            select
+                d.id,
+                d.sparse operator(@extschema:vector@.<#>) query_sparse as negative_dot
+            from @extschema@.documents as d
+            where d.sparse is not null and (filter is null or d.metadata @> filter)
+            order by negative_dot
+            fetch first k rows with ties
+        ) as n
+        where n.negative_dot < 0
+        order by n.negative_dot, n.id
+        limit k;
+        return;
+    end if;
     return query
     select
         r.id,
@@ -84,7 +114,8 @@ begin
 end;
 $func$
 language plpgsql stable parallel restricted security invoker rows 100
-set search_path to pg_catalog, pg_temp;
+set search_path to pg_catalog, pg_temp
+set "hybrid_search.sparse_positive_only" to on;
 
 comment on function @extschema@.sparse_search(@extschema:vector@.sparsevec, integer, jsonb) is
 'k documents with the highest lexical matching score for a sparse query vector (inverted index, exact)';

@@ -37,7 +37,9 @@ as $func$
         inner join pg_catalog.pg_class as c on i.indexrelid = c.oid
         where
             i.indrelid = '@extschema@.documents'::regclass
-            and c.relname not in ('documents_fts_idx', 'documents_metadata_idx', 'documents_model_idx')
+            and c.relname not in (
+                'documents_fts_idx', 'documents_metadata_idx', 'documents_model_idx', 'documents_sparse_idx'
+            )
             -- constraints' indexes come with the table, from the extension script
             and not exists (
                 select from pg_catalog.pg_constraint as k where k.conindid = i.indexrelid

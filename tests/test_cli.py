@@ -17,7 +17,8 @@ def home(scratch, layout, model_dir):
     home = scratch / "cli-home"
     home.mkdir(mode=0o755)
     (home / "venv").symlink_to(layout.venv)
-    (home / "postgresql").symlink_to(layout.postgres_root)  # setup's server copy
+    # the PostgreSQL copy with this checkout's extension files, shared as the venv is
+    (home / "postgresql").symlink_to(layout.postgres_root)
     (home / "model.json").write_text(json.dumps({"model": str(model_dir), "kind": "test"}))
     yield home
     run(home, "stop", check=False)

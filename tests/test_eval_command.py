@@ -16,7 +16,8 @@ def collection(scratch, layout, model_dir):
     home = scratch / "eval-home"
     home.mkdir(mode=0o755)
     (home / "venv").symlink_to(layout.venv)
-    (home / "postgresql").symlink_to(layout.postgres_root)  # setup's server copy
+    # the PostgreSQL copy with this checkout's extension files, shared as the venv is
+    (home / "postgresql").symlink_to(layout.postgres_root)
     (home / "model.json").write_text(json.dumps({"model": str(model_dir), "kind": "test"}))
     beir = scratch / "beir"
     (beir / "qrels").mkdir(parents=True)

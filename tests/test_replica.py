@@ -21,7 +21,8 @@ def home(scratch, layout, model_dir):
     home = scratch / "replica-home"
     home.mkdir(mode=0o755)
     (home / "venv").symlink_to(layout.venv)
-    (home / "postgresql").symlink_to(layout.postgres_root)  # setup's server copy
+    # the PostgreSQL copy with this checkout's extension files, shared as the venv is
+    (home / "postgresql").symlink_to(layout.postgres_root)
     (home / "model.json").write_text(json.dumps({"model": str(model_dir), "kind": "test"}))
     yield home
     run(home, "replica", "stop", check=False)
@@ -90,5 +91,30 @@ def test_standby_answers_like_the_primary(home):
             assert new_id in [r[0] for r in searches(standby)["wal"]]
             checks = standby.execute("select status from hybrid_search_check()").fetchall()
             assert {s for (s,) in checks} == {"ok"}
+
+            # the sparse_inverted index: merged by VACUUM on the primary, rows pending
+            # after it, all replayed through generic WAL
+            primary.execute("vacuum documents")
+            insert(primary, *[f"wal segment {i} archived" for i in range(30)])
+            wait_for_replay(primary, standby)
+            ordered = (
+                "select id, sparse <#> embed_sparse('wal segment') from documents"
+                " order by sparse <#> embed_sparse('wal segment') limit 50"
+            )
+            results = []
+            for conn in (primary, standby):
+                conn.execute("set enable_seqscan = off")
+                plan = " ".join(r[0] for r in conn.execute("explain " + ordered))
+                assert "documents_sparse_idx" in plan, plan
+                results.append(
+                    (
+                        [d for _, d in conn.execute(ordered).fetchall()],
+                        conn.execute("select * from sparse_search('wal segment', 20)").fetchall(),
+                    )
+                )
+                conn.execute("reset enable_seqscan")
+            assert results[0] == results[1] and results[0][1]
+            checks = {n: s for n, s, _ in standby.execute("select * from hybrid_search_check()")}
+            assert checks["sparse_access_method"] == "ok"
 
     assert run(home, "replica", "stop").stdout.strip() == "stopped"

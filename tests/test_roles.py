@@ -15,6 +15,8 @@ OWNER_ONLY = {
     "hybrid_search_refresh",
     "hybrid_search_reembed",
     "hybrid_search_check",
+    "sparse_inverted_check",  # reads every row of the table: owner only
+    "sparse_inverted_handler",  # called by the server, needs no EXECUTE
     "hybrid_search_grant",
     "hybrid_search_restore",
     "_documents_ddl",

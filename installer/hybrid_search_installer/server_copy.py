@@ -37,7 +37,9 @@ def _system_digest() -> str:
     digest = hashlib.sha256()
     for directory in DIRECTORIES:
         for path in sorted((SYSTEM / directory).rglob("*")):
-            if path.name.startswith("hybrid_search") or not path.is_file():
+            # ours at any depth: lib/bitcode/hybrid_search/*.bc too (sparse_build.bc...)
+            ours = any(p.startswith("hybrid_search") for p in path.relative_to(SYSTEM).parts)
+            if ours or not path.is_file():
                 continue
             status = path.stat()
             digest.update(f"{path}\0{status.st_size}\0{status.st_mtime_ns}\n".encode())

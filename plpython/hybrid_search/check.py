@@ -7,6 +7,7 @@ snapshot (the SQL function is STABLE), so concurrent writers do not make the
 comparison flicker.
 """
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,7 @@ def run(plpy) -> list[tuple[str, str, str]]:
         ),
         _dense_index(plpy, ours),
         *_sparse_index(plpy, ours, vector, documents),
+        _sparse_access_method(plpy, ours),
         _token_stats(plpy, ours),
         _privileges(plpy, ours),
         _preload(plpy, ours),
@@ -209,6 +211,50 @@ def _dense_index(plpy, ours):
             " run select hybrid_search_create_dense_index()",
         )
     return ("dense_index", "ok", f"documents_dense_idx ({rows[0]['method']}) is valid")
+
+
+def _sparse_access_method(plpy, ours):
+    """documents_sparse_idx (the sparse_inverted index sparse_search scans) against
+    documents, by sparse_inverted_check(): structure, and every visible row indexed
+    with exactly its weights, every other indexed row a dead or uncommitted one."""
+    name = f"{ours}.documents_sparse_idx"
+    rows = _query(
+        plpy,
+        "select i.indisvalid as valid from pg_catalog.pg_index as i"
+        " where i.indexrelid = pg_catalog.to_regclass($1)",
+        name,
+    )
+    if not rows:
+        return (
+            "sparse_access_method",
+            "warning",
+            "no documents_sparse_idx: sparse_search uses the table-based index;"
+            f" create it with: create index documents_sparse_idx on {ours}.documents"
+            f" using sparse_inverted (sparse {ours}.sparsevec_ip_ops)",
+        )
+    if not rows[0]["valid"]:
+        return (
+            "sparse_access_method",
+            "error",
+            f"documents_sparse_idx is invalid (an interrupted build): reindex index {name}",
+        )
+    report = json.loads(
+        _query(plpy, f"select {ours}.sparse_inverted_check($1::regclass) as r", name)[0]["r"]
+    )
+    if not report["consistent"]:
+        return (
+            "sparse_access_method",
+            "error",
+            f"documents_sparse_idx disagrees with documents ({report['problem_count']} problems:"
+            f" {'; '.join(report['problems'][:SAMPLE])}): reindex index {name}",
+        )
+    return (
+        "sparse_access_method",
+        "ok",
+        f"documents_sparse_idx agrees with documents: {report['visible_rows']} rows"
+        f" ({report['merged_rows']} merged, {report['pending_rows']} pending,"
+        f" {report['rows_not_visible']} dead or uncommitted awaiting VACUUM)",
+    )
 
 
 def _sparse_index(plpy, ours, vector, documents):

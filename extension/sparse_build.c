@@ -1,0 +1,944 @@
+/*
+ * sparse_build.c: CREATE INDEX and the merge that writes a segment.
+ *
+ * A merge streams the old segment term by term, merges in the new rows'
+ * postings (sorted in memory), drops the rows a VACUUM callback calls dead,
+ * and writes a new segment into fresh pages; then it switches the metapage
+ * to it in one WAL record and frees the old pages. CREATE INDEX collects
+ * rows up to maintenance_work_mem and merges them in, batch by batch.
+ */
+#include "postgres.h"
+
+#include "access/generic_xlog.h"
+#include "access/tableam.h"
+#include "access/xloginsert.h"
+#include "catalog/index.h"
+#include "miscadmin.h"
+#include "storage/bufmgr.h"
+#include "storage/lmgr.h"
+#include "utils/memutils.h"
+
+#include "sparse_index.h"
+
+void
+SparseMergeInputInit(SparseMergeInput *in)
+{
+	memset(in, 0, sizeof(*in));
+	in->maxpostings = 1024;
+	in->postings = palloc(in->maxpostings * sizeof(SparsePosting));
+	in->maxdocs = 256;
+	in->docs = palloc(in->maxdocs * sizeof(SparseDoc));
+}
+
+void
+SparseMergeInputFree(SparseMergeInput *in)
+{
+	if (in->postings)
+		pfree(in->postings);
+	if (in->docs)
+		pfree(in->docs);
+	memset(in, 0, sizeof(*in));
+}
+
+/*
+ * Add a row (newdoc) or more postings of the row added last.
+ */
+void
+SparseMergeInputAdd(SparseMergeInput *in, ItemPointer tid, bool newdoc, bool isnull,
+					int32 nnz, const int32 *indices, const float4 *values)
+{
+	uint64		key = SparseTidKey(tid);
+
+	if (newdoc)
+	{
+		if (in->ndocs == in->maxdocs)
+		{
+			in->maxdocs *= 2;
+			in->docs = repalloc_huge(in->docs, in->maxdocs * sizeof(SparseDoc));
+		}
+		in->docs[in->ndocs].key = key;
+		in->docs[in->ndocs].flags = isnull ? SPARSE_DOC_NULL : 0;
+		in->ndocs++;
+		in->memUsed += sizeof(SparseDoc);
+	}
+	if (isnull)
+		return;
+	while (in->npostings + nnz > in->maxpostings)
+	{
+		in->maxpostings *= 2;
+		in->postings = repalloc_huge(in->postings, in->maxpostings * sizeof(SparsePosting));
+	}
+	for (int i = 0; i < nnz; i++)
+	{
+		SparsePosting *p = &in->postings[in->npostings++];
+
+		p->term = indices[i];
+		p->weight = values[i];
+		p->key = key;
+	}
+	in->memUsed += nnz * sizeof(SparsePosting);
+}
+
+static int
+posting_cmp(const void *a, const void *b, void *arg)
+{
+	const SparsePosting *pa = a;
+	const SparsePosting *pb = b;
+
+	if (pa->term != pb->term)
+		return pa->term < pb->term ? -1 : 1;
+	if (pa->key != pb->key)
+		return pa->key < pb->key ? -1 : 1;
+	return 0;
+}
+
+static int
+doc_cmp(const void *a, const void *b)
+{
+	const SparseDoc *da = a;
+	const SparseDoc *db = b;
+
+	if (da->key != db->key)
+		return da->key < db->key ? -1 : 1;
+	return 0;
+}
+
+static int
+key_cmp(const void *a, const void *b)
+{
+	uint64		ka = *(const uint64 *) a;
+	uint64		kb = *(const uint64 *) b;
+
+	return ka < kb ? -1 : (ka > kb ? 1 : 0);
+}
+
+/*
+ * Writes items into a chain of new pages, each WAL-logged as a full image
+ * when it is done.
+ */
+typedef struct SparseWriter
+{
+	Relation	index;
+	uint32		generation;
+	uint16		type;
+	BlockNumber head;
+	BlockNumber blkno;
+	Buffer		buf;
+	GenericXLogState *state;
+	Page		page;
+	int64		npages;
+} SparseWriter;
+
+static void
+writer_init(SparseWriter *w, Relation index, uint16 type, uint32 generation)
+{
+	memset(w, 0, sizeof(*w));
+	w->index = index;
+	w->type = type;
+	w->generation = generation;
+	w->head = InvalidBlockNumber;
+	w->blkno = InvalidBlockNumber;
+	w->buf = InvalidBuffer;
+}
+
+static void
+writer_new_page(SparseWriter *w)
+{
+	Buffer		buf = SparseNewBuffer(w->index);
+	BlockNumber blkno = BufferGetBlockNumber(buf);
+
+	if (BufferIsValid(w->buf))
+	{
+		SparsePageGetOpaque(w->page)->next = blkno;
+		GenericXLogFinish(w->state);
+		UnlockReleaseBuffer(w->buf);
+	}
+	else
+		w->head = blkno;
+	w->buf = buf;
+	w->blkno = blkno;
+	w->state = GenericXLogStart(w->index);
+	w->page = GenericXLogRegisterBuffer(w->state, buf, GENERIC_XLOG_FULL_IMAGE);
+	SparseInitPage(buf, w->page, w->type, w->generation);
+	w->npages++;
+}
+
+/* add an item; returns where it went */
+static void
+writer_add(SparseWriter *w, const void *item, Size size, BlockNumber *blkno, OffsetNumber *off)
+{
+	OffsetNumber result;
+
+	Assert(size <= SPARSE_MAX_ITEM_SIZE);
+	if (!BufferIsValid(w->buf) || PageGetFreeSpace(w->page) < MAXALIGN(size))
+		writer_new_page(w);
+	result = PageAddItem(w->page, (Item) item, size, InvalidOffsetNumber, false, false);
+	if (result == InvalidOffsetNumber)
+		elog(ERROR, "could not add an item of %zu bytes to a sparse_inverted page", size);
+	if (blkno)
+		*blkno = w->blkno;
+	if (off)
+		*off = result;
+}
+
+static void
+writer_finish(SparseWriter *w)
+{
+	if (BufferIsValid(w->buf))
+	{
+		GenericXLogFinish(w->state);
+		UnlockReleaseBuffer(w->buf);
+		w->buf = InvalidBuffer;
+	}
+}
+
+/* the posting blocks of one term being written */
+typedef struct TermWriter
+{
+	SparseWriter *w;
+	SparseDirEntry entry;
+	SparsePostingBlock *block;
+	uint64		keys[SPARSE_BLOCK_POSTINGS];
+	float4		weights[SPARSE_BLOCK_POSTINGS];
+	int			n;
+} TermWriter;
+
+static void
+term_flush_block(TermWriter *tw)
+{
+	SparsePostingBlock *b = tw->block;
+	ItemPointerData *tids;
+	float4	   *weights;
+	BlockNumber blkno;
+	OffsetNumber off;
+	Size		size = SPARSE_BLOCK_SIZE(tw->n);
+
+	if (tw->n == 0)
+		return;
+	memset(b, 0, size);
+	b->n = tw->n;
+	b->maxw = tw->weights[0];
+	b->minw = tw->weights[0];
+	tids = SPARSE_BLOCK_TIDS(b);
+	weights = SPARSE_BLOCK_WEIGHTS(b);
+	for (int i = 0; i < tw->n; i++)
+	{
+		SparseKeyTid(tw->keys[i], &tids[i]);
+		weights[i] = tw->weights[i];
+		b->maxw = Max(b->maxw, tw->weights[i]);
+		b->minw = Min(b->minw, tw->weights[i]);
+	}
+	b->lastKey = tw->keys[tw->n - 1];
+	writer_add(tw->w, b, size, &blkno, &off);
+	if (tw->entry.nblocks == 0)
+	{
+		tw->entry.firstBlk = blkno;
+		tw->entry.firstOff = off;
+		tw->entry.maxw = b->maxw;
+		tw->entry.minw = b->minw;
+	}
+	else
+	{
+		tw->entry.maxw = Max(tw->entry.maxw, b->maxw);
+		tw->entry.minw = Min(tw->entry.minw, b->minw);
+	}
+	tw->entry.nblocks++;
+	tw->n = 0;
+}
+
+static inline void
+term_add(TermWriter *tw, uint64 key, float4 weight)
+{
+	tw->keys[tw->n] = key;
+	tw->weights[tw->n] = weight;
+	tw->n++;
+	tw->entry.df++;
+	if (tw->n == SPARSE_BLOCK_POSTINGS)
+		term_flush_block(tw);
+}
+
+static inline bool
+key_is_dead(uint64 key, const uint64 *dead, int64 ndead)
+{
+	return ndead > 0 &&
+		bsearch(&key, dead, ndead, sizeof(uint64), key_cmp) != NULL;
+}
+
+/* the directory entries of the old segment, read in term order */
+typedef struct DirReader
+{
+	SparseReader *r;
+	BlockNumber blk;
+	SparseDirEntry *entries;
+	int			n;
+	int			pos;
+} DirReader;
+
+static bool
+dir_next(DirReader *d, SparseDirEntry *out)
+{
+	while (d->pos >= d->n)
+	{
+		Buffer		buf;
+		Page		page;
+		OffsetNumber maxoff;
+
+		if (!BlockNumberIsValid(d->blk))
+			return false;
+		buf = ReadBuffer(d->r->index, d->blk);
+		LockBuffer(buf, BUFFER_LOCK_SHARE);
+		page = BufferGetPage(buf);
+		if (!SparsePageOk(page, SPARSE_PAGE_DIR, d->r->generation))
+			elog(ERROR, "sparse_inverted index \"%s\" changed during a merge",
+				 RelationGetRelationName(d->r->index));
+		maxoff = PageGetMaxOffsetNumber(page);
+		if (d->entries == NULL)
+			d->entries = palloc(sizeof(SparseDirEntry) * (BLCKSZ / sizeof(SparseDirEntry) + 1));
+		d->n = 0;
+		d->pos = 0;
+		for (OffsetNumber off = FirstOffsetNumber; off <= maxoff; off++)
+			memcpy(&d->entries[d->n++], PageGetItem(page, PageGetItemId(page, off)),
+				   sizeof(SparseDirEntry));
+		d->blk = SparsePageGetOpaque(page)->next;
+		UnlockReleaseBuffer(buf);
+	}
+	*out = d->entries[d->pos++];
+	return true;
+}
+
+/* collect the pages of a chain */
+static void
+chain_pages(Relation index, BlockNumber blk, uint16 type, uint32 generation,
+			BlockNumber **pages, int *npages, int *maxpages)
+{
+	while (BlockNumberIsValid(blk))
+	{
+		Buffer		buf = ReadBuffer(index, blk);
+		Page		page;
+
+		LockBuffer(buf, BUFFER_LOCK_SHARE);
+		page = BufferGetPage(buf);
+		if (!SparsePageOk(page, type, generation))
+			elog(ERROR, "sparse_inverted index \"%s\": unexpected page %u in a chain",
+				 RelationGetRelationName(index), blk);
+		if (*npages == *maxpages)
+		{
+			*maxpages = *maxpages ? *maxpages * 2 : 64;
+			*pages = *pages ? repalloc_huge(*pages, *maxpages * sizeof(BlockNumber))
+				: palloc(*maxpages * sizeof(BlockNumber));
+		}
+		(*pages)[(*npages)++] = blk;
+		blk = SparsePageGetOpaque(page)->next;
+		UnlockReleaseBuffer(buf);
+	}
+}
+
+/*
+ * Read the pending list from the metapage's head up to its current end into
+ * in; returns the pages wholly read (to free) and where the list will start
+ * afterwards. Called with the merge lock held.
+ */
+static void
+read_pending(Relation index, SparseMergeInput *in, const SparseMetaPageData *meta,
+			 BlockNumber lastBlk, OffsetNumber lastOff,
+			 BlockNumber **pages, int *npages, int *maxpages,
+			 int64 *ndocs, int64 *nentries)
+{
+	BlockNumber blk = meta->pendingHead;
+	OffsetNumber first = meta->pendingHeadOff;
+	bool		started = false;
+
+	*ndocs = 0;
+	*nentries = 0;
+	while (BlockNumberIsValid(blk))
+	{
+		Buffer		buf = ReadBuffer(index, blk);
+		Page		page;
+		OffsetNumber maxoff;
+		BlockNumber next;
+
+		LockBuffer(buf, BUFFER_LOCK_SHARE);
+		page = BufferGetPage(buf);
+		if (!SparsePageOk(page, SPARSE_PAGE_PENDING, meta->generation))
+			elog(ERROR, "sparse_inverted index \"%s\": unexpected page %u in the pending list",
+				 RelationGetRelationName(index), blk);
+		maxoff = (blk == lastBlk) ? lastOff : PageGetMaxOffsetNumber(page);
+		for (OffsetNumber off = first; off <= maxoff; off++)
+		{
+			ItemId		iid = PageGetItemId(page, off);
+			SparsePendingItem *item = (SparsePendingItem *) PageGetItem(page, iid);
+			bool		newdoc = (item->flags & SPARSE_PENDING_FIRST) != 0;
+
+			if (ItemIdGetLength(iid) < offsetof(SparsePendingItem, data) ||
+				item->nnz < 0 || ItemIdGetLength(iid) != SPARSE_PENDING_SIZE(item->nnz) ||
+				(!newdoc && !started))
+				elog(ERROR, "sparse_inverted index \"%s\": malformed pending item (%u,%u)",
+					 RelationGetRelationName(index), blk, off);
+			started = true;
+			SparseMergeInputAdd(in, &item->tid, newdoc, (item->flags & SPARSE_DOC_NULL) != 0,
+								item->nnz, SPARSE_PENDING_INDICES(item), SPARSE_PENDING_VALUES(item));
+			if (newdoc)
+				(*ndocs)++;
+			*nentries += item->nnz;
+		}
+		next = SparsePageGetOpaque(page)->next;
+		UnlockReleaseBuffer(buf);
+		if (blk == lastBlk)
+			break;
+		/* wholly read: free it after the switch */
+		if (*npages == *maxpages)
+		{
+			*maxpages = *maxpages ? *maxpages * 2 : 64;
+			*pages = *pages ? repalloc_huge(*pages, *maxpages * sizeof(BlockNumber))
+				: palloc(*maxpages * sizeof(BlockNumber));
+		}
+		(*pages)[(*npages)++] = blk;
+		blk = next;
+		first = FirstOffsetNumber;
+	}
+}
+
+/*
+ * Merge the segment with extra (may be NULL) and, if withPending, the
+ * pending list, leaving out rows callback calls dead. The caller holds the
+ * merge lock (or builds the index). Returns the rows in the new segment;
+ * *removed gets the rows left out.
+ */
+int64
+SparseMerge(Relation index, bool withPending, IndexBulkDeleteCallback callback,
+			void *callback_state, SparseMergeInput *extra, int64 *removed)
+{
+	SparseMetaPageData meta;
+	SparseMergeInput local;
+	SparseMergeInput *in;
+	BlockNumber lastBlk = InvalidBlockNumber;
+	OffsetNumber lastOff = InvalidOffsetNumber;
+	BlockNumber *freePages = NULL;
+	int			nfree = 0,
+				maxfree = 0;
+	int64		pendDocs = 0,
+				pendEntries = 0;
+	uint64	   *dead = NULL;
+	int64		ndead = 0,
+				maxdead = 0;
+	uint32		newgen;
+	SparseReader reader;
+	SparseWriter pw,
+				dw,
+				diw,
+				lw;
+	SparseDirEntry *dir = NULL;
+	int64		ndir = 0,
+				maxdir = 0;
+	DirReader dr;
+	SparseDirEntry old;
+	bool		haveOld;
+	int64		pi;
+	TermWriter tw;
+	int64		segDocs = 0,
+				segPostings = 0;
+	MemoryContext mcxt,
+				oldcxt;
+
+	mcxt = AllocSetContextCreate(CurrentMemoryContext, "sparse_inverted merge", ALLOCSET_DEFAULT_SIZES);
+	oldcxt = MemoryContextSwitchTo(mcxt);
+
+	/* the metapage, and the end of the pending list as of now */
+	{
+		Buffer		metabuf = ReadBuffer(index, SPARSE_METAPAGE_BLKNO);
+
+		LockBuffer(metabuf, BUFFER_LOCK_SHARE);
+		memcpy(&meta, SparsePageGetMeta(BufferGetPage(metabuf)), sizeof(meta));
+		if (withPending && BlockNumberIsValid(meta.pendingTail))
+		{
+			Buffer		tailbuf = ReadBuffer(index, meta.pendingTail);
+
+			LockBuffer(tailbuf, BUFFER_LOCK_SHARE);
+			lastBlk = meta.pendingTail;
+			lastOff = PageGetMaxOffsetNumber(BufferGetPage(tailbuf));
+			UnlockReleaseBuffer(tailbuf);
+		}
+		UnlockReleaseBuffer(metabuf);
+	}
+	if (meta.magic != SPARSE_MAGIC)
+		elog(ERROR, "\"%s\" is not a sparse_inverted index", RelationGetRelationName(index));
+	newgen = meta.generation + 1;
+	reader.index = index;
+	reader.generation = meta.generation;
+	reader.conflict = false;
+
+	if (extra)
+		in = extra;
+	else
+	{
+		SparseMergeInputInit(&local);
+		in = &local;
+	}
+	if (withPending && BlockNumberIsValid(lastBlk))
+		read_pending(index, in, &meta, lastBlk, lastOff, &freePages, &nfree, &maxfree,
+					 &pendDocs, &pendEntries);
+
+	qsort(in->docs, in->ndocs, sizeof(SparseDoc), doc_cmp);
+	if (in->npostings > 0)
+		qsort_arg(in->postings, in->npostings, sizeof(SparsePosting),
+				  posting_cmp, NULL);
+
+	/*
+	 * The dead rows: ask the callback once per row, then filter postings by
+	 * binary search.
+	 */
+	if (callback)
+	{
+		BlockNumber blk = meta.docListHead;
+
+		for (int64 i = 0; i < in->ndocs; i++)
+		{
+			ItemPointerData tid;
+
+			SparseKeyTid(in->docs[i].key, &tid);
+			if (callback(&tid, callback_state))
+			{
+				if (ndead == maxdead)
+				{
+					maxdead = maxdead ? maxdead * 2 : 1024;
+					dead = dead ? repalloc_huge(dead, maxdead * sizeof(uint64)) : palloc(maxdead * sizeof(uint64));
+				}
+				dead[ndead++] = in->docs[i].key;
+			}
+		}
+		while (BlockNumberIsValid(blk))
+		{
+			Buffer		buf = ReadBuffer(index, blk);
+			Page		page;
+			OffsetNumber maxoff;
+
+			LockBuffer(buf, BUFFER_LOCK_SHARE);
+			page = BufferGetPage(buf);
+			if (!SparsePageOk(page, SPARSE_PAGE_DOCLIST, meta.generation))
+				elog(ERROR, "sparse_inverted index \"%s\": unexpected page %u in the row list",
+					 RelationGetRelationName(index), blk);
+			maxoff = PageGetMaxOffsetNumber(page);
+			for (OffsetNumber off = FirstOffsetNumber; off <= maxoff; off++)
+			{
+				SparseDocChunk *c = (SparseDocChunk *) PageGetItem(page, PageGetItemId(page, off));
+
+				for (int j = 0; j < c->n; j++)
+				{
+					if (callback(&SPARSE_DOCCHUNK_TIDS(c)[j], callback_state))
+					{
+						if (ndead == maxdead)
+						{
+							maxdead = maxdead ? maxdead * 2 : 1024;
+							dead = dead ? repalloc_huge(dead, maxdead * sizeof(uint64)) : palloc(maxdead * sizeof(uint64));
+						}
+						dead[ndead++] = SparseTidKey(&SPARSE_DOCCHUNK_TIDS(c)[j]);
+					}
+				}
+			}
+			blk = SparsePageGetOpaque(page)->next;
+			UnlockReleaseBuffer(buf);
+		}
+		if (ndead > 0)
+			qsort(dead, ndead, sizeof(uint64), key_cmp);
+	}
+	*removed = ndead;
+
+	/* postings: old lists merged with the new postings, term by term */
+	writer_init(&pw, index, SPARSE_PAGE_POSTING, newgen);
+	memset(&tw, 0, sizeof(tw));
+	tw.w = &pw;
+	tw.block = palloc(SPARSE_BLOCK_SIZE(SPARSE_BLOCK_POSTINGS));
+	memset(&dr, 0, sizeof(dr));
+	dr.r = &reader;
+	dr.blk = meta.dirHead;
+	haveOld = dir_next(&dr, &old);
+	pi = 0;
+	while (haveOld || pi < in->npostings)
+	{
+		int32		term;
+		SparseListIter it;
+		bool		useOld;
+		int			opos = 0;
+
+		CHECK_FOR_INTERRUPTS();
+		if (haveOld && (pi >= in->npostings || old.term <= in->postings[pi].term))
+			term = old.term;
+		else
+			term = in->postings[pi].term;
+		useOld = haveOld && old.term == term;
+		memset(&tw.entry, 0, sizeof(tw.entry));
+		tw.entry.term = term;
+		tw.n = 0;
+		memset(&it, 0, sizeof(it));
+		if (useOld)
+		{
+			SparseListBegin(&it, &reader, &old);
+			if (!SparseListNextBlock(&it))
+				it.done = true;
+		}
+		else
+			it.done = true;
+		for (;;)
+		{
+			uint64		okey = 0;
+			bool		haveO = false;
+			bool		haveN = pi < in->npostings && in->postings[pi].term == term;
+
+			if (!it.done)
+			{
+				if (opos >= it.block->n)
+				{
+					if (!SparseListNextBlock(&it))
+						it.done = true;
+					opos = 0;
+				}
+				if (!it.done)
+				{
+					okey = SparseTidKey(&it.tids[opos]);
+					haveO = true;
+				}
+			}
+			if (!haveO && !haveN)
+				break;
+			if (haveO && haveN && okey == in->postings[pi].key)
+				opos++;			/* a row in both (never expected): the new one wins */
+			else if (haveO && (!haveN || okey < in->postings[pi].key))
+			{
+				if (!key_is_dead(okey, dead, ndead))
+					term_add(&tw, okey, it.weights[opos]);
+				opos++;
+			}
+			else
+			{
+				if (!key_is_dead(in->postings[pi].key, dead, ndead))
+					term_add(&tw, in->postings[pi].key, in->postings[pi].weight);
+				pi++;
+			}
+		}
+		if (reader.conflict)
+			elog(ERROR, "sparse_inverted index \"%s\" changed during a merge",
+				 RelationGetRelationName(index));
+		term_flush_block(&tw);
+		if (tw.entry.df > 0)
+		{
+			if (ndir == maxdir)
+			{
+				maxdir = maxdir ? maxdir * 2 : 1024;
+				dir = dir ? repalloc_huge(dir, maxdir * sizeof(SparseDirEntry)) : palloc(maxdir * sizeof(SparseDirEntry));
+			}
+			dir[ndir++] = tw.entry;
+			segPostings += tw.entry.df;
+		}
+		if (useOld)
+			haveOld = dir_next(&dr, &old);
+		if (it.block)
+			pfree(it.block);
+	}
+	writer_finish(&pw);
+
+	/* the row list */
+	writer_init(&lw, index, SPARSE_PAGE_DOCLIST, newgen);
+	{
+		SparseDocChunk *out = palloc(SPARSE_DOCCHUNK_SIZE(SPARSE_DOCLIST_CHUNK));
+		ItemPointerData otids[SPARSE_DOCLIST_CHUNK];
+		uint8		oflags[SPARSE_DOCLIST_CHUNK];
+		int			on = 0;
+		BlockNumber blk = meta.docListHead;
+		SparseDocChunk *c = NULL;
+		int			cpos = 0;
+		Page		copy = palloc(BLCKSZ);
+		OffsetNumber coff = InvalidOffsetNumber,
+					cmax = InvalidOffsetNumber;
+		int64		ni = 0;
+
+#define FLUSH_DOCS() \
+		do { \
+			if (on > 0) { \
+				out->n = on; \
+				out->unused = 0; \
+				memcpy(SPARSE_DOCCHUNK_TIDS(out), otids, on * sizeof(ItemPointerData)); \
+				memcpy(SPARSE_DOCCHUNK_FLAGS(out), oflags, on); \
+				writer_add(&lw, out, SPARSE_DOCCHUNK_SIZE(on), NULL, NULL); \
+				on = 0; \
+			} \
+		} while (0)
+
+		for (;;)
+		{
+			uint64		okey = 0;
+			uint8		oflag = 0;
+			bool		haveO = false;
+			bool		haveN = ni < in->ndocs;
+
+			/* next old row */
+			while (c == NULL || cpos >= c->n)
+			{
+				if (coff != InvalidOffsetNumber && coff <= cmax)
+				{
+					c = (SparseDocChunk *) PageGetItem(copy, PageGetItemId(copy, coff));
+					coff++;
+					cpos = 0;
+					continue;
+				}
+				c = NULL;
+				if (!BlockNumberIsValid(blk))
+					break;
+				{
+					Buffer		buf = ReadBuffer(index, blk);
+
+					LockBuffer(buf, BUFFER_LOCK_SHARE);
+					if (!SparsePageOk(BufferGetPage(buf), SPARSE_PAGE_DOCLIST, meta.generation))
+						elog(ERROR, "sparse_inverted index \"%s\": unexpected page %u in the row list",
+							 RelationGetRelationName(index), blk);
+					memcpy(copy, BufferGetPage(buf), BLCKSZ);
+					UnlockReleaseBuffer(buf);
+				}
+				blk = SparsePageGetOpaque(copy)->next;
+				coff = FirstOffsetNumber;
+				cmax = PageGetMaxOffsetNumber(copy);
+			}
+			if (c != NULL)
+			{
+				okey = SparseTidKey(&SPARSE_DOCCHUNK_TIDS(c)[cpos]);
+				oflag = SPARSE_DOCCHUNK_FLAGS(c)[cpos];
+				haveO = true;
+			}
+			if (!haveO && !haveN)
+				break;
+			if (haveO && (!haveN || okey <= in->docs[ni].key))
+			{
+				if (haveN && okey == in->docs[ni].key)
+				{
+					cpos++;
+					continue;	/* the new one wins */
+				}
+				cpos++;
+			}
+			else
+			{
+				okey = in->docs[ni].key;
+				oflag = in->docs[ni].flags;
+				ni++;
+			}
+			if (key_is_dead(okey, dead, ndead))
+				continue;
+			SparseKeyTid(okey, &otids[on]);
+			oflags[on] = oflag;
+			on++;
+			segDocs++;
+			if (on == SPARSE_DOCLIST_CHUNK)
+				FLUSH_DOCS();
+		}
+		FLUSH_DOCS();
+#undef FLUSH_DOCS
+	}
+	writer_finish(&lw);
+
+	/* the directory and its index */
+	writer_init(&dw, index, SPARSE_PAGE_DIR, newgen);
+	writer_init(&diw, index, SPARSE_PAGE_DIRINDEX, newgen);
+	{
+		BlockNumber lastDirBlk = InvalidBlockNumber;
+
+		for (int64 i = 0; i < ndir; i++)
+		{
+			BlockNumber blkno;
+
+			writer_add(&dw, &dir[i], sizeof(SparseDirEntry), &blkno, NULL);
+			if (blkno != lastDirBlk)
+			{
+				SparseDirIndexEntry e;
+
+				e.firstTerm = dir[i].term;
+				e.blkno = blkno;
+				writer_add(&diw, &e, sizeof(e), NULL, NULL);
+				lastDirBlk = blkno;
+			}
+		}
+	}
+	writer_finish(&dw);
+	writer_finish(&diw);
+
+	/* the pages of the old segment, to free once unreachable */
+	chain_pages(index, meta.dirIndexHead, SPARSE_PAGE_DIRINDEX, meta.generation, &freePages, &nfree, &maxfree);
+	chain_pages(index, meta.dirHead, SPARSE_PAGE_DIR, meta.generation, &freePages, &nfree, &maxfree);
+	chain_pages(index, meta.postingHead, SPARSE_PAGE_POSTING, meta.generation, &freePages, &nfree, &maxfree);
+	chain_pages(index, meta.docListHead, SPARSE_PAGE_DOCLIST, meta.generation, &freePages, &nfree, &maxfree);
+
+	/* switch the metapage to the new segment */
+	{
+		Buffer		metabuf = ReadBuffer(index, SPARSE_METAPAGE_BLKNO);
+		GenericXLogState *state;
+		Page		page;
+		SparseMetaPage m;
+
+		LockBuffer(metabuf, BUFFER_LOCK_EXCLUSIVE);
+		state = GenericXLogStart(index);
+		page = GenericXLogRegisterBuffer(state, metabuf, 0);
+		m = SparsePageGetMeta(page);
+		if (m->generation != meta.generation)
+			elog(ERROR, "sparse_inverted index \"%s\": concurrent merge", RelationGetRelationName(index));
+		m->generation = newgen;
+		m->dirIndexHead = diw.head;
+		m->dirHead = dw.head;
+		m->postingHead = pw.head;
+		m->docListHead = lw.head;
+		m->nterms = (uint32) ndir;
+		m->segDocs = segDocs;
+		m->segPostings = segPostings;
+		if (withPending && BlockNumberIsValid(lastBlk))
+		{
+			m->pendingHead = lastBlk;
+			m->pendingHeadOff = OffsetNumberNext(lastOff);
+			m->pendingDocs = (m->pendingDocs >= (uint64) pendDocs) ? m->pendingDocs - pendDocs : 0;
+			m->pendingEntries = (m->pendingEntries >= (uint64) pendEntries) ? m->pendingEntries - pendEntries : 0;
+		}
+		GenericXLogFinish(state);
+		UnlockReleaseBuffer(metabuf);
+	}
+
+	SparseFreePages(index, freePages, nfree, newgen);
+
+	MemoryContextSwitchTo(oldcxt);
+	if (!extra)
+		SparseMergeInputFree(&local);
+	MemoryContextDelete(mcxt);
+	return segDocs;
+}
+
+/* write an empty index's metapage */
+static void
+write_metapage(Relation index, ForkNumber fork)
+{
+	Buffer		buf;
+	Page		page;
+	SparseMetaPage m;
+	GenericXLogState *state;
+
+	buf = ReadBufferExtended(index, fork, P_NEW, RBM_NORMAL, NULL);
+	LockBuffer(buf, BUFFER_LOCK_EXCLUSIVE);
+	if (BufferGetBlockNumber(buf) != SPARSE_METAPAGE_BLKNO)
+		elog(ERROR, "sparse_inverted index \"%s\" is not empty", RelationGetRelationName(index));
+	state = GenericXLogStart(index);
+	page = GenericXLogRegisterBuffer(state, buf, GENERIC_XLOG_FULL_IMAGE);
+	SparseInitPage(buf, page, SPARSE_PAGE_META, 1);
+	m = SparsePageGetMeta(page);
+	memset(m, 0, sizeof(SparseMetaPageData));
+	m->magic = SPARSE_MAGIC;
+	m->version = SPARSE_VERSION;
+	m->generation = 1;
+	m->dirIndexHead = InvalidBlockNumber;
+	m->dirHead = InvalidBlockNumber;
+	m->postingHead = InvalidBlockNumber;
+	m->docListHead = InvalidBlockNumber;
+	m->pendingHead = InvalidBlockNumber;
+	m->pendingTail = InvalidBlockNumber;
+	m->pendingHeadOff = FirstOffsetNumber;
+	((PageHeader) page)->pd_lower = ((char *) m + sizeof(SparseMetaPageData)) - (char *) page;
+	GenericXLogFinish(state);
+	UnlockReleaseBuffer(buf);
+}
+
+typedef struct BuildState
+{
+	Relation	index;
+	SparseMergeInput in;
+	double		indtuples;
+	Size		limit;
+	MemoryContext tmpCtx;
+} BuildState;
+
+static void
+build_callback(Relation index, ItemPointer tid, Datum *values, bool *isnull,
+			   bool tupleIsAlive, void *state)
+{
+	BuildState *bs = (BuildState *) state;
+	MemoryContext oldcxt = MemoryContextSwitchTo(bs->tmpCtx);
+
+	if (isnull[0])
+		SparseMergeInputAdd(&bs->in, tid, true, true, 0, NULL, NULL);
+	else
+	{
+		int32		nnz;
+		int32	   *indices;
+		float4	   *vals;
+
+		SparseCheckSparsevec(index, values[0], &nnz, &indices, &vals);
+		SparseMergeInputAdd(&bs->in, tid, true, false, nnz, indices, vals);
+	}
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextReset(bs->tmpCtx);
+	bs->indtuples += 1;
+	if (bs->in.memUsed > bs->limit)
+	{
+		int64		removed;
+
+		SparseMerge(index, false, NULL, NULL, &bs->in, &removed);
+		bs->in.npostings = 0;
+		bs->in.ndocs = 0;
+		bs->in.memUsed = 0;
+	}
+}
+
+IndexBuildResult *
+sparse_build(Relation heap, Relation index, IndexInfo *indexInfo)
+{
+	IndexBuildResult *result;
+	BuildState	bs;
+	double		reltuples;
+	int64		removed;
+
+	if (RelationGetNumberOfBlocks(index) != 0)
+		elog(ERROR, "index \"%s\" already contains data", RelationGetRelationName(index));
+	write_metapage(index, MAIN_FORKNUM);
+
+	memset(&bs, 0, sizeof(bs));
+	bs.index = index;
+	SparseMergeInputInit(&bs.in);
+	bs.limit = Max((Size) maintenance_work_mem * 1024L / 2, 1024 * 1024);
+	bs.tmpCtx = AllocSetContextCreate(CurrentMemoryContext, "sparse_inverted build", ALLOCSET_DEFAULT_SIZES);
+
+	reltuples = table_index_build_scan(heap, index, indexInfo, true, true,
+									   build_callback, (void *) &bs, NULL);
+	if (bs.in.ndocs > 0)
+		SparseMerge(index, false, NULL, NULL, &bs.in, &removed);
+	SparseMergeInputFree(&bs.in);
+	MemoryContextDelete(bs.tmpCtx);
+
+	result = (IndexBuildResult *) palloc(sizeof(IndexBuildResult));
+	result->heap_tuples = reltuples;
+	result->index_tuples = bs.indtuples;
+	return result;
+}
+
+void
+sparse_buildempty(Relation index)
+{
+	Buffer		buf;
+	Page		page;
+	SparseMetaPage m;
+
+	/* the init fork of an unlogged index: its metapage, logged as a full page */
+	buf = ReadBufferExtended(index, INIT_FORKNUM, P_NEW, RBM_NORMAL, NULL);
+	LockBuffer(buf, BUFFER_LOCK_EXCLUSIVE);
+	START_CRIT_SECTION();
+	page = BufferGetPage(buf);
+	SparseInitPage(buf, page, SPARSE_PAGE_META, 1);
+	m = SparsePageGetMeta(page);
+	memset(m, 0, sizeof(SparseMetaPageData));
+	m->magic = SPARSE_MAGIC;
+	m->version = SPARSE_VERSION;
+	m->generation = 1;
+	m->dirIndexHead = InvalidBlockNumber;
+	m->dirHead = InvalidBlockNumber;
+	m->postingHead = InvalidBlockNumber;
+	m->docListHead = InvalidBlockNumber;
+	m->pendingHead = InvalidBlockNumber;
+	m->pendingTail = InvalidBlockNumber;
+	m->pendingHeadOff = FirstOffsetNumber;
+	((PageHeader) page)->pd_lower = ((char *) m + sizeof(SparseMetaPageData)) - (char *) page;
+	MarkBufferDirty(buf);
+	log_newpage_buffer(buf, true);
+	END_CRIT_SECTION();
+	UnlockReleaseBuffer(buf);
+}

@@ -1,0 +1,286 @@
+/*
+ * sparse_index.h: the sparse_inverted index access method.
+ *
+ * An exact inverted index over pgvector's sparsevec for ORDER BY col <#> q.
+ *
+ * On disk (every page WAL-logged through generic WAL):
+ *   block 0         metapage
+ *   segment         the merged part: a term directory (sorted by term id,
+ *                   found through a small directory index), posting lists
+ *                   cut into blocks of SPARSE_BLOCK_POSTINGS postings in heap
+ *                   TID order, each block with its largest and smallest
+ *                   weight and last TID, and the list of every indexed row
+ *                   (null rows flagged)
+ *   pending list    rows inserted since the last merge, one item (or a few
+ *                   chunks) per row, appended by aminsert and scored
+ *                   exhaustively by every scan
+ * A merge (VACUUM, a pending list past hybrid_search.sparse_pending_limit,
+ * or CREATE INDEX in batches of maintenance_work_mem) writes a new segment
+ * from the old one plus the pending rows, less dead rows, switches the
+ * metapage to it, and frees the old pages. Every page carries the
+ * generation of the segment it was written for; a scan that meets a page
+ * newer than the generation it started from (a concurrent merge recycled
+ * it) starts its batch again.
+ */
+#ifndef SPARSE_INDEX_H
+#define SPARSE_INDEX_H
+
+#include "postgres.h"
+
+#include "access/amapi.h"
+#include "access/generic_xlog.h"
+#include "access/itup.h"
+#include "nodes/execnodes.h"
+#include "nodes/pathnodes.h"
+#include "storage/bufmgr.h"
+#include "utils/relcache.h"
+
+#define SPARSE_MAGIC			0x53504958	/* "SPIX" */
+#define SPARSE_VERSION			1
+#define SPARSE_METAPAGE_BLKNO	0
+/* a heavyweight page lock on this block number serialises merges */
+#define SPARSE_MERGE_LOCK_BLKNO 1
+
+#define SPARSE_BLOCK_POSTINGS	128
+
+/* page types */
+#define SPARSE_PAGE_META		1
+#define SPARSE_PAGE_DIRINDEX	2
+#define SPARSE_PAGE_DIR			3
+#define SPARSE_PAGE_POSTING		4
+#define SPARSE_PAGE_DOCLIST		5
+#define SPARSE_PAGE_PENDING		6
+#define SPARSE_PAGE_FREE		7
+
+/* special space of every page */
+typedef struct SparsePageOpaqueData
+{
+	uint32		generation;		/* generation it was written for */
+	BlockNumber next;			/* next page of its chain, or InvalidBlockNumber */
+	uint16		type;			/* SPARSE_PAGE_* */
+	uint16		page_id;		/* SPARSE_PAGE_ID: tells our pages in a dump */
+} SparsePageOpaqueData;
+
+typedef SparsePageOpaqueData *SparsePageOpaque;
+
+#define SPARSE_PAGE_ID			0xFF85
+#define SparsePageGetOpaque(page) ((SparsePageOpaque) PageGetSpecialPointer(page))
+
+typedef struct SparseMetaPageData
+{
+	uint32		magic;
+	uint32		version;
+	uint32		generation;
+	uint32		unused;
+	/* segment: four chains of pages */
+	BlockNumber dirIndexHead;	/* directory index */
+	BlockNumber dirHead;		/* directory, in term order */
+	BlockNumber postingHead;	/* posting blocks */
+	BlockNumber docListHead;	/* every row, in TID order */
+	uint32		nterms;
+	uint32		unused2;
+	uint64		segDocs;		/* rows in the segment, null rows included */
+	uint64		segPostings;
+	/* pending list */
+	BlockNumber pendingHead;
+	BlockNumber pendingTail;
+	OffsetNumber pendingHeadOff;	/* first item of pendingHead still pending */
+	uint16		unused3;
+	uint64		pendingDocs;
+	uint64		pendingEntries;
+} SparseMetaPageData;
+
+typedef SparseMetaPageData *SparseMetaPage;
+
+#define SparsePageGetMeta(page) ((SparseMetaPage) PageGetContents(page))
+
+/* a term of the segment */
+typedef struct SparseDirEntry
+{
+	int32		term;			/* sparsevec index, 0-based */
+	uint32		df;				/* postings */
+	uint32		nblocks;
+	BlockNumber firstBlk;		/* page and item of the first posting block */
+	OffsetNumber firstOff;
+	uint16		unused;
+	float4		maxw;			/* largest weight of the term */
+	float4		minw;			/* smallest weight of the term */
+} SparseDirEntry;
+
+/* a directory page: first term on it */
+typedef struct SparseDirIndexEntry
+{
+	int32		firstTerm;
+	BlockNumber blkno;
+} SparseDirIndexEntry;
+
+/*
+ * A posting block: n postings of one term in TID order. Followed by
+ * n ItemPointerData, padding to 4 bytes, n float4.
+ */
+typedef struct SparsePostingBlock
+{
+	uint16		n;
+	uint16		unused;
+	float4		maxw;
+	float4		minw;
+	uint32		unused2;
+	uint64		lastKey;		/* TID key of the last posting */
+	char		data[FLEXIBLE_ARRAY_MEMBER];
+} SparsePostingBlock;
+
+#define SPARSE_BLOCK_TIDS(b) ((ItemPointerData *) (b)->data)
+#define SPARSE_BLOCK_TIDS_SIZE(n) MAXALIGN((n) * sizeof(ItemPointerData))
+#define SPARSE_BLOCK_WEIGHTS(b) ((float4 *) ((b)->data + SPARSE_BLOCK_TIDS_SIZE((b)->n)))
+#define SPARSE_BLOCK_SIZE(n) (offsetof(SparsePostingBlock, data) + SPARSE_BLOCK_TIDS_SIZE(n) + (n) * sizeof(float4))
+
+/* a doc-list item: n rows in TID order and a flag byte each */
+#define SPARSE_DOC_NULL			0x01
+#define SPARSE_DOCLIST_CHUNK	512
+typedef struct SparseDocChunk
+{
+	uint16		n;
+	uint16		unused;
+	char		data[FLEXIBLE_ARRAY_MEMBER];	/* n ItemPointerData, then n flag bytes */
+} SparseDocChunk;
+
+#define SPARSE_DOCCHUNK_TIDS(c) ((ItemPointerData *) (c)->data)
+#define SPARSE_DOCCHUNK_FLAGS(c) ((uint8 *) ((c)->data + (c)->n * sizeof(ItemPointerData)))
+#define SPARSE_DOCCHUNK_SIZE(n) (offsetof(SparseDocChunk, data) + (n) * (sizeof(ItemPointerData) + 1))
+
+/*
+ * A pending item: a row, or one chunk of a row too large for a page
+ * (chunks of one row are consecutive). Followed by nnz int32 indices and
+ * nnz float4 values.
+ */
+#define SPARSE_PENDING_FIRST	0x02	/* first (or only) chunk of its row */
+typedef struct SparsePendingItem
+{
+	ItemPointerData tid;
+	uint16		flags;			/* SPARSE_DOC_NULL, SPARSE_PENDING_FIRST */
+	int32		nnz;
+	char		data[FLEXIBLE_ARRAY_MEMBER];
+} SparsePendingItem;
+
+#define SPARSE_PENDING_INDICES(p) ((int32 *) (p)->data)
+#define SPARSE_PENDING_VALUES(p) ((float4 *) ((p)->data + (p)->nnz * sizeof(int32)))
+#define SPARSE_PENDING_SIZE(nnz) (offsetof(SparsePendingItem, data) + (nnz) * (sizeof(int32) + sizeof(float4)))
+/* the largest item a page takes */
+#define SPARSE_MAX_ITEM_SIZE \
+	MAXALIGN_DOWN(BLCKSZ - SizeOfPageHeaderData - sizeof(ItemIdData) - MAXALIGN(sizeof(SparsePageOpaqueData)))
+#define SPARSE_PENDING_MAX_NNZ \
+	((int) ((SPARSE_MAX_ITEM_SIZE - offsetof(SparsePendingItem, data)) / (sizeof(int32) + sizeof(float4))))
+
+static inline uint64
+SparseTidKey(ItemPointer tid)
+{
+	return ((uint64) ItemPointerGetBlockNumberNoCheck(tid) << 16) |
+		ItemPointerGetOffsetNumberNoCheck(tid);
+}
+
+static inline void
+SparseKeyTid(uint64 key, ItemPointer tid)
+{
+	ItemPointerSet(tid, (BlockNumber) (key >> 16), (OffsetNumber) (key & 0xFFFF));
+}
+
+/* a posting being merged: (term, row, weight) */
+typedef struct SparsePosting
+{
+	int32		term;
+	float4		weight;
+	uint64		key;
+} SparsePosting;
+
+/* a row being merged */
+typedef struct SparseDoc
+{
+	uint64		key;
+	uint8		flags;
+} SparseDoc;
+
+/* rows (and their postings) to merge into the segment */
+typedef struct SparseMergeInput
+{
+	SparsePosting *postings;
+	int64		npostings;
+	int64		maxpostings;
+	SparseDoc  *docs;
+	int64		ndocs;
+	int64		maxdocs;
+	Size		memUsed;
+} SparseMergeInput;
+
+/* GUCs */
+extern int	sparse_batch_size;
+extern int	sparse_pending_limit;
+extern bool sparse_positive_only;
+
+/* sparse_utils.c */
+extern void sparse_init(void);
+extern Page SparseInitPage(Buffer buf, Page page, uint16 type, uint32 generation);
+extern Buffer SparseNewBuffer(Relation index);
+extern void SparseReadMeta(Relation index, SparseMetaPageData *meta);
+extern void SparseCheckSparsevec(Relation index, Datum value, int32 *nnz, int32 **indices, float4 **values);
+extern bool SparsePageOk(Page page, uint16 type, uint32 generation);
+extern void SparseFreePages(Relation index, BlockNumber *blocks, int nblocks, uint32 generation);
+
+/* sparse_build.c */
+extern IndexBuildResult *sparse_build(Relation heap, Relation index, IndexInfo *indexInfo);
+extern void sparse_buildempty(Relation index);
+extern void SparseMergeInputInit(SparseMergeInput *in);
+extern void SparseMergeInputAdd(SparseMergeInput *in, ItemPointer tid, bool newdoc, bool isnull,
+								int32 nnz, const int32 *indices, const float4 *values);
+extern void SparseMergeInputFree(SparseMergeInput *in);
+extern int64 SparseMerge(Relation index, bool withPending, IndexBulkDeleteCallback callback,
+						 void *callback_state, SparseMergeInput *extra, int64 *removed);
+
+/* sparse_insert.c */
+extern bool sparse_insert(Relation index, Datum *values, bool *isnull, ItemPointer heap_tid,
+						  Relation heap, IndexUniqueCheck checkUnique, bool indexUnchanged,
+						  IndexInfo *indexInfo);
+extern void SparseAppendPending(Relation index, SparseMetaPageData *metaOut, ItemPointer tid,
+								bool isnull, int32 nnz, const int32 *indices, const float4 *values);
+
+/* sparse_scan.c */
+extern IndexScanDesc sparse_beginscan(Relation index, int nkeys, int norderbys);
+extern void sparse_rescan(IndexScanDesc scan, ScanKey keys, int nkeys, ScanKey orderbys, int norderbys);
+extern bool sparse_gettuple(IndexScanDesc scan, ScanDirection dir);
+extern void sparse_endscan(IndexScanDesc scan);
+
+/* sparse_vacuum.c */
+extern IndexBulkDeleteResult *sparse_bulkdelete(IndexVacuumInfo *info, IndexBulkDeleteResult *stats,
+												IndexBulkDeleteCallback callback, void *callback_state);
+extern IndexBulkDeleteResult *sparse_vacuumcleanup(IndexVacuumInfo *info, IndexBulkDeleteResult *stats);
+
+/* a reader of the segment and the pending list (sparse_utils.c) */
+typedef struct SparseReader
+{
+	Relation	index;
+	uint32		generation;
+	bool		conflict;		/* met a page newer than generation */
+} SparseReader;
+
+extern bool SparseLookupTerms(SparseReader *r, const SparseMetaPageData *meta, int nterms,
+							  const int32 *terms, SparseDirEntry *entries, bool *found);
+
+/* iterates the blocks of one posting list */
+typedef struct SparseListIter
+{
+	SparseReader *reader;
+	SparseDirEntry entry;
+	BlockNumber blk;
+	OffsetNumber off;
+	uint32		blocksLeft;
+	/* the current block, copied out */
+	SparsePostingBlock *block;
+	ItemPointerData *tids;
+	float4	   *weights;
+	int			pos;			/* within block */
+	bool		done;
+} SparseListIter;
+
+extern void SparseListBegin(SparseListIter *it, SparseReader *r, const SparseDirEntry *entry);
+extern bool SparseListNextBlock(SparseListIter *it);
+
+#endif							/* SPARSE_INDEX_H */

@@ -1,0 +1,858 @@
+/*
+ * sparse_scan.c: ORDER BY col <#> q, in exact order, lazily.
+ *
+ * The order is that of key = s + c * a, with s the inner product computed
+ * in double from the float weights, a the sum of the products' absolute
+ * values, and c = (query terms + 4) * FLT_EPSILON, then TID. -key is
+ * reported as the ORDER BY value with xs_recheckorderby: it is a lower
+ * bound of pgvector's own <#> (a float sum whose rounding error is below
+ * c * a), so the executor recomputes <#> on the rows it fetches and
+ * reorders them, and its order is exactly pgvector's.
+ *
+ * Rows come in batches. A batch ranks exactly the best N rows with key > 0
+ * that come after the last row returned (the cursor), with MaxScore over the
+ * query terms' posting lists: the lists are ordered by their bound on a
+ * row's key; the cheapest lists whose bounds add up to less than the N-th
+ * best key so far cannot bring a row in on their own, so only rows of the
+ * other lists are candidates, and a candidate is dropped as soon as its
+ * partial key plus the bounds of the lists not read yet (the block's own
+ * bound once it is located) falls below that key. The pending list is
+ * scored row by row. The first batch has hybrid_search.sparse_batch_size
+ * rows, each next one four times as many. Once no row with key > 0 is left,
+ * or a batch would cover half the index, the scan ranks every remaining row
+ * (rows sharing no term score 0, then negative scores, then null rows) in
+ * one pass; with hybrid_search.sparse_positive_only the scan ends instead
+ * (rows with key <= 0 cannot have a positive <#>). Work is bounded: each batch reads each query term's postings at
+ * most once, and there are at most log4(rows / batch size) + 1 batches
+ * before the one full pass over the query terms' postings and the row list.
+ */
+#include "postgres.h"
+
+#include <float.h>
+#include <math.h>
+
+#include "access/relscan.h"
+#include "extension/vector/sparsevec.h"
+#include "miscadmin.h"
+#include "storage/bufmgr.h"
+#include "utils/float.h"
+#include "utils/memutils.h"
+
+#include "sparse_index.h"
+
+typedef struct ScanRow
+{
+	double		key;
+	uint64		tid;
+	bool		isnull;
+} ScanRow;
+
+typedef struct SparseScanOpaqueData
+{
+	MemoryContext cxt;			/* reset at every rescan */
+	MemoryContext batchCxt;		/* reset at every batch */
+	bool		queryNull;
+	bool		positiveOnly;	/* hybrid_search.sparse_positive_only */
+	int			nq;
+	int32	   *qterms;
+	float4	   *qvals;
+	double		c;
+	/* state */
+	bool		started;
+	bool		rest;			/* ranking every remaining row */
+	bool		done;
+	int64		batchN;
+	ScanRow    *rows;
+	int64		nrows;
+	int64		pos;
+	bool		haveCursor;
+	double		curKey;
+	uint64		curTid;
+	int64		totalDocs;
+} SparseScanOpaqueData;
+
+typedef SparseScanOpaqueData *SparseScanOpaque;
+
+/* key of a row from its per-term contributions (query term order) */
+static inline double
+row_key(const double *contrib, int nq, double c)
+{
+	double		s = 0,
+				a = 0;
+
+	for (int i = 0; i < nq; i++)
+	{
+		s += contrib[i];
+		a += fabs(contrib[i]);
+	}
+	return s + c * a;
+}
+
+static inline double
+key_part(double p, double c)
+{
+	return p + c * fabs(p);
+}
+
+/* bound on key_part for weights in [minw, maxw], slightly raised */
+static inline double
+term_bound(float4 q, float4 maxw, float4 minw, double c)
+{
+	double		hi = Max((double) q * maxw, (double) q * minw);
+	double		b = key_part(hi, c);
+
+	return b + 1e-9 * fabs(b) + 1e-300;
+}
+
+static inline bool
+after_cursor(SparseScanOpaque so, double key, uint64 tid)
+{
+	return !so->haveCursor || key < so->curKey ||
+		(key == so->curKey && tid > so->curTid);
+}
+
+/* a min-heap of the best rows, worst on top */
+typedef struct TopN
+{
+	ScanRow    *rows;
+	int64		n;
+	int64		max;
+} TopN;
+
+static inline bool
+worse(const ScanRow *a, const ScanRow *b)
+{
+	return a->key < b->key || (a->key == b->key && a->tid > b->tid);
+}
+
+static void
+topn_push(TopN *h, double key, uint64 tid)
+{
+	int64		i;
+
+	if (h->n < h->max)
+	{
+		i = h->n++;
+		h->rows[i].key = key;
+		h->rows[i].tid = tid;
+		h->rows[i].isnull = false;
+		while (i > 0)
+		{
+			int64		parent = (i - 1) / 2;
+
+			if (!worse(&h->rows[i], &h->rows[parent]))
+				break;
+			{
+				ScanRow		t = h->rows[i];
+
+				h->rows[i] = h->rows[parent];
+				h->rows[parent] = t;
+			}
+			i = parent;
+		}
+	}
+	else
+	{
+		ScanRow		r;
+
+		r.key = key;
+		r.tid = tid;
+		r.isnull = false;
+		if (!worse(&h->rows[0], &r))
+			return;
+		h->rows[0] = r;
+		i = 0;
+		for (;;)
+		{
+			int64		l = 2 * i + 1,
+						rr = 2 * i + 2,
+						m = i;
+
+			if (l < h->n && worse(&h->rows[l], &h->rows[m]))
+				m = l;
+			if (rr < h->n && worse(&h->rows[rr], &h->rows[m]))
+				m = rr;
+			if (m == i)
+				break;
+			{
+				ScanRow		t = h->rows[i];
+
+				h->rows[i] = h->rows[m];
+				h->rows[m] = t;
+			}
+			i = m;
+		}
+	}
+}
+
+/* can a row whose key is at most bound still enter the batch? */
+static inline bool
+cannot_enter(const TopN *h, double bound)
+{
+	return bound <= 0 || (h->n == h->max && bound < h->rows[0].key);
+}
+
+static int
+row_cmp(const void *a, const void *b)
+{
+	const ScanRow *ra = a;
+	const ScanRow *rb = b;
+
+	if (ra->isnull != rb->isnull)
+		return ra->isnull ? 1 : -1;
+	if (!ra->isnull && ra->key != rb->key)
+		return ra->key > rb->key ? -1 : 1;
+	if (ra->tid != rb->tid)
+		return ra->tid < rb->tid ? -1 : 1;
+	return 0;
+}
+
+/*
+ * Score every pending row against the query: fn(key or NaN for a null row,
+ * tid, arg). Holds the metapage's share lock so that no insert or merge
+ * changes the list meanwhile; meta gets the metapage as read. Returns false
+ * on a conflict.
+ */
+typedef void (*pending_fn) (double key, bool isnull, uint64 tid, void *arg);
+
+static bool
+score_pending(Relation index, SparseScanOpaque so, SparseMetaPageData *meta,
+			  pending_fn fn, void *arg)
+{
+	Buffer		metabuf = ReadBuffer(index, SPARSE_METAPAGE_BLKNO);
+	BlockNumber blk;
+	OffsetNumber first;
+	double	   *contrib = palloc0(sizeof(double) * Max(so->nq, 1));
+	bool		haveDoc = false;
+	bool		docNull = false;
+	uint64		docTid = 0;
+
+	LockBuffer(metabuf, BUFFER_LOCK_SHARE);
+	if (!SparsePageOk(BufferGetPage(metabuf), SPARSE_PAGE_META, PG_UINT32_MAX) ||
+		SparsePageGetMeta(BufferGetPage(metabuf))->magic != SPARSE_MAGIC)
+		elog(ERROR, "\"%s\" is not a sparse_inverted index", RelationGetRelationName(index));
+	memcpy(meta, SparsePageGetMeta(BufferGetPage(metabuf)), sizeof(SparseMetaPageData));
+	blk = meta->pendingHead;
+	first = meta->pendingHeadOff;
+
+#define EMIT_DOC() \
+	do { \
+		if (haveDoc) { \
+			fn(docNull ? 0 : row_key(contrib, so->nq, so->c), docNull, docTid, arg); \
+			memset(contrib, 0, sizeof(double) * Max(so->nq, 1)); \
+		} \
+	} while (0)
+
+	while (BlockNumberIsValid(blk))
+	{
+		Buffer		buf = ReadBuffer(index, blk);
+		Page		page;
+		OffsetNumber maxoff;
+
+		LockBuffer(buf, BUFFER_LOCK_SHARE);
+		page = BufferGetPage(buf);
+		if (!SparsePageOk(page, SPARSE_PAGE_PENDING, meta->generation))
+			elog(ERROR, "sparse_inverted index \"%s\": unexpected page %u in the pending list",
+				 RelationGetRelationName(index), blk);
+		maxoff = PageGetMaxOffsetNumber(page);
+		for (OffsetNumber off = first; off <= maxoff; off++)
+		{
+			ItemId		iid = PageGetItemId(page, off);
+			SparsePendingItem *item = (SparsePendingItem *) PageGetItem(page, iid);
+			int32	   *idx;
+			float4	   *val;
+			int			qi = 0;
+
+			if (ItemIdGetLength(iid) < offsetof(SparsePendingItem, data) ||
+				item->nnz < 0 || ItemIdGetLength(iid) != SPARSE_PENDING_SIZE(item->nnz))
+				elog(ERROR, "sparse_inverted index \"%s\": malformed pending item (%u,%u)",
+					 RelationGetRelationName(index), blk, off);
+			if (item->flags & SPARSE_PENDING_FIRST)
+			{
+				EMIT_DOC();
+				haveDoc = true;
+				docNull = (item->flags & SPARSE_DOC_NULL) != 0;
+				docTid = SparseTidKey(&item->tid);
+			}
+			if (!haveDoc)
+				continue;
+			idx = SPARSE_PENDING_INDICES(item);
+			val = SPARSE_PENDING_VALUES(item);
+			for (int j = 0; j < item->nnz && qi < so->nq; j++)
+			{
+				while (qi < so->nq && so->qterms[qi] < idx[j])
+					qi++;
+				if (qi < so->nq && so->qterms[qi] == idx[j])
+					contrib[qi] = (double) so->qvals[qi] * (double) val[j];
+			}
+		}
+		blk = SparsePageGetOpaque(page)->next;
+		first = FirstOffsetNumber;
+		UnlockReleaseBuffer(buf);
+	}
+	EMIT_DOC();
+#undef EMIT_DOC
+	UnlockReleaseBuffer(metabuf);
+	pfree(contrib);
+	return true;
+}
+
+/* a posting list positioned on a row */
+typedef struct ListPos
+{
+	SparseListIter it;
+	int			qi;				/* query term */
+	double		ub;				/* bound on its key part */
+	uint64		cur;			/* key of the current row, if !it.done */
+} ListPos;
+
+static bool
+list_load(ListPos *l)
+{
+	if (!SparseListNextBlock(&l->it))
+		return false;
+	l->cur = SparseTidKey(&l->it.tids[0]);
+	return true;
+}
+
+static void
+list_next(ListPos *l)
+{
+	if (++l->it.pos >= l->it.block->n)
+	{
+		if (!list_load(l))
+			return;
+	}
+	else
+		l->cur = SparseTidKey(&l->it.tids[l->it.pos]);
+}
+
+/* move to the first row >= target; false when the list ends */
+static bool
+list_seek(ListPos *l, uint64 target)
+{
+	if (l->it.done)
+		return false;
+	while (l->it.block->lastKey < target)
+	{
+		if (!list_load(l))
+			return false;
+	}
+	while (l->it.pos < l->it.block->n &&
+		   SparseTidKey(&l->it.tids[l->it.pos]) < target)
+		l->it.pos++;
+	l->cur = SparseTidKey(&l->it.tids[l->it.pos]);
+	return true;
+}
+
+static int
+list_ub_cmp(const void *a, const void *b)
+{
+	const ListPos *la = a;
+	const ListPos *lb = b;
+
+	if (la->ub != lb->ub)
+		return la->ub < lb->ub ? -1 : 1;
+	return la->qi - lb->qi;
+}
+
+/* open the posting lists of the query terms in the segment */
+static ListPos *
+open_lists(Relation index, SparseScanOpaque so, SparseReader *r, SparseMetaPageData *meta, int *nlists)
+{
+	SparseDirEntry *entries = palloc(sizeof(SparseDirEntry) * Max(so->nq, 1));
+	bool	   *found = palloc(sizeof(bool) * Max(so->nq, 1));
+	ListPos    *lists = palloc0(sizeof(ListPos) * Max(so->nq, 1));
+	int			n = 0;
+
+	*nlists = 0;
+	if (!SparseLookupTerms(r, meta, so->nq, so->qterms, entries, found))
+		return lists;
+	for (int i = 0; i < so->nq; i++)
+	{
+		if (!found[i] || entries[i].nblocks == 0)
+			continue;
+		SparseListBegin(&lists[n].it, r, &entries[i]);
+		lists[n].qi = i;
+		lists[n].ub = term_bound(so->qvals[i], entries[i].maxw, entries[i].minw, so->c);
+		if (!list_load(&lists[n]))
+		{
+			if (r->conflict)
+				return lists;
+			continue;
+		}
+		n++;
+	}
+	*nlists = n;
+	return lists;
+}
+
+typedef struct BatchArg
+{
+	SparseScanOpaque so;
+	TopN	   *heap;
+} BatchArg;
+
+static void
+batch_pending_fn(double key, bool isnull, uint64 tid, void *arg)
+{
+	BatchArg   *ba = (BatchArg *) arg;
+
+	if (isnull || key <= 0 || !after_cursor(ba->so, key, tid))
+		return;
+	topn_push(ba->heap, key, tid);
+}
+
+/*
+ * The best so->batchN rows with key > 0 after the cursor. Returns false on a
+ * conflict with a concurrent merge.
+ */
+static bool
+run_batch(IndexScanDesc scan)
+{
+	SparseScanOpaque so = (SparseScanOpaque) scan->opaque;
+	SparseMetaPageData meta;
+	SparseReader r;
+	TopN		heap;
+	BatchArg	ba;
+	ListPos    *lists;
+	int			nl;
+	double	   *prefix;
+	double	   *contrib;
+	int			e;
+
+	heap.max = so->batchN;
+	heap.n = 0;
+	heap.rows = palloc(sizeof(ScanRow) * heap.max);
+	ba.so = so;
+	ba.heap = &heap;
+
+	/* the pending rows first, then the segment of the same generation */
+	score_pending(scan->indexRelation, so, &meta, batch_pending_fn, &ba);
+	so->totalDocs = meta.segDocs + meta.pendingDocs;
+	r.index = scan->indexRelation;
+	r.generation = meta.generation;
+	r.conflict = false;
+
+	lists = open_lists(scan->indexRelation, so, &r, &meta, &nl);
+	if (r.conflict)
+		return false;
+	qsort(lists, nl, sizeof(ListPos), list_ub_cmp);
+	prefix = palloc(sizeof(double) * (nl + 1));
+	prefix[0] = 0;
+	/* a row need not be in every list: a negative bound counts as 0 */
+	for (int i = 0; i < nl; i++)
+		prefix[i + 1] = prefix[i] + Max(lists[i].ub, 0);
+	contrib = palloc0(sizeof(double) * Max(so->nq, 1));
+
+	/* lists[0..e-1] cannot bring a row in alone */
+	e = 0;
+	while (e < nl && cannot_enter(&heap, prefix[e + 1]))
+		e++;
+
+	for (;;)
+	{
+		uint64		d = PG_UINT64_MAX;
+		double		partial = 0;
+		bool		dropped = false;
+		double		key;
+
+		CHECK_FOR_INTERRUPTS();
+		for (int i = e; i < nl; i++)
+			if (!lists[i].it.done && lists[i].cur < d)
+				d = lists[i].cur;
+		if (r.conflict)
+			return false;
+		if (d == PG_UINT64_MAX)
+			break;
+		for (int i = e; i < nl; i++)
+		{
+			if (!lists[i].it.done && lists[i].cur == d)
+			{
+				double		p = (double) so->qvals[lists[i].qi] * (double) lists[i].it.weights[lists[i].it.pos];
+
+				contrib[lists[i].qi] = p;
+				partial += key_part(p, so->c);
+				list_next(&lists[i]);
+			}
+		}
+		for (int i = e - 1; i >= 0; i--)
+		{
+			double		bub;
+
+			if (cannot_enter(&heap, partial + prefix[i + 1]))
+			{
+				dropped = true;
+				break;
+			}
+			if (!list_seek(&lists[i], d))
+				continue;
+			bub = term_bound(so->qvals[lists[i].qi], lists[i].it.block->maxw,
+							 lists[i].it.block->minw, so->c);
+			if (cannot_enter(&heap, partial + prefix[i] + Max(bub, 0)))
+			{
+				dropped = true;
+				break;
+			}
+			if (lists[i].cur == d)
+			{
+				double		p = (double) so->qvals[lists[i].qi] * (double) lists[i].it.weights[lists[i].it.pos];
+
+				contrib[lists[i].qi] = p;
+				partial += key_part(p, so->c);
+			}
+		}
+		if (!dropped)
+		{
+			key = row_key(contrib, so->nq, so->c);
+			if (key > 0 && after_cursor(so, key, d))
+			{
+				topn_push(&heap, key, d);
+				while (e < nl && cannot_enter(&heap, prefix[e + 1]))
+					e++;
+			}
+		}
+		for (int i = 0; i < nl; i++)
+			contrib[lists[i].qi] = 0;
+	}
+	if (r.conflict)
+		return false;
+
+	qsort(heap.rows, heap.n, sizeof(ScanRow), row_cmp);
+	so->rows = heap.rows;
+	so->nrows = heap.n;
+	so->pos = 0;
+	return true;
+}
+
+typedef struct RestArg
+{
+	SparseScanOpaque so;
+	ScanRow    *rows;
+	int64		n;
+	int64		max;
+} RestArg;
+
+static void
+rest_add(RestArg *ra, double key, bool isnull, uint64 tid)
+{
+	if (!isnull && !after_cursor(ra->so, key, tid))
+		return;
+	if (ra->so->positiveOnly && (isnull || key <= 0))
+		return;
+	if (ra->n == ra->max)
+	{
+		ra->max = ra->max ? ra->max * 2 : 1024;
+		ra->rows = ra->rows ? repalloc_huge(ra->rows, ra->max * sizeof(ScanRow))
+			: palloc(ra->max * sizeof(ScanRow));
+	}
+	ra->rows[ra->n].key = isnull ? 0 : key;
+	ra->rows[ra->n].isnull = isnull;
+	ra->rows[ra->n].tid = tid;
+	ra->n++;
+}
+
+static void
+rest_pending_fn(double key, bool isnull, uint64 tid, void *arg)
+{
+	rest_add((RestArg *) arg, key, isnull, tid);
+}
+
+/* every remaining row, ranked; false on a conflict */
+static bool
+run_rest(IndexScanDesc scan)
+{
+	SparseScanOpaque so = (SparseScanOpaque) scan->opaque;
+	SparseMetaPageData meta;
+	SparseReader r;
+	RestArg		ra;
+	ListPos    *lists;
+	int			nl;
+	double	   *contrib;
+	uint64	   *mkeys = NULL;
+	double	   *mvals = NULL;
+	int64		nm = 0,
+				maxm = 0,
+				mi = 0;
+	BlockNumber blk;
+
+	memset(&ra, 0, sizeof(ra));
+	ra.so = so;
+	score_pending(scan->indexRelation, so, &meta, rest_pending_fn, &ra);
+	r.index = scan->indexRelation;
+	r.generation = meta.generation;
+	r.conflict = false;
+
+	/* keys of the rows with postings of query terms, in TID order */
+	lists = open_lists(scan->indexRelation, so, &r, &meta, &nl);
+	if (r.conflict)
+		return false;
+	contrib = palloc0(sizeof(double) * Max(so->nq, 1));
+	for (;;)
+	{
+		uint64		d = PG_UINT64_MAX;
+
+		CHECK_FOR_INTERRUPTS();
+		for (int i = 0; i < nl; i++)
+			if (!lists[i].it.done && lists[i].cur < d)
+				d = lists[i].cur;
+		if (r.conflict)
+			return false;
+		if (d == PG_UINT64_MAX)
+			break;
+		for (int i = 0; i < nl; i++)
+		{
+			if (!lists[i].it.done && lists[i].cur == d)
+			{
+				contrib[lists[i].qi] = (double) so->qvals[lists[i].qi] * (double) lists[i].it.weights[lists[i].it.pos];
+				list_next(&lists[i]);
+			}
+		}
+		if (nm == maxm)
+		{
+			maxm = maxm ? maxm * 2 : 1024;
+			mkeys = mkeys ? repalloc_huge(mkeys, maxm * sizeof(uint64)) : palloc(maxm * sizeof(uint64));
+			mvals = mvals ? repalloc_huge(mvals, maxm * sizeof(double)) : palloc(maxm * sizeof(double));
+		}
+		mkeys[nm] = d;
+		mvals[nm] = row_key(contrib, so->nq, so->c);
+		nm++;
+		for (int i = 0; i < nl; i++)
+			contrib[lists[i].qi] = 0;
+	}
+	if (r.conflict)
+		return false;
+
+	/* every row of the segment */
+	blk = meta.docListHead;
+	while (BlockNumberIsValid(blk))
+	{
+		Buffer		buf = ReadBuffer(scan->indexRelation, blk);
+		Page		page;
+		OffsetNumber maxoff;
+
+		LockBuffer(buf, BUFFER_LOCK_SHARE);
+		page = BufferGetPage(buf);
+		if (!SparsePageOk(page, SPARSE_PAGE_DOCLIST, r.generation))
+		{
+			UnlockReleaseBuffer(buf);
+			return false;
+		}
+		maxoff = PageGetMaxOffsetNumber(page);
+		for (OffsetNumber off = FirstOffsetNumber; off <= maxoff; off++)
+		{
+			SparseDocChunk *c = (SparseDocChunk *) PageGetItem(page, PageGetItemId(page, off));
+
+			for (int j = 0; j < c->n; j++)
+			{
+				uint64		k = SparseTidKey(&SPARSE_DOCCHUNK_TIDS(c)[j]);
+				bool		isnull = (SPARSE_DOCCHUNK_FLAGS(c)[j] & SPARSE_DOC_NULL) != 0;
+				double		key = 0;
+
+				while (mi < nm && mkeys[mi] < k)
+					mi++;
+				if (mi < nm && mkeys[mi] == k)
+					key = mvals[mi];
+				rest_add(&ra, key, isnull, k);
+			}
+		}
+		blk = SparsePageGetOpaque(page)->next;
+		UnlockReleaseBuffer(buf);
+	}
+	qsort(ra.rows, ra.n, sizeof(ScanRow), row_cmp);
+	so->rows = ra.rows;
+	so->nrows = ra.n;
+	so->pos = 0;
+	return true;
+}
+
+IndexScanDesc
+sparse_beginscan(Relation index, int nkeys, int norderbys)
+{
+	IndexScanDesc scan = RelationGetIndexScan(index, nkeys, norderbys);
+	SparseScanOpaque so = palloc0(sizeof(SparseScanOpaqueData));
+
+	so->cxt = AllocSetContextCreate(CurrentMemoryContext, "sparse_inverted scan", ALLOCSET_DEFAULT_SIZES);
+	so->batchCxt = AllocSetContextCreate(so->cxt, "sparse_inverted batch", ALLOCSET_DEFAULT_SIZES);
+	scan->opaque = so;
+	if (norderbys > 0)
+	{
+		scan->xs_orderbyvals = palloc0(sizeof(Datum) * norderbys);
+		scan->xs_orderbynulls = palloc(sizeof(bool) * norderbys);
+		for (int i = 0; i < norderbys; i++)
+			scan->xs_orderbynulls[i] = true;
+	}
+	return scan;
+}
+
+void
+sparse_rescan(IndexScanDesc scan, ScanKey keys, int nkeys, ScanKey orderbys, int norderbys)
+{
+	SparseScanOpaque so = (SparseScanOpaque) scan->opaque;
+	MemoryContext oldcxt;
+
+	MemoryContextReset(so->cxt);
+	so->batchCxt = AllocSetContextCreate(so->cxt, "sparse_inverted batch", ALLOCSET_DEFAULT_SIZES);
+	if (keys && scan->numberOfKeys > 0)
+		memmove(scan->keyData, keys, scan->numberOfKeys * sizeof(ScanKeyData));
+	if (orderbys && scan->numberOfOrderBys > 0)
+		memmove(scan->orderByData, orderbys, scan->numberOfOrderBys * sizeof(ScanKeyData));
+
+	oldcxt = MemoryContextSwitchTo(so->cxt);
+	so->nq = 0;
+	so->qterms = NULL;
+	so->qvals = NULL;
+	so->queryNull = true;
+	if (scan->numberOfOrderBys > 0 && !(scan->orderByData[0].sk_flags & SK_ISNULL))
+	{
+		int32		nnz;
+		int32	   *indices;
+		float4	   *values;
+
+		SparseCheckSparsevec(scan->indexRelation, scan->orderByData[0].sk_argument, &nnz, &indices, &values);
+		so->nq = nnz;
+		so->qterms = palloc(sizeof(int32) * Max(nnz, 1));
+		so->qvals = palloc(sizeof(float4) * Max(nnz, 1));
+		memcpy(so->qterms, indices, sizeof(int32) * nnz);
+		memcpy(so->qvals, values, sizeof(float4) * nnz);
+		so->queryNull = false;
+	}
+	so->c = (so->nq + 4) * (double) FLT_EPSILON;
+	MemoryContextSwitchTo(oldcxt);
+
+	so->positiveOnly = sparse_positive_only;
+	so->started = false;
+	so->rest = false;
+	so->done = false;
+	so->batchN = sparse_batch_size;
+	so->rows = NULL;
+	so->nrows = 0;
+	so->pos = 0;
+	so->haveCursor = false;
+	so->totalDocs = 0;
+}
+
+/* the next batch (or the rest) into so->rows, retrying after a conflict */
+static void
+next_rows(IndexScanDesc scan)
+{
+	SparseScanOpaque so = (SparseScanOpaque) scan->opaque;
+	MemoryContext oldcxt;
+
+	MemoryContextReset(so->batchCxt);
+	so->rows = NULL;
+	so->nrows = 0;
+	so->pos = 0;
+	oldcxt = MemoryContextSwitchTo(so->batchCxt);
+	for (int attempt = 0;; attempt++)
+	{
+		bool		ok = so->rest ? run_rest(scan) : run_batch(scan);
+
+		if (ok)
+			break;
+		MemoryContextSwitchTo(oldcxt);
+		MemoryContextReset(so->batchCxt);
+		if (attempt >= 100)
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("sparse_inverted index \"%s\" was merged too often during a scan",
+							RelationGetRelationName(scan->indexRelation)),
+					 errhint("Retry the query.")));
+		oldcxt = MemoryContextSwitchTo(so->batchCxt);
+	}
+	MemoryContextSwitchTo(oldcxt);
+}
+
+bool
+sparse_gettuple(IndexScanDesc scan, ScanDirection dir)
+{
+	SparseScanOpaque so = (SparseScanOpaque) scan->opaque;
+
+	if (dir != ForwardScanDirection)
+		elog(ERROR, "sparse_inverted supports only forward scans");
+
+	for (;;)
+	{
+		if (so->pos < so->nrows)
+		{
+			ScanRow    *row = &so->rows[so->pos++];
+
+			SparseKeyTid(row->tid, &scan->xs_heaptid);
+			scan->xs_recheck = false;
+			if (scan->numberOfOrderBys > 0)
+			{
+				scan->xs_recheckorderby = true;
+				if (row->isnull || so->queryNull)
+				{
+					scan->xs_orderbyvals[0] = (Datum) 0;
+					scan->xs_orderbynulls[0] = true;
+				}
+				else
+				{
+					double		dist = -row->key;
+
+					/* pgvector's float sum may overflow where ours does not */
+					if (row->key > 1e38)
+						dist = -get_float8_infinity();
+					scan->xs_orderbyvals[0] = Float8GetDatum(dist);
+					scan->xs_orderbynulls[0] = false;
+				}
+			}
+			if (!row->isnull)
+			{
+				so->haveCursor = true;
+				so->curKey = row->key;
+				so->curTid = row->tid;
+			}
+			return true;
+		}
+		if (so->done)
+			return false;
+		if (so->rest)
+		{
+			/* the rest has been returned */
+			so->done = true;
+			return false;
+		}
+		if (so->started)
+		{
+			/* the last batch was short: no row with key > 0 is left */
+			if (so->nrows < so->batchN)
+			{
+				if (so->positiveOnly)
+				{
+					so->done = true;
+					return false;
+				}
+				so->rest = true;
+			}
+			else
+			{
+				so->batchN = Min(so->batchN * 4, (int64) 1 << 40);
+				if (so->batchN * 2 > so->totalDocs)
+					so->rest = true;
+			}
+		}
+		so->started = true;
+		if (so->queryNull)
+		{
+			if (so->positiveOnly)
+			{
+				so->done = true;
+				return false;
+			}
+			so->rest = true;
+		}
+		next_rows(scan);
+	}
+}
+
+void
+sparse_endscan(IndexScanDesc scan)
+{
+	SparseScanOpaque so = (SparseScanOpaque) scan->opaque;
+
+	MemoryContextDelete(so->cxt);
+	pfree(so);
+	scan->opaque = NULL;
+}

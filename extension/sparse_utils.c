@@ -1,0 +1,515 @@
+/*
+ * sparse_utils.c: the sparse_inverted access method's handler, settings,
+ * page helpers and the readers of the segment.
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "access/amapi.h"
+#include "access/generic_xlog.h"
+#include "access/reloptions.h"
+#include "catalog/pg_type.h"
+#include "commands/vacuum.h"
+#include "extension/vector/sparsevec.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "optimizer/optimizer.h"
+#include "storage/bufmgr.h"
+#include "storage/indexfsm.h"
+#include "storage/lmgr.h"
+#include "utils/float.h"
+#include "utils/guc.h"
+#include "utils/selfuncs.h"
+
+#include "sparse_index.h"
+
+int			sparse_batch_size = 100;
+int			sparse_pending_limit = 4096;
+bool		sparse_positive_only = false;
+
+void
+sparse_init(void)
+{
+	DefineCustomIntVariable("hybrid_search.sparse_batch_size",
+							"Rows a sparse_inverted scan ranks exactly in its first batch.",
+							"A scan that is asked for more rows ranks four times as many after the last one it returned, "
+							"until a batch would cover the whole index: then it ranks every row once.",
+							&sparse_batch_size,
+							100, 1, 1000000,
+							PGC_USERSET, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("hybrid_search.sparse_pending_limit",
+							"Rows in a sparse_inverted index's pending list that make an insert merge it.",
+							"Every scan scores the pending rows one by one; VACUUM merges them too. "
+							"The limit is raised to 1/16 of the merged rows for large indexes.",
+							&sparse_pending_limit,
+							4096, 16, INT_MAX,
+							PGC_USERSET, 0,
+							NULL, NULL, NULL);
+	DefineCustomBoolVariable("hybrid_search.sparse_positive_only",
+							 "Whether a sparse_inverted scan stops after the rows with a positive inner product.",
+							 "On, ORDER BY col <#> q sees only rows sharing a term with q (scoring above 0): "
+							 "what sparse_search wants, without a pass over every other row when fewer match.",
+							 &sparse_positive_only,
+							 false,
+							 PGC_USERSET, 0,
+							 NULL, NULL, NULL);
+}
+
+/*
+ * Initialise a page (already registered with a generic WAL record, or a
+ * local copy).
+ */
+Page
+SparseInitPage(Buffer buf, Page page, uint16 type, uint32 generation)
+{
+	SparsePageOpaque opaque;
+
+	PageInit(page, BufferGetPageSize(buf), sizeof(SparsePageOpaqueData));
+	opaque = SparsePageGetOpaque(page);
+	opaque->generation = generation;
+	opaque->next = InvalidBlockNumber;
+	opaque->type = type;
+	opaque->page_id = SPARSE_PAGE_ID;
+	return page;
+}
+
+/*
+ * Whether page is one of ours, of this type, and not newer than the
+ * generation the reader started from.
+ */
+bool
+SparsePageOk(Page page, uint16 type, uint32 generation)
+{
+	SparsePageOpaque opaque;
+
+	if (PageIsNew(page) ||
+		PageGetSpecialSize(page) != MAXALIGN(sizeof(SparsePageOpaqueData)))
+		return false;
+	opaque = SparsePageGetOpaque(page);
+	return opaque->page_id == SPARSE_PAGE_ID && opaque->type == type &&
+		opaque->generation <= generation;
+}
+
+/*
+ * A new page, exclusively locked: a free one from the free space map, or a
+ * new block. The caller initialises it.
+ */
+Buffer
+SparseNewBuffer(Relation index)
+{
+	Buffer		buf;
+
+	for (;;)
+	{
+		BlockNumber blkno = GetFreeIndexPage(index);
+		Page		page;
+
+		if (blkno == InvalidBlockNumber)
+			break;
+		buf = ReadBuffer(index, blkno);
+		if (ConditionalLockBuffer(buf))
+		{
+			page = BufferGetPage(buf);
+			if (PageIsNew(page))
+				return buf;
+			if (PageGetSpecialSize(page) == MAXALIGN(sizeof(SparsePageOpaqueData)) &&
+				SparsePageGetOpaque(page)->page_id == SPARSE_PAGE_ID &&
+				SparsePageGetOpaque(page)->type == SPARSE_PAGE_FREE)
+				return buf;
+			LockBuffer(buf, BUFFER_LOCK_UNLOCK);
+		}
+		ReleaseBuffer(buf);
+	}
+
+	LockRelationForExtension(index, ExclusiveLock);
+	buf = ReadBuffer(index, P_NEW);
+	LockBuffer(buf, BUFFER_LOCK_EXCLUSIVE);
+	UnlockRelationForExtension(index, ExclusiveLock);
+	return buf;
+}
+
+/*
+ * Mark pages free (WAL-logged, stamped with the new generation so that a
+ * scan still reading the old segment notices) and give them to the free
+ * space map.
+ */
+void
+SparseFreePages(Relation index, BlockNumber *blocks, int nblocks, uint32 generation)
+{
+	for (int i = 0; i < nblocks; i++)
+	{
+		Buffer		buf = ReadBuffer(index, blocks[i]);
+		GenericXLogState *state;
+		Page		page;
+
+		LockBuffer(buf, BUFFER_LOCK_EXCLUSIVE);
+		state = GenericXLogStart(index);
+		page = GenericXLogRegisterBuffer(state, buf, GENERIC_XLOG_FULL_IMAGE);
+		SparseInitPage(buf, page, SPARSE_PAGE_FREE, generation);
+		GenericXLogFinish(state);
+		UnlockReleaseBuffer(buf);
+		RecordFreeIndexPage(index, blocks[i]);
+	}
+	if (nblocks > 0)
+		IndexFreeSpaceMapVacuum(index);
+}
+
+/* a copy of the metapage's contents */
+void
+SparseReadMeta(Relation index, SparseMetaPageData *meta)
+{
+	Buffer		buf = ReadBuffer(index, SPARSE_METAPAGE_BLKNO);
+	Page		page;
+
+	LockBuffer(buf, BUFFER_LOCK_SHARE);
+	page = BufferGetPage(buf);
+	if (!SparsePageOk(page, SPARSE_PAGE_META, PG_UINT32_MAX) ||
+		SparsePageGetMeta(page)->magic != SPARSE_MAGIC)
+		ereport(ERROR,
+				(errcode(ERRCODE_INDEX_CORRUPTED),
+				 errmsg("index \"%s\" is not a sparse_inverted index", RelationGetRelationName(index))));
+	if (SparsePageGetMeta(page)->version != SPARSE_VERSION)
+		ereport(ERROR,
+				(errcode(ERRCODE_INDEX_CORRUPTED),
+				 errmsg("sparse_inverted index \"%s\" has version %u, this library reads %u",
+						RelationGetRelationName(index), SparsePageGetMeta(page)->version, SPARSE_VERSION),
+				 errhint("REINDEX it.")));
+	memcpy(meta, SparsePageGetMeta(page), sizeof(SparseMetaPageData));
+	UnlockReleaseBuffer(buf);
+}
+
+/*
+ * The entries of a sparsevec datum (detoasted in the current context). The
+ * type guarantees sorted, distinct indices and finite non-zero values; the
+ * checks here keep a damaged value from reaching the index.
+ */
+void
+SparseCheckSparsevec(Relation index, Datum value, int32 *nnz, int32 **indices, float4 **values)
+{
+	SparseVector *v = DatumGetSparseVector(value);
+
+	if (VARSIZE_ANY(v) < offsetof(SparseVector, indices) ||
+		v->nnz < 0 || v->nnz > SPARSEVEC_MAX_NNZ ||
+		VARSIZE_ANY(v) != SPARSEVEC_SIZE(v->nnz))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("malformed sparsevec value for index \"%s\"",
+						index ? RelationGetRelationName(index) : "?")));
+	*nnz = v->nnz;
+	*indices = v->indices;
+	*values = SPARSEVEC_VALUES(v);
+	for (int i = 0; i < v->nnz; i++)
+	{
+		if (v->indices[i] < 0 || v->indices[i] >= v->dim ||
+			(i > 0 && v->indices[i] <= v->indices[i - 1]) ||
+			isnan((*values)[i]) || isinf((*values)[i]))
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("malformed sparsevec value for index \"%s\"",
+							index ? RelationGetRelationName(index) : "?"),
+					 errdetail("Indices must be increasing and in range, values finite.")));
+	}
+}
+
+/*
+ * Look up sorted terms in the segment's directory. found[i] tells whether
+ * terms[i] has postings; entries[i] is then its directory entry. Returns
+ * false on a concurrent-merge conflict (r->conflict set).
+ */
+bool
+SparseLookupTerms(SparseReader *r, const SparseMetaPageData *meta, int nterms,
+				  const int32 *terms, SparseDirEntry *entries, bool *found)
+{
+	SparseDirIndexEntry *dirIndex = NULL;
+	int			ndir = 0;
+	int			maxdir = 0;
+	BlockNumber blkno = meta->dirIndexHead;
+	BlockNumber cachedBlk = InvalidBlockNumber;
+	SparseDirEntry *cached = NULL;
+	int			ncached = 0;
+
+	for (int i = 0; i < nterms; i++)
+		found[i] = false;
+	if (nterms == 0)
+		return true;
+
+	while (BlockNumberIsValid(blkno))
+	{
+		Buffer		buf = ReadBuffer(r->index, blkno);
+		Page		page;
+		OffsetNumber maxoff;
+
+		LockBuffer(buf, BUFFER_LOCK_SHARE);
+		page = BufferGetPage(buf);
+		if (!SparsePageOk(page, SPARSE_PAGE_DIRINDEX, r->generation))
+		{
+			UnlockReleaseBuffer(buf);
+			r->conflict = true;
+			return false;
+		}
+		maxoff = PageGetMaxOffsetNumber(page);
+		for (OffsetNumber off = FirstOffsetNumber; off <= maxoff; off++)
+		{
+			if (ndir == maxdir)
+			{
+				maxdir = maxdir ? maxdir * 2 : 1024;
+				dirIndex = dirIndex ? repalloc(dirIndex, maxdir * sizeof(SparseDirIndexEntry))
+					: palloc(maxdir * sizeof(SparseDirIndexEntry));
+			}
+			memcpy(&dirIndex[ndir++], PageGetItem(page, PageGetItemId(page, off)),
+				   sizeof(SparseDirIndexEntry));
+		}
+		blkno = SparsePageGetOpaque(page)->next;
+		UnlockReleaseBuffer(buf);
+	}
+
+	for (int i = 0; i < nterms; i++)
+	{
+		int			lo = 0,
+					hi = ndir - 1,
+					page_i = -1;
+
+		/* the last directory page whose first term <= terms[i] */
+		while (lo <= hi)
+		{
+			int			mid = (lo + hi) / 2;
+
+			if (dirIndex[mid].firstTerm <= terms[i])
+			{
+				page_i = mid;
+				lo = mid + 1;
+			}
+			else
+				hi = mid - 1;
+		}
+		if (page_i < 0)
+			continue;
+		if (dirIndex[page_i].blkno != cachedBlk)
+		{
+			Buffer		buf = ReadBuffer(r->index, dirIndex[page_i].blkno);
+			Page		page;
+			OffsetNumber maxoff;
+
+			LockBuffer(buf, BUFFER_LOCK_SHARE);
+			page = BufferGetPage(buf);
+			if (!SparsePageOk(page, SPARSE_PAGE_DIR, r->generation))
+			{
+				UnlockReleaseBuffer(buf);
+				r->conflict = true;
+				return false;
+			}
+			maxoff = PageGetMaxOffsetNumber(page);
+			if (cached == NULL)
+				cached = palloc(sizeof(SparseDirEntry) * (BLCKSZ / sizeof(SparseDirEntry) + 1));
+			ncached = 0;
+			for (OffsetNumber off = FirstOffsetNumber; off <= maxoff; off++)
+				memcpy(&cached[ncached++], PageGetItem(page, PageGetItemId(page, off)),
+					   sizeof(SparseDirEntry));
+			cachedBlk = dirIndex[page_i].blkno;
+			UnlockReleaseBuffer(buf);
+		}
+		lo = 0;
+		hi = ncached - 1;
+		while (lo <= hi)
+		{
+			int			mid = (lo + hi) / 2;
+
+			if (cached[mid].term == terms[i])
+			{
+				entries[i] = cached[mid];
+				found[i] = true;
+				break;
+			}
+			else if (cached[mid].term < terms[i])
+				lo = mid + 1;
+			else
+				hi = mid - 1;
+		}
+	}
+	if (dirIndex)
+		pfree(dirIndex);
+	if (cached)
+		pfree(cached);
+	return true;
+}
+
+void
+SparseListBegin(SparseListIter *it, SparseReader *r, const SparseDirEntry *entry)
+{
+	it->reader = r;
+	it->entry = *entry;
+	it->blk = entry->firstBlk;
+	it->off = entry->firstOff;
+	it->blocksLeft = entry->nblocks;
+	if (it->block == NULL)
+		it->block = palloc(SPARSE_BLOCK_SIZE(SPARSE_BLOCK_POSTINGS));
+	it->tids = NULL;
+	it->weights = NULL;
+	it->pos = 0;
+	it->done = false;
+}
+
+/*
+ * Copy the next block of the list into it->block. Returns false at the end
+ * of the list or on a conflict (reader->conflict set).
+ */
+bool
+SparseListNextBlock(SparseListIter *it)
+{
+	Buffer		buf;
+	Page		page;
+	ItemId		iid;
+	SparsePostingBlock *b;
+
+	if (it->done || it->blocksLeft == 0)
+	{
+		it->done = true;
+		return false;
+	}
+	for (;;)
+	{
+		if (!BlockNumberIsValid(it->blk))
+		{
+			it->reader->conflict = true;
+			it->done = true;
+			return false;
+		}
+		buf = ReadBuffer(it->reader->index, it->blk);
+		LockBuffer(buf, BUFFER_LOCK_SHARE);
+		page = BufferGetPage(buf);
+		if (!SparsePageOk(page, SPARSE_PAGE_POSTING, it->reader->generation))
+		{
+			UnlockReleaseBuffer(buf);
+			it->reader->conflict = true;
+			it->done = true;
+			return false;
+		}
+		if (it->off <= PageGetMaxOffsetNumber(page))
+			break;
+		it->blk = SparsePageGetOpaque(page)->next;
+		it->off = FirstOffsetNumber;
+		UnlockReleaseBuffer(buf);
+	}
+	iid = PageGetItemId(page, it->off);
+	b = (SparsePostingBlock *) PageGetItem(page, iid);
+	if (ItemIdGetLength(iid) < offsetof(SparsePostingBlock, data) ||
+		b->n == 0 || b->n > SPARSE_BLOCK_POSTINGS ||
+		ItemIdGetLength(iid) != SPARSE_BLOCK_SIZE(b->n))
+	{
+		UnlockReleaseBuffer(buf);
+		ereport(ERROR,
+				(errcode(ERRCODE_INDEX_CORRUPTED),
+				 errmsg("malformed posting block in sparse_inverted index \"%s\" (block %u, item %u)",
+						RelationGetRelationName(it->reader->index), it->blk, it->off)));
+	}
+	memcpy(it->block, b, ItemIdGetLength(iid));
+	UnlockReleaseBuffer(buf);
+	it->off++;
+	it->blocksLeft--;
+	it->tids = SPARSE_BLOCK_TIDS(it->block);
+	it->weights = SPARSE_BLOCK_WEIGHTS(it->block);
+	it->pos = 0;
+	return true;
+}
+
+/*
+ * Cost: an ordered scan reads the posting lists of the query's terms, a
+ * small part of the index; without ORDER BY the index is useless.
+ */
+static void
+sparse_costestimate(PlannerInfo *root, IndexPath *path, double loop_count,
+					Cost *indexStartupCost, Cost *indexTotalCost,
+					Selectivity *indexSelectivity, double *indexCorrelation,
+					double *indexPages)
+{
+	GenericCosts costs;
+	double		pages;
+
+	if (path->indexorderbys == NIL)
+	{
+		*indexStartupCost = get_float8_infinity();
+		*indexTotalCost = get_float8_infinity();
+		*indexSelectivity = 0;
+		*indexCorrelation = 0;
+		*indexPages = 0;
+		return;
+	}
+	MemSet(&costs, 0, sizeof(costs));
+	genericcostestimate(root, path, loop_count, &costs);
+	pages = Max(1.0, path->indexinfo->pages);
+	/* the first batch reads a fraction of the pages; assume 2% */
+	*indexStartupCost = 0.02 * pages * random_page_cost +
+		0.02 * path->indexinfo->tuples * cpu_operator_cost;
+	*indexTotalCost = *indexStartupCost + costs.indexTotalCost;
+	*indexSelectivity = 1.0;
+	*indexCorrelation = 0;
+	*indexPages = pages;
+}
+
+static bytea *
+sparse_options(Datum reloptions, bool validate)
+{
+	/* no options: anything given is an error */
+	(void) build_reloptions(reloptions, validate, RELOPT_KIND_LOCAL, 0, NULL, 0);
+	return NULL;
+}
+
+static bool
+sparse_validate(Oid opclassoid)
+{
+	return true;
+}
+
+PG_FUNCTION_INFO_V1(sparse_inverted_handler);
+Datum
+sparse_inverted_handler(PG_FUNCTION_ARGS)
+{
+	IndexAmRoutine *amroutine = makeNode(IndexAmRoutine);
+
+	amroutine->amstrategies = 0;
+	amroutine->amsupport = 0;
+	amroutine->amoptsprocnum = 0;
+	amroutine->amcanorder = false;
+	amroutine->amcanorderbyop = true;
+	amroutine->amcanbackward = false;
+	amroutine->amcanunique = false;
+	amroutine->amcanmulticol = false;
+	amroutine->amoptionalkey = true;
+	amroutine->amsearcharray = false;
+	amroutine->amsearchnulls = false;
+	amroutine->amstorage = false;
+	amroutine->amclusterable = false;
+	amroutine->ampredlocks = false;
+	amroutine->amcanparallel = false;
+	amroutine->amcaninclude = false;
+	amroutine->amusemaintenanceworkmem = true;
+	amroutine->amparallelvacuumoptions = 0;
+	amroutine->amkeytype = InvalidOid;
+
+	amroutine->ambuild = sparse_build;
+	amroutine->ambuildempty = sparse_buildempty;
+	amroutine->aminsert = sparse_insert;
+	amroutine->ambulkdelete = sparse_bulkdelete;
+	amroutine->amvacuumcleanup = sparse_vacuumcleanup;
+	amroutine->amcanreturn = NULL;
+	amroutine->amcostestimate = sparse_costestimate;
+	amroutine->amoptions = sparse_options;
+	amroutine->amproperty = NULL;
+	amroutine->ambuildphasename = NULL;
+	amroutine->amvalidate = sparse_validate;
+	amroutine->amadjustmembers = NULL;
+	amroutine->ambeginscan = sparse_beginscan;
+	amroutine->amrescan = sparse_rescan;
+	amroutine->amgettuple = sparse_gettuple;
+	amroutine->amgetbitmap = NULL;
+	amroutine->amendscan = sparse_endscan;
+	amroutine->ammarkpos = NULL;
+	amroutine->amrestrpos = NULL;
+	amroutine->amestimateparallelscan = NULL;
+	amroutine->aminitparallelscan = NULL;
+	amroutine->amparallelrescan = NULL;
+
+	PG_RETURN_POINTER(amroutine);
+}

@@ -1,0 +1,402 @@
+"""The sparse_inverted index access method (extension/sparse_*.c): ORDER BY v <#> q
+through the index equals a brute force over the same vectors (numpy) and the
+sequential scan, for k up to 1,000, under inserts, updates, deletes, VACUUM,
+concurrent writers, a WHERE filter and row-level security; a kill -9 during a
+COPY leaves an index that sparse_inverted_check() calls consistent; sparse_search
+uses it; hybrid_search_check() reports it and finds damage."""
+
+import json
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import psycopg
+import pytest
+from helpers import connect, create_database, insert
+from hybrid_search_installer.cluster import Cluster
+
+DIM = 5000
+KS = [1, 10, 100, 1000]
+
+
+def random_vectors(rng, n, min_nnz=1, max_nnz=60):
+    """Zipf-drawn token ids and weights in (0, 2], a few empty vectors and NULLs."""
+    out = []
+    for _ in range(n):
+        r = rng.random()
+        if r < 0.01:
+            out.append(None)
+            continue
+        if r < 0.02:
+            out.append({})
+            continue
+        nnz = int(rng.integers(min_nnz, max_nnz + 1))
+        tokens = np.unique(np.minimum(rng.zipf(1.2, nnz), DIM) - 1)
+        # weights rounded to 1/8: ties between documents are frequent
+        weights = np.ceil(rng.random(tokens.size) * 16) / 8
+        out.append(dict(zip(tokens.tolist(), weights.tolist(), strict=True)))
+    return out
+
+
+def literal(vec):
+    if vec is None:
+        return None
+    body = ",".join(f"{t + 1}:{w!r}" for t, w in sorted(vec.items()))
+    return f"{{{body}}}/{DIM}"
+
+
+def brute_force(rows, query):
+    """id -> score (float64 sum of float32 products) for every non-null row."""
+    return {
+        i: float(sum(np.float32(w) * np.float64(query.get(t, 0.0)) for t, w in v.items()))
+        for i, v in rows.items()
+        if v is not None
+    }
+
+
+def by_index(conn, query, k, where="true"):
+    plan = "\n".join(
+        r[0]
+        for r in conn.execute(
+            f"explain (costs off) select id from am_items where {where}"
+            " order by v <#> %s::sparsevec limit %s",
+            [literal(query), k],
+        )
+    )
+    assert "am_items_v_idx" in plan, plan
+    return conn.execute(
+        f"select id, v <#> %s::sparsevec from am_items where {where}"
+        " order by v <#> %s::sparsevec limit %s",
+        [literal(query), literal(query), k],
+    ).fetchall()
+
+
+def by_seqscan(conn, query, k, where="true"):
+    conn.execute("set enable_indexscan = off")
+    try:
+        return conn.execute(
+            f"select id, v <#> %s::sparsevec from am_items where {where}"
+            " order by v <#> %s::sparsevec limit %s",
+            [literal(query), literal(query), k],
+        ).fetchall()
+    finally:
+        conn.execute("reset enable_indexscan")
+
+
+def assert_exact(conn, rows, query, k, where="true", visible=None):
+    """The index's rows are a correct top k: the seq scan's distances exactly, in
+    order, each the brute-force score, and nothing left out scores higher."""
+    found = by_index(conn, query, k, where)
+    expected = by_seqscan(conn, query, k, where)
+    assert [d for _, d in found] == [d for _, d in expected]
+    ids = [i for i, _ in found]
+    assert len(set(ids)) == len(ids)
+    candidates = rows if visible is None else {i: rows[i] for i in visible}
+    scores = brute_force(candidates, query)
+    nonnull = [i for i in ids if rows[i] is not None]
+    for i, d in found:
+        if rows[i] is None:
+            assert d is None
+        else:
+            assert -d == pytest.approx(scores[i], rel=1e-5, abs=1e-6)
+    assert len(found) == min(k, len(candidates))
+    if nonnull and len(nonnull) == len(ids):
+        kth = min(scores[i] for i in nonnull)
+        better_missing = [
+            i for i, s in scores.items() if i not in set(ids) and s > kth + 1e-5 * abs(kth) + 1e-6
+        ]
+        assert not better_missing
+    return found
+
+
+@pytest.fixture
+def items(db):
+    """A table of random sparse vectors with a sparse_inverted index, and its rows."""
+    rng = np.random.default_rng(14)
+    vectors = random_vectors(rng, 3000)
+    db.execute("drop table if exists am_items")
+    db.execute("create table am_items (id int primary key, tenant int, v sparsevec)")
+    with db.cursor().copy("copy am_items (id, tenant, v) from stdin") as copy:
+        for i, v in enumerate(vectors):
+            copy.write_row((i, i % 10, literal(v)))
+    db.execute("create index am_items_v_idx on am_items using sparse_inverted (v)")
+    db.execute("analyze am_items")
+    db.execute("set enable_seqscan = off")
+    rows = dict(enumerate(vectors))
+    yield db, rows, rng
+    db.execute("reset role")
+    db.execute("reset enable_seqscan")
+    db.execute("drop table if exists am_items")
+
+
+def check(conn, index="am_items_v_idx"):
+    report = conn.execute("select sparse_inverted_check(%s)", [index]).fetchone()[0]
+    return json.loads(report) if isinstance(report, str) else report
+
+
+def queries(rng, n=8):
+    return [q for q in random_vectors(rng, n * 2, 1, 15) if q][:n]
+
+
+def test_exact_for_every_k(items):
+    conn, rows, rng = items
+    for query in queries(rng):
+        for k in KS:
+            assert_exact(conn, rows, query, k)
+    assert check(conn)["consistent"]
+
+
+def test_exact_under_writes_and_vacuum(items):
+    conn, rows, rng = items
+    conn.execute("set hybrid_search.sparse_pending_limit = 100000")  # keep rows pending
+    new = random_vectors(rng, 400)
+    for j, v in enumerate(new):
+        i = 3000 + j
+        conn.execute("insert into am_items values (%s, %s, %s)", [i, i % 10, literal(v)])
+        rows[i] = v
+    for i in rng.choice(3000, 300, replace=False).tolist():
+        v = random_vectors(rng, 1)[0]
+        conn.execute("update am_items set v = %s where id = %s", [literal(v), i])
+        rows[i] = v
+    for i in rng.choice(3400, 300, replace=False).tolist():
+        conn.execute("delete from am_items where id = %s", [i])
+        rows.pop(i, None)
+    conn.execute("reset hybrid_search.sparse_pending_limit")
+    report = check(conn)
+    assert report["consistent"], report
+    assert report["pending_rows"] > 0 and report["rows_not_visible"] > 0
+    qs = queries(rng, 5)
+    for query in qs:
+        for k in KS:
+            assert_exact(conn, rows, query, k)
+    conn.execute("vacuum am_items")
+    report = check(conn)
+    assert report["consistent"], report
+    assert report["pending_rows"] == 0 and report["rows_not_visible"] == 0
+    for query in qs:
+        for k in KS:
+            assert_exact(conn, rows, query, k)
+
+
+def test_filter_returns_k_rows_whenever_k_match(items):
+    conn, rows, rng = items
+    tenant3 = {i for i in rows if i % 10 == 3}
+    conn.execute("set hybrid_search.sparse_batch_size = 10")  # many batches
+    for query in queries(rng, 4):
+        for k in [10, 100, 300, 400]:
+            assert_exact(conn, rows, query, k, where="tenant = 3", visible=tenant3)
+
+
+def test_row_level_security_returns_k_visible_rows(items):
+    conn, rows, rng = items
+    conn.execute("alter table am_items enable row level security")
+    conn.execute("create policy tenant3 on am_items using (tenant = 3)")
+    conn.execute("drop role if exists am_reader")
+    conn.execute("create role am_reader")
+    conn.execute("grant select on am_items to am_reader")
+    try:
+        conn.execute("set role am_reader")
+        tenant3 = {i for i in rows if i % 10 == 3}
+        for query in queries(rng, 4):
+            for k in [10, 100, 300, 1000]:
+                assert_exact(conn, rows, query, k, visible=tenant3)
+    finally:
+        conn.execute("reset role")
+        conn.execute("drop policy tenant3 on am_items")
+        conn.execute("alter table am_items disable row level security")
+        conn.execute("revoke all on am_items from am_reader")
+        conn.execute("drop role am_reader")
+
+
+def test_concurrent_writers_and_merges(items, dsn):
+    """A writer inserts, updates and deletes, merging the pending list often, while
+    a reader compares the index with a sequential scan in one snapshot."""
+    conn, _, rng = items
+    stop = threading.Event()
+    errors = []
+
+    def write():
+        try:
+            with connect(dsn) as w:
+                w.execute("set hybrid_search.sparse_pending_limit = 16")
+                local = np.random.default_rng(5)
+                i = 10000
+                while not stop.is_set():
+                    for v in random_vectors(local, 20):
+                        w.execute("insert into am_items values (%s, 0, %s)", [i, literal(v)])
+                        i += 1
+                    w.execute("delete from am_items where id %% 13 = %s", [i % 13])
+                    w.execute("vacuum am_items") if i % 200 == 0 else None
+        except Exception as e:  # reported by the test
+            errors.append(e)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        deadline = time.monotonic() + 20
+        with connect(dsn) as r:
+            r.execute("set enable_seqscan = off")
+            n = 0
+            while time.monotonic() < deadline:
+                for query in queries(rng, 2):
+                    with r.transaction():
+                        r.execute("set transaction isolation level repeatable read")
+                        for k in [10, 1000]:
+                            found = by_index(r, query, k)
+                            expected = by_seqscan(r, query, k)
+                            assert [d for _, d in found] == [d for _, d in expected]
+                            n += 1
+            assert n > 10
+    finally:
+        stop.set()
+        writer.join()
+    assert not errors, errors
+    assert check(conn)["consistent"]
+
+
+def test_sparse_search_uses_the_index(db):
+    insert(db, "index scans", "vacuum dead tuples", "replica lag index", "nothing shared")
+    plans = []
+    db.add_notice_handler(lambda d: plans.append(d.message_primary))
+    db.execute("load 'auto_explain'")
+    db.execute("set auto_explain.log_min_duration = 0")
+    db.execute("set auto_explain.log_nested_statements = on")
+    db.execute("set auto_explain.log_level = notice")
+    db.execute("set enable_seqscan = off")  # four rows: a sequential scan would be cheaper
+    try:
+        found = db.execute(
+            "select id, score from sparse_search(embed_sparse('index'), 10)"
+        ).fetchall()
+    finally:
+        db.execute("reset enable_seqscan")
+        db.execute("reset auto_explain.log_min_duration")
+    assert any("Index Scan using documents_sparse_idx" in p for p in plans), plans
+    expected = db.execute(
+        "select id, score from sparse_search_scan(embed_sparse('index'), 10)"
+    ).fetchall()
+    assert found == expected and len(found) == 2
+
+
+def test_hybrid_search_check_reports_the_index_and_damage(db):
+    insert(db, "index scans", "vacuum dead tuples")
+    checks = {n: (s, d) for n, s, d in db.execute("select * from hybrid_search_check()")}
+    assert checks["sparse_access_method"][0] == "ok", checks["sparse_access_method"]
+    # a row written while the index took no inserts: the index misses it
+    db.execute(
+        "update pg_index set indisready = false where indexrelid = 'documents_sparse_idx'::regclass"
+    )
+    try:
+        insert(db, "written behind the index's back")
+    finally:
+        db.execute(
+            "update pg_index set indisready = true"
+            " where indexrelid = 'documents_sparse_idx'::regclass"
+        )
+    checks = {n: (s, d) for n, s, d in db.execute("select * from hybrid_search_check()")}
+    status, detail = checks["sparse_access_method"]
+    assert status == "error" and "is not in the index" in detail, detail
+    db.execute("reindex index documents_sparse_idx")
+    checks = {n: (s, d) for n, s, d in db.execute("select * from hybrid_search_check()")}
+    assert checks["sparse_access_method"][0] == "ok"
+
+
+def test_hostile_inputs(db):
+    db.execute("set enable_seqscan = off")
+    try:
+        for bad, message in [
+            ("{1:NaN}/5", "NaN not allowed"),
+            ("{1:Infinity}/5", "infinite value"),
+            ("{1:1}/1000000001", "more than 1000000000 dimensions"),
+            ("{0:1}/5", "index out of bounds"),
+        ]:
+            with pytest.raises(psycopg.Error, match=message):
+                db.execute(
+                    "select id from documents order by sparse <#> %s::sparsevec limit 1", [bad]
+                )
+        with pytest.raises(psycopg.Error, match="different sparsevec dimensions"):
+            insert(db, "a row so the scan meets a vector")
+            db.execute("select id from documents order by sparse <#> '{1:1}/7'::sparsevec limit 1")
+        with pytest.raises(psycopg.Error, match="is not a sparse_inverted index"):
+            db.execute("select sparse_inverted_check('documents_pkey')")
+        assert db.execute("select sparse_inverted_check(null)").fetchone()[0] is None
+        with pytest.raises(psycopg.Error, match="query vector must not be NULL"):
+            db.execute("select * from sparse_search(null::sparsevec, 10)")
+        empty = db.execute("select count(*) from sparse_search('{}/250002'::sparsevec, 10)")
+        assert empty.fetchone()[0] == 0
+    finally:
+        db.execute("reset enable_seqscan")
+
+
+@pytest.fixture(scope="module")
+def am_crash_cluster(scratch):
+    cluster = Cluster(scratch / "am-crash-cluster", port=5436)
+    cluster.init()
+    cluster.start()
+    yield cluster
+    cluster.destroy()
+
+
+def test_kill_9_during_copy_leaves_a_consistent_index(am_crash_cluster, layout, model_dir):
+    dsn = create_database(am_crash_cluster, layout, model_dir, "am_crash")
+    rng = np.random.default_rng(9)
+    with connect(dsn) as conn:
+        conn.execute("create table am_items (id int primary key, tenant int, v sparsevec)")
+        conn.execute("create index am_items_v_idx on am_items using sparse_inverted (v)")
+        with conn.cursor().copy("copy am_items (id, tenant, v) from stdin") as copy:
+            for i, v in enumerate(random_vectors(rng, 2000)):
+                copy.write_row((i, 0, literal(v)))
+        committed = {i for (i,) in conn.execute("select id from am_items")}
+
+    def copy_forever():
+        try:
+            with connect(dsn) as c:
+                # merges all along, so that the kill can hit one
+                c.execute("set hybrid_search.sparse_pending_limit = 16")
+                with c.cursor().copy("copy am_items (id, tenant, v) from stdin") as copy:
+                    local = np.random.default_rng(1)
+                    for i in range(10000, 10_000_000):
+                        copy.write_row((i, 0, literal(random_vectors(local, 1)[0])))
+        except psycopg.Error:
+            pass  # killed
+
+    with connect(dsn) as watcher:
+        t = threading.Thread(target=copy_forever)
+        t.start()
+        pid = None
+        for _ in range(200):
+            row = watcher.execute(
+                "select pid from pg_stat_activity where query like 'copy am_items%%'"
+                " and pid <> pg_backend_pid()"
+            ).fetchone()
+            if row:
+                pid = row[0]
+                break
+            time.sleep(0.05)
+        assert pid
+        time.sleep(3)  # well into the COPY and its merges
+        os.kill(pid, signal.SIGKILL)
+        t.join()
+    conn = None
+    deadline = time.monotonic() + 60
+    while conn is None:
+        try:
+            conn = connect(dsn)
+        except psycopg.OperationalError:
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+    with conn:
+        assert {i for (i,) in conn.execute("select id from am_items")} == committed
+        report = check(conn)
+        assert report["consistent"], report
+        assert report["rows_not_visible"] > 0  # the killed COPY's rows reached the index
+        conn.execute("set enable_seqscan = off")
+        for query in queries(rng, 3):
+            for k in [10, 1000]:
+                found = by_index(conn, query, k)
+                expected = by_seqscan(conn, query, k)
+                assert [d for _, d in found] == [d for _, d in expected]
+        conn.execute("vacuum am_items")
+        report = check(conn)
+        assert report["consistent"] and report["rows_not_visible"] == 0, report
