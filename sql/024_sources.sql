@@ -22,29 +22,104 @@ comment on table @extschema@.hybrid_search_sources is
 select pg_catalog.pg_extension_config_dump('@extschema@.hybrid_search_sources', '');
 
 -------------------------------------------------------------------------------
+-- _source_type_trusted
+-- Whether values of this type reach text and jsonb only through code a
+-- superuser installed: the type, and every type it is built on (domain base,
+-- array element, composite attribute), is owned by a superuser, so no other
+-- role can have created a cast of it (to text or json) that to_jsonb or ::text
+-- would call. The copy triggers run as the owner: a value of any other type is
+-- rendered by its output function (pg_catalog.format('%s')), which only a
+-- superuser can write.
+create or replace function @extschema@._source_type_trusted(typ regtype)
+returns boolean
+as $func$
+    with recursive parts (oid) as (
+        select typ::oid
+        union
+        select x.oid
+        from parts as p
+        inner join pg_catalog.pg_type as t on p.oid = t.oid
+        cross join lateral (
+            select t.typbasetype
+            union all
+            select t.typelem
+            union all
+            select a.atttypid from pg_catalog.pg_attribute as a
+            where a.attrelid = t.typrelid and a.attnum > 0
+        ) as x (oid)
+        where x.oid <> 0
+    )
+
+    select coalesce(pg_catalog.bool_and(r.rolsuper), false)
+    from parts as p
+    inner join pg_catalog.pg_type as t on p.oid = t.oid
+    inner join pg_catalog.pg_roles as r on t.typowner = r.oid;
+$func$
+language sql stable security invoker
+set search_path to pg_catalog, pg_temp;
+
+-------------------------------------------------------------------------------
+-- _source_value_sql
+-- The expression for column col of row alias of an enabled table: as_text,
+-- the key's text (source_key); else a metadata value. A type that is not
+-- _source_type_trusted becomes its output function's text.
+create or replace function @extschema@._source_value_sql(
+    src @extschema@.hybrid_search_sources, col name, alias text, as_text boolean
+) returns text
+as $func$
+    select case
+        when not @extschema@._source_type_trusted(a.atttypid)
+            then pg_catalog.format('pg_catalog.format(''%%s'', %s.%I)', alias, col)
+        when as_text then pg_catalog.format('%s.%I::text', alias, col)
+        else pg_catalog.format('%s.%I', alias, col)
+    end
+    from pg_catalog.pg_attribute as a
+    where a.attrelid = src.source::regclass and a.attname = col and not a.attisdropped;
+$func$
+language sql stable security invoker
+set search_path to pg_catalog, pg_temp;
+
+-------------------------------------------------------------------------------
 -- _source_row_sql
 -- The SELECT list that turns a row n of an enabled table into documents
 -- columns (content, metadata, source, source_key); identifiers quoted with
--- format('%I'), the source name as a literal.
+-- format('%I'), the source name as a literal, values as _source_value_sql
+-- renders them (metadata: metadata_columns, or every column but content;
+-- jsonb_build_object takes at most 50 pairs, so chunks are concatenated).
 create or replace function @extschema@._source_row_sql(src @extschema@.hybrid_search_sources)
 returns text
 as $func$
     select pg_catalog.format(
-        'n.%1$I::text, %2$s || pg_catalog.jsonb_build_object(''_source'', %3$L), %3$L, n.%4$I::text',
+        'n.%1$I::text, %2$s || pg_catalog.jsonb_build_object(''_source'', %3$L), %3$L, %4$s',
         src.content_column,
-        case
-            when src.metadata_columns is null
-                then pg_catalog.format('pg_catalog.to_jsonb(n) - %L', src.content_column)
-            else (
+        (
+            select coalesce(pg_catalog.string_agg(chunk.sql, ' || '), '''{}''::jsonb')
+            from (
                 select
                     'pg_catalog.jsonb_build_object('
-                    || pg_catalog.string_agg(pg_catalog.format('%L, n.%I', c.name, c.name), ', ')
-                    || ')'
-                from pg_catalog.unnest(src.metadata_columns) as c (name)
-            )
-        end,
+                    || pg_catalog.string_agg(
+                        pg_catalog.format(
+                            '%L, %s', c.name, @extschema@._source_value_sql(src, c.name, 'n', false)
+                        ),
+                        ', ' order by c.ord
+                    )
+                    || ')' as sql
+                from (
+                    select m.name, m.ord
+                    from pg_catalog.unnest(src.metadata_columns) with ordinality as m (name, ord)
+                    union all
+                    select a.attname, a.attnum::bigint
+                    from pg_catalog.pg_attribute as a
+                    where
+                        src.metadata_columns is null
+                        and a.attrelid = src.source::regclass and a.attnum > 0 and not a.attisdropped
+                        and a.attname <> src.content_column
+                ) as c
+                group by (c.ord - 1) / 50
+            ) as chunk
+        ),
         src.source,
-        src.key_column
+        @extschema@._source_value_sql(src, src.key_column, 'n', true)
     );
 $func$
 language sql stable security invoker
@@ -75,8 +150,8 @@ begin
     if tg_op = 'DELETE' then
         execute pg_catalog.format(
             'delete from @extschema@.documents as d where d.source = %L'
-            ' and d.source_key in (select o.%I::text from old_rows as o)',
-            src.source, src.key_column
+            ' and d.source_key in (select %s from old_rows as o)',
+            src.source, @extschema@._source_value_sql(src, src.key_column, 'o', true)
         );
         return null;
     end if;
@@ -92,9 +167,10 @@ begin
     if tg_op = 'UPDATE' then
         execute pg_catalog.format(
             'delete from @extschema@.documents as d where d.source = %L'
-            ' and d.source_key in (select o.%I::text from old_rows as o)'
-            ' and d.source_key not in (select n.%I::text from new_rows as n where n.%I is not null)',
-            src.source, src.key_column, src.key_column, src.content_column
+            ' and d.source_key in (select %s from old_rows as o)'
+            ' and d.source_key not in (select %s from new_rows as n where n.%I is not null)',
+            src.source, @extschema@._source_value_sql(src, src.key_column, 'o', true),
+            @extschema@._source_value_sql(src, src.key_column, 'n', true), src.content_column
         );
     end if;
     return null;
@@ -128,8 +204,8 @@ begin
     else
         execute pg_catalog.format(
             'delete from @extschema@.documents as d where d.source = %L'
-            ' and d.source_key in (select o.%I::text from %s as o)',
-            src.source, src.key_column, tg_relid::regclass
+            ' and d.source_key in (select %s from %s as o)',
+            src.source, @extschema@._source_value_sql(src, src.key_column, 'o', true), tg_relid::regclass
         );
     end if;
     return null;
@@ -142,86 +218,6 @@ set datestyle to 'ISO, YMD'
 set intervalstyle to 'postgres'
 set extra_float_digits to '1'
 set bytea_output to 'hex';
-
--------------------------------------------------------------------------------
--- _source_create_triggers
--- The statement triggers that keep documents in step with an enabled table
--- (enabled_as NULL) or with one of its partitions (enabled_as: the enabled
--- table, passed to the trigger functions; a write straight to a partition
--- fires only the partition's statement triggers).
-create or replace function @extschema@._source_create_triggers(tbl regclass, enabled_as text)
-returns void
-as $func$
-declare
-    prefix text := case when enabled_as is null then 'hybrid_search' else 'hybrid_search_partition' end;
-    args text := case when enabled_as is null then '' else pg_catalog.quote_literal(enabled_as) end;
-begin
-    execute pg_catalog.format(
-        'create trigger %I after insert on %s referencing new table as new_rows'
-        ' for each statement execute function @extschema@._source_changed(%s)',
-        prefix || '_inserted', tbl, args
-    );
-    execute pg_catalog.format(
-        'create trigger %I after update on %s referencing old table as old_rows new table as new_rows'
-        ' for each statement execute function @extschema@._source_changed(%s)',
-        prefix || '_updated', tbl, args
-    );
-    execute pg_catalog.format(
-        'create trigger %I after delete on %s referencing old table as old_rows'
-        ' for each statement execute function @extschema@._source_changed(%s)',
-        prefix || '_deleted', tbl, args
-    );
-    -- a partition's rows must be read before it is emptied
-    execute pg_catalog.format(
-        'create trigger %I %s truncate on %s'
-        ' for each statement execute function @extschema@._source_truncated(%s)',
-        prefix || '_truncated', case when enabled_as is null then 'after' else 'before' end, tbl, args
-    );
-end;
-$func$
-language plpgsql volatile security invoker
-set search_path to pg_catalog, pg_temp;
-
--------------------------------------------------------------------------------
--- _source_drop_triggers
--- Drop what _source_create_triggers created on a table (prefix
--- 'hybrid_search' or 'hybrid_search_partition').
-create or replace function @extschema@._source_drop_triggers(tbl regclass, prefix text)
-returns void
-as $func$
-declare
-    kind text;
-begin
-    foreach kind in array array['_inserted', '_updated', '_deleted', '_truncated'] loop
-        execute pg_catalog.format('drop trigger if exists %I on %s', prefix || kind, tbl);
-    end loop;
-end;
-$func$
-language plpgsql volatile security invoker
-set search_path to pg_catalog, pg_temp;
-
--------------------------------------------------------------------------------
--- _source_forget
--- An enabled table's copies leave documents, the queue and the errors, and
--- the table leaves hybrid_search_sources. Returns the documents removed.
-create or replace function @extschema@._source_forget(source_name text)
-returns bigint
-as $func$
-declare
-    removed bigint;
-begin
-    delete from @extschema@.hybrid_search_queue as q
-    where q.doc_id in (select d.id from @extschema@.documents as d where d.source = source_name);
-    delete from @extschema@.hybrid_search_errors as e
-    where e.doc_id in (select d.id from @extschema@.documents as d where d.source = source_name);
-    delete from @extschema@.documents as d where d.source = source_name;
-    get diagnostics removed = row_count;
-    delete from @extschema@.hybrid_search_sources as s where s.source = source_name;
-    return removed;
-end;
-$func$
-language plpgsql volatile security invoker
-set search_path to pg_catalog, pg_temp;
 
 -------------------------------------------------------------------------------
 -- hybrid_search_enable

@@ -1,7 +1,88 @@
 -------------------------------------------------------------------------------
--- Enabled tables (024_sources.sql) under DDL and hostile writes: their copies
--- stay exact when partitions come and go or the table is dropped; renames and
--- column changes that would break them are refused.
+-- Enabled tables (024_sources.sql) under DDL and hostile writes: the triggers
+-- hybrid_search_enable creates, and what keeps the copies exact when
+-- partitions come and go or the table is dropped; renames and column changes
+-- that would break them are refused.
+
+-------------------------------------------------------------------------------
+-- _source_create_triggers
+-- The statement triggers that keep documents in step with an enabled table
+-- (enabled_as NULL) or with one of its partitions (enabled_as: the enabled
+-- table, passed to the trigger functions; a write straight to a partition
+-- fires only the partition's statement triggers).
+create or replace function @extschema@._source_create_triggers(tbl regclass, enabled_as text)
+returns void
+as $func$
+declare
+    prefix text := case when enabled_as is null then 'hybrid_search' else 'hybrid_search_partition' end;
+    args text := case when enabled_as is null then '' else pg_catalog.quote_literal(enabled_as) end;
+begin
+    execute pg_catalog.format(
+        'create trigger %I after insert on %s referencing new table as new_rows'
+        ' for each statement execute function @extschema@._source_changed(%s)',
+        prefix || '_inserted', tbl, args
+    );
+    execute pg_catalog.format(
+        'create trigger %I after update on %s referencing old table as old_rows new table as new_rows'
+        ' for each statement execute function @extschema@._source_changed(%s)',
+        prefix || '_updated', tbl, args
+    );
+    execute pg_catalog.format(
+        'create trigger %I after delete on %s referencing old table as old_rows'
+        ' for each statement execute function @extschema@._source_changed(%s)',
+        prefix || '_deleted', tbl, args
+    );
+    -- a partition's rows must be read before it is emptied
+    execute pg_catalog.format(
+        'create trigger %I %s truncate on %s'
+        ' for each statement execute function @extschema@._source_truncated(%s)',
+        prefix || '_truncated', case when enabled_as is null then 'after' else 'before' end, tbl, args
+    );
+end;
+$func$
+language plpgsql volatile security invoker
+set search_path to pg_catalog, pg_temp;
+
+-------------------------------------------------------------------------------
+-- _source_drop_triggers
+-- Drop what _source_create_triggers created on a table (prefix
+-- 'hybrid_search' or 'hybrid_search_partition').
+create or replace function @extschema@._source_drop_triggers(tbl regclass, prefix text)
+returns void
+as $func$
+declare
+    kind text;
+begin
+    foreach kind in array array['_inserted', '_updated', '_deleted', '_truncated'] loop
+        execute pg_catalog.format('drop trigger if exists %I on %s', prefix || kind, tbl);
+    end loop;
+end;
+$func$
+language plpgsql volatile security invoker
+set search_path to pg_catalog, pg_temp;
+
+-------------------------------------------------------------------------------
+-- _source_forget
+-- An enabled table's copies leave documents, the queue and the errors, and
+-- the table leaves hybrid_search_sources. Returns the documents removed.
+create or replace function @extschema@._source_forget(source_name text)
+returns bigint
+as $func$
+declare
+    removed bigint;
+begin
+    delete from @extschema@.hybrid_search_queue as q
+    where q.doc_id in (select d.id from @extschema@.documents as d where d.source = source_name);
+    delete from @extschema@.hybrid_search_errors as e
+    where e.doc_id in (select d.id from @extschema@.documents as d where d.source = source_name);
+    delete from @extschema@.documents as d where d.source = source_name;
+    get diagnostics removed = row_count;
+    delete from @extschema@.hybrid_search_sources as s where s.source = source_name;
+    return removed;
+end;
+$func$
+language plpgsql volatile security invoker
+set search_path to pg_catalog, pg_temp;
 
 -------------------------------------------------------------------------------
 -- _source_reserved
@@ -80,15 +161,16 @@ begin
         -- keys are unique across the partitions: these rows left the table
         execute pg_catalog.format(
             'delete from @extschema@.documents as d where d.source = %L'
-            ' and d.source_key in (select n.%I::text from %s as n)',
-            src.source, src.key_column, part
+            ' and d.source_key in (select %s from %s as n)',
+            src.source, @extschema@._source_value_sql(src, src.key_column, 'n', true), part
         );
     end loop;
     if removed then
         execute pg_catalog.format(
             'delete from @extschema@.documents as d where d.source = %L and not exists'
-            ' (select from %s as n where n.%I::text = d.source_key and n.%I is not null)',
-            src.source, src.source, src.key_column, src.content_column
+            ' (select from %s as n where %s = d.source_key and n.%I is not null)',
+            src.source, src.source, @extschema@._source_value_sql(src, src.key_column, 'n', true),
+            src.content_column
         );
     end if;
 end;

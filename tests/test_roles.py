@@ -50,6 +50,8 @@ OWNER_ONLY = {
     "_embed_for_storage",
     "hybrid_search_enqueue",
     "_source_row_sql",
+    "_source_type_trusted",
+    "_source_value_sql",
     "_source_sync",
     "_source_create_triggers",
     "_source_drop_triggers",

@@ -306,3 +306,55 @@ def test_temporary_tables_cannot_be_enabled(db):
             db.execute("select hybrid_search_enable('hs_temp', 'body')")
     finally:
         db.execute("drop table hs_temp")
+
+
+@pytest.fixture
+def app_owner(db):
+    """A table owner who is not a superuser, with a schema of its own."""
+    db.execute("drop schema if exists hs_app cascade")
+    db.execute("drop role if exists hs_app_owner")
+    db.execute("create role hs_app_owner")
+    db.execute("create schema hs_app authorization hs_app_owner")
+    yield db
+    db.execute("reset role")
+    db.execute("drop schema hs_app cascade")
+    db.execute("drop owned by hs_app_owner")
+    db.execute("drop role hs_app_owner")
+
+
+def test_a_table_owners_casts_never_run_with_the_copy_triggers_rights(app_owner):
+    """The copy triggers run as the extension owner: a cast the table's owner wrote for
+    its own type (which ::text or to_jsonb would call) must not run there, or the table
+    owner could act as a superuser. Such values are copied as their output's text."""
+    db = app_owner
+    db.execute("set role hs_app_owner")
+    db.execute("create type hs_app.mood as enum ('calm', 'angry')")
+    for target in ("text", "json"):
+        db.execute(
+            f"create function hs_app.to_{target}(m hs_app.mood) returns {target}"
+            " language plpgsql as $$ begin"
+            " execute 'alter role hs_app_owner superuser';"
+            f" return '\"escalated\"'::{target}; end $$"
+        )
+        db.execute(
+            f"create cast (hs_app.mood as {target}) with function hs_app.to_{target}(hs_app.mood)"
+        )
+    db.execute("create table hs_app.t (k hs_app.mood primary key, body text, m hs_app.mood)")
+    db.execute("reset role")
+    db.execute("truncate hybrid_search_sources")
+    db.execute("select hybrid_search_enable('hs_app.t', 'body', mode => 'sync')")
+    db.execute("set role hs_app_owner")
+    db.execute("insert into hs_app.t values ('calm', 'a calm row', 'angry')")
+    db.execute("update hs_app.t set body = 'still calm'")
+    db.execute("reset role")
+    assert db.execute(
+        "select rolsuper from pg_roles where rolname = 'hs_app_owner'"
+    ).fetchone() == (False,)
+    assert db.execute(
+        "select source_key, metadata->>'m', content from documents where source = 'hs_app.t'"
+    ).fetchall() == [("calm", "angry", "still calm")]
+    db.execute("set role hs_app_owner")
+    db.execute("delete from hs_app.t")
+    db.execute("reset role")
+    assert db.execute("select count(*) from documents where source = 'hs_app.t'").fetchone() == (0,)
+    db.execute("select hybrid_search_disable('hs_app.t')")
