@@ -8,7 +8,7 @@ create table if not exists @extschema@.hybrid_search_config (
     singleton boolean primary key default true check (singleton),
     model text check (model <> ''),
     device text check (device <> ''),
-    dtype text check (dtype in ('fp32', 'fp16', 'bf16', 'int8')),
+    dtype text check (dtype in ('auto', 'fp32', 'fp16', 'bf16', 'int8')),
     batch_size integer check (batch_size between 1 and 4096),
     max_length integer check (max_length between 8 and 8192),
     num_threads integer check (num_threads between 1 and 1024),
@@ -22,7 +22,9 @@ create table if not exists @extschema@.hybrid_search_config (
     sparse_model text check (sparse_model <> ''),
     bm25_k1 double precision check (bm25_k1 >= 0 and bm25_k1 < 'Infinity'),
     bm25_b double precision check (bm25_b between 0 and 1),
-    colbert_store boolean
+    colbert_store boolean,
+    query_threads integer check (query_threads between 0 and 1024),
+    query_cache_entries integer check (query_cache_entries between 0 and 100000000)
 );
 
 comment on table @extschema@.hybrid_search_config is
@@ -32,7 +34,12 @@ comment on column @extschema@.hybrid_search_config.model is
 comment on column @extschema@.hybrid_search_config.python_venv is
 'virtualenv holding torch, FlagEmbedding and the hybrid_search Python module';
 comment on column @extschema@.hybrid_search_config.dtype is
-'numbers the model computes in: fp32, bf16 (CPUs with bf16 units), fp16 (GPUs), int8 (dynamic quantization)';
+'numbers the model computes in: auto (bf16 where the CPU has bf16 units, else fp32), fp32, bf16, '
+'fp16 (GPUs), int8 (dynamic quantization)';
+comment on column @extschema@.hybrid_search_config.query_threads is
+'torch threads for embedding a query (0: the cores idle at that moment); num_threads is for writes';
+comment on column @extschema@.hybrid_search_config.query_cache_entries is
+'query embeddings kept in hybrid_search_query_cache, shared by the backends (0: no shared cache)';
 comment on column @extschema@.hybrid_search_config.max_content_chars is
 'longer documents are refused with an error (tokenizing huge texts costs a backend gigabytes)';
 comment on column @extschema@.hybrid_search_config.embed_mode is
@@ -57,7 +64,7 @@ create or replace view @extschema@.hybrid_search_settings as
 select
     coalesce(c.model, 'BAAI/bge-m3') as model,
     coalesce(c.device, 'cpu') as device,
-    coalesce(c.dtype, 'fp32') as dtype,
+    coalesce(c.dtype, 'auto') as dtype,
     coalesce(c.batch_size, 32) as batch_size,
     coalesce(c.max_length, 512) as max_length,
     coalesce(c.num_threads, 1) as num_threads,
@@ -79,7 +86,9 @@ select
     end as embedding_model,
     coalesce(c.bm25_k1, 1.2) as bm25_k1,
     coalesce(c.bm25_b, 0.75) as bm25_b,
-    coalesce(c.colbert_store, false) as colbert_store
+    coalesce(c.colbert_store, false) as colbert_store,
+    coalesce(c.query_threads, 0) as query_threads,
+    coalesce(c.query_cache_entries, 10000) as query_cache_entries
 from (values (true)) as one_row (singleton)
 left join @extschema@.hybrid_search_config as c on one_row.singleton = c.singleton;
 
@@ -110,7 +119,9 @@ create or replace function @extschema@.hybrid_search_configure(
     queue_retry_seconds integer default null,
     bm25_k1 double precision default null,
     bm25_b double precision default null,
-    colbert_store boolean default null
+    colbert_store boolean default null,
+    query_threads integer default null,
+    query_cache_entries integer default null
 ) returns setof @extschema@.hybrid_search_settings
 as $func$
 declare
@@ -121,12 +132,12 @@ begin
     insert into @extschema@.hybrid_search_config as c (
         device, dtype, batch_size, max_length, num_threads, text_search_config, python_venv,
         max_content_chars, embed_mode, queue_max_attempts, queue_retry_seconds, bm25_k1, bm25_b,
-        colbert_store
+        colbert_store, query_threads, query_cache_entries
     )
     values (
         device, dtype, batch_size, max_length, num_threads, text_search_config, python_venv,
         max_content_chars, embed_mode, queue_max_attempts, queue_retry_seconds, bm25_k1, bm25_b,
-        colbert_store
+        colbert_store, query_threads, query_cache_entries
     )
     on conflict (singleton) do update set
         device = coalesce(excluded.device, c.device),
@@ -142,7 +153,9 @@ begin
         queue_retry_seconds = coalesce(excluded.queue_retry_seconds, c.queue_retry_seconds),
         bm25_k1 = coalesce(excluded.bm25_k1, c.bm25_k1),
         bm25_b = coalesce(excluded.bm25_b, c.bm25_b),
-        colbert_store = coalesce(excluded.colbert_store, c.colbert_store);
+        colbert_store = coalesce(excluded.colbert_store, c.colbert_store),
+        query_threads = coalesce(excluded.query_threads, c.query_threads),
+        query_cache_entries = coalesce(excluded.query_cache_entries, c.query_cache_entries);
     select * into after from @extschema@.hybrid_search_settings;
     if after.colbert_store and not before.colbert_store then
         perform @extschema@._colbert_check_encoders('hybrid_search_configure');

@@ -1,13 +1,18 @@
 -------------------------------------------------------------------------------
 -- hybrid_search_model_info
 -- Loads the configured model in this backend (if not cached yet) and
--- describes it: what documents.dense and documents.sparse must hold.
+-- describes it: what documents.dense and documents.sparse must hold, and the
+-- number format it computes in (dtype 'auto' chooses from the CPU: see
+-- numerics.py), why, and the directory its weights were loaded from.
 create or replace function @extschema@.hybrid_search_model_info(
     out model text,
     out dense_dimensions integer,
     out vocabulary_size integer,
     out max_length integer,
-    out load_seconds double precision
+    out load_seconds double precision,
+    out dtype text,
+    out dtype_reason text,
+    out weights text
 )
 as $python$
     import sys
@@ -23,7 +28,28 @@ language plpython3u volatile parallel unsafe security invoker
 set search_path to pg_catalog, pg_temp;
 
 comment on function @extschema@.hybrid_search_model_info is
-'load the configured model in this backend and report its shape and load time';
+'load the configured model in this backend and report its shape, load time and number format (and why)';
+
+-------------------------------------------------------------------------------
+-- _prepare_model_weights
+-- For dtype 'auto' (or bf16/fp16) on BGE-M3: writes the copy of the weights
+-- converted to the chosen format beside the model directory, once, if it is
+-- missing and the directory's parent is writable by the server, so that
+-- backends share it memory-mapped. Returns the choice (dtype: reason).
+create or replace function @extschema@._prepare_model_weights()
+returns text
+as $python$
+    import sys
+    if 'hybrid_search' not in sys.modules:
+        plpy.execute('select @extschema@.hybrid_search_load_python()')
+    from hybrid_search import sql_api
+    return sql_api.prepare_weights(plpy)
+$python$
+language plpython3u volatile security invoker
+set search_path to pg_catalog, pg_temp;
+
+comment on function @extschema@._prepare_model_weights is
+'write the configured model''s weights converted to the automatically chosen dtype, once';
 
 -------------------------------------------------------------------------------
 -- hybrid_search_model_stats
@@ -96,7 +122,10 @@ begin
             else c.sparse_model
         end;
 
+    perform @extschema@._prepare_model_weights();
     select * into info from @extschema@.hybrid_search_model_info();
+    -- cached query embeddings of another model never match again: drop them
+    truncate @extschema@.hybrid_search_query_cache;
 
     select count(*) into stale from @extschema@.documents as d
     where d.embedded_at is not null and d.model is distinct from info.model;

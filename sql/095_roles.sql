@@ -21,7 +21,8 @@ as $func$
             '_sparse_search_index', '_dense_index_halfvec_dimensions',
             'keyword_search_scan', '_keyword_search_bm25', '_check_query_model', '_source_filter',
             'hybrid_search_evaluate', 'hybrid_search_score_run',
-            'colbert_rerank', '_colbert_query', '_colbert_check_encoders'
+            'colbert_rerank', '_colbert_query', '_colbert_check_encoders', '_query_cache_prune',
+            '_query_cache_put', '_query_cache_count'
         ]::name[]
         when 'write' then array[]::name[]
     end;

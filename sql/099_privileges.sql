@@ -9,6 +9,10 @@ grant select on @extschema@.hybrid_search_settings to public;
 revoke all on @extschema@.hybrid_search_token_stats from public;
 -- writes to documents look up their source table's embed mode
 grant select on @extschema@.hybrid_search_sources to public;
+-- the shared query cache: row-level security shows each role its own rows only
+revoke all on @extschema@.hybrid_search_query_cache from public;
+grant select, insert on @extschema@.hybrid_search_query_cache to public;
+grant select on @extschema@.hybrid_search_query_cache_stats to public;
 
 -- No function is executable by PUBLIC: hybrid_search_grant() gives a role
 -- exactly the functions its access level needs. (Objects created so far in

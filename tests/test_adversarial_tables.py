@@ -20,6 +20,13 @@ PUBLIC_READ = {
     ("hybrid_search_settings", "SELECT", None),
     ("hybrid_search_sources", "SELECT", None),
 }
+# the shared query cache: every role reads and adds rows, row-level security shows it its
+# own only (tests/test_query_cache.py); the statistics view shows aggregates
+QUERY_CACHE = {
+    ("hybrid_search_query_cache", "SELECT", None),
+    ("hybrid_search_query_cache", "INSERT", None),
+    ("hybrid_search_query_cache_stats", "SELECT", None),
+}
 INDEX_READ = {
     (relation, "SELECT", None)
     for relation in [
@@ -44,7 +51,7 @@ TABLE_PRIVILEGES = ["SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFEREN
 
 
 def expected(level, rls):
-    reachable = PUBLIC_READ | {("documents", "SELECT", None)}
+    reachable = PUBLIC_READ | QUERY_CACHE | {("documents", "SELECT", None)}
     if not rls:
         reachable |= INDEX_READ
     if level == "write":
@@ -155,7 +162,8 @@ def unreachable_writes(conn):
     ]
     for relation in relations:
         name = sql.Identifier(relation)
-        yield sql.SQL("insert into {} default values").format(name)
+        if relation != "hybrid_search_query_cache":  # inserts allowed, for the role's own rows
+            yield sql.SQL("insert into {} default values").format(name)
         yield sql.SQL("update {} set {} = {}").format(
             name,
             sql.Identifier(first_column(conn, relation)),

@@ -83,6 +83,8 @@ SECURITY_DEFINER = {
     "_index_note_changes()",
     "_index_truncated()",
     "_remember_documents_ddl()",
+    "_query_cache_prune(bigint)",  # deletes every role's oldest cache entries, nothing else
+    "_query_cache_count(boolean)",  # the cache's hit and miss counters
     "_documents_embed_inserted()",
     "_documents_embed_updated()",
     "_source_changed()",

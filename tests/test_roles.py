@@ -41,6 +41,8 @@ OWNER_ONLY = {
     "_source_changed",
     "_source_truncated",
     "hybrid_search_backend_memory",
+    "_prepare_model_weights",
+    "hybrid_search_query_cache_clear",
     # the triggers that call these run as the owner: writers need none of them
     "hybrid_search_embed_documents",
     "_embed_on_write",

@@ -36,6 +36,7 @@ def cmd_setup(args, layout: Layout) -> None:
     server_copy.ensure(layout)
     extension_files.ensure_extension_files(layout)
     record = models.ensure_model(layout, args.model, args.test_model, args.offline_models)
+    models.prepare_weights(layout, record)
     print(f"setup finished in {time.monotonic() - started:.1f} s; model: {record['model']}")
 
 
@@ -151,9 +152,12 @@ def cmd_convert_model(args, layout: Layout) -> None:
     target = args.target or f"{args.source.rstrip('/')}-{args.dtype}"
     convert = [layout.venv_python, "-m", "hybrid_search.convert", args.source, target]
     report.run([*convert, "--dtype", args.dtype])
-    print(f"converted: {target}; use it with")
-    print(f"  SELECT hybrid_search_configure(dtype => '{args.dtype}');")
-    print(f"  SELECT hybrid_search_set_model('{target}');")
+    print(f"converted: {target}")
+    if target == f"{args.source.rstrip('/')}-{args.dtype}":
+        print(f"with dtype 'auto' (the default) the server loads it for {args.source} by itself")
+        print("where it computes in that format: SELECT * FROM hybrid_search_model_info();")
+    print(f"or: SELECT hybrid_search_configure(dtype => '{args.dtype}');")
+    print(f"    SELECT hybrid_search_set_model('{target}');")
 
 
 def cmd_eval(args, layout: Layout) -> None:

@@ -106,6 +106,17 @@ def ensure_model(
     return record
 
 
+def prepare_weights(layout: Layout, record: dict) -> None:
+    """The number format the server will compute a BGE-M3 model in (dtype 'auto': bf16
+    where the CPU has bf16 units), and the converted copy of the weights it needs,
+    written once beside the model (plpython/hybrid_search/numerics.py)."""
+    if record.get("kind") not in ("bge-m3", "test"):
+        return
+    result = report.run([layout.venv_python, "-m", "hybrid_search.numerics", record["model"]])
+    choice = json.loads(result.stdout.strip().splitlines()[-1])
+    report.done(f"number format {choice['dtype']} ({choice['reason']})")
+
+
 def installed_model(layout: Layout) -> dict:
     if not layout.state_file.exists():
         raise SystemExit("hybrid-search: no model installed yet; run `hybrid-search setup` first")

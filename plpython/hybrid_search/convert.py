@@ -56,6 +56,12 @@ def convert(source: Path, target: Path, dtype: str = "bf16") -> Path:
     for path in source.iterdir():
         if path.is_file() and path.name not in skip:
             shutil.copy2(path, target / path.name)
+    from .numerics import MARKER, fingerprint
+
+    # what was converted: numerics.resolve loads this copy only while it matches the source
+    (target / MARKER).write_text(
+        json.dumps({"source": str(source), "dtype": dtype, "source_weights": fingerprint(source)})
+    )
     for path in target.iterdir():
         path.chmod(0o644)  # the server's OS user reads them (save_file writes 0600)
     return target

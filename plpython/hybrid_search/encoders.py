@@ -167,6 +167,13 @@ class Pair:
         self.dense_dimensions = self.dense.dense_dimensions
         self.vocabulary_size = self.sparse.vocabulary_size
         self.max_positions = min(self.dense.max_positions, self.sparse.max_positions)
+        legs = (self.dense, self.sparse)
+        bge_m3 = next((m for m in legs if isinstance(m, model.LoadedModel)), None)
+        self.dtype = bge_m3.dtype if bge_m3 else "fp32"
+        self.dtype_reason = (
+            bge_m3.dtype_reason if bge_m3 else "sentence-transformers and SPLADE encoders: fp32"
+        )
+        self.weights = self.location
         self.load_seconds = time.perf_counter() - started
 
     def token_text(self, token_id: int) -> str:

@@ -15,6 +15,11 @@ DEFAULTS = {
     # (and torch does the heavy arithmetic, with its own threads)
     "OPENBLAS_NUM_THREADS": "1",
     "JE_ARROW_MALLOC_CONF": "background_thread:false",
+    # torch's OpenMP threads sleep when they have no work instead of spinning: a
+    # server's cores are shared by its backends, and a busy-waiting thread whose
+    # peer was descheduled made a 2-thread query embedding 10x slower on a loaded
+    # 2-core machine (1,438 ms against 134 ms passive and 140 ms on one thread)
+    "OMP_WAIT_POLICY": "PASSIVE",
 }
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import encoders, environment
+from . import encoders, environment, numerics
 
 environment.apply()  # before FlagEmbedding/transformers are imported
 
@@ -41,6 +41,7 @@ class Stats:
     texts_encoded: int = 0
     encode_seconds: float = 0.0
     query_cache_hits: int = 0
+    shared_cache_hits: int = 0  # found in hybrid_search_query_cache (another backend's work)
     colbert_texts: int = 0  # texts whose ColBERT vectors were computed
 
 
@@ -81,11 +82,16 @@ class LoadedModel:
         if location.startswith(("/", ".", "~")) and not os.path.isdir(os.path.expanduser(location)):
             raise ModelNotAvailable(f"there is no model directory {location}")
         started = time.perf_counter()
+        # dtype 'auto': bf16 where the CPU has bf16 units (from the converted copy of the
+        # weights), else fp32; the choice and its reason are reported by model_info
+        choice = numerics.resolve(location, dtype, device)
+        dtype = self.dtype = choice.dtype
+        self.dtype_reason, self.weights = choice.reason, choice.location
         try:
             from FlagEmbedding import BGEM3FlagModel
 
             self.flag_model = BGEM3FlagModel(
-                location, use_fp16=dtype == "fp16", use_bf16=dtype == "bf16", devices=device
+                choice.location, use_fp16=dtype == "fp16", use_bf16=dtype == "bf16", devices=device
             )
             if dtype == "int8":
                 import torch
@@ -202,10 +208,16 @@ def _lexical_weights(weights: np.ndarray, ids: np.ndarray, special: np.ndarray) 
 
 
 def encode(
-    settings, model, texts: list[str], between_batches=lambda: None, colbert: bool = False
+    settings,
+    model,
+    texts: list[str],
+    between_batches=lambda: None,
+    colbert: bool = False,
+    threads: int | None = None,
 ) -> list[Encoding]:
     """Dense vectors and lexical weights (and ColBERT vectors if colbert) of texts:
-    one forward pass per batch_size texts, longest first so that each batch pads little.
+    one forward pass per batch_size texts, longest first so that each batch pads little,
+    on threads torch threads (default num_threads, the setting for writes).
 
     between_batches runs before every batch but the first: the server cannot
     interrupt Python code, so this is where a cancel or statement_timeout lands.
@@ -218,8 +230,9 @@ def encode(
             f"a text of {too_long[0]} characters exceeds max_content_chars"
             f" ({settings.max_content_chars})"
         )
-    if torch.get_num_threads() != settings.num_threads:
-        torch.set_num_threads(settings.num_threads)
+    threads = threads or settings.num_threads
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
     max_length = min(settings.max_length, model.max_positions)
     order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
     encodings: list[Encoding | None] = [None] * len(texts)
@@ -248,21 +261,49 @@ QUERY_CACHE_SIZE = 256
 _query_cache: OrderedDict = OrderedDict()
 
 
-def encode_query(settings, model, text: str, colbert: bool = False, role: int = 0) -> Encoding:
+def encode_query(
+    settings, model, text: str, colbert: bool = False, shared=None, role: int = 0
+) -> Encoding:
     """One text, through a per-backend LRU cache: an application repeating a
     query (paging, retries, popular searches) pays the forward pass once. With
     colbert, the entry also holds the query's ColBERT vectors (computed in the
     same forward pass as its dense and sparse vectors when asked for first).
-    Entries are the role's (current_user) own: roles sharing a backend (SET ROLE,
-    a pooler) never hit each other's queries, which stats.query_cache_hits would show."""
-    key = (role, settings.model_key, min(settings.max_length, model.max_positions), text)
+    Entries of this backend's cache are the role's (current_user) own: roles sharing
+    a backend (SET ROLE, a pooler) never hit each other's queries, which
+    stats.query_cache_hits would show.
+
+    shared: None, or a function returning the cache shared by the backends
+    (query_cache.Shared), asked on a miss here, before running the model, and
+    given what the model computed. ColBERT vectors are not shared.
+    """
+    max_length = min(settings.max_length, model.max_positions)
+    key = (role, settings.model_key, max_length, text)
     cached = _query_cache.get(key)
     if cached is not None and (cached.colbert is not None or not colbert):
         _query_cache.move_to_end(key)
         stats.query_cache_hits += 1
         return cached
-    (encoding,) = encode(settings, model, [text], colbert=colbert)
+    table = shared_key = None
+    if shared is not None:
+        from . import query_cache
+
+        table, shared_key = shared(), query_cache.key(settings, model, max_length, text)
+        found = None if colbert else table.get(shared_key)
+        if found is not None:
+            stats.shared_cache_hits += 1
+            _remember(key, found)
+            return found
+    (encoding,) = encode(
+        settings, model, [text], colbert=colbert, threads=settings.threads_for_queries
+    )
+    if table is not None:
+        table.put(shared_key, encoding)
+    _remember(key, encoding)
+    return encoding
+
+
+def _remember(key, encoding) -> None:
     _query_cache[key] = encoding
+    _query_cache.move_to_end(key)
     if len(_query_cache) > QUERY_CACHE_SIZE:
         _query_cache.popitem(last=False)
-    return encoding

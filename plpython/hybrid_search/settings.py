@@ -20,11 +20,35 @@ class Settings:
     sparse_model: str
     embedding_model: str  # what documents.model records
     colbert_store: bool = False  # writes store ColBERT vectors (BGE-M3 only)
+    query_threads: int = 0  # torch threads for a query embedding; 0: every core
+    query_cache_entries: int = 0  # entries of the shared query cache; 0: not used
+
+    @property
+    def threads_for_queries(self) -> int:
+        """query_threads, or with 0 the cores nothing else is running on right now."""
+        return self.query_threads or idle_cores()
 
     @property
     def model_key(self) -> tuple:
         """What identifies a loaded model: changing any of these needs a reload."""
         return (self.dense_model, self.sparse_model, self.device, self.dtype)
+
+
+def idle_cores(loadavg: str | None = None, cores: int | None = None) -> int:
+    """Cores nobody else uses at this instant (at least 1): the server's cores less the
+    tasks running now (/proc/loadavg's fourth field, this one excluded). Instantaneous,
+    so a query's own threads, asleep between queries, do not count against the next."""
+    import os
+
+    cores = cores or len(os.sched_getaffinity(0))
+    try:
+        if loadavg is None:
+            with open("/proc/loadavg") as f:
+                loadavg = f.read()
+        running = int(loadavg.split()[3].split("/")[0])
+    except (OSError, IndexError, ValueError):
+        return 1
+    return max(1, min(cores, cores - (running - 1)))
 
 
 def read(plpy) -> Settings:

@@ -14,8 +14,10 @@ from . import (
     encoders,
     keyword_db,
     model,
+    numerics,
     parallel,
     postgres,
+    query_cache,
     settings,
     sparse_db,
     vectors,
@@ -63,9 +65,19 @@ def _encode(plpy, texts, cached=False, colbert_vectors=False, settings_and_model
     try:
         if cached:
             (text,) = texts
+            shared = (
+                (lambda: query_cache.Shared(plpy, current))
+                if current.query_cache_entries > 0
+                else None
+            )
             return loaded, [
                 model.encode_query(
-                    current, loaded, text, colbert=colbert_vectors, role=postgres.current_user()
+                    current,
+                    loaded,
+                    text,
+                    colbert=colbert_vectors,
+                    shared=shared,
+                    role=postgres.current_user(),
                 )
             ]
         return loaded, model.encode(
@@ -227,7 +239,22 @@ def model_info(plpy):
         "vocabulary_size": loaded.vocabulary_size,
         "max_length": min(current.max_length, loaded.max_positions),
         "load_seconds": loaded.load_seconds,
+        "dtype": loaded.dtype,
+        "dtype_reason": loaded.dtype_reason,
+        "weights": loaded.weights,
     }
+
+
+def prepare_weights(plpy):
+    """Writes the converted copy of the configured BGE-M3 weights that the dtype
+    choice wants, if missing (numerics.prepare); returns 'dtype: reason'."""
+    current = settings.read(plpy)
+    choices = [
+        numerics.prepare(location, current.dtype, current.device)
+        for location in sorted({current.dense_model, current.sparse_model})
+        if encoders.kind(location) == encoders.BGE_M3
+    ]
+    return "; ".join(f"{c.dtype}: {c.reason}" for c in choices) or "fp32: no BGE-M3 model"
 
 
 def model_stats():
@@ -264,7 +291,8 @@ def sparse_index_search(plpy, query_sparse, k, filter_json):
 def backend_memory(plpy):
     """(pid, backend_type, application_name, torch_loaded, model_files_mapped, rss_mb, pss_mb,
     private_mb) for every backend of the server that can still be read."""
-    location = settings.read(plpy).dense_model
+    current = settings.read(plpy)
+    location = numerics.resolve(current.dense_model, current.dtype, current.device).location
     rows = plpy.execute(
         "select pid, backend_type, application_name from pg_catalog.pg_stat_activity order by pid"
     )

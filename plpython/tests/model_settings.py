@@ -14,6 +14,12 @@ class ModelSettings:
     num_threads: int = 1
     max_content_chars: int = 1_000_000
     colbert_store: bool = False
+    query_threads: int = 1
+    query_cache_entries: int = 0
+
+    @property
+    def threads_for_queries(self):
+        return self.query_threads
 
     @property
     def dense_model(self):

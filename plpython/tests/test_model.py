@@ -122,3 +122,24 @@ def test_colbert_vectors_only_when_asked_for(tiny):
     tokens = loaded.flag_model.tokenizer("vacuum reclaims dead tuples")["input_ids"]
     assert full.colbert.shape == (len(tokens) - 1, loaded.colbert_dimensions)
     assert np.linalg.norm(full.colbert, axis=1) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_queries_and_writes_run_on_their_own_thread_counts(tiny):
+    import torch
+
+    settings = FakeSettings(tiny, num_threads=1, query_threads=2)
+    loaded = model.get(settings)
+    model.encode_query(settings, loaded, "a query on two threads")
+    assert torch.get_num_threads() == 2
+    model.encode(settings, loaded, ["a write on one thread"])
+    assert torch.get_num_threads() == 1
+
+
+def test_automatic_query_threads_use_the_cores_nothing_else_runs_on():
+    from hybrid_search.settings import idle_cores
+
+    assert idle_cores("0.10 0.20 0.30 1/345 999", cores=2) == 2  # only this process runs
+    assert idle_cores("3.10 2.20 2.30 2/345 999", cores=2) == 1
+    assert idle_cores("7.00 6.00 5.00 9/345 999", cores=8) == 1
+    assert idle_cores("1.00 1.00 1.00 3/345 999", cores=8) == 6
+    assert idle_cores("garbage", cores=4) == 1
