@@ -806,21 +806,14 @@ SparseMerge(Relation index, bool withPending, IndexBulkDeleteCallback callback,
 	return segDocs;
 }
 
-/* write an empty index's metapage */
+/*
+ * The metapage of an empty index, in page (of buf).
+ */
 static void
-write_metapage(Relation index, ForkNumber fork)
+init_empty_metapage(Buffer buf, Page page)
 {
-	Buffer		buf;
-	Page		page;
 	SparseMetaPage m;
-	GenericXLogState *state;
 
-	buf = ReadBufferExtended(index, fork, P_NEW, RBM_NORMAL, NULL);
-	LockBuffer(buf, BUFFER_LOCK_EXCLUSIVE);
-	if (BufferGetBlockNumber(buf) != SPARSE_METAPAGE_BLKNO)
-		elog(ERROR, "sparse_inverted index \"%s\" is not empty", RelationGetRelationName(index));
-	state = GenericXLogStart(index);
-	page = GenericXLogRegisterBuffer(state, buf, GENERIC_XLOG_FULL_IMAGE);
 	SparseInitPage(buf, page, SPARSE_PAGE_META, 1);
 	m = SparsePageGetMeta(page);
 	memset(m, 0, sizeof(SparseMetaPageData));
@@ -835,6 +828,23 @@ write_metapage(Relation index, ForkNumber fork)
 	m->pendingTail = InvalidBlockNumber;
 	m->pendingHeadOff = FirstOffsetNumber;
 	((PageHeader) page)->pd_lower = ((char *) m + sizeof(SparseMetaPageData)) - (char *) page;
+}
+
+/* write an empty index's metapage */
+static void
+write_metapage(Relation index, ForkNumber fork)
+{
+	Buffer		buf;
+	Page		page;
+	GenericXLogState *state;
+
+	buf = ReadBufferExtended(index, fork, P_NEW, RBM_NORMAL, NULL);
+	LockBuffer(buf, BUFFER_LOCK_EXCLUSIVE);
+	if (BufferGetBlockNumber(buf) != SPARSE_METAPAGE_BLKNO)
+		elog(ERROR, "sparse_inverted index \"%s\" is not empty", RelationGetRelationName(index));
+	state = GenericXLogStart(index);
+	page = GenericXLogRegisterBuffer(state, buf, GENERIC_XLOG_FULL_IMAGE);
+	init_empty_metapage(buf, page);
 	GenericXLogFinish(state);
 	UnlockReleaseBuffer(buf);
 }
@@ -916,27 +926,13 @@ sparse_buildempty(Relation index)
 {
 	Buffer		buf;
 	Page		page;
-	SparseMetaPage m;
 
 	/* the init fork of an unlogged index: its metapage, logged as a full page */
 	buf = ReadBufferExtended(index, INIT_FORKNUM, P_NEW, RBM_NORMAL, NULL);
 	LockBuffer(buf, BUFFER_LOCK_EXCLUSIVE);
 	START_CRIT_SECTION();
 	page = BufferGetPage(buf);
-	SparseInitPage(buf, page, SPARSE_PAGE_META, 1);
-	m = SparsePageGetMeta(page);
-	memset(m, 0, sizeof(SparseMetaPageData));
-	m->magic = SPARSE_MAGIC;
-	m->version = SPARSE_VERSION;
-	m->generation = 1;
-	m->dirIndexHead = InvalidBlockNumber;
-	m->dirHead = InvalidBlockNumber;
-	m->postingHead = InvalidBlockNumber;
-	m->docListHead = InvalidBlockNumber;
-	m->pendingHead = InvalidBlockNumber;
-	m->pendingTail = InvalidBlockNumber;
-	m->pendingHeadOff = FirstOffsetNumber;
-	((PageHeader) page)->pd_lower = ((char *) m + sizeof(SparseMetaPageData)) - (char *) page;
+	init_empty_metapage(buf, page);
 	MarkBufferDirty(buf);
 	log_newpage_buffer(buf, true);
 	END_CRIT_SECTION();
