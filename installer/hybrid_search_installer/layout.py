@@ -72,12 +72,11 @@ def system_pg_bin(version: str = PG_VERSION) -> Path:
 
 def pg_bin() -> Path:
     """The server's programs that our clusters run: those of the private copy under
-    HYBRID_SEARCH_HOME, which loads this checkout's extension files (server_copy)."""
-    root = Layout.from_environment().postgres_root
-    private = root / system_pg_bin().relative_to("/")
-    if not private.is_dir():
-        raise SystemExit(f"hybrid-search: no PostgreSQL copy in {root}: run `hybrid-search setup`")
-    return private
+    HYBRID_SEARCH_HOME, which loads this checkout's extension files (server_copy).
+    A home that setup has not made one in yet (one from an older version) has its
+    cluster stopped, inspected or started with the system's programs."""
+    private = Layout.from_environment().postgres_root / system_pg_bin().relative_to("/")
+    return private if private.is_dir() else system_pg_bin()
 
 
 def pg_config(version: str = PG_VERSION) -> Path:
