@@ -25,12 +25,17 @@ class Postings:
         self.starts = np.searchsorted(terms[order], np.arange(vocab + 1))
         self.n = n
 
-    def top(self, terms, query_weights, k, allowed=None) -> list[int]:
-        """Ids (1-based) of the k best documents with a score > 0, ties by id."""
+    def scores(self, terms, query_weights) -> np.ndarray:
+        """Every document's score, indexed by id (index 0 unused)."""
         scores = np.zeros(self.n + 1)
         for t, w in zip(terms, query_weights, strict=True):
             a, b = self.starts[t], self.starts[t + 1]
             scores[self.docs[a:b]] += self.weights[a:b] * float(w)
+        return scores
+
+    def top(self, terms, query_weights, k, allowed=None) -> list[int]:
+        """Ids (1-based) of the k best documents with a score > 0, ties by id."""
+        scores = self.scores(terms, query_weights)
         if allowed is not None:
             scores[1:][~allowed] = 0
         top = np.lexsort((np.arange(self.n + 1), -scores))[:k]
@@ -57,9 +62,16 @@ class ExactBM25:
         self.idf = np.log(1.0 + (n - df + 0.5) / (df + 0.5))
         self.postings = Postings(docs, terms, impacts, n, vocab)
 
-    def top(self, query_words: np.ndarray, k: int, allowed=None) -> list[int]:
+    def query(self, query_words: np.ndarray):
+        """(terms, weights): each word once, weighted by idf times its repetitions."""
         terms, repeats = np.unique(query_words, return_counts=True)
-        return self.postings.top(terms, repeats * self.idf[terms], k, allowed)
+        return terms, repeats * self.idf[terms]
+
+    def top(self, query_words: np.ndarray, k: int, allowed=None) -> list[int]:
+        return self.postings.top(*self.query(query_words), k, allowed)
+
+    def scores(self, query_words: np.ndarray) -> np.ndarray:
+        return self.postings.scores(*self.query(query_words))
 
 
 class Seismic:

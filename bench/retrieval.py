@@ -70,9 +70,10 @@ def sparse_param(tokens, weights):
 
 
 def bm25_leg(corpus, k, jflt):
-    """The BM25 leg's SQL and a function of a query number giving its parameters.
-    The one place to change when the leg's SQL changes (the C engine's operator)."""
-    sql = "select id from keyword_search(%s, %s, %s::jsonb)"
+    """The BM25 leg's SQL, giving (id, BM25 score) best first, and a function of a
+    query number giving its parameters. The one place to change when the leg's SQL
+    changes (the C engine's operator)."""
+    sql = "select id, score from keyword_search(%s, %s, %s::jsonb)"
     return sql, lambda q: (corpus.q_text[q], k, jflt)
 
 
@@ -135,7 +136,7 @@ def exact_hybrid(corpus, mask):
 
 
 def timed(conn, sql, params_list):
-    """(latencies in ms, id lists) of running sql once per parameter tuple, after a
+    """(latencies in ms, row lists) of running sql once per parameter tuple, after a
     few untimed runs (plan caching, the backend's first PL/Python import)."""
     for params in params_list[:3]:
         conn.execute(sql, params, prepare=True).fetchall()
@@ -144,7 +145,7 @@ def timed(conn, sql, params_list):
         started = time.perf_counter()
         rows = conn.execute(sql, params, prepare=True).fetchall()
         latencies.append((time.perf_counter() - started) * 1000)
-        results.append([r[0] for r in rows])
+        results.append(rows)
     return latencies, results
 
 
@@ -167,7 +168,7 @@ class Table:
 
     def __init__(self):
         self.rows, self.p95 = [], {}
-        self.bm25_tantivy_overlap = None
+        self.bm25_tantivy_overlap = self.bm25_score_error = None
 
     def add(self, key, name, latencies, ids, qs, reference=None):
         """reference(q) is the exact top k: recall@10, and whether the leg returned
@@ -183,10 +184,11 @@ class Table:
         self.p95[key] = float(np.percentile(latencies, 95))
 
     def sql(self, conn, key, name, leg, qs, reference=None):
+        """Times the leg's SQL on queries qs and adds its row; returns its row lists."""
         sql, params = leg
-        latencies, ids = timed(conn, sql, [params(q) for q in qs])
-        self.add(key, name, latencies, ids, qs, reference)
-        return ids
+        latencies, rows = timed(conn, sql, [params(q) for q in qs])
+        self.add(key, name, latencies, [[r[0] for r in found] for found in rows], qs, reference)
+        return rows
 
     def ratio(self, a, b):
         return self.p95[a] / self.p95[b]
@@ -378,8 +380,9 @@ def measure_pass(conn, table, corpus, peers, fast, few, filtered):
         few,
         sparse_ref,
     )
-    bm25_ids = table.sql(conn, tag + "bm25", "BM25 leg (OR over lexemes)" + label,
-                         bm25_leg(corpus, K, jflt), fast, bm25_ref)  # fmt: skip
+    bm25_rows = table.sql(conn, tag + "bm25", "BM25 leg (OR over lexemes)" + label,
+                          bm25_leg(corpus, K, jflt), fast, bm25_ref)  # fmt: skip
+    bm25_ids = [[r[0] for r in rows] for rows in bm25_rows]
     latencies, ids = timed_in_process(bm25_ref, fast)
     table.add(tag + "bm25 numpy", "BM25, exact numpy brute force (in process)" + label,
               latencies, ids, fast, bm25_ref)  # fmt: skip
@@ -391,8 +394,19 @@ def measure_pass(conn, table, corpus, peers, fast, few, filtered):
         table.bm25_tantivy_overlap = np.mean(
             [overlap(a, b) for a, b in zip(bm25_ids, ids, strict=True)]
         )
+        table.bm25_score_error = bm25_score_error(corpus, bm25_rows, fast)
     table.sql(conn, tag + "hybrid", "hybrid_search, three legs, RRF" + label,
               hybrid_leg(corpus, K, jflt), fast, exact_hybrid(corpus, mask))  # fmt: skip
+
+
+def bm25_score_error(corpus, rows_per_query, qs):
+    """The largest relative difference between a score the BM25 leg returned and
+    the numpy BM25's for the same document (statistics of the whole corpus)."""
+    errors = [0.0]
+    for rows, q in zip(rows_per_query, qs, strict=True):
+        exact = corpus.bm25.scores(corpus.q_words[q])
+        errors += [abs(score - exact[doc]) / exact[doc] for doc, score in rows]
+    return max(errors)
 
 
 def measure_row_security(conn, table, corpus, fast):
@@ -644,6 +658,7 @@ def ratio_rows(table: Table, facts) -> list[str]:
     out = [f"| {name} | {value:.2f} |" for name, value in rows]
     out += [
         f"| BM25 leg and tantivy: mean top-10 overlap | {table.bm25_tantivy_overlap:.3f} |",
+        f"| BM25 leg's scores against the numpy BM25's: largest relative difference | {table.bm25_score_error:.1e} |",
         f"| Seismic recall@10 on its 100 tuning queries | {facts['Seismic tuning recall@10']:.3f} |",
         f"| COPY rows/s with all indexes / without any (goal ≥ 0.7) | {with_all:.0f} / {without:.0f} = {with_all / without:.2f} |",
     ]
