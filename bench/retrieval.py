@@ -215,6 +215,7 @@ def run(docs: int, queries: int, slow_queries: int, keep: bool = False) -> tuple
             )
             # built after the load, as the other indexes (and timed)
             conn.execute("drop index documents_sparse_idx")
+            conn.execute("drop index documents_fts_bm25_idx")
             t = time.perf_counter()
             load(conn, corpus)
             facts["copy_s"] = time.perf_counter() - t
@@ -225,6 +226,12 @@ def run(docs: int, queries: int, slow_queries: int, keep: bool = False) -> tuple
                 " using sparse_inverted (sparse sparsevec_ip_ops)"
             )
             facts["sparse_am_build_s"] = time.perf_counter() - t
+            t = time.perf_counter()
+            conn.execute(
+                "create index documents_fts_bm25_idx on documents"
+                " using sparse_inverted (fts tsvector_bm25_ops)"
+            )
+            facts["bm25_am_build_s"] = time.perf_counter() - t
             t = time.perf_counter()
             conn.execute("select hybrid_search_create_dense_index()")
             facts["hnsw_build_s"] = time.perf_counter() - t
@@ -289,6 +296,7 @@ def measure(conn, corpus, queries, slow, facts):
         ("dense HNSW index", "documents_dense_idx"),
         ("full-text GIN index", "documents_fts_idx"),
         ("sparse_inverted index (documents_sparse_idx)", "documents_sparse_idx"),
+        ("sparse_inverted BM25 index (documents_fts_bm25_idx)", "documents_fts_bm25_idx"),
         ("table-based sparse inverted index", "hybrid_search_sparse_postings"),
         ("plain postings table + btree (baseline)", "bench_postings"),
     ]:
@@ -480,6 +488,29 @@ def measure_pass(conn, corpus, fast, few, flt):
         lambda q: corpus.exact_sparse(q, 10, mask),
         few,
     )
+    _, bm25_exact = row(
+        "BM25, keyword_search_scan (every row scored, exact)",
+        "select id from keyword_search_scan(%s, 10, %s::jsonb)",
+        lambda q: (corpus.q_text[q], jflt),
+        None,
+        few,
+    )
+    bm25_lat, bm25_ids = row(
+        "BM25, keyword_search (sparse_inverted index)",
+        "select id from keyword_search(%s, 10, %s::jsonb)",
+        lambda q: (corpus.q_text[q], jflt),
+        None,
+        fast,
+    )
+    bm25_old_lat, _ = row(
+        "BM25, table-based inverted index (_keyword_search_bm25)",
+        "select id from _keyword_search_bm25("
+        " (select s.text_search_config::text from hybrid_search_settings as s),"
+        " %s, 10, %s::jsonb, null, false)",
+        lambda q: (corpus.q_text[q], jflt),
+        None,
+        fast,
+    )
     _, keyword_ids = row(
         "full text (BM25, OR over lexemes, inverted index)",
         "select id from keyword_search(%s, 100, %s::jsonb)",
@@ -512,6 +543,10 @@ def measure_pass(conn, corpus, fast, few, flt):
     )
     key = "filtered" if flt else "unfiltered"
     extra[f"{key}_am_p95"] = np.percentile(am_lat, 95)
+    extra[f"{key}_bm25_vs_old_p95"] = np.percentile(bm25_old_lat, 95) / np.percentile(bm25_lat, 95)
+    extra[f"{key}_bm25_recall"] = np.mean(
+        [recall(bm25_ids[q], bm25_exact[q]) for q in range(len(bm25_exact))]
+    )
     extra[f"{key}_am_vs_old_p95"] = np.percentile(old_lat, 95) / np.percentile(am_lat, 95)
     extra[f"{key}_am_vs_numpy_p95"] = np.percentile(am_lat, 95) / np.percentile(numpy_lat, 95)
     extra[f"{key}_sparse_vs_scan_p95"] = np.percentile(scan_lat, 95) / np.percentile(sparse_lat, 95)
@@ -575,6 +610,8 @@ def render(args, table, facts) -> str:
             f"| {key}: sparse index p95 vs exact scan p95 | {facts[f'{key}_sparse_vs_scan_p95']:.1f}x faster |",
             f"| {key}: sparse index p95 vs postings join p95 | {facts[f'{key}_sparse_vs_join_p95']:.1f}x faster |",
             f"| {key}: hybrid p95 / dense p95 | {facts[f'{key}_hybrid_vs_dense_p95']:.2f} |",
+            f"| {key}: BM25 sparse_inverted p95 vs table-based p95 | {facts[f'{key}_bm25_vs_old_p95']:.1f}x faster |",
+            f"| {key}: BM25 sparse_inverted top 10 = keyword_search_scan's (recall@10, slow queries) | {facts[f'{key}_bm25_recall']:.3f} |",
             f"| {key}: fewest hybrid results for k = 10 | {facts[f'{key}_hybrid_min_results']} |",
         ]
     w, wo = facts["write_with_index_s"], facts["write_without_index_s"]
@@ -590,6 +627,7 @@ def render(args, table, facts) -> str:
         f"| COPY documents (vectors supplied, fts by trigger, GIN) | {facts['copy_s']:.1f} |",
         f"| HNSW index (m 16, ef_construction 64) | {facts['hnsw_build_s']:.1f} |",
         f"| sparse_inverted index (CREATE INDEX documents_sparse_idx) | {facts['sparse_am_build_s']:.1f} |",
+        f"| sparse_inverted BM25 index (CREATE INDEX documents_fts_bm25_idx) | {facts['bm25_am_build_s']:.1f} |",
         f"| table-based sparse inverted index + statistics (hybrid_search_refresh) | {facts['sparse_build_s']:.1f} |",
         f"| plain postings table + btree (baseline) | {facts['postings_join_build_s']:.1f} |",
         "",

@@ -27,6 +27,7 @@
 #include "access/table.h"
 #include "catalog/index.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
 #include "common/hashfn.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
@@ -35,6 +36,8 @@
 #include "tsearch/ts_type.h"
 #include "tsearch/ts_utils.h"
 #include "utils/acl.h"
+#include "utils/array.h"
+#include "utils/rls.h"
 #include "utils/builtins.h"
 #include "utils/float.h"
 #include "utils/json.h"
@@ -122,10 +125,12 @@ checked_tsvector(Datum value)
 	return t;
 }
 
+/* a term and its tf (a row's entry) or its weight (a query's) */
 typedef struct TermTf
 {
 	int32		term;
 	float4		tf;
+	double		weight;
 } TermTf;
 
 static int
@@ -217,22 +222,21 @@ SparseBM25QueryTerms(Relation index, Datum query, int *nq, int32 **terms, double
 
 	*terms = palloc(sizeof(int32) * Max(q->nterms, 1));
 	*weights = palloc(sizeof(double) * Max(q->nterms, 1));
+	/* sort the query's (term, weight) pairs by term, adding the weights of a shared term */
 	for (int i = 0; i < q->nterms; i++)
 	{
 		order[i].term = q->terms[i].term;
-		order[i].tf = (float4) i;	/* position, to fetch the weight */
+		order[i].weight = q->terms[i].weight;
 	}
 	qsort(order, q->nterms, sizeof(TermTf), termtf_cmp);
 	for (int i = 0; i < q->nterms; i++)
 	{
-		double		w = q->terms[(int) order[i].tf].weight;
-
 		if (n > 0 && (*terms)[n - 1] == order[i].term)
-			(*weights)[n - 1] += w;
+			(*weights)[n - 1] += order[i].weight;
 		else
 		{
 			(*terms)[n] = order[i].term;
-			(*weights)[n] = w;
+			(*weights)[n] = order[i].weight;
 			n++;
 		}
 	}
@@ -338,14 +342,6 @@ pending_df(Relation index, int n, const int32 *terms, uint32 *df, SparseMetaPage
 	UnlockReleaseBuffer(metabuf);
 }
 
-typedef struct QueryLexeme
-{
-	char	   *lexeme;
-	int			len;
-	int			reps;
-	int32		term;
-} QueryLexeme;
-
 static int
 int32_cmp(const void *a, const void *b)
 {
@@ -355,10 +351,87 @@ int32_cmp(const void *a, const void *b)
 	return x < y ? -1 : (x > y ? 1 : 0);
 }
 
+/* the entry of lexeme in t (entries are sorted by tsCompareString), or -1 */
+static int
+find_lexeme(TSVector t, char *lexeme, int len)
+{
+	int			lo = 0,
+				hi = t->size - 1;
+
+	while (lo <= hi)
+	{
+		int			mid = (lo + hi) / 2;
+		WordEntry  *e = &ARRPTR(t)[mid];
+		int			cmp = tsCompareString(STRPTR(t) + e->pos, e->len, lexeme, len, false);
+
+		if (cmp == 0)
+			return mid;
+		if (cmp < 0)
+			lo = mid + 1;
+		else
+			hi = mid - 1;
+	}
+	return -1;
+}
+
+static void
+check_parameters(double k1, double b)
+{
+	if (!isfinite(k1) || k1 < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("BM25's k1 must be finite and not negative, not %g", k1)));
+	if (!(b >= 0 && b <= 1))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("BM25's b must be between 0 and 1, not %g", b)));
+}
+
+/*
+ * A bm25query of the tsvector's lexemes (its positions count repetitions)
+ * with these statistics; df[i] is the document frequency of lexeme i.
+ */
+static BM25Query *
+make_query(TSVector tq, double k1, double b, double documents, double avgdl, const uint32 *df)
+{
+	Size		lexbytes = 0;
+	Size		size;
+	BM25Query  *q;
+	char	   *lexout;
+
+	for (int i = 0; i < tq->size; i++)
+		lexbytes += ARRPTR(tq)[i].len;
+	size = BM25QUERY_HDRSIZE(tq->size) + lexbytes;
+	q = palloc0(size);
+	SET_VARSIZE(q, size);
+	q->nterms = tq->size;
+	q->k1 = k1;
+	q->b = b;
+	q->avgdl = avgdl;
+	q->documents = documents;
+	lexout = BM25QUERY_LEXEMES(q);
+	lexbytes = 0;
+	for (int i = 0; i < tq->size; i++)
+	{
+		WordEntry  *e = &ARRPTR(tq)[i];
+		double		d = Min((double) df[i], documents);
+
+		q->terms[i].term = SparseLexemeTerm(STRPTR(tq) + e->pos, e->len);
+		q->terms[i].df = (uint32) d;
+		/* Lucene's idf: positive for every df <= N */
+		q->terms[i].weight = entry_tf(tq, e) * log(1.0 + (documents - d + 0.5) / (d + 0.5));
+		q->terms[i].lexoff = (uint32) lexbytes;
+		q->terms[i].lexlen = e->len;
+		memcpy(lexout + lexbytes, STRPTR(tq) + e->pos, e->len);
+		lexbytes += e->len;
+	}
+	return q;
+}
+
 /*
  * _bm25query(index, query tsvector, k1, b): the query's lexemes weighted
  * with the index's statistics now. Reading them needs SELECT on the index's
- * table.
+ * table, and no row-level security there: they count every row.
  */
 PG_FUNCTION_INFO_V1(bm25query_make);
 Datum
@@ -372,27 +445,16 @@ bm25query_make(PG_FUNCTION_ARGS)
 	Relation	heap,
 				index;
 	AclResult	aclresult;
-	QueryLexeme *lex;
 	int			n = tq->size;
 	int32	   *terms;
 	int			nterms = 0;
 	uint32	   *df;
+	uint32	   *lexemeDf;
 	SparseMetaPageData meta;
 	double		documents;
-	double		avgdl;
-	Size		lexbytes = 0;
-	Size		size;
 	BM25Query  *q;
-	char	   *lexout;
 
-	if (!isfinite(k1) || k1 < 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("BM25's k1 must be finite and not negative, not %g", k1)));
-	if (!(b >= 0 && b <= 1))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("BM25's b must be between 0 and 1, not %g", b)));
+	check_parameters(k1, b);
 	heapoid = IndexGetRelation(indexoid, true);
 	if (!OidIsValid(heapoid))
 		ereport(ERROR,
@@ -401,6 +463,12 @@ bm25query_make(PG_FUNCTION_ARGS)
 	aclresult = pg_class_aclcheck(heapoid, GetUserId(), ACL_SELECT);
 	if (aclresult != ACLCHECK_OK)
 		aclcheck_error(aclresult, OBJECT_TABLE, get_rel_name(heapoid));
+	if (check_enable_rls(heapoid, InvalidOid, false) == RLS_ENABLED)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("row-level security applies to table \"%s\": its index's statistics count rows the role cannot see",
+						get_rel_name(heapoid)),
+				 errhint("Compute the statistics of the visible rows and use _bm25query_statistics().")));
 	heap = table_open(heapoid, AccessShareLock);
 	index = index_open(indexoid, AccessShareLock);
 	if (index->rd_indam->ambuild != sparse_build || !SparseIsBM25(index))
@@ -408,19 +476,9 @@ bm25query_make(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
 				 errmsg("\"%s\" is not a sparse_inverted index over tsvector", RelationGetRelationName(index))));
 
-	lex = palloc(sizeof(QueryLexeme) * Max(n, 1));
 	terms = palloc(sizeof(int32) * Max(n, 1));
 	for (int i = 0; i < n; i++)
-	{
-		WordEntry  *e = &ARRPTR(tq)[i];
-
-		lex[i].lexeme = STRPTR(tq) + e->pos;
-		lex[i].len = e->len;
-		lex[i].reps = entry_tf(tq, e);
-		lex[i].term = SparseLexemeTerm(lex[i].lexeme, lex[i].len);
-		terms[i] = lex[i].term;
-		lexbytes += e->len;
-	}
+		terms[i] = SparseLexemeTerm(STRPTR(tq) + ARRPTR(tq)[i].pos, ARRPTR(tq)[i].len);
 	qsort(terms, n, sizeof(int32), int32_cmp);
 	for (int i = 0; i < n; i++)
 		if (nterms == 0 || terms[nterms - 1] != terms[i])
@@ -453,36 +511,82 @@ bm25query_make(PG_FUNCTION_ARGS)
 							RelationGetRelationName(index)),
 					 errhint("Retry the query.")));
 	}
-	documents = (double) (meta.segRows + meta.pendingRows);
-	avgdl = documents > 0 ? (double) (meta.segLength + meta.pendingLength) / documents : 0;
-
-	size = BM25QUERY_HDRSIZE(n) + lexbytes;
-	q = palloc0(size);
-	SET_VARSIZE(q, size);
-	q->nterms = n;
-	q->k1 = k1;
-	q->b = b;
-	q->avgdl = avgdl;
-	q->documents = documents;
-	lexout = BM25QUERY_LEXEMES(q);
-	lexbytes = 0;
+	lexemeDf = palloc(sizeof(uint32) * Max(n, 1));
 	for (int i = 0; i < n; i++)
 	{
-		int32	   *hit = bsearch(&lex[i].term, terms, nterms, sizeof(int32), int32_cmp);
-		double		d = Min((double) df[hit - terms], documents);
+		int32		term = SparseLexemeTerm(STRPTR(tq) + ARRPTR(tq)[i].pos, ARRPTR(tq)[i].len);
+		int32	   *hit = bsearch(&term, terms, nterms, sizeof(int32), int32_cmp);
 
-		q->terms[i].term = lex[i].term;
-		q->terms[i].df = (uint32) d;
-		/* Lucene's idf: positive for every df <= N */
-		q->terms[i].weight = lex[i].reps * log(1.0 + (documents - d + 0.5) / (d + 0.5));
-		q->terms[i].lexoff = (uint32) lexbytes;
-		q->terms[i].lexlen = (uint32) lex[i].len;
-		memcpy(lexout + lexbytes, lex[i].lexeme, lex[i].len);
-		lexbytes += lex[i].len;
+		lexemeDf[i] = df[hit - terms];
 	}
+	documents = (double) (meta.segRows + meta.pendingRows);
+	q = make_query(tq, k1, b, documents,
+				   documents > 0 ? (double) (meta.segLength + meta.pendingLength) / documents : 0,
+				   lexemeDf);
 	index_close(index, AccessShareLock);
 	table_close(heap, AccessShareLock);
 	PG_RETURN_POINTER(q);
+}
+
+/*
+ * _bm25query_statistics(query tsvector, k1, b, documents, total_length,
+ * lexemes text[], dfs bigint[]): the query's lexemes weighted with the
+ * statistics given (a lexeme not in lexemes has df 0), for a role that may
+ * only count the rows it sees.
+ */
+PG_FUNCTION_INFO_V1(bm25query_with_statistics);
+Datum
+bm25query_with_statistics(PG_FUNCTION_ARGS)
+{
+	TSVector	tq = checked_tsvector(PG_GETARG_DATUM(0));
+	double		k1 = PG_GETARG_FLOAT8(1);
+	double		b = PG_GETARG_FLOAT8(2);
+	int64		documents = PG_GETARG_INT64(3);
+	double		total = PG_GETARG_FLOAT8(4);
+	ArrayType  *lexemes = PG_GETARG_ARRAYTYPE_P(5);
+	ArrayType  *dfs = PG_GETARG_ARRAYTYPE_P(6);
+	Datum	   *lexemeValues,
+			   *dfValues;
+	bool	   *lexemeNulls,
+			   *dfNulls;
+	int			nlexemes,
+				ndfs;
+	uint32	   *df = palloc0(sizeof(uint32) * Max(tq->size, 1));
+
+	check_parameters(k1, b);
+	if (documents < 0 || documents > PG_UINT32_MAX || !isfinite(total) || total < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("documents must be between 0 and %u and total_length finite and not negative",
+						PG_UINT32_MAX)));
+	deconstruct_array(lexemes, TEXTOID, -1, false, TYPALIGN_INT, &lexemeValues, &lexemeNulls, &nlexemes);
+	deconstruct_array(dfs, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &dfValues, &dfNulls, &ndfs);
+	if (nlexemes != ndfs)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("lexemes and dfs must have the same length, not %d and %d", nlexemes, ndfs)));
+	for (int j = 0; j < nlexemes; j++)
+	{
+		text	   *t;
+		int64		d;
+		int			i;
+
+		if (lexemeNulls[j] || dfNulls[j])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("lexemes and dfs must not contain NULL")));
+		t = DatumGetTextPP(lexemeValues[j]);
+		d = DatumGetInt64(dfValues[j]);
+		if (d < 0 || d > documents)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("a df must be between 0 and documents, not " INT64_FORMAT, d)));
+		i = find_lexeme(tq, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+		if (i >= 0)
+			df[i] = (uint32) d;
+	}
+	PG_RETURN_POINTER(make_query(tq, k1, b, (double) documents,
+								 documents > 0 ? total / documents : 0, df));
 }
 
 /*
@@ -503,29 +607,11 @@ bm25_distance(PG_FUNCTION_ARGS)
 		length += entry_tf(t, &entries[i]);
 	for (int i = 0; i < q->nterms; i++)
 	{
-		char	   *lexeme = BM25QUERY_LEXEMES(q) + q->terms[i].lexoff;
-		int			len = (int) q->terms[i].lexlen;
-		int			lo = 0,
-					hi = t->size - 1;
+		int			hit = find_lexeme(t, BM25QUERY_LEXEMES(q) + q->terms[i].lexoff, (int) q->terms[i].lexlen);
 
-		/* tsvector lexemes are sorted by tsCompareString */
-		while (lo <= hi)
-		{
-			int			mid = (lo + hi) / 2;
-			WordEntry  *e = &entries[mid];
-			int			cmp = tsCompareString(STRPTR(t) + e->pos, e->len, lexeme, len, false);
-
-			if (cmp == 0)
-			{
-				score += q->terms[i].weight *
-					SparseBM25Part(entry_tf(t, e), length, q->k1, q->b, q->avgdl);
-				break;
-			}
-			if (cmp < 0)
-				lo = mid + 1;
-			else
-				hi = mid - 1;
-		}
+		if (hit >= 0)
+			score += q->terms[i].weight *
+				SparseBM25Part(entry_tf(t, &entries[hit]), length, q->k1, q->b, q->avgdl);
 	}
 	PG_RETURN_FLOAT8(-score);
 }

@@ -22,7 +22,8 @@ as $func$
             'keyword_search_scan', '_keyword_search_bm25', '_check_query_model', '_source_filter',
             'hybrid_search_evaluate', 'hybrid_search_score_run',
             'colbert_rerank', '_colbert_query', '_colbert_check_encoders', '_query_cache_prune',
-            '_query_cache_put', '_query_cache_count', 'to_bm25query', '_bm25query', 'bm25_distance'
+            '_query_cache_put', '_query_cache_count', 'to_bm25query', '_bm25query', 'bm25_distance',
+            '_bm25query_statistics', '_keyword_bm25query', 'bm25query_out'
         ]::name[]
         when 'write' then array[]::name[]
     end;

@@ -17,6 +17,7 @@ OWNER_ONLY = {
     "hybrid_search_check",
     "sparse_inverted_check",  # reads every row of the table: owner only
     "sparse_inverted_handler",  # called by the server, needs no EXECUTE
+    "bm25query_in",  # type input: always refuses (a bm25query is made by to_bm25query)
     "hybrid_search_grant",
     "hybrid_search_restore",
     "_documents_ddl",
