@@ -612,12 +612,13 @@ sparse_inverted_check(PG_FUNCTION_ARGS)
 			value = heap_getattr(&tuple, attnum, RelationGetDescr(heap), &isnull);
 			if (isnull != ((d->flags & SPARSE_DOC_NULL) != 0))
 				problem(&cs, "indexed row " TIDFMT " (not visible): null differs", TIDARGS(d->key));
-			else if (!isnull)
+			else if (!isnull && !VARATT_IS_EXTERNAL_ONDISK(DatumGetPointer(value)))
 			{
+				/* (a value in TOAST is not compared: a dead row's may be gone already) */
 				uint64		fp;
 				uint32		n;
 
-				/* copy out before the buffer lock goes: it may be toasted */
+				/* copy out before the buffer lock goes: it may be compressed */
 				value = PointerGetDatum(PG_DETOAST_DATUM_COPY(value));
 				fingerprint(index, value, &fp, &n);
 				if (fp != d->fp || n != d->n)

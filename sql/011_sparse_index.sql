@@ -54,8 +54,8 @@ comment on table @extschema@.hybrid_search_sparse_changes is
 
 -------------------------------------------------------------------------------
 -- _index_note_changes
--- Statement-level trigger of a derived index (sparse here, keyword in
--- 030_keyword_index.sql): remember inserted and deleted rows, and rows whose
+-- Statement-level trigger of a derived index (the table-based sparse
+-- index): remember inserted and deleted rows, and rows whose
 -- indexed column (tg_argv[1], compared in the binary form of its type's send
 -- function tg_argv[2], since sparsevec's equality lives in pgvector's schema)
 -- or id an UPDATE changed, in the index's change table (tg_argv[0]). The

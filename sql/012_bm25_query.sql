@@ -19,10 +19,16 @@ begin
         create type @extschema@.bm25query;
         create function @extschema@.bm25query_in(cstring) returns @extschema@.bm25query
         as '$libdir/hybrid_search', 'bm25query_in'
-        language c immutable strict parallel safe;
+        language c immutable strict parallel safe
+        set search_path to pg_catalog, pg_temp;
+        comment on function @extschema@.bm25query_in(cstring) is
+        'input of bm25query: refuses (a bm25query is made by to_bm25query)';
         create function @extschema@.bm25query_out(@extschema@.bm25query) returns cstring
         as '$libdir/hybrid_search', 'bm25query_out'
-        language c immutable strict parallel safe;
+        language c immutable strict parallel safe
+        set search_path to pg_catalog, pg_temp;
+        comment on function @extschema@.bm25query_out(@extschema@.bm25query) is
+        'output of bm25query: JSON with k1, b, the average length and every lexeme''s df and weight';
         create type @extschema@.bm25query (
             input = @extschema@.bm25query_in,
             output = @extschema@.bm25query_out,
@@ -64,15 +70,15 @@ create or replace function @extschema@._bm25query_statistics(
     b double precision,
     documents bigint,
     total_length double precision,
-    lexemes text [],
-    dfs bigint []
+    lexemes text[],
+    dfs bigint[]
 ) returns @extschema@.bm25query
 as '$libdir/hybrid_search', 'bm25query_with_statistics'
 language c immutable strict parallel safe
 set search_path to pg_catalog, pg_temp;
 
 comment on function @extschema@._bm25query_statistics(
-    tsvector, double precision, double precision, bigint, double precision, text [], bigint []
+    tsvector, double precision, double precision, bigint, double precision, text[], bigint[]
 ) is
 'a bm25query of the tsvector''s lexemes with the statistics given (rows, total length, df per lexeme)';
 

@@ -4,7 +4,7 @@
 -- weighted with documents_fts_bm25_idx's statistics, or, for a role under
 -- row-level security on documents, with those of the rows it sees (computed
 -- now, one pass over them): corpus-wide statistics would tell it which words
--- other tenants use.
+-- other tenants use. PARALLEL UNSAFE: the EXCEPTION block is a subtransaction.
 create or replace function @extschema@._keyword_bm25query(
     caller text, query text, config regconfig
 ) returns @extschema@.bm25query
@@ -14,8 +14,8 @@ declare
     settings record;
     visible_documents bigint;
     visible_length double precision;
-    visible_lexemes text [];
-    visible_dfs bigint [];
+    visible_lexemes text[];
+    visible_dfs bigint[];
 begin
     select s.bm25_k1, s.bm25_b into settings from @extschema@.hybrid_search_settings as s;
     begin
@@ -53,7 +53,7 @@ begin
     );
 end;
 $func$
-language plpgsql stable parallel safe security invoker
+language plpgsql stable parallel unsafe security invoker
 set search_path to pg_catalog, pg_temp;
 
 -------------------------------------------------------------------------------
@@ -63,14 +63,16 @@ set search_path to pg_catalog, pg_temp;
 -- document matching any of them (OR) is scored
 --   sum over query lexemes of idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avg_len))
 -- with tf = the lexeme's positions in fts, len = all positions, and
--- idf = ln(1 + (N - df + 0.5) / (df + 0.5)). The statistics (N, avg_len, df)
--- are those documents_fts_bm25_idx holds at the call (018_bm25_access_method.sql:
--- rows deleted or updated away count until VACUUM), or for a role under
--- row-level security those of the rows it sees (_keyword_bm25query). An index scan in exact
--- score order: the filter, the match and row-level security are checked row
--- by row while the scan goes on, so k rows come back whenever k visible rows
--- match; ties at the k-th score are all read (WITH TIES) and broken by id. match, in websearch_to_tsquery syntax ("quoted phrase", or, -word),
--- restricts the documents scored. A query of stop words only finds nothing.
+-- idf = ln(1 + (N - df + 0.5) / (df + 0.5)). The statistics (N, avg_len,
+-- df) are those documents_fts_bm25_idx holds at the call
+-- (018_bm25_access_method.sql: rows deleted or updated away count until
+-- VACUUM), or for a role under row-level security those of the rows it sees
+-- (_keyword_bm25query). An index scan in exact score order: the filter, the
+-- match and row-level security are checked row by row while the scan goes
+-- on, so k rows come back whenever k visible rows match; ties at the k-th
+-- score are all read (WITH TIES) and broken by id. match, in
+-- websearch_to_tsquery syntax ("quoted phrase", or, -word), restricts the
+-- documents scored. A query of stop words only finds nothing.
 create or replace function @extschema@.keyword_search(
     query text,
     k integer default 10,
@@ -110,7 +112,7 @@ begin
     limit k;
 end;
 $func$
-language plpgsql stable parallel safe security invoker rows 100
+language plpgsql stable parallel unsafe security invoker rows 100
 set search_path to pg_catalog, pg_temp
 set "hybrid_search.sparse_positive_only" to on;
 
@@ -160,7 +162,7 @@ begin
     limit k;
 end;
 $func$
-language plpgsql stable parallel safe security invoker rows 100
+language plpgsql stable parallel unsafe security invoker rows 100
 set search_path to pg_catalog, pg_temp
 set enable_indexscan to off
 set enable_bitmapscan to off;

@@ -29,8 +29,9 @@ for each statement execute function @extschema@._index_truncated(
 
 -------------------------------------------------------------------------------
 -- hybrid_search_refresh
--- Rebuilds the sparse and keyword (BM25) inverted indexes and refreshes the
--- statistics view,
+-- Rebuilds the table-based sparse inverted index and refreshes the
+-- statistics view (the BM25 index, documents_fts_bm25_idx, is kept up to
+-- date by every write and needs no refresh),
 -- without blocking readers or writers (a first refresh of the view, e.g.
 -- after pg_restore, cannot be concurrent and blocks readers of it briefly).
 create or replace function @extschema@.hybrid_search_refresh()
@@ -38,7 +39,6 @@ returns void
 as $func$
 begin
     perform @extschema@.hybrid_search_rebuild_sparse_index();
-    perform @extschema@.hybrid_search_rebuild_keyword_index();
     if (
         select c.relispopulated from pg_catalog.pg_class as c
         where c.oid = '@extschema@.hybrid_search_token_stats'::regclass
@@ -53,7 +53,7 @@ language plpgsql volatile security invoker
 set search_path to pg_catalog, pg_temp;
 
 comment on function @extschema@.hybrid_search_refresh is
-'rebuild the sparse and keyword inverted indexes and refresh hybrid_search_token_stats';
+'rebuild the table-based sparse inverted index and refresh hybrid_search_token_stats';
 
 -------------------------------------------------------------------------------
 -- query_tokens

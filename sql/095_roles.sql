@@ -19,7 +19,7 @@ as $func$
             'hybrid_search_model_info', 'hybrid_search_model_stats', 'hybrid_search_load_python',
             '_check_search_arguments', '_check_query_text', '_check_query_vector',
             '_sparse_search_index', '_dense_index_halfvec_dimensions',
-            'keyword_search_scan', '_keyword_search_bm25', '_check_query_model', '_source_filter',
+            'keyword_search_scan', '_check_query_model', '_source_filter',
             'hybrid_search_evaluate', 'hybrid_search_score_run',
             'colbert_rerank', '_colbert_query', '_colbert_check_encoders', '_query_cache_prune',
             '_query_cache_put', '_query_cache_count', 'to_bm25query', '_bm25query', 'bm25_distance',
@@ -33,8 +33,8 @@ set search_path to pg_catalog, pg_temp;
 
 -------------------------------------------------------------------------------
 -- _sparse_index_relations
--- The relations derived from documents.sparse and documents.fts (the sparse
--- and keyword indexes). They hold every row's terms and weights, so
+-- The relations derived from documents.sparse (the table-based sparse index
+-- and the token statistics). They hold every row's terms and weights, so
 -- row-level security on documents does not protect them.
 create or replace function @extschema@._sparse_index_relations()
 returns regclass[]
@@ -43,11 +43,7 @@ as $func$
         '@extschema@.hybrid_search_sparse_postings'::regclass,
         '@extschema@.hybrid_search_sparse_segment'::regclass,
         '@extschema@.hybrid_search_sparse_changes'::regclass,
-        '@extschema@.hybrid_search_token_stats'::regclass,
-        '@extschema@.hybrid_search_keyword_postings'::regclass,
-        '@extschema@.hybrid_search_keyword_lexemes'::regclass,
-        '@extschema@.hybrid_search_keyword_segment'::regclass,
-        '@extschema@.hybrid_search_keyword_changes'::regclass
+        '@extschema@.hybrid_search_token_stats'::regclass
     ];
 $func$
 language sql stable parallel safe security invoker

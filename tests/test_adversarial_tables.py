@@ -34,10 +34,6 @@ INDEX_READ = {
         "hybrid_search_sparse_segment",
         "hybrid_search_sparse_changes",
         "hybrid_search_token_stats",
-        "hybrid_search_keyword_postings",
-        "hybrid_search_keyword_lexemes",
-        "hybrid_search_keyword_segment",
-        "hybrid_search_keyword_changes",
     ]
 }
 WRITE = {

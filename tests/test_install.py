@@ -122,7 +122,6 @@ def test_a_writer_needs_no_rights_on_the_index_tables(db):
         db.execute("delete from documents")
         db.execute("reset role")
         assert db.execute("select count(*) from hybrid_search_sparse_changes").fetchone()[0] == 1
-        assert db.execute("select count(*) from hybrid_search_keyword_changes").fetchone()[0] == 1
     finally:
         db.execute("reset role")
         db.execute("drop owned by hs_writer")

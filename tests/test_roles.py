@@ -30,7 +30,6 @@ OWNER_ONLY = {
     "_documents_embed_updated",
     "_index_note_changes",
     "_index_truncated",
-    "hybrid_search_rebuild_keyword_index",
     "_queue_clear",
     "_queue_failed",
     "hybrid_search_process_queue",

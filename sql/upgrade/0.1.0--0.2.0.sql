@@ -5,9 +5,9 @@
 -- changed (dropped here, created again by the script), renamed objects.
 -- tests/test_upgrade.py compares an upgraded database with a fresh install.
 
--- The sparse and keyword indexes share one change-list trigger function
--- (_index_note_changes, _index_truncated); the triggers are created again by
--- the script, on the shared functions.
+-- The sparse index's change-list triggers move to shared functions
+-- (_index_note_changes, _index_truncated) and are created again by the
+-- script; the keyword index's go with it (below).
 drop trigger sparse_index_inserted on @extschema@.documents;
 drop trigger sparse_index_updated on @extschema@.documents;
 drop trigger sparse_index_deleted on @extschema@.documents;
@@ -20,6 +20,16 @@ drop function @extschema@._sparse_index_note_changes();
 drop function @extschema@._sparse_index_truncated();
 drop function @extschema@._keyword_index_note_changes();
 drop function @extschema@._keyword_index_truncated();
+
+-- The keyword leg is an index scan of documents_fts_bm25_idx (sparse_inverted
+-- over fts, created by the script, statistics kept by every write): the
+-- table-based keyword index, its statistics, change list and rebuild go.
+drop function @extschema@.hybrid_search_rebuild_keyword_index();
+drop function @extschema@._keyword_search_bm25(text, text, integer, jsonb, tsquery, boolean);
+drop table @extschema@.hybrid_search_keyword_postings;
+drop table @extschema@.hybrid_search_keyword_lexemes;
+drop table @extschema@.hybrid_search_keyword_segment;
+drop table @extschema@.hybrid_search_keyword_changes;
 
 -- ColBERT re-ranking: a configuration switch, stored vectors, result columns
 alter table @extschema@.hybrid_search_config add column colbert_store boolean;
