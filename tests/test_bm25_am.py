@@ -276,6 +276,20 @@ def test_hostile_inputs(docs):
         conn.execute("select to_bm25query('am_docs', 'w1')")
     with pytest.raises(psycopg.Error, match="cannot be written as text"):
         conn.execute("select '{}'::bm25query")
+    # a query made with another table's index: its statistics, still an exact ranking
+    conn.execute("drop table if exists am_other")
+    conn.execute("create table am_other (fts tsvector)")
+    conn.execute(
+        "insert into am_other select to_tsvector('simple', 'w1 w2 w2 w' || i)"
+        " from generate_series(1, 50) i"
+    )
+    conn.execute("create index am_other_idx on am_other using sparse_inverted (fts)")
+    other = "to_bm25query('am_other_idx', %(q)s, 'simple')"
+    try:
+        q = assert_exact(conn, rows, "w1 w2 w3", 100, expression=other)
+        assert q["documents"] == 50
+    finally:
+        conn.execute("drop table am_other")
     conn.execute("drop role if exists am_bm25_stranger")
     conn.execute("create role am_bm25_stranger")
     conn.execute("grant execute on function to_bm25query, _bm25query to am_bm25_stranger")
