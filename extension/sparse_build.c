@@ -21,9 +21,10 @@
 #include "sparse_index.h"
 
 void
-SparseMergeInputInit(SparseMergeInput *in)
+SparseMergeInputInit(SparseMergeInput *in, bool bm25)
 {
 	memset(in, 0, sizeof(*in));
+	in->bm25 = bm25;
 	in->maxpostings = 1024;
 	in->postings = palloc(in->maxpostings * sizeof(SparsePosting));
 	in->maxdocs = 256;
@@ -41,7 +42,9 @@ SparseMergeInputFree(SparseMergeInput *in)
 }
 
 /*
- * Add a row (newdoc) or more postings of the row added last.
+ * Add a row (newdoc) or more postings of the row added last. In a BM25
+ * index every posting of a row carries the row's length, the sum of its
+ * weights (tf), known once its last part is added.
  */
 void
 SparseMergeInputAdd(SparseMergeInput *in, ItemPointer tid, bool newdoc, bool isnull,
@@ -60,6 +63,8 @@ SparseMergeInputAdd(SparseMergeInput *in, ItemPointer tid, bool newdoc, bool isn
 		in->docs[in->ndocs].flags = isnull ? SPARSE_DOC_NULL : 0;
 		in->ndocs++;
 		in->memUsed += sizeof(SparseDoc);
+		in->docStart = in->npostings;
+		in->docLength = 0;
 	}
 	if (isnull)
 		return;
@@ -75,8 +80,13 @@ SparseMergeInputAdd(SparseMergeInput *in, ItemPointer tid, bool newdoc, bool isn
 		p->term = indices[i];
 		p->weight = values[i];
 		p->key = key;
+		p->length = 0;
+		in->docLength += values[i];
 	}
 	in->memUsed += nnz * sizeof(SparsePosting);
+	if (in->bm25)
+		for (int64 i = in->docStart; i < in->npostings; i++)
+			in->postings[i].length = (float4) in->docLength;
 }
 
 static int
@@ -196,11 +206,14 @@ writer_finish(SparseWriter *w)
 typedef struct TermWriter
 {
 	SparseWriter *w;
+	bool		bm25;
 	SparseDirEntry entry;
 	SparsePostingBlock *block;
 	uint64		keys[SPARSE_BLOCK_POSTINGS];
 	float4		weights[SPARSE_BLOCK_POSTINGS];
+	float4		lengths[SPARSE_BLOCK_POSTINGS];
 	int			n;
+	double		sumWeights;		/* of every posting written */
 } TermWriter;
 
 static void
@@ -211,14 +224,18 @@ term_flush_block(TermWriter *tw)
 	float4	   *weights;
 	BlockNumber blkno;
 	OffsetNumber off;
-	Size		size = SPARSE_BLOCK_SIZE(tw->n);
+	uint16		flags = tw->bm25 ? SPARSE_BLOCK_LENGTHS : 0;
+	Size		size = SPARSE_BLOCK_SIZE_FLAGS(tw->n, flags);
+	/* BM25: minw is the smallest row length */
+	const float4 *mins = tw->bm25 ? tw->lengths : tw->weights;
 
 	if (tw->n == 0)
 		return;
 	memset(b, 0, size);
 	b->n = tw->n;
+	b->flags = flags;
 	b->maxw = tw->weights[0];
-	b->minw = tw->weights[0];
+	b->minw = mins[0];
 	tids = SPARSE_BLOCK_TIDS(b);
 	weights = SPARSE_BLOCK_WEIGHTS(b);
 	for (int i = 0; i < tw->n; i++)
@@ -226,8 +243,11 @@ term_flush_block(TermWriter *tw)
 		SparseKeyTid(tw->keys[i], &tids[i]);
 		weights[i] = tw->weights[i];
 		b->maxw = Max(b->maxw, tw->weights[i]);
-		b->minw = Min(b->minw, tw->weights[i]);
+		b->minw = Min(b->minw, mins[i]);
+		tw->sumWeights += tw->weights[i];
 	}
+	if (tw->bm25)
+		memcpy(SPARSE_BLOCK_LENGTHS_OF(b), tw->lengths, tw->n * sizeof(float4));
 	b->lastKey = tw->keys[tw->n - 1];
 	writer_add(tw->w, b, size, &blkno, &off);
 	if (tw->entry.nblocks == 0)
@@ -247,10 +267,11 @@ term_flush_block(TermWriter *tw)
 }
 
 static inline void
-term_add(TermWriter *tw, uint64 key, float4 weight)
+term_add(TermWriter *tw, uint64 key, float4 weight, float4 length)
 {
 	tw->keys[tw->n] = key;
 	tw->weights[tw->n] = weight;
+	tw->lengths[tw->n] = length;
 	tw->n++;
 	tw->entry.df++;
 	if (tw->n == SPARSE_BLOCK_POSTINGS)
@@ -342,7 +363,7 @@ static void
 read_pending(Relation index, SparseMergeInput *in, const SparseMetaPageData *meta,
 			 BlockNumber lastBlk, OffsetNumber lastOff,
 			 BlockNumber **pages, int *npages, int *maxpages,
-			 int64 *ndocs, int64 *nentries)
+			 int64 *ndocs, int64 *nentries, int64 *nrows, double *length)
 {
 	BlockNumber blk = meta->pendingHead;
 	OffsetNumber first = meta->pendingHeadOff;
@@ -350,6 +371,8 @@ read_pending(Relation index, SparseMergeInput *in, const SparseMetaPageData *met
 
 	*ndocs = 0;
 	*nentries = 0;
+	*nrows = 0;
+	*length = 0;
 	while (BlockNumberIsValid(blk))
 	{
 		Buffer		buf = ReadBuffer(index, blk);
@@ -379,7 +402,12 @@ read_pending(Relation index, SparseMergeInput *in, const SparseMetaPageData *met
 								item->nnz, SPARSE_PENDING_INDICES(item), SPARSE_PENDING_VALUES(item));
 			if (newdoc)
 				(*ndocs)++;
+			if (newdoc && !(item->flags & SPARSE_DOC_NULL))
+				(*nrows)++;
 			*nentries += item->nnz;
+			if (in->bm25)
+				for (int j = 0; j < item->nnz; j++)
+					*length += SPARSE_PENDING_VALUES(item)[j];
 		}
 		next = SparsePageGetOpaque(page)->next;
 		UnlockReleaseBuffer(buf);
@@ -417,7 +445,10 @@ SparseMerge(Relation index, bool withPending, IndexBulkDeleteCallback callback,
 	int			nfree = 0,
 				maxfree = 0;
 	int64		pendDocs = 0,
-				pendEntries = 0;
+				pendEntries = 0,
+				pendRows = 0;
+	double		pendLength = 0;
+	int64		segRows = 0;
 	uint64	   *dead = NULL;
 	int64		ndead = 0,
 				maxdead = 0;
@@ -471,12 +502,12 @@ SparseMerge(Relation index, bool withPending, IndexBulkDeleteCallback callback,
 		in = extra;
 	else
 	{
-		SparseMergeInputInit(&local);
+		SparseMergeInputInit(&local, SparseIsBM25(index));
 		in = &local;
 	}
 	if (withPending && BlockNumberIsValid(lastBlk))
 		read_pending(index, in, &meta, lastBlk, lastOff, &freePages, &nfree, &maxfree,
-					 &pendDocs, &pendEntries);
+					 &pendDocs, &pendEntries, &pendRows, &pendLength);
 
 	qsort(in->docs, in->ndocs, sizeof(SparseDoc), doc_cmp);
 	if (in->npostings > 0)
@@ -547,7 +578,8 @@ SparseMerge(Relation index, bool withPending, IndexBulkDeleteCallback callback,
 	writer_init(&pw, index, SPARSE_PAGE_POSTING, newgen);
 	memset(&tw, 0, sizeof(tw));
 	tw.w = &pw;
-	tw.block = palloc(SPARSE_BLOCK_SIZE(SPARSE_BLOCK_POSTINGS));
+	tw.bm25 = in->bm25;
+	tw.block = palloc(SPARSE_BLOCK_SIZE_FLAGS(SPARSE_BLOCK_POSTINGS, SPARSE_BLOCK_LENGTHS));
 	memset(&dr, 0, sizeof(dr));
 	dr.r = &reader;
 	dr.blk = meta.dirHead;
@@ -605,13 +637,14 @@ SparseMerge(Relation index, bool withPending, IndexBulkDeleteCallback callback,
 			else if (haveO && (!haveN || okey < in->postings[pi].key))
 			{
 				if (!key_is_dead(okey, dead, ndead))
-					term_add(&tw, okey, it.weights[opos]);
+					term_add(&tw, okey, it.weights[opos], it.lengths ? it.lengths[opos] : 0);
 				opos++;
 			}
 			else
 			{
 				if (!key_is_dead(in->postings[pi].key, dead, ndead))
-					term_add(&tw, in->postings[pi].key, in->postings[pi].weight);
+					term_add(&tw, in->postings[pi].key, in->postings[pi].weight,
+							 in->postings[pi].length);
 				pi++;
 			}
 		}
@@ -726,6 +759,8 @@ SparseMerge(Relation index, bool withPending, IndexBulkDeleteCallback callback,
 			oflags[on] = oflag;
 			on++;
 			segDocs++;
+			if (!(oflag & SPARSE_DOC_NULL))
+				segRows++;
 			if (on == SPARSE_DOCLIST_CHUNK)
 				FLUSH_DOCS();
 		}
@@ -786,12 +821,16 @@ SparseMerge(Relation index, bool withPending, IndexBulkDeleteCallback callback,
 		m->nterms = (uint32) ndir;
 		m->segDocs = segDocs;
 		m->segPostings = segPostings;
+		m->segRows = segRows;
+		m->segLength = in->bm25 ? (uint64) tw.sumWeights : 0;
 		if (withPending && BlockNumberIsValid(lastBlk))
 		{
 			m->pendingHead = lastBlk;
 			m->pendingHeadOff = OffsetNumberNext(lastOff);
 			m->pendingDocs = (m->pendingDocs >= (uint64) pendDocs) ? m->pendingDocs - pendDocs : 0;
 			m->pendingEntries = (m->pendingEntries >= (uint64) pendEntries) ? m->pendingEntries - pendEntries : 0;
+			m->pendingRows = (m->pendingRows >= (uint64) pendRows) ? m->pendingRows - pendRows : 0;
+			m->pendingLength = (m->pendingLength >= (uint64) pendLength) ? m->pendingLength - (uint64) pendLength : 0;
 		}
 		GenericXLogFinish(state);
 		UnlockReleaseBuffer(metabuf);
@@ -810,7 +849,7 @@ SparseMerge(Relation index, bool withPending, IndexBulkDeleteCallback callback,
  * The metapage of an empty index, in page (of buf).
  */
 static void
-init_empty_metapage(Buffer buf, Page page)
+init_empty_metapage(Relation index, Buffer buf, Page page)
 {
 	SparseMetaPage m;
 
@@ -820,6 +859,7 @@ init_empty_metapage(Buffer buf, Page page)
 	m->magic = SPARSE_MAGIC;
 	m->version = SPARSE_VERSION;
 	m->generation = 1;
+	m->flags = SparseIsBM25(index) ? SPARSE_META_BM25 : 0;
 	m->dirIndexHead = InvalidBlockNumber;
 	m->dirHead = InvalidBlockNumber;
 	m->postingHead = InvalidBlockNumber;
@@ -844,7 +884,7 @@ write_metapage(Relation index, ForkNumber fork)
 		elog(ERROR, "sparse_inverted index \"%s\" is not empty", RelationGetRelationName(index));
 	state = GenericXLogStart(index);
 	page = GenericXLogRegisterBuffer(state, buf, GENERIC_XLOG_FULL_IMAGE);
-	init_empty_metapage(buf, page);
+	init_empty_metapage(index, buf, page);
 	GenericXLogFinish(state);
 	UnlockReleaseBuffer(buf);
 }
@@ -873,7 +913,7 @@ build_callback(Relation index, ItemPointer tid, Datum *values, bool *isnull,
 		int32	   *indices;
 		float4	   *vals;
 
-		SparseCheckSparsevec(index, values[0], &nnz, &indices, &vals);
+		SparseRowEntries(index, values[0], &nnz, &indices, &vals);
 		SparseMergeInputAdd(&bs->in, tid, true, false, nnz, indices, vals);
 	}
 	MemoryContextSwitchTo(oldcxt);
@@ -904,7 +944,7 @@ sparse_build(Relation heap, Relation index, IndexInfo *indexInfo)
 
 	memset(&bs, 0, sizeof(bs));
 	bs.index = index;
-	SparseMergeInputInit(&bs.in);
+	SparseMergeInputInit(&bs.in, SparseIsBM25(index));
 	bs.limit = Max((Size) maintenance_work_mem * 1024L / 2, 1024 * 1024);
 	bs.tmpCtx = AllocSetContextCreate(CurrentMemoryContext, "sparse_inverted build", ALLOCSET_DEFAULT_SIZES);
 
@@ -932,7 +972,7 @@ sparse_buildempty(Relation index)
 	LockBuffer(buf, BUFFER_LOCK_EXCLUSIVE);
 	START_CRIT_SECTION();
 	page = BufferGetPage(buf);
-	init_empty_metapage(buf, page);
+	init_empty_metapage(index, buf, page);
 	MarkBufferDirty(buf);
 	log_newpage_buffer(buf, true);
 	END_CRIT_SECTION();

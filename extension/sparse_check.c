@@ -12,6 +12,11 @@
  * not yet committed), with its weights if the tuple is still there. VACUUM
  * is kept out (ShareUpdateExclusiveLock on the table); writes go on. On a
  * hot standby the line pointers are not tested (replay cannot be kept out).
+ *
+ * For a BM25 index (over tsvector) the entries are the lexemes' hashes with
+ * their tf, every posting must carry its row's length (the sum of the row's
+ * tf), and the metapage's statistics (non-null rows, their total length)
+ * must be those of the rows the index holds, dead ones included.
  */
 #include "postgres.h"
 
@@ -48,6 +53,8 @@ typedef struct CheckDoc
 	uint64		key;			/* hash key: TID */
 	uint64		fp;
 	uint32		n;
+	double		sumw;			/* of its weights (BM25: its length) */
+	float4		length;			/* the length its postings carry, or -1 */
 	uint8		flags;			/* SPARSE_DOC_NULL */
 	bool		inDocList;
 	bool		inPending;
@@ -64,6 +71,12 @@ typedef struct CheckState
 	int64		nproblems;
 	int64		visible;
 	int64		postings;
+	bool		bm25;
+	/* the statistics of the rows the index holds */
+	uint64		segRows;
+	double		segLength;
+	uint64		pendingRows;
+	double		pendingLength;
 } CheckState;
 
 static void
@@ -106,6 +119,8 @@ get_doc(CheckState *cs, uint64 key)
 	{
 		d->fp = 0;
 		d->n = 0;
+		d->sumw = 0;
+		d->length = -1;
 		d->flags = 0;
 		d->inDocList = false;
 		d->inPending = false;
@@ -223,8 +238,10 @@ check_segment(CheckState *cs, const SparseMetaPageData *meta)
 			while (SparseListNextBlock(&it))
 			{
 				SparsePostingBlock *b = it.block;
+				/* BM25: minw is the smallest row length */
+				const float4 *mins = it.lengths ? it.lengths : it.weights;
 				float4		bmax = it.weights[0],
-							bmin = it.weights[0];
+							bmin = mins[0];
 
 				nb++;
 				for (int i = 0; i < b->n; i++)
@@ -235,15 +252,24 @@ check_segment(CheckState *cs, const SparseMetaPageData *meta)
 
 					if (!firstPosting && k <= lastKey)
 						problem(cs, "term %d: posting " TIDFMT " follows " TIDFMT, e->term, TIDARGS(k), TIDARGS(lastKey));
-					if (isnan(w) || isinf(w) || w == 0)
+					if (isnan(w) || isinf(w) || w == 0 || (cs->bm25 && (w < 1 || w != floorf(w))))
 						problem(cs, "term %d: posting " TIDFMT " has weight %g", e->term, TIDARGS(k), w);
 					firstPosting = false;
 					lastKey = k;
 					bmax = Max(bmax, w);
-					bmin = Min(bmin, w);
+					bmin = Min(bmin, mins[i]);
 					d = get_doc(cs, k);
 					d->fp += entry_fp(e->term, w);
 					d->n++;
+					d->sumw += w;
+					if (cs->bm25)
+					{
+						if (d->length >= 0 && d->length != it.lengths[i])
+							problem(cs, "row " TIDFMT ": its postings carry lengths %g and %g",
+									TIDARGS(k), d->length, it.lengths[i]);
+						d->length = it.lengths[i];
+						cs->segLength += w;
+					}
 					d->hasPostings = true;
 					df++;
 					cs->postings++;
@@ -302,6 +328,8 @@ check_segment(CheckState *cs, const SparseMetaPageData *meta)
 				d->inDocList = true;
 				d->flags = SPARSE_DOCCHUNK_FLAGS(c)[j];
 				ndocs++;
+				if (!(d->flags & SPARSE_DOC_NULL))
+					cs->segRows++;
 			}
 		}
 		blk = SparsePageGetOpaque(page)->next;
@@ -361,6 +389,8 @@ check_pending(CheckState *cs, SparseMetaPageData *meta)
 				cur->inPending = true;
 				cur->flags = item->flags & SPARSE_DOC_NULL;
 				ndocs++;
+				if (!(cur->flags & SPARSE_DOC_NULL))
+					cs->pendingRows++;
 			}
 			else if (cur == NULL || SparseTidKey(&item->tid) != cur->key)
 			{
@@ -371,6 +401,9 @@ check_pending(CheckState *cs, SparseMetaPageData *meta)
 			{
 				cur->fp += entry_fp(SPARSE_PENDING_INDICES(item)[j], SPARSE_PENDING_VALUES(item)[j]);
 				cur->n++;
+				cur->sumw += SPARSE_PENDING_VALUES(item)[j];
+				if (cs->bm25)
+					cs->pendingLength += SPARSE_PENDING_VALUES(item)[j];
 			}
 		}
 		blk = SparsePageGetOpaque(page)->next;
@@ -390,7 +423,7 @@ fingerprint(Relation index, Datum value, uint64 *fp, uint32 *n)
 	int32	   *indices;
 	float4	   *values;
 
-	SparseCheckSparsevec(index, value, &nnz, &indices, &values);
+	SparseRowEntries(index, value, &nnz, &indices, &values);
 	*fp = 0;
 	for (int i = 0; i < nnz; i++)
 		*fp += entry_fp(indices[i], values[i]);
@@ -484,6 +517,7 @@ sparse_inverted_check(PG_FUNCTION_ARGS)
 
 	memset(&cs, 0, sizeof(cs));
 	cs.index = index;
+	cs.bm25 = SparseIsBM25(index);
 	cs.heap = heap;
 	initStringInfo(&cs.problems);
 	memset(&ctl, 0, sizeof(ctl));
@@ -512,7 +546,18 @@ sparse_inverted_check(PG_FUNCTION_ARGS)
 			problem(&cs, "row " TIDFMT " is both merged and pending", TIDARGS(d->key));
 		if ((d->flags & SPARSE_DOC_NULL) && d->n > 0)
 			problem(&cs, "row " TIDFMT " is null but has postings", TIDARGS(d->key));
+		if (cs.bm25 && d->hasPostings && d->length != (float4) d->sumw)
+			problem(&cs, "row " TIDFMT ": its postings carry length %g, its tf add up to %g",
+					TIDARGS(d->key), d->length, d->sumw);
 	}
+	if (cs.bm25 &&
+		(meta.segRows != cs.segRows || (double) meta.segLength != cs.segLength ||
+		 pmeta.pendingRows != cs.pendingRows || (double) pmeta.pendingLength != cs.pendingLength))
+		problem(&cs, "the metapage counts %llu + %llu rows of length %llu + %llu; the index holds %llu + %llu of length %.0f + %.0f",
+				(unsigned long long) meta.segRows, (unsigned long long) pmeta.pendingRows,
+				(unsigned long long) meta.segLength, (unsigned long long) pmeta.pendingLength,
+				(unsigned long long) cs.segRows, (unsigned long long) cs.pendingRows,
+				cs.segLength, cs.pendingLength);
 
 	/* every row the snapshot sees */
 	indexInfo = BuildIndexInfo(index);
@@ -567,12 +612,13 @@ sparse_inverted_check(PG_FUNCTION_ARGS)
 			value = heap_getattr(&tuple, attnum, RelationGetDescr(heap), &isnull);
 			if (isnull != ((d->flags & SPARSE_DOC_NULL) != 0))
 				problem(&cs, "indexed row " TIDFMT " (not visible): null differs", TIDARGS(d->key));
-			else if (!isnull)
+			else if (!isnull && !VARATT_IS_EXTERNAL_ONDISK(DatumGetPointer(value)))
 			{
+				/* (a value in TOAST is not compared: a dead row's may be gone already) */
 				uint64		fp;
 				uint32		n;
 
-				/* copy out before the buffer lock goes: it may be toasted */
+				/* copy out before the buffer lock goes: it may be compressed */
 				value = PointerGetDatum(PG_DETOAST_DATUM_COPY(value));
 				fingerprint(index, value, &fp, &n);
 				if (fp != d->fp || n != d->n)
@@ -586,7 +632,8 @@ sparse_inverted_check(PG_FUNCTION_ARGS)
 	appendStringInfo(&out,
 					 "{\"consistent\": %s, \"visible_rows\": %lld, \"merged_rows\": %llu, "
 					 "\"pending_rows\": %llu, \"rows_not_visible\": %lld, \"postings\": %lld, "
-					 "\"terms\": %u, \"generation\": %u, \"problem_count\": %lld, \"problems\": [%s]}",
+					 "\"terms\": %u, \"generation\": %u, \"documents\": %llu, \"total_length\": %llu, "
+					 "\"problem_count\": %lld, \"problems\": [%s]}",
 					 cs.nproblems == 0 ? "true" : "false",
 					 (long long) cs.visible,
 					 (unsigned long long) meta.segDocs,
@@ -594,6 +641,8 @@ sparse_inverted_check(PG_FUNCTION_ARGS)
 					 (long long) invisible,
 					 (long long) cs.postings,
 					 meta.nterms, meta.generation,
+					 (unsigned long long) (meta.segRows + pmeta.pendingRows),
+					 (unsigned long long) (meta.segLength + pmeta.pendingLength),
 					 (long long) cs.nproblems, cs.problems.data);
 	index_close(index, AccessShareLock);
 	table_close(heap, lockmode);

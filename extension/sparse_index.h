@@ -71,7 +71,7 @@ typedef struct SparseMetaPageData
 	uint32		magic;
 	uint32		version;
 	uint32		generation;
-	uint32		unused;
+	uint32		flags;			/* SPARSE_META_BM25 */
 	/* segment: four chains of pages */
 	BlockNumber dirIndexHead;	/* directory index */
 	BlockNumber dirHead;		/* directory, in term order */
@@ -88,7 +88,14 @@ typedef struct SparseMetaPageData
 	uint16		unused3;
 	uint64		pendingDocs;
 	uint64		pendingEntries;
+	/* non-null rows and the sum of their lengths (BM25 indexes) */
+	uint64		segRows;
+	uint64		segLength;
+	uint64		pendingRows;
+	uint64		pendingLength;
 } SparseMetaPageData;
+
+#define SPARSE_META_BM25		0x0001
 
 typedef SparseMetaPageData *SparseMetaPage;
 
@@ -104,7 +111,7 @@ typedef struct SparseDirEntry
 	OffsetNumber firstOff;
 	uint16		unused;
 	float4		maxw;			/* largest weight of the term */
-	float4		minw;			/* smallest weight of the term */
+	float4		minw;			/* smallest weight (BM25: row length) */
 } SparseDirEntry;
 
 /* a directory page: first term on it */
@@ -116,12 +123,14 @@ typedef struct SparseDirIndexEntry
 
 /*
  * A posting block: n postings of one term in TID order. Followed by
- * n ItemPointerData, padding to 4 bytes, n float4.
+ * n ItemPointerData, padding to 4 bytes, n float4 weights and, with
+ * SPARSE_BLOCK_LENGTHS (BM25), n float4 row lengths.
  */
+#define SPARSE_BLOCK_LENGTHS	0x0001
 typedef struct SparsePostingBlock
 {
 	uint16		n;
-	uint16		unused;
+	uint16		flags;
 	float4		maxw;
 	float4		minw;
 	uint32		unused2;
@@ -132,7 +141,10 @@ typedef struct SparsePostingBlock
 #define SPARSE_BLOCK_TIDS(b) ((ItemPointerData *) (b)->data)
 #define SPARSE_BLOCK_TIDS_SIZE(n) MAXALIGN((n) * sizeof(ItemPointerData))
 #define SPARSE_BLOCK_WEIGHTS(b) ((float4 *) ((b)->data + SPARSE_BLOCK_TIDS_SIZE((b)->n)))
+#define SPARSE_BLOCK_LENGTHS_OF(b) (SPARSE_BLOCK_WEIGHTS(b) + (b)->n)
 #define SPARSE_BLOCK_SIZE(n) (offsetof(SparsePostingBlock, data) + SPARSE_BLOCK_TIDS_SIZE(n) + (n) * sizeof(float4))
+#define SPARSE_BLOCK_SIZE_FLAGS(n, flags) \
+	(SPARSE_BLOCK_SIZE(n) + (((flags) & SPARSE_BLOCK_LENGTHS) ? (n) * sizeof(float4) : 0))
 
 /* a doc-list item: n rows in TID order and a flag byte each */
 #define SPARSE_DOC_NULL			0x01
@@ -190,6 +202,7 @@ typedef struct SparsePosting
 	int32		term;
 	float4		weight;
 	uint64		key;
+	float4		length;			/* BM25: the row's length */
 } SparsePosting;
 
 /* a row being merged */
@@ -209,6 +222,9 @@ typedef struct SparseMergeInput
 	int64		ndocs;
 	int64		maxdocs;
 	Size		memUsed;
+	bool		bm25;
+	int64		docStart;		/* first posting of the row added last */
+	double		docLength;		/* its length so far (BM25) */
 } SparseMergeInput;
 
 /* GUCs */
@@ -222,13 +238,34 @@ extern Page SparseInitPage(Buffer buf, Page page, uint16 type, uint32 generation
 extern Buffer SparseNewBuffer(Relation index);
 extern void SparseReadMeta(Relation index, SparseMetaPageData *meta);
 extern void SparseCheckSparsevec(Relation index, Datum value, int32 *nnz, int32 **indices, float4 **values);
+extern bool SparseIsBM25(Relation index);
+extern void SparseRowEntries(Relation index, Datum value, int32 *nnz, int32 **indices, float4 **values);
+
+/* sparse_bm25.c */
+extern int32 SparseLexemeTerm(const char *lexeme, int len);
+extern void SparseTsvectorEntries(Relation index, Datum value, int32 *nnz, int32 **indices, float4 **values);
+extern void SparseBM25QueryTerms(Relation index, Datum query, int *nq, int32 **terms, double **weights,
+								 double *k1, double *b, double *avgdl);
+
+/*
+ * BM25's term part for a row: tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avgdl)),
+ * increasing in tf and decreasing in len for k1 >= 0 and 0 <= b <= 1. An
+ * empty index (avgdl 0) normalises by 1.
+ */
+static inline double
+SparseBM25Part(double tf, double len, double k1, double b, double avgdl)
+{
+	double		norm = avgdl > 0 ? 1.0 - b + b * len / avgdl : 1.0;
+
+	return tf * (k1 + 1.0) / (tf + k1 * norm);
+}
 extern bool SparsePageOk(Page page, uint16 type, uint32 generation);
 extern void SparseFreePages(Relation index, BlockNumber *blocks, int nblocks, uint32 generation);
 
 /* sparse_build.c */
 extern IndexBuildResult *sparse_build(Relation heap, Relation index, IndexInfo *indexInfo);
 extern void sparse_buildempty(Relation index);
-extern void SparseMergeInputInit(SparseMergeInput *in);
+extern void SparseMergeInputInit(SparseMergeInput *in, bool bm25);
 extern void SparseMergeInputAdd(SparseMergeInput *in, ItemPointer tid, bool newdoc, bool isnull,
 								int32 nnz, const int32 *indices, const float4 *values);
 extern void SparseMergeInputFree(SparseMergeInput *in);
@@ -276,6 +313,7 @@ typedef struct SparseListIter
 	SparsePostingBlock *block;
 	ItemPointerData *tids;
 	float4	   *weights;
+	float4	   *lengths;		/* BM25, else NULL */
 	int			pos;			/* within block */
 	bool		done;
 } SparseListIter;

@@ -17,7 +17,7 @@
 /* append one item to the pending list; the caller holds the metapage lock */
 static void
 append_item(Relation index, Buffer metabuf, SparsePendingItem *item, Size size,
-			bool newdoc, int32 nnz)
+			bool newdoc, int32 nnz, uint64 length)
 {
 	SparseMetaPage m = SparsePageGetMeta(BufferGetPage(metabuf));
 	Buffer		tailbuf = InvalidBuffer;
@@ -64,7 +64,10 @@ append_item(Relation index, Buffer metabuf, SparsePendingItem *item, Size size,
 		elog(ERROR, "could not add a pending item of %zu bytes", size);
 	if (newdoc)
 		m->pendingDocs++;
+	if (newdoc && !(item->flags & SPARSE_DOC_NULL))
+		m->pendingRows++;
 	m->pendingEntries += nnz;
+	m->pendingLength += length;
 	GenericXLogFinish(state);
 	if (BufferIsValid(tailbuf))
 		UnlockReleaseBuffer(tailbuf);
@@ -91,6 +94,7 @@ SparseAppendPending(Relation index, SparseMetaPageData *metaOut, ItemPointer tid
 	do
 	{
 		int32		n = isnull ? 0 : Min(nnz - done, SPARSE_PENDING_MAX_NNZ);
+		double		length = 0;
 
 		memset(item, 0, offsetof(SparsePendingItem, data));
 		item->tid = *tid;
@@ -100,8 +104,11 @@ SparseAppendPending(Relation index, SparseMetaPageData *metaOut, ItemPointer tid
 		{
 			memcpy(SPARSE_PENDING_INDICES(item), indices + done, n * sizeof(int32));
 			memcpy(SPARSE_PENDING_VALUES(item), values + done, n * sizeof(float4));
+			if (SparseIsBM25(index))
+				for (int32 i = 0; i < n; i++)
+					length += values[done + i];
 		}
-		append_item(index, metabuf, item, SPARSE_PENDING_SIZE(n), done == 0, n);
+		append_item(index, metabuf, item, SPARSE_PENDING_SIZE(n), done == 0, n, (uint64) length);
 		done += n;
 	} while (done < nnz && !isnull);
 	memcpy(metaOut, SparsePageGetMeta(BufferGetPage(metabuf)), sizeof(SparseMetaPageData));
@@ -128,7 +135,7 @@ sparse_insert(Relation index, Datum *values, bool *isnull, ItemPointer heap_tid,
 		int32	   *indices;
 		float4	   *vals;
 
-		SparseCheckSparsevec(index, values[0], &nnz, &indices, &vals);
+		SparseRowEntries(index, values[0], &nnz, &indices, &vals);
 		SparseAppendPending(index, &meta, heap_tid, false, nnz, indices, vals);
 	}
 

@@ -25,6 +25,12 @@
  * (rows with key <= 0 cannot have a positive <#>). Work is bounded: each batch reads each query term's postings at
  * most once, and there are at most log4(rows / batch size) + 1 batches
  * before the one full pass over the query terms' postings and the row list.
+ *
+ * What a posting adds to a row's score is the scorer's: the query weight
+ * times the posting's weight for sparsevec, BM25's term part (from tf, the
+ * row's length and the query's k1, b and average length) times the query
+ * lexeme's weight for a BM25 index (sparse_bm25.c). Both are bounded over a
+ * block or a list by its (maxw, minw), so the pruning above is the same.
  */
 #include "postgres.h"
 
@@ -55,8 +61,13 @@ typedef struct SparseScanOpaqueData
 	bool		positiveOnly;	/* hybrid_search.sparse_positive_only */
 	int			nq;
 	int32	   *qterms;
-	float4	   *qvals;
+	double	   *qw;				/* query weights */
 	double		c;
+	/* the scorer: BM25 (with its parameters) or the inner product */
+	bool		bm25;
+	double		k1;
+	double		b;
+	double		avgdl;
 	/* state */
 	bool		started;
 	bool		rest;			/* ranking every remaining row */
@@ -94,12 +105,26 @@ key_part(double p, double c)
 	return p + c * fabs(p);
 }
 
-/* bound on key_part for weights in [minw, maxw], slightly raised */
+/* what query term qi adds for a posting of weight w in a row of length len */
 static inline double
-term_bound(float4 q, float4 maxw, float4 minw, double c)
+term_score(SparseScanOpaque so, int qi, float4 w, float4 len)
 {
-	double		hi = Max((double) q * maxw, (double) q * minw);
-	double		b = key_part(hi, c);
+	if (so->bm25)
+		return so->qw[qi] * SparseBM25Part(w, len, so->k1, so->b, so->avgdl);
+	return so->qw[qi] * (double) w;
+}
+
+/*
+ * Bound on key_part of term qi over postings with (maxw, minw), slightly
+ * raised: BM25's part grows with tf and shrinks with length, an inner
+ * product is largest at one end of the weights.
+ */
+static inline double
+term_bound(SparseScanOpaque so, int qi, float4 maxw, float4 minw)
+{
+	double		hi = so->bm25 ? term_score(so, qi, maxw, minw)
+		: Max(so->qw[qi] * maxw, so->qw[qi] * minw);
+	double		b = key_part(hi, so->c);
 
 	return b + 1e-9 * fabs(b) + 1e-300;
 }
@@ -223,6 +248,8 @@ score_pending(Relation index, SparseScanOpaque so, SparseMetaPageData *meta,
 	BlockNumber blk;
 	OffsetNumber first;
 	double	   *contrib = palloc0(sizeof(double) * Max(so->nq, 1));
+	float4	   *weights = palloc0(sizeof(float4) * Max(so->nq, 1));
+	double		docLength = 0;
 	bool		haveDoc = false;
 	bool		docNull = false;
 	uint64		docTid = 0;
@@ -238,8 +265,11 @@ score_pending(Relation index, SparseScanOpaque so, SparseMetaPageData *meta,
 #define EMIT_DOC() \
 	do { \
 		if (haveDoc) { \
+			for (int qj = 0; qj < so->nq; qj++) \
+				contrib[qj] = weights[qj] != 0 ? term_score(so, qj, weights[qj], (float4) docLength) : 0; \
 			fn(docNull ? 0 : row_key(contrib, so->nq, so->c), docNull, docTid, arg); \
-			memset(contrib, 0, sizeof(double) * Max(so->nq, 1)); \
+			memset(weights, 0, sizeof(float4) * Max(so->nq, 1)); \
+			docLength = 0; \
 		} \
 	} while (0)
 
@@ -278,12 +308,16 @@ score_pending(Relation index, SparseScanOpaque so, SparseMetaPageData *meta,
 				continue;
 			idx = SPARSE_PENDING_INDICES(item);
 			val = SPARSE_PENDING_VALUES(item);
+			/* a BM25 row's length is the sum of its tf */
+			if (so->bm25)
+				for (int j = 0; j < item->nnz; j++)
+					docLength += val[j];
 			for (int j = 0; j < item->nnz && qi < so->nq; j++)
 			{
 				while (qi < so->nq && so->qterms[qi] < idx[j])
 					qi++;
 				if (qi < so->nq && so->qterms[qi] == idx[j])
-					contrib[qi] = (double) so->qvals[qi] * (double) val[j];
+					weights[qi] = val[j];
 			}
 		}
 		blk = SparsePageGetOpaque(page)->next;
@@ -294,6 +328,7 @@ score_pending(Relation index, SparseScanOpaque so, SparseMetaPageData *meta,
 #undef EMIT_DOC
 	UnlockReleaseBuffer(metabuf);
 	pfree(contrib);
+	pfree(weights);
 	return true;
 }
 
@@ -305,6 +340,14 @@ typedef struct ListPos
 	double		ub;				/* bound on its key part */
 	uint64		cur;			/* key of the current row, if !it.done */
 } ListPos;
+
+/* what the list's current posting adds */
+static inline double
+list_score(SparseScanOpaque so, ListPos *l)
+{
+	return term_score(so, l->qi, l->it.weights[l->it.pos],
+					  l->it.lengths ? l->it.lengths[l->it.pos] : 0);
+}
 
 static bool
 list_load(ListPos *l)
@@ -374,7 +417,7 @@ open_lists(Relation index, SparseScanOpaque so, SparseReader *r, SparseMetaPageD
 			continue;
 		SparseListBegin(&lists[n].it, r, &entries[i]);
 		lists[n].qi = i;
-		lists[n].ub = term_bound(so->qvals[i], entries[i].maxw, entries[i].minw, so->c);
+		lists[n].ub = term_bound(so, i, entries[i].maxw, entries[i].minw);
 		if (!list_load(&lists[n]))
 		{
 			if (r->conflict)
@@ -469,7 +512,7 @@ run_batch(IndexScanDesc scan)
 		{
 			if (!lists[i].it.done && lists[i].cur == d)
 			{
-				double		p = (double) so->qvals[lists[i].qi] * (double) lists[i].it.weights[lists[i].it.pos];
+				double		p = list_score(so, &lists[i]);
 
 				contrib[lists[i].qi] = p;
 				partial += key_part(p, so->c);
@@ -487,8 +530,7 @@ run_batch(IndexScanDesc scan)
 			}
 			if (!list_seek(&lists[i], d))
 				continue;
-			bub = term_bound(so->qvals[lists[i].qi], lists[i].it.block->maxw,
-							 lists[i].it.block->minw, so->c);
+			bub = term_bound(so, lists[i].qi, lists[i].it.block->maxw, lists[i].it.block->minw);
 			if (cannot_enter(&heap, partial + prefix[i] + Max(bub, 0)))
 			{
 				dropped = true;
@@ -496,7 +538,7 @@ run_batch(IndexScanDesc scan)
 			}
 			if (lists[i].cur == d)
 			{
-				double		p = (double) so->qvals[lists[i].qi] * (double) lists[i].it.weights[lists[i].it.pos];
+				double		p = list_score(so, &lists[i]);
 
 				contrib[lists[i].qi] = p;
 				partial += key_part(p, so->c);
@@ -604,7 +646,7 @@ run_rest(IndexScanDesc scan)
 		{
 			if (!lists[i].it.done && lists[i].cur == d)
 			{
-				contrib[lists[i].qi] = (double) so->qvals[lists[i].qi] * (double) lists[i].it.weights[lists[i].it.pos];
+				contrib[lists[i].qi] = list_score(so, &lists[i]);
 				list_next(&lists[i]);
 			}
 		}
@@ -701,9 +743,16 @@ sparse_rescan(IndexScanDesc scan, ScanKey keys, int nkeys, ScanKey orderbys, int
 	oldcxt = MemoryContextSwitchTo(so->cxt);
 	so->nq = 0;
 	so->qterms = NULL;
-	so->qvals = NULL;
+	so->qw = NULL;
 	so->queryNull = true;
-	if (scan->numberOfOrderBys > 0 && !(scan->orderByData[0].sk_flags & SK_ISNULL))
+	so->bm25 = SparseIsBM25(scan->indexRelation);
+	if (scan->numberOfOrderBys > 0 && !(scan->orderByData[0].sk_flags & SK_ISNULL) && so->bm25)
+	{
+		SparseBM25QueryTerms(scan->indexRelation, scan->orderByData[0].sk_argument,
+							 &so->nq, &so->qterms, &so->qw, &so->k1, &so->b, &so->avgdl);
+		so->queryNull = false;
+	}
+	else if (scan->numberOfOrderBys > 0 && !(scan->orderByData[0].sk_flags & SK_ISNULL))
 	{
 		int32		nnz;
 		int32	   *indices;
@@ -712,9 +761,10 @@ sparse_rescan(IndexScanDesc scan, ScanKey keys, int nkeys, ScanKey orderbys, int
 		SparseCheckSparsevec(scan->indexRelation, scan->orderByData[0].sk_argument, &nnz, &indices, &values);
 		so->nq = nnz;
 		so->qterms = palloc(sizeof(int32) * Max(nnz, 1));
-		so->qvals = palloc(sizeof(float4) * Max(nnz, 1));
+		so->qw = palloc(sizeof(double) * Max(nnz, 1));
 		memcpy(so->qterms, indices, sizeof(int32) * nnz);
-		memcpy(so->qvals, values, sizeof(float4) * nnz);
+		for (int i = 0; i < nnz; i++)
+			so->qw[i] = values[i];
 		so->queryNull = false;
 	}
 	so->c = (so->nq + 4) * (double) FLT_EPSILON;

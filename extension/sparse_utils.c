@@ -10,6 +10,7 @@
 #include "access/generic_xlog.h"
 #include "access/reloptions.h"
 #include "catalog/pg_type.h"
+#include "utils/rel.h"
 #include "commands/vacuum.h"
 #include "extension/vector/sparsevec.h"
 #include "fmgr.h"
@@ -178,6 +179,12 @@ SparseReadMeta(Relation index, SparseMetaPageData *meta)
 				 errhint("REINDEX it.")));
 	memcpy(meta, SparsePageGetMeta(page), sizeof(SparseMetaPageData));
 	UnlockReleaseBuffer(buf);
+	if (((meta->flags & SPARSE_META_BM25) != 0) != SparseIsBM25(index))
+		ereport(ERROR,
+				(errcode(ERRCODE_INDEX_CORRUPTED),
+				 errmsg("sparse_inverted index \"%s\" was built for another column type",
+						RelationGetRelationName(index)),
+				 errhint("REINDEX it.")));
 }
 
 /*
@@ -211,6 +218,26 @@ SparseCheckSparsevec(Relation index, Datum value, int32 *nnz, int32 **indices, f
 							index ? RelationGetRelationName(index) : "?"),
 					 errdetail("Indices must be increasing and in range, values finite.")));
 	}
+}
+
+/* whether the index is over tsvector (BM25) rather than sparsevec */
+bool
+SparseIsBM25(Relation index)
+{
+	return TupleDescAttr(RelationGetDescr(index), 0)->atttypid == TSVECTOROID;
+}
+
+/*
+ * A row's entries as the index stores them: (term, weight) sorted by term,
+ * from a sparsevec or, for a BM25 index, from a tsvector.
+ */
+void
+SparseRowEntries(Relation index, Datum value, int32 *nnz, int32 **indices, float4 **values)
+{
+	if (SparseIsBM25(index))
+		SparseTsvectorEntries(index, value, nnz, indices, values);
+	else
+		SparseCheckSparsevec(index, value, nnz, indices, values);
 }
 
 /*
@@ -344,9 +371,10 @@ SparseListBegin(SparseListIter *it, SparseReader *r, const SparseDirEntry *entry
 	it->off = entry->firstOff;
 	it->blocksLeft = entry->nblocks;
 	if (it->block == NULL)
-		it->block = palloc(SPARSE_BLOCK_SIZE(SPARSE_BLOCK_POSTINGS));
+		it->block = palloc(SPARSE_BLOCK_SIZE_FLAGS(SPARSE_BLOCK_POSTINGS, SPARSE_BLOCK_LENGTHS));
 	it->tids = NULL;
 	it->weights = NULL;
+	it->lengths = NULL;
 	it->pos = 0;
 	it->done = false;
 }
@@ -396,7 +424,8 @@ SparseListNextBlock(SparseListIter *it)
 	b = (SparsePostingBlock *) PageGetItem(page, iid);
 	if (ItemIdGetLength(iid) < offsetof(SparsePostingBlock, data) ||
 		b->n == 0 || b->n > SPARSE_BLOCK_POSTINGS ||
-		ItemIdGetLength(iid) != SPARSE_BLOCK_SIZE(b->n))
+		b->flags != (SparseIsBM25(it->reader->index) ? SPARSE_BLOCK_LENGTHS : 0) ||
+		ItemIdGetLength(iid) != SPARSE_BLOCK_SIZE_FLAGS(b->n, b->flags))
 	{
 		UnlockReleaseBuffer(buf);
 		ereport(ERROR,
@@ -410,6 +439,7 @@ SparseListNextBlock(SparseListIter *it)
 	it->blocksLeft--;
 	it->tids = SPARSE_BLOCK_TIDS(it->block);
 	it->weights = SPARSE_BLOCK_WEIGHTS(it->block);
+	it->lengths = (it->block->flags & SPARSE_BLOCK_LENGTHS) ? SPARSE_BLOCK_LENGTHS_OF(it->block) : NULL;
 	it->pos = 0;
 	return true;
 }

@@ -98,8 +98,8 @@ comment on view @extschema@.hybrid_search_settings is
 -------------------------------------------------------------------------------
 -- hybrid_search_configure
 -- Change settings by name; arguments left NULL keep their current value. A
--- new text search configuration rewrites documents.fts, and new BM25
--- parameters rebuild the keyword index. colbert_store => true (BGE-M3 only)
+-- new text search configuration rewrites documents.fts (and so the BM25
+-- index); new BM25 parameters apply to the next query. colbert_store => true (BGE-M3 only)
 -- makes writes store ColBERT vectors from now on (existing rows get them when
 -- re-embedded; until then colbert_rerank computes theirs); false clears the
 -- stored ones. Runs with the
@@ -165,11 +165,6 @@ begin
     if after.text_search_config <> before.text_search_config then
         update @extschema@.documents as d
         set fts = pg_catalog.to_tsvector(after.text_search_config, d.content);
-    end if;
-    if (after.text_search_config, after.bm25_k1, after.bm25_b)
-        is distinct from (before.text_search_config, before.bm25_k1, before.bm25_b)
-        and exists (select from @extschema@.hybrid_search_keyword_segment) then
-        perform @extschema@.hybrid_search_rebuild_keyword_index();
     end if;
     return query select * from @extschema@.hybrid_search_settings;
 end;

@@ -1,14 +1,78 @@
 -------------------------------------------------------------------------------
+-- _keyword_bm25query
+-- The bm25query of a keyword search: the query's lexemes under config,
+-- weighted with documents_fts_bm25_idx's statistics, or, for a role under
+-- row-level security on documents, with those of the rows it sees (computed
+-- now, one pass over them): corpus-wide statistics would tell it which words
+-- other tenants use. PARALLEL UNSAFE: the EXCEPTION block is a subtransaction.
+create or replace function @extschema@._keyword_bm25query(
+    caller text, query text, config regconfig
+) returns @extschema@.bm25query
+as $func$
+declare
+    lexemes tsvector;
+    settings record;
+    visible_documents bigint;
+    visible_length double precision;
+    visible_lexemes text[];
+    visible_dfs bigint[];
+begin
+    select s.bm25_k1, s.bm25_b into settings from @extschema@.hybrid_search_settings as s;
+    begin
+        lexemes := pg_catalog.to_tsvector(config, query);
+    exception when program_limit_exceeded then
+        raise exception '%: a query of % characters makes a tsvector over PostgreSQL''s 1 MB limit',
+            caller, pg_catalog.length(query)
+        using errcode = 'program_limit_exceeded', detail = sqlerrm, hint = 'shorten the query';
+    end;
+    if not pg_catalog.row_security_active('@extschema@.documents'::regclass) then
+        return @extschema@._bm25query(
+            '@extschema@.documents_fts_bm25_idx'::regclass, lexemes, settings.bm25_k1, settings.bm25_b
+        );
+    end if;
+    select count(*), coalesce(sum(l.length), 0)
+    into visible_documents, visible_length
+    from @extschema@.documents as d
+    cross join lateral (
+        select sum(coalesce(pg_catalog.cardinality(u.positions), 1)) as length
+        from pg_catalog.unnest(d.fts) as u
+    ) as l
+    where d.fts is not null;
+    select pg_catalog.array_agg(f.lexeme), pg_catalog.array_agg(f.df)
+    into visible_lexemes, visible_dfs
+    from (
+        select u.lexeme, count(*) as df
+        from @extschema@.documents as d
+        cross join lateral pg_catalog.unnest(d.fts) as u
+        where u.lexeme = any(pg_catalog.tsvector_to_array(lexemes))
+        group by u.lexeme
+    ) as f;
+    return @extschema@._bm25query_statistics(
+        lexemes, settings.bm25_k1, settings.bm25_b, visible_documents, visible_length,
+        coalesce(visible_lexemes, '{}'), coalesce(visible_dfs, '{}')
+    );
+end;
+$func$
+language plpgsql stable parallel unsafe security invoker
+set search_path to pg_catalog, pg_temp;
+
+-------------------------------------------------------------------------------
 -- keyword_search
 -- Okapi BM25 over PostgreSQL's own lexemes: the query is turned into lexemes
 -- with the text search configuration documents.fts is built with, and a
 -- document matching any of them (OR) is scored
 --   sum over query lexemes of idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avg_len))
--- with tf = the lexeme's positions in fts and len = all positions. Exact top
--- k through the keyword inverted index (030_keyword_index.sql); statistics
--- are those of the last hybrid_search_refresh(). match, in websearch_to_tsquery
--- syntax ("quoted phrase", or, -word), restricts the documents scored. A query
--- of stop words only finds nothing.
+-- with tf = the lexeme's positions in fts, len = all positions, and
+-- idf = ln(1 + (N - df + 0.5) / (df + 0.5)). The statistics (N, avg_len,
+-- df) are those documents_fts_bm25_idx holds at the call
+-- (018_bm25_access_method.sql: rows deleted or updated away count until
+-- VACUUM), or for a role under row-level security those of the rows it sees
+-- (_keyword_bm25query). An index scan in exact score order: the filter, the
+-- match and row-level security are checked row by row while the scan goes
+-- on, so k rows come back whenever k visible rows match; ties at the k-th
+-- score are all read (WITH TIES) and broken by id. match, in
+-- websearch_to_tsquery syntax ("quoted phrase", or, -word), restricts the
+-- documents scored. A query of stop words only finds nothing.
 create or replace function @extschema@.keyword_search(
     query text,
     k integer default 10,
@@ -19,33 +83,46 @@ as $func$
 #variable_conflict use_column
 declare
     config regconfig := (select s.text_search_config from @extschema@.hybrid_search_settings as s);
+    bm25 @extschema@.bm25query;
+    match_query tsquery;
 begin
     perform @extschema@._check_query_text('keyword_search', query);
     perform @extschema@._check_search_arguments('keyword_search', k, filter);
+    bm25 := @extschema@._keyword_bm25query('keyword_search', query, config);
+    match_query := case when match is not null then pg_catalog.websearch_to_tsquery(config, match) end;
     return query
     select
-        r.id,
-        (row_number() over (order by r.score desc, r.id))::integer,
-        r.score
-    from @extschema@._keyword_search_bm25(
-        config::text, query, k, filter,
-        case when match is not null then pg_catalog.websearch_to_tsquery(config, match) end,
-        false
-    ) as r
-    order by r.score desc, r.id;
+        n.id,
+        (row_number() over (order by n.distance, n.id))::integer,
+        -n.distance
+    from (
+        select
+            d.id,
+            d.fts operator(@extschema@.<&>) bm25 as distance
+        from @extschema@.documents as d
+        where
+            d.fts is not null
+            and (filter is null or d.metadata @> filter)
+            and (match_query is null or d.fts @@ match_query)
+        order by distance
+        fetch first k rows with ties
+    ) as n
+    where n.distance < 0
+    order by n.distance, n.id
+    limit k;
 end;
 $func$
 language plpgsql stable parallel unsafe security invoker rows 100
-set search_path to pg_catalog, pg_temp;
+set search_path to pg_catalog, pg_temp
+set "hybrid_search.sparse_positive_only" to on;
 
 comment on function @extschema@.keyword_search is
 'k best BM25 matches for the query''s lexemes (OR), optionally filtered by metadata and a websearch match';
 
 -------------------------------------------------------------------------------
 -- keyword_search_scan
--- The same ranking by reading every document's fts, with statistics computed
--- now: the exact reference for keyword_search, and what it does until the
--- keyword index is first built.
+-- The same ranking, with the same index statistics, by computing every
+-- document's score: the exact reference keyword_search is tested against.
 create or replace function @extschema@.keyword_search_scan(
     query text,
     k integer default 10,
@@ -56,24 +133,39 @@ as $func$
 #variable_conflict use_column
 declare
     config regconfig := (select s.text_search_config from @extschema@.hybrid_search_settings as s);
+    bm25 @extschema@.bm25query;
+    match_query tsquery;
 begin
     perform @extschema@._check_query_text('keyword_search_scan', query);
     perform @extschema@._check_search_arguments('keyword_search_scan', k, filter);
+    bm25 := @extschema@._keyword_bm25query('keyword_search_scan', query, config);
+    match_query := case when match is not null then pg_catalog.websearch_to_tsquery(config, match) end;
     return query
     select
-        r.id,
-        (row_number() over (order by r.score desc, r.id))::integer,
-        r.score
-    from @extschema@._keyword_search_bm25(
-        config::text, query, k, filter,
-        case when match is not null then pg_catalog.websearch_to_tsquery(config, match) end,
-        true
-    ) as r
-    order by r.score desc, r.id;
+        n.id,
+        (row_number() over (order by n.distance, n.id))::integer,
+        -n.distance
+    from (
+        select
+            d.id,
+            d.fts operator(@extschema@.<&>) bm25 as distance
+        from @extschema@.documents as d
+        where
+            d.fts is not null
+            and (filter is null or d.metadata @> filter)
+            and (match_query is null or d.fts @@ match_query)
+        order by distance
+        fetch first k rows with ties
+    ) as n
+    where n.distance < 0
+    order by n.distance, n.id
+    limit k;
 end;
 $func$
 language plpgsql stable parallel unsafe security invoker rows 100
-set search_path to pg_catalog, pg_temp;
+set search_path to pg_catalog, pg_temp
+set enable_indexscan to off
+set enable_bitmapscan to off;
 
 comment on function @extschema@.keyword_search_scan is
-'BM25 by reading every document with current statistics (exact reference for keyword_search)';
+'BM25 with the keyword index''s statistics by scoring every document (exact reference for keyword_search)';

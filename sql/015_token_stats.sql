@@ -36,6 +36,32 @@ on @extschema@.hybrid_search_token_stats (token_id);
 comment on materialized view @extschema@.hybrid_search_token_stats is
 'per-token document frequency and maximum weight of documents.sparse; refresh with hybrid_search_refresh()';
 
+-------------------------------------------------------------------------------
+-- _index_truncated
+-- TRUNCATE documents empties derived relations (tg_argv: tables are emptied,
+-- a populated materialized view is refreshed) in the same transaction. Runs
+-- as the owner: whoever may truncate documents needs no right on them.
+create or replace function @extschema@._index_truncated()
+returns trigger
+as $func$
+declare
+    index_table text;
+begin
+    foreach index_table in array tg_argv loop
+        if (select c.relkind from pg_catalog.pg_class as c where c.oid = index_table::regclass) = 'm' then
+            if (select c.relispopulated from pg_catalog.pg_class as c where c.oid = index_table::regclass) then
+                execute pg_catalog.format('refresh materialized view %s', index_table::regclass);
+            end if;
+        else
+            execute pg_catalog.format('delete from %s', index_table::regclass);
+        end if;
+    end loop;
+    return null;
+end;
+$func$
+language plpgsql volatile security definer
+set search_path to pg_catalog, pg_temp;
+
 -- TRUNCATE documents empties the statistics too.
 create or replace trigger token_stats_truncated
 after truncate on @extschema@.documents
@@ -45,16 +71,15 @@ for each statement execute function @extschema@._index_truncated(
 
 -------------------------------------------------------------------------------
 -- hybrid_search_refresh
--- Rebuilds the keyword (BM25) inverted index and refreshes
--- hybrid_search_token_stats, without blocking readers or writers (a first
--- refresh of the view, e.g. after pg_restore, cannot be concurrent and blocks
--- readers of it briefly). The sparse leg's index (documents_sparse_idx) needs
--- no refresh: it takes every write at once.
+-- Refreshes hybrid_search_token_stats without blocking readers or writers
+-- (a first refresh of the view, e.g. after pg_restore, cannot be concurrent
+-- and blocks readers of it briefly). Both inverted indexes
+-- (documents_sparse_idx, documents_fts_bm25_idx) take every write at once
+-- and need no refresh.
 create or replace function @extschema@.hybrid_search_refresh()
 returns void
 as $func$
 begin
-    perform @extschema@.hybrid_search_rebuild_keyword_index();
     if (
         select c.relispopulated from pg_catalog.pg_class as c
         where c.oid = '@extschema@.hybrid_search_token_stats'::regclass
@@ -69,7 +94,7 @@ language plpgsql volatile security invoker
 set search_path to pg_catalog, pg_temp;
 
 comment on function @extschema@.hybrid_search_refresh is
-'rebuild the keyword inverted index and refresh hybrid_search_token_stats';
+'refresh hybrid_search_token_stats (the inverted indexes need no refresh)';
 
 -------------------------------------------------------------------------------
 -- query_tokens

@@ -1,5 +1,6 @@
 """Helpers shared by the tests."""
 
+import math
 import signal
 import subprocess
 from pathlib import Path
@@ -57,3 +58,42 @@ def popen_interruptible(args: list, **kwargs) -> subprocess.Popen:
     return subprocess.Popen(
         args, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kwargs
     )
+
+
+def terms(conn) -> dict[int, dict[str, int]]:
+    """{doc id: {lexeme: positions}} as stored in documents.fts."""
+    out: dict[int, dict[str, int]] = {}
+    for doc_id, lexeme, tf in conn.execute(
+        "select d.id, u.lexeme, coalesce(cardinality(u.positions), 1)"
+        " from documents d, unnest(d.fts) u"
+    ):
+        out.setdefault(doc_id, {})[lexeme] = tf
+    for (doc_id,) in conn.execute("select id from documents"):
+        out.setdefault(doc_id, {})
+    return out
+
+
+def bm25(conn, query, k1=1.2, b=0.75, stats_from=None):
+    """Okapi BM25 (Lucene idf) of every document; statistics from stats_from or the corpus."""
+    docs = terms(conn)
+    basis = stats_from or docs
+    n = len(basis)
+    avgdl = sum(sum(t.values()) for t in basis.values()) / n
+    q = {}
+    for lexeme, count in conn.execute(
+        "select lexeme, cardinality(positions) from unnest(to_tsvector('english', %s))", [query]
+    ):
+        q[lexeme] = count
+    scores = {}
+    for doc_id, tfs in docs.items():
+        dl = sum(tfs.values())
+        s = 0.0
+        for lexeme, qtf in q.items():
+            if lexeme in tfs:
+                df = sum(1 for t in basis.values() if lexeme in t)
+                idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
+                tf = tfs[lexeme]
+                s += qtf * idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * dl / avgdl))
+        if s > 0:
+            scores[doc_id] = s
+    return sorted(scores.items(), key=lambda t: (-t[1], t[0]))

@@ -172,6 +172,13 @@ PARALLEL_SAFE = {
     "sparse_entries(sparsevec)",
     "sparse_search(sparsevec,integer,jsonb)",  # reads documents, no PL/Python
     "sparse_to_jsonb(sparsevec)",
+    "bm25query_in(cstring)",
+    "bm25query_out(bm25query)",
+    "bm25_distance(tsvector,bm25query)",
+    "_bm25query(regclass,tsvector,double precision,double precision)",  # reads the index
+    "_bm25query_statistics(tsvector,double precision,double precision,bigint,double precision,"
+    "text[],bigint[])",
+    "to_bm25query(regclass,text,regconfig)",  # reads settings and the index
 }
 PARALLEL_RESTRICTED = {
     "hybrid_search_score_run(hybrid_search_run_row[],regclass,integer,text[])",  # qrels may be
@@ -186,6 +193,11 @@ IMMUTABLE = {
     "sparse_dot(sparsevec,sparsevec)",
     "sparse_entries(sparsevec)",
     "sparse_to_jsonb(sparsevec)",
+    "bm25query_in(cstring)",
+    "bm25query_out(bm25query)",
+    "bm25_distance(tsvector,bm25query)",
+    "_bm25query_statistics(tsvector,double precision,double precision,bigint,double precision,"
+    "text[],bigint[])",
 }
 
 
@@ -269,9 +281,8 @@ def test_errors_inside_our_python_functions_leave_the_interpreter_intact(request
                     "select pg_temp.wrapped('sales')",
                 ),
                 "an SQL error inside plpy.execute": (
-                    "select 1",
-                    "select * from _keyword_search_bm25('no_such_config', 'x', 3, null, null,"
-                    " true)",
+                    "set default_transaction_read_only = on",
+                    "select hybrid_search_rebuild_sparse_index()",
                 ),
                 "plpy.error": (
                     "select hybrid_search_configure(max_content_chars => 5)",

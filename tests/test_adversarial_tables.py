@@ -31,10 +31,6 @@ INDEX_READ = {
     (relation, "SELECT", None)
     for relation in [
         "hybrid_search_token_stats",
-        "hybrid_search_keyword_postings",
-        "hybrid_search_keyword_lexemes",
-        "hybrid_search_keyword_segment",
-        "hybrid_search_keyword_changes",
     ]
 }
 WRITE = {

@@ -1,10 +1,12 @@
-"""The BM25 keyword leg against a BM25 computed here from documents.fts."""
+"""The BM25 keyword leg (keyword_search: an index scan of documents_fts_bm25_idx)
+against a BM25 computed here from documents.fts, and against keyword_search_scan
+(every document scored with the index's statistics)."""
 
-import math
+import json
 
 import psycopg
 import pytest
-from helpers import insert
+from helpers import bm25, insert, terms
 
 TEXTS = [
     "CREATE INDEX CONCURRENTLY builds an index without blocking writes",
@@ -21,45 +23,6 @@ TEXTS = [
 ]
 
 
-def terms(conn) -> dict[int, dict[str, int]]:
-    """{doc id: {lexeme: positions}} as stored in documents.fts."""
-    out: dict[int, dict[str, int]] = {}
-    for doc_id, lexeme, tf in conn.execute(
-        "select d.id, u.lexeme, coalesce(cardinality(u.positions), 1)"
-        " from documents d, unnest(d.fts) u"
-    ):
-        out.setdefault(doc_id, {})[lexeme] = tf
-    for (doc_id,) in conn.execute("select id from documents"):
-        out.setdefault(doc_id, {})
-    return out
-
-
-def bm25(conn, query, k1=1.2, b=0.75, stats_from=None):
-    """Okapi BM25 (Lucene idf) of every document; statistics from stats_from or the corpus."""
-    docs = terms(conn)
-    basis = stats_from or docs
-    n = len(basis)
-    avgdl = sum(sum(t.values()) for t in basis.values()) / n
-    q = {}
-    for lexeme, count in conn.execute(
-        "select lexeme, cardinality(positions) from unnest(to_tsvector('english', %s))", [query]
-    ):
-        q[lexeme] = count
-    scores = {}
-    for doc_id, tfs in docs.items():
-        dl = sum(tfs.values())
-        s = 0.0
-        for lexeme, qtf in q.items():
-            if lexeme in tfs:
-                df = sum(1 for t in basis.values() if lexeme in t)
-                idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
-                tf = tfs[lexeme]
-                s += qtf * idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * dl / avgdl))
-        if s > 0:
-            scores[doc_id] = s
-    return sorted(scores.items(), key=lambda t: (-t[1], t[0]))
-
-
 def search(conn, query, k=10, fn="keyword_search", **kwargs):
     args = "".join(f", {name} => %({name})s" for name in kwargs)
     return [
@@ -74,12 +37,22 @@ def assert_ranking(got, expected, k=10):
     expected = expected[:k]
     assert [i for i, _ in got] == [i for i, _ in expected]
     for (_, score), (_, want) in zip(got, expected, strict=True):
-        assert score == pytest.approx(want, rel=1e-5)
+        assert score == pytest.approx(want, rel=1e-9)
+
+
+def statistics(conn, query) -> dict:
+    """What to_bm25query read from the index: documents, avgdl, and df per lexeme."""
+    text = conn.execute(
+        "select to_bm25query('documents_fts_bm25_idx', %s)::text", [query]
+    ).fetchone()[0]
+    return json.loads(text)
 
 
 @pytest.fixture
 def corpus(db):
     insert(db, *TEXTS)
+    # embedding on write updates every new row once: VACUUM leaves one version each
+    db.execute("vacuum documents")
     return db
 
 
@@ -87,22 +60,29 @@ QUERIES = ["index scan without blocking", "lock writes", "the rows of a table", 
 
 
 @pytest.mark.parametrize("query", QUERIES)
-def test_scan_before_the_first_build_is_exact_bm25(corpus, query):
-    assert corpus.execute("select count(*) from hybrid_search_keyword_segment").fetchone()[0] == 0
-    assert_ranking(search(corpus, query), bm25(corpus, query))
-
-
-@pytest.mark.parametrize("query", QUERIES)
 @pytest.mark.parametrize("k", [1, 3, 10])
 def test_index_is_exact_bm25(corpus, query, k):
-    corpus.execute("select hybrid_search_refresh()")
-    assert corpus.execute("select count(*) from hybrid_search_keyword_changes").fetchone()[0] == 0
     assert_ranking(search(corpus, query, k), bm25(corpus, query), k)
     assert_ranking(search(corpus, query, k, fn="keyword_search_scan"), bm25(corpus, query), k)
 
 
+def test_keyword_search_is_an_index_scan(corpus):
+    plans = []
+    corpus.add_notice_handler(lambda d: plans.append(d.message_primary))
+    corpus.execute("load 'auto_explain'")
+    corpus.execute("set auto_explain.log_min_duration = 0")
+    corpus.execute("set auto_explain.log_nested_statements = on")
+    corpus.execute("set auto_explain.log_level = notice")
+    corpus.execute("set enable_seqscan = off")  # a few rows: a sequential scan would be cheaper
+    try:
+        search(corpus, "index lock")
+    finally:
+        corpus.execute("reset enable_seqscan")
+        corpus.execute("reset auto_explain.log_min_duration")
+    assert any("Index Scan using documents_fts_bm25_idx" in p for p in plans), "\n\n".join(plans)
+
+
 def test_k1_and_b_are_configurable(corpus):
-    corpus.execute("select hybrid_search_refresh()")
     corpus.execute("select hybrid_search_configure(bm25_k1 => 2.0, bm25_b => 0.3)")
     expected = bm25(corpus, "index table", k1=2.0, b=0.3)
     assert expected != bm25(corpus, "index table")
@@ -112,30 +92,39 @@ def test_k1_and_b_are_configurable(corpus):
         corpus.execute("select hybrid_search_configure(bm25_b => 1.5)")
 
 
-def test_changed_documents_are_scored_with_the_build_statistics(corpus):
-    corpus.execute("select hybrid_search_refresh()")
-    built = terms(corpus)
+def test_writes_are_found_at_once_and_dead_rows_count_until_vacuum(corpus):
+    before = terms(corpus)
     (new_id,) = insert(corpus, "a brand new zebra index about zebra lock contention")
     corpus.execute("update documents set content = 'nothing about that anymore' where id = 1")
     corpus.execute("delete from documents where id = 2")
-    changed = {r[0] for r in corpus.execute("select doc_id from hybrid_search_keyword_changes")}
-    assert changed == {1, 2, new_id}
+    # the index holds every version written since the last VACUUM: row 2, the old
+    # version of row 1, and two versions each of the new row and the new row 1 (the
+    # write, then embedding on write updating it)
+    now = terms(corpus)
+    held = {**before, new_id: now[new_id], 1001: now[new_id], 1002: now[1], 1003: now[1]}
+    stats = statistics(corpus, "zebra")
+    assert stats["documents"] == len(held)
+    assert stats["terms"][0]["df"] == 2
     for query in ["zebra", "index lock", "concurrently"]:
-        expected = bm25(corpus, query, stats_from=built)
         got = search(corpus, query)
+        expected = [(i, s) for i, s in bm25(corpus, query, stats_from=held) if i < 1000]
         assert_ranking(got, expected)
+        assert_ranking(search(corpus, query, fn="keyword_search_scan"), expected)
         assert 2 not in [i for i, _ in got]
         assert 1 not in [i for i, _ in got]
     assert search(corpus, "zebra")[0][0] == new_id
-    # a refresh takes the new statistics and forgets the changes
+    # VACUUM takes the dead rows out of the statistics
+    corpus.execute("vacuum documents")
+    assert statistics(corpus, "zebra")["documents"] == len(terms(corpus))
+    assert_ranking(search(corpus, "index lock"), bm25(corpus, "index lock"))
+    # hybrid_search_refresh() still runs and changes nothing here
     corpus.execute("select hybrid_search_refresh()")
-    assert corpus.execute("select count(*) from hybrid_search_keyword_changes").fetchone()[0] == 0
     assert_ranking(search(corpus, "index lock"), bm25(corpus, "index lock"))
 
 
 def test_metadata_filter_and_match(corpus):
     corpus.execute("update documents set metadata = '{\"even\": true}' where id % 2 = 0")
-    corpus.execute("select hybrid_search_refresh()")
+    corpus.execute("vacuum documents")
     expected = [(i, s) for i, s in bm25(corpus, "index table") if i % 2 == 0]
     assert_ranking(search(corpus, "index table", filter='{"even": true}'), expected)
     hits = search(corpus, "index", match='"unique index" -gin')
@@ -144,15 +133,63 @@ def test_metadata_filter_and_match(corpus):
 
 
 def test_stop_words_and_unknown_words_find_nothing(corpus):
-    corpus.execute("select hybrid_search_refresh()")
     assert search(corpus, "the and of") == []
     assert search(corpus, "xylophone") == []
 
 
 def test_truncate_empties_the_keyword_index(corpus):
-    corpus.execute("select hybrid_search_refresh()")
-    assert corpus.execute("select count(*) from hybrid_search_keyword_postings").fetchone()[0] > 0
+    assert statistics(corpus, "index")["documents"] == len(TEXTS)
     corpus.execute("truncate documents")
-    for table in ("postings", "lexemes", "segment", "changes"):
-        count = corpus.execute(f"select count(*) from hybrid_search_keyword_{table}").fetchone()[0]
-        assert count == 0, table
+    assert statistics(corpus, "index")["documents"] == 0
+    assert search(corpus, "index") == []
+
+
+def test_a_search_role_and_row_level_security(corpus):
+    corpus.execute("update documents set metadata = '{\"tenant\": 1}' where id % 3 = 0")
+    corpus.execute("drop role if exists bm25_tenant")
+    corpus.execute("create role bm25_tenant")
+    corpus.execute("select hybrid_search_grant('bm25_tenant', 'search')")
+    corpus.execute("alter table documents enable row level security")
+    corpus.execute(
+        "create policy bm25_tenant on documents to bm25_tenant"
+        " using (metadata @> '{\"tenant\": 1}')"
+    )
+    try:
+        # scored with the statistics of the rows the role sees
+        visible = {i: t for i, t in terms(corpus).items() if i % 3 == 0}
+        expected = [
+            (i, s)
+            for i, s in bm25(corpus, "index queries rows", stats_from=visible)
+            if i in visible
+        ]
+        corpus.execute("set role bm25_tenant")
+        got = search(corpus, "index queries rows", 3)
+        assert len(got) == 3
+        assert_ranking(got, expected, 3)
+    finally:
+        corpus.execute("reset role")
+        corpus.execute("drop policy bm25_tenant on documents")
+        corpus.execute("alter table documents disable row level security")
+        corpus.execute("select hybrid_search_revoke('bm25_tenant')")
+        corpus.execute("revoke all on schema public from bm25_tenant")
+        corpus.execute("drop role bm25_tenant")
+    # a role without SELECT on documents cannot read the index's statistics
+    corpus.execute("drop role if exists bm25_stranger")
+    corpus.execute("create role bm25_stranger")
+    corpus.execute("grant usage on schema public to bm25_stranger")
+    corpus.execute(
+        "grant execute on function keyword_search, _keyword_bm25query, _bm25query,"
+        " _check_query_text, _check_search_arguments to bm25_stranger"
+    )
+    try:
+        corpus.execute("set role bm25_stranger")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="documents"):
+            search(corpus, "index")
+    finally:
+        corpus.execute("reset role")
+        corpus.execute(
+            "revoke all on function keyword_search, _keyword_bm25query, _bm25query,"
+            " _check_query_text, _check_search_arguments from bm25_stranger"
+        )
+        corpus.execute("revoke all on schema public from bm25_stranger")
+        corpus.execute("drop role bm25_stranger")

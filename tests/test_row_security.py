@@ -106,8 +106,6 @@ def test_every_leg_and_the_fusion_see_only_the_tenants_rows(tenants):
 def test_derived_data_is_not_readable_by_a_tenant(tenants):
     tenants.execute("set role tenant_a")
     for relation in [
-        "hybrid_search_keyword_postings",
-        "hybrid_search_keyword_changes",
         "hybrid_search_token_stats",
     ]:
         with pytest.raises(psycopg.errors.InsufficientPrivilege):

@@ -63,7 +63,7 @@ def run(plpy) -> list[tuple[str, str, str]]:
             "fts agrees with content everywhere",
         ),
         _dense_index(plpy, ours),
-        _sparse_access_method(plpy, ours),
+        *(_access_method_index(plpy, ours, *index) for index in _ACCESS_METHOD_INDEXES),
         _token_stats(plpy, ours),
         _privileges(plpy, ours),
         _preload(plpy, ours),
@@ -210,45 +210,66 @@ def _dense_index(plpy, ours):
     return ("dense_index", "ok", f"documents_dense_idx ({rows[0]['method']}) is valid")
 
 
-def _sparse_access_method(plpy, ours):
-    """documents_sparse_idx (the sparse_inverted index sparse_search scans) against
-    documents, by sparse_inverted_check(): structure, and every visible row indexed
-    with exactly its weights, every other indexed row a dead or uncommitted one."""
-    name = f"{ours}.documents_sparse_idx"
+# the sparse_inverted indexes: check name, index, its column and opclass, and the
+# status and consequence of its absence
+_ACCESS_METHOD_INDEXES = [
+    (
+        "sparse_access_method",
+        "documents_sparse_idx",
+        "sparse sparsevec_ip_ops",
+        ("warning", "sparse_search uses the table-based index"),
+    ),
+    (
+        "keyword_access_method",
+        "documents_fts_bm25_idx",
+        "fts tsvector_bm25_ops",
+        ("error", "keyword_search fails"),
+    ),
+]
+
+
+def _access_method_index(plpy, ours, check_name, index, definition, missing):
+    """A sparse_inverted index (documents_sparse_idx for sparse_search,
+    documents_fts_bm25_idx for keyword_search) against documents, by
+    sparse_inverted_check(): structure, every visible row indexed with exactly its
+    weights (or lexemes' tf and length), every other indexed row a dead or
+    uncommitted one, and the BM25 statistics those of the rows it holds."""
+    name = f"{ours}.{index}"
     rows = _query(
         plpy,
         "select i.indisvalid as valid from pg_catalog.pg_index as i"
         " where i.indexrelid = pg_catalog.to_regclass($1)",
         name,
     )
+    column, opclass = definition.split()
     if not rows:
+        status, consequence = missing
         return (
-            "sparse_access_method",
-            "warning",
-            "no documents_sparse_idx: sparse_search uses the table-based index;"
-            f" create it with: create index documents_sparse_idx on {ours}.documents"
-            f" using sparse_inverted (sparse {ours}.sparsevec_ip_ops)",
+            check_name,
+            status,
+            f"no {index}: {consequence}; create it with: create index {index}"
+            f" on {ours}.documents using sparse_inverted ({column} {ours}.{opclass})",
         )
     if not rows[0]["valid"]:
         return (
-            "sparse_access_method",
+            check_name,
             "error",
-            f"documents_sparse_idx is invalid (an interrupted build): reindex index {name}",
+            f"{index} is invalid (an interrupted build): reindex index {name}",
         )
     report = json.loads(
         _query(plpy, f"select {ours}.sparse_inverted_check($1::regclass) as r", name)[0]["r"]
     )
     if not report["consistent"]:
         return (
-            "sparse_access_method",
+            check_name,
             "error",
-            f"documents_sparse_idx disagrees with documents ({report['problem_count']} problems:"
+            f"{index} disagrees with documents ({report['problem_count']} problems:"
             f" {'; '.join(report['problems'][:SAMPLE])}): reindex index {name}",
         )
     return (
-        "sparse_access_method",
+        check_name,
         "ok",
-        f"documents_sparse_idx agrees with documents: {report['visible_rows']} rows"
+        f"{index} agrees with documents: {report['visible_rows']} rows"
         f" ({report['merged_rows']} merged, {report['pending_rows']} pending,"
         f" {report['rows_not_visible']} dead or uncommitted awaiting VACUUM)",
     )

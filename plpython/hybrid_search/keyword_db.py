@@ -1,5 +1,8 @@
 """The BM25 keyword index's storage in PostgreSQL: rebuilding it and searching it.
 
+Only for a 0.1.0 database until ALTER EXTENSION UPDATE (sql_api says why): from
+0.2.0 on the keyword leg is an index scan of documents_fts_bm25_idx.
+
 Mirrors sparse_db: postings in hybrid_search_keyword_postings, a lexeme
 dictionary with document frequencies, one segment row with the build's
 statistics, and a change list of documents whose fts changed since. Searches

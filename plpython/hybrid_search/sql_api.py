@@ -313,6 +313,10 @@ def backend_memory(plpy):
     return result
 
 
+# The two entry points below serve only a 0.1.0 database between `hybrid-search setup`
+# (which installs this module) and ALTER EXTENSION UPDATE: from 0.2.0 on the keyword leg
+# is an index scan of documents_fts_bm25_idx, and keyword_db / keyword_index go when 0.1.0
+# is no longer an upgrade source.
 def rebuild_keyword_index(plpy):
     k1, b = keyword_db.bm25_parameters(plpy)
     return keyword_db.rebuild(plpy, k1, b)

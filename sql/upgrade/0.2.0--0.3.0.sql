@@ -1,7 +1,9 @@
 -------------------------------------------------------------------------------
 -- upgrade 0.2.0 -> 0.3.0
--- The sparse leg runs on documents_sparse_idx (sparse_inverted, 016) alone:
--- its table-based inverted index, change list, triggers and rebuild go.
+-- Both inverted-index legs are index scans of sparse_inverted indexes:
+-- documents_sparse_idx (016) and documents_fts_bm25_idx (018, created by the
+-- script, its BM25 statistics kept by every write). The table-based indexes,
+-- their change lists, triggers and rebuilds go.
 -- hybrid_search_token_stats is computed from documents.sparse instead of
 -- those postings; the script creates it again. An upgrade from 0.1.0 runs
 -- 0.1.0--0.2.0 first, which already dropped the triggers: hence IF EXISTS.
@@ -15,3 +17,24 @@ drop function if exists @extschema@._sparse_search_index(@extschema:vector@.spar
 drop table if exists @extschema@.hybrid_search_sparse_postings;
 drop table if exists @extschema@.hybrid_search_sparse_segment;
 drop table if exists @extschema@.hybrid_search_sparse_changes;
+drop trigger if exists keyword_index_inserted on @extschema@.documents;
+drop trigger if exists keyword_index_updated on @extschema@.documents;
+drop trigger if exists keyword_index_deleted on @extschema@.documents;
+drop trigger if exists keyword_index_truncated on @extschema@.documents;
+drop function if exists @extschema@.hybrid_search_rebuild_keyword_index();
+drop function if exists @extschema@._keyword_search_bm25(text, text, integer, jsonb, tsquery, boolean);
+drop function if exists @extschema@._index_note_changes();
+drop table if exists @extschema@.hybrid_search_keyword_postings;
+drop table if exists @extschema@.hybrid_search_keyword_lexemes;
+drop table if exists @extschema@.hybrid_search_keyword_segment;
+drop table if exists @extschema@.hybrid_search_keyword_changes;
+
+-- Posting blocks and the metapage gained BM25 fields (zero for a sparsevec
+-- index): rebuild the sparse index in this library's format.
+do $block$
+begin
+    if pg_catalog.to_regclass('@extschema@.documents_sparse_idx') is not null then
+        reindex index @extschema@.documents_sparse_idx;
+    end if;
+end;
+$block$;

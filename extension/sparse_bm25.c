@@ -1,0 +1,617 @@
+/*
+ * sparse_bm25.c: BM25 over tsvector on the sparse_inverted access method.
+ *
+ * A row's entries are its lexemes, each as a 32-bit hash (the term) with
+ * its tf (positions, 1 without) as weight; lexemes of one row sharing a hash
+ * add their tf. bm25query, made once per query by to_bm25query(), holds what
+ * the score needs: per query lexeme its text, term and weight (idf times its
+ * repetitions, idf = ln(1 + (N - df + 0.5) / (df + 0.5)) with N and df read
+ * from the index), and k1, b and the average row length. Then
+ *   tsvector <&> bm25query = -(sum over query lexemes of
+ *       weight * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avgdl)))
+ * is a pure function of its two arguments, comparing lexemes by their text.
+ * The index scan computes the same sum from the postings; a hash collision
+ * can only raise a row's tf there (and a query term's weight, when two query
+ * lexemes collide), so the index's value bounds the exact one from above and
+ * the executor's recheck restores the exact order.
+ *
+ * df counts rows whose lexemes include one with the lexeme's hash: the
+ * lexeme's own df unless it shares its hash with another lexeme of the
+ * corpus (about one pair in 2^32 for a given lexeme).
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "access/relation.h"
+#include "access/table.h"
+#include "catalog/index.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
+#include "common/hashfn.h"
+#include "fmgr.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "storage/bufmgr.h"
+#include "tsearch/ts_type.h"
+#include "tsearch/ts_utils.h"
+#include "utils/acl.h"
+#include "utils/array.h"
+#include "utils/rls.h"
+#include "utils/builtins.h"
+#include "utils/float.h"
+#include "utils/json.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+
+#include "sparse_index.h"
+
+/* bm25query: a header, nterms terms, then their lexemes' bytes */
+typedef struct BM25QueryTerm
+{
+	float8		weight;			/* idf times the lexeme's repetitions in the query */
+	int32		term;			/* the lexeme's hash */
+	uint32		df;
+	uint32		lexoff;			/* into the lexeme bytes */
+	uint32		lexlen;
+} BM25QueryTerm;
+
+typedef struct BM25Query
+{
+	int32		vl_len_;
+	int32		nterms;
+	float8		k1;
+	float8		b;
+	float8		avgdl;
+	float8		documents;
+	BM25QueryTerm terms[FLEXIBLE_ARRAY_MEMBER];
+} BM25Query;
+
+#define BM25QUERY_MAX_TERMS		(1 << 20)
+#define BM25QUERY_LEXEMES(q)	((char *) &(q)->terms[(q)->nterms])
+#define BM25QUERY_HDRSIZE(n)	(offsetof(BM25Query, terms) + (Size) (n) * sizeof(BM25QueryTerm))
+
+int32
+SparseLexemeTerm(const char *lexeme, int len)
+{
+	return (int32) hash_bytes((const unsigned char *) lexeme, len);
+}
+
+/* tf of a tsvector entry: its positions, 1 for a lexeme stored without */
+static inline int
+entry_tf(TSVector t, WordEntry *e)
+{
+	int			n = e->haspos ? POSDATALEN(t, e) : 0;
+
+	return n > 0 ? n : 1;
+}
+
+/*
+ * A detoasted tsvector whose entries and positions lie inside the value: the
+ * type's input guarantees it, a damaged value must not take us outside.
+ */
+static TSVector
+checked_tsvector(Datum value)
+{
+	TSVector	t = DatumGetTSVector(value);
+	Size		size = VARSIZE(t);
+	Size		strstart;
+
+	if (size < DATAHDRSIZE || t->size < 0 ||
+		(Size) t->size > (size - DATAHDRSIZE) / sizeof(WordEntry))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("malformed tsvector value")));
+	strstart = CALCDATASIZE(t->size, 0);
+	for (int i = 0; i < t->size; i++)
+	{
+		WordEntry  *e = &ARRPTR(t)[i];
+		Size		end = strstart + e->pos + e->len;
+
+		if (e->haspos)
+		{
+			end = strstart + SHORTALIGN(e->pos + e->len);
+			if (end + sizeof(uint16) > size ||
+				end + sizeof(uint16) + *(uint16 *) (STRPTR(t) + SHORTALIGN(e->pos + e->len)) * sizeof(WordEntryPos) > size)
+				ereport(ERROR,
+						(errcode(ERRCODE_DATA_CORRUPTED),
+						 errmsg("malformed tsvector value")));
+		}
+		else if (end > size)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("malformed tsvector value")));
+	}
+	return t;
+}
+
+/* a term and its tf (a row's entry) or its weight (a query's) */
+typedef struct TermTf
+{
+	int32		term;
+	float4		tf;
+	double		weight;
+} TermTf;
+
+static int
+termtf_cmp(const void *a, const void *b)
+{
+	int32		ta = ((const TermTf *) a)->term;
+	int32		tb = ((const TermTf *) b)->term;
+
+	return ta < tb ? -1 : (ta > tb ? 1 : 0);
+}
+
+/*
+ * A row's entries in a BM25 index: (term, tf) sorted by term, lexemes
+ * sharing a hash merged by adding their tf.
+ */
+void
+SparseTsvectorEntries(Relation index, Datum value, int32 *nnz, int32 **indices, float4 **values)
+{
+	TSVector	t = checked_tsvector(value);
+	TermTf	   *pairs = palloc(sizeof(TermTf) * Max(t->size, 1));
+	int			n = 0;
+
+	for (int i = 0; i < t->size; i++)
+	{
+		WordEntry  *e = &ARRPTR(t)[i];
+
+		pairs[i].term = SparseLexemeTerm(STRPTR(t) + e->pos, e->len);
+		pairs[i].tf = (float4) entry_tf(t, e);
+	}
+	qsort(pairs, t->size, sizeof(TermTf), termtf_cmp);
+	*indices = palloc(sizeof(int32) * Max(t->size, 1));
+	*values = palloc(sizeof(float4) * Max(t->size, 1));
+	for (int i = 0; i < t->size; i++)
+	{
+		if (n > 0 && (*indices)[n - 1] == pairs[i].term)
+			(*values)[n - 1] += pairs[i].tf;
+		else
+		{
+			(*indices)[n] = pairs[i].term;
+			(*values)[n] = pairs[i].tf;
+			n++;
+		}
+	}
+	*nnz = n;
+	pfree(pairs);
+}
+
+/* a bm25query whose parts lie inside it and whose numbers make sense */
+static BM25Query *
+checked_query(Datum value)
+{
+	BM25Query  *q = (BM25Query *) PG_DETOAST_DATUM(value);
+	Size		size = VARSIZE(q);
+	Size		lexbytes;
+
+	if (size < offsetof(BM25Query, terms) || q->nterms < 0 || q->nterms > BM25QUERY_MAX_TERMS ||
+		size < BM25QUERY_HDRSIZE(q->nterms) ||
+		!isfinite(q->k1) || q->k1 < 0 || !(q->b >= 0 && q->b <= 1) ||
+		!isfinite(q->avgdl) || q->avgdl < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("malformed bm25query value")));
+	lexbytes = size - BM25QUERY_HDRSIZE(q->nterms);
+	for (int i = 0; i < q->nterms; i++)
+	{
+		BM25QueryTerm *t = &q->terms[i];
+
+		if (t->lexoff > lexbytes || t->lexlen > lexbytes - t->lexoff ||
+			!isfinite(t->weight) || t->weight < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("malformed bm25query value")));
+	}
+	return q;
+}
+
+/*
+ * The scan's view of a query: distinct terms in increasing order, each
+ * weighted by the sum of its lexemes' weights (an upper bound when two query
+ * lexemes share a hash).
+ */
+void
+SparseBM25QueryTerms(Relation index, Datum query, int *nq, int32 **terms, double **weights,
+					 double *k1, double *b, double *avgdl)
+{
+	BM25Query  *q = checked_query(query);
+	TermTf	   *order = palloc(sizeof(TermTf) * Max(q->nterms, 1));
+	int			n = 0;
+
+	*terms = palloc(sizeof(int32) * Max(q->nterms, 1));
+	*weights = palloc(sizeof(double) * Max(q->nterms, 1));
+	/* sort the query's (term, weight) pairs by term, adding the weights of a shared term */
+	for (int i = 0; i < q->nterms; i++)
+	{
+		order[i].term = q->terms[i].term;
+		order[i].weight = q->terms[i].weight;
+	}
+	qsort(order, q->nterms, sizeof(TermTf), termtf_cmp);
+	for (int i = 0; i < q->nterms; i++)
+	{
+		if (n > 0 && (*terms)[n - 1] == order[i].term)
+			(*weights)[n - 1] += order[i].weight;
+		else
+		{
+			(*terms)[n] = order[i].term;
+			(*weights)[n] = order[i].weight;
+			n++;
+		}
+	}
+	*nq = n;
+	*k1 = q->k1;
+	*b = q->b;
+	*avgdl = q->avgdl;
+	pfree(order);
+}
+
+PG_FUNCTION_INFO_V1(bm25query_in);
+Datum
+bm25query_in(PG_FUNCTION_ARGS)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+			 errmsg("a bm25query cannot be written as text"),
+			 errhint("Make one with to_bm25query(index, query): it holds that index's statistics.")));
+	PG_RETURN_NULL();
+}
+
+/* as JSON: the parameters, and every lexeme with its df and weight */
+PG_FUNCTION_INFO_V1(bm25query_out);
+Datum
+bm25query_out(PG_FUNCTION_ARGS)
+{
+	BM25Query  *q = checked_query(PG_GETARG_DATUM(0));
+	StringInfoData out;
+
+	initStringInfo(&out);
+	appendStringInfo(&out, "{\"k1\": %.17g, \"b\": %.17g, \"avgdl\": %.17g, \"documents\": %.17g, \"terms\": [",
+					 q->k1, q->b, q->avgdl, q->documents);
+	for (int i = 0; i < q->nterms; i++)
+	{
+		BM25QueryTerm *t = &q->terms[i];
+		char	   *lexeme = pnstrdup(BM25QUERY_LEXEMES(q) + t->lexoff, t->lexlen);
+
+		if (i > 0)
+			appendStringInfoString(&out, ", ");
+		appendStringInfoString(&out, "{\"lexeme\": ");
+		escape_json(&out, lexeme);
+		appendStringInfo(&out, ", \"df\": %u, \"weight\": %.17g}", t->df, t->weight);
+		pfree(lexeme);
+	}
+	appendStringInfoString(&out, "]}");
+	PG_RETURN_CSTRING(out.data);
+}
+
+/*
+ * Rows of the pending list that contain each of the sorted terms, added to
+ * df; the metapage as read into meta. Holds the metapage's share lock, so
+ * the list and the counters are one state.
+ */
+static void
+pending_df(Relation index, int n, const int32 *terms, uint32 *df, SparseMetaPageData *meta)
+{
+	Buffer		metabuf = ReadBuffer(index, SPARSE_METAPAGE_BLKNO);
+	BlockNumber blk;
+	OffsetNumber first;
+
+	LockBuffer(metabuf, BUFFER_LOCK_SHARE);
+	if (!SparsePageOk(BufferGetPage(metabuf), SPARSE_PAGE_META, PG_UINT32_MAX) ||
+		SparsePageGetMeta(BufferGetPage(metabuf))->magic != SPARSE_MAGIC)
+		elog(ERROR, "\"%s\" is not a sparse_inverted index", RelationGetRelationName(index));
+	memcpy(meta, SparsePageGetMeta(BufferGetPage(metabuf)), sizeof(SparseMetaPageData));
+	blk = meta->pendingHead;
+	first = meta->pendingHeadOff;
+	while (BlockNumberIsValid(blk) && n > 0)
+	{
+		Buffer		buf = ReadBuffer(index, blk);
+		Page		page;
+
+		LockBuffer(buf, BUFFER_LOCK_SHARE);
+		page = BufferGetPage(buf);
+		if (!SparsePageOk(page, SPARSE_PAGE_PENDING, meta->generation))
+			elog(ERROR, "sparse_inverted index \"%s\": unexpected page %u in the pending list",
+				 RelationGetRelationName(index), blk);
+		for (OffsetNumber off = first; off <= PageGetMaxOffsetNumber(page); off++)
+		{
+			ItemId		iid = PageGetItemId(page, off);
+			SparsePendingItem *item = (SparsePendingItem *) PageGetItem(page, iid);
+			int32	   *idx;
+			int			qi = 0;
+
+			if (ItemIdGetLength(iid) < offsetof(SparsePendingItem, data) ||
+				item->nnz < 0 || ItemIdGetLength(iid) != SPARSE_PENDING_SIZE(item->nnz))
+				elog(ERROR, "sparse_inverted index \"%s\": malformed pending item (%u,%u)",
+					 RelationGetRelationName(index), blk, off);
+			/* a row's terms are distinct across its chunks: count each once */
+			idx = SPARSE_PENDING_INDICES(item);
+			for (int j = 0; j < item->nnz && qi < n; j++)
+			{
+				while (qi < n && terms[qi] < idx[j])
+					qi++;
+				if (qi < n && terms[qi] == idx[j])
+					df[qi]++;
+			}
+		}
+		blk = SparsePageGetOpaque(page)->next;
+		first = FirstOffsetNumber;
+		UnlockReleaseBuffer(buf);
+	}
+	UnlockReleaseBuffer(metabuf);
+}
+
+static int
+int32_cmp(const void *a, const void *b)
+{
+	int32		x = *(const int32 *) a;
+	int32		y = *(const int32 *) b;
+
+	return x < y ? -1 : (x > y ? 1 : 0);
+}
+
+/* the entry of lexeme in t (entries are sorted by tsCompareString), or -1 */
+static int
+find_lexeme(TSVector t, char *lexeme, int len)
+{
+	int			lo = 0,
+				hi = t->size - 1;
+
+	while (lo <= hi)
+	{
+		int			mid = (lo + hi) / 2;
+		WordEntry  *e = &ARRPTR(t)[mid];
+		int			cmp = tsCompareString(STRPTR(t) + e->pos, e->len, lexeme, len, false);
+
+		if (cmp == 0)
+			return mid;
+		if (cmp < 0)
+			lo = mid + 1;
+		else
+			hi = mid - 1;
+	}
+	return -1;
+}
+
+static void
+check_parameters(double k1, double b)
+{
+	if (!isfinite(k1) || k1 < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("BM25's k1 must be finite and not negative, not %g", k1)));
+	if (!(b >= 0 && b <= 1))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("BM25's b must be between 0 and 1, not %g", b)));
+}
+
+/*
+ * A bm25query of the tsvector's lexemes (its positions count repetitions)
+ * with these statistics; df[i] is the document frequency of lexeme i.
+ */
+static BM25Query *
+make_query(TSVector tq, double k1, double b, double documents, double avgdl, const uint32 *df)
+{
+	Size		lexbytes = 0;
+	Size		size;
+	BM25Query  *q;
+	char	   *lexout;
+
+	for (int i = 0; i < tq->size; i++)
+		lexbytes += ARRPTR(tq)[i].len;
+	size = BM25QUERY_HDRSIZE(tq->size) + lexbytes;
+	q = palloc0(size);
+	SET_VARSIZE(q, size);
+	q->nterms = tq->size;
+	q->k1 = k1;
+	q->b = b;
+	q->avgdl = avgdl;
+	q->documents = documents;
+	lexout = BM25QUERY_LEXEMES(q);
+	lexbytes = 0;
+	for (int i = 0; i < tq->size; i++)
+	{
+		WordEntry  *e = &ARRPTR(tq)[i];
+		double		d = Min((double) df[i], documents);
+
+		q->terms[i].term = SparseLexemeTerm(STRPTR(tq) + e->pos, e->len);
+		q->terms[i].df = (uint32) d;
+		/* Lucene's idf: positive for every df <= N */
+		q->terms[i].weight = entry_tf(tq, e) * log(1.0 + (documents - d + 0.5) / (d + 0.5));
+		q->terms[i].lexoff = (uint32) lexbytes;
+		q->terms[i].lexlen = e->len;
+		memcpy(lexout + lexbytes, STRPTR(tq) + e->pos, e->len);
+		lexbytes += e->len;
+	}
+	return q;
+}
+
+/*
+ * _bm25query(index, query tsvector, k1, b): the query's lexemes weighted
+ * with the index's statistics now. Reading them needs SELECT on the index's
+ * table, and no row-level security there: they count every row.
+ */
+PG_FUNCTION_INFO_V1(bm25query_make);
+Datum
+bm25query_make(PG_FUNCTION_ARGS)
+{
+	Oid			indexoid = PG_GETARG_OID(0);
+	TSVector	tq = checked_tsvector(PG_GETARG_DATUM(1));
+	double		k1 = PG_GETARG_FLOAT8(2);
+	double		b = PG_GETARG_FLOAT8(3);
+	Oid			heapoid;
+	Relation	heap,
+				index;
+	AclResult	aclresult;
+	int			n = tq->size;
+	int32	   *terms;
+	int			nterms = 0;
+	uint32	   *df;
+	uint32	   *lexemeDf;
+	SparseMetaPageData meta;
+	double		documents;
+	BM25Query  *q;
+
+	check_parameters(k1, b);
+	heapoid = IndexGetRelation(indexoid, true);
+	if (!OidIsValid(heapoid))
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("\"%s\" is not an index", get_rel_name(indexoid) ? get_rel_name(indexoid) : "?")));
+	aclresult = pg_class_aclcheck(heapoid, GetUserId(), ACL_SELECT);
+	if (aclresult != ACLCHECK_OK)
+		aclcheck_error(aclresult, OBJECT_TABLE, get_rel_name(heapoid));
+	if (check_enable_rls(heapoid, InvalidOid, false) == RLS_ENABLED)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("row-level security applies to table \"%s\": its index's statistics count rows the role cannot see",
+						get_rel_name(heapoid)),
+				 errhint("Compute the statistics of the visible rows and use _bm25query_statistics().")));
+	heap = table_open(heapoid, AccessShareLock);
+	index = index_open(indexoid, AccessShareLock);
+	if (index->rd_indam->ambuild != sparse_build || !SparseIsBM25(index))
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("\"%s\" is not a sparse_inverted index over tsvector", RelationGetRelationName(index))));
+
+	terms = palloc(sizeof(int32) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+		terms[i] = SparseLexemeTerm(STRPTR(tq) + ARRPTR(tq)[i].pos, ARRPTR(tq)[i].len);
+	qsort(terms, n, sizeof(int32), int32_cmp);
+	for (int i = 0; i < n; i++)
+		if (nterms == 0 || terms[nterms - 1] != terms[i])
+			terms[nterms++] = terms[i];
+	df = palloc0(sizeof(uint32) * Max(nterms, 1));
+
+	/* the pending list, then the segment of the same generation */
+	for (int attempt = 0;; attempt++)
+	{
+		SparseDirEntry *entries = palloc(sizeof(SparseDirEntry) * Max(nterms, 1));
+		bool	   *found = palloc(sizeof(bool) * Max(nterms, 1));
+		SparseReader r;
+
+		memset(df, 0, sizeof(uint32) * Max(nterms, 1));
+		pending_df(index, nterms, terms, df, &meta);
+		r.index = index;
+		r.generation = meta.generation;
+		r.conflict = false;
+		if (SparseLookupTerms(&r, &meta, nterms, terms, entries, found))
+		{
+			for (int i = 0; i < nterms; i++)
+				if (found[i])
+					df[i] += entries[i].df;
+			break;
+		}
+		if (attempt >= 100)
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("sparse_inverted index \"%s\" was merged too often while reading its statistics",
+							RelationGetRelationName(index)),
+					 errhint("Retry the query.")));
+	}
+	lexemeDf = palloc(sizeof(uint32) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+	{
+		int32		term = SparseLexemeTerm(STRPTR(tq) + ARRPTR(tq)[i].pos, ARRPTR(tq)[i].len);
+		int32	   *hit = bsearch(&term, terms, nterms, sizeof(int32), int32_cmp);
+
+		lexemeDf[i] = df[hit - terms];
+	}
+	documents = (double) (meta.segRows + meta.pendingRows);
+	q = make_query(tq, k1, b, documents,
+				   documents > 0 ? (double) (meta.segLength + meta.pendingLength) / documents : 0,
+				   lexemeDf);
+	index_close(index, AccessShareLock);
+	table_close(heap, AccessShareLock);
+	PG_RETURN_POINTER(q);
+}
+
+/*
+ * _bm25query_statistics(query tsvector, k1, b, documents, total_length,
+ * lexemes text[], dfs bigint[]): the query's lexemes weighted with the
+ * statistics given (a lexeme not in lexemes has df 0), for a role that may
+ * only count the rows it sees.
+ */
+PG_FUNCTION_INFO_V1(bm25query_with_statistics);
+Datum
+bm25query_with_statistics(PG_FUNCTION_ARGS)
+{
+	TSVector	tq = checked_tsvector(PG_GETARG_DATUM(0));
+	double		k1 = PG_GETARG_FLOAT8(1);
+	double		b = PG_GETARG_FLOAT8(2);
+	int64		documents = PG_GETARG_INT64(3);
+	double		total = PG_GETARG_FLOAT8(4);
+	ArrayType  *lexemes = PG_GETARG_ARRAYTYPE_P(5);
+	ArrayType  *dfs = PG_GETARG_ARRAYTYPE_P(6);
+	Datum	   *lexemeValues,
+			   *dfValues;
+	bool	   *lexemeNulls,
+			   *dfNulls;
+	int			nlexemes,
+				ndfs;
+	uint32	   *df = palloc0(sizeof(uint32) * Max(tq->size, 1));
+
+	check_parameters(k1, b);
+	if (documents < 0 || documents > PG_UINT32_MAX || !isfinite(total) || total < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("documents must be between 0 and %u and total_length finite and not negative",
+						PG_UINT32_MAX)));
+	deconstruct_array(lexemes, TEXTOID, -1, false, TYPALIGN_INT, &lexemeValues, &lexemeNulls, &nlexemes);
+	deconstruct_array(dfs, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &dfValues, &dfNulls, &ndfs);
+	if (nlexemes != ndfs)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("lexemes and dfs must have the same length, not %d and %d", nlexemes, ndfs)));
+	for (int j = 0; j < nlexemes; j++)
+	{
+		text	   *t;
+		int64		d;
+		int			i;
+
+		if (lexemeNulls[j] || dfNulls[j])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("lexemes and dfs must not contain NULL")));
+		t = DatumGetTextPP(lexemeValues[j]);
+		d = DatumGetInt64(dfValues[j]);
+		if (d < 0 || d > documents)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("a df must be between 0 and documents, not " INT64_FORMAT, d)));
+		i = find_lexeme(tq, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+		if (i >= 0)
+			df[i] = (uint32) d;
+	}
+	PG_RETURN_POINTER(make_query(tq, k1, b, (double) documents,
+								 documents > 0 ? total / documents : 0, df));
+}
+
+/*
+ * tsvector <&> bm25query: minus the row's BM25 score, so that ascending
+ * order is best first. Lexemes are compared by their text.
+ */
+PG_FUNCTION_INFO_V1(bm25_distance);
+Datum
+bm25_distance(PG_FUNCTION_ARGS)
+{
+	TSVector	t = checked_tsvector(PG_GETARG_DATUM(0));
+	BM25Query  *q = checked_query(PG_GETARG_DATUM(1));
+	WordEntry  *entries = ARRPTR(t);
+	double		length = 0;
+	double		score = 0;
+
+	for (int i = 0; i < t->size; i++)
+		length += entry_tf(t, &entries[i]);
+	for (int i = 0; i < q->nterms; i++)
+	{
+		int			hit = find_lexeme(t, BM25QUERY_LEXEMES(q) + q->terms[i].lexoff, (int) q->terms[i].lexlen);
+
+		if (hit >= 0)
+			score += q->terms[i].weight *
+				SparseBM25Part(entry_tf(t, &entries[hit]), length, q->k1, q->b, q->avgdl);
+	}
+	PG_RETURN_FLOAT8(-score);
+}

@@ -1,0 +1,303 @@
+"""BM25 on the sparse_inverted access method (extension/sparse_bm25.c): ORDER BY
+fts <&> to_bm25query(...) through the index equals a BM25 computed here from the
+rows' lexemes with the statistics the query carries, and those statistics are the
+index's rows (dead ones until VACUUM), for k up to 1,000, under inserts, updates,
+deletes, VACUUM, a WHERE filter and row-level security."""
+
+import json
+import math
+
+import numpy as np
+import psycopg
+import pytest
+
+KS = [1, 10, 100, 1000]
+VOCABULARY = 400
+
+
+def random_texts(rng, n):
+    """Zipf-drawn words (repeats give tf > 1), a few empty texts and NULLs."""
+    out = []
+    for _ in range(n):
+        r = rng.random()
+        if r < 0.01:
+            out.append(None)
+        elif r < 0.02:
+            out.append("")
+        else:
+            words = np.minimum(rng.zipf(1.3, int(rng.integers(1, 40))), VOCABULARY)
+            out.append(" ".join(f"w{w}" for w in words))
+    return out
+
+
+def lexemes(text):
+    """{lexeme: tf} as to_tsvector('simple', text) stores it (no stop words there)."""
+    if text is None:
+        return None
+    out: dict[str, int] = {}
+    for word in text.split():
+        out[word] = out.get(word, 0) + 1
+    return out
+
+
+def brute_force(rows, q):
+    """id -> BM25 of every non-null row with the query's statistics."""
+    k1, b, avgdl = q["k1"], q["b"], q["avgdl"]
+    scores = {}
+    for i, tfs in rows.items():
+        if tfs is None:
+            continue
+        length = sum(tfs.values())
+        s = 0.0
+        for t in q["terms"]:
+            tf = tfs.get(t["lexeme"])
+            if tf:
+                norm = 1 - b + b * length / avgdl if avgdl > 0 else 1.0
+                s += t["weight"] * tf * (k1 + 1) / (tf + k1 * norm)
+        scores[i] = s
+    return scores
+
+
+def expected_statistics(versions, query):
+    """N, average length and df over the row versions the index holds."""
+    held = [v for v in versions if v is not None]
+    n = len(held)
+    total = sum(sum(v.values()) for v in held)
+    dfs = {w: sum(1 for v in held if w in v) for w in set(query.split())}
+    return n, (total / n if n else 0.0), dfs
+
+
+INDEX_QUERY = "to_bm25query('am_docs_fts_idx', %(q)s, 'simple')"
+
+
+def bm25query(conn, query, expression=INDEX_QUERY, params=None):
+    row = conn.execute(f"select ({expression})::text", {"q": query, **(params or {})}).fetchone()
+    return json.loads(row[0])
+
+
+def by_index(conn, query, k, where="true", expression=INDEX_QUERY, params=None):
+    q = f"(select {expression})"
+    sql = (
+        f"select id, fts <&> {q} from am_docs where {where} and fts <&> {q} < 0"
+        f" order by fts <&> {q} limit %(k)s"
+    )
+    args = {"q": query, "k": k, **(params or {})}
+    plan = "\n".join(r[0] for r in conn.execute("explain (costs off) " + sql, args))
+    assert "am_docs_fts_idx" in plan, plan
+    return conn.execute(sql, args).fetchall()
+
+
+def assert_exact(
+    conn, rows, query, k, where="true", visible=None, expression=INDEX_QUERY, params=None
+):
+    """The index's top k: each score the brute force's to 1e-9, in order, and no
+    row left out scores higher than the k-th."""
+    q = bm25query(conn, query, expression, params)
+    found = by_index(conn, query, k, where, expression, params)
+    candidates = rows if visible is None else {i: rows[i] for i in visible if i in rows}
+    scores = {i: s for i, s in brute_force(candidates, q).items() if s > 0}
+    ids = [i for i, _ in found]
+    assert len(set(ids)) == len(ids)
+    assert len(found) == min(k, len(scores))
+    for i, d in found:
+        assert -d == pytest.approx(scores[i], rel=1e-9)
+    distances = [d for _, d in found]
+    assert distances == sorted(distances)
+    if found:
+        kth = -found[-1][1]
+        missing = [i for i, s in scores.items() if i not in set(ids) and s > kth * (1 + 1e-9)]
+        assert not missing
+    return q
+
+
+@pytest.fixture
+def docs(db):
+    """A table of random texts with a BM25 sparse_inverted index, and its rows."""
+    rng = np.random.default_rng(25)
+    texts = random_texts(rng, 3000)
+    db.execute("drop table if exists am_docs")
+    db.execute("create table am_docs (id int primary key, tenant int, body text, fts tsvector)")
+    with db.cursor().copy("copy am_docs (id, tenant, body) from stdin") as copy:
+        for i, t in enumerate(texts):
+            copy.write_row((i, i % 10, t))
+    db.execute("update am_docs set fts = to_tsvector('simple', body)")
+    db.execute("vacuum am_docs")
+    db.execute("create index am_docs_fts_idx on am_docs using sparse_inverted (fts)")
+    db.execute("analyze am_docs")
+    db.execute("set enable_seqscan = off")
+    rows = {i: lexemes(t) for i, t in enumerate(texts)}
+    yield db, rows, rng
+    db.execute("reset role")
+    db.execute("reset enable_seqscan")
+    db.execute("drop table if exists am_docs")
+
+
+def check(conn):
+    report = conn.execute("select sparse_inverted_check('am_docs_fts_idx')").fetchone()[0]
+    return json.loads(report) if isinstance(report, str) else report
+
+
+def queries(rng, n=6):
+    return [
+        " ".join(f"w{w}" for w in np.minimum(rng.zipf(1.3, 1 + j % 5), VOCABULARY))
+        for j in range(n)
+    ]
+
+
+def assert_statistics(conn, versions, query):
+    q = bm25query(conn, query)
+    n, avgdl, dfs = expected_statistics(versions, query)
+    assert q["documents"] == n
+    assert q["avgdl"] == pytest.approx(avgdl, rel=1e-12)
+    for t in q["terms"]:
+        assert t["df"] == dfs[t["lexeme"]]
+        df = dfs[t["lexeme"]]
+        idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
+        assert t["weight"] == pytest.approx(idf * query.split().count(t["lexeme"]), rel=1e-12)
+    report = check(conn)
+    assert report["consistent"], report
+    assert report["documents"] == n
+
+
+def test_exact_for_every_k(docs):
+    conn, rows, rng = docs
+    for query in queries(rng):
+        assert_statistics(conn, list(rows.values()), query)
+        for k in KS:
+            assert_exact(conn, rows, query, k)
+
+
+def test_exact_under_writes_and_vacuum(docs):
+    conn, rows, rng = docs
+    conn.execute("set hybrid_search.sparse_pending_limit = 100000")  # keep rows pending
+    versions = list(rows.values())  # every version the index holds
+    for j, t in enumerate(random_texts(rng, 300)):
+        i = 3000 + j
+        conn.execute(
+            "insert into am_docs (id, tenant, fts) values (%s, %s, to_tsvector('simple', %s))",
+            [i, i % 10, t],
+        )
+        rows[i] = lexemes(t)
+        versions.append(rows[i])
+    for i in rng.choice(3000, 200, replace=False).tolist():
+        t = random_texts(rng, 1)[0]
+        conn.execute("update am_docs set fts = to_tsvector('simple', %s) where id = %s", [t, i])
+        rows[i] = lexemes(t)
+        versions.append(rows[i])
+    for i in rng.choice(3300, 200, replace=False).tolist():
+        conn.execute("delete from am_docs where id = %s", [i])
+        rows.pop(i, None)
+    conn.execute("reset hybrid_search.sparse_pending_limit")
+    qs = queries(rng, 4)
+    # dead rows count until VACUUM
+    for query in qs:
+        assert_statistics(conn, versions, query)
+        for k in KS:
+            assert_exact(conn, rows, query, k)
+    assert check(conn)["pending_rows"] > 0
+    conn.execute("vacuum am_docs")
+    report = check(conn)
+    assert report["pending_rows"] == 0 and report["rows_not_visible"] == 0
+    for query in qs:
+        assert_statistics(conn, list(rows.values()), query)
+        for k in KS:
+            assert_exact(conn, rows, query, k)
+
+
+def test_filter_returns_k_rows_whenever_k_match(docs):
+    conn, rows, rng = docs
+    tenant3 = {i for i in rows if i % 10 == 3}
+    conn.execute("set hybrid_search.sparse_batch_size = 10")  # many batches
+    for query in queries(rng, 4):
+        for k in [10, 100, 300]:
+            assert_exact(conn, rows, query, k, where="tenant = 3", visible=tenant3)
+
+
+VISIBLE_QUERY = (
+    "_bm25query_statistics(to_tsvector('simple', %(q)s), 1.2, 0.75, %(n)s, %(total)s,"
+    " %(lexemes)s, %(dfs)s)"
+)
+
+
+def test_row_level_security_returns_k_visible_rows(docs):
+    """A role under row-level security may not read the index's statistics (they
+    count every row); with the statistics of the rows it sees, the scan gives it k
+    visible rows in exact order."""
+    conn, rows, rng = docs
+    conn.execute("alter table am_docs enable row level security")
+    conn.execute("create policy tenant3 on am_docs using (tenant = 3)")
+    conn.execute("drop role if exists am_bm25_reader")
+    conn.execute("create role am_bm25_reader")
+    conn.execute("grant select on am_docs to am_bm25_reader")
+    functions = "to_bm25query, _bm25query, _bm25query_statistics, bm25_distance, bm25query_out"
+    conn.execute(f"grant execute on function {functions} to am_bm25_reader")
+    try:
+        conn.execute("set role am_bm25_reader")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
+            bm25query(conn, "w1")
+        tenant3 = {i for i in rows if i % 10 == 3}
+        visible = [rows[i] for i in tenant3]
+        for query in queries(rng, 3):
+            n, avgdl, dfs = expected_statistics(visible, query)
+            params = {
+                "n": n,
+                "total": avgdl * n,
+                "lexemes": list(dfs),
+                "dfs": list(dfs.values()),
+            }
+            for k in [10, 100, 1000]:
+                q = assert_exact(
+                    conn, rows, query, k, visible=tenant3, expression=VISIBLE_QUERY, params=params
+                )
+            assert q["documents"] == n
+    finally:
+        conn.execute("reset role")
+        conn.execute("drop policy tenant3 on am_docs")
+        conn.execute("alter table am_docs disable row level security")
+        conn.execute("revoke all on am_docs from am_bm25_reader")
+        conn.execute(f"revoke all on function {functions} from am_bm25_reader")
+        conn.execute("drop role am_bm25_reader")
+
+
+def test_hostile_inputs(docs):
+    conn, rows, _ = docs
+    # stop words only, an empty query: no lexeme, every row scores 0
+    for query in ["", "   "]:
+        assert bm25query(conn, query)["terms"] == []
+        assert by_index(conn, query, 10) == []
+    assert conn.execute("select to_bm25query('am_docs_fts_idx', null)").fetchone()[0] is None
+    # a huge query: 30,000 lexemes
+    huge = " ".join(f"w{i}" for i in range(30000))
+    assert_exact(conn, rows, huge, 100)
+    # an index of another kind, not an index, and a table the role cannot read
+    with pytest.raises(psycopg.Error, match="is not a sparse_inverted index over tsvector"):
+        conn.execute("select to_bm25query('am_docs_pkey', 'w1')")
+    with pytest.raises(psycopg.Error, match="is not an index"):
+        conn.execute("select to_bm25query('am_docs', 'w1')")
+    with pytest.raises(psycopg.Error, match="cannot be written as text"):
+        conn.execute("select '{}'::bm25query")
+    # a query made with another table's index: its statistics, still an exact ranking
+    conn.execute("drop table if exists am_other")
+    conn.execute("create table am_other (fts tsvector)")
+    conn.execute(
+        "insert into am_other select to_tsvector('simple', 'w1 w2 w2 w' || i)"
+        " from generate_series(1, 50) i"
+    )
+    conn.execute("create index am_other_idx on am_other using sparse_inverted (fts)")
+    other = "to_bm25query('am_other_idx', %(q)s, 'simple')"
+    try:
+        q = assert_exact(conn, rows, "w1 w2 w3", 100, expression=other)
+        assert q["documents"] == 50
+    finally:
+        conn.execute("drop table am_other")
+    conn.execute("drop role if exists am_bm25_stranger")
+    conn.execute("create role am_bm25_stranger")
+    conn.execute("grant execute on function to_bm25query, _bm25query to am_bm25_stranger")
+    try:
+        conn.execute("set role am_bm25_stranger")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
+            conn.execute("select to_bm25query('am_docs_fts_idx', 'w1')")
+    finally:
+        conn.execute("reset role")
+        conn.execute("revoke all on function to_bm25query, _bm25query from am_bm25_stranger")
+        conn.execute("drop role am_bm25_stranger")
