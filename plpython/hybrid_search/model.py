@@ -141,7 +141,11 @@ class LoadedModel:
 
         if self.dtype != "bf16" or self.device != "cpu" or not packing.available():
             return "; pack_weights: only bf16 weights on a CPU with oneDNN are packed"
-        packed = packing.pack_linear_layers(self.flag_model.model.model)
+        try:
+            packed = packing.pack_linear_layers(self.flag_model.model.model)
+        except RuntimeError as error:  # an operator this torch build lacks or refuses
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            return f"; pack_weights: packing failed ({first_line}), weights left unpacked"
         return f"; pack_weights: {packed / 1e6:,.0f} MB of bf16 weights packed for oneDNN (private)"
 
     def token_text(self, token_id: int) -> str:
@@ -204,7 +208,11 @@ def get(settings) -> "LoadedModel | encoders.Pair":
         )
     else:
         model = encoders.Pair(
-            settings.dense_model, settings.sparse_model, settings.device, settings.dtype
+            settings.dense_model,
+            settings.sparse_model,
+            settings.device,
+            settings.dtype,
+            settings.pack_weights,
         )
     _cached = (settings.model_key, model)
     stats.model, stats.load_seconds = settings.embedding_model, model.load_seconds

@@ -36,11 +36,14 @@ def available() -> bool:
 
 def pack_linear_layers(module: torch.nn.Module) -> int:
     """Replaces every bf16 torch.nn.Linear inside module by a PackedLinear; the bytes
-    of weights packed."""
-    packed = 0
-    for parent in list(module.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, torch.nn.Linear) and child.weight.dtype == torch.bfloat16:
-                setattr(parent, name, PackedLinear(child))
-                packed += child.weight.numel() * child.weight.element_size()
-    return packed
+    of weights packed. All layers are packed before any is replaced: if packing
+    fails, module is left as it was."""
+    replacements = [
+        (parent, name, PackedLinear(child))
+        for parent in module.modules()
+        for name, child in parent.named_children()
+        if isinstance(child, torch.nn.Linear) and child.weight.dtype == torch.bfloat16
+    ]
+    for parent, name, packed in replacements:
+        setattr(parent, name, packed)
+    return sum(packed.in_features * packed.out_features * 2 for _, _, packed in replacements)

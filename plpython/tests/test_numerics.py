@@ -184,3 +184,27 @@ def test_pack_weights_leaves_fp32_alone_and_says_so(tiny):
     loaded = model.get(FakeSettings(tiny, dtype="fp32", pack_weights=True))
     assert "only bf16 weights" in loaded.dtype_reason
     assert not any(isinstance(m, packing.PackedLinear) for m in loaded.flag_model.model.modules())
+
+
+def test_a_failed_packing_leaves_every_layer_as_it_was_and_says_why(tiny, monkeypatch):
+    numerics.prepare(tiny, "bf16", "cpu")
+    reference = model.encode_query(
+        FakeSettings(tiny, dtype="bf16"), model.get(FakeSettings(tiny, dtype="bf16")), "vacuum"
+    )
+    created = []
+
+    def refuse_the_third(linear):
+        if len(created) == 2:  # two layers packed already, then the operator fails
+            raise RuntimeError("mkldnn: unsupported weight\nsecond line")
+        created.append(linear)
+        return real(linear)
+
+    real = packing.PackedLinear
+    monkeypatch.setattr(packing, "PackedLinear", refuse_the_third)
+    settings = FakeSettings(tiny, dtype="bf16", pack_weights=True)
+    loaded = model.get(settings)
+    assert loaded.dtype_reason.endswith(
+        "; pack_weights: packing failed (mkldnn: unsupported weight), weights left unpacked"
+    )
+    assert not any(isinstance(m, real) for m in loaded.flag_model.model.modules())
+    assert np.allclose(model.encode_query(settings, loaded, "vacuum").dense, reference.dense)
