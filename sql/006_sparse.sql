@@ -13,7 +13,9 @@ as $func$
     where entry <> '';
 $func$
 language sql immutable strict parallel safe security invoker
-set search_path to pg_catalog, pg_temp;
+set search_path to pg_catalog, pg_temp
+-- sparsevec's text form follows extra_float_digits: 1 writes every weight exactly
+set extra_float_digits to 1;
 
 comment on function @extschema@.sparse_entries is
 'token ids (sparsevec index - 1) and weights of a sparse embedding';

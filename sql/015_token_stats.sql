@@ -1,17 +1,34 @@
 -------------------------------------------------------------------------------
+-- _token_stats_rows
+-- Per token of documents.sparse: documents carrying it and its largest
+-- weight. A function, so that the view below does not depend on the column
+-- (hybrid_search_set_model changes its type).
+create or replace function @extschema@._token_stats_rows()
+returns table (token_id integer, document_frequency bigint, max_weight real)
+as $func$
+    select
+        e.token_id,
+        count(*),
+        max(e.weight)
+    from @extschema@.documents as d
+    cross join lateral @extschema@.sparse_entries(d.sparse) as e
+    group by e.token_id;
+$func$
+language sql stable parallel safe security invoker
+set search_path to pg_catalog, pg_temp;
+
+-------------------------------------------------------------------------------
 -- hybrid_search_token_stats
 -- Per token: how many documents carry it and its largest weight, as of the
 -- last hybrid_search_refresh(). weight * max_weight bounds what a query token
 -- can add to any document's sparse score, and the view shows which tokens
--- are common or rare. Read from the inverted index, which a refresh has just
--- rebuilt from documents.
+-- are common or rare.
 create materialized view if not exists @extschema@.hybrid_search_token_stats as
 select
-    p.token_id,
-    sum(pg_catalog.octet_length(p.weights) / 4) as document_frequency,
-    max(p.max_weight) as max_weight
-from @extschema@.hybrid_search_sparse_postings as p
-group by p.token_id;
+    t.token_id,
+    t.document_frequency,
+    t.max_weight
+from @extschema@._token_stats_rows() as t;
 
 create unique index if not exists hybrid_search_token_stats_token_id_idx
 on @extschema@.hybrid_search_token_stats (token_id);
@@ -19,8 +36,7 @@ on @extschema@.hybrid_search_token_stats (token_id);
 comment on materialized view @extschema@.hybrid_search_token_stats is
 'per-token document frequency and maximum weight of documents.sparse; refresh with hybrid_search_refresh()';
 
--- TRUNCATE documents empties the statistics too (triggers fire in name
--- order: this one after sparse_index_truncated has emptied the postings).
+-- TRUNCATE documents empties the statistics too.
 create or replace trigger token_stats_truncated
 after truncate on @extschema@.documents
 for each statement execute function @extschema@._index_truncated(
@@ -29,15 +45,15 @@ for each statement execute function @extschema@._index_truncated(
 
 -------------------------------------------------------------------------------
 -- hybrid_search_refresh
--- Rebuilds the sparse and keyword (BM25) inverted indexes and refreshes the
--- statistics view,
--- without blocking readers or writers (a first refresh of the view, e.g.
--- after pg_restore, cannot be concurrent and blocks readers of it briefly).
+-- Rebuilds the keyword (BM25) inverted index and refreshes
+-- hybrid_search_token_stats, without blocking readers or writers (a first
+-- refresh of the view, e.g. after pg_restore, cannot be concurrent and blocks
+-- readers of it briefly). The sparse leg's index (documents_sparse_idx) needs
+-- no refresh: it takes every write at once.
 create or replace function @extschema@.hybrid_search_refresh()
 returns void
 as $func$
 begin
-    perform @extschema@.hybrid_search_rebuild_sparse_index();
     perform @extschema@.hybrid_search_rebuild_keyword_index();
     if (
         select c.relispopulated from pg_catalog.pg_class as c
@@ -53,7 +69,7 @@ language plpgsql volatile security invoker
 set search_path to pg_catalog, pg_temp;
 
 comment on function @extschema@.hybrid_search_refresh is
-'rebuild the sparse and keyword inverted indexes and refresh hybrid_search_token_stats';
+'rebuild the keyword inverted index and refresh hybrid_search_token_stats';
 
 -------------------------------------------------------------------------------
 -- query_tokens

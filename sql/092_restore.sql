@@ -144,8 +144,8 @@ execute function @extschema@._remember_documents_ddl();
 -- This sizes the columns from the configured model (the stored vectors are
 -- checked against it, never recomputed), re-creates the default dense index
 -- if there is none, brings fts in line with the restored text search
--- configuration (rows are restored before it), and rebuilds the sparse index
--- and its statistics; replays the row-level security, policies and indexes
+-- configuration (rows are restored before it), and rebuilds the keyword index
+-- and the token statistics (documents_sparse_idx comes back with the table); replays the row-level security, policies and indexes
 -- that hybrid_search_documents_ddl remembered. Returns what it did.
 create or replace function @extschema@.hybrid_search_restore()
 returns setof text
@@ -195,7 +195,7 @@ begin
         return next pg_catalog.format('fts rewritten for %s rows', fixed);
     end if;
     perform @extschema@.hybrid_search_refresh();
-    return next 'sparse index and hybrid_search_token_stats rebuilt';
+    return next 'keyword index and hybrid_search_token_stats rebuilt';
 end;
 $func$
 language plpgsql volatile security invoker

@@ -18,7 +18,7 @@ as $func$
             'sparse_dot', 'sparse_to_jsonb', 'sparse_entries', 'query_tokens', 'sparse_explain',
             'hybrid_search_model_info', 'hybrid_search_model_stats', 'hybrid_search_load_python',
             '_check_search_arguments', '_check_query_text', '_check_query_vector',
-            '_sparse_search_index', '_dense_index_halfvec_dimensions',
+            '_dense_index_halfvec_dimensions',
             'keyword_search_scan', '_keyword_search_bm25', '_check_query_model', '_source_filter',
             'hybrid_search_evaluate', 'hybrid_search_score_run',
             'colbert_rerank', '_colbert_query', '_colbert_check_encoders', '_query_cache_prune',
@@ -32,16 +32,13 @@ set search_path to pg_catalog, pg_temp;
 
 -------------------------------------------------------------------------------
 -- _sparse_index_relations
--- The relations derived from documents.sparse and documents.fts (the sparse
--- and keyword indexes). They hold every row's terms and weights, so
--- row-level security on documents does not protect them.
+-- The relations derived from documents.sparse and documents.fts (the token
+-- statistics and the keyword index). They hold every row's terms and
+-- weights, so row-level security on documents does not protect them.
 create or replace function @extschema@._sparse_index_relations()
 returns regclass[]
 as $func$
     select array[
-        '@extschema@.hybrid_search_sparse_postings'::regclass,
-        '@extschema@.hybrid_search_sparse_segment'::regclass,
-        '@extschema@.hybrid_search_sparse_changes'::regclass,
         '@extschema@.hybrid_search_token_stats'::regclass,
         '@extschema@.hybrid_search_keyword_postings'::regclass,
         '@extschema@.hybrid_search_keyword_lexemes'::regclass,
@@ -62,11 +59,12 @@ set search_path to pg_catalog, pg_temp;
 -- change lists; a writer may set documents.content and metadata only (the
 -- vectors, fts, model, embedded_at, source and source_key are the system's,
 -- written by triggers that run as the owner). If documents has row-level
--- security that applies to the role, the sparse and keyword index tables and
+-- security that applies to the role, the keyword index tables and
 -- hybrid_search_token_stats are not granted, and revoked if they were (they
--- would show every tenant's token weights); the legs then scan documents
--- under the role's policies. Only the owner of the objects (or a superuser)
--- can grant, as with GRANT itself.
+-- would show every tenant's token weights); the legs then read documents
+-- under the role's policies (the sparse leg through its index, row by row).
+-- Only the owner of the objects (or a superuser) can grant, as with GRANT
+-- itself.
 create or replace function @extschema@.hybrid_search_grant(role regrole, access text default 'search')
 returns setof text
 as $func$
@@ -151,7 +149,7 @@ begin
         return next stmt;
     end loop;
     if rls_applies then
-        raise notice 'hybrid_search_grant: row-level security on documents applies to %: the sparse index is not granted, sparse_search scans documents under its policies',
+        raise notice 'hybrid_search_grant: row-level security on documents applies to %: the token statistics and keyword index tables are not granted, searches read documents under its policies',
             role_name;
     end if;
 end;

@@ -166,10 +166,11 @@ PARALLEL_SAFE = {
     "_dense_index_halfvec_dimensions()",  # reads the catalog
     "_role_functions(text)",
     "_sparse_index_relations()",
+    "_token_stats_rows()",  # reads documents, no PL/Python
     "sparse_dot(jsonb,jsonb)",
     "sparse_dot(sparsevec,sparsevec)",
     "sparse_entries(sparsevec)",
-    "sparse_search_scan(sparsevec,integer,jsonb)",  # reads documents, no PL/Python
+    "sparse_search(sparsevec,integer,jsonb)",  # reads documents, no PL/Python
     "sparse_to_jsonb(sparsevec)",
 }
 PARALLEL_RESTRICTED = {

@@ -30,9 +30,6 @@ QUERY_CACHE = {
 INDEX_READ = {
     (relation, "SELECT", None)
     for relation in [
-        "hybrid_search_sparse_postings",
-        "hybrid_search_sparse_segment",
-        "hybrid_search_sparse_changes",
         "hybrid_search_token_stats",
         "hybrid_search_keyword_postings",
         "hybrid_search_keyword_lexemes",

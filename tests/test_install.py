@@ -114,14 +114,13 @@ def test_a_writer_needs_no_rights_on_the_index_tables(db):
     try:
         db.execute("select hybrid_search_grant('hs_writer', 'write')")
         assert not db.execute(
-            "select has_table_privilege('hs_writer', 'hybrid_search_sparse_changes', 'insert')"
+            "select has_table_privilege('hs_writer', 'hybrid_search_keyword_changes', 'insert')"
         ).fetchone()[0]
         db.execute("set role hs_writer")
         db.execute("insert into documents (content) values ('written by an application role')")
         db.execute("update documents set content = 'rewritten by it'")
         db.execute("delete from documents")
         db.execute("reset role")
-        assert db.execute("select count(*) from hybrid_search_sparse_changes").fetchone()[0] == 1
         assert db.execute("select count(*) from hybrid_search_keyword_changes").fetchone()[0] == 1
     finally:
         db.execute("reset role")

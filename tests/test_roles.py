@@ -11,7 +11,6 @@ OWNER_ONLY = {
     "hybrid_search_configure",
     "hybrid_search_set_model",
     "hybrid_search_create_dense_index",
-    "hybrid_search_rebuild_sparse_index",
     "hybrid_search_refresh",
     "hybrid_search_reembed",
     "hybrid_search_check",
@@ -29,6 +28,7 @@ OWNER_ONLY = {
     "_documents_embed_updated",
     "_index_note_changes",
     "_index_truncated",
+    "_token_stats_rows",  # the statistics view's query: every tenant's tokens
     "hybrid_search_rebuild_keyword_index",
     "_queue_clear",
     "_queue_failed",
@@ -156,7 +156,7 @@ def assert_owner_only(conn):
     denied(conn, "select hybrid_search_grant(current_user::regrole, 'write')")
     denied(conn, "select pg_read_file('/etc/passwd')")
     denied(conn, "truncate documents")
-    denied(conn, "delete from hybrid_search_sparse_postings")
+    denied(conn, "delete from hybrid_search_keyword_postings")
     denied(conn, "create function public.f() returns int language sql as 'select 1'")
     denied(conn, "create function pg_temp.f() returns int language plpython3u as 'return 1'")
     denied(conn, "create table public.t (i int)")
@@ -180,7 +180,7 @@ def test_write_role_writes_and_embeds(db, role):
     assert_owner_only(db)
     db.execute("reset role")
     # the change list kept up although the role has no right on it
-    assert db.execute("select count(*) from hybrid_search_sparse_changes").fetchone()[0] == 1
+    assert db.execute("select count(*) from hybrid_search_keyword_changes").fetchone()[0] == 1
 
 
 def test_revoke_takes_everything_back(db, role):

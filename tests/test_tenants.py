@@ -84,7 +84,6 @@ def test_a_writer_cannot_touch_the_queue_errors_sequence_or_change_lists(tenants
         "select * from hybrid_search_queue",
         "select * from hybrid_search_queue_status",
         "insert into hybrid_search_errors (doc_id, attempts, error) values (1, 1, 'x')",
-        "insert into hybrid_search_sparse_changes (doc_id) values (1)",
         "insert into hybrid_search_keyword_changes (doc_id) values (1)",
         "insert into hybrid_search_worker_log (embedded, retried, failed, seconds)"
         " values (1e9, 0, 0, 1)",

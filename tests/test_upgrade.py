@@ -7,7 +7,7 @@ import pytest
 from helpers import connect, insert
 from hybrid_search_installer import database
 
-PREVIOUS = "0.1.0"
+RELEASES = ["0.1.0", "0.2.0"]
 QUERIES = ["vacuum dead tuples", "streaming replica", "index 3"]
 ROWS = "select id, content, metadata, dense::text, sparse::text, model from documents order by id"
 
@@ -77,7 +77,8 @@ def schema(conn) -> list[str]:
 
 def results(conn) -> dict:
     return {
-        q: conn.execute("select id, score from hybrid_search(%s, 10)", [q]).fetchall()
+        (leg, q): conn.execute(f"select id, score from {leg}(%s, 10)", [q]).fetchall()
+        for leg in ("hybrid_search", "sparse_search", "keyword_search")
         for q in QUERIES
     }
 
@@ -119,20 +120,22 @@ def role(conn):
     conn.execute("drop role hs_upgrade_app")
 
 
-def test_one_step_update_path_from_previous_release(conn):
+@pytest.mark.parametrize("previous", RELEASES)
+def test_one_step_update_path_from_every_release(conn, previous):
     (current,) = conn.execute(
         "select default_version from pg_available_extensions where name = 'hybrid_search'"
     ).fetchone()
     path = conn.execute(
         "select path from pg_extension_update_paths('hybrid_search')"
         " where source = %s and target = %s",
-        [PREVIOUS, current],
+        [previous, current],
     ).fetchone()
-    assert path == (f"{PREVIOUS}--{current}",)
+    assert path == (f"{previous}--{current}",)
 
 
-def test_update_keeps_data_grants_and_searches(cluster, layout, model_dir, role):
-    upgraded = create_at(cluster, layout, model_dir, "hybrid_search_upgraded", PREVIOUS)
+@pytest.mark.parametrize("previous", RELEASES)
+def test_update_keeps_data_grants_and_searches(cluster, layout, model_dir, role, previous):
+    upgraded = create_at(cluster, layout, model_dir, "hybrid_search_upgraded", previous)
     with connect(upgraded) as conn:
         load(conn, role)
         rows, before = conn.execute(ROWS).fetchall(), results(conn)
@@ -144,14 +147,14 @@ def test_update_keeps_data_grants_and_searches(cluster, layout, model_dir, role)
             " join pg_available_extensions a on a.name = e.extname"
             " where e.extname = 'hybrid_search'"
         ).fetchone()
-        assert version[0] == version[1] != PREVIOUS
+        assert version[0] == version[1] != previous
 
         # nothing re-embedded, nothing lost, same answers
         assert conn.execute(ROWS).fetchall() == rows
         after = results(conn)
-        for query in QUERIES:
-            assert [r[0] for r in after[query]] == [r[0] for r in before[query]], query
-            assert [r[1] for r in after[query]] == pytest.approx([r[1] for r in before[query]])
+        for search in before:
+            assert [r[0] for r in after[search]] == [r[0] for r in before[search]], search
+            assert [r[1] for r in after[search]] == pytest.approx([r[1] for r in before[search]])
 
         # the queue entry written by the old version is still worked off, user-table triggers work
         assert conn.execute("select embedded from hybrid_search_process_queue()").fetchone() == (1,)
@@ -186,7 +189,7 @@ def test_update_keeps_data_grants_and_searches(cluster, layout, model_dir, role)
 
 
 def test_setup_updates_an_older_database(cluster, layout, model_dir, role):
-    dsn = create_at(cluster, layout, model_dir, "hybrid_search_upgraded", PREVIOUS)
+    dsn = create_at(cluster, layout, model_dir, "hybrid_search_upgraded", RELEASES[0])
     database.ensure_extension(dsn, layout, str(model_dir))
     with connect(dsn) as conn:
         assert conn.execute(

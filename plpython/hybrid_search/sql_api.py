@@ -10,6 +10,7 @@ import inspect
 
 from . import (
     backends,
+    catalog,
     colbert,
     encoders,
     keyword_db,
@@ -19,7 +20,6 @@ from . import (
     postgres,
     query_cache,
     settings,
-    sparse_db,
     vectors,
 )
 from . import check as checks
@@ -206,8 +206,6 @@ def colbert_rerank(plpy, query, ids):
     if not ids:
         return []
     if _colbert_plan is None:
-        from . import catalog
-
         ours, _ = catalog.schemas(plpy)
         _colbert_plan = plpy.prepare(
             "select d.id, d.colbert, case when d.colbert is null then d.content end as content"
@@ -279,13 +277,24 @@ def query_tokens(plpy, query):
     return [(int(t), loaded.token_text(int(t)), float(w)) for t, w in weights]
 
 
+# Entry points of the 0.1.0 and 0.2.0 scripts, for a database that still runs
+# one of them on this module until ALTER EXTENSION hybrid_search UPDATE: the
+# sparse leg's table-based index is gone, documents_sparse_idx keeps itself.
 def rebuild_sparse_index(plpy):
-    return sparse_db.rebuild(plpy)
+    """hybrid_search_rebuild_sparse_index() of older scripts: nothing left to rebuild."""
+    ours, _ = catalog.schemas(plpy)
+    documents = plpy.execute(f"select count(*) as n from {ours}.documents")[0]["n"]
+    return (documents, 0, 0.0)
 
 
 def sparse_index_search(plpy, query_sparse, k, filter_json):
-    """(id, score) best first: the sparse leg through the inverted index."""
-    return sparse_db.search(plpy, query_sparse, k, filter_json)
+    """_sparse_search_index() of older scripts: the exact scan gives the same rows."""
+    ours, vector = catalog.schemas(plpy)
+    plan = plpy.prepare(
+        f"select id, score from {ours}.sparse_search_scan($1::{vector}.sparsevec, $2, $3::jsonb)",
+        ["text", "integer", "text"],
+    )
+    return [(r["id"], r["score"]) for r in plpy.execute(plan, [query_sparse, k, filter_json])]
 
 
 def backend_memory(plpy):

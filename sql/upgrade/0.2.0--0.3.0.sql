@@ -1,0 +1,17 @@
+-------------------------------------------------------------------------------
+-- upgrade 0.2.0 -> 0.3.0
+-- The sparse leg runs on documents_sparse_idx (sparse_inverted, 016) alone:
+-- its table-based inverted index, change list, triggers and rebuild go.
+-- hybrid_search_token_stats is computed from documents.sparse instead of
+-- those postings; the script creates it again. An upgrade from 0.1.0 runs
+-- 0.1.0--0.2.0 first, which already dropped the triggers: hence IF EXISTS.
+drop materialized view if exists @extschema@.hybrid_search_token_stats;
+drop trigger if exists sparse_index_inserted on @extschema@.documents;
+drop trigger if exists sparse_index_updated on @extschema@.documents;
+drop trigger if exists sparse_index_deleted on @extschema@.documents;
+drop trigger if exists sparse_index_truncated on @extschema@.documents;
+drop function if exists @extschema@.hybrid_search_rebuild_sparse_index();
+drop function if exists @extschema@._sparse_search_index(@extschema:vector@.sparsevec, integer, jsonb);
+drop table if exists @extschema@.hybrid_search_sparse_postings;
+drop table if exists @extschema@.hybrid_search_sparse_segment;
+drop table if exists @extschema@.hybrid_search_sparse_changes;
