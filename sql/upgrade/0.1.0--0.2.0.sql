@@ -43,13 +43,12 @@ drop function @extschema@.hybrid_search_configure(
     double precision, double precision
 );
 
--- Automatic number format (dtype 'auto', the new default), query threads, the
--- shared query cache's size and packed bf16 weights (pack_weights); hybrid_search_model_info reports the format chosen
+-- Automatic number format (dtype 'auto', the new default), query threads and the
+-- shared query cache's size; hybrid_search_model_info reports the format chosen
 alter table @extschema@.hybrid_search_config
 drop constraint hybrid_search_config_dtype_check,
 add constraint hybrid_search_config_dtype_check
 check (dtype in ('auto', 'fp32', 'fp16', 'bf16', 'int8')),
 add column query_threads integer check (query_threads between 0 and 1024),
-add column query_cache_entries integer check (query_cache_entries between 0 and 100000000),
-add column pack_weights boolean;
+add column query_cache_entries integer check (query_cache_entries between 0 and 100000000);
 drop function @extschema@.hybrid_search_model_info();
