@@ -4,7 +4,7 @@
 torch hands oneDNN a plain (out, in) bf16 weight, and oneDNN's bf16 matmul
 reorders it on every call into the blocked layout its kernels read: at batch 1,
 a query, that costs as much as the multiplication itself (BGE-M3 on 1 thread:
-a 10-token forward pass 64 ms, 42 ms packed; bench/results/2026-12-02-embed.md).
+a 10-token forward pass 64 ms, 39 ms packed; bench/results/2026-12-02-embed.md).
 The packed copy is an oneDNN tensor in the backend's own memory, which a file
 mapping cannot hold: 0.6 GB per backend for BGE-M3 instead of one shared copy.
 It computes what the layer did: the same bf16 kernels, reading another layout.
