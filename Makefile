@@ -11,7 +11,7 @@ OWN_INSTALL := $(PIP) --no-deps --no-build-isolation
 PIP_COMPILE := $(BIN)/pip-compile -q --generate-hashes --allow-unsafe --strip-extras \
 	--no-emit-index-url --no-emit-find-links
 
-.PHONY: demo test lint setup extension clean lock
+.PHONY: demo test lint setup extension clean lock bench
 
 # the CLI and its few dependencies
 $(BIN)/hybrid-search: pyproject.toml requirements/cli.lock
@@ -36,6 +36,13 @@ test: $(VENV)/.test-deps
 	$(BIN)/hybrid-search setup --test-model
 	$(BIN)/pytest
 
+# The retrieval benchmark at BENCH_DOCS documents against its peers (Seismic, tantivy:
+# requirements/bench.lock, which the command installs into .venv; the product never
+# imports them). Needs a setup (the extension installed); see README "Retrieval at scale".
+BENCH_DOCS ?= 100000
+bench: $(BIN)/hybrid-search
+	$(BIN)/hybrid-search bench --docs $(BENCH_DOCS)
+
 lint: $(VENV)/.test-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -48,6 +55,7 @@ lock: $(VENV)/.test-deps
 	cd requirements && ../$(PIP_COMPILE) --upgrade -o plpython.lock plpython.in
 	cd requirements && ../$(PIP_COMPILE) --upgrade -o cli.lock cli.in
 	cd requirements && ../$(PIP_COMPILE) --upgrade -o dev.lock dev.in
+	cd requirements && ../$(PIP_COMPILE) --upgrade -o bench.lock bench.in
 	rm -rf $(VENV)
 	$(MAKE) lint test
 

@@ -1,24 +1,39 @@
-"""Retrieval at scale: build times, index sizes, latency and recall of every leg.
+"""Retrieval at scale: every leg against its peers, in one run on one corpus.
 
-A deterministic synthetic corpus (clustered 1024-d unit vectors, sparse
-vectors over a 250,002-token vocabulary with 60-200 Zipf-drawn tokens per
-document, Zipf-drawn words for full text, 10 tenants in metadata) is COPYed
-into a throwaway cluster with its vectors supplied, so no model is in the
-loop and query embedding is excluded. Every figure comes from one run, so
-each is also a ratio against the baselines measured next to it: pgvector's
-exact `<#>` scan, a plain postings join, the table-based inverted index and an
-exact numpy brute force (in this process) for the sparse leg, the exact scan
-for the dense leg. The sparse leg proper is the sparse_inverted index access
-method (documents_sparse_idx), timed as the plain `ORDER BY sparse <#> q
-LIMIT 10` and through sparse_search, unfiltered, with a 10% filter and for a
-row-level-security role that sees 10%, and again after 20% of the rows are
-rewritten (before and after VACUUM).
+A deterministic synthetic corpus (corpus.py) is COPYed into a throwaway
+cluster with its vectors supplied, so no model is in the loop and query
+embedding is excluded. The same corpus and queries go to the peers, in this
+process (peers.py): an exact numpy brute force for the sparse leg and for
+BM25, Seismic (approximate learned sparse, tuned to recall@10 about 0.95 on
+separate queries) and tantivy (BM25, OR over the same words). Measured:
 
-    .venv/bin/hybrid-search bench --docs 100000
+- every leg's p50/p95/p99 and recall@10 against the exact top 10: dense
+  (pgvector HNSW, and the exact scan), sparse (the sparse_inverted index
+  access method, sparse_search, the table-based index, pgvector's exact scan,
+  a postings join), BM25 (bm25_leg below) and hybrid_search;
+- the same with a 10% metadata filter, and for a row-level-security role
+  that sees 10% of the rows ("full lists": queries that got as many results
+  as exist, i.e. k whenever k visible matches exist);
+- queries per second with 1, 2 and 4 concurrent clients (one connection each);
+- index build times and sizes, the peers' too;
+- p95 after 20% of the rows are updated (10%) or deleted (10%), before and
+  after VACUUM;
+- COPY throughput (rows/s) with all indexes and without any.
+
+Every figure comes from one run, so ratios against rows of the same run
+(the peers, dense-only, the unfiltered and clean rows) are what a loaded,
+shared machine can still show.
+
+    .venv/bin/hybrid-search bench --docs 100000 [--save]
     .venv/bin/python bench/retrieval.py --docs 100000 [--queries 200] [--save]
+
+Seismic and tantivy come from requirements/bench.lock, which `hybrid-search
+bench` and `make bench` install into .venv. --docs 1000000 does not fit this
+machine as it is (disk, memory and hours of time: README, "Retrieval at scale").
 """
 
 import argparse
+import contextlib
 import datetime
 import os
 import platform
@@ -26,101 +41,101 @@ import shutil
 import statistics
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import psycopg
+from corpus import DIM, VOCAB, Corpus
 from hybrid_search_installer import database
 from hybrid_search_installer.cluster import Cluster
 from hybrid_search_installer.layout import Layout, pg_bin
+from peers import Seismic, Tantivy, overlap, recall
 from pgvector import SparseVector
 from pgvector.psycopg import register_vector
 from psycopg.types.json import Jsonb
 
-DIM, VOCAB, WORDS, TENANTS, CLUSTERS = 1024, 250_002, 20_000, 10, 200
 RESULTS = Path(__file__).with_name("results")
+K = 10
+TENANT = 3  # tenant 3 is 10% of the rows: the filter and the row-level-security policy
+CLIENTS = (1, 2, 4)
 
 
-# --------------------------------------------------------------------------- corpus
-
-
-def zipf_ids(rng, size, vocabulary, exponent=1.1):
-    """Zipf-like ids in [0, vocabulary): rank r with probability ~ 1 / r**exponent."""
-    return (rng.zipf(exponent, size=size) - 1) % vocabulary
-
-
-class Corpus:
-    """Documents and queries, generated from a seed."""
-
-    def __init__(self, docs: int, queries: int, seed: int = 7):
-        rng = np.random.default_rng(seed)
-        self.n = docs
-        centroids = rng.standard_normal((CLUSTERS, DIM)).astype(np.float32)
-        assign = rng.integers(0, CLUSTERS, docs)
-        dense = centroids[assign] + 0.6 * rng.standard_normal((docs, DIM)).astype(np.float32)
-        self.dense = dense / np.linalg.norm(dense, axis=1, keepdims=True)
-        self.sparse = [self._sparse_vector(rng, rng.integers(60, 201)) for _ in range(docs)]
-        self.words = [zipf_ids(rng, rng.integers(30, 81), WORDS, 1.2) for _ in range(docs)]
-        self.tenant = np.arange(docs) % TENANTS
-
-        q_assign = rng.integers(0, CLUSTERS, queries)
-        q = centroids[q_assign] + 0.8 * rng.standard_normal((queries, DIM)).astype(np.float32)
-        self.q_dense = q / np.linalg.norm(q, axis=1, keepdims=True)
-        self.q_sparse = [self._sparse_vector(rng, rng.integers(5, 16)) for _ in range(queries)]
-        # two words of a random document: AND queries that match something
-        picks = rng.integers(0, docs, queries)
-        self.q_text = [
-            " ".join(f"w{w}" for w in rng.choice(self.words[p], 2, replace=False)) for p in picks
-        ]
-
-    @staticmethod
-    def _sparse_vector(rng, nnz):
-        tokens = np.unique(zipf_ids(rng, nnz * 2, VOCAB))[:nnz]
-        # frequent tokens weigh less, as BGE-M3's stop words do
-        weights = rng.gamma(2.0, 0.08, tokens.size) * np.where(tokens < 100, 0.3, 1.0)
-        return tokens.astype(np.int32), np.clip(weights, 0.01, 0.9).astype(np.float32)
-
-    def text(self, i):
-        return " ".join(f"w{w}" for w in self.words[i])
-
-    # exact references -----------------------------------------------------------
-
-    def exact_dense(self, qi, k, allowed=None):
-        scores = self.dense @ self.q_dense[qi]
-        if allowed is not None:
-            scores = np.where(allowed, scores, -np.inf)
-        top = np.lexsort((np.arange(self.n), -scores))[:k]
-        return [int(i) + 1 for i in top if np.isfinite(scores[i])]
-
-    def build_postings(self):
-        docs = np.concatenate([np.full(t.size, i + 1) for i, (t, _) in enumerate(self.sparse)])
-        tokens = np.concatenate([t for t, _ in self.sparse])
-        weights = np.concatenate([w for _, w in self.sparse])
-        order = np.argsort(tokens, kind="stable")
-        self.p_docs, self.p_tokens, self.p_weights = docs[order], tokens[order], weights[order]
-        self.p_starts = np.searchsorted(self.p_tokens, np.arange(VOCAB + 1))
-
-    def exact_sparse(self, qi, k, allowed=None):
-        scores = np.zeros(self.n + 1)
-        for t, w in zip(*self.q_sparse[qi], strict=True):
-            a, b = self.p_starts[t], self.p_starts[t + 1]
-            scores[self.p_docs[a:b]] += self.p_weights[a:b].astype(np.float64) * float(w)
-        if allowed is not None:
-            scores[1:][~allowed] = 0
-        top = np.lexsort((np.arange(self.n + 1), -scores))[:k]
-        return [int(i) for i in top if scores[i] > 0]
-
-
-# --------------------------------------------------------------------------- running
+# --------------------------------------------------------------------------- the legs
 
 
 def sparse_param(tokens, weights):
     return SparseVector(dict(zip(tokens.tolist(), weights.tolist(), strict=True)), VOCAB)
 
 
+def bm25_leg(corpus, k, jflt):
+    """The BM25 leg's SQL and a function of a query number giving its parameters.
+    The one place to change when the leg's SQL changes (the C engine's operator)."""
+    sql = "select id from keyword_search(%s, %s, %s::jsonb)"
+    return sql, lambda q: (corpus.q_text[q], k, jflt)
+
+
+def dense_leg(corpus, k, jflt):
+    return "select id from dense_search(%s::vector, %s, %s::jsonb)", lambda q: (
+        corpus.q_dense[q],
+        k,
+        jflt,
+    )
+
+
+SPARSE_AM_SQL = (
+    "select id from documents where sparse is not null"
+    " and (%s::jsonb is null or metadata @> %s::jsonb)"
+    " order by sparse <#> %s::sparsevec limit %s"
+)
+
+
+def sparse_leg(corpus, k, jflt):
+    """The sparse leg as a plain index scan of documents_sparse_idx."""
+    return SPARSE_AM_SQL, lambda q: (jflt, jflt, sparse_param(*corpus.q_sparse[q]), k)
+
+
+def hybrid_leg(corpus, k, jflt):
+    sql = (
+        "select id from hybrid_search(%s, %s::vector, %s::sparsevec, %s, fusion => 'rrf',"
+        " filter => %s::jsonb)"
+    )
+    return sql, lambda q: (
+        corpus.q_text[q],
+        corpus.q_dense[q],
+        sparse_param(*corpus.q_sparse[q]),
+        k,
+        jflt,
+    )
+
+
+def rrf(lists, k=K, rrf_k=60):
+    scores = {}
+    for ids in lists:
+        for rank, doc in enumerate(ids, 1):
+            scores[doc] = scores.get(doc, 0.0) + 1.0 / (rrf_k + rank)
+    return [d for d, _ in sorted(scores.items(), key=lambda t: (-t[1], t[0]))[:k]]
+
+
+def exact_hybrid(corpus, mask):
+    def reference(q):
+        return rrf(
+            [
+                corpus.exact_dense(q, 100, mask),
+                corpus.exact_sparse(q, 100, mask),
+                corpus.exact_bm25(q, 100, mask),
+            ]
+        )
+
+    return reference
+
+
+# --------------------------------------------------------------------------- timing
+
+
 def timed(conn, sql, params_list):
-    """(latencies in ms, results) of running sql once per parameter tuple, after a
+    """(latencies in ms, id lists) of running sql once per parameter tuple, after a
     few untimed runs (plan caching, the backend's first PL/Python import)."""
     for params in params_list[:3]:
         conn.execute(sql, params, prepare=True).fetchall()
@@ -129,25 +144,55 @@ def timed(conn, sql, params_list):
         started = time.perf_counter()
         rows = conn.execute(sql, params, prepare=True).fetchall()
         latencies.append((time.perf_counter() - started) * 1000)
-        results.append(rows)
+        results.append([r[0] for r in rows])
     return latencies, results
 
 
-def recall(found, expected, k=10):
-    expected = expected[:k]
-    if not expected:
-        return 1.0
-    return len(set(found[:k]) & set(expected)) / len(expected)
+def timed_in_process(search, qs):
+    latencies, results = [], []
+    for q in qs:
+        started = time.perf_counter()
+        results.append(search(q))
+        latencies.append((time.perf_counter() - started) * 1000)
+    return latencies, results
 
 
 def percentiles(latencies):
-    p = np.percentile(latencies, [50, 95, 99])
-    return f"{p[0]:.1f}", f"{p[1]:.1f}", f"{p[2]:.1f}"
+    return [f"{p:.2f}" for p in np.percentile(latencies, [50, 95, 99])]
 
 
-def relation_mb(conn, name):
-    size = conn.execute("select pg_total_relation_size(%s::regclass)", [name]).fetchone()[0]
-    return size / 2**20
+class Table:
+    """The measured rows: (measure, p50, p95, p99, recall@10, full lists), and each
+    row's p95 under a key for the ratios."""
+
+    def __init__(self):
+        self.rows, self.p95 = [], {}
+        self.bm25_tantivy_overlap = None
+
+    def add(self, key, name, latencies, ids, qs, reference=None):
+        """reference(q) is the exact top k: recall@10, and whether the leg returned
+        as many rows as the exact answer has (k when k visible matches exist)."""
+        if reference is None:
+            rec, full = "-", "-"
+        else:
+            refs = [reference(q) for q in qs]
+            rec = f"{np.mean([recall(f, r) for f, r in zip(ids, refs, strict=True)]):.3f}"
+            full = sum(len(f) >= len(r) for f, r in zip(ids, refs, strict=True))
+            full = f"{full}/{len(qs)}"
+        self.rows.append((name, *percentiles(latencies), rec, full))
+        self.p95[key] = float(np.percentile(latencies, 95))
+
+    def sql(self, conn, key, name, leg, qs, reference=None):
+        sql, params = leg
+        latencies, ids = timed(conn, sql, [params(q) for q in qs])
+        self.add(key, name, latencies, ids, qs, reference)
+        return ids
+
+    def ratio(self, a, b):
+        return self.p95[a] / self.p95[b]
+
+
+# --------------------------------------------------------------------------- loading
 
 
 def load(conn, corpus, ids=None):
@@ -157,7 +202,7 @@ def load(conn, corpus, ids=None):
     ) as copy:
         copy.set_types(["int8", "text", "jsonb", "vector", "sparsevec"])
         for i in ids:
-            j = i % corpus.n  # extra rows (write_cost) reuse the corpus' vectors
+            j = i % corpus.n  # extra rows (insert_throughput) reuse the corpus' vectors
             copy.write_row(
                 (
                     i + 1,
@@ -169,35 +214,367 @@ def load(conn, corpus, ids=None):
             )
 
 
-def write_cost(conn, corpus, rows=2000, rounds=3):
-    """Seconds to COPY rows with vectors supplied, with and without the sparse index triggers."""
-    timings = {"with": [], "without": []}
+def check_lexemes(conn, corpus, sample=200):
+    """The peers index each document's words; that they are the lexemes the BM25
+    leg scores (one per word, a position per repetition) is checked, not assumed."""
+    step = max(1, corpus.n // sample)
+    rows = conn.execute(
+        "select d.id, array_agg(u.lexeme order by u.lexeme),"
+        " array_agg(cardinality(u.positions) order by u.lexeme)"
+        " from documents as d cross join lateral unnest(d.fts) as u"
+        " where d.id %% %s = 1 group by d.id",
+        [step],
+    ).fetchall()
+    for doc, lexemes, counts in rows:
+        words, repeats = np.unique(corpus.words[doc - 1], return_counts=True)
+        expected = sorted(zip([f"w{w}" for w in words], repeats.tolist(), strict=True))
+        if sorted(zip(lexemes, counts, strict=True)) != expected:
+            raise RuntimeError(f"document {doc}: its fts lexemes are not its words")
+    if not rows:
+        raise RuntimeError("no document to compare lexemes with")
+
+
+def create_postings_table(conn, corpus):
+    """The naive baseline: one row per (token, document, weight), btree on token."""
+    p = corpus.sparse_postings
+    tokens = np.repeat(np.arange(p.starts.size - 1), np.diff(p.starts))
+    conn.execute("create table bench_postings (token int4, doc int8, weight float4)")
+    row = np.dtype(
+        [("n", ">i2"), ("l1", ">i4"), ("t", ">i4"), ("l2", ">i4"), ("d", ">i8"),
+         ("l3", ">i4"), ("w", ">f4")]
+    )  # fmt: skip
+    with conn.cursor().copy("copy bench_postings from stdin with (format binary)") as copy:
+        copy.write(b"PGCOPY\n\xff\r\n\0" + b"\0" * 8)
+        for start in range(0, p.docs.size, 1_000_000):
+            end = min(start + 1_000_000, p.docs.size)
+            data = np.empty(end - start, row)
+            data["n"], data["l1"], data["l2"], data["l3"] = 3, 4, 8, 4
+            data["t"] = tokens[start:end]
+            data["d"] = p.docs[start:end]
+            data["w"] = p.weights[start:end]
+            copy.write(data.tobytes())
+        copy.write(b"\xff\xff")
+    conn.execute("create index on bench_postings (token) include (doc, weight)")
+    conn.execute("vacuum analyze bench_postings")
+
+
+def timed_step(facts, key, step, *args):
+    started = time.perf_counter()
+    result = step(*args)
+    facts[key] = time.perf_counter() - started
+    return result
+
+
+def build(conn, corpus, facts):
+    """Load the corpus and build every index, timed."""
+    conn.execute(
+        f"alter table documents alter column dense type vector({DIM}),"
+        f" alter column sparse type sparsevec({VOCAB})"
+    )
+    # no autovacuum: it would run during the timings, and after the 20% churn (its
+    # default threshold) it would turn "before VACUUM" into "during VACUUM"
+    conn.execute(
+        "alter table documents set (autovacuum_enabled = false, toast.autovacuum_enabled = false)"
+    )
+    # built after the load, as the other indexes (and timed)
+    conn.execute("drop index documents_sparse_idx")
+    timed_step(
+        facts, "build: COPY documents (vectors supplied, fts by trigger, GIN)", load, conn, corpus
+    )
+    conn.execute("vacuum analyze documents")
+    check_lexemes(conn, corpus)
+    for name, sql in [
+        (
+            "sparse_inverted index (CREATE INDEX documents_sparse_idx)",
+            "create index documents_sparse_idx on documents"
+            " using sparse_inverted (sparse sparsevec_ip_ops)",
+        ),
+        (
+            "dense HNSW index (m 16, ef_construction 64)",
+            "select hybrid_search_create_dense_index()",
+        ),
+        (
+            "table-based sparse and BM25 inverted indexes + statistics (hybrid_search_refresh)",
+            "select hybrid_search_refresh()",
+        ),
+    ]:
+        timed_step(facts, f"build: {name}", conn.execute, sql)
+    timed_step(
+        facts, "build: plain postings table + btree (baseline)", create_postings_table, conn, corpus
+    )
+
+
+# --------------------------------------------------------------------------- measures
+
+
+def measure_pass(conn, table, corpus, peers, fast, few, filtered):
+    """Every leg once, unfiltered or with the 10% metadata filter; the peers (which
+    have no filter) unfiltered only, the numpy brute force both ways."""
+    label = " (10% filter)" if filtered else ""
+    tag = "filtered " if filtered else ""
+    jflt = Jsonb({"tenant": TENANT}) if filtered else None
+    mask = corpus.tenant == TENANT if filtered else None
+
+    def dense_ref(q):
+        return corpus.exact_dense(q, K, mask)
+
+    def sparse_ref(q):
+        return corpus.exact_sparse(q, K, mask)
+
+    def bm25_ref(q):
+        return corpus.exact_bm25(q, K, mask)
+
+    def sparse_fn(name):
+        return (
+            f"select id from {name}(%s::sparsevec, %s, %s::jsonb)",
+            lambda q: (sparse_param(*corpus.q_sparse[q]), K, jflt),
+        )
+
+    table.sql(conn, tag + "dense", "dense, pgvector HNSW (ef_search 100)" + label,
+              dense_leg(corpus, K, jflt), fast, dense_ref)  # fmt: skip
+    table.sql(
+        conn,
+        tag + "dense exact",
+        "dense, exact scan" + label,
+        (
+            "select id from documents where dense is not null and (%s::jsonb is null"
+            " or metadata @> %s::jsonb) order by (dense <=> %s::vector) + 0, id limit %s",
+            lambda q: (jflt, jflt, corpus.q_dense[q], K),
+        ),
+        few,
+        dense_ref,
+    )
+    table.sql(conn, tag + "sparse", "sparse, sparse_inverted index (ORDER BY <#> LIMIT 10)" + label,
+              sparse_leg(corpus, K, jflt), fast, sparse_ref)  # fmt: skip
+    table.sql(conn, tag + "sparse_search", "sparse, sparse_search (sparse_inverted index)" + label,
+              sparse_fn("sparse_search"), fast, sparse_ref)  # fmt: skip
+    table.sql(conn, tag + "sparse table-based",
+              "sparse, table-based inverted index (_sparse_search_index)" + label,
+              sparse_fn("_sparse_search_index"), fast, sparse_ref)  # fmt: skip
+    latencies, ids = timed_in_process(sparse_ref, fast)
+    table.add(tag + "sparse numpy", "sparse, exact numpy brute force (in process)" + label,
+              latencies, ids, fast, sparse_ref)  # fmt: skip
+    if not filtered:
+        latencies, ids = timed_in_process(
+            lambda q: peers["seismic"].search(*corpus.q_sparse[q]), fast
+        )
+        table.add("seismic", "sparse, Seismic (in process; n_postings"
+                  f" {peers['seismic'].n_postings}, heap_factor {peers['seismic'].heap_factor})",
+                  latencies, ids, fast, sparse_ref)  # fmt: skip
+    table.sql(conn, tag + "sparse exact scan", "sparse, pgvector exact scan (<#>)" + label,
+              sparse_fn("sparse_search_scan"), few, sparse_ref)  # fmt: skip
+    table.sql(
+        conn,
+        tag + "sparse postings join",
+        "sparse, postings join" + label,
+        (
+            "select p.doc from bench_postings as p"
+            " join unnest(%s::int4[], %s::float4[]) as q (token, weight) on p.token = q.token"
+            " where %s::jsonb is null or exists (select from documents as d"
+            "  where d.id = p.doc and d.metadata @> %s::jsonb)"
+            " group by p.doc order by sum(p.weight * q.weight) desc, p.doc limit %s",
+            lambda q: (*[a.tolist() for a in corpus.q_sparse[q]], jflt, jflt, K),
+        ),
+        few,
+        sparse_ref,
+    )
+    bm25_ids = table.sql(conn, tag + "bm25", "BM25 leg (OR over lexemes)" + label,
+                         bm25_leg(corpus, K, jflt), fast, bm25_ref)  # fmt: skip
+    latencies, ids = timed_in_process(bm25_ref, fast)
+    table.add(tag + "bm25 numpy", "BM25, exact numpy brute force (in process)" + label,
+              latencies, ids, fast, bm25_ref)  # fmt: skip
+    if not filtered:
+        latencies, ids = timed_in_process(
+            lambda q: peers["tantivy"].search(corpus.q_words[q]), fast
+        )
+        table.add("tantivy", "BM25, tantivy (in process)", latencies, ids, fast, bm25_ref)
+        table.bm25_tantivy_overlap = np.mean(
+            [overlap(a, b) for a, b in zip(bm25_ids, ids, strict=True)]
+        )
+    table.sql(conn, tag + "hybrid", "hybrid_search, three legs, RRF" + label,
+              hybrid_leg(corpus, K, jflt), fast, exact_hybrid(corpus, mask))  # fmt: skip
+
+
+def measure_row_security(conn, table, corpus, fast):
+    """Every leg for a role whose row-level-security policy shows it 10% of the rows."""
+    conn.execute("alter table documents enable row level security")
+    conn.execute(
+        f"create policy bench_tenant on documents using ((metadata->>'tenant')::int = {TENANT})"
+    )
+    conn.execute("create role bench_reader")
+    conn.execute("grant select on documents to bench_reader")
+    conn.execute("select hybrid_search_grant('bench_reader')")
+    mask = corpus.tenant == TENANT
+    label = " (RLS role seeing 10%)"
+    try:
+        conn.execute("set role bench_reader")
+        for key, name, leg, reference in [
+            ("dense", "dense, pgvector HNSW", dense_leg, corpus.exact_dense),
+            ("sparse", "sparse, sparse_inverted index (ORDER BY <#> LIMIT 10)", sparse_leg,
+             corpus.exact_sparse),
+            ("bm25", "BM25 leg", bm25_leg, corpus.exact_bm25),
+        ]:  # fmt: skip
+            table.sql(conn, "rls " + key, name + label, leg(corpus, K, None), fast,
+                      lambda q, reference=reference: reference(q, K, mask))  # fmt: skip
+        table.sql(conn, "rls hybrid", "hybrid_search" + label, hybrid_leg(corpus, K, None), fast,
+                  exact_hybrid(corpus, mask))  # fmt: skip
+    finally:
+        conn.execute("reset role")
+        conn.execute("drop policy bench_tenant on documents")
+        conn.execute("alter table documents disable row level security")
+        conn.execute("select hybrid_search_revoke('bench_reader')")
+        conn.execute("drop owned by bench_reader")
+        conn.execute("drop role bench_reader")
+
+
+def queries_per_second(dsn, leg, qs, clients):
+    """Queries per second of `clients` threads, each with its own connection (the
+    server does the work, so threads do not serialize on the GIL), each running
+    every query once in its own order, started together after a warm-up."""
+    sql, params = leg
+    start = threading.Barrier(clients + 1)
+    errors = []
+
+    def client(c):
+        try:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                register_vector(conn)
+                order = [params(qs[(i + c * 37) % len(qs)]) for i in range(len(qs))]
+                for p in order[:3]:
+                    conn.execute(sql, p, prepare=True).fetchall()
+                start.wait()
+                for p in order:
+                    conn.execute(sql, p, prepare=True).fetchall()
+        except BaseException as error:
+            errors.append(error)
+            start.abort()
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    for t in threads:
+        t.start()
+    with contextlib.suppress(threading.BrokenBarrierError):  # a client failed: raised below
+        start.wait()
+    started = time.perf_counter()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return clients * len(qs) / (time.perf_counter() - started)
+
+
+def measure_concurrency(dsn, corpus, qs):
+    """{leg: [qps at each of CLIENTS]}."""
+    return {
+        name: [queries_per_second(dsn, leg(corpus, K, None), qs, c) for c in CLIENTS]
+        for name, leg in [
+            ("dense (pgvector HNSW)", dense_leg),
+            ("sparse (sparse_inverted)", sparse_leg),
+            ("BM25 leg", bm25_leg),
+            ("hybrid_search", hybrid_leg),
+        ]
+    }
+
+
+def measure_churn(conn, table, corpus, fast, facts):
+    """Every leg after 20% of the rows changed: 10% updated (a new row version in
+    every index, the old one dead) and 10% deleted, before and after VACUUM."""
+    ids = np.arange(1, corpus.n + 1)
+    alive = ids % 10 != 0
+    timed_step(facts, "churn: UPDATE 10% of the rows", conn.execute,
+               "update documents set metadata = metadata || '{\"churned\": true}' where id % 10 = 5")  # fmt: skip
+    timed_step(facts, "churn: DELETE 10% of the rows", conn.execute,
+               "delete from documents where id % 10 = 0")  # fmt: skip
+    for stage in ("before VACUUM", "after VACUUM"):
+        if stage == "after VACUUM":
+            timed_step(facts, "churn: VACUUM", conn.execute, "vacuum documents")
+        label = f" (after 20% churn, {stage})"
+        for key, name, leg, reference in [
+            ("dense", "dense, pgvector HNSW", dense_leg, corpus.exact_dense),
+            ("sparse", "sparse, sparse_inverted index (ORDER BY <#> LIMIT 10)", sparse_leg,
+             corpus.exact_sparse),
+            ("bm25", "BM25 leg", bm25_leg, corpus.exact_bm25),
+        ]:  # fmt: skip
+            table.sql(conn, f"churn {stage} {key}", name + label, leg(corpus, K, None), fast,
+                      lambda q, reference=reference: reference(q, K, alive))  # fmt: skip
+        table.sql(conn, f"churn {stage} hybrid", "hybrid_search" + label,
+                  hybrid_leg(corpus, K, None), fast, exact_hybrid(corpus, alive))  # fmt: skip
+
+
+INDEX_TRIGGERS = ("sparse_index_inserted", "keyword_index_inserted")
+
+
+def insert_throughput(conn, corpus, rows=2000, rounds=3):
+    """(rows/s with all indexes, rows/s without any): the median of `rounds` COPYs
+    of `rows` rows with vectors supplied. Without: every index but those of the
+    primary key and unique constraints dropped and the table-based indexes' triggers disabled (the last measure of
+    the run, as it drops the indexes)."""
+    rates = {"with": [], "without": []}
     base = corpus.n * 10
-    for r in range(rounds):
-        for mode in ("with", "without"):
-            if mode == "without":
-                conn.execute("alter table documents disable trigger sparse_index_inserted")
-            ids = range(base, base + rows)
+    for mode in ("with", "without"):
+        if mode == "without":
+            for trigger in INDEX_TRIGGERS:
+                conn.execute(f"alter table documents disable trigger {trigger}")
+            for (index,) in conn.execute(
+                "select indexrelid::regclass::text from pg_index"
+                " where indrelid = 'documents'::regclass"
+                " and not exists (select from pg_constraint where conindid = indexrelid)"
+            ).fetchall():
+                conn.execute(f"drop index {index}")
+        for _ in range(rounds):
             started = time.perf_counter()
-            load(conn, corpus, ids)
-            timings[mode].append(time.perf_counter() - started)
-            conn.execute("alter table documents enable trigger sparse_index_inserted")
-            conn.execute("delete from documents where id > %s", [base])
-            conn.execute("delete from hybrid_search_sparse_changes where doc_id > %s", [base])
-            base += rows * (r + 2)
-    return statistics.median(timings["with"]), statistics.median(timings["without"])
+            load(conn, corpus, range(base, base + rows))
+            rates[mode].append(rows / (time.perf_counter() - started))
+            base += rows
+    return statistics.median(rates["with"]), statistics.median(rates["without"])
 
 
-def run(docs: int, queries: int, slow_queries: int, keep: bool = False) -> tuple[list[tuple], dict]:
+def relation_mb(conn, name):
+    size = conn.execute("select pg_total_relation_size(%s::regclass)", [name]).fetchone()[0]
+    return size / 2**20
+
+
+SIZES = [
+    ("documents (heap + TOAST)", "documents"),
+    ("dense HNSW index", "documents_dense_idx"),
+    ("full-text GIN index", "documents_fts_idx"),
+    ("sparse_inverted index (documents_sparse_idx)", "documents_sparse_idx"),
+    ("table-based sparse inverted index", "hybrid_search_sparse_postings"),
+    ("table-based BM25 inverted index", "hybrid_search_keyword_postings"),
+    ("plain postings table + btree (baseline)", "bench_postings"),
+]
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def build_peers(corpus, facts):
+    seismic = Seismic(corpus.sparse, VOCAB)
+    started = time.perf_counter()
+    facts["Seismic tuning recall@10"] = seismic.tune(
+        corpus.q_sparse_tuning,
+        lambda q: corpus.sparse_postings.top(*q, K),
+    )
+    facts["build: Seismic builds and tuning (in process)"] = time.perf_counter() - started
+    facts[f"build: Seismic, n_postings {seismic.n_postings} (in process, 1 thread)"] = (
+        seismic.build_s
+    )
+    facts["size: Seismic (saved index file)"] = seismic.size_mb
+    tantivy = Tantivy(corpus.words)
+    facts["build: tantivy (in process, 1 thread)"] = tantivy.build_s
+    facts["size: tantivy (index directory)"] = tantivy.size_mb
+    return {"seismic": seismic, "tantivy": tantivy}
+
+
+def run(docs: int, queries: int, slow_queries: int, keep: bool = False):
     layout = Layout.from_environment()
     scratch = Path(tempfile.mkdtemp(prefix="hybrid_search_bench_"))
     scratch.chmod(0o755)
     cluster = Cluster(scratch / "cluster", port=5432)
-    table, facts = [], {}
-    started = time.perf_counter()
-    corpus = Corpus(docs, queries)
-    corpus.build_postings()
-    facts["generate_s"] = time.perf_counter() - started
+    table, facts = Table(), {"load average at start": os.getloadavg()}
+    fast, few = range(queries), range(min(slow_queries, queries))
+    corpus = timed_step(facts, "build: generate corpus (numpy)", Corpus, docs, queries)
+    timed_step(facts, "build: exact numpy references", corpus.build_references)
+    peers = build_peers(corpus, facts)
     try:
         cluster.init()
         with (cluster.data / "postgresql.conf").open("a") as conf:
@@ -209,336 +586,27 @@ def run(docs: int, queries: int, slow_queries: int, keep: bool = False) -> tuple
         database.ensure_extension(dsn, layout, None)
         with psycopg.connect(dsn, autocommit=True) as conn:
             register_vector(conn)
-            conn.execute(
-                f"alter table documents alter column dense type vector({DIM}),"
-                f" alter column sparse type sparsevec({VOCAB})"
-            )
-            # built after the load, as the other indexes (and timed)
-            conn.execute("drop index documents_sparse_idx")
-            t = time.perf_counter()
-            load(conn, corpus)
-            facts["copy_s"] = time.perf_counter() - t
-            conn.execute("vacuum analyze documents")
-            t = time.perf_counter()
-            conn.execute(
-                "create index documents_sparse_idx on documents"
-                " using sparse_inverted (sparse sparsevec_ip_ops)"
-            )
-            facts["sparse_am_build_s"] = time.perf_counter() - t
-            t = time.perf_counter()
-            conn.execute("select hybrid_search_create_dense_index()")
-            facts["hnsw_build_s"] = time.perf_counter() - t
-            t = time.perf_counter()
-            conn.execute("select hybrid_search_refresh()")
-            facts["sparse_build_s"] = time.perf_counter() - t
-            t = time.perf_counter()
-            create_postings_table(conn, corpus)
-            facts["postings_join_build_s"] = time.perf_counter() - t
-            table, extra = measure(conn, corpus, queries, slow_queries, facts)
-            facts.update(extra)
+            build(conn, corpus, facts)
+            for filtered in (False, True):
+                measure_pass(conn, table, corpus, peers, fast, few, filtered)
+            measure_row_security(conn, table, corpus, fast)
+            facts["qps"] = measure_concurrency(dsn, corpus, fast)
+            for name, relation in SIZES:
+                facts[f"size: {name}"] = relation_mb(conn, relation)
+            measure_churn(conn, table, corpus, fast, facts)
+            facts["insert rows/s"] = insert_throughput(conn, corpus)
     finally:
+        peers["tantivy"].close()
         if keep:
             print(f'kept: psql "{cluster.dsn("bench")}"')
         else:
             cluster.destroy()
             shutil.rmtree(scratch, ignore_errors=True)
+    facts["load average at end"] = os.getloadavg()
     return table, facts
 
 
-def create_postings_table(conn, corpus):
-    """The naive baseline: one row per (token, document, weight), btree on token."""
-    conn.execute("create table bench_postings (token int4, doc int8, weight float4)")
-    row = np.dtype(
-        [("n", ">i2"), ("l1", ">i4"), ("t", ">i4"), ("l2", ">i4"), ("d", ">i8"),
-         ("l3", ">i4"), ("w", ">f4")]
-    )  # fmt: skip
-    with conn.cursor().copy("copy bench_postings from stdin with (format binary)") as copy:
-        copy.write(b"PGCOPY\n\xff\r\n\0" + b"\0" * 8)
-        for start in range(0, corpus.p_docs.size, 1_000_000):
-            end = min(start + 1_000_000, corpus.p_docs.size)
-            data = np.empty(end - start, row)
-            data["n"], data["l1"], data["l2"], data["l3"] = 3, 4, 8, 4
-            data["t"] = corpus.p_tokens[start:end]
-            data["d"] = corpus.p_docs[start:end]
-            data["w"] = corpus.p_weights[start:end]
-            copy.write(data.tobytes())
-        copy.write(b"\xff\xff")
-    conn.execute("create index on bench_postings (token) include (doc, weight)")
-    conn.execute("vacuum analyze bench_postings")
-
-
-def rrf(lists, k=10, rrf_k=60):
-    scores = {}
-    for ids in lists:
-        for rank, doc in enumerate(ids, 1):
-            scores[doc] = scores.get(doc, 0.0) + 1.0 / (rrf_k + rank)
-    return [d for d, _ in sorted(scores.items(), key=lambda t: (-t[1], t[0]))[:k]]
-
-
-def measure(conn, corpus, queries, slow, facts):
-    """Rows of (measure, p50, p95, p99, recall@10) and extra facts."""
-    table, extra = [], {}
-    fast, few = range(queries), range(min(slow, queries))
-    for flt in (None, {"tenant": 3}):
-        rows, ratios = measure_pass(conn, corpus, fast, few, flt)
-        table += rows
-        extra.update(ratios)
-    table += measure_row_security(conn, corpus, fast)
-    for name, relation in [
-        ("documents (heap + TOAST)", "documents"),
-        ("dense HNSW index", "documents_dense_idx"),
-        ("full-text GIN index", "documents_fts_idx"),
-        ("sparse_inverted index (documents_sparse_idx)", "documents_sparse_idx"),
-        ("table-based sparse inverted index", "hybrid_search_sparse_postings"),
-        ("plain postings table + btree (baseline)", "bench_postings"),
-    ]:
-        extra[f"size: {name}"] = relation_mb(conn, relation)
-    with_index, without = write_cost(conn, corpus)
-    extra["write_with_index_s"], extra["write_without_index_s"] = with_index, without
-    table += measure_churn(conn, corpus, fast, extra)
-    with_am, without_am = write_cost_am(conn, corpus)
-    extra["write_with_am_s"], extra["write_without_am_s"] = with_am, without_am
-    return table, extra
-
-
-AM_SQL = (
-    "select id from documents where sparse is not null"
-    " and (%s::jsonb is null or metadata @> %s::jsonb)"
-    " order by sparse <#> %s::sparsevec limit 10"
-)
-
-
-def sparse_recall(corpus, ids, qs, mask):
-    return f"{np.mean([recall(f, corpus.exact_sparse(q, 10, mask)) for f, q in zip(ids, qs, strict=True)]):.3f}"
-
-
-def measure_row_security(conn, corpus, fast):
-    """The sparse_inverted leg for a role whose row-level-security policy shows it 10%."""
-    conn.execute("alter table documents enable row level security")
-    conn.execute("create policy bench_tenant on documents using ((metadata->>'tenant')::int = 3)")
-    conn.execute("create role bench_reader")
-    conn.execute("grant select on documents to bench_reader")
-    conn.execute("select hybrid_search_grant('bench_reader')")
-    mask = corpus.tenant == 3
-    try:
-        conn.execute("set role bench_reader")
-        params = [(None, None, sparse_param(*corpus.q_sparse[q])) for q in fast]
-        latencies, results = timed(conn, AM_SQL, params)
-        ids = [[r[0] for r in rows] for rows in results]
-        rows = [
-            (
-                "sparse, sparse_inverted index (ORDER BY <#> LIMIT 10) (RLS role seeing 10%)",
-                *percentiles(latencies),
-                sparse_recall(corpus, ids, fast, mask),
-            )
-        ]
-        latencies, results = timed(
-            conn,
-            "select id from sparse_search(%s::sparsevec, 10)",
-            [(sparse_param(*corpus.q_sparse[q]),) for q in fast],
-        )
-        ids = [[r[0] for r in rows] for rows in results]
-        rows.append(
-            (
-                "sparse, sparse_search (sparse_inverted) (RLS role seeing 10%)",
-                *percentiles(latencies),
-                sparse_recall(corpus, ids, fast, mask),
-            )
-        )
-        return rows
-    finally:
-        conn.execute("reset role")
-        conn.execute("drop policy bench_tenant on documents")
-        conn.execute("alter table documents disable row level security")
-        conn.execute("select hybrid_search_revoke('bench_reader')")
-        conn.execute("drop owned by bench_reader")
-        conn.execute("drop role bench_reader")
-
-
-def measure_churn(conn, corpus, fast, extra):
-    """The sparse_inverted leg after 20% of the rows are rewritten (new row versions,
-    old ones dead), before and after VACUUM."""
-    t = time.perf_counter()
-    conn.execute(
-        "update documents set metadata = metadata || '{\"churned\": true}' where id % 5 = 0"
-    )
-    extra["churn_update_s"] = time.perf_counter() - t
-    rows = []
-    for label in ("after 20% churn, before VACUUM", "after 20% churn and VACUUM"):
-        if "and VACUUM" in label:
-            t = time.perf_counter()
-            conn.execute("vacuum documents")
-            extra["churn_vacuum_s"] = time.perf_counter() - t
-        params = [(None, None, sparse_param(*corpus.q_sparse[q])) for q in fast]
-        latencies, results = timed(conn, AM_SQL, params)
-        ids = [[r[0] for r in rows] for rows in results]
-        rows.append(
-            (
-                f"sparse, sparse_inverted index (ORDER BY <#> LIMIT 10) ({label})",
-                *percentiles(latencies),
-                sparse_recall(corpus, ids, fast, None),
-            )
-        )
-    return rows
-
-
-def write_cost_am(conn, corpus, rows=2000, rounds=3):
-    """Seconds to COPY rows with vectors supplied, with documents_sparse_idx and
-    without it (dropped at the end of the run)."""
-    timings = {"with": [], "without": []}
-    base = corpus.n * 20
-    for mode in ("with", "without"):
-        if mode == "without":
-            conn.execute("drop index documents_sparse_idx")
-        for _ in range(rounds):
-            started = time.perf_counter()
-            load(conn, corpus, range(base, base + rows))
-            timings[mode].append(time.perf_counter() - started)
-            base += rows
-    return statistics.median(timings["with"]), statistics.median(timings["without"])
-
-
-def measure_pass(conn, corpus, fast, few, flt):
-    """Every query shape once, with or without the metadata filter (tenant 3 = 10%)."""
-    table, extra = [], {}
-    allowed = corpus.tenant == 3
-    label = " (10% filter)" if flt else ""
-    jflt = Jsonb(flt) if flt else None
-    mask = allowed if flt else None
-
-    def row(name, sql, params, reference, qs):
-        latencies, results = timed(conn, sql, [params(q) for q in qs])
-        ids = [[r[0] for r in rows] for rows in results]
-        rec = (
-            f"{np.mean([recall(f, reference(q)) for f, q in zip(ids, qs, strict=True)]):.3f}"
-            if reference
-            else "-"
-        )
-        table.append((name + label, *percentiles(latencies), rec))
-        return latencies, ids
-
-    dense_lat, _ = row(
-        "dense, HNSW (ef_search 100)",
-        "select id from dense_search(%s::vector, 10, %s::jsonb)",
-        lambda q: (corpus.q_dense[q], jflt),
-        lambda q: corpus.exact_dense(q, 10, mask),
-        fast,
-    )
-    row(
-        "dense, exact scan",
-        "select id from documents where dense is not null and (%s::jsonb is null"
-        " or metadata @> %s::jsonb) order by (dense <=> %s::vector) + 0, id limit 10",
-        lambda q: (jflt, jflt, corpus.q_dense[q]),
-        lambda q: corpus.exact_dense(q, 10, mask),
-        few,
-    )
-    am_lat, _ = row(
-        "sparse, sparse_inverted index (ORDER BY <#> LIMIT 10)",
-        AM_SQL,
-        lambda q: (jflt, jflt, sparse_param(*corpus.q_sparse[q])),
-        lambda q: corpus.exact_sparse(q, 10, mask),
-        fast,
-    )
-    sparse_lat, _ = row(
-        "sparse, sparse_search (sparse_inverted index)",
-        "select id from sparse_search(%s::sparsevec, 10, %s::jsonb)",
-        lambda q: (sparse_param(*corpus.q_sparse[q]), jflt),
-        lambda q: corpus.exact_sparse(q, 10, mask),
-        fast,
-    )
-    old_lat, _ = row(
-        "sparse, table-based inverted index (_sparse_search_index)",
-        "select id from _sparse_search_index(%s::sparsevec, 10, %s::jsonb)",
-        lambda q: (sparse_param(*corpus.q_sparse[q]), jflt),
-        lambda q: corpus.exact_sparse(q, 10, mask),
-        fast,
-    )
-    numpy_lat = []
-    for q in fast:
-        started = time.perf_counter()
-        corpus.exact_sparse(q, 10, mask)
-        numpy_lat.append((time.perf_counter() - started) * 1000)
-    table.append(
-        ("sparse, exact numpy brute force over postings (in process)" + label,
-         *percentiles(numpy_lat), "1.000")
-    )  # fmt: skip
-    scan_lat, _ = row(
-        "sparse, pgvector exact scan (<#>)",
-        "select id from sparse_search_scan(%s::sparsevec, 10, %s::jsonb)",
-        lambda q: (sparse_param(*corpus.q_sparse[q]), jflt),
-        lambda q: corpus.exact_sparse(q, 10, mask),
-        few,
-    )
-    join_lat, _ = row(
-        "sparse, postings join",
-        "select p.doc from bench_postings as p"
-        " join unnest(%s::int4[], %s::float4[]) as q (token, weight) on p.token = q.token"
-        " where %s::jsonb is null or exists (select from documents as d"
-        "  where d.id = p.doc and d.metadata @> %s::jsonb)"
-        " group by p.doc order by sum(p.weight * q.weight) desc, p.doc limit 10",
-        lambda q: (*[a.tolist() for a in corpus.q_sparse[q]], jflt, jflt),
-        lambda q: corpus.exact_sparse(q, 10, mask),
-        few,
-    )
-    _, keyword_ids = row(
-        "full text (BM25, OR over lexemes, inverted index)",
-        "select id from keyword_search(%s, 100, %s::jsonb)",
-        lambda q: (corpus.q_text[q], jflt),
-        None,
-        fast,
-    )
-
-    def exact_hybrid(q):
-        return rrf(
-            [
-                corpus.exact_dense(q, 100, mask),
-                corpus.exact_sparse(q, 100, mask),
-                keyword_ids[q],
-            ]
-        )
-
-    hybrid_lat, hybrid_ids = row(
-        "hybrid_search, three legs, RRF",
-        "select id from hybrid_search(%s, %s::vector, %s::sparsevec, 10, fusion => 'rrf',"
-        " filter => %s::jsonb)",
-        lambda q: (
-            corpus.q_text[q],
-            corpus.q_dense[q],
-            sparse_param(*corpus.q_sparse[q]),
-            jflt,
-        ),
-        exact_hybrid,
-        fast,
-    )
-    key = "filtered" if flt else "unfiltered"
-    extra[f"{key}_am_p95"] = np.percentile(am_lat, 95)
-    extra[f"{key}_am_vs_old_p95"] = np.percentile(old_lat, 95) / np.percentile(am_lat, 95)
-    extra[f"{key}_am_vs_numpy_p95"] = np.percentile(am_lat, 95) / np.percentile(numpy_lat, 95)
-    extra[f"{key}_sparse_vs_scan_p95"] = np.percentile(scan_lat, 95) / np.percentile(sparse_lat, 95)
-    extra[f"{key}_sparse_vs_join_p95"] = np.percentile(join_lat, 95) / np.percentile(sparse_lat, 95)
-    extra[f"{key}_hybrid_vs_dense_p95"] = np.percentile(hybrid_lat, 95) / np.percentile(
-        dense_lat, 95
-    )
-    extra[f"{key}_hybrid_min_results"] = min(len(ids) for ids in hybrid_ids)
-    return table, extra
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--docs", type=int, default=100_000)
-    parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--slow-queries", type=int, default=20, help="for the exact scans")
-    parser.add_argument("--save", action="store_true", help="write bench/results/DATE-DOCS.md")
-    parser.add_argument("--keep", action="store_true", help="leave the cluster running")
-    args = parser.parse_args()
-    table, facts = run(args.docs, args.queries, args.slow_queries, args.keep)
-    report = render(args, table, facts)
-    print(report)
-    if args.save:
-        RESULTS.mkdir(exist_ok=True)
-        name = f"{datetime.date.today()}-{args.docs}.md"
-        (RESULTS / name).write_text(report)
-        print(f"saved bench/results/{name}")
+# --------------------------------------------------------------------------- the report
 
 
 def machine() -> str:
@@ -552,52 +620,92 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, {pg.stdout.strip()}"
 
 
-def render(args, table, facts) -> str:
+def ratio_rows(table: Table, facts) -> list[str]:
+    r = table.ratio
+    rows = [
+        ("sparse_inverted p95 / Seismic p95 (goal ≤ 1)", r("sparse", "seismic")),
+        ("sparse_inverted p95 / numpy brute force p95", r("sparse", "sparse numpy")),
+        ("sparse_inverted p95 / table-based index p95", r("sparse", "sparse table-based")),
+        ("sparse_inverted p95 / pgvector exact scan p95", r("sparse", "sparse exact scan")),
+        ("BM25 leg p95 / tantivy p95 (goal ≤ 1.5)", r("bm25", "tantivy")),
+        ("BM25 leg p95 / numpy brute force p95", r("bm25", "bm25 numpy")),
+        ("hybrid_search p95 / dense-only p95 (goal ≤ 2)", r("hybrid", "dense")),
+    ]
+    for key, name in [("dense", "dense"), ("sparse", "sparse_inverted"), ("bm25", "BM25 leg"),
+                      ("hybrid", "hybrid_search")]:  # fmt: skip
+        rows += [
+            (f"{name}, 10% filter p95 / unfiltered p95 (goal ≤ 1.5)", r(f"filtered {key}", key)),
+            (f"{name}, RLS role p95 / unfiltered p95 (goal ≤ 1.5)", r(f"rls {key}", key)),
+            (f"{name}, after churn p95 / clean p95, before VACUUM", r(f"churn before VACUUM {key}", key)),
+            (f"{name}, after churn p95 / clean p95, after VACUUM (goal ≤ 1.1)",
+             r(f"churn after VACUUM {key}", key)),
+        ]  # fmt: skip
+    with_all, without = facts["insert rows/s"]
+    out = [f"| {name} | {value:.2f} |" for name, value in rows]
+    out += [
+        f"| BM25 leg and tantivy: mean top-10 overlap | {table.bm25_tantivy_overlap:.3f} |",
+        f"| Seismic recall@10 on its 100 tuning queries | {facts['Seismic tuning recall@10']:.3f} |",
+        f"| COPY rows/s with all indexes / without any (goal ≥ 0.7) | {with_all:.0f} / {without:.0f} = {with_all / without:.2f} |",
+    ]
+    return out
+
+
+def render(args, table: Table, facts) -> str:
+    qps = facts["qps"]
+    start, end = facts["load average at start"], facts["load average at end"]
     out = [
         f"# Retrieval benchmark: {args.docs:,} documents",
         "",
         f"- date: {datetime.date.today()}; machine: {machine()}",
+        f"- load average (1, 5, 15 min) at start {start[0]:.1f} {start[1]:.1f} {start[2]:.1f},"
+        f" at end {end[0]:.1f} {end[1]:.1f} {end[2]:.1f}",
         f"- command: `.venv/bin/python bench/retrieval.py --docs {args.docs} --queries {args.queries}`",
         f"- {args.queries} queries ({args.slow_queries} for the exact scans and the postings join);"
-        " query embedding excluded (vectors passed in); recall@10 against exact top-10",
+        " query embedding excluded (vectors passed in); recall@10 against the exact top 10"
+        " (numpy); full lists: queries that got as many rows as the exact answer has",
         "",
-        "| query | p50 ms | p95 ms | p99 ms | recall@10 |",
-        "|---|---|---|---|---|",
-        *[f"| {name} | {p50} | {p95} | {p99} | {rec} |" for name, p50, p95, p99, rec in table],
+        "| query | p50 ms | p95 ms | p99 ms | recall@10 | full lists |",
+        "|---|---|---|---|---|---|",
+        *[f"| {' | '.join(row)} |" for row in table.rows],
         "",
         "| ratio (same run) | value |",
         "|---|---|",
-    ]
-    for key in ("unfiltered", "filtered"):
-        out += [
-            f"| {key}: sparse_inverted p95 vs table-based inverted index p95 | {facts[f'{key}_am_vs_old_p95']:.1f}x faster |",
-            f"| {key}: sparse_inverted p95 / numpy brute force p95 | {facts[f'{key}_am_vs_numpy_p95']:.2f} |",
-            f"| {key}: sparse index p95 vs exact scan p95 | {facts[f'{key}_sparse_vs_scan_p95']:.1f}x faster |",
-            f"| {key}: sparse index p95 vs postings join p95 | {facts[f'{key}_sparse_vs_join_p95']:.1f}x faster |",
-            f"| {key}: hybrid p95 / dense p95 | {facts[f'{key}_hybrid_vs_dense_p95']:.2f} |",
-            f"| {key}: fewest hybrid results for k = 10 | {facts[f'{key}_hybrid_min_results']} |",
-        ]
-    w, wo = facts["write_with_index_s"], facts["write_without_index_s"]
-    aw, awo = facts["write_with_am_s"], facts["write_without_am_s"]
-    out += [
-        f"| COPY of 2,000 rows with vectors: with / without sparse-index triggers | {w:.2f} s / {wo:.2f} s = {w / wo:.2f}x |",
-        f"| COPY of 2,000 rows with vectors: with / without documents_sparse_idx | {aw:.2f} s / {awo:.2f} s = {aw / awo:.2f}x |",
-        f"| 20% churn: UPDATE of a fifth of the rows / VACUUM after it | {facts['churn_update_s']:.1f} s / {facts['churn_vacuum_s']:.1f} s |",
+        *ratio_rows(table, facts),
         "",
-        "| build | seconds |",
+        "| queries per second | " + " | ".join(f"{c} client{'s' * (c > 1)}" for c in CLIENTS)
+        + f" | {CLIENTS[-1]} / 1 |",
+        "|---|" + "---|" * (len(CLIENTS) + 1),
+        *[f"| {name} | " + " | ".join(f"{v:.1f}" for v in values) + f" | {values[-1] / values[0]:.2f} |"
+          for name, values in qps.items()],
+        "",
+        "| build or write | seconds |",
         "|---|---|",
-        f"| generate corpus (numpy) | {facts['generate_s']:.1f} |",
-        f"| COPY documents (vectors supplied, fts by trigger, GIN) | {facts['copy_s']:.1f} |",
-        f"| HNSW index (m 16, ef_construction 64) | {facts['hnsw_build_s']:.1f} |",
-        f"| sparse_inverted index (CREATE INDEX documents_sparse_idx) | {facts['sparse_am_build_s']:.1f} |",
-        f"| table-based sparse inverted index + statistics (hybrid_search_refresh) | {facts['sparse_build_s']:.1f} |",
-        f"| plain postings table + btree (baseline) | {facts['postings_join_build_s']:.1f} |",
+        *[f"| {k.split(': ', 1)[1]} | {v:.1f} |" for k, v in facts.items()
+          if k.startswith(("build: ", "churn: "))],
         "",
         "| size | MB |",
         "|---|---|",
         *[f"| {k[6:]} | {v:.0f} |" for k, v in facts.items() if k.startswith("size: ")],
-    ]
+    ]  # fmt: skip
     return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--docs", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--slow-queries", type=int, default=20, help="for the exact scans")
+    parser.add_argument("--save", action="store_true", help="write bench/results/DATE-retrieval.md")
+    parser.add_argument("--keep", action="store_true", help="leave the cluster running")
+    args = parser.parse_args()
+    table, facts = run(args.docs, args.queries, args.slow_queries, args.keep)
+    report = render(args, table, facts)
+    print(report)
+    if args.save:
+        RESULTS.mkdir(exist_ok=True)
+        name = f"{datetime.date.today()}-retrieval.md"
+        (RESULTS / name).write_text(report)
+        print(f"saved bench/results/{name}")
 
 
 if __name__ == "__main__":

@@ -128,9 +128,16 @@ def cmd_init_sql(args, layout: Layout) -> None:
 
 
 def cmd_bench(args, layout: Layout) -> None:
-    """The retrieval benchmark (bench/retrieval.py) with the given options."""
+    """The retrieval benchmark (bench/retrieval.py) with the given options, after
+    installing its peers (Seismic, tantivy: requirements/bench.lock) into the
+    virtualenv this command runs from, never into the server's."""
     from .layout import REPO
 
+    if sys.prefix == sys.base_prefix:
+        raise SystemExit("hybrid-search bench: run it from the project's .venv (make bench)")
+    lock = REPO / "requirements" / "bench.lock"
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    report.run([*pip, "--require-hashes", "--no-deps", "-r", lock])
     script = str(REPO / "bench" / "retrieval.py")
     os.execv(sys.executable, [sys.executable, script, *args.psql_args])
 
