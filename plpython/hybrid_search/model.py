@@ -144,7 +144,7 @@ class LoadedModel:
         try:
             packed = packing.pack_linear_layers(self.flag_model.model.model)
         except RuntimeError as error:  # an operator this torch build lacks or refuses
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            first_line = (str(error).strip().splitlines() or [""])[0]
             return f"; pack_weights: packing failed ({first_line}), weights left unpacked"
         return f"; pack_weights: {packed / 1e6:,.0f} MB of bf16 weights packed for oneDNN (private)"
 
