@@ -9,7 +9,14 @@ sparse vectors COPYed in, so the legs search real-sized indexes); queries are
 distinct texts of 5-30 tokens from the model's vocabulary, each embedded once
 per phase (no cache hit), two disjoint sets: one for `embed(text)` alone,
 one for the whole `hybrid_search(text, 10)` call. Every phase runs in a new
-backend after a warm-up, on the same server. Usage:
+backend after a warm-up, on the same server; the automatic choice with its bf16
+weights packed for oneDNN (pack_weights) and int8 (configured: never chosen
+automatically) are measured beside them for their speed and agreement.
+
+What the CPU allows is measured in this process first, with the same torch: the
+memory read bandwidth, and the matrix multiplications of one batch-1 forward
+pass (BGE-M3's 24 layers' shapes, 604 MB of bf16 weights, no model around them)
+at 10 and 30 tokens. A query embedding cannot be faster than those. Usage:
 
     .venv/bin/python bench/query_latency.py [--docs 100000] [--queries 40] [--model DIR]
 """
@@ -53,6 +60,63 @@ def query_texts(tokenizer, count: int, seed: int) -> list[str]:
 
 def percentile(values, p):
     return float(np.percentile(np.array(values) * 1000, p))
+
+
+LAYERS, HIDDEN, INNER = 24, 1024, 4096  # BGE-M3 (XLM-RoBERTa-large)
+# (out, in) of one layer's linear layers: query, key, value, attention output, FFN in, out
+LAYER_SHAPES = [(HIDDEN, HIDDEN)] * 4 + [(INNER, HIDDEN), (HIDDEN, INNER)]
+
+
+def best_seconds(run, repeats: int = 5) -> float:
+    run()  # warm-up
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def machine_limits() -> list[tuple[str, str]]:
+    """Rows: read bandwidth (1 GiB summed) and the forward pass's matrix multiplications
+    alone in bf16 and int8 (torch's dynamic quantization), on 1 and 2 threads, best of 5."""
+    import torch
+
+    rows = []
+    saved = torch.get_num_threads()
+    big = torch.ones(1 << 28)  # 1 GiB of fp32, far beyond the caches
+    weights = [torch.randn(o, i, dtype=torch.bfloat16) * 0.02 for o, i in LAYER_SHAPES * LAYERS]
+    bf16_bytes = sum(w.numel() * w.element_size() for w in weights)
+    int8 = torch.ao.quantization.quantize_dynamic(
+        torch.nn.ModuleList(torch.nn.Linear(i, o, bias=False) for o, i in LAYER_SHAPES * LAYERS),
+        {torch.nn.Linear},
+        dtype=torch.qint8,
+    )
+    flops_per_token = 2 * sum(o * i for o, i in LAYER_SHAPES) * LAYERS
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        seconds = best_seconds(big.sum)
+        rows.append((f"this CPU, {threads} thread(s): memory read bandwidth, GB/s",
+                     f"{big.numel() * 4 / seconds / 1e9:.1f} (a forward pass's {bf16_bytes / 1e6:.0f} MB"
+                     f" of bf16 weights: {bf16_bytes / (big.numel() * 4) * seconds * 1000:.0f} ms)"))  # fmt: skip
+        for tokens in (10, 30):
+            inputs = {i: torch.randn(tokens, i) for i in (HIDDEN, INNER)}
+            bf16_inputs = {i: x.bfloat16() for i, x in inputs.items()}
+            with torch.inference_mode():
+                bf16 = best_seconds(
+                    lambda x=bf16_inputs: [
+                        torch.nn.functional.linear(x[w.shape[1]], w) for w in weights
+                    ]
+                )
+                quantized = best_seconds(
+                    lambda x=inputs: [layer(x[layer.in_features]) for layer in int8]
+                )
+            rows.append((f"this CPU, {threads} thread(s): a forward pass's matrix multiplications alone,"
+                         f" {tokens} tokens, bf16 / int8, ms",
+                         f"{bf16 * 1000:.0f} / {quantized * 1000:.0f} (bf16: {bf16_bytes / bf16 / 1e9:.1f} GB/s"
+                         f" of weights, {flops_per_token * tokens / bf16 / 1e9:.0f} GFLOPS)"))  # fmt: skip
+    torch.set_num_threads(saved)
+    return rows
 
 
 def phase(dsn: str, embed_texts, search_texts) -> dict:
@@ -145,7 +209,7 @@ def main() -> None:
     args = parser.parse_args()
     layout = Layout.from_environment()
     load_before = os.getloadavg()
-    rows = []
+    rows = machine_limits()
     model_dir = args.model or generate(layout.models / "random-bge-m3-full", size="full", seed=0)
     started = time.perf_counter()
     choice = numerics.prepare(str(model_dir))  # what `hybrid-search setup` does
@@ -174,22 +238,26 @@ def main() -> None:
         rows.append((f"build {args.docs:,} documents (COPY, HNSW, sparse and keyword indexes), s",
                      f"{time.perf_counter() - started:.0f}"))  # fmt: skip
         results = {}
-        for name, dtype, threads in (
-            ("fp32", "fp32", 0),
-            ("auto", "auto", 0),
-            ("auto, 1 query thread", "auto", 1),
-            ("auto, 2 query threads", "auto", 2),
+        for name, dtype, threads, pack in (
+            ("fp32", "fp32", 0, False),
+            ("auto", "auto", 0, False),
+            ("auto, 1 query thread", "auto", 1, False),
+            ("auto, 2 query threads", "auto", 2, False),
+            ("auto, pack_weights", "auto", 0, True),
+            ("int8 (configured)", "int8", 0, False),
         ):
             with psycopg.connect(dsn, autocommit=True) as admin:
                 admin.execute(
-                    "select hybrid_search_configure(dtype => %s, query_threads => %s::integer)",
-                    [dtype, threads],
+                    "select hybrid_search_configure(dtype => %s, query_threads => %s::integer,"
+                    " pack_weights => %s)",
+                    [dtype, threads, pack],
                 )
                 admin.execute("select hybrid_search_query_cache_clear()")
             results[name] = phase(dsn, embed_texts, search_texts)
-            results[name]["bulk"] = bulk(dsn, passages) if threads == 0 else None
+            with_bulk = threads == 0 and dtype != "int8"
+            results[name]["bulk"] = bulk(dsn, passages) if with_bulk else None
     load_after = os.getloadavg()
-    fp32, auto = results["fp32"], results["auto"]
+    fp32 = results["fp32"]
     for name, r in results.items():
         rows.append((f"{name}: number format (reason)", f"{r['dtype']} ({r['reason']})"))
         for what, key in (("query embedding alone", "embed"), ("hybrid_search(text, 10)", "whole")):
@@ -203,16 +271,19 @@ def main() -> None:
         rows.append(
             (f"{name}: private dirty memory of the querying backend, MB", f"{r['private_mb']:.0f}")
         )
-    rows.append(("auto vs fp32: query embedding p95 speed-up",
-                 f"{percentile(fp32['embed'], 95) / percentile(auto['embed'], 95):.2f}x"))  # fmt: skip
-    rows.append(("auto vs fp32: hybrid_search p95 speed-up",
-                 f"{percentile(fp32['whole'], 95) / percentile(auto['whole'], 95):.2f}x"))  # fmt: skip
-    if fp32["bulk"] and auto["bulk"]:
-        rows.append(("auto vs fp32: bulk throughput", f"{auto['bulk'] / fp32['bulk']:.2f}x"))
-    cosine, overlap, weighted, spread = agreement(fp32["vectors"], auto["vectors"])
-    rows.append((f"auto vs fp32 on the {args.queries} queries: min dense cosine; mean lexical top-10 overlap;"
-                 " mean weighted lexical overlap; median spread of fp32's top-10 weights",
-                 f"{cosine:.4f}; {overlap:.3f}; {weighted:.4f}; {spread:.5f}"))  # fmt: skip
+    for name in ("auto", "auto, pack_weights", "int8 (configured)"):
+        other = results[name]
+        for what, key in (("query embedding", "embed"), ("hybrid_search", "whole")):
+            rows.append((f"{name} vs fp32: {what} speed-up, p50 / p95",
+                         f"{percentile(fp32[key], 50) / percentile(other[key], 50):.2f}x /"
+                         f" {percentile(fp32[key], 95) / percentile(other[key], 95):.2f}x"))  # fmt: skip
+        cosine, overlap, weighted, spread = agreement(fp32["vectors"], other["vectors"])
+        rows.append((f"{name} vs fp32 on the {args.queries} queries: min dense cosine; mean lexical top-10"
+                     " overlap; mean weighted lexical overlap; median spread of fp32's top-10 weights",
+                     f"{cosine:.4f}; {overlap:.3f}; {weighted:.4f}; {spread:.5f}"))  # fmt: skip
+    for name in ("auto", "auto, pack_weights"):
+        rows.append((f"{name} vs fp32: bulk throughput",
+                     f"{results[name]['bulk'] / fp32['bulk']:.2f}x"))  # fmt: skip
     print(f"model: {model_dir} (random weights, BGE-M3's configuration); auto: {choice.location}")
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1 min), "
           f"{os.cpu_count()} cores")  # fmt: skip

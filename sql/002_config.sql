@@ -24,7 +24,8 @@ create table if not exists @extschema@.hybrid_search_config (
     bm25_b double precision check (bm25_b between 0 and 1),
     colbert_store boolean,
     query_threads integer check (query_threads between 0 and 1024),
-    query_cache_entries integer check (query_cache_entries between 0 and 100000000)
+    query_cache_entries integer check (query_cache_entries between 0 and 100000000),
+    pack_weights boolean
 );
 
 comment on table @extschema@.hybrid_search_config is
@@ -40,6 +41,9 @@ comment on column @extschema@.hybrid_search_config.query_threads is
 'torch threads for embedding a query (0: the cores idle at that moment); num_threads is for writes';
 comment on column @extschema@.hybrid_search_config.query_cache_entries is
 'query embeddings kept in hybrid_search_query_cache, shared by the backends (0: no shared cache)';
+comment on column @extschema@.hybrid_search_config.pack_weights is
+'bf16 linear weights reordered once per backend for oneDNN: faster queries, the weights '
+'(0.6 GB for BGE-M3) in each backend''s private memory instead of shared';
 comment on column @extschema@.hybrid_search_config.max_content_chars is
 'longer documents are refused with an error (tokenizing huge texts costs a backend gigabytes)';
 comment on column @extschema@.hybrid_search_config.embed_mode is
@@ -88,7 +92,8 @@ select
     coalesce(c.bm25_b, 0.75) as bm25_b,
     coalesce(c.colbert_store, false) as colbert_store,
     coalesce(c.query_threads, 0) as query_threads,
-    coalesce(c.query_cache_entries, 10000) as query_cache_entries
+    coalesce(c.query_cache_entries, 10000) as query_cache_entries,
+    coalesce(c.pack_weights, false) as pack_weights
 from (values (true)) as one_row (singleton)
 left join @extschema@.hybrid_search_config as c on one_row.singleton = c.singleton;
 
@@ -121,7 +126,8 @@ create or replace function @extschema@.hybrid_search_configure(
     bm25_b double precision default null,
     colbert_store boolean default null,
     query_threads integer default null,
-    query_cache_entries integer default null
+    query_cache_entries integer default null,
+    pack_weights boolean default null
 ) returns setof @extschema@.hybrid_search_settings
 as $func$
 declare
@@ -132,12 +138,12 @@ begin
     insert into @extschema@.hybrid_search_config as c (
         device, dtype, batch_size, max_length, num_threads, text_search_config, python_venv,
         max_content_chars, embed_mode, queue_max_attempts, queue_retry_seconds, bm25_k1, bm25_b,
-        colbert_store, query_threads, query_cache_entries
+        colbert_store, query_threads, query_cache_entries, pack_weights
     )
     values (
         device, dtype, batch_size, max_length, num_threads, text_search_config, python_venv,
         max_content_chars, embed_mode, queue_max_attempts, queue_retry_seconds, bm25_k1, bm25_b,
-        colbert_store, query_threads, query_cache_entries
+        colbert_store, query_threads, query_cache_entries, pack_weights
     )
     on conflict (singleton) do update set
         device = coalesce(excluded.device, c.device),
@@ -155,7 +161,8 @@ begin
         bm25_b = coalesce(excluded.bm25_b, c.bm25_b),
         colbert_store = coalesce(excluded.colbert_store, c.colbert_store),
         query_threads = coalesce(excluded.query_threads, c.query_threads),
-        query_cache_entries = coalesce(excluded.query_cache_entries, c.query_cache_entries);
+        query_cache_entries = coalesce(excluded.query_cache_entries, c.query_cache_entries),
+        pack_weights = coalesce(excluded.pack_weights, c.pack_weights);
     select * into after from @extschema@.hybrid_search_settings;
     if after.colbert_store and not before.colbert_store then
         perform @extschema@._colbert_check_encoders('hybrid_search_configure');

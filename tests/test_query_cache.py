@@ -121,3 +121,26 @@ def test_model_info_reports_the_number_format_and_why(db, model_dir):
         )
     finally:
         db.execute("select hybrid_search_configure(dtype => 'auto')")
+
+
+def test_packed_weights_are_reported_and_embed_as_bf16_did(db):
+    """pack_weights (bf16 only): the reason says so; the vectors are bf16's."""
+    db.execute("select hybrid_search_configure(dtype => 'bf16', query_cache_entries => 0)")
+    try:
+        text = "packed weights: vacuum a busy table"
+        plain = db.execute("select embed_dense(%s)", [text]).fetchone()[0].to_numpy()
+        db.execute("select hybrid_search_configure(pack_weights => true)")
+        dtype, reason = db.execute(
+            "select dtype, dtype_reason from hybrid_search_model_info()"
+        ).fetchone()
+        assert dtype == "bf16" and "MB of bf16 weights packed for oneDNN (private)" in reason
+        packed = db.execute("select embed_dense(%s)", [text]).fetchone()[0].to_numpy()
+        assert abs(packed - plain).max() < 2e-2 and packed.dot(plain) > 0.999
+        db.execute("select hybrid_search_configure(dtype => 'fp32')")
+        reason = db.execute("select dtype_reason from hybrid_search_model_info()").fetchone()[0]
+        assert "only bf16 weights on a CPU with oneDNN are packed" in reason
+    finally:
+        db.execute(
+            "update hybrid_search_config set dtype = null, pack_weights = null,"
+            " query_cache_entries = null"
+        )

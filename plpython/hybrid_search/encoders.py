@@ -142,7 +142,14 @@ class Pair:
     """The dense leg from one model and the sparse leg from another; BGE-M3 may
     be either (its other output is then computed and dropped)."""
 
-    def __init__(self, dense_location: str, sparse_location: str, device: str, dtype: str):
+    def __init__(
+        self,
+        dense_location: str,
+        sparse_location: str,
+        device: str,
+        dtype: str,
+        pack: bool = False,
+    ):
         from . import model
 
         started = time.perf_counter()
@@ -150,7 +157,7 @@ class Pair:
         def load(location, wanted):
             found = kind(location)
             if found == BGE_M3:
-                return model.LoadedModel(location, device, dtype)
+                return model.LoadedModel(location, device, dtype, pack)
             if found != wanted:
                 raise model.ModelNotAvailable(
                     f"{location} is a {found} model: it cannot make {wanted_leg[wanted]} vectors"

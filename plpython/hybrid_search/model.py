@@ -78,7 +78,7 @@ _malloc_trim = None
 class LoadedModel:
     """A BGEM3FlagModel with the facts the schema needs about it."""
 
-    def __init__(self, location: str, device: str, dtype: str = "fp32"):
+    def __init__(self, location: str, device: str, dtype: str = "fp32", pack: bool = False):
         if location.startswith(("/", ".", "~")) and not os.path.isdir(os.path.expanduser(location)):
             raise ModelNotAvailable(f"there is no model directory {location}")
         started = time.perf_counter()
@@ -109,6 +109,8 @@ class LoadedModel:
         self.flag_model.model.to(device)
         self.flag_model.model.eval()
         self.device = device
+        if pack:
+            self.dtype_reason += self._pack()
         tokenizer = self.flag_model.tokenizer
         # transformers' XLM-R tokenizer keeps the vocabulary it built the Rust tokenizer
         # from as a Python list, used by nothing after: for BGE-M3's 250,002 pieces
@@ -131,6 +133,20 @@ class LoadedModel:
         self.vocabulary_size = int(config.vocab_size)
         # XLM-RoBERTa reserves two positions (padding offset), so 8194 allows 8192 tokens
         self.max_positions = int(config.max_position_embeddings) - 2
+
+    def _pack(self) -> str:
+        """pack_weights: the transformer's bf16 linear layers packed for oneDNN; what
+        was done, for dtype_reason."""
+        from . import packing
+
+        if self.dtype != "bf16" or self.device != "cpu" or not packing.available():
+            return "; pack_weights: only bf16 weights on a CPU with oneDNN are packed"
+        try:
+            packed = packing.pack_linear_layers(self.flag_model.model.model)
+        except RuntimeError as error:  # an operator this torch build lacks or refuses
+            first_line = (str(error).strip().splitlines() or [""])[0]
+            return f"; pack_weights: packing failed ({first_line}), weights left unpacked"
+        return f"; pack_weights: {packed / 1e6:,.0f} MB of bf16 weights packed for oneDNN (private)"
 
     def token_text(self, token_id: int) -> str:
         return self.flag_model.tokenizer.convert_ids_to_tokens(token_id)
@@ -187,10 +203,16 @@ def get(settings) -> "LoadedModel | encoders.Pair":
     if settings.dense_model == settings.sparse_model and (
         encoders.kind(settings.dense_model) == encoders.BGE_M3
     ):
-        model = LoadedModel(settings.dense_model, settings.device, settings.dtype)
+        model = LoadedModel(
+            settings.dense_model, settings.device, settings.dtype, settings.pack_weights
+        )
     else:
         model = encoders.Pair(
-            settings.dense_model, settings.sparse_model, settings.device, settings.dtype
+            settings.dense_model,
+            settings.sparse_model,
+            settings.device,
+            settings.dtype,
+            settings.pack_weights,
         )
     _cached = (settings.model_key, model)
     stats.model, stats.load_seconds = settings.embedding_model, model.load_seconds

@@ -6,15 +6,18 @@ and the model's size:
 - bf16 where the CPU multiplies bf16 in hardware (AMX tiles ``amx_bf16``, or
   AVX-512 ``avx512_bf16``) and the model is big enough for it to pay: a
   full-size BGE-M3 query is 3-5x faster than fp32 there, with dense cosine
-  >= 0.999 against fp32 (tests/test_numerics.py);
+  >= 0.999 against fp32 (plpython/tests/test_numerics.py);
 - fp32 elsewhere: without those units torch emulates bf16, about 4x slower
   than fp32 (README, Memory and time per backend); and for a small model the
   forward pass costs little in fp32 anyway.
 
 int8 is never chosen automatically: torch's dynamic quantization keeps a
 quantized copy of every linear layer in each backend's private memory (the
-weights are no longer shared through the page cache) and agrees less with
-fp32 (dense cosine 0.993 on the full-size model, below the 0.999 bound).
+weights are no longer shared through the page cache) and agrees less with fp32:
+dense cosine 0.990-0.992 on the full-size model (0.993 per-channel, 0.9989
+with only the FFN's output layers in int8), below the 0.999 bound, although
+AVX-512 VNNI makes it 1.5-2.5x faster than bf16 at batch 1
+(bench/results/2026-12-02-embed.md).
 
 bf16 needs the weights stored in bf16: loading fp32 files as bf16 converts
 them into every backend's private memory. ``prepare`` writes a converted copy

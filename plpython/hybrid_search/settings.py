@@ -22,6 +22,7 @@ class Settings:
     colbert_store: bool = False  # writes store ColBERT vectors (BGE-M3 only)
     query_threads: int = 0  # torch threads for a query embedding; 0: every core
     query_cache_entries: int = 0  # entries of the shared query cache; 0: not used
+    pack_weights: bool = False  # bf16 weights reordered for oneDNN, private to each backend
 
     @property
     def threads_for_queries(self) -> int:
@@ -31,7 +32,7 @@ class Settings:
     @property
     def model_key(self) -> tuple:
         """What identifies a loaded model: changing any of these needs a reload."""
-        return (self.dense_model, self.sparse_model, self.device, self.dtype)
+        return (self.dense_model, self.sparse_model, self.device, self.dtype, self.pack_weights)
 
 
 def idle_cores(loadavg: str | None = None, cores: int | None = None) -> int:

@@ -16,6 +16,7 @@ class ModelSettings:
     colbert_store: bool = False
     query_threads: int = 1
     query_cache_entries: int = 0
+    pack_weights: bool = False
 
     @property
     def threads_for_queries(self):
@@ -29,4 +30,4 @@ class ModelSettings:
 
     @property
     def model_key(self):
-        return (self.model, self.model, self.device, self.dtype)
+        return (self.model, self.model, self.device, self.dtype, self.pack_weights)

@@ -6,7 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
-from hybrid_search import model, numerics
+from hybrid_search import model, numerics, packing
 from hybrid_search.random_model import builtin_corpus, generate
 from model_settings import ModelSettings as FakeSettings
 
@@ -134,18 +134,20 @@ def lexical_top10_overlap(mine: dict, reference: dict) -> float:
     return len(ours & set(top)) / len(top)
 
 
-@pytest.mark.parametrize("dtype", ["bf16"])
-def test_every_format_auto_can_choose_agrees_with_fp32(tiny, tmp_path, dtype):
+@pytest.mark.parametrize(("dtype", "pack"), [("bf16", False), ("bf16", True)])
+def test_every_format_auto_can_choose_agrees_with_fp32(tiny, tmp_path, dtype, pack):
     """The bounds of issue 15 on 200 texts: dense cosine >= 0.999 for every text, and
-    lexical-weight top-10 overlap >= 0.98 (mean) against fp32."""
+    lexical-weight top-10 overlap >= 0.98 (mean) against fp32; also with the weights
+    packed for oneDNN (pack_weights)."""
     texts = texts_200()
     assert len(texts) == 200 and len(set(texts)) == 200
     reference = model.encode(FakeSettings(tiny), model.get(FakeSettings(tiny)), texts)
     copy = numerics.prepare(tiny, dtype, "cpu")  # the converted copy, as setup writes it
     assert copy.dtype == dtype
-    settings = FakeSettings(tiny, dtype=dtype, batch_size=16)
+    settings = FakeSettings(tiny, dtype=dtype, batch_size=16, pack_weights=pack)
     loaded = model.get(settings)
     assert loaded.dtype == dtype
+    assert ("packed for oneDNN" in loaded.dtype_reason) == pack
     ours = model.encode(settings, loaded, texts)
     cosines = [
         float(np.dot(o.dense, r.dense) / np.linalg.norm(o.dense) / np.linalg.norm(r.dense))
@@ -157,3 +159,52 @@ def test_every_format_auto_can_choose_agrees_with_fp32(tiny, tmp_path, dtype):
     ]
     assert min(cosines) >= 0.999, sorted(cosines)[:5]
     assert float(np.mean(overlaps)) >= 0.98, sorted(overlaps)[:5]
+
+
+def test_packed_weights_compute_what_the_bf16_layers_did(tiny):
+    """pack_weights changes the layout oneDNN reads, not the numbers: the same bf16
+    products, summed in another order (queries one by one, and a padded batch)."""
+    numerics.prepare(tiny, "bf16", "cpu")
+    texts = texts_200()[:40]
+    plain = FakeSettings(tiny, dtype="bf16", batch_size=8)
+    reference = model.encode(plain, model.get(plain), texts)
+    packed = FakeSettings(tiny, dtype="bf16", batch_size=8, pack_weights=True)
+    loaded = model.get(packed)
+    layers = [m for m in loaded.flag_model.model.modules() if isinstance(m, packing.PackedLinear)]
+    # the tiny model's 2 layers (query, key, value and 3 dense each) and the pooler
+    assert len(layers) == 2 * 6 + 1
+    batched = model.encode(packed, loaded, texts)
+    single = [model.encode_query(packed, loaded, text) for text in texts[:5]]
+    for ours, theirs in zip(batched + single, reference + reference[:5], strict=True):
+        assert np.allclose(ours.dense, theirs.dense, atol=2e-2)
+        assert ours.lexical_weights.keys() == theirs.lexical_weights.keys()
+
+
+def test_pack_weights_leaves_fp32_alone_and_says_so(tiny):
+    loaded = model.get(FakeSettings(tiny, dtype="fp32", pack_weights=True))
+    assert "only bf16 weights" in loaded.dtype_reason
+    assert not any(isinstance(m, packing.PackedLinear) for m in loaded.flag_model.model.modules())
+
+
+def test_a_failed_packing_leaves_every_layer_as_it_was_and_says_why(tiny, monkeypatch):
+    numerics.prepare(tiny, "bf16", "cpu")
+    reference = model.encode_query(
+        FakeSettings(tiny, dtype="bf16"), model.get(FakeSettings(tiny, dtype="bf16")), "vacuum"
+    )
+    created = []
+
+    def refuse_the_third(linear):
+        if len(created) == 2:  # two layers packed already, then the operator fails
+            raise RuntimeError("mkldnn: unsupported weight\nsecond line")
+        created.append(linear)
+        return real(linear)
+
+    real = packing.PackedLinear
+    monkeypatch.setattr(packing, "PackedLinear", refuse_the_third)
+    settings = FakeSettings(tiny, dtype="bf16", pack_weights=True)
+    loaded = model.get(settings)
+    assert loaded.dtype_reason.endswith(
+        "; pack_weights: packing failed (mkldnn: unsupported weight), weights left unpacked"
+    )
+    assert not any(isinstance(m, real) for m in loaded.flag_model.model.modules())
+    assert np.allclose(model.encode_query(settings, loaded, "vacuum").dense, reference.dense)

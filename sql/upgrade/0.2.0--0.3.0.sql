@@ -38,3 +38,13 @@ begin
     end if;
 end;
 $block$;
+
+-- pack_weights: bf16 weights packed for oneDNN in each backend (model.py). The
+-- setting's column, and hybrid_search_configure gains its parameter: the script
+-- creates the new signature. From 0.1.0, 0.1.0--0.2.0 dropped its own signature
+-- and the 0.2.0 one was never created: hence IF EXISTS.
+alter table @extschema@.hybrid_search_config add column pack_weights boolean;
+drop function if exists @extschema@.hybrid_search_configure(
+    text, text, integer, integer, integer, regconfig, text, integer, text, integer, integer,
+    double precision, double precision, boolean, integer, integer
+);
