@@ -121,8 +121,9 @@ comment on function @extschema@.keyword_search is
 
 -------------------------------------------------------------------------------
 -- keyword_search_scan
--- The same ranking, with the same index statistics, by computing every
--- document's score: the exact reference keyword_search is tested against.
+-- keyword_search with index scans off: the same ranking, with the same index
+-- statistics, by computing every document's score; the exact reference
+-- keyword_search is tested against.
 create or replace function @extschema@.keyword_search_scan(
     query text,
     k integer default 10,
@@ -130,39 +131,10 @@ create or replace function @extschema@.keyword_search_scan(
     match text default null
 ) returns table (id bigint, rank integer, score double precision)
 as $func$
-#variable_conflict use_column
-declare
-    config regconfig := (select s.text_search_config from @extschema@.hybrid_search_settings as s);
-    bm25 @extschema@.bm25query;
-    match_query tsquery;
-begin
-    perform @extschema@._check_query_text('keyword_search_scan', query);
-    perform @extschema@._check_search_arguments('keyword_search_scan', k, filter);
-    bm25 := @extschema@._keyword_bm25query('keyword_search_scan', query, config);
-    match_query := case when match is not null then pg_catalog.websearch_to_tsquery(config, match) end;
-    return query
-    select
-        n.id,
-        (row_number() over (order by n.distance, n.id))::integer,
-        -n.distance
-    from (
-        select
-            d.id,
-            d.fts operator(@extschema@.<&>) bm25 as distance
-        from @extschema@.documents as d
-        where
-            d.fts is not null
-            and (filter is null or d.metadata @> filter)
-            and (match_query is null or d.fts @@ match_query)
-        order by distance
-        fetch first k rows with ties
-    ) as n
-    where n.distance < 0
-    order by n.distance, n.id
-    limit k;
-end;
+    select s.id, s.rank, s.score
+    from @extschema@.keyword_search(query, k, filter, match) as s;
 $func$
-language plpgsql stable parallel unsafe security invoker rows 100
+language sql stable parallel unsafe security invoker rows 100
 set search_path to pg_catalog, pg_temp
 set enable_indexscan to off
 set enable_bitmapscan to off;
