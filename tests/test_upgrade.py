@@ -154,7 +154,11 @@ def test_update_keeps_data_grants_and_searches(cluster, layout, model_dir, role,
         after = results(conn)
         for search in before:
             assert [r[0] for r in after[search]] == [r[0] for r in before[search]], search
-            assert [r[1] for r in after[search]] == pytest.approx([r[1] for r in before[search]])
+            # query embeddings may run on another thread count (query_threads): the same
+            # vectors up to summation order, which min-max fusion scales up to about 1e-6
+            assert [r[1] for r in after[search]] == pytest.approx(
+                [r[1] for r in before[search]], rel=1e-5, abs=1e-6
+            )
 
         # the queue entry written by the old version is still worked off, user-table triggers work
         assert conn.execute("select embedded from hybrid_search_process_queue()").fetchone() == (1,)
