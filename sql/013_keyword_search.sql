@@ -30,22 +30,36 @@ begin
             '@extschema@.documents_fts_bm25_idx'::regclass, lexemes, settings.bm25_k1, settings.bm25_b
         );
     end if;
-    select count(*), coalesce(sum(l.length), 0)
-    into visible_documents, visible_length
-    from @extschema@.documents as d
-    cross join lateral (
-        select sum(coalesce(pg_catalog.cardinality(u.positions), 1)) as length
-        from pg_catalog.unnest(d.fts) as u
-    ) as l
-    where d.fts is not null;
-    select pg_catalog.array_agg(f.lexeme), pg_catalog.array_agg(f.df)
-    into visible_lexemes, visible_dfs
-    from (
-        select u.lexeme, count(*) as df
+    -- one pass over the visible rows: each row's length and the query lexemes it has
+    with visible as materialized (
+        select l.length, l.matched
         from @extschema@.documents as d
-        cross join lateral pg_catalog.unnest(d.fts) as u
-        where u.lexeme = any(pg_catalog.tsvector_to_array(lexemes))
-        group by u.lexeme
+        cross join lateral (
+            select
+                sum(coalesce(pg_catalog.cardinality(u.positions), 1)) as length,
+                pg_catalog.array_agg(u.lexeme) filter (
+                    where u.lexeme = any(pg_catalog.tsvector_to_array(lexemes))
+                ) as matched
+            from pg_catalog.unnest(d.fts) as u
+        ) as l
+        where d.fts is not null
+    )
+    select
+        (select count(*) from visible),
+        (select coalesce(sum(v.length), 0) from visible as v),
+        f.lexemes,
+        f.dfs
+    into visible_documents, visible_length, visible_lexemes, visible_dfs
+    from (
+        select
+            pg_catalog.array_agg(m.lexeme order by m.lexeme) as lexemes,
+            pg_catalog.array_agg(m.df order by m.lexeme) as dfs
+        from (
+            select x.lexeme, count(*) as df
+            from visible as v
+            cross join lateral pg_catalog.unnest(v.matched) as x (lexeme)
+            group by x.lexeme
+        ) as m
     ) as f;
     return @extschema@._bm25query_statistics(
         lexemes, settings.bm25_k1, settings.bm25_b, visible_documents, visible_length,
