@@ -63,6 +63,9 @@ def test_standby_answers_like_the_primary(home):
     assert refused.returncode != 0 and "hybrid-search start" in refused.stderr
     run(home, "start")
     with connect(run(home, "dsn").stdout.strip()) as primary:
+        # one thread per query embedding on both servers: with query_threads 0 each follows
+        # its own idle cores, and another thread count sums the same vector in another order
+        primary.execute("select hybrid_search_configure(query_threads => 1)")
         insert(primary, *[f"index {i}: vacuum removes dead tuples" for i in range(40)])
         insert(primary, "replica lag grows when the standby cannot keep up with WAL")
         primary.execute("select hybrid_search_refresh()")
