@@ -1,7 +1,7 @@
 -------------------------------------------------------------------------------
 -- documents
 -- The searchable corpus. Writers set content and metadata; the triggers in
--- 008_embed_on_write.sql fill dense, sparse, fts, model and embedded_at in the
+-- 013_embed_on_write.sql fill dense, sparse, fts, model and embedded_at in the
 -- same transaction. dense and sparse get their dimensions from the model when
 -- hybrid_search_set_model() is called (a literal 1024 would tie us to one model).
 create table if not exists @extschema@.documents (

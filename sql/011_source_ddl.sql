@@ -1,5 +1,5 @@
 -------------------------------------------------------------------------------
--- Enabled tables (024_sources.sql) under DDL and hostile writes: the triggers
+-- Enabled tables (010_sources.sql) under DDL and hostile writes: the triggers
 -- hybrid_search_enable creates, and what keeps the copies exact when
 -- partitions come and go or the table is dropped; renames and column changes
 -- that would break them are refused.

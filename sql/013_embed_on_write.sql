@@ -1,4 +1,30 @@
 -------------------------------------------------------------------------------
+-- _embed_for_storage
+-- What the write path stores for many texts: embed_batch's (ord, dense,
+-- sparse) plus BGE-M3's ColBERT vectors (float16 bytes, see documents.colbert)
+-- when hybrid_search_settings.colbert_store is on; NULL otherwise, and then
+-- they are not computed at all.
+create or replace function @extschema@._embed_for_storage(contents text[])
+returns table (
+    ord integer,
+    dense @extschema:vector@.vector,
+    sparse @extschema:vector@.sparsevec,
+    colbert bytea
+)
+as $python$
+    import sys
+    if 'hybrid_search' not in sys.modules:
+        import ctypes  # no SQL in parallel mode: see plpython/hybrid_search/parallel.py
+        if ctypes.CDLL(None).IsInParallelMode() & 0xFF:
+            plpy.error('hybrid_search: cannot run during a parallel operation', sqlstate='25000')
+        plpy.execute('select @extschema@.hybrid_search_load_python()')
+    from hybrid_search import sql_api
+    return sql_api.embed_for_storage(plpy, contents)
+$python$
+language plpython3u stable strict parallel unsafe security invoker
+set search_path to pg_catalog, pg_temp;
+
+-------------------------------------------------------------------------------
 -- _embed_and_store
 -- One model call for these documents' contents, stored into the rows that
 -- still hold exactly that content (a row rewritten meanwhile is left for

@@ -4,7 +4,7 @@ A backend that misses its own LRU cache (model.encode_query) asks this table
 before running the model, and stores what it computed. Rows are keyed by the
 role and a SHA-256 of (model, number format, max_length, text), hold only the
 vectors, and row-level security shows each role its own rows
-(sql/017_query_cache.sql). Read-only transactions read without counting;
+(sql/008_query_cache.sql). Read-only transactions read without counting;
 standbys (where an unlogged table cannot be read) skip it. Any error here
 (a revoked privilege, say) is contained in a subtransaction: the query is
 then embedded as if there were no shared cache.
