@@ -45,15 +45,18 @@ def test_every_link_resolves(page):
             continue
         path, _, anchor = target.partition("#")
         linked = (page.parent / path).resolve() if path else page
-        if not linked.exists():
-            broken.append(target)
-        elif anchor and linked.suffix == ".md" and anchor not in anchors(linked):
+        exists = linked.exists()
+        if not exists or (anchor and linked.suffix == ".md" and anchor not in anchors(linked)):
             broken.append(target)
     assert broken == []
 
 
 def test_every_docs_page_is_linked_from_the_readme():
-    linked = {(REPO / t.partition("#")[0]).resolve() for t in links(README) if t.startswith("docs/")}
+    linked = {
+        (REPO / target.partition("#")[0]).resolve()
+        for target in links(README)
+        if target.startswith("docs/")
+    }
     assert [p.name for p in DOCS if p.resolve() not in linked] == []
 
 
