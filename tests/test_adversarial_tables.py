@@ -1,6 +1,6 @@
 """Adversarial: every table, column and sequence a `search` or `write` role can reach,
 written with hostile values (issue 13). The reachable set is read from the catalog, so a
-new table or grant is covered without editing this file: it must equal the README's
+new table or grant is covered without editing this file: it must equal docs/security.md's
 privilege map, and each write a role may make must leave every backend alive and
 hybrid_search_check() without an error."""
 
@@ -14,7 +14,7 @@ from psycopg import sql
 
 ROLES = {"hs_adv_search": "search", "hs_adv_write": "write"}
 
-# the README's privilege map, table by table: (relation, privilege, column or None)
+# docs/security.md's privilege map, table by table: (relation, privilege, column or None)
 PUBLIC_READ = {
     ("hybrid_search_config", "SELECT", None),
     ("hybrid_search_settings", "SELECT", None),

@@ -195,7 +195,7 @@ def test_preloading_keeps_the_stack_out_of_each_backends_private_memory(dsn, unp
         for conn in (preloaded, alone):
             conn.execute("select embed_dense('how does vacuum work')")
         shared, own = private_mb(preloaded), private_mb(alone)
-    # the imports are most of an embedding backend's own memory (README: Preloading)
+    # the imports are most of an embedding backend's own memory (docs/memory.md: Preloading)
     assert own > 200
     assert shared < own / 3
 
