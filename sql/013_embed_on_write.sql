@@ -28,7 +28,8 @@ set search_path to pg_catalog, pg_temp;
 -- _embed_and_store
 -- One model call for these documents' contents, stored into the rows that
 -- still hold exactly that content (a row rewritten meanwhile is left for
--- whoever wrote it). Returns the ids it stored.
+-- whoever wrote it), with fts where the insert left it NULL. Returns the ids
+-- it stored.
 create or replace function @extschema@._embed_and_store(ids bigint[], contents text[])
 returns bigint[]
 as $func$
@@ -39,7 +40,9 @@ as $func$
             sparse = e.sparse,
             colbert = e.colbert,
             model = s.embedding_model,
-            embedded_at = pg_catalog.now()
+            embedded_at = pg_catalog.now(),
+            -- NULL when _documents_fulltext left it to this UPDATE
+            fts = coalesce(d.fts, pg_catalog.to_tsvector(s.text_search_config, d.content))
         from unnest(ids, contents) with ordinality as b (id, content, ord)
         inner join @extschema@._embed_for_storage(contents) as e on b.ord = e.ord
         cross join @extschema@.hybrid_search_settings as s
@@ -93,6 +96,25 @@ comment on function @extschema@.hybrid_search_embed_documents is
 'embed (or re-embed) these documents now, one model call per batch_size rows';
 
 -------------------------------------------------------------------------------
+-- _embeds_now
+-- Whether the write triggers embed a row of this source in the writing
+-- transaction ('sync') rather than queue it: the source table's mode
+-- (hybrid_search_enable), else hybrid_search_settings.embed_mode, unless the
+-- session set hybrid_search.queue_writes.
+create or replace function @extschema@._embeds_now(source text)
+returns boolean
+as $func$
+    select
+        coalesce(pg_catalog.current_setting('hybrid_search.queue_writes', true), '') <> 'on'
+        and coalesce(
+            (select src.embed_mode from @extschema@.hybrid_search_sources as src where src.source = $1),
+            (select s.embed_mode from @extschema@.hybrid_search_settings as s)
+        ) = 'sync';
+$func$
+language sql stable security invoker
+set search_path to pg_catalog, pg_temp;
+
+-------------------------------------------------------------------------------
 -- _embed_on_write
 -- What the write triggers do with documents that need vectors: embed them in
 -- this transaction ('sync') or queue them for hybrid_search_worker
@@ -110,17 +132,11 @@ begin
         return;
     end if;
     select
-        array_agg(d.id) filter (where m.queued),
-        array_agg(d.id) filter (where not m.queued)
+        array_agg(d.id) filter (where not m.now),
+        array_agg(d.id) filter (where m.now)
     into queued, now_ids
     from @extschema@.documents as d
-    left join @extschema@.hybrid_search_sources as src on d.source = src.source
-    cross join @extschema@.hybrid_search_settings as s
-    cross join lateral (
-        select
-            coalesce(pg_catalog.current_setting('hybrid_search.queue_writes', true), '') = 'on'
-            or coalesce(src.embed_mode, s.embed_mode) = 'queued' as queued
-    ) as m
+    cross join lateral (select @extschema@._embeds_now(d.source) as now) as m
     where d.id = any(ids);
     perform @extschema@.hybrid_search_enqueue(queued);
     perform @extschema@.hybrid_search_embed_documents(now_ids);
@@ -132,7 +148,11 @@ set search_path to pg_catalog, pg_temp;
 -------------------------------------------------------------------------------
 -- _documents_fulltext
 -- Row-level trigger: fts follows content (and hybrid_search_configure
--- rewrites it when the text search configuration changes). Stored ColBERT
+-- rewrites it when the text search configuration changes). A row inserted
+-- without vectors and embedded by this statement gets fts from the embedding
+-- UPDATE instead (_embed_and_store): one row version with fts, not two. Runs
+-- as the owner, as the embedding triggers do: whether this statement embeds
+-- (_embeds_now) is theirs to know, not the writer's. Stored ColBERT
 -- vectors of the old content are dropped unless the same UPDATE sets new ones
 -- (the embedding triggers store them again where colbert_store is on).
 -- A tsvector holds at most 1 MB of lexemes and positions, whatever
@@ -146,7 +166,13 @@ as $func$
 declare
     config regconfig := (select s.text_search_config from @extschema@.hybrid_search_settings as s);
 begin
-    if coalesce(pg_catalog.octet_length(new.content), 0) <= 131072 then
+    if tg_op = 'INSERT' and (new.dense is null or new.sparse is null)
+        and coalesce(pg_catalog.octet_length(new.content), 0) <= 131072
+        and @extschema@._embeds_now(new.source) then
+        -- the statement's embedding UPDATE writes fts with the vectors, so this
+        -- row version, dead at once, adds nothing to the BM25 index's statistics
+        new.fts := null;
+    elsif coalesce(pg_catalog.octet_length(new.content), 0) <= 131072 then
         new.fts := pg_catalog.to_tsvector(config, new.content);
     else
         begin
@@ -170,7 +196,7 @@ begin
     return new;
 end;
 $func$
-language plpgsql volatile security invoker
+language plpgsql volatile security definer
 set search_path to pg_catalog, pg_temp;
 
 create or replace trigger documents_fulltext

@@ -193,10 +193,15 @@ begin
     where d.fts is distinct from pg_catalog.to_tsvector(s.text_search_config, d.content);
     get diagnostics fixed = row_count;
     if fixed > 0 then
-        return next pg_catalog.format('fts rewritten for %s rows', fixed);
+        -- the old row versions stay in the BM25 index's statistics until VACUUM,
+        -- which cannot run inside this function
+        return next pg_catalog.format(
+            'fts rewritten for %s rows: run VACUUM documents, so that BM25 statistics '
+            'stop counting the old row versions', fixed
+        );
     end if;
     perform @extschema@.hybrid_search_refresh();
-    return next 'keyword index and hybrid_search_token_stats rebuilt';
+    return next 'hybrid_search_token_stats refreshed';
 end;
 $func$
 language plpgsql volatile security invoker

@@ -88,6 +88,7 @@ SECURITY_DEFINER = {
     "_documents_embed_updated()",
     "_source_changed()",
     "_source_truncated()",
+    "_documents_fulltext()",
     "_source_dropped()",
     "_source_altered()",
 }

@@ -88,6 +88,31 @@ def test_copy_is_embedded(db):
     assert db.execute("select count(*) from documents where dense is not null").fetchone()[0] == 40
 
 
+def bm25_documents(conn):
+    """The document count the BM25 index's statistics hold now."""
+    stats = conn.execute("select to_bm25query('documents_fts_bm25_idx', 'x')::text::jsonb")
+    return stats.fetchone()[0]["documents"]
+
+
+def test_embedded_insert_counts_once_in_bm25_statistics(db):
+    # the embedding UPDATE leaves a dead first version of each row; it carries no fts, so
+    # BM25's N counts every row once before any VACUUM, for COPY and INSERT alike
+    db.execute("truncate documents")
+    insert(db, *[f"row {i} about wal" for i in range(7)])
+    with db.cursor().copy("copy documents (content) from stdin") as copy:
+        copy.write("copied row about vacuum\nanother copied row\n")
+    assert bm25_documents(db) == 9
+    assert db.execute("select count(*) from documents where fts is null").fetchone()[0] == 0
+    # rows that are queued keep fts from the insert: the keyword leg finds them at once
+    db.execute("set hybrid_search.queue_writes = on")
+    (queued,) = insert(db, "queued row about checkpoints")
+    db.execute("reset hybrid_search.queue_writes")
+    assert embedding_state(db, queued)[0] is None
+    assert "checkpoint" in embedding_state(db, queued)[2]
+    assert bm25_documents(db) == 10
+    assert queued in [r[0] for r in db.execute("select id from keyword_search('checkpoints', 5)")]
+
+
 def test_null_content_is_refused_and_nothing_is_written(db):
     insert(db, "already here")
     with pytest.raises(psycopg.errors.NotNullViolation):
