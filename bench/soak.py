@@ -1,8 +1,9 @@
-"""Soak: concurrent writers, searchers and index refreshes on a throwaway cluster.
+"""Soak: concurrent writers, searchers and index maintenance on a throwaway cluster.
 
 Writers insert small batches (embedded by the trigger in the same transaction),
-re-write and delete some of their own rows; searchers run hybrid_search; a
-refresher rebuilds the sparse index every few seconds. At the end every row a
+re-write and delete some of their own rows; searchers run hybrid_search; every
+few seconds a maintainer runs VACUUM documents (which merges both sparse_inverted
+indexes' pending lists while the searchers scan them) and hybrid_search_refresh(). At the end every row a
 writer was told is committed must be there (and no deleted one), embedded, and
 hybrid_search_check() must report no error. Prints throughput and latency per
 operation, and the p95 of each half of the run (stable latency: similar halves).
@@ -138,6 +139,7 @@ def refresher(dsn, stop, rec, every, ready):
     with psycopg.connect(dsn, autocommit=True) as conn:
         warm(conn, ready)
         while not stop.wait(every):
+            rec.time("vacuum documents", lambda: conn.execute("vacuum documents"))
             rec.time(
                 "hybrid_search_refresh", lambda: conn.execute("select hybrid_search_refresh()")
             )

@@ -4,8 +4,8 @@
 -- embedded by the configured model (or queued, or in hybrid_search_errors: a
 -- row that is none of these would never be embedded), fts =
 -- to_tsvector(content), the dense
--- index valid, the sparse inverted index equal to documents.sparse for every
--- row not on its change list, the token statistics equal to the postings,
+-- index valid, both sparse_inverted indexes equal to documents.sparse and
+-- documents.fts for every live row, the token statistics equal to the rows,
 -- and no role under row-level security able to read the index. One row per
 -- check: status 'ok', 'warning' (works, but slower) or 'error', and a detail
 -- that names the rows and the fix. STABLE: one snapshot for all of it. Reads

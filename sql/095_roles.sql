@@ -51,9 +51,9 @@ set search_path to pg_catalog, pg_temp;
 -- Gives a role exactly what it needs to search ('search') or to search and
 -- write documents ('write'), and takes back anything else it held on our
 -- objects, so granting again after an upgrade or a change of level leaves
--- the level's privileges and nothing more (README: "Privilege map"). No
--- right on hybrid_search_config, the queue, the errors, the sequence or the
--- change lists; a writer may set documents.content and metadata only (the
+-- the level's privileges and nothing more (docs/security.md: "Privilege
+-- map"). No right on hybrid_search_config, the queue, the errors or the
+-- sequence; a writer may set documents.content and metadata only (the
 -- vectors, fts, model, embedded_at, source and source_key are the system's,
 -- written by triggers that run as the owner). If documents has row-level
 -- security that applies to the role, hybrid_search_token_stats is not

@@ -108,7 +108,7 @@ def _preload(plpy, ours):
             "preload",
             "ok",
             "not preloaded: each embedding backend imports the model stack itself"
-            " (shared_preload_libraries = 'hybrid_search' shares it; README: Preloading)",
+            " (shared_preload_libraries = 'hybrid_search' shares it; docs/memory.md: Preloading)",
         )
     if row["preloaded"] is None:
         return (
@@ -217,7 +217,7 @@ _ACCESS_METHOD_INDEXES = [
         "sparse_access_method",
         "documents_sparse_idx",
         "sparse sparsevec_ip_ops",
-        ("warning", "sparse_search uses the table-based index"),
+        ("warning", "sparse_search scans every row (exact, slower)"),
     ),
     (
         "keyword_access_method",
