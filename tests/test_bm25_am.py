@@ -2,14 +2,17 @@
 fts <&> to_bm25query(...) through the index equals a BM25 computed here from the
 rows' lexemes with the statistics the query carries, and those statistics are the
 index's rows (dead ones until VACUUM), for k up to 1,000, under inserts, updates,
-deletes, VACUUM, a WHERE filter and row-level security."""
+deletes, VACUUM, concurrent writers, a WHERE filter and row-level security."""
 
 import json
 import math
+import threading
+import time
 
 import numpy as np
 import psycopg
 import pytest
+from helpers import connect
 
 KS = [1, 10, 100, 1000]
 VOCABULARY = 400
@@ -301,3 +304,74 @@ def test_hostile_inputs(docs):
         conn.execute("reset role")
         conn.execute("revoke all on function to_bm25query, _bm25query from am_bm25_stranger")
         conn.execute("drop role am_bm25_stranger")
+
+
+BOTH_ORDERS = """
+with q as materialized (select to_bm25query('am_docs_fts_idx', %(q)s, 'simple') as q)
+select
+    (select array_agg(s.d) from (
+        select fts <&> q.q as d from am_docs where fts <&> q.q < 0
+        order by fts <&> q.q limit %(k)s
+    ) as s),
+    (select array_agg(s.d) from (
+        select bm25_distance(fts, q.q) as d from am_docs
+        where bm25_distance(fts, q.q) < 0 order by 1 limit %(k)s
+    ) as s)
+from q
+"""
+
+
+def test_concurrent_writers_and_merges(docs, dsn):
+    """A writer inserts, updates and deletes, merging the pending list often and
+    vacuuming, while a reader ranks through the index and by scoring every row, in
+    one statement: one bm25query, so one set of statistics, for both."""
+    conn, _, rng = docs
+    stop = threading.Event()
+    errors = []
+
+    def write():
+        try:
+            with connect(dsn) as w:
+                w.execute("set hybrid_search.sparse_pending_limit = 16")
+                local = np.random.default_rng(5)
+                i = 10000
+                while not stop.is_set():
+                    for t in random_texts(local, 20):
+                        w.execute(
+                            "insert into am_docs (id, tenant, fts)"
+                            " values (%s, 0, to_tsvector('simple', %s))",
+                            [i, t],
+                        )
+                        i += 1
+                    w.execute(
+                        "update am_docs set fts = to_tsvector('simple', %s) where id %% 17 = %s",
+                        [random_texts(local, 1)[0], i % 17],
+                    )
+                    w.execute("delete from am_docs where id %% 13 = %s", [i % 13])
+                    w.execute("vacuum am_docs") if i % 200 == 0 else None
+        except Exception as e:  # reported by the test
+            errors.append(e)
+
+    plan = " ".join(r[0] for r in conn.execute("explain " + BOTH_ORDERS, {"q": "w1 w2", "k": 10}))
+    assert "Index Scan using am_docs_fts_idx" in plan and "Seq Scan on am_docs" in plan, plan
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        deadline = time.monotonic() + 20
+        with connect(dsn) as r:
+            r.execute("set enable_seqscan = off")
+            n = 0
+            while time.monotonic() < deadline:
+                for query in queries(rng, 2):
+                    for k in [10, 1000]:
+                        found, expected = r.execute(BOTH_ORDERS, {"q": query, "k": k}).fetchone()
+                        assert found == expected
+                        n += 1
+            assert n > 10
+    finally:
+        stop.set()
+        writer.join()
+    assert not errors, errors
+    conn.execute("vacuum am_docs")
+    report = check(conn)
+    assert report["consistent"] and report["rows_not_visible"] == 0, report
