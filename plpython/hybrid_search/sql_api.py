@@ -10,11 +10,12 @@ import inspect
 
 from . import (
     backends,
+    bge_m3,
     catalog,
     colbert,
     encoders,
+    encoding,
     keyword_db,
-    model,
     numerics,
     parallel,
     postgres,
@@ -35,8 +36,8 @@ def _load(plpy):
     """Settings and the loaded model, or one clear error naming the configured model."""
     current = settings.read(plpy)
     try:
-        return current, model.get(current)
-    except model.ModelNotAvailable as error:
+        return current, encoders.get(current)
+    except encoding.ModelNotAvailable as error:
         plpy.error(
             f"hybrid_search: cannot load model '{current.embedding_model}'"
             f" (hybrid_search_settings.embedding_model): {error}",
@@ -71,7 +72,7 @@ def _encode(plpy, texts, cached=False, colbert_vectors=False, settings_and_model
                 else None
             )
             return loaded, [
-                model.encode_query(
+                encoding.encode_query(
                     current,
                     loaded,
                     text,
@@ -80,14 +81,14 @@ def _encode(plpy, texts, cached=False, colbert_vectors=False, settings_and_model
                     role=postgres.current_user(),
                 )
             ]
-        return loaded, model.encode(
+        return loaded, encoding.encode(
             current,
             loaded,
             texts,
             lambda: _check_for_interrupts(plpy),
             colbert=colbert_vectors,
         )
-    except model.ContentTooLong as error:
+    except encoding.ContentTooLong as error:
         plpy.error(
             f"hybrid_search: {error}",
             hint="split the document, or raise the limit with"
@@ -131,7 +132,7 @@ def _embed_rows(plpy, contents, for_storage):
     if not positions:
         return [(i + 1, *[None] * width) for i in range(len(contents))]
     current, loaded = _load(plpy)
-    store = for_storage and current.colbert_store and model.is_bge_m3(loaded)
+    store = for_storage and current.colbert_store and bge_m3.is_bge_m3(loaded)
     _, encodings = _encode(
         plpy,
         [contents[i] for i in positions],
@@ -171,7 +172,7 @@ def colbert_check_encoders(plpy, caller):
 def _colbert_model(plpy, caller):
     colbert_check_encoders(plpy, caller)
     current, loaded = _load(plpy)
-    if not model.is_bge_m3(loaded):
+    if not bge_m3.is_bge_m3(loaded):
         _colbert_refused(plpy, caller, current)
     return current, loaded
 
@@ -258,7 +259,7 @@ def prepare_weights(plpy):
 def model_stats():
     import os
 
-    s = model.stats
+    s = encoding.stats
     return {
         "pid": os.getpid(),
         "model": s.model,
