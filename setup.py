@@ -27,7 +27,7 @@ SOURCE_FILES = [
     "extension/test/expected/*.out",
     "plpython/pyproject.toml",
     "plpython/_version.py",
-    "plpython/hybrid_search/**/*.py",
+    "plpython/hybrid_search*/**/*.py",
     "requirements/*.lock",
     "bench/*.py",
 ]
@@ -37,6 +37,8 @@ class BuildWithSource(build_py):
     def run(self):
         super().run()
         target = Path(self.build_lib) / "hybrid_search_installer" / "source"
+        # build/ outlives a build: a file renamed since (sql/ is renumbered) would ship twice
+        shutil.rmtree(target, ignore_errors=True)
         for pattern in SOURCE_FILES:
             for path in ROOT.glob(pattern):
                 copy = target / path.relative_to(ROOT)

@@ -19,8 +19,8 @@ import torch
 from common import print_table
 from FlagEmbedding import BGEM3FlagModel
 from hybrid_search import numerics, packing
-from hybrid_search.random_model import generate
 from hybrid_search_installer.layout import Layout
+from hybrid_search_tools.random_model import generate
 
 TOKENS = (10, 30)
 

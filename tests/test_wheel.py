@@ -29,6 +29,10 @@ def _run(*command, **kwargs) -> str:
 def venv(tmp_path_factory) -> Path:
     """A fresh virtualenv with the CLI's locked dependencies and our wheel, nothing else."""
     scratch = tmp_path_factory.mktemp("wheel")
+    # what an earlier build left in build/ (a file renamed since) does not ship
+    stale = REPO / "build" / "lib" / "hybrid_search_installer" / "source" / "sql" / "000_old.sql"
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_text("select 1;\n")
     _run(*PIP, "wheel", "--no-deps", "--no-build-isolation", "-w", scratch, REPO)
     (wheel,) = scratch.glob(f"hybrid_search-{VERSION}-*.whl")
     venv = scratch / "venv"
@@ -50,6 +54,7 @@ def test_help(venv):
 def test_the_source_tree_is_package_data(venv):
     source = Path(_in_venv(venv, "from hybrid_search_installer.layout import REPO; print(REPO)"))
     assert source.is_relative_to(venv) and source.name == "source"
+    assert not (source / "sql" / "000_old.sql").exists()
     checks = _in_venv(
         venv,
         "from hybrid_search_installer import extension_files as e, plpython_env as p, demo;"

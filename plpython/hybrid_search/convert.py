@@ -7,11 +7,10 @@ wants bf16 files. This writes a copy of a model directory with every
 floating-point tensor (transformer, sparse and ColBERT heads) converted, and
 pytorch_model.bin replaced by model.safetensors, once, at setup.
 
-CLI (the PL/Python virtualenv's interpreter):
-``python -m hybrid_search.convert SOURCE_DIR TARGET_DIR [--dtype bf16]``.
+The server writes such a copy itself when it prepares a model
+(numerics.prepare); `hybrid-search convert-model` runs hybrid_search_tools.convert.
 """
 
-import argparse
 import json
 import os
 import shutil
@@ -85,16 +84,3 @@ def convert(source: Path, target: Path, dtype: str = "bf16") -> Path:
     for path in target.iterdir():
         path.chmod(0o644)  # the server's OS user reads them (save_file writes 0600)
     return target
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("source")
-    parser.add_argument("target")
-    parser.add_argument("--dtype", default="bf16", choices=sorted(DTYPES))
-    args = parser.parse_args()
-    print(convert(Path(args.source), Path(args.target), args.dtype))
-
-
-if __name__ == "__main__":
-    main()

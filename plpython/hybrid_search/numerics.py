@@ -179,20 +179,3 @@ def _write_copy(location: str, dtype: str) -> None:
         pass
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-def main() -> None:
-    """`python -m hybrid_search.numerics MODEL_DIR [--dtype auto]`: prepare and print the choice."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("model")
-    parser.add_argument("--dtype", default="auto", choices=CONFIGURABLE)
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
-    choice = prepare(args.model, args.dtype, args.device)
-    print(json.dumps({"dtype": choice.dtype, "reason": choice.reason, "location": choice.location}))
-
-
-if __name__ == "__main__":
-    main()

@@ -47,3 +47,15 @@ def test_no_import_cycle():
 def test_a_cycle_is_found():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_the_server_module_holds_no_tooling():
+    """Command-line tools live in hybrid_search_tools, which the server never imports."""
+    for source in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+                names += [a.name for a in node.names] if isinstance(node, ast.Import) else []
+                assert not any(n.startswith(("hybrid_search_tools", "argparse")) for n in names), (
+                    source.name
+                )

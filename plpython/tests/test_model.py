@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hybrid_search import encoders, encoding
-from hybrid_search.random_model import generate
+from hybrid_search_tools.random_model import generate
 from model_settings import ModelSettings as FakeSettings
 
 

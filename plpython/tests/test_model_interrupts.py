@@ -3,7 +3,7 @@ at the first batch boundary when it does."""
 
 import pytest
 from hybrid_search import encoders, encoding
-from hybrid_search.random_model import generate
+from hybrid_search_tools.random_model import generate
 from model_settings import ModelSettings
 
 

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 from hybrid_search import encoders, encoding, numerics, packing
-from hybrid_search.random_model import builtin_corpus, generate
+from hybrid_search_tools.random_model import builtin_corpus, generate
 from model_settings import ModelSettings as FakeSettings
 
 BGE_M3 = 302_000_000  # BGE-M3's matmul weights per token (matmul_parameters of its config)
