@@ -19,8 +19,8 @@ import torch
 from common import print_table
 from FlagEmbedding import BGEM3FlagModel
 from hybrid_search import numerics, packing
-from hybrid_search.random_model import generate
 from hybrid_search_installer.layout import Layout
+from hybrid_search_tools.random_model import generate
 
 TOKENS = (10, 30)
 
@@ -33,7 +33,7 @@ def token_batch(tokens: int) -> dict:
 
 
 def forward(model, batch, autocast: bool = False):
-    """FlagEmbedding's forward pass as model.encode_batch runs it (dense and sparse heads)."""
+    """FlagEmbedding's forward pass as bge_m3.BgeM3.encode_batch runs it (dense and sparse heads)."""
     cast = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
     with torch.inference_mode(), cast:
         return model(batch, return_dense=True, return_sparse=True, return_colbert_vecs=False)

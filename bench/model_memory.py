@@ -27,8 +27,8 @@ from pathlib import Path
 
 import psycopg
 from common import QUERY, first_calls, print_table, rollup, scratch_database
-from hybrid_search.random_model import generate
 from hybrid_search_installer.layout import Layout
+from hybrid_search_tools.random_model import generate
 
 SENTENCE = (
     "The autovacuum launcher wakes every naptime seconds and starts a worker for each database "

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import psycopg
 from common import first_calls, print_table, rollup, scratch_database
-from hybrid_search.random_model import generate
 from hybrid_search_installer.layout import Layout
+from hybrid_search_tools.random_model import generate
 
 
 def server_pids(backend_pid: int) -> tuple[int, list[int]]:

@@ -32,8 +32,8 @@ import numpy as np
 import psycopg
 from common import print_table, rollup, scratch_database
 from hybrid_search import numerics
-from hybrid_search.random_model import _WORDS, generate
 from hybrid_search_installer.layout import Layout
+from hybrid_search_tools.random_model import _WORDS, generate
 from retrieval import Corpus, load
 
 PASSAGE = (

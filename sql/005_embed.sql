@@ -4,12 +4,7 @@
 create or replace function @extschema@.embed_dense(content text)
 returns @extschema:vector@.vector
 as $python$
-    import sys
-    if 'hybrid_search' not in sys.modules:
-        import ctypes  # no SQL in parallel mode: see plpython/hybrid_search/parallel.py
-        if ctypes.CDLL(None).IsInParallelMode() & 0xFF:
-            plpy.error('hybrid_search: cannot run during a parallel operation', sqlstate='25000')
-        plpy.execute('select @extschema@.hybrid_search_load_python()')
+    #LOAD-HYBRID-SEARCH
     from hybrid_search import sql_api
     return sql_api.embed_dense(plpy, content)
 $python$
@@ -25,12 +20,7 @@ comment on function @extschema@.embed_dense is
 create or replace function @extschema@.embed_sparse(content text)
 returns @extschema:vector@.sparsevec
 as $python$
-    import sys
-    if 'hybrid_search' not in sys.modules:
-        import ctypes  # no SQL in parallel mode: see plpython/hybrid_search/parallel.py
-        if ctypes.CDLL(None).IsInParallelMode() & 0xFF:
-            plpy.error('hybrid_search: cannot run during a parallel operation', sqlstate='25000')
-        plpy.execute('select @extschema@.hybrid_search_load_python()')
+    #LOAD-HYBRID-SEARCH
     from hybrid_search import sql_api
     return sql_api.embed_sparse(plpy, content)
 $python$
@@ -49,12 +39,7 @@ create or replace function @extschema@.embed(
     out sparse @extschema:vector@.sparsevec
 )
 as $python$
-    import sys
-    if 'hybrid_search' not in sys.modules:
-        import ctypes  # no SQL in parallel mode: see plpython/hybrid_search/parallel.py
-        if ctypes.CDLL(None).IsInParallelMode() & 0xFF:
-            plpy.error('hybrid_search: cannot run during a parallel operation', sqlstate='25000')
-        plpy.execute('select @extschema@.hybrid_search_load_python()')
+    #LOAD-HYBRID-SEARCH
     from hybrid_search import sql_api
     return sql_api.embed(plpy, content)
 $python$
@@ -76,12 +61,7 @@ returns table (
     sparse @extschema:vector@.sparsevec
 )
 as $python$
-    import sys
-    if 'hybrid_search' not in sys.modules:
-        import ctypes  # no SQL in parallel mode: see plpython/hybrid_search/parallel.py
-        if ctypes.CDLL(None).IsInParallelMode() & 0xFF:
-            plpy.error('hybrid_search: cannot run during a parallel operation', sqlstate='25000')
-        plpy.execute('select @extschema@.hybrid_search_load_python()')
+    #LOAD-HYBRID-SEARCH
     from hybrid_search import sql_api
     return sql_api.embed_batch(plpy, contents)
 $python$

@@ -5,12 +5,7 @@
 create or replace function @extschema@._colbert_check_encoders(caller text)
 returns void
 as $python$
-    import sys
-    if 'hybrid_search' not in sys.modules:
-        import ctypes  # no SQL in parallel mode: see plpython/hybrid_search/parallel.py
-        if ctypes.CDLL(None).IsInParallelMode() & 0xFF:
-            plpy.error('hybrid_search: cannot run during a parallel operation', sqlstate='25000')
-        plpy.execute('select @extschema@.hybrid_search_load_python()')
+    #LOAD-HYBRID-SEARCH
     from hybrid_search import sql_api
     return sql_api.colbert_check_encoders(plpy, caller)
 $python$
@@ -25,12 +20,7 @@ set search_path to pg_catalog, pg_temp;
 create or replace function @extschema@._colbert_query(query text)
 returns integer
 as $python$
-    import sys
-    if 'hybrid_search' not in sys.modules:
-        import ctypes  # no SQL in parallel mode: see plpython/hybrid_search/parallel.py
-        if ctypes.CDLL(None).IsInParallelMode() & 0xFF:
-            plpy.error('hybrid_search: cannot run during a parallel operation', sqlstate='25000')
-        plpy.execute('select @extschema@.hybrid_search_load_python()')
+    #LOAD-HYBRID-SEARCH
     from hybrid_search import sql_api
     return sql_api.colbert_query(plpy, query)
 $python$
@@ -47,12 +37,7 @@ set search_path to pg_catalog, pg_temp;
 create or replace function @extschema@.colbert_rerank(query text, ids bigint[])
 returns table (id bigint, rank integer, score double precision)
 as $python$
-    import sys
-    if 'hybrid_search' not in sys.modules:
-        import ctypes  # no SQL in parallel mode: see plpython/hybrid_search/parallel.py
-        if ctypes.CDLL(None).IsInParallelMode() & 0xFF:
-            plpy.error('hybrid_search: cannot run during a parallel operation', sqlstate='25000')
-        plpy.execute('select @extschema@.hybrid_search_load_python()')
+    #LOAD-HYBRID-SEARCH
     from hybrid_search import sql_api
     return sql_api.colbert_rerank(plpy, query, ids)
 $python$

@@ -12,12 +12,7 @@ returns table (
     colbert bytea
 )
 as $python$
-    import sys
-    if 'hybrid_search' not in sys.modules:
-        import ctypes  # no SQL in parallel mode: see plpython/hybrid_search/parallel.py
-        if ctypes.CDLL(None).IsInParallelMode() & 0xFF:
-            plpy.error('hybrid_search: cannot run during a parallel operation', sqlstate='25000')
-        plpy.execute('select @extschema@.hybrid_search_load_python()')
+    #LOAD-HYBRID-SEARCH
     from hybrid_search import sql_api
     return sql_api.embed_for_storage(plpy, contents)
 $python$

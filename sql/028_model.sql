@@ -15,12 +15,7 @@ create or replace function @extschema@.hybrid_search_model_info(
     out weights text
 )
 as $python$
-    import sys
-    if 'hybrid_search' not in sys.modules:
-        import ctypes  # no SQL in parallel mode: see plpython/hybrid_search/parallel.py
-        if ctypes.CDLL(None).IsInParallelMode() & 0xFF:
-            plpy.error('hybrid_search: cannot run during a parallel operation', sqlstate='25000')
-        plpy.execute('select @extschema@.hybrid_search_load_python()')
+    #LOAD-HYBRID-SEARCH
     from hybrid_search import sql_api
     return sql_api.model_info(plpy)
 $python$
@@ -39,12 +34,7 @@ comment on function @extschema@.hybrid_search_model_info is
 create or replace function @extschema@._prepare_model_weights()
 returns text
 as $python$
-    import sys
-    if 'hybrid_search' not in sys.modules:
-        import ctypes  # no SQL in parallel mode: see plpython/hybrid_search/parallel.py
-        if ctypes.CDLL(None).IsInParallelMode() & 0xFF:
-            plpy.error('hybrid_search: cannot run during a parallel operation', sqlstate='25000')
-        plpy.execute('select @extschema@.hybrid_search_load_python()')
+    #LOAD-HYBRID-SEARCH
     from hybrid_search import sql_api
     return sql_api.prepare_weights(plpy)
 $python$
@@ -68,12 +58,7 @@ create or replace function @extschema@.hybrid_search_model_stats(
     out query_cache_hits bigint
 )
 as $python$
-    import sys
-    if 'hybrid_search' not in sys.modules:
-        import ctypes  # no SQL in parallel mode: see plpython/hybrid_search/parallel.py
-        if ctypes.CDLL(None).IsInParallelMode() & 0xFF:
-            plpy.error('hybrid_search: cannot run during a parallel operation', sqlstate='25000')
-        plpy.execute('select @extschema@.hybrid_search_load_python()')
+    #LOAD-HYBRID-SEARCH
     from hybrid_search import sql_api
     return sql_api.model_stats()
 $python$

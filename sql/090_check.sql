@@ -14,12 +14,7 @@
 create or replace function @extschema@.hybrid_search_check()
 returns table (check_name text, status text, detail text)
 as $python$
-    import sys
-    if 'hybrid_search' not in sys.modules:
-        import ctypes  # no SQL in parallel mode: see plpython/hybrid_search/parallel.py
-        if ctypes.CDLL(None).IsInParallelMode() & 0xFF:
-            plpy.error('hybrid_search: cannot run during a parallel operation', sqlstate='25000')
-        plpy.execute('select @extschema@.hybrid_search_load_python()')
+    #LOAD-HYBRID-SEARCH
     from hybrid_search import sql_api
     return sql_api.check(plpy)
 $python$

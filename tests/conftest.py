@@ -38,7 +38,7 @@ def scratch(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def model_dir(scratch) -> Path:
-    from hybrid_search.random_model import generate
+    from hybrid_search_tools.random_model import generate
 
     return generate(scratch / "tiny-bge-m3", size="tiny", seed=0)
 

@@ -157,7 +157,7 @@ def cmd_convert_model(args, layout: Layout) -> None:
     """Write a copy of a model with its weights in the dtype the server computes in,
     so that backends share them memory-mapped (see plpython/hybrid_search/convert.py)."""
     target = args.target or f"{args.source.rstrip('/')}-{args.dtype}"
-    convert = [layout.venv_python, "-m", "hybrid_search.convert", args.source, target]
+    convert = [layout.venv_python, "-m", "hybrid_search_tools.convert", args.source, target]
     report.run([*convert, "--dtype", args.dtype])
     print(f"converted: {target}")
     if target == f"{args.source.rstrip('/')}-{args.dtype}":

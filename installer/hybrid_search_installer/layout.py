@@ -11,7 +11,14 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+# The source tree the CLI builds and installs from: the checkout it runs from (a
+# clone, an editable install), else the copy a wheel carries as package data (setup.py).
+_CHECKOUT = Path(__file__).resolve().parents[2]
+REPO = (
+    _CHECKOUT
+    if (_CHECKOUT / "extension" / "hybrid_search.control").is_file()
+    else Path(__file__).resolve().parent / "source"
+)
 PG_VERSION = os.environ.get("HYBRID_SEARCH_PG_VERSION", "15")
 REAL_MODEL_ID = "BAAI/bge-m3"
 

@@ -28,7 +28,7 @@ def ensure_test_model(layout: Layout) -> Path:
         [
             layout.venv_python,
             "-m",
-            "hybrid_search.random_model",
+            "hybrid_search_tools.random_model",
             layout.test_model,
             "--size",
             "tiny",
@@ -109,10 +109,13 @@ def ensure_model(
 def prepare_weights(layout: Layout, record: dict) -> None:
     """The number format the server will compute a BGE-M3 model in (dtype 'auto': bf16
     where the CPU has bf16 units), and the converted copy of the weights it needs,
-    written once beside the model (plpython/hybrid_search/numerics.py)."""
+    written once beside the model (plpython/hybrid_search/numerics.py, run through
+    hybrid_search_tools.prepare_model)."""
     if record.get("kind") not in ("bge-m3", "test"):
         return
-    result = report.run([layout.venv_python, "-m", "hybrid_search.numerics", record["model"]])
+    result = report.run(
+        [layout.venv_python, "-m", "hybrid_search_tools.prepare_model", record["model"]]
+    )
     choice = json.loads(result.stdout.strip().splitlines()[-1])
     report.done(f"number format {choice['dtype']} ({choice['reason']})")
 

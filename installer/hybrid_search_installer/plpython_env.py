@@ -112,7 +112,7 @@ def ensure_venv(layout: Layout) -> None:
     _replace(layout.venv / INSTALLED_LOCK, LOCK.read_text())
 
     digest = _digest(
-        [MODULE_SOURCE / "pyproject.toml", *MODULE_SOURCE.glob("hybrid_search/**/*.py")],
+        [MODULE_SOURCE / "pyproject.toml", *MODULE_SOURCE.glob("hybrid_search*/**/*.py")],
         MODULE_SOURCE,
     )
     stamp = layout.venv / ".hybrid_search_module"
@@ -121,6 +121,9 @@ def ensure_venv(layout: Layout) -> None:
     else:
         report.changing(f"hybrid_search Python module from {MODULE_SOURCE}")
         # a copy, not an editable install: the server's user must read it, and
-        # the checkout may live where it cannot (/root); built with the lock's setuptools
+        # the checkout may live where it cannot (/root); built with the lock's setuptools.
+        # setuptools builds in build/ and keeps what it copied there before, so a module
+        # deleted or moved since would be installed again: build afresh.
+        shutil.rmtree(MODULE_SOURCE / "build", ignore_errors=True)
         report.run([*pip, "--no-deps", "--no-build-isolation", "--force-reinstall", MODULE_SOURCE])
         _replace(stamp, digest)

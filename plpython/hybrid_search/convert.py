@@ -7,17 +7,38 @@ wants bf16 files. This writes a copy of a model directory with every
 floating-point tensor (transformer, sparse and ColBERT heads) converted, and
 pytorch_model.bin replaced by model.safetensors, once, at setup.
 
-CLI (the PL/Python virtualenv's interpreter):
-``python -m hybrid_search.convert SOURCE_DIR TARGET_DIR [--dtype bf16]``.
+The server writes such a copy itself when it prepares a model
+(numerics.prepare); `hybrid-search convert-model` runs hybrid_search_tools.convert.
 """
 
-import argparse
 import json
+import os
 import shutil
 from pathlib import Path
 
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 HEADS = ("sparse_linear.pt", "colbert_linear.pt")
+
+
+MARKER = "hybrid_search_converted.json"
+
+
+def fingerprint(location: str) -> dict:
+    """Name, size and modification time of the model's weight files."""
+    path = Path(os.path.expanduser(location))
+    files = sorted(
+        p for p in path.iterdir() if p.suffix in (".safetensors", ".bin", ".pt") and p.is_file()
+    )
+    return {p.name: [p.stat().st_size, int(p.stat().st_mtime)] for p in files}
+
+
+def is_converted_copy(copy: Path, location: str) -> bool:
+    """Whether copy holds a complete conversion of location's current weights."""
+    try:
+        marker = json.loads((copy / MARKER).read_text())
+    except (OSError, ValueError):
+        return False
+    return marker.get("source_weights") == fingerprint(location)
 
 
 def _converted(tensors: dict, dtype) -> dict:
@@ -56,8 +77,6 @@ def convert(source: Path, target: Path, dtype: str = "bf16") -> Path:
     for path in source.iterdir():
         if path.is_file() and path.name not in skip:
             shutil.copy2(path, target / path.name)
-    from .numerics import MARKER, fingerprint
-
     # what was converted: numerics.resolve loads this copy only while it matches the source
     (target / MARKER).write_text(
         json.dumps({"source": str(source), "dtype": dtype, "source_weights": fingerprint(source)})
@@ -65,16 +84,3 @@ def convert(source: Path, target: Path, dtype: str = "bf16") -> Path:
     for path in target.iterdir():
         path.chmod(0o644)  # the server's OS user reads them (save_file writes 0600)
     return target
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("source")
-    parser.add_argument("target")
-    parser.add_argument("--dtype", default="bf16", choices=sorted(DTYPES))
-    args = parser.parse_args()
-    print(convert(Path(args.source), Path(args.target), args.dtype))
-
-
-if __name__ == "__main__":
-    main()

@@ -1,5 +1,7 @@
-"""Encoders other than BGE-M3, with plain transformers, and the pair of encoders
-that makes a table's dense and sparse legs when they come from different models.
+"""The registry of encoders (get: the model(s) the settings name, loaded once per
+backend and cached), the encoders other than BGE-M3, with plain transformers, and
+the pair of encoders that makes a table's dense and sparse legs when they come
+from different models.
 
 - dense: a sentence-transformers model (BertModel and friends): mean pooling
   over the attention mask (or the CLS token when its pooling config says so),
@@ -14,6 +16,9 @@ import json
 import os
 import time
 from pathlib import Path
+
+from . import bge_m3
+from .encoding import Encoding, ModelNotAvailable, stats
 
 BGE_M3, DENSE, SPLADE = "bge-m3", "dense", "splade"
 SUB_BATCH = 8  # texts per forward pass, sorted by length
@@ -95,8 +100,6 @@ class DenseEncoder(_Transformer):
         """Encodings with normalised float32 dense vectors (no lexical weights)."""
         import torch
 
-        from .model import Encoding
-
         inputs = self.batch(texts, max_length)
         with torch.inference_mode():
             hidden = self.model(**inputs).last_hidden_state
@@ -118,8 +121,6 @@ class SpladeEncoder(_Transformer):
     def encode_group(self, texts: list[str], max_length: int):
         """Encodings with {"token_id": weight} lexical weights (no dense vector), as BGE-M3's."""
         import torch
-
-        from .model import Encoding
 
         inputs = self.batch(texts, max_length)
         with torch.inference_mode():
@@ -150,22 +151,20 @@ class Pair:
         dtype: str,
         pack: bool = False,
     ):
-        from . import model
-
         started = time.perf_counter()
 
         def load(location, wanted):
             found = kind(location)
             if found == BGE_M3:
-                return model.LoadedModel(location, device, dtype, pack)
+                return bge_m3.BgeM3(location, device, dtype, pack)
             if found != wanted:
-                raise model.ModelNotAvailable(
+                raise ModelNotAvailable(
                     f"{location} is a {found} model: it cannot make {wanted_leg[wanted]} vectors"
                 )
             try:
                 return (DenseEncoder if wanted == DENSE else SpladeEncoder)(location, device)
             except Exception as error:
-                raise model.ModelNotAvailable(f"{type(error).__name__}: {error}") from error
+                raise ModelNotAvailable(f"{type(error).__name__}: {error}") from error
 
         wanted_leg = {DENSE: "dense", SPLADE: "sparse"}
         self.dense = load(dense_location, DENSE)
@@ -175,10 +174,12 @@ class Pair:
         self.vocabulary_size = self.sparse.vocabulary_size
         self.max_positions = min(self.dense.max_positions, self.sparse.max_positions)
         legs = (self.dense, self.sparse)
-        bge_m3 = next((m for m in legs if isinstance(m, model.LoadedModel)), None)
-        self.dtype = bge_m3.dtype if bge_m3 else "fp32"
+        flag_model = next((m for m in legs if isinstance(m, bge_m3.BgeM3)), None)
+        self.dtype = flag_model.dtype if flag_model else "fp32"
         self.dtype_reason = (
-            bge_m3.dtype_reason if bge_m3 else "sentence-transformers and SPLADE encoders: fp32"
+            flag_model.dtype_reason
+            if flag_model
+            else "sentence-transformers and SPLADE encoders: fp32"
         )
         self.weights = self.location
         self.load_seconds = time.perf_counter() - started
@@ -187,8 +188,35 @@ class Pair:
         return self.sparse.token_text(token_id)
 
     def encode_batch(self, texts: list[str], max_length: int):
-        from .model import Encoding
-
         dense = self.dense.encode_batch(texts, max_length)
         sparse = self.sparse.encode_batch(texts, max_length)
         return [Encoding(d.dense, s.lexical_weights) for d, s in zip(dense, sparse, strict=True)]
+
+
+_cached: tuple[tuple, "bge_m3.BgeM3 | Pair"] | None = None
+
+
+def get(settings) -> "bge_m3.BgeM3 | Pair":
+    """The model(s) for these settings, loading them (once per backend) if needed:
+    BGE-M3 alone when it makes both legs, else a pair of encoders. A backend keeps at
+    most one: loading costs seconds and, for the real BGE-M3, gigabytes, so a settings
+    change replaces the cached model instead of adding a second one."""
+    global _cached
+    if _cached is not None and _cached[0] == settings.model_key:
+        return _cached[1]
+    _cached = None  # drop the old model before loading a new one
+    if settings.dense_model == settings.sparse_model and (kind(settings.dense_model) == BGE_M3):
+        model = bge_m3.BgeM3(
+            settings.dense_model, settings.device, settings.dtype, settings.pack_weights
+        )
+    else:
+        model = Pair(
+            settings.dense_model,
+            settings.sparse_model,
+            settings.device,
+            settings.dtype,
+            settings.pack_weights,
+        )
+    _cached = (settings.model_key, model)
+    stats.model, stats.load_seconds = settings.embedding_model, model.load_seconds
+    return model

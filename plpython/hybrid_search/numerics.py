@@ -31,6 +31,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .convert import convert, is_converted_copy
+
 BF16_UNITS = ("amx_bf16", "avx512_bf16")  # in order of preference
 # weights multiplied per token below which bf16 does not pay (BGE-M3: 302M; the tiny
 # test model: 16k; all-MiniLM-L6-v2: 21M)
@@ -138,27 +140,6 @@ def resolve(location: str, configured: str, device: str, flags=None) -> Choice:
     return Choice(dtype, f"{reason}; weights converted on load (private to each backend)", location)
 
 
-MARKER = "hybrid_search_converted.json"
-
-
-def fingerprint(location: str) -> dict:
-    """Name, size and modification time of the model's weight files."""
-    path = Path(os.path.expanduser(location))
-    files = sorted(
-        p for p in path.iterdir() if p.suffix in (".safetensors", ".bin", ".pt") and p.is_file()
-    )
-    return {p.name: [p.stat().st_size, int(p.stat().st_mtime)] for p in files}
-
-
-def is_converted_copy(copy: Path, location: str) -> bool:
-    """Whether copy holds a complete conversion of location's current weights."""
-    try:
-        marker = json.loads((copy / MARKER).read_text())
-    except (OSError, ValueError):
-        return False
-    return marker.get("source_weights") == fingerprint(location)
-
-
 def prepare(location: str, configured: str = "auto", device: str = "cpu", flags=None) -> Choice:
     """resolve(), after writing the converted copy the choice wants if it is missing
     (once: later calls find it). The copy is written beside the model through a
@@ -181,8 +162,6 @@ def _write_copy(location: str, dtype: str) -> None:
     import shutil
     import tempfile
 
-    from .convert import convert
-
     copy = converted_location(location, dtype)
     try:
         scratch = Path(tempfile.mkdtemp(prefix=f".{copy.name}.", dir=copy.parent))
@@ -200,20 +179,3 @@ def _write_copy(location: str, dtype: str) -> None:
         pass
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-def main() -> None:
-    """`python -m hybrid_search.numerics MODEL_DIR [--dtype auto]`: prepare and print the choice."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("model")
-    parser.add_argument("--dtype", default="auto", choices=CONFIGURABLE)
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
-    choice = prepare(args.model, args.dtype, args.device)
-    print(json.dumps({"dtype": choice.dtype, "reason": choice.reason, "location": choice.location}))
-
-
-if __name__ == "__main__":
-    main()

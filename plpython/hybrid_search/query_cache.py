@@ -1,6 +1,6 @@
 """The query-embedding cache shared by every backend (hybrid_search_query_cache).
 
-A backend that misses its own LRU cache (model.encode_query) asks this table
+A backend that misses its own LRU cache (encoding.encode_query) asks this table
 before running the model, and stores what it computed. Rows are keyed by the
 role and a SHA-256 of (model, number format, max_length, text), hold only the
 vectors, and row-level security shows each role its own rows
@@ -15,6 +15,7 @@ import hashlib
 import numpy as np
 
 from . import catalog
+from .encoding import Encoding
 
 PRUNE_EVERY = 256  # entries inserted between two prunes
 
@@ -81,10 +82,11 @@ class Shared:
         except plpy.SPIError:
             pass
 
+    def key(self, loaded, max_length: int, text: str) -> bytes:
+        return key(self.settings, loaded, max_length, text)
+
     def get(self, cache_key: bytes):
         """(dense float32 vector, lexical weights) or None."""
-        from .model import Encoding
-
         if not self.usable:
             return None
         try:

@@ -10,11 +10,11 @@ import inspect
 
 from . import (
     backends,
+    bge_m3,
     catalog,
     colbert,
     encoders,
-    keyword_db,
-    model,
+    encoding,
     numerics,
     parallel,
     postgres,
@@ -23,6 +23,7 @@ from . import (
     vectors,
 )
 from . import check as checks
+from .legacy import keyword_db
 
 _FIX_HINT = (
     "install a model with `hybrid-search setup --model <hub id or directory>` "
@@ -35,8 +36,8 @@ def _load(plpy):
     """Settings and the loaded model, or one clear error naming the configured model."""
     current = settings.read(plpy)
     try:
-        return current, model.get(current)
-    except model.ModelNotAvailable as error:
+        return current, encoders.get(current)
+    except encoding.ModelNotAvailable as error:
         plpy.error(
             f"hybrid_search: cannot load model '{current.embedding_model}'"
             f" (hybrid_search_settings.embedding_model): {error}",
@@ -71,7 +72,7 @@ def _encode(plpy, texts, cached=False, colbert_vectors=False, settings_and_model
                 else None
             )
             return loaded, [
-                model.encode_query(
+                encoding.encode_query(
                     current,
                     loaded,
                     text,
@@ -80,14 +81,14 @@ def _encode(plpy, texts, cached=False, colbert_vectors=False, settings_and_model
                     role=postgres.current_user(),
                 )
             ]
-        return loaded, model.encode(
+        return loaded, encoding.encode(
             current,
             loaded,
             texts,
             lambda: _check_for_interrupts(plpy),
             colbert=colbert_vectors,
         )
-    except model.ContentTooLong as error:
+    except encoding.ContentTooLong as error:
         plpy.error(
             f"hybrid_search: {error}",
             hint="split the document, or raise the limit with"
@@ -131,7 +132,7 @@ def _embed_rows(plpy, contents, for_storage):
     if not positions:
         return [(i + 1, *[None] * width) for i in range(len(contents))]
     current, loaded = _load(plpy)
-    store = for_storage and current.colbert_store and model.is_bge_m3(loaded)
+    store = for_storage and current.colbert_store and bge_m3.is_bge_m3(loaded)
     _, encodings = _encode(
         plpy,
         [contents[i] for i in positions],
@@ -171,7 +172,7 @@ def colbert_check_encoders(plpy, caller):
 def _colbert_model(plpy, caller):
     colbert_check_encoders(plpy, caller)
     current, loaded = _load(plpy)
-    if not model.is_bge_m3(loaded):
+    if not bge_m3.is_bge_m3(loaded):
         _colbert_refused(plpy, caller, current)
     return current, loaded
 
@@ -258,7 +259,7 @@ def prepare_weights(plpy):
 def model_stats():
     import os
 
-    s = model.stats
+    s = encoding.stats
     return {
         "pid": os.getpid(),
         "model": s.model,
@@ -277,9 +278,32 @@ def query_tokens(plpy, query):
     return [(int(t), loaded.token_text(int(t)), float(w)) for t, w in weights]
 
 
-# Entry points of the 0.1.0 and 0.2.0 scripts, for a database that still runs
-# one of them on this module until ALTER EXTENSION hybrid_search UPDATE: the
-# sparse leg's table-based index is gone, documents_sparse_idx keeps itself.
+def backend_memory(plpy):
+    """(pid, backend_type, application_name, torch_loaded, model_files_mapped, rss_mb, pss_mb,
+    private_mb) for every backend of the server that can still be read."""
+    current = settings.read(plpy)
+    location = numerics.resolve(current.dense_model, current.dtype, current.device).location
+    rows = plpy.execute(
+        "select pid, backend_type, application_name from pg_catalog.pg_stat_activity order by pid"
+    )
+    result = []
+    for row in rows:
+        described = backends.describe(row["pid"], location)
+        if described is not None:
+            result.append({**row, **described})
+    return result
+
+
+def check(plpy):
+    """(check_name, status, detail) rows of hybrid_search_check()."""
+    return checks.run(plpy)
+
+
+# Entry points only the frozen 0.1.0 and 0.2.0 scripts call (legacy/ says when), for a
+# database that still runs one of them on this module until ALTER EXTENSION hybrid_search
+# UPDATE: both legs are index scans now, so the sparse leg has nothing left to rebuild
+# and its search is the exact scan; the keyword leg's table-based index lives on in
+# legacy/ for them.
 def rebuild_sparse_index(plpy):
     """hybrid_search_rebuild_sparse_index() of older scripts: nothing left to rebuild."""
     ours, _ = catalog.schemas(plpy)
@@ -297,26 +321,6 @@ def sparse_index_search(plpy, query_sparse, k, filter_json):
     return [(r["id"], r["score"]) for r in plpy.execute(plan, [query_sparse, k, filter_json])]
 
 
-def backend_memory(plpy):
-    """(pid, backend_type, application_name, torch_loaded, model_files_mapped, rss_mb, pss_mb,
-    private_mb) for every backend of the server that can still be read."""
-    current = settings.read(plpy)
-    location = numerics.resolve(current.dense_model, current.dtype, current.device).location
-    rows = plpy.execute(
-        "select pid, backend_type, application_name from pg_catalog.pg_stat_activity order by pid"
-    )
-    result = []
-    for row in rows:
-        described = backends.describe(row["pid"], location)
-        if described is not None:
-            result.append({**row, **described})
-    return result
-
-
-# The two entry points below serve only a 0.1.0 database between `hybrid-search setup`
-# (which installs this module) and ALTER EXTENSION UPDATE: from 0.2.0 on the keyword leg
-# is an index scan of documents_fts_bm25_idx, and keyword_db / keyword_index go when 0.1.0
-# is no longer an upgrade source.
 def rebuild_keyword_index(plpy):
     k1, b = keyword_db.bm25_parameters(plpy)
     return keyword_db.rebuild(plpy, k1, b)
@@ -326,11 +330,6 @@ def keyword_search(plpy, text_search_config, query, k, filter_json, match, exact
     """(id, score) best first: BM25 through the keyword index, or a scan when exact."""
     run = keyword_db.scan if exact else keyword_db.search
     return run(plpy, text_search_config, query, k, filter_json, match)
-
-
-def check(plpy):
-    """(check_name, status, detail) rows of hybrid_search_check()."""
-    return checks.run(plpy)
 
 
 def _refusing_parallel_mode(entry):

@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 import pytest
-from hybrid_search import keyword_index, sparse_index
+from hybrid_search.legacy import keyword_index, sparse_index
 
 
 def test_idf_matches_lucene_and_is_never_negative():

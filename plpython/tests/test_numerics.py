@@ -6,8 +6,8 @@ import shutil
 
 import numpy as np
 import pytest
-from hybrid_search import model, numerics, packing
-from hybrid_search.random_model import builtin_corpus, generate
+from hybrid_search import encoders, encoding, numerics, packing
+from hybrid_search_tools.random_model import builtin_corpus, generate
 from model_settings import ModelSettings as FakeSettings
 
 BGE_M3 = 302_000_000  # BGE-M3's matmul weights per token (matmul_parameters of its config)
@@ -88,7 +88,7 @@ def test_prepare_converts_once_and_backends_load_the_copy(tiny, tmp_path, monkey
 
 
 def test_a_model_loaded_with_auto_reports_its_choice(tiny):
-    loaded = model.get(FakeSettings(tiny, dtype="auto"))
+    loaded = encoders.get(FakeSettings(tiny, dtype="auto"))
     assert loaded.dtype == "fp32"  # the tiny model: too small for bf16 to pay
     assert loaded.dtype_reason.startswith("automatic")
     assert loaded.weights == tiny
@@ -141,14 +141,14 @@ def test_every_format_auto_can_choose_agrees_with_fp32(tiny, tmp_path, dtype, pa
     packed for oneDNN (pack_weights)."""
     texts = texts_200()
     assert len(texts) == 200 and len(set(texts)) == 200
-    reference = model.encode(FakeSettings(tiny), model.get(FakeSettings(tiny)), texts)
+    reference = encoding.encode(FakeSettings(tiny), encoders.get(FakeSettings(tiny)), texts)
     copy = numerics.prepare(tiny, dtype, "cpu")  # the converted copy, as setup writes it
     assert copy.dtype == dtype
     settings = FakeSettings(tiny, dtype=dtype, batch_size=16, pack_weights=pack)
-    loaded = model.get(settings)
+    loaded = encoders.get(settings)
     assert loaded.dtype == dtype
     assert ("packed for oneDNN" in loaded.dtype_reason) == pack
-    ours = model.encode(settings, loaded, texts)
+    ours = encoding.encode(settings, loaded, texts)
     cosines = [
         float(np.dot(o.dense, r.dense) / np.linalg.norm(o.dense) / np.linalg.norm(r.dense))
         for o, r in zip(ours, reference, strict=True)
@@ -167,29 +167,29 @@ def test_packed_weights_compute_what_the_bf16_layers_did(tiny):
     numerics.prepare(tiny, "bf16", "cpu")
     texts = texts_200()[:40]
     plain = FakeSettings(tiny, dtype="bf16", batch_size=8)
-    reference = model.encode(plain, model.get(plain), texts)
+    reference = encoding.encode(plain, encoders.get(plain), texts)
     packed = FakeSettings(tiny, dtype="bf16", batch_size=8, pack_weights=True)
-    loaded = model.get(packed)
+    loaded = encoders.get(packed)
     layers = [m for m in loaded.flag_model.model.modules() if isinstance(m, packing.PackedLinear)]
     # the tiny model's 2 layers (query, key, value and 3 dense each) and the pooler
     assert len(layers) == 2 * 6 + 1
-    batched = model.encode(packed, loaded, texts)
-    single = [model.encode_query(packed, loaded, text) for text in texts[:5]]
+    batched = encoding.encode(packed, loaded, texts)
+    single = [encoding.encode_query(packed, loaded, text) for text in texts[:5]]
     for ours, theirs in zip(batched + single, reference + reference[:5], strict=True):
         assert np.allclose(ours.dense, theirs.dense, atol=2e-2)
         assert ours.lexical_weights.keys() == theirs.lexical_weights.keys()
 
 
 def test_pack_weights_leaves_fp32_alone_and_says_so(tiny):
-    loaded = model.get(FakeSettings(tiny, dtype="fp32", pack_weights=True))
+    loaded = encoders.get(FakeSettings(tiny, dtype="fp32", pack_weights=True))
     assert "only bf16 weights" in loaded.dtype_reason
     assert not any(isinstance(m, packing.PackedLinear) for m in loaded.flag_model.model.modules())
 
 
 def test_a_failed_packing_leaves_every_layer_as_it_was_and_says_why(tiny, monkeypatch):
     numerics.prepare(tiny, "bf16", "cpu")
-    reference = model.encode_query(
-        FakeSettings(tiny, dtype="bf16"), model.get(FakeSettings(tiny, dtype="bf16")), "vacuum"
+    reference = encoding.encode_query(
+        FakeSettings(tiny, dtype="bf16"), encoders.get(FakeSettings(tiny, dtype="bf16")), "vacuum"
     )
     created = []
 
@@ -202,9 +202,9 @@ def test_a_failed_packing_leaves_every_layer_as_it_was_and_says_why(tiny, monkey
     real = packing.PackedLinear
     monkeypatch.setattr(packing, "PackedLinear", refuse_the_third)
     settings = FakeSettings(tiny, dtype="bf16", pack_weights=True)
-    loaded = model.get(settings)
+    loaded = encoders.get(settings)
     assert loaded.dtype_reason.endswith(
         "; pack_weights: packing failed (mkldnn: unsupported weight), weights left unpacked"
     )
     assert not any(isinstance(m, real) for m in loaded.flag_model.model.modules())
-    assert np.allclose(model.encode_query(settings, loaded, "vacuum").dense, reference.dense)
+    assert np.allclose(encoding.encode_query(settings, loaded, "vacuum").dense, reference.dense)

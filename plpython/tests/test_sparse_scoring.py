@@ -4,7 +4,7 @@ import struct
 
 import numpy as np
 import pytest
-from hybrid_search import sparse_index
+from hybrid_search.legacy import sparse_index
 
 
 def send(tokens: dict[int, float], dim: int = 1000) -> bytes:

@@ -39,7 +39,7 @@ begin
 end;
 $block$;
 
--- pack_weights: bf16 weights packed for oneDNN in each backend (model.py). The
+-- pack_weights: bf16 weights packed for oneDNN in each backend (bge_m3.py). The
 -- setting's column, and hybrid_search_configure gains its parameter: the script
 -- creates the new signature. From 0.1.0, 0.1.0--0.2.0 dropped its own signature
 -- and the 0.2.0 one was never created: hence IF EXISTS.

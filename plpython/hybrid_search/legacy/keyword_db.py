@@ -13,7 +13,8 @@ import time
 
 import numpy as np
 
-from . import catalog, index_changes, keyword_index, sparse_index
+from .. import catalog
+from . import index_changes, keyword_index, sparse_index
 
 _plans: dict = {}
 

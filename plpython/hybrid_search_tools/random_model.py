@@ -6,7 +6,7 @@ through exactly the same loading path (``BGEM3FlagModel(path)``: AutoTokenizer +
 ``size="full"`` keeps BGE-M3's exact shapes, so benchmarks pay the real compute cost; only the
 weights and the (much smaller) tokenizer vocabulary are fake.
 
-CLI: ``python -m hybrid_search.random_model OUTPUT_DIR [--size tiny|full] [--seed N]``.
+CLI: ``python -m hybrid_search_tools.random_model OUTPUT_DIR [--size tiny|full] [--seed N]``.
 """
 
 from __future__ import annotations
@@ -302,7 +302,7 @@ def generate(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m hybrid_search.random_model", description=__doc__.splitlines()[0]
+        prog="python -m hybrid_search_tools.random_model", description=__doc__.splitlines()[0]
     )
     parser.add_argument("output_dir", type=pathlib.Path)
     parser.add_argument("--size", choices=sorted(SIZES), default="tiny")
