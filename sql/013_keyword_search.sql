@@ -16,6 +16,7 @@ declare
     visible_length double precision;
     visible_lexemes text[];
     visible_dfs bigint[];
+    query_lexemes text[];
 begin
     select s.bm25_k1, s.bm25_b into settings from @extschema@.hybrid_search_settings as s;
     begin
@@ -30,7 +31,9 @@ begin
             '@extschema@.documents_fts_bm25_idx'::regclass, lexemes, settings.bm25_k1, settings.bm25_b
         );
     end if;
-    -- one pass over the visible rows: each row's length and the query lexemes it has
+    -- one pass over the visible rows: each row's length and the query lexemes it
+    -- has (the query's lexemes as an array once, not once per row and lexeme)
+    query_lexemes := pg_catalog.tsvector_to_array(lexemes);
     with visible as materialized (
         select l.length, l.matched
         from @extschema@.documents as d
@@ -38,7 +41,7 @@ begin
             select
                 sum(coalesce(pg_catalog.cardinality(u.positions), 1)) as length,
                 pg_catalog.array_agg(u.lexeme) filter (
-                    where u.lexeme = any(pg_catalog.tsvector_to_array(lexemes))
+                    where u.lexeme = any(query_lexemes)
                 ) as matched
             from pg_catalog.unnest(d.fts) as u
         ) as l
