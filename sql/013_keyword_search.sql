@@ -4,7 +4,13 @@
 -- weighted with documents_fts_bm25_idx's statistics, or, for a role under
 -- row-level security on documents, with those of the rows it sees (computed
 -- now, one pass over them): corpus-wide statistics would tell it which words
--- other tenants use. PARALLEL UNSAFE: the EXCEPTION block is a subtransaction.
+-- other tenants use. The bound on that work: every query reads every row
+-- the role's policies let it see (and evaluates the policies on every row
+-- of the table unless an index serves them), unnesting each one's fts:
+-- O(visible rows), against O(query lexemes) from the index. Caching the
+-- result is sound only if the policies depend on the role alone, not on
+-- settings or other tables.
+-- PARALLEL UNSAFE: the EXCEPTION block is a subtransaction.
 create or replace function @extschema@._keyword_bm25query(
     caller text, query text, config regconfig
 ) returns @extschema@.bm25query
