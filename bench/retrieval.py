@@ -769,7 +769,11 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--slow-queries", type=int, default=20, help="for the exact scans")
-    parser.add_argument("--save", action="store_true", help="write bench/results/DATE-retrieval.md")
+    parser.add_argument(
+        "--save",
+        action="store_true",
+        help="write bench/results/DATE-retrieval.md (DATE-retrieval-fusion.md with --fusion-only)",
+    )
     parser.add_argument("--keep", action="store_true", help="leave the cluster running")
     parser.add_argument(
         "--fusion-only",
@@ -783,7 +787,8 @@ def main() -> None:
     print(report)
     if args.save:
         RESULTS.mkdir(exist_ok=True)
-        name = f"{datetime.date.today()}-retrieval.md"
+        # the fusion rows alone never replace a full table
+        name = f"{datetime.date.today()}-retrieval{'-fusion' * args.fusion_only}.md"
         (RESULTS / name).write_text(report)
         print(f"saved bench/results/{name}")
 
