@@ -268,7 +268,7 @@ def timed_step(facts, key, step, *args):
     return result
 
 
-def build(conn, corpus, facts):
+def build(conn, corpus, facts, baseline=True):
     """Load the corpus and build every index, timed."""
     conn.execute(
         f"alter table documents alter column dense type vector({DIM}),"
@@ -308,9 +308,14 @@ def build(conn, corpus, facts):
         ),
     ]:
         timed_step(facts, f"build: {name}", conn.execute, sql)
-    timed_step(
-        facts, "build: plain postings table + btree (baseline)", create_postings_table, conn, corpus
-    )
+    if baseline:
+        timed_step(
+            facts,
+            "build: plain postings table + btree (baseline)",
+            create_postings_table,
+            conn,
+            corpus,
+        )
 
 
 # --------------------------------------------------------------------------- measures
@@ -411,6 +416,25 @@ def bm25_score_error(corpus, rows_per_query, qs):
         exact = corpus.bm25.scores(corpus.q_words[q])
         errors += [abs(score - exact[doc]) / exact[doc] for doc, score in rows]
     return max(errors)
+
+
+def measure_fusion_pass(conn, table, corpus, fast, filtered):
+    """--fusion-only: the three legs and hybrid_search, unfiltered or with the 10%
+    metadata filter (hybrid_search's p95 against the legs' in the same run)."""
+    label = " (10% filter)" if filtered else ""
+    tag = "filtered " if filtered else ""
+    jflt = Jsonb({"tenant": TENANT}) if filtered else None
+    mask = corpus.tenant == TENANT if filtered else None
+    for key, name, leg, reference in [
+        ("dense", "dense, pgvector HNSW (ef_search 100)", dense_leg, corpus.exact_dense),
+        ("sparse", "sparse, sparse_inverted index (ORDER BY <#> LIMIT 10)", sparse_leg,
+         corpus.exact_sparse),
+        ("bm25", "BM25 leg (OR over lexemes)", bm25_leg, corpus.exact_bm25),
+    ]:  # fmt: skip
+        table.sql(conn, tag + key, name + label, leg(corpus, K, jflt), fast,
+                  lambda q, reference=reference: reference(q, K, mask))  # fmt: skip
+    table.sql(conn, tag + "hybrid", "hybrid_search, three legs, RRF" + label,
+              hybrid_leg(corpus, K, jflt), fast, exact_hybrid(corpus, mask))  # fmt: skip
 
 
 def measure_row_security(conn, table, corpus, fast):
@@ -580,7 +604,7 @@ def build_peers(corpus, facts):
     return {"seismic": seismic, "tantivy": tantivy}
 
 
-def run(docs: int, queries: int, slow_queries: int, keep: bool = False):
+def run(docs: int, queries: int, slow_queries: int, keep: bool = False, fusion_only: bool = False):
     layout = Layout.from_environment()
     scratch = Path(tempfile.mkdtemp(prefix="hybrid_search_bench_"))
     scratch.chmod(0o755)
@@ -589,7 +613,7 @@ def run(docs: int, queries: int, slow_queries: int, keep: bool = False):
     fast, few = range(queries), range(min(slow_queries, queries))
     corpus = timed_step(facts, "build: generate corpus (numpy)", Corpus, docs, queries)
     timed_step(facts, "build: exact numpy references", corpus.build_references)
-    peers = build_peers(corpus, facts)
+    peers = None if fusion_only else build_peers(corpus, facts)
     try:
         cluster.init()
         with (cluster.data / "postgresql.conf").open("a") as conf:
@@ -601,17 +625,23 @@ def run(docs: int, queries: int, slow_queries: int, keep: bool = False):
         database.ensure_extension(dsn, layout, None)
         with psycopg.connect(dsn, autocommit=True) as conn:
             register_vector(conn)
-            build(conn, corpus, facts)
+            build(conn, corpus, facts, baseline=not fusion_only)
             for filtered in (False, True):
-                measure_pass(conn, table, corpus, peers, fast, few, filtered)
+                if fusion_only:
+                    measure_fusion_pass(conn, table, corpus, fast, filtered)
+                else:
+                    measure_pass(conn, table, corpus, peers, fast, few, filtered)
             measure_row_security(conn, table, corpus, fast)
+            if fusion_only:
+                return table, facts
             facts["qps"] = measure_concurrency(dsn, corpus, fast)
             for name, relation in SIZES:
                 facts[f"size: {name}"] = relation_mb(conn, relation)
             measure_churn(conn, table, corpus, fast, facts)
             facts["insert rows/s"] = insert_throughput(conn, corpus)
     finally:
-        peers["tantivy"].close()
+        if peers:
+            peers["tantivy"].close()
         if keep:
             print(f'kept: psql "{cluster.dsn("bench")}"')
         else:
@@ -666,6 +696,34 @@ def ratio_rows(table: Table, facts) -> list[str]:
     return out
 
 
+def render_fusion(args, table: Table) -> str:
+    """--fusion-only: the rows and hybrid_search's ratios to the legs of the same run."""
+    r = table.ratio
+    ratios = [("hybrid_search p95 / dense-only p95 (goal ≤ 2)", r("hybrid", "dense"))]
+    for tag, name in [("filtered ", "10% filter"), ("rls ", "RLS role seeing 10%")]:
+        ratios += [
+            (f"hybrid_search, {name}, p95 / dense-only p95 unfiltered", r(tag + "hybrid", "dense")),
+            (f"hybrid_search, {name}, p95 / its unfiltered p95 (goal ≤ 1.5)",
+             r(tag + "hybrid", "hybrid")),
+            (f"BM25 leg, {name}, p95 / its unfiltered p95 (goal ≤ 1.5)", r(tag + "bm25", "bm25")),
+        ]  # fmt: skip
+    return "\n".join([
+        f"# Retrieval benchmark, fusion rows only: {args.docs:,} documents",
+        "",
+        f"- date: {datetime.date.today()}; machine: {machine()}",
+        f"- command: `.venv/bin/python bench/retrieval.py --docs {args.docs} --queries"
+        f" {args.queries} --fusion-only`",
+        "",
+        "| query | p50 ms | p95 ms | p99 ms | recall@10 | full lists |",
+        "|---|---|---|---|---|---|",
+        *[f"| {' | '.join(row)} |" for row in table.rows],
+        "",
+        "| ratio (same run) | value |",
+        "|---|---|",
+        *[f"| {name} | {value:.2f} |" for name, value in ratios],
+    ]) + "\n"  # fmt: skip
+
+
 def render(args, table: Table, facts) -> str:
     qps = facts["qps"]
     start, end = facts["load average at start"], facts["load average at end"]
@@ -711,15 +769,26 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--slow-queries", type=int, default=20, help="for the exact scans")
-    parser.add_argument("--save", action="store_true", help="write bench/results/DATE-retrieval.md")
+    parser.add_argument(
+        "--save",
+        action="store_true",
+        help="write bench/results/DATE-retrieval.md (DATE-retrieval-fusion.md with --fusion-only)",
+    )
     parser.add_argument("--keep", action="store_true", help="leave the cluster running")
+    parser.add_argument(
+        "--fusion-only",
+        action="store_true",
+        help="only the three legs and hybrid_search (unfiltered, 10%% filter, RLS role):"
+        " no peers, exact scans, concurrency, churn or COPY rows",
+    )
     args = parser.parse_args()
-    table, facts = run(args.docs, args.queries, args.slow_queries, args.keep)
-    report = render(args, table, facts)
+    table, facts = run(args.docs, args.queries, args.slow_queries, args.keep, args.fusion_only)
+    report = render_fusion(args, table) if args.fusion_only else render(args, table, facts)
     print(report)
     if args.save:
         RESULTS.mkdir(exist_ok=True)
-        name = f"{datetime.date.today()}-retrieval.md"
+        # the fusion rows alone never replace a full table
+        name = f"{datetime.date.today()}-retrieval{'-fusion' * args.fusion_only}.md"
         (RESULTS / name).write_text(report)
         print(f"saved bench/results/{name}")
 

@@ -4,7 +4,13 @@
 -- weighted with documents_fts_bm25_idx's statistics, or, for a role under
 -- row-level security on documents, with those of the rows it sees (computed
 -- now, one pass over them): corpus-wide statistics would tell it which words
--- other tenants use. PARALLEL UNSAFE: the EXCEPTION block is a subtransaction.
+-- other tenants use. The bound on that work: every query reads every row
+-- the role's policies let it see (and evaluates the policies on every row
+-- of the table unless an index serves them), unnesting each one's fts:
+-- O(visible rows), against O(query lexemes) from the index. Caching the
+-- result is sound only if the policies depend on the role alone, not on
+-- settings or other tables.
+-- PARALLEL UNSAFE: the EXCEPTION block is a subtransaction.
 create or replace function @extschema@._keyword_bm25query(
     caller text, query text, config regconfig
 ) returns @extschema@.bm25query
@@ -16,6 +22,7 @@ declare
     visible_length double precision;
     visible_lexemes text[];
     visible_dfs bigint[];
+    query_lexemes text[];
 begin
     select s.bm25_k1, s.bm25_b into settings from @extschema@.hybrid_search_settings as s;
     begin
@@ -30,7 +37,9 @@ begin
             '@extschema@.documents_fts_bm25_idx'::regclass, lexemes, settings.bm25_k1, settings.bm25_b
         );
     end if;
-    -- one pass over the visible rows: each row's length and the query lexemes it has
+    -- one pass over the visible rows: each row's length and the query lexemes it
+    -- has (the query's lexemes as an array once, not once per row and lexeme)
+    query_lexemes := pg_catalog.tsvector_to_array(lexemes);
     with visible as materialized (
         select l.length, l.matched
         from @extschema@.documents as d
@@ -38,7 +47,7 @@ begin
             select
                 sum(coalesce(pg_catalog.cardinality(u.positions), 1)) as length,
                 pg_catalog.array_agg(u.lexeme) filter (
-                    where u.lexeme = any(pg_catalog.tsvector_to_array(lexemes))
+                    where u.lexeme = any(query_lexemes)
                 ) as matched
             from pg_catalog.unnest(d.fts) as u
         ) as l

@@ -6,7 +6,7 @@ import time
 import numpy as np
 import psycopg
 import pytest
-from helpers import insert, parse_sparse
+from helpers import insert, model_calls, parse_sparse
 
 CORPUS = [
     ("CREATE INDEX CONCURRENTLY builds an index without blocking writes", {"topic": "indexes"}),
@@ -267,6 +267,18 @@ def test_vector_overload_equals_text_search(corpus):
 def test_bad_arguments_get_clear_errors(corpus, call, message):
     with pytest.raises(psycopg.errors.InvalidParameterValue, match=message):
         corpus.execute(f"select * from {call}")
+
+
+def test_bad_options_are_refused_before_the_query_is_embedded(corpus):
+    """hybrid_search(text) checks every option (_hybrid_search_plan) before the model
+    runs, so a bad call costs no forward pass."""
+    calls = model_calls(corpus)
+    for n, option in enumerate(["fusion => 'borda'", "candidates => 0", "colbert_rerank => -1"]):
+        with pytest.raises(psycopg.errors.InvalidParameterValue):
+            corpus.execute(f"select * from hybrid_search('never embedded {n}', 10, {option})")
+    assert model_calls(corpus) == calls
+    hybrid(corpus, "embedded once")
+    assert model_calls(corpus) == calls + 1  # the counter counts
 
 
 def test_k_larger_than_corpus_returns_everything_matching(corpus):
