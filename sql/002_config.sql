@@ -25,7 +25,8 @@ create table if not exists @extschema@.hybrid_search_config (
     colbert_store boolean,
     query_threads integer check (query_threads between 0 and 1024),
     query_cache_entries integer check (query_cache_entries between 0 and 100000000),
-    pack_weights boolean
+    pack_weights boolean,
+    bm25_statistics text check (bm25_statistics in ('visible', 'index'))
 );
 
 comment on table @extschema@.hybrid_search_config is
@@ -44,6 +45,9 @@ comment on column @extschema@.hybrid_search_config.query_cache_entries is
 comment on column @extschema@.hybrid_search_config.pack_weights is
 'bf16 linear weights reordered once per backend for oneDNN: faster queries, the weights '
 '(0.6 GB for BGE-M3) in each backend''s private memory instead of shared';
+comment on column @extschema@.hybrid_search_config.bm25_statistics is
+'BM25 statistics for a role under row-level security: visible (its rows, counted per query; '
+'the default) or index (the whole index''s: fast, but tells it how many rows hold a word)';
 comment on column @extschema@.hybrid_search_config.max_content_chars is
 'longer documents are refused with an error (tokenizing huge texts costs a backend gigabytes)';
 comment on column @extschema@.hybrid_search_config.embed_mode is
@@ -93,7 +97,8 @@ select
     coalesce(c.colbert_store, false) as colbert_store,
     coalesce(c.query_threads, 0) as query_threads,
     coalesce(c.query_cache_entries, 10000) as query_cache_entries,
-    coalesce(c.pack_weights, false) as pack_weights
+    coalesce(c.pack_weights, false) as pack_weights,
+    coalesce(c.bm25_statistics, 'visible') as bm25_statistics
 from (values (true)) as one_row (singleton)
 left join @extschema@.hybrid_search_config as c on one_row.singleton = c.singleton;
 

@@ -143,9 +143,10 @@ set search_path to pg_catalog, pg_temp;
 -------------------------------------------------------------------------------
 -- _documents_fulltext
 -- Row-level trigger: fts follows content (and hybrid_search_configure
--- rewrites it when the text search configuration changes). A row inserted
--- without vectors and embedded by this statement gets fts from the embedding
--- UPDATE instead (_embed_and_store): one row version with fts, not two. Runs
+-- rewrites it when the text search configuration changes). A row this
+-- statement embeds (inserted without vectors, or given a new content) gets
+-- fts from the embedding UPDATE instead (_embed_and_store): one row version
+-- with fts, not two. Runs
 -- as the owner, as the embedding triggers do: whether this statement embeds
 -- (_embeds_now) is theirs to know, not the writer's. Stored ColBERT
 -- vectors of the old content are dropped unless the same UPDATE sets new ones
@@ -161,7 +162,19 @@ as $func$
 declare
     config regconfig := (select s.text_search_config from @extschema@.hybrid_search_settings as s);
 begin
-    if tg_op = 'INSERT' and (new.dense is null or new.sparse is null)
+    -- rows the statement triggers below embed: inserted without both vectors,
+    -- or updated to a new content with the vectors left as they were
+    if (
+        case tg_op
+            when 'INSERT' then new.dense is null or new.sparse is null
+            else
+                new.content is distinct from old.content
+                and @extschema:vector@.vector_send(new.dense)
+                is not distinct from @extschema:vector@.vector_send(old.dense)
+                and @extschema:vector@.sparsevec_send(new.sparse)
+                is not distinct from @extschema:vector@.sparsevec_send(old.sparse)
+        end
+    )
         and coalesce(pg_catalog.octet_length(new.content), 0) <= 131072
         and @extschema@._embeds_now(new.source) then
         -- the statement's embedding UPDATE writes fts with the vectors, so this

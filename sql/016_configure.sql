@@ -2,7 +2,7 @@
 -- hybrid_search_configure
 -- Change settings by name; arguments left NULL keep their current value. A
 -- new text search configuration rewrites documents.fts (and so the BM25
--- index); new BM25 parameters apply to the next query. colbert_store => true (BGE-M3 only)
+-- index); new BM25 parameters and bm25_statistics apply to the next query. colbert_store => true (BGE-M3 only)
 -- makes writes store ColBERT vectors from now on (existing rows get them when
 -- re-embedded; until then colbert_rerank computes theirs); false clears the
 -- stored ones. Runs with the
@@ -25,7 +25,8 @@ create or replace function @extschema@.hybrid_search_configure(
     colbert_store boolean default null,
     query_threads integer default null,
     query_cache_entries integer default null,
-    pack_weights boolean default null
+    pack_weights boolean default null,
+    bm25_statistics text default null
 ) returns setof @extschema@.hybrid_search_settings
 as $func$
 declare
@@ -36,12 +37,12 @@ begin
     insert into @extschema@.hybrid_search_config as c (
         device, dtype, batch_size, max_length, num_threads, text_search_config, python_venv,
         max_content_chars, embed_mode, queue_max_attempts, queue_retry_seconds, bm25_k1, bm25_b,
-        colbert_store, query_threads, query_cache_entries, pack_weights
+        colbert_store, query_threads, query_cache_entries, pack_weights, bm25_statistics
     )
     values (
         device, dtype, batch_size, max_length, num_threads, text_search_config, python_venv,
         max_content_chars, embed_mode, queue_max_attempts, queue_retry_seconds, bm25_k1, bm25_b,
-        colbert_store, query_threads, query_cache_entries, pack_weights
+        colbert_store, query_threads, query_cache_entries, pack_weights, bm25_statistics
     )
     on conflict (singleton) do update set
         device = coalesce(excluded.device, c.device),
@@ -60,7 +61,8 @@ begin
         colbert_store = coalesce(excluded.colbert_store, c.colbert_store),
         query_threads = coalesce(excluded.query_threads, c.query_threads),
         query_cache_entries = coalesce(excluded.query_cache_entries, c.query_cache_entries),
-        pack_weights = coalesce(excluded.pack_weights, c.pack_weights);
+        pack_weights = coalesce(excluded.pack_weights, c.pack_weights),
+        bm25_statistics = coalesce(excluded.bm25_statistics, c.bm25_statistics);
     select * into after from @extschema@.hybrid_search_settings;
     if after.colbert_store and not before.colbert_store then
         perform @extschema@._colbert_check_encoders('hybrid_search_configure');

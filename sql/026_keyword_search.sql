@@ -1,4 +1,31 @@
 -------------------------------------------------------------------------------
+-- _bm25query_shared
+-- The bm25query of these lexemes with documents_fts_bm25_idx's statistics,
+-- for a role under row-level security, once the owner has opted in with
+-- hybrid_search_configure(bm25_statistics => 'index'). Runs as the owner, as
+-- _bm25query refuses a role under row-level security: the statistics count
+-- every tenant's rows, so they tell the caller how many rows hold each query
+-- word (README, Security). Refuses unless the owner opted in.
+create or replace function @extschema@._bm25query_shared(
+    lexemes tsvector, k1 double precision, b double precision
+) returns @extschema@.bm25query
+as $func$
+begin
+    if (select s.bm25_statistics from @extschema@.hybrid_search_settings as s) <> 'index' then
+        raise exception 'hybrid_search: the index''s BM25 statistics are not shared with roles under row-level security'
+        using
+            errcode = 'insufficient_privilege',
+            hint = 'the extension owner opts in with hybrid_search_configure(bm25_statistics => ''index'')';
+    end if;
+    return @extschema@._bm25query(
+        '@extschema@.documents_fts_bm25_idx'::regclass, lexemes, k1, b
+    );
+end;
+$func$
+language plpgsql stable security definer
+set search_path to pg_catalog, pg_temp;
+
+-------------------------------------------------------------------------------
 -- _keyword_bm25query
 -- The bm25query of a keyword search: the query's lexemes under config,
 -- weighted with documents_fts_bm25_idx's statistics, or, for a role under
@@ -9,7 +36,8 @@
 -- of the table unless an index serves them), unnesting each one's fts:
 -- O(visible rows), against O(query lexemes) from the index. Caching the
 -- result is sound only if the policies depend on the role alone, not on
--- settings or other tables.
+-- settings or other tables. With bm25_statistics 'index' (the owner's
+-- opt-in) such a role gets the index's statistics instead (_bm25query_shared).
 -- PARALLEL UNSAFE: the EXCEPTION block is a subtransaction.
 create or replace function @extschema@._keyword_bm25query(
     caller text, query text, config regconfig
@@ -24,7 +52,8 @@ declare
     visible_dfs bigint[];
     query_lexemes text[];
 begin
-    select s.bm25_k1, s.bm25_b into settings from @extschema@.hybrid_search_settings as s;
+    select s.bm25_k1, s.bm25_b, s.bm25_statistics into settings
+    from @extschema@.hybrid_search_settings as s;
     begin
         lexemes := pg_catalog.to_tsvector(config, query);
     exception when program_limit_exceeded then
@@ -36,6 +65,9 @@ begin
         return @extschema@._bm25query(
             '@extschema@.documents_fts_bm25_idx'::regclass, lexemes, settings.bm25_k1, settings.bm25_b
         );
+    end if;
+    if settings.bm25_statistics = 'index' then
+        return @extschema@._bm25query_shared(lexemes, settings.bm25_k1, settings.bm25_b);
     end if;
     -- one pass over the visible rows: each row's length and the query lexemes it
     -- has (the query's lexemes as an array once, not once per row and lexeme)

@@ -23,7 +23,7 @@ as $func$
             'hybrid_search_evaluate', 'hybrid_search_score_run',
             'colbert_rerank', '_colbert_query', '_colbert_check_encoders', '_query_cache_prune',
             '_query_cache_put', '_query_cache_count', 'to_bm25query', '_bm25query', 'bm25_distance',
-            '_bm25query_statistics', '_keyword_bm25query', 'bm25query_out',
+            '_bm25query_statistics', '_keyword_bm25query', 'bm25query_out', '_bm25query_shared',
             '_hybrid_search', '_hybrid_search_plan', '_hybrid_search_fuse', '_hybrid_search_rerank'
         ]::name[]
         when 'write' then array[]::name[]

@@ -75,7 +75,7 @@ def db(conn):
         " max_length = null, num_threads = null, text_search_config = null,"
         " max_content_chars = null, embed_mode = null, queue_max_attempts = null,"
         " queue_retry_seconds = null, bm25_k1 = null, bm25_b = null, query_threads = null,"
-        " query_cache_entries = null, pack_weights = null"
+        " query_cache_entries = null, pack_weights = null, bm25_statistics = null"
     )
     return conn
 

@@ -89,6 +89,7 @@ SECURITY_DEFINER = {
     "_source_changed()",
     "_source_truncated()",
     "_documents_fulltext()",
+    "_bm25query_shared(tsvector,double precision,double precision)",
     "_source_dropped()",
     "_source_altered()",
 }

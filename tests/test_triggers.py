@@ -110,6 +110,11 @@ def test_embedded_insert_counts_once_in_bm25_statistics(db):
     assert embedding_state(db, queued)[0] is None
     assert "checkpoint" in embedding_state(db, queued)[2]
     assert bm25_documents(db) == 10
+    # a new content: the old version counts until VACUUM, the statement's own does not
+    db.execute("update documents set content = 'rewritten about wal' where id = %s", [queued - 1])
+    assert bm25_documents(db) == 11
+    db.execute("vacuum documents")
+    assert bm25_documents(db) == 10
     assert queued in [r[0] for r in db.execute("select id from keyword_search('checkpoints', 5)")]
 
 

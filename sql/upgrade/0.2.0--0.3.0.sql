@@ -44,6 +44,10 @@ $block$;
 -- creates the new signature. From 0.1.0, 0.1.0--0.2.0 dropped its own signature
 -- and the 0.2.0 one was never created: hence IF EXISTS.
 alter table @extschema@.hybrid_search_config add column pack_weights boolean;
+-- bm25_statistics: the owner's opt-in to the index's BM25 statistics for roles
+-- under row-level security (026_keyword_search.sql)
+alter table @extschema@.hybrid_search_config add column bm25_statistics text
+check (bm25_statistics in ('visible', 'index'));
 drop function if exists @extschema@.hybrid_search_configure(
     text, text, integer, integer, integer, regconfig, text, integer, text, integer, integer,
     double precision, double precision, boolean, integer, integer

@@ -24,6 +24,7 @@ SELECT hybrid_search_configure(batch_size => 0);
 SELECT hybrid_search_configure(embed_mode => 'sometimes');
 SELECT hybrid_search_configure(bm25_k1 => -1);
 SELECT hybrid_search_configure(bm25_b => 2);
+SELECT hybrid_search_configure(bm25_statistics => 'all');
 SELECT * FROM hybrid_search_model_info() \gdesc
 SELECT * FROM hybrid_search_model_stats() \gdesc
 SELECT hybrid_search_set_model('/nonexistent/model');
