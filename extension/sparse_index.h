@@ -78,14 +78,15 @@ typedef struct SparseMetaPageData
 	BlockNumber postingHead;	/* posting blocks */
 	BlockNumber docListHead;	/* every row, in TID order */
 	uint32		nterms;
-	uint32		unused2;
+	BlockNumber segMaxBlock;	/* largest heap block of a segment row */
 	uint64		segDocs;		/* rows in the segment, null rows included */
 	uint64		segPostings;
 	/* pending list */
 	BlockNumber pendingHead;
 	BlockNumber pendingTail;
 	OffsetNumber pendingHeadOff;	/* first item of pendingHead still pending */
-	uint16		unused3;
+	OffsetNumber segMaxOffset;	/* largest offset of a segment row; 0: none, or
+								 * merged by a version that did not record it */
 	uint64		pendingDocs;
 	uint64		pendingEntries;
 	/* non-null rows and the sum of their lengths (BM25 indexes) */
