@@ -713,13 +713,16 @@ def main() -> None:
     parser.add_argument("--slow-queries", type=int, default=20, help="for the exact scans")
     parser.add_argument("--save", action="store_true", help="write bench/results/DATE-retrieval.md")
     parser.add_argument("--keep", action="store_true", help="leave the cluster running")
+    parser.add_argument(
+        "--suffix", default="", help="appended to the saved file's name (DATE-retrieval-SUFFIX.md)"
+    )
     args = parser.parse_args()
     table, facts = run(args.docs, args.queries, args.slow_queries, args.keep)
     report = render(args, table, facts)
     print(report)
     if args.save:
         RESULTS.mkdir(exist_ok=True)
-        name = f"{datetime.date.today()}-retrieval.md"
+        name = f"{datetime.date.today()}-retrieval{'-' + args.suffix if args.suffix else ''}.md"
         (RESULTS / name).write_text(report)
         print(f"saved bench/results/{name}")
 
