@@ -10,7 +10,9 @@
  *                   cut into blocks of SPARSE_BLOCK_POSTINGS postings in heap
  *                   TID order, each block with its largest and smallest
  *                   weight and last TID, and the list of every indexed row
- *                   (null rows flagged)
+ *                   (null rows flagged); the metapage records the largest
+ *                   heap block and offset of its rows, which size a scan's
+ *                   array of a score per heap position (sparse_scan.c)
  *   pending list    rows inserted since the last merge, one item (or a few
  *                   chunks) per row, appended by aminsert and scored
  *                   exhaustively by every scan

@@ -130,13 +130,19 @@ key_part(double p, double c)
 	return p + c * fabs(p);
 }
 
-/* what query term qi adds for a posting of weight w in a row of length len */
+/* what a query term of weight qw adds for a posting of weight w in a row of length len */
+static inline double
+posting_score(bool bm25, double qw, float4 w, float4 len, double k1, double b, double avgdl)
+{
+	if (bm25)
+		return qw * SparseBM25Part(w, len, k1, b, avgdl);
+	return qw * (double) w;
+}
+
 static inline double
 term_score(SparseScanOpaque so, int qi, float4 w, float4 len)
 {
-	if (so->bm25)
-		return so->qw[qi] * SparseBM25Part(w, len, so->k1, so->b, so->avgdl);
-	return so->qw[qi] * (double) w;
+	return posting_score(so->bm25, so->qw[qi], w, len, so->k1, so->b, so->avgdl);
 }
 
 /*
@@ -511,6 +517,9 @@ add_block(SparseScanOpaque so, int qi, SparsePostingBlock *b, BlockNumber maxBlo
 	double	   *sums = so->sums;
 	double	   *absSums = so->absSums;
 	double		qw = so->qw[qi];
+	double		k1 = so->k1;
+	double		bb = so->b;
+	double		avgdl = so->avgdl;
 
 	for (int j = 0; j < b->n; j++)
 	{
@@ -521,9 +530,7 @@ add_block(SparseScanOpaque so, int qi, SparsePostingBlock *b, BlockNumber maxBlo
 
 		if (unlikely(hblk > maxBlock || hoff == 0 || hoff > maxOffset))
 			return "posting of a row beyond the segment's rows in";
-		/* term_score's arithmetic exactly */
-		p = bm25 ? qw * SparseBM25Part(weights[j], lengths[j], so->k1, so->b, so->avgdl)
-			: qw * (double) weights[j];
+		p = posting_score(bm25, qw, weights[j], bm25 ? lengths[j] : 0, k1, bb, avgdl);
 		sums[slot] += p;
 		if (mixed)
 			absSums[slot] += fabs(p);
@@ -553,6 +560,7 @@ add_list(SparseScanOpaque so, SparseReader *r, const SparseDirEntry *entry, int 
 		OffsetNumber maxoff;
 		const char *damage = NULL;
 
+		CHECK_FOR_INTERRUPTS();
 		if (!BlockNumberIsValid(blk))
 		{
 			r->conflict = true;
@@ -671,7 +679,6 @@ rank_all(IndexScanDesc scan)
 													 MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO) : NULL;
 	for (int i = 0; i < so->nq; i++)
 	{
-		CHECK_FOR_INTERRUPTS();
 		if (found[i] && !add_list(so, &r, &entries[i], i, &meta))
 		{
 			pfree(so->sums);
