@@ -790,6 +790,9 @@ def main() -> None:
         help="only the three legs and hybrid_search (unfiltered, 10%% filter, RLS role):"
         " no peers, exact scans, concurrency, churn or COPY rows",
     )
+    parser.add_argument(
+        "--suffix", default="", help="appended to the saved file's name (DATE-retrieval-SUFFIX.md)"
+    )
     args = parser.parse_args()
     table, facts = run(args.docs, args.queries, args.slow_queries, args.keep, args.fusion_only)
     report = render_fusion(args, table) if args.fusion_only else render(args, table, facts)
@@ -797,7 +800,8 @@ def main() -> None:
     if args.save:
         RESULTS.mkdir(exist_ok=True)
         # the fusion rows alone never replace a full table
-        name = f"{datetime.date.today()}-retrieval{'-fusion' * args.fusion_only}.md"
+        suffix = "".join(f"-{part}" for part in ["fusion" * args.fusion_only, args.suffix] if part)
+        name = f"{datetime.date.today()}-retrieval{suffix}.md"
         (RESULTS / name).write_text(report)
         print(f"saved bench/results/{name}")
 

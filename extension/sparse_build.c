@@ -468,6 +468,8 @@ SparseMerge(Relation index, bool withPending, IndexBulkDeleteCallback callback,
 	TermWriter tw;
 	int64		segDocs = 0,
 				segPostings = 0;
+	BlockNumber segMaxBlock = 0;
+	OffsetNumber segMaxOffset = 0;
 	MemoryContext mcxt,
 				oldcxt;
 
@@ -759,6 +761,8 @@ SparseMerge(Relation index, bool withPending, IndexBulkDeleteCallback callback,
 			oflags[on] = oflag;
 			on++;
 			segDocs++;
+			segMaxBlock = Max(segMaxBlock, (BlockNumber) (okey >> 16));
+			segMaxOffset = Max(segMaxOffset, (OffsetNumber) (okey & 0xFFFF));
 			if (!(oflag & SPARSE_DOC_NULL))
 				segRows++;
 			if (on == SPARSE_DOCLIST_CHUNK)
@@ -820,6 +824,8 @@ SparseMerge(Relation index, bool withPending, IndexBulkDeleteCallback callback,
 		m->docListHead = lw.head;
 		m->nterms = (uint32) ndir;
 		m->segDocs = segDocs;
+		m->segMaxBlock = segMaxBlock;
+		m->segMaxOffset = segMaxOffset;
 		m->segPostings = segPostings;
 		m->segRows = segRows;
 		m->segLength = in->bm25 ? (uint64) tw.sumWeights : 0;

@@ -157,6 +157,8 @@ check_segment(CheckState *cs, const SparseMetaPageData *meta)
 	int64		ndocs = 0;
 	uint64		lastDoc = 0;
 	int64		guard = 0;
+	BlockNumber maxBlock = 0;
+	OffsetNumber maxOffset = 0;
 
 	r.index = cs->index;
 	r.generation = meta->generation;
@@ -328,6 +330,8 @@ check_segment(CheckState *cs, const SparseMetaPageData *meta)
 				d->inDocList = true;
 				d->flags = SPARSE_DOCCHUNK_FLAGS(c)[j];
 				ndocs++;
+				maxBlock = Max(maxBlock, (BlockNumber) (k >> 16));
+				maxOffset = Max(maxOffset, (OffsetNumber) (k & 0xFFFF));
 				if (!(d->flags & SPARSE_DOC_NULL))
 					cs->segRows++;
 			}
@@ -337,6 +341,11 @@ check_segment(CheckState *cs, const SparseMetaPageData *meta)
 	if (ndocs != (int64) meta->segDocs)
 		problem(cs, "the metapage counts %llu merged rows, the row list has %lld",
 				(unsigned long long) meta->segDocs, (long long) ndocs);
+	/* 0 and 0: a segment merged before they were recorded (the scan ranks by batches) */
+	if ((meta->segMaxOffset != 0 || meta->segMaxBlock != 0) &&
+		(meta->segMaxOffset != maxOffset || meta->segMaxBlock != maxBlock))
+		problem(cs, "the metapage gives (%u,%u) as the rows' largest block and offset, the row list (%u,%u)",
+				meta->segMaxBlock, meta->segMaxOffset, maxBlock, maxOffset);
 	pfree(page);
 }
 

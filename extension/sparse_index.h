@@ -10,7 +10,9 @@
  *                   cut into blocks of SPARSE_BLOCK_POSTINGS postings in heap
  *                   TID order, each block with its largest and smallest
  *                   weight and last TID, and the list of every indexed row
- *                   (null rows flagged)
+ *                   (null rows flagged); the metapage records the largest
+ *                   heap block and offset of its rows, which size a scan's
+ *                   array of a score per heap position (sparse_scan.c)
  *   pending list    rows inserted since the last merge, one item (or a few
  *                   chunks) per row, appended by aminsert and scored
  *                   exhaustively by every scan
@@ -78,14 +80,15 @@ typedef struct SparseMetaPageData
 	BlockNumber postingHead;	/* posting blocks */
 	BlockNumber docListHead;	/* every row, in TID order */
 	uint32		nterms;
-	uint32		unused2;
+	BlockNumber segMaxBlock;	/* largest heap block of a segment row */
 	uint64		segDocs;		/* rows in the segment, null rows included */
 	uint64		segPostings;
 	/* pending list */
 	BlockNumber pendingHead;
 	BlockNumber pendingTail;
 	OffsetNumber pendingHeadOff;	/* first item of pendingHead still pending */
-	uint16		unused3;
+	OffsetNumber segMaxOffset;	/* largest offset of a segment row; 0: none, or
+								 * merged by a version that did not record it */
 	uint64		pendingDocs;
 	uint64		pendingEntries;
 	/* non-null rows and the sum of their lengths (BM25 indexes) */

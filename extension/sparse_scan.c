@@ -9,7 +9,17 @@
  * c * a), so the executor recomputes <#> on the rows it fetches and
  * reorders them, and its order is exactly pgvector's.
  *
- * Rows come in batches. A batch ranks exactly the best N rows with key > 0
+ * Rows come in batches of the best N rows with key > 0 after the last row
+ * returned (the cursor). The first batch of a sparsevec scan ranks every
+ * row at once when the segment records its rows' largest heap block and offset (rank_all): each
+ * query term's postings are added, term by term, into an array with a slot
+ * per heap tuple position, and the keys stay for the scan's later batches,
+ * which select from them without reading the index again (a filter or a
+ * row-level-security policy that discards rows costs a pass over the array
+ * per batch, not a new scan of the lists). Else (an index merged before the
+ * segment recorded them, or a heap much sparser than its indexed rows):
+ *
+ * A batch ranks exactly the best N rows with key > 0
  * that come after the last row returned (the cursor), with MaxScore over the
  * query terms' posting lists: the lists are ordered by their bound on a
  * row's key; the cheapest lists whose bounds add up to less than the N-th
@@ -22,9 +32,12 @@
  * or a batch would cover half the index, the scan ranks every remaining row
  * (rows sharing no term score 0, then negative scores, then null rows) in
  * one pass; with hybrid_search.sparse_positive_only the scan ends instead
- * (rows with key <= 0 cannot have a positive <#>). Work is bounded: each batch reads each query term's postings at
- * most once, and there are at most log4(rows / batch size) + 1 batches
- * before the one full pass over the query terms' postings and the row list.
+ * (rows with key <= 0 cannot have a positive <#>). Work is bounded: each
+ * batch reads each query term's postings at most once (rank_all: the first
+ * batch only, then a pass over the slots, at most 4 per segment row plus
+ * 65536, per batch), and there are at most log4(rows / batch size) + 1
+ * batches before the one full pass over the query terms' postings and the
+ * row list.
  *
  * What a posting adds to a row's score is the scorer's: the query weight
  * times the posting's weight for sparsevec, BM25's term part (from tf, the
@@ -80,7 +93,19 @@ typedef struct SparseScanOpaqueData
 	double		curKey;
 	uint64		curTid;
 	int64		totalDocs;
+	/* every row's key, made by the first batch and kept (see rank_all) */
+	int			ranked;			/* RANKED_* */
+	double	   *sums;			/* s by heap slot */
+	double	   *absSums;		/* a by heap slot, or NULL when s = a */
+	int64		nslots;
+	OffsetNumber slotOffsets;	/* slots per heap block */
+	ScanRow    *pendingRows;	/* the pending rows with key > 0 */
+	int64		npending;
 } SparseScanOpaqueData;
+
+#define RANKED_NOT_YET	0
+#define RANKED_ALL		1		/* sums hold every row of the segment */
+#define RANKED_BATCHES	2		/* ranked batch by batch (MaxScore) */
 
 typedef SparseScanOpaqueData *SparseScanOpaque;
 
@@ -105,13 +130,19 @@ key_part(double p, double c)
 	return p + c * fabs(p);
 }
 
-/* what query term qi adds for a posting of weight w in a row of length len */
+/* what a query term of weight qw adds for a posting of weight w in a row of length len */
+static inline double
+posting_score(bool bm25, double qw, float4 w, float4 len, double k1, double b, double avgdl)
+{
+	if (bm25)
+		return qw * SparseBM25Part(w, len, k1, b, avgdl);
+	return qw * (double) w;
+}
+
 static inline double
 term_score(SparseScanOpaque so, int qi, float4 w, float4 len)
 {
-	if (so->bm25)
-		return so->qw[qi] * SparseBM25Part(w, len, so->k1, so->b, so->avgdl);
-	return so->qw[qi] * (double) w;
+	return posting_score(so->bm25, so->qw[qi], w, len, so->k1, so->b, so->avgdl);
 }
 
 /*
@@ -446,6 +477,259 @@ batch_pending_fn(double key, bool isnull, uint64 tid, void *arg)
 	topn_push(ba->heap, key, tid);
 }
 
+typedef struct PendingArg
+{
+	SparseScanOpaque so;
+	int64		max;
+} PendingArg;
+
+static void
+keep_pending_fn(double key, bool isnull, uint64 tid, void *arg)
+{
+	PendingArg *pa = (PendingArg *) arg;
+	SparseScanOpaque so = pa->so;
+
+	if (isnull || key <= 0)
+		return;
+	if (so->npending == pa->max)
+	{
+		pa->max = pa->max ? pa->max * 2 : 64;
+		so->pendingRows = so->pendingRows ? repalloc_huge(so->pendingRows, pa->max * sizeof(ScanRow))
+			: palloc(pa->max * sizeof(ScanRow));
+	}
+	so->pendingRows[so->npending].key = key;
+	so->pendingRows[so->npending].tid = tid;
+	so->pendingRows[so->npending].isnull = false;
+	so->npending++;
+}
+
+/*
+ * Add a posting block's scores to their rows' slots; what is wrong with the
+ * block, or NULL. Inlined with a constant mixed (absSums kept or not).
+ */
+static pg_attribute_always_inline const char *
+add_block(SparseScanOpaque so, int qi, SparsePostingBlock *b, BlockNumber maxBlock,
+		  OffsetNumber maxOffset, bool mixed)
+{
+	ItemPointerData *tids = SPARSE_BLOCK_TIDS(b);
+	float4	   *weights = SPARSE_BLOCK_WEIGHTS(b);
+	double	   *sums = so->sums;
+	double	   *absSums = so->absSums;
+	double		qw = so->qw[qi];
+
+	for (int j = 0; j < b->n; j++)
+	{
+		BlockNumber hblk = ItemPointerGetBlockNumberNoCheck(&tids[j]);
+		OffsetNumber hoff = ItemPointerGetOffsetNumberNoCheck(&tids[j]);
+		int64		slot = (int64) hblk * maxOffset + hoff - 1;
+		double		p;
+
+		if (unlikely(hblk > maxBlock || hoff == 0 || hoff > maxOffset))
+			return "posting of a row beyond the segment's rows in";
+		p = posting_score(false, qw, weights[j], 0, 0, 0, 0);
+		sums[slot] += p;
+		if (mixed)
+			absSums[slot] += fabs(p);
+	}
+	return NULL;
+}
+
+/*
+ * Add what query term qi's postings give to their rows' slots, reading the
+ * posting blocks where they lie on their pages. Returns false on a conflict.
+ */
+static bool
+add_list(SparseScanOpaque so, SparseReader *r, const SparseDirEntry *entry, int qi,
+		 const SparseMetaPageData *meta)
+{
+	BlockNumber blk = entry->firstBlk;
+	OffsetNumber off = entry->firstOff;
+	uint32		left = entry->nblocks;
+	uint16		flags = 0;		/* sparsevec postings: no lengths */
+	OffsetNumber maxOffset = meta->segMaxOffset;
+	BlockNumber maxBlock = meta->segMaxBlock;
+
+	while (left > 0)
+	{
+		Buffer		buf;
+		Page		page;
+		OffsetNumber maxoff;
+		const char *damage = NULL;
+
+		CHECK_FOR_INTERRUPTS();
+		if (!BlockNumberIsValid(blk))
+		{
+			r->conflict = true;
+			return false;
+		}
+		buf = ReadBuffer(r->index, blk);
+		LockBuffer(buf, BUFFER_LOCK_SHARE);
+		page = BufferGetPage(buf);
+		if (!SparsePageOk(page, SPARSE_PAGE_POSTING, r->generation))
+		{
+			UnlockReleaseBuffer(buf);
+			r->conflict = true;
+			return false;
+		}
+		maxoff = PageGetMaxOffsetNumber(page);
+		for (; off <= maxoff && left > 0; off++, left--)
+		{
+			ItemId		iid = PageGetItemId(page, off);
+			SparsePostingBlock *b = (SparsePostingBlock *) PageGetItem(page, iid);
+
+			if (ItemIdGetLength(iid) < offsetof(SparsePostingBlock, data) ||
+				b->n == 0 || b->n > SPARSE_BLOCK_POSTINGS || b->flags != flags ||
+				ItemIdGetLength(iid) != SPARSE_BLOCK_SIZE_FLAGS(b->n, b->flags))
+			{
+				damage = "malformed posting block";
+				break;
+			}
+			if (so->absSums)
+				damage = add_block(so, qi, b, maxBlock, maxOffset, true);
+			else
+				damage = add_block(so, qi, b, maxBlock, maxOffset, false);
+			if (damage)
+				break;
+		}
+		if (damage)
+		{
+			UnlockReleaseBuffer(buf);
+			ereport(ERROR,
+					(errcode(ERRCODE_INDEX_CORRUPTED),
+					 errmsg("%s sparse_inverted index \"%s\" (block %u, item %u)",
+							damage, RelationGetRelationName(r->index), blk, off)));
+		}
+		blk = SparsePageGetOpaque(page)->next;
+		off = FirstOffsetNumber;
+		UnlockReleaseBuffer(buf);
+	}
+	return true;
+}
+
+/*
+ * Every row's key at once, term at a time: each posting of each query term
+ * (in query term order) is added to its row's slot, heap block times
+ * segMaxOffset plus offset, so s and a are summed in the same order as
+ * row_key's and the keys are the same as every other path's. Kept in
+ * so->cxt for the whole scan, so a scan asked for more rows (a filter, a
+ * policy) ranks its next batches from them instead of reading the lists
+ * again. They are the index as it was at the first batch: a row committed
+ * later is not in the scan's snapshot anyway.
+ *
+ * Used for sparsevec when the segment's slots are few for its rows (a heap
+ * not much sparser than its indexed rows); else so->ranked is
+ * RANKED_BATCHES and the scan ranks batch by batch. Returns false on a
+ * conflict.
+ */
+static bool
+rank_all(IndexScanDesc scan)
+{
+	SparseScanOpaque so = (SparseScanOpaque) scan->opaque;
+	Relation	index = scan->indexRelation;
+	SparseMetaPageData meta;
+	SparseReader r;
+	PendingArg	pa;
+	SparseDirEntry *entries;
+	bool	   *found;
+	bool		mixed = false;
+	MemoryContext oldcxt;
+	int64		nslots;
+
+	/*
+	 * BM25 queries are a few lexemes, whose MaxScore batches skip most
+	 * postings of the common ones: measured faster than adding them all.
+	 */
+	if (so->bm25)
+	{
+		so->ranked = RANKED_BATCHES;
+		return true;
+	}
+
+	oldcxt = MemoryContextSwitchTo(so->cxt);
+	so->pendingRows = NULL;
+	so->npending = 0;
+	pa.so = so;
+	pa.max = 0;
+	score_pending(index, so, &meta, keep_pending_fn, &pa);
+	MemoryContextSwitchTo(oldcxt);
+	so->totalDocs = meta.segDocs + meta.pendingDocs;
+
+	/* a row's slot: heap block * segMaxOffset + offset - 1 */
+	nslots = meta.segDocs == 0 ? 0 :
+		((int64) meta.segMaxBlock + 1) * meta.segMaxOffset;
+	if ((meta.segDocs > 0 && meta.segMaxOffset == 0) ||
+		nslots > 4 * (int64) meta.segDocs + 65536 ||
+		(Size) nslots * sizeof(double) > MaxAllocHugeSize / 2)
+	{
+		so->ranked = RANKED_BATCHES;
+		return true;
+	}
+
+	r.index = index;
+	r.generation = meta.generation;
+	r.conflict = false;
+	entries = palloc(sizeof(SparseDirEntry) * Max(so->nq, 1));
+	found = palloc(sizeof(bool) * Max(so->nq, 1));
+	if (!SparseLookupTerms(&r, &meta, so->nq, so->qterms, entries, found))
+		return false;
+	for (int i = 0; i < so->nq; i++)
+		if (so->qw[i] < 0 || (found[i] && entries[i].minw < 0))
+			mixed = true;
+
+	so->nslots = nslots;
+	so->slotOffsets = meta.segMaxOffset;
+	so->sums = MemoryContextAllocExtended(so->cxt, Max(nslots, 1) * sizeof(double),
+										  MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
+	so->absSums = mixed ? MemoryContextAllocExtended(so->cxt, Max(nslots, 1) * sizeof(double),
+													 MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO) : NULL;
+	for (int i = 0; i < so->nq; i++)
+	{
+		if (found[i] && !add_list(so, &r, &entries[i], i, &meta))
+		{
+			pfree(so->sums);
+			if (so->absSums)
+				pfree(so->absSums);
+			so->sums = so->absSums = NULL;
+			return false;
+		}
+	}
+	so->ranked = RANKED_ALL;
+	return true;
+}
+
+/* the best so->batchN rows with key > 0 after the cursor, from rank_all's keys */
+static void
+batch_from_sums(SparseScanOpaque so)
+{
+	TopN		heap;
+
+	heap.max = so->batchN;
+	heap.n = 0;
+	heap.rows = palloc(sizeof(ScanRow) * heap.max);
+	for (int64 i = 0; i < so->npending; i++)
+		if (after_cursor(so, so->pendingRows[i].key, so->pendingRows[i].tid))
+			topn_push(&heap, so->pendingRows[i].key, so->pendingRows[i].tid);
+	for (int64 slot = 0; slot < so->nslots; slot++)
+	{
+		double		s = so->sums[slot];
+		double		key;
+		uint64		tid;
+
+		if (s == 0 && so->absSums == NULL)
+			continue;
+		key = s + so->c * (so->absSums ? so->absSums[slot] : s);
+		if (key <= 0 || (heap.n == heap.max && key < heap.rows[0].key))
+			continue;
+		tid = ((uint64) (slot / so->slotOffsets) << 16) | (uint64) (slot % so->slotOffsets + 1);
+		if (after_cursor(so, key, tid))
+			topn_push(&heap, key, tid);
+	}
+	qsort(heap.rows, heap.n, sizeof(ScanRow), row_cmp);
+	so->rows = heap.rows;
+	so->nrows = heap.n;
+	so->pos = 0;
+}
+
 /*
  * The best so->batchN rows with key > 0 after the cursor. Returns false on a
  * conflict with a concurrent merge.
@@ -463,6 +747,14 @@ run_batch(IndexScanDesc scan)
 	double	   *prefix;
 	double	   *contrib;
 	int			e;
+
+	if (so->ranked == RANKED_NOT_YET && !rank_all(scan))
+		return false;
+	if (so->ranked == RANKED_ALL)
+	{
+		batch_from_sums(so);
+		return true;
+	}
 
 	heap.max = so->batchN;
 	heap.n = 0;
@@ -780,6 +1072,12 @@ sparse_rescan(IndexScanDesc scan, ScanKey keys, int nkeys, ScanKey orderbys, int
 	so->pos = 0;
 	so->haveCursor = false;
 	so->totalDocs = 0;
+	so->ranked = RANKED_NOT_YET;
+	so->sums = NULL;
+	so->absSums = NULL;
+	so->nslots = 0;
+	so->pendingRows = NULL;
+	so->npending = 0;
 }
 
 /* the next batch (or the rest) into so->rows, retrying after a conflict */

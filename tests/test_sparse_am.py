@@ -148,6 +148,66 @@ def test_exact_for_every_k(items):
     assert check(conn)["consistent"]
 
 
+def test_exact_with_negative_weights(items):
+    """Query weights of both signs: rows' keys also sum the products' absolute
+    values (rank_all's second array), and rows scoring <= 0 come after the others."""
+    conn, rows, rng = items
+    for query in queries(rng, 4):
+        signed = {t: (w if rng.random() < 0.5 else -w) for t, w in query.items()}
+        for k in KS:
+            assert_exact(conn, rows, signed, k)
+    tenant3 = {i for i in rows if i % 10 == 3}
+    conn.execute("set hybrid_search.sparse_batch_size = 10")  # many batches
+    query = {t: -w for t, w in queries(rng, 1)[0].items()}
+    for k in [10, 300, 1000]:
+        assert_exact(conn, rows, query, k, where="tenant = 3", visible=tenant3)
+
+
+def test_exact_when_the_heap_is_sparser_than_its_indexed_rows(db):
+    """A partial index over 1% of a table of small rows: the heap positions
+    (blocks times the largest offset) outnumber the indexed rows more than 4 to 1,
+    so the scan ranks batch by batch (MaxScore) instead of every row at once;
+    its order is exact all the same, with a filter and many batches."""
+    rng = np.random.default_rng(41)
+    vectors = [v if v is not None else {} for v in random_vectors(rng, 1000)]
+    rows = {i * 100: v for i, v in enumerate(vectors)}
+    db.execute("drop table if exists am_items")
+    db.execute("create table am_items (id int primary key, tenant int, v sparsevec)")
+    db.execute(
+        "insert into am_items select g, g / 100 % 10, null from generate_series(0, 99999) as g"
+    )
+    with db.cursor() as cur:
+        cur.executemany(
+            "update am_items set v = %s where id = %s",
+            [(literal(v), i) for i, v in rows.items()],
+        )
+    db.execute("vacuum full am_items")
+    db.execute(
+        "create index am_items_v_idx on am_items using sparse_inverted (v) where v is not null"
+    )
+    db.execute("analyze am_items")
+    db.execute("set enable_seqscan = off")
+    try:
+        blocks, offsets = db.execute(
+            "select max((ctid::text::point)[0]) + 1, max((ctid::text::point)[1]) from am_items"
+        ).fetchone()
+        assert blocks * offsets > 4 * len(rows) + 65536
+        tenant0 = {i for i in rows if i // 100 % 10 == 0}
+        for query in queries(rng, 4):
+            for k in KS:
+                assert_exact(db, rows, query, k, where="v is not null")
+        db.execute("set hybrid_search.sparse_batch_size = 10")
+        for query in queries(rng, 2):
+            for k in [10, 300, 1000]:
+                assert_exact(db, rows, query, k, where="v is not null and tenant = 0",
+                             visible=tenant0)  # fmt: skip
+        assert check(db, "am_items_v_idx")["consistent"]
+    finally:
+        db.execute("reset hybrid_search.sparse_batch_size")
+        db.execute("reset enable_seqscan")
+        db.execute("drop table am_items")
+
+
 def test_exact_under_writes_and_vacuum(items):
     conn, rows, rng = items
     conn.execute("set hybrid_search.sparse_pending_limit = 100000")  # keep rows pending

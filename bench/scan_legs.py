@@ -1,0 +1,177 @@
+"""The sparse and BM25 legs alone against their peers: a quick loop for the C scan.
+
+retrieval.py measures everything in about 23 minutes at 100,000 documents; this
+measures only what the index scans decide (each leg unfiltered, with the 10%
+filter, the sparse leg for the row-level-security role, and optionally after 20% churn before
+and after VACUUM) beside the numpy brute force, Seismic and tantivy, in one run.
+With --keep the loaded cluster stays; --dsn measures such a cluster again (the
+corpus is regenerated from its seed), so a rebuilt extension library is
+measured on the same data in minutes.
+
+    .venv/bin/python bench/scan_legs.py --docs 100000 --keep
+    .venv/bin/python bench/scan_legs.py --docs 100000 --dsn "<the kept dsn>"
+"""
+
+import argparse
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import psycopg
+from corpus import DIM, VOCAB, Corpus
+from hybrid_search_installer import database
+from hybrid_search_installer.cluster import Cluster
+from hybrid_search_installer.layout import Layout
+from pgvector.psycopg import register_vector
+from psycopg.types.json import Jsonb
+from retrieval import (
+    TENANT,
+    K,
+    Table,
+    bm25_leg,
+    build_peers,
+    load,
+    sparse_leg,
+    timed_in_process,
+)
+
+
+def build(conn, corpus):
+    conn.execute(
+        f"alter table documents alter column dense type vector({DIM}),"
+        f" alter column sparse type sparsevec({VOCAB})"
+    )
+    conn.execute(
+        "alter table documents set (autovacuum_enabled = false, toast.autovacuum_enabled = false)"
+    )
+    conn.execute("drop index documents_sparse_idx")
+    conn.execute("drop index documents_fts_bm25_idx")
+    load(conn, corpus)
+    conn.execute("vacuum analyze documents")
+    conn.execute(
+        "create index documents_sparse_idx on documents using sparse_inverted (sparse sparsevec_ip_ops)"
+    )
+    conn.execute(
+        "create index documents_fts_bm25_idx on documents using sparse_inverted (fts tsvector_bm25_ops)"
+    )
+    conn.execute("select hybrid_search_refresh()")
+
+
+def legs(conn, table, corpus, qs, label, key, mask, bm25=True):
+    table.sql(conn, f"{key}sparse", "sparse_inverted ORDER BY <#> LIMIT 10" + label,
+              sparse_leg(corpus, K, Jsonb({"tenant": TENANT}) if key == "filtered " else None),
+              qs, lambda q: corpus.exact_sparse(q, K, mask))  # fmt: skip
+    if not bm25:
+        return
+    table.sql(conn, f"{key}bm25", "BM25 leg" + label,
+              bm25_leg(corpus, K, Jsonb({"tenant": TENANT}) if key == "filtered " else None),
+              qs, lambda q: corpus.exact_bm25(q, K, mask))  # fmt: skip
+
+
+def measure(conn, corpus, peers, qs, churn):
+    table = Table()
+    tenant = corpus.tenant == TENANT
+    legs(conn, table, corpus, qs, "", "", None)
+    latencies, ids = timed_in_process(lambda q: corpus.exact_sparse(q, K), qs)
+    table.add("sparse numpy", "sparse, numpy brute force", latencies, ids, qs)
+    latencies, ids = timed_in_process(lambda q: corpus.exact_bm25(q, K), qs)
+    table.add("bm25 numpy", "BM25, numpy brute force", latencies, ids, qs)
+    if peers:
+        latencies, ids = timed_in_process(
+            lambda q: peers["seismic"].search(*corpus.q_sparse[q]), qs
+        )
+        table.add("seismic", "Seismic", latencies, ids, qs)
+        latencies, ids = timed_in_process(lambda q: peers["tantivy"].search(corpus.q_words[q]), qs)
+        table.add("tantivy", "tantivy", latencies, ids, qs)
+    legs(conn, table, corpus, qs, " (10% filter)", "filtered ", tenant)
+    conn.execute("alter table documents enable row level security")
+    conn.execute(
+        f"create policy bench_tenant on documents using ((metadata->>'tenant')::int = {TENANT})"
+    )
+    conn.execute("create role bench_reader")
+    conn.execute("grant select on documents to bench_reader")
+    conn.execute("select hybrid_search_grant('bench_reader')")
+    try:
+        conn.execute("set role bench_reader")
+        # the BM25 leg's statistics of the visible rows (a pass over them) would
+        # dwarf its scan here: retrieval.py measures it
+        legs(conn, table, corpus, qs, " (RLS role seeing 10%)", "rls ", tenant, bm25=False)
+    finally:
+        conn.execute("reset role")
+        conn.execute("drop policy bench_tenant on documents")
+        conn.execute("alter table documents disable row level security")
+        conn.execute("select hybrid_search_revoke('bench_reader')")
+        conn.execute("drop owned by bench_reader")
+        conn.execute("drop role bench_reader")
+    if churn:
+        alive = np.arange(1, corpus.n + 1) % 10 != 0
+        conn.execute(
+            "update documents set metadata = metadata || '{\"churned\": true}' where id % 10 = 5"
+        )
+        conn.execute("delete from documents where id % 10 = 0")
+        legs(conn, table, corpus, qs, " (20% churn, before VACUUM)", "churn ", alive)
+        conn.execute("vacuum documents")
+        legs(conn, table, corpus, qs, " (20% churn, after VACUUM)", "vacuumed ", alive)
+    return table
+
+
+def report(table):
+    out = [
+        "| query | p50 ms | p95 ms | p99 ms | recall@10 | full lists |",
+        "|---|---|---|---|---|---|",
+    ]
+    out += [f"| {' | '.join(row)} |" for row in table.rows]
+    out += ["", "| ratio (same run) | value |", "|---|---|"]
+    pairs = [("sparse", "sparse numpy"), ("bm25", "bm25 numpy"), ("sparse", "seismic"),
+             ("bm25", "tantivy")]  # fmt: skip
+    for leg in ("sparse", "bm25"):
+        pairs += [(f"{stage} {leg}", leg) for stage in ("filtered", "rls", "churn", "vacuumed")]
+    out += [f"| {a} / {b} | {table.ratio(a, b):.2f} |" for a, b in pairs
+            if a in table.p95 and b in table.p95]  # fmt: skip
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--docs", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--dsn", help="a cluster this script loaded with --keep")
+    parser.add_argument("--keep", action="store_true", help="leave the cluster running")
+    parser.add_argument("--no-peers", action="store_true", help="skip Seismic and tantivy")
+    parser.add_argument("--churn", action="store_true", help="then churn 20%% (changes the data)")
+    args = parser.parse_args()
+    corpus = Corpus(args.docs, args.queries)
+    corpus.build_references()
+    peers = None if args.no_peers else build_peers(corpus, {})
+    cluster = scratch = None
+    dsn = args.dsn
+    if dsn is None:
+        scratch = Path(tempfile.mkdtemp(prefix="hybrid_search_scan_"))
+        scratch.chmod(0o755)
+        cluster = Cluster(scratch / "cluster", port=5433)
+        cluster.init()
+        with (cluster.data / "postgresql.conf").open("a") as conf:
+            conf.write("shared_buffers = 2GB\nmaintenance_work_mem = 2GB\nmax_wal_size = 8GB\n")
+        cluster.start()
+        database.recreate_database(cluster.dsn("postgres"), "bench")
+        dsn = cluster.dsn("bench")
+        database.ensure_extension(dsn, Layout.from_environment(), None)
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            register_vector(conn)
+            if args.dsn is None:
+                build(conn, corpus)
+            print(report(measure(conn, corpus, peers, range(args.queries), args.churn)))
+    finally:
+        if peers:
+            peers["tantivy"].close()
+        if cluster is not None and args.keep:
+            print(f'kept: --dsn "{dsn}"')
+        elif cluster is not None:
+            cluster.destroy()
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
