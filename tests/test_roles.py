@@ -45,6 +45,7 @@ OWNER_ONLY = {
     # the triggers that call these run as the owner: writers need none of them
     "hybrid_search_embed_documents",
     "_embed_on_write",
+    "_embeds_now",
     "_embed_and_store",
     "_embed_for_storage",
     "hybrid_search_enqueue",
