@@ -105,6 +105,30 @@ begin
     bm25 := @extschema@._keyword_bm25query('keyword_search', query, config);
     match_query := case when match is not null then pg_catalog.websearch_to_tsquery(config, match) end;
     return query
+    select s.id, s.rank, s.score
+    from @extschema@._keyword_search_bm25query(bm25, k, filter, match_query) as s;
+end;
+$func$
+language plpgsql stable parallel unsafe security invoker rows 100
+set search_path to pg_catalog, pg_temp;
+
+comment on function @extschema@.keyword_search is
+'k best BM25 matches for the query''s lexemes (OR), optionally filtered by metadata and a websearch match';
+
+-------------------------------------------------------------------------------
+-- _keyword_search_bm25query
+-- keyword_search's scan with a bm25query made by the caller: the one above,
+-- or on a shard one weighted with every shard's statistics (040_shards.sql).
+create or replace function @extschema@._keyword_search_bm25query(
+    bm25 @extschema@.bm25query,
+    k integer,
+    filter jsonb,
+    match_query tsquery
+) returns table (id bigint, rank integer, score double precision)
+as $func$
+#variable_conflict use_column
+begin
+    return query
     select
         n.id,
         (row_number() over (order by n.distance, n.id))::integer,
@@ -130,8 +154,8 @@ language plpgsql stable parallel unsafe security invoker rows 100
 set search_path to pg_catalog, pg_temp
 set "hybrid_search.sparse_positive_only" to on;
 
-comment on function @extschema@.keyword_search is
-'k best BM25 matches for the query''s lexemes (OR), optionally filtered by metadata and a websearch match';
+comment on function @extschema@._keyword_search_bm25query is
+'the k best rows for a bm25query (keyword_search''s index scan)';
 
 -------------------------------------------------------------------------------
 -- keyword_search_scan

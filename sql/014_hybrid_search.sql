@@ -82,6 +82,7 @@ declare
     shortlist integer := k;
     bad_weight text;
     bad_value double precision;
+    sharded boolean := @extschema@._is_coordinator();
 begin
     perform @extschema@._check_search_arguments('hybrid_search', k, filter);
     if fusion is null or fusion not in ('rrf', 'weighted', 'raw') then
@@ -140,23 +141,48 @@ begin
     per_leg := greatest(candidates, k);
     filter := @extschema@._source_filter(source, filter);
 
+    if sharded and (rerank or source is not null) then
+        raise exception 'hybrid_search: colbert_rerank and source are not supported on a coordinator'
+        using errcode = 'feature_not_supported';
+    end if;
+
     return query
-    with dense as (
+    -- on a coordinator every leg's candidates come from every shard at once
+    -- (040_shards.sql)
+    with shard_legs as materialized (
+        select l.leg, l.id, l.rank, l.score
+        from @extschema@._coordinator_legs(
+            'hybrid_search',
+            case when w_keyword > 0 then query end,
+            case when w_dense > 0 then query_dense end,
+            case when w_sparse > 0 then query_sparse end,
+            per_leg, filter, ef_search
+        ) as l
+        where sharded
+    ),
+
+    dense as (
         select l.id, l.rank, l.score
         from @extschema@.dense_search(query_dense, per_leg, filter, ef_search) as l
-        where w_dense > 0
+        where w_dense > 0 and not sharded
+        union all
+        select l.id, l.rank, l.score from shard_legs as l where l.leg = 'dense'
     ),
 
     sparse as (
         select l.id, l.rank, l.score
         from @extschema@.sparse_search(query_sparse, per_leg, filter) as l
-        where w_sparse > 0
+        where w_sparse > 0 and not sharded
+        union all
+        select l.id, l.rank, l.score from shard_legs as l where l.leg = 'sparse'
     ),
 
     keyword as (
         select l.id, l.rank, l.score
         from @extschema@.keyword_search(query, per_leg, filter) as l
-        where w_keyword > 0
+        where w_keyword > 0 and not sharded
+        union all
+        select l.id, l.rank, l.score from shard_legs as l where l.leg = 'keyword'
     ),
 
     joined as (
@@ -241,6 +267,19 @@ begin
         select * from reranked as r
         order by r.final_score desc, r.id
         limit k
+    ),
+
+    -- on a coordinator the winners' rows come from their shards
+    doc as (
+        select d.id, d.content, d.metadata
+        from @extschema@.documents as d
+        where not sharded and d.id in (select b.id from best as b)
+        union all
+        select d.id, d.content, d.metadata
+        from @extschema@._coordinator_documents(
+            'hybrid_search', array(select b.id from best as b), filter
+        ) as d
+        where sharded
     )
 
     select
@@ -257,7 +296,7 @@ begin
         b.c_rank,
         b.c_score
     from best as b
-    inner join @extschema@.documents as doc on b.id = doc.id
+    inner join doc on b.id = doc.id
     order by b.final_score desc, b.id;
 end;
 $func$
