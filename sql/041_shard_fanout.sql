@@ -75,50 +75,56 @@ declare
     name text;
     connection text;
     answer jsonb;
+    failure text;
 begin
     deadline := pg_catalog.clock_timestamp() + timeout;
     perform pg_catalog.set_config('hybrid_search.shards_queried', pg_catalog.array_to_string(shards, ','), false);
     perform pg_catalog.set_config('hybrid_search.shards_missing', '', false);
-    for remote in
-        select s.name, s.remote_schema from @extschema@.hybrid_search_shards as s
-        where s.name = any(shards) order by s.remainder
-    loop
-        begin
-            perform @extschema@._shards_send(
-                remote.name, pg_catalog.format(command_template, remote.remote_schema)
-            );
-            pending := pending || remote.name;
-        exception when others then
-            if not partial then
-                raise exception '%: shard % failed: %', caller, remote.name, sqlerrm
-                using errcode = sqlstate, hint = 'SET hybrid_search.shards_partial = on for the other shards'' results';
-            end if;
-            missing := missing || remote.name;
-            raise warning '%: shard % is missing from the results: %', caller, remote.name, sqlerrm;
-        end;
-    end loop;
     begin
+        for remote in
+            select s.name, s.remote_schema from @extschema@.hybrid_search_shards as s
+            where s.name = any(shards) order by s.remainder
+        loop
+            begin
+                perform @extschema@._shards_send(
+                    remote.name, pg_catalog.format(command_template, remote.remote_schema)
+                );
+                pending := pending || remote.name;
+            exception when others then
+                if not partial then
+                    raise exception '%: shard % failed: %', caller, remote.name, sqlerrm
+                    using errcode = sqlstate,
+                    hint = 'SET hybrid_search.shards_partial = on for the other shards'' results';
+                end if;
+                missing := missing || remote.name;
+                raise warning '%: shard % is missing from the results: %', caller, remote.name, sqlerrm;
+            end;
+        end loop;
         while pg_catalog.cardinality(pending) > 0 loop
             foreach name in array pending loop
                 connection := 'hybrid_search_shard_' || name;
                 continue when hybrid_search_remote.dblink_is_busy(connection) = 1;
                 pending := pg_catalog.array_remove(pending, name);
-                begin
-                    select r.payload into answer
-                    from hybrid_search_remote.dblink_get_result(connection) as r (payload jsonb);
-                    -- the empty result that ends the command frees the connection
-                    perform from hybrid_search_remote.dblink_get_result(connection) as r (payload jsonb);
-                exception when others then
+                -- a remote error (the shard's own cancel or timeout too) is read
+                -- here as the connection's message, not raised: an error raised
+                -- here would be indistinguishable from this session's own cancel
+                select r.payload into answer
+                from hybrid_search_remote.dblink_get_result(connection, false) as r (payload jsonb);
+                failure := hybrid_search_remote.dblink_error_message(connection);
+                -- the empty result that ends the command frees the connection
+                perform from hybrid_search_remote.dblink_get_result(connection, false) as r (payload jsonb);
+                if failure <> 'OK' or answer is null then
                     perform @extschema@._shards_disconnect(connection);
+                    failure := pg_catalog.rtrim(coalesce(nullif(failure, 'OK'), 'no answer'), E'\n');
                     if not partial then
-                        raise exception '%: shard % failed: %', caller, name, sqlerrm
-                        using errcode = sqlstate,
+                        raise exception '%: shard % failed: %', caller, name, failure
+                        using errcode = 'external_routine_exception',
                         hint = 'SET hybrid_search.shards_partial = on for the other shards'' results';
                     end if;
                     missing := missing || name;
-                    raise warning '%: shard % is missing from the results: %', caller, name, sqlerrm;
+                    raise warning '%: shard % is missing from the results: %', caller, name, failure;
                     continue;
-                end;
+                end if;
                 shard := name;
                 payload := answer;
                 return next;
