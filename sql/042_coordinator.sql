@@ -118,7 +118,8 @@ begin
             order by l.key, (e.value ->> 0)::bigint, (e.value ->> 1)::double precision desc
         ) as c
     ) as m
-    where m.rank <= k;
+    where m.rank <= k
+    order by m.leg, m.rank;
 end;
 $func$
 language plpgsql volatile parallel unsafe security invoker rows 300
