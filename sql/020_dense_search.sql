@@ -31,6 +31,13 @@ begin
             coalesce(ef_search::text, 'NULL')
         using errcode = 'invalid_parameter_value';
     end if;
+    if @extschema@._is_coordinator() then
+        -- every shard's k best, merged (016_coordinator.sql)
+        return query
+        select l.id, l.rank, l.score
+        from @extschema@._coordinator_legs('dense_search', null, query_dense, null, k, filter, ef_search) as l;
+        return;
+    end if;
     perform pg_catalog.set_config('hnsw.ef_search', least(greatest(ef_search, k), 1000)::text, true);
     perform pg_catalog.set_config('hnsw.iterative_scan', 'relaxed_order', true);
     perform pg_catalog.set_config('enable_seqscan', 'off', true);

@@ -143,8 +143,43 @@ declare
 begin
     perform @extschema@._check_query_text('keyword_search', query);
     perform @extschema@._check_search_arguments('keyword_search', k, filter);
+    if @extschema@._is_coordinator() then
+        if match is not null then
+            raise exception 'keyword_search: match is not supported on a coordinator'
+            using errcode = 'feature_not_supported';
+        end if;
+        -- every shard's k best with the global statistics (016_coordinator.sql)
+        return query
+        select l.id, l.rank, l.score
+        from @extschema@._coordinator_legs('keyword_search', query, null, null, k, filter, 100) as l;
+        return;
+    end if;
     bm25 := @extschema@._keyword_bm25query('keyword_search', query, config);
     match_query := case when match is not null then pg_catalog.websearch_to_tsquery(config, match) end;
+    return query
+    select s.id, s.rank, s.score
+    from @extschema@._keyword_search_bm25query(bm25, k, filter, match_query) as s;
+end;
+$func$
+language plpgsql stable parallel unsafe security invoker rows 100
+set search_path to pg_catalog, pg_temp;
+
+comment on function @extschema@.keyword_search is
+'k best BM25 matches for the query''s lexemes (OR), optionally filtered by metadata and a websearch match';
+
+-------------------------------------------------------------------------------
+-- _keyword_search_bm25query
+-- keyword_search's scan with a bm25query made by the caller: the one above,
+-- or on a shard one weighted with every shard's statistics (040_shard_legs.sql).
+create or replace function @extschema@._keyword_search_bm25query(
+    bm25 @extschema@.bm25query,
+    k integer,
+    filter jsonb,
+    match_query tsquery
+) returns table (id bigint, rank integer, score double precision)
+as $func$
+#variable_conflict use_column
+begin
     return query
     select
         n.id,
@@ -171,8 +206,8 @@ language plpgsql stable parallel unsafe security invoker rows 100
 set search_path to pg_catalog, pg_temp
 set "hybrid_search.sparse_positive_only" to on;
 
-comment on function @extschema@.keyword_search is
-'k best BM25 matches for the query''s lexemes (OR), optionally filtered by metadata and a websearch match';
+comment on function @extschema@._keyword_search_bm25query is
+'the k best rows for a bm25query (keyword_search''s index scan)';
 
 -------------------------------------------------------------------------------
 -- keyword_search_scan

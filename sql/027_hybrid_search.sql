@@ -75,14 +75,15 @@ begin
             shortlist integer,
             filter jsonb,
             rrf_k integer,
-            ef_search integer
+            ef_search integer,
+            sharded boolean
         );
     end if;
 end;
 $block$;
 
 comment on type @extschema@._hybrid_search_plan is
-'a hybrid search resolved by _hybrid_search_plan(): leg weights, candidates per leg, shortlist, filter';
+'a hybrid search resolved by _hybrid_search_plan(): leg weights, candidates per leg, shortlist, filter, sharded';
 
 -------------------------------------------------------------------------------
 -- _hybrid_search_plan
@@ -90,7 +91,8 @@ comment on type @extschema@._hybrid_search_plan is
 -- error before any leg runs. Weights default by fusion: weighted (dense 0.4,
 -- sparse 0.2 as in BGE-M3's compute_score, keyword 0.2, colbert 0.4), rrf
 -- (1 each), raw (BGE-M3's dense 0.4, sparse 0.2, colbert 0.4; keyword 0, as
--- BM25 scores are unbounded). A leg without a query has weight 0.
+-- BM25 scores are unbounded). A leg without a query has weight 0. Whether
+-- this database is a coordinator (docs/sharding.md) is asked here, once.
 create or replace function @extschema@._hybrid_search_plan(
     query text,
     has_dense boolean,
@@ -169,6 +171,11 @@ begin
         else 0 end;
     plan.per_leg := greatest(o.candidates, o.k);
     plan.filter := @extschema@._source_filter(o.source, o.filter);
+    plan.sharded := @extschema@._is_coordinator();
+    if plan.sharded and (plan.rerank or o.source is not null) then
+        raise exception 'hybrid_search: colbert_rerank and source are not supported on a coordinator'
+        using errcode = 'feature_not_supported';
+    end if;
     -- dense_search's own check, which the fused statement does not call
     if plan.dense_weight > 0 and (o.ef_search is null or o.ef_search < 1 or o.ef_search > 1000) then
         raise exception 'dense_search: ef_search must be between 1 and 1000, got %',
@@ -189,13 +196,16 @@ set search_path to pg_catalog, pg_temp;
 -- own function runs (dense_search, sparse_search, keyword_search: the same
 -- rows, ranks and scores, with the settings they set), and a skipped leg is
 -- not scanned. With documents_dense_idx over halfvec (its ORDER BY names the
--- dimensions) the dense leg is a call of dense_search.
+-- dimensions) the dense leg is a call of dense_search. On a coordinator
+-- (plan.sharded) every leg's candidates come from every shard at once
+-- (_coordinator_legs, 016_coordinator.sql) and no local leg is scanned.
 --   weighted: sum of weight * min-max normalised leg score, divided by the
 --             sum of weights (a leg whose candidates all score the same
 --             normalises to 1)
 --   rrf:      sum over legs of weight / (rrf_k + rank)
 --   raw:      sum of weight * raw leg score
 create or replace function @extschema@._hybrid_search_fuse(
+    query text,
     query_dense @extschema:vector@.vector,
     query_sparse @extschema:vector@.sparsevec,
     bm25 @extschema@.bm25query,
@@ -214,8 +224,9 @@ as $func$
 #variable_conflict use_column
 declare
     p @extschema@._hybrid_search_plan := plan;
-    halfvec_index boolean := p.dense_weight > 0 and @extschema@._dense_index_halfvec_dimensions() is not null;
-    dense_scan boolean := p.dense_weight > 0 and not halfvec_index;
+    halfvec_index boolean := p.dense_weight > 0 and not p.sharded
+        and @extschema@._dense_index_halfvec_dimensions() is not null;
+    dense_scan boolean := p.dense_weight > 0 and not p.sharded and not halfvec_index;
     old_ef text := pg_catalog.current_setting('hnsw.ef_search', true);
     old_iterative text := pg_catalog.current_setting('hnsw.iterative_scan', true);
     old_seqscan text := pg_catalog.current_setting('enable_seqscan');
@@ -226,7 +237,19 @@ begin
     perform pg_catalog.set_config('enable_seqscan', 'off', true);
     perform pg_catalog.set_config('hybrid_search.sparse_positive_only', 'on', true);
     return query
-    with dense as (
+    with shard_legs as materialized (
+        select l.leg, l.id, l.rank, l.score
+        from @extschema@._coordinator_legs(
+            'hybrid_search',
+            case when p.keyword_weight > 0 then query end,
+            case when p.dense_weight > 0 then query_dense end,
+            case when p.sparse_weight > 0 then query_sparse end,
+            p.per_leg, p.filter, p.ef_search
+        ) as l
+        where p.sharded
+    ),
+
+    dense as (
         select
             n.id,
             (row_number() over (order by n.distance, n.id))::integer as rank,
@@ -247,48 +270,58 @@ begin
         select l.id, l.rank, l.score
         from @extschema@.dense_search(query_dense, p.per_leg, p.filter, p.ef_search) as l
         where halfvec_index
+        union all
+        select l.id, l.rank, l.score from shard_legs as l where l.leg = 'dense'
     ),
 
     sparse as (
-        select
-            n.id,
-            (row_number() over (order by n.negative_dot, n.id))::integer as rank,
-            -n.negative_dot as score
-        from (
+        (
             select
-                d.id,
-                d.sparse operator(@extschema:vector@.<#>) query_sparse as negative_dot
-            from @extschema@.documents as d
-            where
-                p.sparse_weight > 0
-                and d.sparse is not null and (p.filter is null or d.metadata @> p.filter)
-            order by negative_dot
-            fetch first p.per_leg rows with ties
-        ) as n
-        where n.negative_dot < 0
-        order by n.negative_dot, n.id
-        limit p.per_leg
+                n.id,
+                (row_number() over (order by n.negative_dot, n.id))::integer as rank,
+                -n.negative_dot as score
+            from (
+                select
+                    d.id,
+                    d.sparse operator(@extschema:vector@.<#>) query_sparse as negative_dot
+                from @extschema@.documents as d
+                where
+                    p.sparse_weight > 0 and not p.sharded
+                    and d.sparse is not null and (p.filter is null or d.metadata @> p.filter)
+                order by negative_dot
+                fetch first p.per_leg rows with ties
+            ) as n
+            where n.negative_dot < 0
+            order by n.negative_dot, n.id
+            limit p.per_leg
+        )
+        union all
+        select l.id, l.rank, l.score from shard_legs as l where l.leg = 'sparse'
     ),
 
     keyword as (
-        select
-            n.id,
-            (row_number() over (order by n.distance, n.id))::integer as rank,
-            -n.distance as score
-        from (
+        (
             select
-                d.id,
-                d.fts operator(@extschema@.<&>) bm25 as distance
-            from @extschema@.documents as d
-            where
-                p.keyword_weight > 0
-                and d.fts is not null and (p.filter is null or d.metadata @> p.filter)
-            order by distance
-            fetch first p.per_leg rows with ties
-        ) as n
-        where n.distance < 0
-        order by n.distance, n.id
-        limit p.per_leg
+                n.id,
+                (row_number() over (order by n.distance, n.id))::integer as rank,
+                -n.distance as score
+            from (
+                select
+                    d.id,
+                    d.fts operator(@extschema@.<&>) bm25 as distance
+                from @extschema@.documents as d
+                where
+                    p.keyword_weight > 0 and not p.sharded
+                    and d.fts is not null and (p.filter is null or d.metadata @> p.filter)
+                order by distance
+                fetch first p.per_leg rows with ties
+            ) as n
+            where n.distance < 0
+            order by n.distance, n.id
+            limit p.per_leg
+        )
+        union all
+        select l.id, l.rank, l.score from shard_legs as l where l.leg = 'keyword'
     ),
 
     joined as (
@@ -393,7 +426,8 @@ set search_path to pg_catalog, pg_temp;
 -- _hybrid_search
 -- What both hybrid_search overloads run: the plan (checks and defaults), the
 -- keyword leg's bm25query, the fusion, the re-ranking when asked for, and
--- the top k with their documents.
+-- the top k with their documents (on a coordinator, from their shards:
+-- _coordinator_documents).
 create or replace function @extschema@._hybrid_search(
     query text,
     query_dense @extschema:vector@.vector,
@@ -408,10 +442,26 @@ declare
     );
     bm25 @extschema@.bm25query;
 begin
-    if p.keyword_weight > 0 then
+    if p.keyword_weight > 0 and not p.sharded then
         bm25 := @extschema@._keyword_bm25query(
             'keyword_search', query, (select s.text_search_config from @extschema@.hybrid_search_settings as s)
         );
+    end if;
+    if p.sharded then
+        return query
+        with fused as materialized (
+            select * from @extschema@._hybrid_search_fuse(query, query_dense, query_sparse, bm25, p)
+        )
+
+        select
+            f.id, doc.content, doc.metadata, f.score, f.dense_rank, f.dense_score, f.sparse_rank, f.sparse_score,
+            f.keyword_rank, f.keyword_score, null::integer, null::double precision
+        from fused as f
+        inner join @extschema@._coordinator_documents(
+            'hybrid_search', array(select w.id from fused as w), p.filter
+        ) as doc on f.id = doc.id
+        order by f.score desc, f.id;
+        return;
     end if;
     if not p.rerank then
         -- only the winners are joined to documents
@@ -419,14 +469,14 @@ begin
         select
             f.id, doc.content, doc.metadata, f.score, f.dense_rank, f.dense_score, f.sparse_rank, f.sparse_score,
             f.keyword_rank, f.keyword_score, null::integer, null::double precision
-        from @extschema@._hybrid_search_fuse(query_dense, query_sparse, bm25, p) as f
+        from @extschema@._hybrid_search_fuse(query, query_dense, query_sparse, bm25, p) as f
         inner join @extschema@.documents as doc on f.id = doc.id
         order by f.score desc, f.id;
         return;
     end if;
     return query
     with shortlisted as materialized (
-        select * from @extschema@._hybrid_search_fuse(query_dense, query_sparse, bm25, p)
+        select * from @extschema@._hybrid_search_fuse(query, query_dense, query_sparse, bm25, p)
     ),
 
     best as (

@@ -9,6 +9,9 @@ grant select on @extschema@.hybrid_search_settings to public;
 revoke all on @extschema@.hybrid_search_token_stats from public;
 -- writes to documents look up their source table's embed mode
 grant select on @extschema@.hybrid_search_sources to public;
+-- every search asks whether this database is a coordinator, and of which shards
+revoke all on @extschema@.hybrid_search_coordinator, @extschema@.hybrid_search_shards from public;
+grant select on @extschema@.hybrid_search_coordinator, @extschema@.hybrid_search_shards to public;
 -- the shared query cache: row-level security shows each role its own rows only
 revoke all on @extschema@.hybrid_search_query_cache from public;
 grant select, insert on @extschema@.hybrid_search_query_cache to public;

@@ -18,6 +18,13 @@ OWNER_ONLY = {
     "sparse_inverted_handler",  # called by the server, needs no EXECUTE
     "bm25query_in",  # type input: always refuses (a bm25query is made by to_bm25query)
     "hybrid_search_grant",
+    # a coordinator's administration (docs/sharding.md)
+    "hybrid_search_coordinator_create",
+    "hybrid_search_coordinator_split",
+    "hybrid_search_coordinator_prune",
+    "_shard_schema",
+    "_coordinator_partition",
+    "_coordinator_check",  # hybrid_search_check's rows of the shards
     "hybrid_search_restore",
     "_documents_ddl",
     "_remember_documents_ddl",

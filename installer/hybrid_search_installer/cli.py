@@ -89,6 +89,30 @@ def cmd_replica(args, layout: Layout) -> None:
     print(f'connect with: psql "{replica.dsn(DATABASE)}"')
 
 
+def cmd_shards(args, layout: Layout) -> None:
+    """A coordinator and shards on this machine (docs/sharding.md)."""
+    from . import shards
+
+    coordinator, shard_clusters = shards.local_clusters(layout, args.shards, args.port)
+    if args.action == "stop":
+        for cluster in (coordinator, *shard_clusters):
+            print(f"{cluster.data}: {'stopped' if cluster.stop() else 'not running'}")
+        return
+    if args.action == "dsn":
+        print(coordinator.dsn(shards.DATABASE))
+        return
+    record = models.installed_model(layout)
+    shards.start_local(
+        layout,
+        args.shards,
+        args.port,
+        record["model"],
+        args.shard_key,
+        clusters=(coordinator, shard_clusters),
+    )
+    print(f'connect with: psql "{coordinator.dsn(shards.DATABASE)}"')
+
+
 def cmd_stop(args, layout: Layout) -> None:
     stopped = local_cluster(layout).stop()
     print("stopped" if stopped else "not running")
@@ -222,6 +246,20 @@ def main(argv: list[str] | None = None) -> None:
     )
     replica.add_argument("action", nargs="?", choices=["start", "stop", "dsn"], default="start")
     replica.set_defaults(func=cmd_replica)
+    shards_parser = commands.add_parser(
+        "shards", help="a local coordinator and shard clusters (start, stop, dsn)"
+    )
+    shards_parser.add_argument(
+        "action", nargs="?", choices=["start", "stop", "dsn"], default="start"
+    )
+    shards_parser.add_argument("--shards", type=int, default=2, help="shard servers (default 2)")
+    shards_parser.add_argument(
+        "--port", type=int, default=54340, help="coordinator's port; shards take the next ones"
+    )
+    shards_parser.add_argument(
+        "--shard-key", default=None, help="metadata key to shard by (default: id)"
+    )
+    shards_parser.set_defaults(func=cmd_shards)
     commands.add_parser("status", help="is the local cluster running").set_defaults(func=cmd_status)
     commands.add_parser("dsn", help="print the local cluster's connection string").set_defaults(
         func=cmd_dsn

@@ -68,6 +68,15 @@ def run(plpy) -> list[tuple[str, str, str]]:
         _privileges(plpy, ours),
         _preload(plpy, ours),
         _dependencies(plpy, ours),
+        *_shards(plpy, ours),
+    ]
+
+
+def _shards(plpy, ours):
+    """On a coordinator, every shard's own checks, its name first (041_coordinator_admin.sql)."""
+    return [
+        (r["check_name"], r["status"], r["detail"])
+        for r in plpy.execute(f"select * from {ours}._coordinator_check()")
     ]
 
 

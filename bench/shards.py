@@ -1,0 +1,201 @@
+"""One node against a coordinator with 2 shards on the same machine (docs/sharding.md).
+
+The retrieval benchmark's synthetic corpus (bench/corpus.py: 1024-d vectors, sparse
+vectors, Zipf words, 10 tenants) is loaded with its vectors into one node, and into
+two shard servers (each row COPied straight to the shard its id hashes to, as the
+coordinator's routing table would place it). The same hybrid_search(query, vectors)
+calls then run on the node and on the coordinator: latency from one client and
+throughput from two. This measures the coordinator's overhead (three parallel round
+trips, JSON in and out, the merge); on 2 shared cores no speed-up is expected.
+
+    .venv/bin/python bench/shards.py --docs 100000
+"""
+
+import argparse
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psycopg
+from common import print_table, scratch_database
+from corpus import DIM, VOCAB, Corpus
+from hybrid_search_installer import models, shards
+from hybrid_search_installer.cluster import Cluster
+from hybrid_search_installer.layout import Layout
+from pgvector.psycopg import register_vector
+from retrieval import load, sparse_param
+
+SEARCH = (
+    "select id, score from hybrid_search(%s, %s::vector, %s::sparsevec, 10, filter => %s::jsonb)"
+)
+
+
+def prepare(conn) -> None:
+    conn.execute(
+        f"alter table documents alter column dense type vector({DIM}),"
+        f" alter column sparse type sparsevec({VOCAB})"
+    )
+    conn.execute("alter table documents set (autovacuum_enabled = false)")
+    # built after the load, as bench/retrieval.py does
+    conn.execute("drop index documents_sparse_idx")
+    conn.execute("drop index documents_fts_bm25_idx")
+
+
+def finish(conn) -> float:
+    started = time.perf_counter()
+    conn.execute("vacuum analyze documents")
+    conn.execute(
+        "create index documents_sparse_idx on documents"
+        " using sparse_inverted (sparse sparsevec_ip_ops)"
+    )
+    conn.execute(
+        "create index documents_fts_bm25_idx on documents"
+        " using sparse_inverted (fts tsvector_bm25_ops)"
+    )
+    conn.execute("select hybrid_search_create_dense_index()")
+    return time.perf_counter() - started
+
+
+def params(corpus, q, tenant):
+    return (
+        corpus.q_text[q],
+        corpus.q_dense[q],
+        sparse_param(*corpus.q_sparse[q]),
+        None if tenant is None else f'{{"tenant": {tenant}}}',
+    )
+
+
+def connect(dsn):
+    conn = psycopg.connect(dsn, autocommit=True)
+    register_vector(conn)
+    return conn
+
+
+def latency(dsn, corpus, tenant) -> tuple[list[float], list]:
+    with connect(dsn) as conn:
+        qs = range(len(corpus.q_text))
+        for q in list(qs)[:5]:  # plans, connections to the shards
+            conn.execute(SEARCH, params(corpus, q, tenant), prepare=True).fetchall()
+        times, answers = [], []
+        for q in qs:
+            started = time.perf_counter()
+            answers.append(conn.execute(SEARCH, params(corpus, q, tenant), prepare=True).fetchall())
+            times.append((time.perf_counter() - started) * 1000)
+    return times, answers
+
+
+def throughput(dsn, corpus, clients=2, seconds=10.0) -> float:
+    done = [0] * clients
+    stop = time.monotonic() + seconds
+
+    def client(i):
+        with connect(dsn) as conn:
+            conn.execute(SEARCH, params(corpus, 0, None), prepare=True).fetchall()
+            q = i
+            while time.monotonic() < stop:
+                conn.execute(
+                    SEARCH, params(corpus, q % len(corpus.q_text), None), prepare=True
+                ).fetchall()
+                done[i] += 1
+                q += clients
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(done) / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--docs", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=10.0, help="per throughput run")
+    args = parser.parse_args()
+
+    layout = Layout.from_environment()
+    model = models.installed_model(layout)["model"]
+    corpus = Corpus(args.docs, args.queries)
+    facts = []
+    measured = {}
+
+    with scratch_database(layout, model) as single:
+        with connect(single) as conn:
+            prepare(conn)
+            started = time.perf_counter()
+            load(conn, corpus)
+            facts.append(("one node: COPY s", f"{time.perf_counter() - started:.1f}"))
+            facts.append(("one node: VACUUM + indexes s", f"{finish(conn):.1f}"))
+        for tenant in (None, 3):
+            measured["single", tenant] = latency(single, corpus, tenant)
+        measured["single", "qps"] = throughput(single, corpus, seconds=args.seconds)
+
+    scratch = Path(tempfile.mkdtemp(prefix="hybrid_search_bench_shards_"))
+    scratch.chmod(0o755)
+    coordinator = Cluster(scratch / "coordinator", port=5432)
+    shard_clusters = [Cluster(scratch / f"shard_{i}", port=5432) for i in (1, 2)]
+    try:
+        shards.start_local(layout, 2, 5432, model, clusters=(coordinator, shard_clusters))
+        dsn = coordinator.dsn(shards.DATABASE)
+        with connect(dsn) as conn:
+            placement = {
+                name: [
+                    i - 1
+                    for (i,) in conn.execute(
+                        "select i from generate_series(1, %s) as i"
+                        " where satisfies_hash_partition('public.documents'::regclass,"
+                        " %s, %s, i::bigint)",
+                        [args.docs, modulus, remainder],
+                    )
+                ]
+                for name, modulus, remainder in conn.execute(
+                    "select name, modulus, remainder from hybrid_search_shards"
+                ).fetchall()
+            }
+        for i, cluster in enumerate(shard_clusters, start=1):
+            with connect(cluster.dsn(shards.DATABASE)) as conn:
+                prepare(conn)
+                started = time.perf_counter()
+                load(conn, corpus, placement[f"shard_{i}"])
+                facts.append(
+                    (
+                        f"shard_{i}: {len(placement[f'shard_{i}'])} rows, COPY s",
+                        f"{time.perf_counter() - started:.1f}",
+                    )
+                )
+                facts.append((f"shard_{i}: VACUUM + indexes s", f"{finish(conn):.1f}"))
+        for tenant in (None, 3):
+            measured["shards", tenant] = latency(dsn, corpus, tenant)
+        measured["shards", "qps"] = throughput(dsn, corpus, seconds=args.seconds)
+    finally:
+        for cluster in (coordinator, *shard_clusters):
+            cluster.destroy()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    rows = []
+    for tenant, name in ((None, "hybrid_search"), (3, "hybrid_search, tenant filter")):
+        one, _ = measured["single", tenant]
+        two, _ = measured["shards", tenant]
+        for p in (50, 95):
+            a, b = np.percentile(one, p), np.percentile(two, p)
+            rows.append((f"{name} p{p} ms", f"{a:.2f}", f"{b:.2f}", f"{b / a:.2f}x"))
+    a, b = measured["single", "qps"], measured["shards", "qps"]
+    rows.append(("throughput, 2 clients, queries/s", f"{a:.1f}", f"{b:.1f}", f"{b / a:.2f}x"))
+    same = sum(
+        [r[0] for r in x] == [r[0] for r in y]
+        for x, y in zip(measured["single", None][1], measured["shards", None][1], strict=True)
+    )
+    print(f"# one node vs 2 shards, {args.docs} documents, {args.queries} queries\n")
+    print_table(rows, ("measure", "one node", "2 shards", "2 shards / one node"))
+    print()
+    print_table(
+        [*facts, ("same top-10 ids (HNSW per shard vs one graph)", f"{same}/{args.queries}")]
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+-------------------------------------------------------------------------------
+-- Sharding (docs/sharding.md): a coordinator database routes writes to shard
+-- servers through postgres_fdw (a hash-partitioned table whose partitions
+-- are the shards' documents tables) and fans searches out to them through
+-- dblink's asynchronous calls, all shards at once. Every shard is a complete
+-- hybrid_search database; the _shard_* functions (040_shard_legs.sql) are what the
+-- coordinator calls there. A database with no row in
+-- hybrid_search_coordinator is a single node and none of this runs.
+
+-------------------------------------------------------------------------------
+-- hybrid_search_coordinator
+-- One row on a coordinator: the table writers use (its partitions are the
+-- shards' documents tables) and the shard key (NULL: id; else a metadata
+-- key whose text value is hashed, so one tenant lives on one shard).
+create table if not exists @extschema@.hybrid_search_coordinator (
+    singleton boolean primary key default true check (singleton),
+    routing_table regclass not null,
+    shard_key text
+);
+
+comment on table @extschema@.hybrid_search_coordinator is
+'on a coordinator: the routing table and the shard key (NULL = id, else a metadata key)';
+
+-------------------------------------------------------------------------------
+-- hybrid_search_shards
+-- The coordinator's shards: the postgres_fdw foreign server (also dblink's
+-- connection, through its user mapping), the hybrid_search schema there and
+-- the hash partition the shard holds.
+create table if not exists @extschema@.hybrid_search_shards (
+    name text primary key,
+    remote_schema text not null,
+    modulus integer not null,
+    remainder integer not null,
+    unique (modulus, remainder)
+);
+
+comment on table @extschema@.hybrid_search_shards is
+'on a coordinator: each shard''s foreign server, hybrid_search schema and hash partition';
+
+select pg_catalog.pg_extension_config_dump('@extschema@.hybrid_search_coordinator', '');
+select pg_catalog.pg_extension_config_dump('@extschema@.hybrid_search_shards', '');
+
+-------------------------------------------------------------------------------
+-- _is_coordinator
+-- Whether this database fans searches out to shards.
+create or replace function @extschema@._is_coordinator()
+returns boolean
+as $func$
+    select exists (select from @extschema@.hybrid_search_coordinator);
+$func$
+language sql stable parallel safe security invoker
+set search_path to pg_catalog, pg_temp;
