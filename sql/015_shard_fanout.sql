@@ -22,8 +22,8 @@ set search_path to pg_catalog, pg_temp;
 -- _shards_send
 -- Sends command to a shard without waiting, on this session's connection to
 -- it (opened on first use, through the foreign server and the caller's user
--- mapping). A connection the shard dropped since (a restart) is opened again
--- once.
+-- mapping). A connection the shard dropped since (a restart), or one that
+-- still holds an earlier command, is opened again once.
 create or replace function @extschema@._shards_send(shard text, command text)
 returns void
 as $func$
@@ -32,14 +32,21 @@ declare
 begin
     if coalesce(connection = any(hybrid_search_remote.dblink_get_connections()), false) then
         begin
-            perform hybrid_search_remote.dblink_send_query(connection, command);
-            return;
+            -- 0 when the connection still holds an earlier command's result (a call
+            -- interrupted between reading a shard's answer and draining it)
+            if hybrid_search_remote.dblink_send_query(connection, command) = 1 then
+                return;
+            end if;
         exception when others then
-            perform @extschema@._shards_disconnect(connection);
+            null;  -- dropped below, as a connection that refused the command
         end;
+        perform @extschema@._shards_disconnect(connection);
     end if;
     perform hybrid_search_remote.dblink_connect(connection, shard);
-    perform hybrid_search_remote.dblink_send_query(connection, command);
+    if hybrid_search_remote.dblink_send_query(connection, command) <> 1 then
+        raise exception 'hybrid_search: shard % refused the command: %',
+            shard, hybrid_search_remote.dblink_error_message(connection);
+    end if;
 end;
 $func$
 language plpgsql volatile parallel unsafe security invoker

@@ -179,6 +179,9 @@ PARALLEL_SAFE = {
     "_bm25query_statistics(tsvector,double precision,double precision,bigint,double precision,"
     "text[],bigint[])",
     "to_bm25query(regclass,text,regconfig)",  # reads settings and the index
+    "_is_coordinator()",  # reads hybrid_search_coordinator
+    "_coordinator_route(jsonb)",  # reads the shard tables, satisfies_hash_partition
+    "_shard_documents(bigint[])",  # reads documents
 }
 PARALLEL_RESTRICTED = {
     "hybrid_search_score_run(hybrid_search_run_row[],regclass,integer,text[])",  # qrels may be

@@ -19,6 +19,9 @@ PUBLIC_READ = {
     ("hybrid_search_config", "SELECT", None),
     ("hybrid_search_settings", "SELECT", None),
     ("hybrid_search_sources", "SELECT", None),
+    # every search asks whether the database is a coordinator, and which shards to ask
+    ("hybrid_search_coordinator", "SELECT", None),
+    ("hybrid_search_shards", "SELECT", None),
 }
 # the shared query cache: every role reads and adds rows, row-level security shows it its
 # own only (tests/test_query_cache.py); the statistics view shows aggregates
