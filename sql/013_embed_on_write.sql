@@ -161,6 +161,7 @@ returns trigger
 as $func$
 declare
     config regconfig := (select s.text_search_config from @extschema@.hybrid_search_settings as s);
+    small boolean := coalesce(pg_catalog.octet_length(new.content), 0) <= 131072;
 begin
     -- rows the statement triggers below embed: inserted without both vectors,
     -- or updated to a new content with the vectors left as they were
@@ -175,12 +176,12 @@ begin
                 is not distinct from @extschema:vector@.sparsevec_send(old.sparse)
         end
     )
-        and coalesce(pg_catalog.octet_length(new.content), 0) <= 131072
+        and small
         and @extschema@._embeds_now(new.source) then
         -- the statement's embedding UPDATE writes fts with the vectors, so this
         -- row version, dead at once, adds nothing to the BM25 index's statistics
         new.fts := null;
-    elsif coalesce(pg_catalog.octet_length(new.content), 0) <= 131072 then
+    elsif small then
         new.fts := pg_catalog.to_tsvector(config, new.content);
     else
         begin
