@@ -29,8 +29,19 @@ shared machine can still show.
     .venv/bin/python bench/retrieval.py --docs 100000 [--queries 200] [--save]
 
 Seismic and tantivy come from requirements/bench.lock, which `hybrid-search
-bench` and `make bench` install into .venv. --docs 1000000 does not fit this
-machine as it is (disk, memory and hours of time: README, "Retrieval at scale").
+bench` and `make bench` install into .venv.
+
+--scale is the run for a corpus of a million rows on this machine: the legs, the
+10% filter and the row-level-security role against tantivy and the numpy brute
+force, build times and sizes, with the dense leg on a halfvec HNSW index (half
+the index and build memory). It leaves out what would take hours or most of
+the memory there: Seismic (a 1-thread build per setting, ~40 minutes each at
+that size), the exact pgvector scans, the postings-join baseline, concurrency,
+churn and COPY throughput; the row-level-security role's queries scored with
+the visible rows' BM25 statistics (a pass over them per query) use the slow
+query count.
+
+    .venv/bin/python bench/retrieval.py --docs 1000000 --scale --save --suffix 1m
 """
 
 import argparse
@@ -185,13 +196,19 @@ class Table:
         self.p95[key] = float(np.percentile(latencies, 95))
 
     def sql(self, conn, key, name, leg, qs, reference=None):
-        """Times the leg's SQL on queries qs and adds its row; returns its row lists."""
+        """Times the leg's SQL on queries qs and adds its row; returns its row lists
+        (no row when qs is empty: --scale leaves the slow queries out)."""
+        if not qs:
+            return []
         sql, params = leg
         latencies, rows = timed(conn, sql, [params(q) for q in qs])
         self.add(key, name, latencies, [[r[0] for r in found] for found in rows], qs, reference)
         return rows
 
     def ratio(self, a, b):
+        """p95 of row a over row b's, or None where the run measured one of them not."""
+        if a not in self.p95 or b not in self.p95:
+            return None
         return self.p95[a] / self.p95[b]
 
 
@@ -268,7 +285,7 @@ def timed_step(facts, key, step, *args):
     return result
 
 
-def build(conn, corpus, facts, baseline=True):
+def build(conn, corpus, facts, baseline=True, dense_method="hnsw"):
     """Load the corpus and build every index, timed."""
     conn.execute(
         f"alter table documents alter column dense type vector({DIM}),"
@@ -294,8 +311,8 @@ def build(conn, corpus, facts, baseline=True):
             " using sparse_inverted (sparse sparsevec_ip_ops)",
         ),
         (
-            "dense HNSW index (m 16, ef_construction 64)",
-            "select hybrid_search_create_dense_index()",
+            f"dense HNSW index ({dense_method}, m 16, ef_construction 64)",
+            f"select hybrid_search_create_dense_index('{dense_method}')",
         ),
         (
             "sparse_inverted BM25 index (CREATE INDEX documents_fts_bm25_idx)",
@@ -365,7 +382,7 @@ def measure_pass(conn, table, corpus, peers, fast, few, filtered):
     latencies, ids = timed_in_process(sparse_ref, fast)
     table.add(tag + "sparse numpy", "sparse, exact numpy brute force (in process)" + label,
               latencies, ids, fast, sparse_ref)  # fmt: skip
-    if not filtered:
+    if not filtered and "seismic" in peers:
         latencies, ids = timed_in_process(
             lambda q: peers["seismic"].search(*corpus.q_sparse[q]), fast
         )
@@ -437,8 +454,11 @@ def measure_fusion_pass(conn, table, corpus, fast, filtered):
               hybrid_leg(corpus, K, jflt), fast, exact_hybrid(corpus, mask))  # fmt: skip
 
 
-def measure_row_security(conn, table, corpus, fast):
-    """Every leg for a role whose row-level-security policy shows it 10% of the rows."""
+def measure_row_security(conn, table, corpus, fast, visible_statistics_queries=None):
+    """Every leg for a role whose row-level-security policy shows it 10% of the rows;
+    the BM25 leg and hybrid_search with the visible rows' statistics (a pass over them
+    per query) on visible_statistics_queries (default: fast)."""
+    visible = fast if visible_statistics_queries is None else visible_statistics_queries
     conn.execute("alter table documents enable row level security")
     conn.execute(
         f"create policy bench_tenant on documents using ((metadata->>'tenant')::int = {TENANT})"
@@ -450,16 +470,16 @@ def measure_row_security(conn, table, corpus, fast):
     label = " (RLS role seeing 10%)"
     try:
         conn.execute("set role bench_reader")
-        for key, name, leg, reference in [
-            ("dense", "dense, pgvector HNSW", dense_leg, corpus.exact_dense),
+        for key, name, leg, reference, qs in [
+            ("dense", "dense, pgvector HNSW", dense_leg, corpus.exact_dense, fast),
             ("sparse", "sparse, sparse_inverted index (ORDER BY <#> LIMIT 10)", sparse_leg,
-             corpus.exact_sparse),
-            ("bm25", "BM25 leg", bm25_leg, corpus.exact_bm25),
+             corpus.exact_sparse, fast),
+            ("bm25", "BM25 leg", bm25_leg, corpus.exact_bm25, visible),
         ]:  # fmt: skip
-            table.sql(conn, "rls " + key, name + label, leg(corpus, K, None), fast,
+            table.sql(conn, "rls " + key, name + label, leg(corpus, K, None), qs,
                       lambda q, reference=reference: reference(q, K, mask))  # fmt: skip
-        table.sql(conn, "rls hybrid", "hybrid_search" + label, hybrid_leg(corpus, K, None), fast,
-                  exact_hybrid(corpus, mask))  # fmt: skip
+        table.sql(conn, "rls hybrid", "hybrid_search" + label, hybrid_leg(corpus, K, None),
+                  visible, exact_hybrid(corpus, mask))  # fmt: skip
         # the owner's opt-in: the index's statistics for the role (the reference's too)
         conn.execute("reset role")
         conn.execute("select hybrid_search_configure(bm25_statistics => 'index')")
@@ -576,8 +596,9 @@ def insert_throughput(conn, corpus, rows=2000, rounds=3):
 
 
 def relation_mb(conn, name):
-    size = conn.execute("select pg_total_relation_size(%s::regclass)", [name]).fetchone()[0]
-    return size / 2**20
+    """Its total size, or None where the run did not build it."""
+    size = conn.execute("select pg_total_relation_size(to_regclass(%s))", [name]).fetchone()[0]
+    return None if size is None else size / 2**20
 
 
 SIZES = [
@@ -593,7 +614,12 @@ SIZES = [
 # --------------------------------------------------------------------------- the run
 
 
-def build_peers(corpus, facts):
+def build_peers(corpus, facts, seismic=True):
+    tantivy = Tantivy(corpus.words)
+    facts["build: tantivy (in process, 1 thread)"] = tantivy.build_s
+    facts["size: tantivy (index directory)"] = tantivy.size_mb
+    if not seismic:
+        return {"tantivy": tantivy}
     seismic = Seismic(corpus.sparse, VOCAB)
     started = time.perf_counter()
     facts["Seismic tuning recall@10"] = seismic.tune(
@@ -605,13 +631,10 @@ def build_peers(corpus, facts):
         seismic.build_s
     )
     facts["size: Seismic (saved index file)"] = seismic.size_mb
-    tantivy = Tantivy(corpus.words)
-    facts["build: tantivy (in process, 1 thread)"] = tantivy.build_s
-    facts["size: tantivy (index directory)"] = tantivy.size_mb
     return {"seismic": seismic, "tantivy": tantivy}
 
 
-def run(docs: int, queries: int, slow_queries: int, keep: bool = False, fusion_only: bool = False):
+def run(docs, queries, slow_queries, keep=False, fusion_only=False, scale=False):
     layout = Layout.from_environment()
     scratch = Path(tempfile.mkdtemp(prefix="hybrid_search_bench_"))
     scratch.chmod(0o755)
@@ -620,7 +643,7 @@ def run(docs: int, queries: int, slow_queries: int, keep: bool = False, fusion_o
     fast, few = range(queries), range(min(slow_queries, queries))
     corpus = timed_step(facts, "build: generate corpus (numpy)", Corpus, docs, queries)
     timed_step(facts, "build: exact numpy references", corpus.build_references)
-    peers = None if fusion_only else build_peers(corpus, facts)
+    peers = None if fusion_only else build_peers(corpus, facts, seismic=not scale)
     try:
         cluster.init()
         with (cluster.data / "postgresql.conf").open("a") as conf:
@@ -632,18 +655,23 @@ def run(docs: int, queries: int, slow_queries: int, keep: bool = False, fusion_o
         database.ensure_extension(dsn, layout, None)
         with psycopg.connect(dsn, autocommit=True) as conn:
             register_vector(conn)
-            build(conn, corpus, facts, baseline=not fusion_only)
+            build(conn, corpus, facts, baseline=not (fusion_only or scale),
+                  dense_method="hnsw_halfvec" if scale else "hnsw")  # fmt: skip
             for filtered in (False, True):
                 if fusion_only:
                     measure_fusion_pass(conn, table, corpus, fast, filtered)
                 else:
-                    measure_pass(conn, table, corpus, peers, fast, few, filtered)
-            measure_row_security(conn, table, corpus, fast)
+                    measure_pass(conn, table, corpus, peers, fast, range(0) if scale else few,
+                                 filtered)  # fmt: skip
+            measure_row_security(conn, table, corpus, fast, few if scale else fast)
             if fusion_only:
                 return table, facts
-            facts["qps"] = measure_concurrency(dsn, corpus, fast)
             for name, relation in SIZES:
-                facts[f"size: {name}"] = relation_mb(conn, relation)
+                if (size := relation_mb(conn, relation)) is not None:
+                    facts[f"size: {name}"] = size
+            if scale:
+                return table, facts
+            facts["qps"] = measure_concurrency(dsn, corpus, fast)
             measure_churn(conn, table, corpus, fast, facts)
             facts["insert rows/s"] = insert_throughput(conn, corpus)
     finally:
@@ -654,7 +682,7 @@ def run(docs: int, queries: int, slow_queries: int, keep: bool = False, fusion_o
         else:
             cluster.destroy()
             shutil.rmtree(scratch, ignore_errors=True)
-    facts["load average at end"] = os.getloadavg()
+        facts["load average at end"] = os.getloadavg()
     return table, facts
 
 
@@ -693,15 +721,20 @@ def ratio_rows(table: Table, facts) -> list[str]:
             (f"{name}, after churn p95 / clean p95, after VACUUM (goal ≤ 1.1)",
              r(f"churn after VACUUM {key}", key)),
         ]  # fmt: skip
-    rate = facts["insert rows/s"]
-    out = [f"| {name} | {value:.2f} |" for name, value in rows]
+    out = [f"| {name} | {value:.2f} |" for name, value in rows if value is not None]
     out += [
         f"| BM25 leg and tantivy: mean top-10 overlap | {table.bm25_tantivy_overlap:.3f} |",
         f"| BM25 leg's scores against the numpy BM25's: largest relative difference | {table.bm25_score_error:.1e} |",
-        f"| Seismic recall@10 on its 100 tuning queries | {facts['Seismic tuning recall@10']:.3f} |",
-        f"| COPY rows/s with all indexes / without any (goal ≥ 0.7) | {rate['all']:.0f} / {rate['none']:.0f} = {rate['all'] / rate['none']:.2f} |",
-        f"| COPY rows/s with the two sparse_inverted indexes only / without any | {rate['ours']:.0f} / {rate['none']:.0f} = {rate['ours'] / rate['none']:.2f} |",
     ]
+    if "Seismic tuning recall@10" in facts:
+        out.append(
+            f"| Seismic recall@10 on its 100 tuning queries | {facts['Seismic tuning recall@10']:.3f} |"
+        )
+    if rate := facts.get("insert rows/s"):
+        out += [
+            f"| COPY rows/s with all indexes / without any (goal ≥ 0.7) | {rate['all']:.0f} / {rate['none']:.0f} = {rate['all'] / rate['none']:.2f} |",
+            f"| COPY rows/s with the two sparse_inverted indexes only / without any | {rate['ours']:.0f} / {rate['none']:.0f} = {rate['ours'] / rate['none']:.2f} |",
+        ]
     return out
 
 
@@ -734,7 +767,7 @@ def render_fusion(args, table: Table) -> str:
 
 
 def render(args, table: Table, facts) -> str:
-    qps = facts["qps"]
+    qps = facts.get("qps", {})
     start, end = facts["load average at start"], facts["load average at end"]
     out = [
         f"# Retrieval benchmark: {args.docs:,} documents",
@@ -742,8 +775,12 @@ def render(args, table: Table, facts) -> str:
         f"- date: {datetime.date.today()}; machine: {machine()}",
         f"- load average (1, 5, 15 min) at start {start[0]:.1f} {start[1]:.1f} {start[2]:.1f},"
         f" at end {end[0]:.1f} {end[1]:.1f} {end[2]:.1f}",
-        f"- command: `.venv/bin/python bench/retrieval.py --docs {args.docs} --queries {args.queries}`",
-        f"- {args.queries} queries ({args.slow_queries} for the exact scans and the postings join);"
+        f"- command: `.venv/bin/python bench/retrieval.py --docs {args.docs} --queries {args.queries}"
+        f"{' --scale' * args.scale}`",
+        f"- {args.queries} queries ({args.slow_queries} for "
+        + ("the RLS role's BM25 and hybrid_search rows" if args.scale
+           else "the exact scans and the postings join")
+        + ");"
         " query embedding excluded (vectors passed in); recall@10 against the exact top 10"
         " (numpy); full lists: queries that got as many rows as the exact answer has",
         "",
@@ -755,12 +792,14 @@ def render(args, table: Table, facts) -> str:
         "|---|---|",
         *ratio_rows(table, facts),
         "",
-        "| queries per second | " + " | ".join(f"{c} client{'s' * (c > 1)}" for c in CLIENTS)
-        + f" | {CLIENTS[-1]} / 1 |",
-        "|---|" + "---|" * (len(CLIENTS) + 1),
-        *[f"| {name} | " + " | ".join(f"{v:.1f}" for v in values) + f" | {values[-1] / values[0]:.2f} |"
-          for name, values in qps.items()],
-        "",
+        *([
+            "| queries per second | " + " | ".join(f"{c} client{'s' * (c > 1)}" for c in CLIENTS)
+            + f" | {CLIENTS[-1]} / 1 |",
+            "|---|" + "---|" * (len(CLIENTS) + 1),
+            *[f"| {name} | " + " | ".join(f"{v:.1f}" for v in values)
+              + f" | {values[-1] / values[0]:.2f} |" for name, values in qps.items()],
+            "",
+        ] if qps else []),
         "| build or write | seconds |",
         "|---|---|",
         *[f"| {k.split(': ', 1)[1]} | {v:.1f} |" for k, v in facts.items()
@@ -791,10 +830,18 @@ def main() -> None:
         " no peers, exact scans, concurrency, churn or COPY rows",
     )
     parser.add_argument(
+        "--scale",
+        action="store_true",
+        help="the million-row run: no Seismic, exact pgvector scans, postings join,"
+        " concurrency, churn or COPY rows; dense on halfvec HNSW (module docstring)",
+    )
+    parser.add_argument(
         "--suffix", default="", help="appended to the saved file's name (DATE-retrieval-SUFFIX.md)"
     )
     args = parser.parse_args()
-    table, facts = run(args.docs, args.queries, args.slow_queries, args.keep, args.fusion_only)
+    table, facts = run(
+        args.docs, args.queries, args.slow_queries, args.keep, args.fusion_only, args.scale
+    )
     report = render_fusion(args, table) if args.fusion_only else render(args, table, facts)
     print(report)
     if args.save:

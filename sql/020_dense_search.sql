@@ -78,7 +78,10 @@ begin
 end;
 $func$
 language plpgsql stable parallel unsafe security invoker rows 100
-set search_path to pg_catalog, pg_temp;
+set search_path to pg_catalog, pg_temp
+-- with sequential scans off, a plan that cannot use the index costs over
+-- jit_above_cost, and JIT-compiling it costs far more than running it
+set jit to off;
 
 comment on function @extschema@.dense_search(@extschema:vector@.vector, integer, jsonb, integer) is
 'k nearest documents to a dense query vector (cosine; HNSW with ef_search when indexed), optionally filtered';

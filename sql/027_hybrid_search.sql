@@ -373,7 +373,11 @@ begin
 end;
 $func$
 language plpgsql stable parallel unsafe security invoker rows 100
-set search_path to pg_catalog, pg_temp;
+set search_path to pg_catalog, pg_temp
+-- with sequential scans off, a leg the dense index cannot serve (a halfvec
+-- index, a row-level-security policy) costs over jit_above_cost, and
+-- JIT-compiling the statement (~0.7 s) costs far more than running it
+set jit to off;
 
 -------------------------------------------------------------------------------
 -- _hybrid_search_rerank
