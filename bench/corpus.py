@@ -9,6 +9,7 @@ import numpy as np
 from peers import ExactBM25, Postings, words_text
 
 DIM, VOCAB, WORDS, TENANTS, CLUSTERS = 1024, 250_002, 20_000, 10, 200
+CHUNK = 50_000
 
 
 def zipf_ids(rng, size, vocabulary, exponent=1.1):
@@ -31,8 +32,14 @@ class Corpus:
         self.n = docs
         centroids = rng.standard_normal((CLUSTERS, DIM)).astype(np.float32)
         assign = rng.integers(0, CLUSTERS, docs)
-        dense = centroids[assign] + 0.6 * rng.standard_normal((docs, DIM)).astype(np.float32)
-        self.dense = dense / np.linalg.norm(dense, axis=1, keepdims=True)
+        # in chunks of rows (the same random stream as one call): a million rows at
+        # once would hold four 4-8 GB temporaries
+        self.dense = np.empty((docs, DIM), np.float32)
+        for start in range(0, docs, CHUNK):
+            rows = slice(start, min(start + CHUNK, docs))
+            noise = rng.standard_normal((rows.stop - rows.start, DIM)).astype(np.float32)
+            dense = centroids[assign[rows]] + 0.6 * noise
+            self.dense[rows] = dense / np.linalg.norm(dense, axis=1, keepdims=True)
         self.sparse = [sparse_vector(rng, rng.integers(60, 201)) for _ in range(docs)]
         self.words = [zipf_ids(rng, rng.integers(30, 81), WORDS, 1.2) for _ in range(docs)]
         self.tenant = np.arange(docs) % TENANTS
