@@ -285,8 +285,17 @@ def timed_step(facts, key, step, *args):
     return result
 
 
-def build(conn, corpus, facts, baseline=True, dense_method="hnsw"):
-    """Load the corpus and build every index, timed."""
+SPARSE_INDEX = (
+    "create index documents_sparse_idx on documents using sparse_inverted (sparse sparsevec_ip_ops)"
+)
+BM25_INDEX = (
+    "create index documents_fts_bm25_idx on documents using sparse_inverted (fts tsvector_bm25_ops)"
+)
+
+
+def prepare_documents(conn):
+    """documents at the corpus's dimensions, without autovacuum and without the two
+    sparse_inverted indexes, which are built after the load (SPARSE_INDEX, BM25_INDEX)."""
     conn.execute(
         f"alter table documents alter column dense type vector({DIM}),"
         f" alter column sparse type sparsevec({VOCAB})"
@@ -296,29 +305,25 @@ def build(conn, corpus, facts, baseline=True, dense_method="hnsw"):
     conn.execute(
         "alter table documents set (autovacuum_enabled = false, toast.autovacuum_enabled = false)"
     )
-    # built after the load, as the other indexes (and timed)
     conn.execute("drop index documents_sparse_idx")
     conn.execute("drop index documents_fts_bm25_idx")
+
+
+def build(conn, corpus, facts, baseline=True, dense_method="hnsw"):
+    """Load the corpus and build every index, timed."""
+    prepare_documents(conn)
     timed_step(
         facts, "build: COPY documents (vectors supplied, fts by trigger, GIN)", load, conn, corpus
     )
     conn.execute("vacuum analyze documents")
     check_lexemes(conn, corpus)
     for name, sql in [
-        (
-            "sparse_inverted index (CREATE INDEX documents_sparse_idx)",
-            "create index documents_sparse_idx on documents"
-            " using sparse_inverted (sparse sparsevec_ip_ops)",
-        ),
+        ("sparse_inverted index (CREATE INDEX documents_sparse_idx)", SPARSE_INDEX),
         (
             f"dense HNSW index ({dense_method}, m 16, ef_construction 64)",
             f"select hybrid_search_create_dense_index('{dense_method}')",
         ),
-        (
-            "sparse_inverted BM25 index (CREATE INDEX documents_fts_bm25_idx)",
-            "create index documents_fts_bm25_idx on documents"
-            " using sparse_inverted (fts tsvector_bm25_ops)",
-        ),
+        ("sparse_inverted BM25 index (CREATE INDEX documents_fts_bm25_idx)", BM25_INDEX),
         (
             "token statistics (hybrid_search_refresh)",
             "select hybrid_search_refresh()",
@@ -454,11 +459,10 @@ def measure_fusion_pass(conn, table, corpus, fast, filtered):
               hybrid_leg(corpus, K, jflt), fast, exact_hybrid(corpus, mask))  # fmt: skip
 
 
-def measure_row_security(conn, table, corpus, fast, visible_statistics_queries=None):
-    """Every leg for a role whose row-level-security policy shows it 10% of the rows;
-    the BM25 leg and hybrid_search with the visible rows' statistics (a pass over them
-    per query) on visible_statistics_queries (default: fast)."""
-    visible = fast if visible_statistics_queries is None else visible_statistics_queries
+@contextlib.contextmanager
+def row_security_reader(conn):
+    """Runs the block as bench_reader, a role granted 'search' whose row-level-security
+    policy shows it the TENANT's 10% of the rows; all taken back afterwards."""
     conn.execute("alter table documents enable row level security")
     conn.execute(
         f"create policy bench_tenant on documents using ((metadata->>'tenant')::int = {TENANT})"
@@ -466,10 +470,26 @@ def measure_row_security(conn, table, corpus, fast, visible_statistics_queries=N
     conn.execute("create role bench_reader")
     conn.execute("grant select on documents to bench_reader")
     conn.execute("select hybrid_search_grant('bench_reader')")
-    mask = corpus.tenant == TENANT
-    label = " (RLS role seeing 10%)"
     try:
         conn.execute("set role bench_reader")
+        yield
+    finally:
+        conn.execute("reset role")
+        conn.execute("drop policy bench_tenant on documents")
+        conn.execute("alter table documents disable row level security")
+        conn.execute("select hybrid_search_revoke('bench_reader')")
+        conn.execute("drop owned by bench_reader")
+        conn.execute("drop role bench_reader")
+
+
+def measure_row_security(conn, table, corpus, fast, visible_statistics_queries=None):
+    """Every leg for a role whose row-level-security policy shows it 10% of the rows;
+    the BM25 leg and hybrid_search with the visible rows' statistics (a pass over them
+    per query) on visible_statistics_queries (default: fast)."""
+    visible = fast if visible_statistics_queries is None else visible_statistics_queries
+    mask = corpus.tenant == TENANT
+    label = " (RLS role seeing 10%)"
+    with row_security_reader(conn):
         for key, name, leg, reference, qs in [
             ("dense", "dense, pgvector HNSW", dense_leg, corpus.exact_dense, fast),
             ("sparse", "sparse, sparse_inverted index (ORDER BY <#> LIMIT 10)", sparse_leg,
@@ -483,17 +503,13 @@ def measure_row_security(conn, table, corpus, fast, visible_statistics_queries=N
         # the owner's opt-in: the index's statistics for the role (the reference's too)
         conn.execute("reset role")
         conn.execute("select hybrid_search_configure(bm25_statistics => 'index')")
-        conn.execute("set role bench_reader")
-        table.sql(conn, "rls shared bm25", "BM25 leg" + label + ", bm25_statistics 'index'",
-                  bm25_leg(corpus, K, None), fast, lambda q: corpus.exact_bm25(q, K, mask))  # fmt: skip
-    finally:
-        conn.execute("reset role")
-        conn.execute("update hybrid_search_config set bm25_statistics = null")
-        conn.execute("drop policy bench_tenant on documents")
-        conn.execute("alter table documents disable row level security")
-        conn.execute("select hybrid_search_revoke('bench_reader')")
-        conn.execute("drop owned by bench_reader")
-        conn.execute("drop role bench_reader")
+        try:
+            conn.execute("set role bench_reader")
+            table.sql(conn, "rls shared bm25", "BM25 leg" + label + ", bm25_statistics 'index'",
+                      bm25_leg(corpus, K, None), fast, lambda q: corpus.exact_bm25(q, K, mask))  # fmt: skip
+        finally:
+            conn.execute("reset role")
+            conn.execute("update hybrid_search_config set bm25_statistics = null")
 
 
 def queries_per_second(dsn, leg, qs, clients):
@@ -738,6 +754,15 @@ def ratio_rows(table: Table, facts) -> list[str]:
     return out
 
 
+def latency_table(table: Table) -> list[str]:
+    """The rows of every query measured, as a Markdown table."""
+    return [
+        "| query | p50 ms | p95 ms | p99 ms | recall@10 | full lists |",
+        "|---|---|---|---|---|---|",
+        *[f"| {' | '.join(row)} |" for row in table.rows],
+    ]
+
+
 def render_fusion(args, table: Table) -> str:
     """--fusion-only: the rows and hybrid_search's ratios to the legs of the same run."""
     r = table.ratio
@@ -756,9 +781,7 @@ def render_fusion(args, table: Table) -> str:
         f"- command: `.venv/bin/python bench/retrieval.py --docs {args.docs} --queries"
         f" {args.queries} --fusion-only`",
         "",
-        "| query | p50 ms | p95 ms | p99 ms | recall@10 | full lists |",
-        "|---|---|---|---|---|---|",
-        *[f"| {' | '.join(row)} |" for row in table.rows],
+        *latency_table(table),
         "",
         "| ratio (same run) | value |",
         "|---|---|",
@@ -784,9 +807,7 @@ def render(args, table: Table, facts) -> str:
         " query embedding excluded (vectors passed in); recall@10 against the exact top 10"
         " (numpy); full lists: queries that got as many rows as the exact answer has",
         "",
-        "| query | p50 ms | p95 ms | p99 ms | recall@10 | full lists |",
-        "|---|---|---|---|---|---|",
-        *[f"| {' | '.join(row)} |" for row in table.rows],
+        *latency_table(table),
         "",
         "| ratio (same run) | value |",
         "|---|---|",

@@ -19,42 +19,34 @@ from pathlib import Path
 
 import numpy as np
 import psycopg
-from corpus import DIM, VOCAB, Corpus
+from corpus import Corpus
 from hybrid_search_installer import database
 from hybrid_search_installer.cluster import Cluster
 from hybrid_search_installer.layout import Layout
 from pgvector.psycopg import register_vector
 from psycopg.types.json import Jsonb
 from retrieval import (
+    BM25_INDEX,
+    SPARSE_INDEX,
     TENANT,
     K,
     Table,
     bm25_leg,
     build_peers,
     load,
+    prepare_documents,
+    row_security_reader,
     sparse_leg,
     timed_in_process,
 )
 
 
 def build(conn, corpus):
-    conn.execute(
-        f"alter table documents alter column dense type vector({DIM}),"
-        f" alter column sparse type sparsevec({VOCAB})"
-    )
-    conn.execute(
-        "alter table documents set (autovacuum_enabled = false, toast.autovacuum_enabled = false)"
-    )
-    conn.execute("drop index documents_sparse_idx")
-    conn.execute("drop index documents_fts_bm25_idx")
+    prepare_documents(conn)
     load(conn, corpus)
     conn.execute("vacuum analyze documents")
-    conn.execute(
-        "create index documents_sparse_idx on documents using sparse_inverted (sparse sparsevec_ip_ops)"
-    )
-    conn.execute(
-        "create index documents_fts_bm25_idx on documents using sparse_inverted (fts tsvector_bm25_ops)"
-    )
+    conn.execute(SPARSE_INDEX)
+    conn.execute(BM25_INDEX)
     conn.execute("select hybrid_search_refresh()")
 
 
@@ -85,25 +77,10 @@ def measure(conn, corpus, peers, qs, churn):
         latencies, ids = timed_in_process(lambda q: peers["tantivy"].search(corpus.q_words[q]), qs)
         table.add("tantivy", "tantivy", latencies, ids, qs)
     legs(conn, table, corpus, qs, " (10% filter)", "filtered ", tenant)
-    conn.execute("alter table documents enable row level security")
-    conn.execute(
-        f"create policy bench_tenant on documents using ((metadata->>'tenant')::int = {TENANT})"
-    )
-    conn.execute("create role bench_reader")
-    conn.execute("grant select on documents to bench_reader")
-    conn.execute("select hybrid_search_grant('bench_reader')")
-    try:
-        conn.execute("set role bench_reader")
+    with row_security_reader(conn):
         # the BM25 leg's statistics of the visible rows (a pass over them) would
         # dwarf its scan here: retrieval.py measures it
         legs(conn, table, corpus, qs, " (RLS role seeing 10%)", "rls ", tenant, bm25=False)
-    finally:
-        conn.execute("reset role")
-        conn.execute("drop policy bench_tenant on documents")
-        conn.execute("alter table documents disable row level security")
-        conn.execute("select hybrid_search_revoke('bench_reader')")
-        conn.execute("drop owned by bench_reader")
-        conn.execute("drop role bench_reader")
     if churn:
         alive = np.arange(1, corpus.n + 1) % 10 != 0
         conn.execute(

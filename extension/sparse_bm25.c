@@ -285,6 +285,31 @@ bm25query_out(PG_FUNCTION_ARGS)
 	PG_RETURN_CSTRING(out.data);
 }
 
+/* pending_df's terms and their counts */
+typedef struct PendingDf
+{
+	int			n;
+	const int32 *terms;
+	uint32	   *df;
+} PendingDf;
+
+static void
+pending_df_item(SparsePendingItem *item, BlockNumber blk, OffsetNumber off, void *arg)
+{
+	PendingDf  *pd = arg;
+	int32	   *idx = SPARSE_PENDING_INDICES(item);
+	int			qi = 0;
+
+	/* a row's terms are distinct across its chunks: count each once */
+	for (int j = 0; j < item->nnz && qi < pd->n; j++)
+	{
+		while (qi < pd->n && pd->terms[qi] < idx[j])
+			qi++;
+		if (qi < pd->n && pd->terms[qi] == idx[j])
+			pd->df[qi]++;
+	}
+}
+
 /*
  * Rows of the pending list that contain each of the sorted terms, added to
  * df; the metapage as read into meta. Holds the metapage's share lock, so
@@ -293,52 +318,12 @@ bm25query_out(PG_FUNCTION_ARGS)
 static void
 pending_df(Relation index, int n, const int32 *terms, uint32 *df, SparseMetaPageData *meta)
 {
-	Buffer		metabuf = ReadBuffer(index, SPARSE_METAPAGE_BLKNO);
-	BlockNumber blk;
-	OffsetNumber first;
+	Buffer		metabuf = SparseLockMeta(index, BUFFER_LOCK_SHARE, meta);
+	PendingDf	pd = {n, terms, df};
 
-	LockBuffer(metabuf, BUFFER_LOCK_SHARE);
-	if (!SparsePageOk(BufferGetPage(metabuf), SPARSE_PAGE_META, PG_UINT32_MAX) ||
-		SparsePageGetMeta(BufferGetPage(metabuf))->magic != SPARSE_MAGIC)
-		elog(ERROR, "\"%s\" is not a sparse_inverted index", RelationGetRelationName(index));
-	memcpy(meta, SparsePageGetMeta(BufferGetPage(metabuf)), sizeof(SparseMetaPageData));
-	blk = meta->pendingHead;
-	first = meta->pendingHeadOff;
-	while (BlockNumberIsValid(blk) && n > 0)
-	{
-		Buffer		buf = ReadBuffer(index, blk);
-		Page		page;
-
-		LockBuffer(buf, BUFFER_LOCK_SHARE);
-		page = BufferGetPage(buf);
-		if (!SparsePageOk(page, SPARSE_PAGE_PENDING, meta->generation))
-			elog(ERROR, "sparse_inverted index \"%s\": unexpected page %u in the pending list",
-				 RelationGetRelationName(index), blk);
-		for (OffsetNumber off = first; off <= PageGetMaxOffsetNumber(page); off++)
-		{
-			ItemId		iid = PageGetItemId(page, off);
-			SparsePendingItem *item = (SparsePendingItem *) PageGetItem(page, iid);
-			int32	   *idx;
-			int			qi = 0;
-
-			if (ItemIdGetLength(iid) < offsetof(SparsePendingItem, data) ||
-				item->nnz < 0 || ItemIdGetLength(iid) != SPARSE_PENDING_SIZE(item->nnz))
-				elog(ERROR, "sparse_inverted index \"%s\": malformed pending item (%u,%u)",
-					 RelationGetRelationName(index), blk, off);
-			/* a row's terms are distinct across its chunks: count each once */
-			idx = SPARSE_PENDING_INDICES(item);
-			for (int j = 0; j < item->nnz && qi < n; j++)
-			{
-				while (qi < n && terms[qi] < idx[j])
-					qi++;
-				if (qi < n && terms[qi] == idx[j])
-					df[qi]++;
-			}
-		}
-		blk = SparsePageGetOpaque(page)->next;
-		first = FirstOffsetNumber;
-		UnlockReleaseBuffer(buf);
-	}
+	if (n > 0)
+		SparseWalkPending(index, meta, InvalidBlockNumber, InvalidOffsetNumber,
+						  pending_df_item, NULL, &pd);
 	UnlockReleaseBuffer(metabuf);
 }
 

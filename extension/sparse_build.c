@@ -354,6 +354,58 @@ chain_pages(Relation index, BlockNumber blk, uint16 type, uint32 generation,
 	}
 }
 
+/* read_pending's input and counters */
+typedef struct PendingRead
+{
+	Relation	index;
+	SparseMergeInput *in;
+	bool		started;
+	BlockNumber **pages;
+	int		   *npages;
+	int		   *maxpages;
+	int64	   *ndocs;
+	int64	   *nentries;
+	int64	   *nrows;
+	double	   *length;
+} PendingRead;
+
+static void
+read_pending_item(SparsePendingItem *item, BlockNumber blk, OffsetNumber off, void *arg)
+{
+	PendingRead *pr = arg;
+	bool		newdoc = (item->flags & SPARSE_PENDING_FIRST) != 0;
+
+	if (!newdoc && !pr->started)
+		elog(ERROR, "sparse_inverted index \"%s\": malformed pending item (%u,%u)",
+			 RelationGetRelationName(pr->index), blk, off);
+	pr->started = true;
+	SparseMergeInputAdd(pr->in, &item->tid, newdoc, (item->flags & SPARSE_DOC_NULL) != 0,
+						item->nnz, SPARSE_PENDING_INDICES(item), SPARSE_PENDING_VALUES(item));
+	if (newdoc)
+		(*pr->ndocs)++;
+	if (newdoc && !(item->flags & SPARSE_DOC_NULL))
+		(*pr->nrows)++;
+	*pr->nentries += item->nnz;
+	if (pr->in->bm25)
+		for (int j = 0; j < item->nnz; j++)
+			*pr->length += SPARSE_PENDING_VALUES(item)[j];
+}
+
+/* a page read wholly: freed after the switch */
+static void
+read_pending_page(BlockNumber blk, void *arg)
+{
+	PendingRead *pr = arg;
+
+	if (*pr->npages == *pr->maxpages)
+	{
+		*pr->maxpages = *pr->maxpages ? *pr->maxpages * 2 : 64;
+		*pr->pages = *pr->pages ? repalloc_huge(*pr->pages, *pr->maxpages * sizeof(BlockNumber))
+			: palloc(*pr->maxpages * sizeof(BlockNumber));
+	}
+	(*pr->pages)[(*pr->npages)++] = blk;
+}
+
 /*
  * Read the pending list from the metapage's head up to its current end into
  * in; returns the pages wholly read (to free) and where the list will start
@@ -365,65 +417,13 @@ read_pending(Relation index, SparseMergeInput *in, const SparseMetaPageData *met
 			 BlockNumber **pages, int *npages, int *maxpages,
 			 int64 *ndocs, int64 *nentries, int64 *nrows, double *length)
 {
-	BlockNumber blk = meta->pendingHead;
-	OffsetNumber first = meta->pendingHeadOff;
-	bool		started = false;
+	PendingRead pr = {index, in, false, pages, npages, maxpages, ndocs, nentries, nrows, length};
 
 	*ndocs = 0;
 	*nentries = 0;
 	*nrows = 0;
 	*length = 0;
-	while (BlockNumberIsValid(blk))
-	{
-		Buffer		buf = ReadBuffer(index, blk);
-		Page		page;
-		OffsetNumber maxoff;
-		BlockNumber next;
-
-		LockBuffer(buf, BUFFER_LOCK_SHARE);
-		page = BufferGetPage(buf);
-		if (!SparsePageOk(page, SPARSE_PAGE_PENDING, meta->generation))
-			elog(ERROR, "sparse_inverted index \"%s\": unexpected page %u in the pending list",
-				 RelationGetRelationName(index), blk);
-		maxoff = (blk == lastBlk) ? lastOff : PageGetMaxOffsetNumber(page);
-		for (OffsetNumber off = first; off <= maxoff; off++)
-		{
-			ItemId		iid = PageGetItemId(page, off);
-			SparsePendingItem *item = (SparsePendingItem *) PageGetItem(page, iid);
-			bool		newdoc = (item->flags & SPARSE_PENDING_FIRST) != 0;
-
-			if (ItemIdGetLength(iid) < offsetof(SparsePendingItem, data) ||
-				item->nnz < 0 || ItemIdGetLength(iid) != SPARSE_PENDING_SIZE(item->nnz) ||
-				(!newdoc && !started))
-				elog(ERROR, "sparse_inverted index \"%s\": malformed pending item (%u,%u)",
-					 RelationGetRelationName(index), blk, off);
-			started = true;
-			SparseMergeInputAdd(in, &item->tid, newdoc, (item->flags & SPARSE_DOC_NULL) != 0,
-								item->nnz, SPARSE_PENDING_INDICES(item), SPARSE_PENDING_VALUES(item));
-			if (newdoc)
-				(*ndocs)++;
-			if (newdoc && !(item->flags & SPARSE_DOC_NULL))
-				(*nrows)++;
-			*nentries += item->nnz;
-			if (in->bm25)
-				for (int j = 0; j < item->nnz; j++)
-					*length += SPARSE_PENDING_VALUES(item)[j];
-		}
-		next = SparsePageGetOpaque(page)->next;
-		UnlockReleaseBuffer(buf);
-		if (blk == lastBlk)
-			break;
-		/* wholly read: free it after the switch */
-		if (*npages == *maxpages)
-		{
-			*maxpages = *maxpages ? *maxpages * 2 : 64;
-			*pages = *pages ? repalloc_huge(*pages, *maxpages * sizeof(BlockNumber))
-				: palloc(*maxpages * sizeof(BlockNumber));
-		}
-		(*pages)[(*npages)++] = blk;
-		blk = next;
-		first = FirstOffsetNumber;
-	}
+	SparseWalkPending(index, meta, lastBlk, lastOff, read_pending_item, read_pending_page, &pr);
 }
 
 /*

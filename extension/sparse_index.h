@@ -263,6 +263,14 @@ SparseBM25Part(double tf, double len, double k1, double b, double avgdl)
 	return tf * (k1 + 1.0) / (tf + k1 * norm);
 }
 extern bool SparsePageOk(Page page, uint16 type, uint32 generation);
+extern Buffer SparseLockMeta(Relation index, int mode, SparseMetaPageData *meta);
+
+/* an item of the pending list at (blk, off); pages a callback for each page read wholly */
+typedef void (*SparsePendingItemFn) (SparsePendingItem *item, BlockNumber blk, OffsetNumber off, void *arg);
+typedef void (*SparsePendingPageFn) (BlockNumber blk, void *arg);
+extern void SparseWalkPending(Relation index, const SparseMetaPageData *meta,
+							  BlockNumber lastBlk, OffsetNumber lastOff,
+							  SparsePendingItemFn item, SparsePendingPageFn page, void *arg);
 extern void SparseFreePages(Relation index, BlockNumber *blocks, int nblocks, uint32 generation);
 
 /* sparse_build.c */

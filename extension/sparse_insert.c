@@ -83,14 +83,10 @@ void
 SparseAppendPending(Relation index, SparseMetaPageData *metaOut, ItemPointer tid,
 					bool isnull, int32 nnz, const int32 *indices, const float4 *values)
 {
-	Buffer		metabuf = ReadBuffer(index, SPARSE_METAPAGE_BLKNO);
+	Buffer		metabuf = SparseLockMeta(index, BUFFER_LOCK_EXCLUSIVE, NULL);
 	int32		done = 0;
 	SparsePendingItem *item = palloc(SPARSE_MAX_ITEM_SIZE);
 
-	LockBuffer(metabuf, BUFFER_LOCK_EXCLUSIVE);
-	if (!SparsePageOk(BufferGetPage(metabuf), SPARSE_PAGE_META, PG_UINT32_MAX) ||
-		SparsePageGetMeta(BufferGetPage(metabuf))->magic != SPARSE_MAGIC)
-		elog(ERROR, "\"%s\" is not a sparse_inverted index", RelationGetRelationName(index));
 	do
 	{
 		int32		n = isnull ? 0 : Min(nnz - done, SPARSE_PENDING_MAX_NNZ);

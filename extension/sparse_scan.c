@@ -271,95 +271,86 @@ row_cmp(const void *a, const void *b)
  */
 typedef void (*pending_fn) (double key, bool isnull, uint64 tid, void *arg);
 
+/* score_pending's row so far: its query terms' weights and its length */
+typedef struct PendingRow
+{
+	SparseScanOpaque so;
+	pending_fn	fn;
+	void	   *arg;
+	double	   *contrib;
+	float4	   *weights;
+	double		docLength;
+	bool		haveDoc;
+	bool		docNull;
+	uint64		docTid;
+} PendingRow;
+
+/* the row read so far, if any, scored and handed to fn */
+static void
+pending_row_emit(PendingRow *pr)
+{
+	SparseScanOpaque so = pr->so;
+
+	if (!pr->haveDoc)
+		return;
+	for (int qj = 0; qj < so->nq; qj++)
+		pr->contrib[qj] = pr->weights[qj] != 0 ? term_score(so, qj, pr->weights[qj], (float4) pr->docLength) : 0;
+	pr->fn(pr->docNull ? 0 : row_key(pr->contrib, so->nq, so->c), pr->docNull, pr->docTid, pr->arg);
+	memset(pr->weights, 0, sizeof(float4) * Max(so->nq, 1));
+	pr->docLength = 0;
+}
+
+static void
+pending_row_item(SparsePendingItem *item, BlockNumber blk, OffsetNumber off, void *arg)
+{
+	PendingRow *pr = arg;
+	SparseScanOpaque so = pr->so;
+	int32	   *idx;
+	float4	   *val;
+	int			qi = 0;
+
+	if (item->flags & SPARSE_PENDING_FIRST)
+	{
+		pending_row_emit(pr);
+		pr->haveDoc = true;
+		pr->docNull = (item->flags & SPARSE_DOC_NULL) != 0;
+		pr->docTid = SparseTidKey(&item->tid);
+	}
+	if (!pr->haveDoc)
+		return;
+	idx = SPARSE_PENDING_INDICES(item);
+	val = SPARSE_PENDING_VALUES(item);
+	/* a BM25 row's length is the sum of its tf */
+	if (so->bm25)
+		for (int j = 0; j < item->nnz; j++)
+			pr->docLength += val[j];
+	for (int j = 0; j < item->nnz && qi < so->nq; j++)
+	{
+		while (qi < so->nq && so->qterms[qi] < idx[j])
+			qi++;
+		if (qi < so->nq && so->qterms[qi] == idx[j])
+			pr->weights[qi] = val[j];
+	}
+}
+
 static bool
 score_pending(Relation index, SparseScanOpaque so, SparseMetaPageData *meta,
 			  pending_fn fn, void *arg)
 {
-	Buffer		metabuf = ReadBuffer(index, SPARSE_METAPAGE_BLKNO);
-	BlockNumber blk;
-	OffsetNumber first;
-	double	   *contrib = palloc0(sizeof(double) * Max(so->nq, 1));
-	float4	   *weights = palloc0(sizeof(float4) * Max(so->nq, 1));
-	double		docLength = 0;
-	bool		haveDoc = false;
-	bool		docNull = false;
-	uint64		docTid = 0;
+	Buffer		metabuf = SparseLockMeta(index, BUFFER_LOCK_SHARE, meta);
+	PendingRow	pr = {0};
 
-	LockBuffer(metabuf, BUFFER_LOCK_SHARE);
-	if (!SparsePageOk(BufferGetPage(metabuf), SPARSE_PAGE_META, PG_UINT32_MAX) ||
-		SparsePageGetMeta(BufferGetPage(metabuf))->magic != SPARSE_MAGIC)
-		elog(ERROR, "\"%s\" is not a sparse_inverted index", RelationGetRelationName(index));
-	memcpy(meta, SparsePageGetMeta(BufferGetPage(metabuf)), sizeof(SparseMetaPageData));
-	blk = meta->pendingHead;
-	first = meta->pendingHeadOff;
-
-#define EMIT_DOC() \
-	do { \
-		if (haveDoc) { \
-			for (int qj = 0; qj < so->nq; qj++) \
-				contrib[qj] = weights[qj] != 0 ? term_score(so, qj, weights[qj], (float4) docLength) : 0; \
-			fn(docNull ? 0 : row_key(contrib, so->nq, so->c), docNull, docTid, arg); \
-			memset(weights, 0, sizeof(float4) * Max(so->nq, 1)); \
-			docLength = 0; \
-		} \
-	} while (0)
-
-	while (BlockNumberIsValid(blk))
-	{
-		Buffer		buf = ReadBuffer(index, blk);
-		Page		page;
-		OffsetNumber maxoff;
-
-		LockBuffer(buf, BUFFER_LOCK_SHARE);
-		page = BufferGetPage(buf);
-		if (!SparsePageOk(page, SPARSE_PAGE_PENDING, meta->generation))
-			elog(ERROR, "sparse_inverted index \"%s\": unexpected page %u in the pending list",
-				 RelationGetRelationName(index), blk);
-		maxoff = PageGetMaxOffsetNumber(page);
-		for (OffsetNumber off = first; off <= maxoff; off++)
-		{
-			ItemId		iid = PageGetItemId(page, off);
-			SparsePendingItem *item = (SparsePendingItem *) PageGetItem(page, iid);
-			int32	   *idx;
-			float4	   *val;
-			int			qi = 0;
-
-			if (ItemIdGetLength(iid) < offsetof(SparsePendingItem, data) ||
-				item->nnz < 0 || ItemIdGetLength(iid) != SPARSE_PENDING_SIZE(item->nnz))
-				elog(ERROR, "sparse_inverted index \"%s\": malformed pending item (%u,%u)",
-					 RelationGetRelationName(index), blk, off);
-			if (item->flags & SPARSE_PENDING_FIRST)
-			{
-				EMIT_DOC();
-				haveDoc = true;
-				docNull = (item->flags & SPARSE_DOC_NULL) != 0;
-				docTid = SparseTidKey(&item->tid);
-			}
-			if (!haveDoc)
-				continue;
-			idx = SPARSE_PENDING_INDICES(item);
-			val = SPARSE_PENDING_VALUES(item);
-			/* a BM25 row's length is the sum of its tf */
-			if (so->bm25)
-				for (int j = 0; j < item->nnz; j++)
-					docLength += val[j];
-			for (int j = 0; j < item->nnz && qi < so->nq; j++)
-			{
-				while (qi < so->nq && so->qterms[qi] < idx[j])
-					qi++;
-				if (qi < so->nq && so->qterms[qi] == idx[j])
-					weights[qi] = val[j];
-			}
-		}
-		blk = SparsePageGetOpaque(page)->next;
-		first = FirstOffsetNumber;
-		UnlockReleaseBuffer(buf);
-	}
-	EMIT_DOC();
-#undef EMIT_DOC
+	pr.so = so;
+	pr.fn = fn;
+	pr.arg = arg;
+	pr.contrib = palloc0(sizeof(double) * Max(so->nq, 1));
+	pr.weights = palloc0(sizeof(float4) * Max(so->nq, 1));
+	SparseWalkPending(index, meta, InvalidBlockNumber, InvalidOffsetNumber,
+					  pending_row_item, NULL, &pr);
+	pending_row_emit(&pr);
 	UnlockReleaseBuffer(metabuf);
-	pfree(contrib);
-	pfree(weights);
+	pfree(pr.contrib);
+	pfree(pr.weights);
 	return true;
 }
 
@@ -459,6 +450,24 @@ open_lists(Relation index, SparseScanOpaque so, SparseReader *r, SparseMetaPageD
 	}
 	*nlists = n;
 	return lists;
+}
+
+/*
+ * The pending rows scored (fn), then the query terms' posting lists opened in
+ * the segment of the same generation, as r reads it; meta gets the metapage.
+ * On a conflict with a concurrent merge r->conflict is set.
+ */
+static ListPos *
+pending_then_lists(IndexScanDesc scan, pending_fn fn, void *arg, SparseMetaPageData *meta,
+				   SparseReader *r, int *nlists)
+{
+	SparseScanOpaque so = (SparseScanOpaque) scan->opaque;
+
+	score_pending(scan->indexRelation, so, meta, fn, arg);
+	r->index = scan->indexRelation;
+	r->generation = meta->generation;
+	r->conflict = false;
+	return open_lists(scan->indexRelation, so, r, meta, nlists);
 }
 
 typedef struct BatchArg
@@ -762,14 +771,8 @@ run_batch(IndexScanDesc scan)
 	ba.so = so;
 	ba.heap = &heap;
 
-	/* the pending rows first, then the segment of the same generation */
-	score_pending(scan->indexRelation, so, &meta, batch_pending_fn, &ba);
+	lists = pending_then_lists(scan, batch_pending_fn, &ba, &meta, &r, &nl);
 	so->totalDocs = meta.segDocs + meta.pendingDocs;
-	r.index = scan->indexRelation;
-	r.generation = meta.generation;
-	r.conflict = false;
-
-	lists = open_lists(scan->indexRelation, so, &r, &meta, &nl);
 	if (r.conflict)
 		return false;
 	qsort(lists, nl, sizeof(ListPos), list_ub_cmp);
@@ -912,13 +915,8 @@ run_rest(IndexScanDesc scan)
 
 	memset(&ra, 0, sizeof(ra));
 	ra.so = so;
-	score_pending(scan->indexRelation, so, &meta, rest_pending_fn, &ra);
-	r.index = scan->indexRelation;
-	r.generation = meta.generation;
-	r.conflict = false;
-
-	/* keys of the rows with postings of query terms, in TID order */
-	lists = open_lists(scan->indexRelation, so, &r, &meta, &nl);
+	/* then the keys of the rows with postings of query terms, in TID order */
+	lists = pending_then_lists(scan, rest_pending_fn, &ra, &meta, &r, &nl);
 	if (r.conflict)
 		return false;
 	contrib = palloc0(sizeof(double) * Max(so->nq, 1));

@@ -157,6 +157,74 @@ SparseFreePages(Relation index, BlockNumber *blocks, int nblocks, uint32 generat
 		IndexFreeSpaceMapVacuum(index);
 }
 
+/*
+ * The metapage, locked in mode and checked; meta (if not NULL) gets a copy of
+ * it. The caller releases the buffer.
+ */
+Buffer
+SparseLockMeta(Relation index, int mode, SparseMetaPageData *meta)
+{
+	Buffer		metabuf = ReadBuffer(index, SPARSE_METAPAGE_BLKNO);
+
+	LockBuffer(metabuf, mode);
+	if (!SparsePageOk(BufferGetPage(metabuf), SPARSE_PAGE_META, PG_UINT32_MAX) ||
+		SparsePageGetMeta(BufferGetPage(metabuf))->magic != SPARSE_MAGIC)
+		elog(ERROR, "\"%s\" is not a sparse_inverted index", RelationGetRelationName(index));
+	if (meta)
+		memcpy(meta, SparsePageGetMeta(BufferGetPage(metabuf)), sizeof(SparseMetaPageData));
+	return metabuf;
+}
+
+/*
+ * Calls item() for each item of the pending list, in order, from meta's head
+ * through (lastBlk, lastOff), or to its end if lastBlk is invalid, each page
+ * and item checked first; page(), if not NULL, for each page read wholly
+ * before lastBlk. The caller holds what keeps the list still: the metapage's
+ * lock, or the merge lock.
+ */
+void
+SparseWalkPending(Relation index, const SparseMetaPageData *meta,
+				  BlockNumber lastBlk, OffsetNumber lastOff,
+				  SparsePendingItemFn item, SparsePendingPageFn page, void *arg)
+{
+	BlockNumber blk = meta->pendingHead;
+	OffsetNumber first = meta->pendingHeadOff;
+
+	while (BlockNumberIsValid(blk))
+	{
+		Buffer		buf = ReadBuffer(index, blk);
+		Page		p;
+		OffsetNumber maxoff;
+		BlockNumber next;
+
+		LockBuffer(buf, BUFFER_LOCK_SHARE);
+		p = BufferGetPage(buf);
+		if (!SparsePageOk(p, SPARSE_PAGE_PENDING, meta->generation))
+			elog(ERROR, "sparse_inverted index \"%s\": unexpected page %u in the pending list",
+				 RelationGetRelationName(index), blk);
+		maxoff = (blk == lastBlk) ? lastOff : PageGetMaxOffsetNumber(p);
+		for (OffsetNumber off = first; off <= maxoff; off++)
+		{
+			ItemId		iid = PageGetItemId(p, off);
+			SparsePendingItem *it = (SparsePendingItem *) PageGetItem(p, iid);
+
+			if (ItemIdGetLength(iid) < offsetof(SparsePendingItem, data) ||
+				it->nnz < 0 || ItemIdGetLength(iid) != SPARSE_PENDING_SIZE(it->nnz))
+				elog(ERROR, "sparse_inverted index \"%s\": malformed pending item (%u,%u)",
+					 RelationGetRelationName(index), blk, off);
+			item(it, blk, off, arg);
+		}
+		next = SparsePageGetOpaque(p)->next;
+		UnlockReleaseBuffer(buf);
+		if (blk == lastBlk)
+			break;
+		if (page)
+			page(blk, arg);
+		blk = next;
+		first = FirstOffsetNumber;
+	}
+}
+
 /* a copy of the metapage's contents */
 void
 SparseReadMeta(Relation index, SparseMetaPageData *meta)

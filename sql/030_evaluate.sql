@@ -20,6 +20,38 @@ comment on type @extschema@.hybrid_search_run_row is
 'a ranked result of one method for one query (input of hybrid_search_score_run)';
 
 -------------------------------------------------------------------------------
+-- _check_table_columns
+-- Refuses a table argument that lacks a column the caller reads, naming the
+-- argument and every column it needs, before any query names the column
+-- (which would fail with the query's own alias: "column q.id does not
+-- exist").
+create or replace function @extschema@._check_table_columns(
+    caller text,
+    argument text,
+    tbl regclass,
+    columns name[]
+) returns void
+as $func$
+declare
+    missing text;
+begin
+    select pg_catalog.string_agg(c.name, ', ' order by c.position) into missing
+    from pg_catalog.unnest(columns) with ordinality as c (name, position)
+    where not exists (
+        select from pg_catalog.pg_attribute as a
+        where a.attrelid = tbl and a.attname = c.name and a.attnum > 0 and not a.attisdropped
+    );
+    if missing is not null then
+        raise exception '%: % table % has no column %; it needs columns %', caller, argument, tbl, missing,
+            pg_catalog.array_to_string(columns, ', ')
+        using errcode = 'undefined_column';
+    end if;
+end;
+$func$
+language plpgsql stable parallel unsafe security invoker
+set search_path to pg_catalog, pg_temp;
+
+-------------------------------------------------------------------------------
 -- hybrid_search_score_run
 -- Mean nDCG@k (linear gains, as trec_eval and BEIR), recall@k and MRR@k per
 -- method over every judged query: a query with at least one qrels row of
@@ -47,6 +79,9 @@ begin
         raise exception 'hybrid_search_score_run: qrels must be a table'
         using errcode = 'invalid_parameter_value';
     end if;
+    perform @extschema@._check_table_columns(
+        'hybrid_search_score_run', 'qrels', qrels, array['query_id', 'doc_id', 'relevance']::name[]
+    );
     return query execute pg_catalog.format(
         $sql$
         with judgements as (
@@ -151,6 +186,10 @@ begin
         raise exception 'hybrid_search_evaluate: queries and qrels must be tables'
         using errcode = 'invalid_parameter_value';
     end if;
+    perform @extschema@._check_table_columns('hybrid_search_evaluate', 'queries', queries, array['id', 'query']::name[]);
+    perform @extschema@._check_table_columns(
+        'hybrid_search_evaluate', 'qrels', qrels, array['query_id', 'doc_id', 'relevance']::name[]
+    );
     execute pg_catalog.format(
         'select array_agg(q.id::text order by q.id::text), array_agg(q.query::text order by q.id::text)'
         ' from %s as q',

@@ -20,7 +20,7 @@ as $func$
             '_check_search_arguments', '_check_query_text', '_check_query_vector',
             '_dense_index_halfvec_dimensions',
             'keyword_search_scan', '_check_query_model', '_source_filter',
-            'hybrid_search_evaluate', 'hybrid_search_score_run',
+            'hybrid_search_evaluate', 'hybrid_search_score_run', '_check_table_columns',
             'colbert_rerank', '_colbert_query', '_colbert_check_encoders', '_query_cache_prune',
             '_query_cache_put', '_query_cache_count', 'to_bm25query', '_bm25query', 'bm25_distance',
             '_bm25query_statistics', '_keyword_bm25query', 'bm25query_out', '_bm25query_shared',
@@ -49,6 +49,29 @@ as $func$
     ];
 $func$
 language sql stable parallel safe security invoker
+set search_path to pg_catalog, pg_temp;
+
+-------------------------------------------------------------------------------
+-- _revoke_relations
+-- The REVOKEs of every right a role can hold on our tables and sequence,
+-- which both hybrid_search_grant (before it grants) and hybrid_search_revoke
+-- run.
+create or replace function @extschema@._revoke_relations(role_name name)
+returns setof text
+as $func$
+    select pg_catalog.format('revoke all on table %s from %I', r.rel, role_name)
+    from pg_catalog.unnest(
+        array[
+            '@extschema@.documents'::regclass, '@extschema@.hybrid_search_queue'::regclass,
+            '@extschema@.hybrid_search_errors'::regclass
+        ] || @extschema@._sparse_index_relations()
+    ) as r (rel)
+    union all
+    select pg_catalog.format(
+        'revoke all on sequence %s from %I', '@extschema@.documents_id_seq'::regclass, role_name
+    );
+$func$
+language sql volatile parallel unsafe security invoker
 set search_path to pg_catalog, pg_temp;
 
 -------------------------------------------------------------------------------
@@ -93,17 +116,7 @@ begin
         -- first take back whatever the role holds on our tables, sequence and
         -- functions beyond this level (earlier versions gave writers the
         -- queue, the errors, the sequence and every column of documents)
-        select pg_catalog.format('revoke all on table %s from %I', r.rel, role_name)
-        from pg_catalog.unnest(
-            array[
-                '@extschema@.documents'::regclass, '@extschema@.hybrid_search_queue'::regclass,
-                '@extschema@.hybrid_search_errors'::regclass
-            ] || @extschema@._sparse_index_relations()
-        ) as r (rel)
-        union all
-        select pg_catalog.format(
-            'revoke all on sequence %s from %I', '@extschema@.documents_id_seq'::regclass, role_name
-        )
+        select r.stmt from @extschema@._revoke_relations(role_name) as r (stmt)
         union all
         select pg_catalog.format('revoke execute on function %s from %I', p.oid::regprocedure, role_name)
         from pg_catalog.pg_proc as p
@@ -191,17 +204,7 @@ begin
                 )
             )
         union all
-        select pg_catalog.format('revoke all on table %s from %I', r.rel, role_name)
-        from pg_catalog.unnest(
-            array[
-                '@extschema@.documents'::regclass, '@extschema@.hybrid_search_queue'::regclass,
-                '@extschema@.hybrid_search_errors'::regclass
-            ] || @extschema@._sparse_index_relations()
-        ) as r (rel)
-        union all
-        select pg_catalog.format(
-            'revoke all on sequence %s from %I', '@extschema@.documents_id_seq'::regclass, role_name
-        )
+        select r.stmt from @extschema@._revoke_relations(role_name) as r (stmt)
     loop
         execute stmt;
         return next stmt;

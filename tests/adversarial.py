@@ -9,19 +9,14 @@ pg_postmaster_start_time() does not change then, so it is no witness.
 
 import psycopg
 import pytest
-from helpers import connect, create_database
-from hybrid_search_installer.cluster import Cluster
+from helpers import connect, create_database, own_cluster
 
 
 @pytest.fixture(scope="session")
 def bare_cluster(scratch):
     """A server configured without preloading: every backend imports the model stack
     and our module itself, through SQL (the path the preloaded cluster skips)."""
-    cluster = Cluster(scratch / "adversarial-cluster", port=5438)
-    cluster.init()
-    cluster.start()
-    yield cluster
-    cluster.destroy()
+    yield from own_cluster(scratch / "adversarial-cluster", 5438)
 
 
 @pytest.fixture(scope="session")

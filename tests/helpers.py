@@ -1,8 +1,12 @@
 """Helpers shared by the tests."""
 
+import contextlib
 import math
 import signal
 import subprocess
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -24,6 +28,16 @@ def create_database(cluster: Cluster, layout: Layout, model_dir: Path | None, na
     dsn = cluster.dsn(name)
     database.ensure_extension(dsn, layout, str(model_dir) if model_dir else None)
     return dsn
+
+
+def own_cluster(directory: Path, port: int):
+    """A server of the test's own (a fixture's generator): initialised and started,
+    destroyed when the fixture ends."""
+    cluster = Cluster(directory, port=port)
+    cluster.init()
+    cluster.start()
+    yield cluster
+    cluster.destroy()
 
 
 def model_calls(conn) -> int:
@@ -97,3 +111,74 @@ def bm25(conn, query, k1=1.2, b=0.75, stats_from=None):
         if s > 0:
             scores[doc_id] = s
     return sorted(scores.items(), key=lambda t: (-t[1], t[0]))
+
+
+def read_while_writing(
+    dsn: str,
+    table: str,
+    write_rows: Callable[[psycopg.Connection, object, int], int],
+    read: Callable[[psycopg.Connection], int],
+    seconds: float = 20,
+) -> None:
+    """A sparse_inverted index under a concurrent writer: one connection writes rows
+    (write_rows(conn, rng, first id) -> next id), deletes every 13th and vacuums now
+    and then, merging the pending list every 16 rows, while another, without
+    sequential scans, calls read(conn) -> comparisons made, for `seconds`."""
+    import numpy as np
+
+    stop = threading.Event()
+    errors = []
+
+    def write():
+        try:
+            with connect(dsn) as w:
+                w.execute("set hybrid_search.sparse_pending_limit = 16")
+                rng = np.random.default_rng(5)
+                i = 10000
+                while not stop.is_set():
+                    i = write_rows(w, rng, i)
+                    w.execute(f"delete from {table} where id %% 13 = %s", [i % 13])
+                    w.execute(f"vacuum {table}") if i % 200 == 0 else None
+        except Exception as e:  # reported by the caller
+            errors.append(e)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        deadline = time.monotonic() + seconds
+        with connect(dsn) as r:
+            r.execute("set enable_seqscan = off")
+            n = 0
+            while time.monotonic() < deadline:
+                n += read(r)
+            assert n > 10
+    finally:
+        stop.set()
+        writer.join()
+    assert not errors, errors
+
+
+@contextlib.contextmanager
+def tenant_policy(conn: psycopg.Connection, tenants):
+    """The README's tenant policy on documents (a row is its metadata's tenant's, by
+    role name) and a writer role per tenant, granted with hybrid_search_grant;
+    all taken back afterwards."""
+    conn.execute("alter table documents enable row level security")
+    conn.execute(
+        "create policy tenant_rows on documents"
+        " using (metadata->>'tenant' = current_user)"
+        " with check (metadata->>'tenant' = current_user)"
+    )
+    for tenant in tenants:
+        conn.execute(f"drop role if exists {tenant}")
+        conn.execute(f"create role {tenant}")
+        conn.execute("select hybrid_search_grant(%s, 'write')", [tenant])
+    try:
+        yield conn
+    finally:
+        conn.execute("reset role")
+        conn.execute("drop policy tenant_rows on documents")
+        conn.execute("alter table documents disable row level security")
+        for tenant in tenants:
+            conn.execute(f"drop owned by {tenant}")
+            conn.execute(f"drop role {tenant}")

@@ -6,13 +6,11 @@ deletes, VACUUM, concurrent writers, a WHERE filter and row-level security."""
 
 import json
 import math
-import threading
-import time
 
 import numpy as np
 import psycopg
 import pytest
-from helpers import connect
+from helpers import read_while_writing
 
 KS = [1, 10, 100, 1000]
 VOCABULARY = 400
@@ -326,52 +324,32 @@ def test_concurrent_writers_and_merges(docs, dsn):
     vacuuming, while a reader ranks through the index and by scoring every row, in
     one statement: one bm25query, so one set of statistics, for both."""
     conn, _, rng = docs
-    stop = threading.Event()
-    errors = []
 
-    def write():
-        try:
-            with connect(dsn) as w:
-                w.execute("set hybrid_search.sparse_pending_limit = 16")
-                local = np.random.default_rng(5)
-                i = 10000
-                while not stop.is_set():
-                    for t in random_texts(local, 20):
-                        w.execute(
-                            "insert into am_docs (id, tenant, fts)"
-                            " values (%s, 0, to_tsvector('simple', %s))",
-                            [i, t],
-                        )
-                        i += 1
-                    w.execute(
-                        "update am_docs set fts = to_tsvector('simple', %s) where id %% 17 = %s",
-                        [random_texts(local, 1)[0], i % 17],
-                    )
-                    w.execute("delete from am_docs where id %% 13 = %s", [i % 13])
-                    w.execute("vacuum am_docs") if i % 200 == 0 else None
-        except Exception as e:  # reported by the test
-            errors.append(e)
+    def write_rows(w, local, i):
+        for t in random_texts(local, 20):
+            w.execute(
+                "insert into am_docs (id, tenant, fts) values (%s, 0, to_tsvector('simple', %s))",
+                [i, t],
+            )
+            i += 1
+        w.execute(
+            "update am_docs set fts = to_tsvector('simple', %s) where id %% 17 = %s",
+            [random_texts(local, 1)[0], i % 17],
+        )
+        return i
+
+    def read(r):
+        n = 0
+        for query in queries(rng, 2):
+            for k in [10, 1000]:
+                found, expected = r.execute(BOTH_ORDERS, {"q": query, "k": k}).fetchone()
+                assert found == expected
+                n += 1
+        return n
 
     plan = " ".join(r[0] for r in conn.execute("explain " + BOTH_ORDERS, {"q": "w1 w2", "k": 10}))
     assert "Index Scan using am_docs_fts_idx" in plan and "Seq Scan on am_docs" in plan, plan
-    writer = threading.Thread(target=write)
-    writer.start()
-    try:
-        deadline = time.monotonic() + 20
-        with connect(dsn) as r:
-            r.execute("set enable_seqscan = off")
-            n = 0
-            while time.monotonic() < deadline:
-                for query in queries(rng, 2):
-                    for k in [10, 1000]:
-                        found, expected = r.execute(BOTH_ORDERS, {"q": query, "k": k}).fetchone()
-                        assert found == expected
-                        n += 1
-            assert n > 10
-    finally:
-        stop.set()
-        writer.join()
-    assert not errors, errors
+    read_while_writing(dsn, "am_docs", write_rows, read)
     conn.execute("vacuum am_docs")
     report = check(conn)
     assert report["consistent"] and report["rows_not_visible"] == 0, report

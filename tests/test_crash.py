@@ -10,19 +10,14 @@ import time
 
 import psycopg
 import pytest
-from helpers import connect, create_database, insert
-from hybrid_search_installer.cluster import Cluster
+from helpers import connect, create_database, insert, own_cluster
 
 BULK = "insert into documents (content) select 'bulk row ' || i from generate_series(1, 20000) i"
 
 
 @pytest.fixture(scope="module")
 def crash_cluster(scratch):
-    cluster = Cluster(scratch / "crash-cluster", port=5433)
-    cluster.init()
-    cluster.start()
-    yield cluster
-    cluster.destroy()
+    yield from own_cluster(scratch / "crash-cluster", 5433)
 
 
 @pytest.fixture(scope="module")

@@ -98,3 +98,69 @@ def test_the_readme_lists_every_server_setting():
     assert len(settings) >= 5
     configuration = README.read_text().split("## Configuration")[1].split("\n## ")[0]
     assert sorted(s for s in settings if f"`{s}`" not in configuration) == []
+
+
+# "Where is the code for X": docs/development.md's table of every public SQL object, the
+# sql/ file that defines it and the code its body calls (the sql_api function of a
+# PL/Python body, the C file of a C function)
+DEFINITION = re.compile(
+    r"^\s*create (?:or replace )?(?:unlogged )?(function|procedure|table|view|materialized view"
+    r"|type|operator class|operator|access method)(?: if not exists)? (?:@extschema@\.)?"
+    r"([a-z_][a-z0-9_]*|[<>&#=!~|@^*+-]+)[\s(;]",
+    re.M,
+)
+PYTHON_CALL = re.compile(r"\bsql_api\.([a-z_0-9]+)\(")
+C_SYMBOL = re.compile(r"as '\$libdir/hybrid_search', '([a-z_0-9]+)'")
+
+
+def c_files() -> dict[str, str]:
+    """Each C function's symbol -> the extension/ file that defines it."""
+    return {
+        symbol: f"extension/{path.name}"
+        for path in sorted((REPO / "extension").glob("*.c"))
+        for symbol in re.findall(r"PG_FUNCTION_INFO_V1\((\w+)\)", path.read_text())
+    }
+
+
+def public_objects() -> dict[str, tuple[str, str, str]]:
+    """name -> (kind, sql/ file(s), code behind it), from sql/*.sql."""
+    found: dict[str, tuple[set, set, set]] = {}
+    symbols = c_files()
+    for path in sorted((REPO / "sql").glob("[0-9]*.sql")):
+        text = path.read_text()
+        matches = list(DEFINITION.finditer(text))
+        for i, match in enumerate(matches):
+            kind, name = match.groups()
+            if name.startswith("_"):
+                continue
+            end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
+            body = text[match.start() : end]
+            behind = {f"plpython/hybrid_search/sql_api.py: {f}" for f in PYTHON_CALL.findall(body)}
+            behind |= {f"{symbols[s]}: {s}" for s in C_SYMBOL.findall(body)}
+            if not behind and "language plpython3u" in body:
+                behind = {"its PL/Python body"}
+            kinds, files, code = found.setdefault(name, (set(), set(), set()))
+            kinds.add(kind)
+            files.add(f"sql/{path.name}")
+            code |= behind
+    return {
+        name: (", ".join(sorted(k)), ", ".join(sorted(f)), ", ".join(sorted(c)) or "its SQL body")
+        for name, (k, f, c) in found.items()
+    }
+
+
+def where_table_row(name: str, kind: str, files: str, code: str) -> str:
+    linked = ", ".join(f"[`{f}`](../{f})" for f in files.split(", "))
+    return f"| `{name}` | {kind} | {linked} | {code} |"
+
+
+def test_the_where_is_table_lists_every_public_object_and_its_file():
+    objects = public_objects()
+    assert len(objects) > 60 and "hybrid_search" in objects and "<&>" in objects
+    assert objects["embed_dense"][2] == "plpython/hybrid_search/sql_api.py: embed_dense"
+    assert objects["bm25_distance"][2] == "extension/sparse_bm25.c: bm25_distance"
+    expected = [where_table_row(name, *objects[name]) for name in sorted(objects)]
+    page = (REPO / "docs" / "development.md").read_text()
+    listed = [line for line in page.splitlines() if re.match(r"\| `[^`]+` \| [a-z ,]+ \| \[", line)]
+    # on failure, the expected rows are what the table should say
+    assert listed == expected

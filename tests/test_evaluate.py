@@ -74,8 +74,33 @@ def test_bad_qrels_get_clear_errors(qrels):
         qrels.execute(f"select * from hybrid_search_score_run({run_literal(RUN)}, 'nope', 10)")
     qrels.execute("drop table if exists wrong")
     qrels.execute("create table wrong (a int)")
-    with pytest.raises(psycopg.errors.UndefinedColumn):
+    needs = "it needs columns query_id, doc_id, relevance"
+    with pytest.raises(
+        psycopg.errors.UndefinedColumn,
+        match=r"hybrid_search_score_run: qrels table public\.wrong has no column query_id, doc_id,"
+        f" relevance; {needs}",
+    ):
         qrels.execute(f"select * from hybrid_search_score_run({run_literal(RUN)}, 'wrong', 10)")
+
+
+def test_evaluate_names_the_table_argument_without_its_columns(qrels):
+    """Not the internal query's "column q.id does not exist": the argument and what it needs."""
+    qrels.execute("drop table if exists questions")
+    qrels.execute("create table questions (query_id text, query text)")
+    with pytest.raises(
+        psycopg.errors.UndefinedColumn,
+        match=r"hybrid_search_evaluate: queries table public\.questions has no column id;"
+        " it needs columns id, query",
+    ):
+        qrels.execute("select * from hybrid_search_evaluate('questions', 'judged')")
+    qrels.execute("drop table if exists asked")
+    qrels.execute("create table asked (id text, query text)")
+    with pytest.raises(
+        psycopg.errors.UndefinedColumn,
+        match=r"hybrid_search_evaluate: qrels table public\.asked has no column query_id, doc_id,"
+        " relevance; it needs columns query_id, doc_id, relevance",
+    ):
+        qrels.execute("select * from hybrid_search_evaluate('asked', 'asked')")
 
 
 def test_fusion_beats_each_leg_when_they_find_different_halves(qrels):

@@ -74,8 +74,13 @@ def test_only_the_owner_changes_the_configuration(db):
     ],
 )
 def test_configuration_rejects_bad_values(db, call):
-    with pytest.raises(psycopg.errors.CheckViolation):
+    """The argument and its rule, not hybrid_search_config's constraint name."""
+    argument = call.split("(")[1].split(" =>")[0]
+    with pytest.raises(psycopg.errors.CheckViolation) as refused:
         db.execute(f"select {call}")
+    message = str(refused.value).splitlines()[0]
+    assert message.startswith(f"hybrid_search_configure: {argument} must satisfy CHECK (")
+    assert "hybrid_search_config_" not in message
 
 
 def test_set_model_refuses_to_mix_models(db, model_dir):

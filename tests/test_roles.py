@@ -31,6 +31,7 @@ OWNER_ONLY = {
     "hybrid_search_revoke",
     "_role_functions",
     "_sparse_index_relations",
+    "_revoke_relations",
     "_documents_fulltext",
     "_documents_embed_inserted",
     "_documents_embed_updated",

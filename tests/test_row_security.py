@@ -3,7 +3,7 @@ result, and learns nothing about other tenants through the derived data."""
 
 import psycopg
 import pytest
-from helpers import insert
+from helpers import insert, tenant_policy
 
 TENANT_DOCS = {
     "tenant_a": [
@@ -27,22 +27,8 @@ def tenants(db):
     for tenant, contents in TENANT_DOCS.items():
         insert(db, *contents, metadata={"tenant": tenant})
     db.execute("select hybrid_search_refresh()")
-    db.execute("alter table documents enable row level security")
-    db.execute(
-        "create policy tenant_rows on documents"
-        " using (metadata->>'tenant' = current_user)"
-        " with check (metadata->>'tenant' = current_user)"
-    )
-    for tenant in TENANT_DOCS:
-        db.execute(f"create role {tenant}")
-        db.execute("select hybrid_search_grant(%s, 'write')", [tenant])
-    yield db
-    db.execute("reset role")
-    db.execute("drop policy tenant_rows on documents")
-    db.execute("alter table documents disable row level security")
-    for tenant in TENANT_DOCS:
-        db.execute(f"drop owned by {tenant}")
-        db.execute(f"drop role {tenant}")
+    with tenant_policy(db, TENANT_DOCS):
+        yield db
 
 
 def checks_of(conn):

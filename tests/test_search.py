@@ -140,6 +140,22 @@ def test_rrf_equals_python_reference(corpus, weights, rrf_k, k, candidates):
         corpus, query, k, fusion="rrf", candidates=candidates, rrf_k=rrf_k,
         dense_weight=weights[0], sparse_weight=weights[1], keyword_weight=weights[2],
     )  # fmt: skip
+    assert_fused_as(got, expected)
+
+
+def hybrid_weighted(conn, query, k, fusion, candidates, weights):
+    """hybrid_search with (dense, sparse, keyword) weights, or each fusion's default weights
+    for None."""
+    kwargs = {"fusion": fusion, "candidates": candidates}
+    if weights:
+        kwargs |= dict(
+            zip(("dense_weight", "sparse_weight", "keyword_weight"), weights, strict=True)
+        )
+    return hybrid(conn, query, k, **kwargs)
+
+
+def assert_fused_as(got, expected):
+    """hybrid_search's rows are the reference's (id, fused score) pairs, in order."""
     assert [r[0] for r in got] == [i for i, _ in expected]
     assert [r[3] for r in got] == pytest.approx([s for _, s in expected])
 
@@ -150,14 +166,8 @@ def test_weighted_fusion_equals_python_reference(corpus, weights):
     expected = weighted_reference(
         legs_for(corpus, query, max(candidates, 8)), weights or (0.4, 0.2, 0.2), 8
     )
-    kwargs = {"fusion": "weighted", "candidates": candidates}
-    if weights:
-        kwargs |= dict(
-            zip(("dense_weight", "sparse_weight", "keyword_weight"), weights, strict=True)
-        )
-    got = hybrid(corpus, query, 8, **kwargs)
-    assert [r[0] for r in got] == [i for i, _ in expected]
-    assert [r[3] for r in got] == pytest.approx([s for _, s in expected])
+    got = hybrid_weighted(corpus, query, 8, "weighted", candidates, weights)
+    assert_fused_as(got, expected)
 
 
 @pytest.mark.parametrize("weights", [None, (1.0, 0.5, 0.1)])
@@ -169,14 +179,8 @@ def test_raw_fusion_equals_python_reference(corpus, weights):
         for doc_id, _, score in rows if weight else []:
             scores[doc_id] = scores.get(doc_id, 0.0) + weight * score
     expected = sorted(scores.items(), key=lambda t: (-t[1], t[0]))[:8]
-    kwargs = {"fusion": "raw", "candidates": candidates}
-    if weights:
-        kwargs |= dict(
-            zip(("dense_weight", "sparse_weight", "keyword_weight"), weights, strict=True)
-        )
-    got = hybrid(corpus, query, 8, **kwargs)
-    assert [r[0] for r in got] == [i for i, _ in expected]
-    assert [r[3] for r in got] == pytest.approx([s for _, s in expected])
+    got = hybrid_weighted(corpus, query, 8, "raw", candidates, weights)
+    assert_fused_as(got, expected)
     assert all(r[8] is None for r in got) == (weights is None)  # keyword weight 0 by default
 
 

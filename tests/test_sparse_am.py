@@ -14,8 +14,7 @@ import time
 import numpy as np
 import psycopg
 import pytest
-from helpers import connect, create_database, insert
-from hybrid_search_installer.cluster import Cluster
+from helpers import connect, create_database, insert, own_cluster, read_while_writing
 
 DIM = 5000
 KS = [1, 10, 100, 1000]
@@ -274,45 +273,26 @@ def test_concurrent_writers_and_merges(items, dsn):
     """A writer inserts, updates and deletes, merging the pending list often, while
     a reader compares the index with a sequential scan in one snapshot."""
     conn, _, rng = items
-    stop = threading.Event()
-    errors = []
 
-    def write():
-        try:
-            with connect(dsn) as w:
-                w.execute("set hybrid_search.sparse_pending_limit = 16")
-                local = np.random.default_rng(5)
-                i = 10000
-                while not stop.is_set():
-                    for v in random_vectors(local, 20):
-                        w.execute("insert into am_items values (%s, 0, %s)", [i, literal(v)])
-                        i += 1
-                    w.execute("delete from am_items where id %% 13 = %s", [i % 13])
-                    w.execute("vacuum am_items") if i % 200 == 0 else None
-        except Exception as e:  # reported by the test
-            errors.append(e)
+    def write_rows(w, local, i):
+        for v in random_vectors(local, 20):
+            w.execute("insert into am_items values (%s, 0, %s)", [i, literal(v)])
+            i += 1
+        return i
 
-    writer = threading.Thread(target=write)
-    writer.start()
-    try:
-        deadline = time.monotonic() + 20
-        with connect(dsn) as r:
-            r.execute("set enable_seqscan = off")
-            n = 0
-            while time.monotonic() < deadline:
-                for query in queries(rng, 2):
-                    with r.transaction():
-                        r.execute("set transaction isolation level repeatable read")
-                        for k in [10, 1000]:
-                            found = by_index(r, query, k)
-                            expected = by_seqscan(r, query, k)
-                            assert [d for _, d in found] == [d for _, d in expected]
-                            n += 1
-            assert n > 10
-    finally:
-        stop.set()
-        writer.join()
-    assert not errors, errors
+    def read(r):
+        n = 0
+        for query in queries(rng, 2):
+            with r.transaction():
+                r.execute("set transaction isolation level repeatable read")
+                for k in [10, 1000]:
+                    found = by_index(r, query, k)
+                    expected = by_seqscan(r, query, k)
+                    assert [d for _, d in found] == [d for _, d in expected]
+                    n += 1
+        return n
+
+    read_while_writing(dsn, "am_items", write_rows, read)
     assert check(conn)["consistent"]
 
 
@@ -391,11 +371,7 @@ def test_hostile_inputs(db):
 
 @pytest.fixture(scope="module")
 def am_crash_cluster(scratch):
-    cluster = Cluster(scratch / "am-crash-cluster", port=5436)
-    cluster.init()
-    cluster.start()
-    yield cluster
-    cluster.destroy()
+    yield from own_cluster(scratch / "am-crash-cluster", 5436)
 
 
 def test_kill_9_during_copy_leaves_a_consistent_index(am_crash_cluster, layout, model_dir):

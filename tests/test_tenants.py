@@ -5,7 +5,7 @@ own rows (issue 13, defects 2 to 6 and 13)."""
 
 import psycopg
 import pytest
-from helpers import bm25, insert, terms
+from helpers import bm25, insert, tenant_policy, terms
 
 TENANTS = ("hs_tenant_a", "hs_tenant_b")
 
@@ -14,24 +14,10 @@ TENANTS = ("hs_tenant_a", "hs_tenant_b")
 def tenants(db):
     """The README's tenant policy on documents, two writer roles, queued embedding."""
     db.execute("truncate hybrid_search_queue, hybrid_search_errors")
-    db.execute("alter table documents enable row level security")
-    db.execute(
-        "create policy tenant_rows on documents"
-        " using (metadata->>'tenant' = current_user)"
-        " with check (metadata->>'tenant' = current_user)"
-    )
-    for tenant in TENANTS:
-        db.execute(f"drop role if exists {tenant}")
-        db.execute(f"create role {tenant}")
-        db.execute("select hybrid_search_grant(%s, 'write')", [tenant])
-    yield db
-    db.execute("reset role")
-    db.execute("drop policy tenant_rows on documents")
-    db.execute("alter table documents disable row level security")
-    db.execute("drop table if exists public.hs_tickets")
-    for tenant in TENANTS:
-        db.execute(f"drop owned by {tenant}")
-        db.execute(f"drop role {tenant}")
+    with tenant_policy(db, TENANTS):
+        yield db
+        db.execute("reset role")
+        db.execute("drop table if exists public.hs_tickets")
 
 
 def as_tenant(conn, tenant):
@@ -53,6 +39,15 @@ def clean_check(conn):
     assert bad == []
 
 
+def assert_the_worker_embeds(conn, doc_id):
+    """The owner's worker run embeds the document, and the check stays clean."""
+    conn.execute("call hybrid_search_worker()")
+    assert conn.execute(
+        "select dense is not null from documents where id = %s", [doc_id]
+    ).fetchone() == (True,)
+    clean_check(conn)
+
+
 def test_a_writer_writes_in_queued_mode_and_the_worker_embeds(tenants):
     # defect 2: ON CONFLICT in the queueing needed SELECT on the queue
     tenants.execute("select hybrid_search_configure(embed_mode => 'queued')")
@@ -63,11 +58,7 @@ def test_a_writer_writes_in_queued_mode_and_the_worker_embeds(tenants):
     )
     tenants.execute("reset role")
     assert tenants.execute("select doc_id from hybrid_search_queue").fetchall() == [(doc_id,)]
-    tenants.execute("call hybrid_search_worker()")
-    assert tenants.execute(
-        "select dense is not null from documents where id = %s", [doc_id]
-    ).fetchone() == (True,)
-    clean_check(tenants)
+    assert_the_worker_embeds(tenants, doc_id)
 
 
 def test_a_writer_cannot_touch_the_queue_errors_sequence_or_change_lists(tenants):
@@ -96,11 +87,7 @@ def test_a_writer_cannot_touch_the_queue_errors_sequence_or_change_lists(tenants
     ]:
         denied(tenants, statement)
     tenants.execute("reset role")
-    tenants.execute("call hybrid_search_worker()")
-    assert tenants.execute(
-        "select dense is not null from documents where id = %s", [victim]
-    ).fetchone() == (True,)
-    clean_check(tenants)
+    assert_the_worker_embeds(tenants, victim)
 
 
 def test_error_rows_are_the_owners_alone(tenants):

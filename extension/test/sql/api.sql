@@ -131,6 +131,9 @@ INSERT INTO qrels SELECT 1, id, 1 FROM documents WHERE content LIKE 'vacuum%';
 SELECT * FROM hybrid_search_evaluate('queries', 'qrels', 2) \gdesc
 SELECT * FROM hybrid_search_evaluate('queries', 'qrels', 0);
 SELECT method, judged FROM hybrid_search_evaluate('queries', 'qrels', 2) ORDER BY method;
+SELECT * FROM hybrid_search_evaluate('qrels', 'qrels', 2);
+SELECT * FROM hybrid_search_evaluate('queries', 'queries', 2);
+SELECT * FROM hybrid_search_score_run(ARRAY[]::hybrid_search_run_row[], 'queries');
 
 DROP TABLE notes, keyless, queries, qrels;
 DELETE FROM documents;
