@@ -183,7 +183,9 @@ set search_path to pg_catalog, pg_temp;
 -- the shards' BM25 statistics are added up first, then every shard scores
 -- with the sums, so scores equal one node's on the same rows (which shards
 -- give statistics, and the tenant a role is restricted to:
--- _coordinator_fanout). A NULL query, dense or sparse skips that leg.
+-- _coordinator_fanout). A NULL query, dense or sparse skips that leg;
+-- match (keyword_search's, websearch syntax) restricts the keyword leg's
+-- rows on every shard, as on one node (the statistics stay the corpus').
 create or replace function @extschema@._coordinator_legs(
     caller text,
     query text,
@@ -191,7 +193,8 @@ create or replace function @extschema@._coordinator_legs(
     query_sparse @extschema:vector@.sparsevec,
     k integer,
     filter jsonb,
-    ef_search integer
+    ef_search integer,
+    match text default null
 ) returns table (leg text, id bigint, rank integer, score double precision)
 as $func$
 #variable_conflict use_column
@@ -204,6 +207,9 @@ begin
     end if;
     if query_sparse is not null then
         request := request || pg_catalog.jsonb_build_object('sparse', query_sparse::text);
+    end if;
+    if match is not null then
+        request := request || pg_catalog.jsonb_build_object('match', match);
     end if;
     if query is not null then
         select pg_catalog.jsonb_agg(r.payload) into statistics

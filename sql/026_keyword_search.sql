@@ -161,14 +161,10 @@ begin
     perform @extschema@._check_query_text('keyword_search', query);
     perform @extschema@._check_search_arguments('keyword_search', k, filter);
     if @extschema@._is_coordinator() then
-        if match is not null then
-            raise exception 'keyword_search: match is not supported on a coordinator'
-            using errcode = 'feature_not_supported';
-        end if;
         -- every shard's k best with the global statistics (016_coordinator.sql)
         return query
         select l.id, l.rank, l.score
-        from @extschema@._coordinator_legs('keyword_search', query, null, null, k, filter, 100) as l;
+        from @extschema@._coordinator_legs('keyword_search', query, null, null, k, filter, 100, match) as l;
         return;
     end if;
     bm25 := @extschema@._keyword_bm25query('keyword_search', query, config);

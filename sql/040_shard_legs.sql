@@ -46,8 +46,9 @@ set search_path to pg_catalog, pg_temp;
 -- _shard_legs
 -- On a shard: each leg's k best rows here as [[id, score], ...], for the
 -- request the coordinator sends: query, dense, sparse (vectors as text),
--- k, filter, ef_search and the corpus-wide BM25 statistics (documents,
--- total_length, dfs). A leg missing from the request is skipped.
+-- k, filter, ef_search, the corpus-wide BM25 statistics (documents,
+-- total_length, dfs) and keyword_search's match. A leg missing from the
+-- request is skipped.
 create or replace function @extschema@._shard_legs(request jsonb)
 returns jsonb
 as $func$
@@ -86,7 +87,12 @@ begin
         from pg_catalog.jsonb_each_text(request -> 'dfs') as d;
         result := result || pg_catalog.jsonb_build_object('keyword', (
             select coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array(l.id, l.score) order by l.rank), '[]')
-            from @extschema@._keyword_search_bm25query(bm25, k, filter, null) as l
+            from @extschema@._keyword_search_bm25query(
+                bm25, k, filter,
+                case when request ? 'match' then
+                    pg_catalog.websearch_to_tsquery(settings.text_search_config, request ->> 'match')
+                end
+            ) as l
         ));
     end if;
     return result;
