@@ -8,10 +8,14 @@ calls then run on the node and on the coordinator: latency from one client and
 throughput from two. This measures the coordinator's overhead (three parallel round
 trips, JSON in and out, the merge); on 2 shared cores no speed-up is expected.
 
-    .venv/bin/python bench/shards.py --docs 100000
+    .venv/bin/python bench/shards.py --docs 100000 [--save]
 """
 
 import argparse
+import contextlib
+import datetime
+import io
+import os
 import shutil
 import tempfile
 import threading
@@ -26,7 +30,7 @@ from hybrid_search_installer import models, shards
 from hybrid_search_installer.cluster import Cluster
 from hybrid_search_installer.layout import Layout
 from pgvector.psycopg import register_vector
-from retrieval import load, sparse_param
+from retrieval import RESULTS, load, sparse_param
 
 SEARCH = (
     "select id, score from hybrid_search(%s, %s::vector, %s::sparsevec, 10, filter => %s::jsonb)"
@@ -115,7 +119,11 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=10.0, help="per throughput run")
+    parser.add_argument(
+        "--save", action="store_true", help="write bench/results/DATE-shards-DOCS.md"
+    )
     args = parser.parse_args()
+    started_at = time.perf_counter()
 
     layout = Layout.from_environment()
     model = models.installed_model(layout)["model"]
@@ -130,9 +138,11 @@ def main() -> None:
             load(conn, corpus)
             facts.append(("one node: COPY s", f"{time.perf_counter() - started:.1f}"))
             facts.append(("one node: VACUUM + indexes s", f"{finish(conn):.1f}"))
+        loads = [os.getloadavg()]
         for tenant in (None, 3):
             measured["single", tenant] = latency(single, corpus, tenant)
         measured["single", "qps"] = throughput(single, corpus, seconds=args.seconds)
+        loads.append(os.getloadavg())
 
     scratch = Path(tempfile.mkdtemp(prefix="hybrid_search_bench_shards_"))
     scratch.chmod(0o755)
@@ -168,9 +178,11 @@ def main() -> None:
                     )
                 )
                 facts.append((f"shard_{i}: VACUUM + indexes s", f"{finish(conn):.1f}"))
+        loads.append(os.getloadavg())
         for tenant in (None, 3):
             measured["shards", tenant] = latency(dsn, corpus, tenant)
         measured["shards", "qps"] = throughput(dsn, corpus, seconds=args.seconds)
+        loads.append(os.getloadavg())
     finally:
         for cluster in (coordinator, *shard_clusters):
             cluster.destroy()
@@ -189,12 +201,30 @@ def main() -> None:
         [r[0] for r in x] == [r[0] for r in y]
         for x, y in zip(measured["single", None][1], measured["shards", None][1], strict=True)
     )
-    print(f"# one node vs 2 shards, {args.docs} documents, {args.queries} queries\n")
-    print_table(rows, ("measure", "one node", "2 shards", "2 shards / one node"))
-    print()
-    print_table(
-        [*facts, ("same top-10 ids (HNSW per shard vs one graph)", f"{same}/{args.queries}")]
-    )
+    # the machine is shared: the 1-minute load average before and after each side's queries
+    facts += [
+        (f"load average (1 min) {when}", f"{load[0]:.2f}")
+        for when, load in zip(
+            ("one node: before", "one node: after", "2 shards: before", "2 shards: after"),
+            loads,
+            strict=True,
+        )
+    ]
+    facts.append(("whole run, min", f"{(time.perf_counter() - started_at) / 60:.1f}"))
+    report = io.StringIO()
+    with contextlib.redirect_stdout(report):
+        print(f"# one node vs 2 shards, {args.docs} documents, {args.queries} queries\n")
+        print_table(rows, ("measure", "one node", "2 shards", "2 shards / one node"))
+        print()
+        print_table(
+            [*facts, ("same top-10 ids (HNSW per shard vs one graph)", f"{same}/{args.queries}")]
+        )
+    print(report.getvalue(), end="")
+    if args.save:
+        RESULTS.mkdir(exist_ok=True)
+        name = f"{datetime.date.today()}-shards-{args.docs}.md"
+        (RESULTS / name).write_text(report.getvalue())
+        print(f"saved bench/results/{name}")
 
 
 if __name__ == "__main__":

@@ -37,8 +37,25 @@ create table if not exists @extschema@.hybrid_search_shards (
 comment on table @extschema@.hybrid_search_shards is
 'on a coordinator: each shard''s foreign server, hybrid_search schema and hash partition';
 
+-------------------------------------------------------------------------------
+-- hybrid_search_coordinator_tenants
+-- On a coordinator sharded by a metadata key: the one value of it each role
+-- is restricted to (hybrid_search_coordinator_tenant writes it, with the
+-- matching policy on the routing table). Searches of a role under that
+-- policy ask its tenant's shard only, for its tenant's rows only. Owner
+-- only: the fan-out reads it as the owner, never through a setting a role
+-- could change.
+create table if not exists @extschema@.hybrid_search_coordinator_tenants (
+    role regrole primary key,
+    tenant text not null
+);
+
+comment on table @extschema@.hybrid_search_coordinator_tenants is
+'on a coordinator: the tenant (shard key value) each role is restricted to';
+
 select pg_catalog.pg_extension_config_dump('@extschema@.hybrid_search_coordinator', '');
 select pg_catalog.pg_extension_config_dump('@extschema@.hybrid_search_shards', '');
+select pg_catalog.pg_extension_config_dump('@extschema@.hybrid_search_coordinator_tenants', '');
 
 -------------------------------------------------------------------------------
 -- _is_coordinator

@@ -26,6 +26,64 @@ language plpgsql stable security definer
 set search_path to pg_catalog, pg_temp;
 
 -------------------------------------------------------------------------------
+-- _bm25query_rows
+-- The bm25query of these lexemes with the statistics of the rows of
+-- documents the caller sees and row_filter (NULL: all) matches, computed now:
+-- one pass over them, each row's length and the query lexemes it has.
+-- O(those rows), against O(query lexemes) from the index's statistics.
+create or replace function @extschema@._bm25query_rows(
+    lexemes tsvector, k1 double precision, b double precision, row_filter jsonb
+) returns @extschema@.bm25query
+as $func$
+declare
+    visible_documents bigint;
+    visible_length double precision;
+    visible_lexemes text[];
+    visible_dfs bigint[];
+    query_lexemes text[];
+begin
+    -- the query's lexemes as an array once, not once per row and lexeme
+    query_lexemes := pg_catalog.tsvector_to_array(lexemes);
+    with visible as materialized (
+        select l.length, l.matched
+        from @extschema@.documents as d
+        cross join lateral (
+            select
+                sum(coalesce(pg_catalog.cardinality(u.positions), 1)) as length,
+                pg_catalog.array_agg(u.lexeme) filter (
+                    where u.lexeme = any(query_lexemes)
+                ) as matched
+            from pg_catalog.unnest(d.fts) as u
+        ) as l
+        where d.fts is not null and (row_filter is null or d.metadata operator(pg_catalog.@>) row_filter)
+    )
+    select
+        (select count(*) from visible),
+        (select coalesce(sum(v.length), 0) from visible as v),
+        f.lexemes,
+        f.dfs
+    into visible_documents, visible_length, visible_lexemes, visible_dfs
+    from (
+        select
+            pg_catalog.array_agg(m.lexeme order by m.lexeme) as lexemes,
+            pg_catalog.array_agg(m.df order by m.lexeme) as dfs
+        from (
+            select x.lexeme, count(*) as df
+            from visible as v
+            cross join lateral pg_catalog.unnest(v.matched) as x (lexeme)
+            group by x.lexeme
+        ) as m
+    ) as f;
+    return @extschema@._bm25query_statistics(
+        lexemes, k1, b, visible_documents, visible_length,
+        coalesce(visible_lexemes, '{}'), coalesce(visible_dfs, '{}')
+    );
+end;
+$func$
+language plpgsql stable parallel safe security invoker
+set search_path to pg_catalog, pg_temp;
+
+-------------------------------------------------------------------------------
 -- _keyword_bm25query
 -- The bm25query of a keyword search: the query's lexemes under config,
 -- weighted with documents_fts_bm25_idx's statistics, or, for a role under
@@ -46,11 +104,6 @@ as $func$
 declare
     lexemes tsvector;
     settings record;
-    visible_documents bigint;
-    visible_length double precision;
-    visible_lexemes text[];
-    visible_dfs bigint[];
-    query_lexemes text[];
 begin
     select s.bm25_k1, s.bm25_b, s.bm25_statistics into settings
     from @extschema@.hybrid_search_settings as s;
@@ -69,43 +122,7 @@ begin
     if settings.bm25_statistics = 'index' then
         return @extschema@._bm25query_shared(lexemes, settings.bm25_k1, settings.bm25_b);
     end if;
-    -- one pass over the visible rows: each row's length and the query lexemes it
-    -- has (the query's lexemes as an array once, not once per row and lexeme)
-    query_lexemes := pg_catalog.tsvector_to_array(lexemes);
-    with visible as materialized (
-        select l.length, l.matched
-        from @extschema@.documents as d
-        cross join lateral (
-            select
-                sum(coalesce(pg_catalog.cardinality(u.positions), 1)) as length,
-                pg_catalog.array_agg(u.lexeme) filter (
-                    where u.lexeme = any(query_lexemes)
-                ) as matched
-            from pg_catalog.unnest(d.fts) as u
-        ) as l
-        where d.fts is not null
-    )
-    select
-        (select count(*) from visible),
-        (select coalesce(sum(v.length), 0) from visible as v),
-        f.lexemes,
-        f.dfs
-    into visible_documents, visible_length, visible_lexemes, visible_dfs
-    from (
-        select
-            pg_catalog.array_agg(m.lexeme order by m.lexeme) as lexemes,
-            pg_catalog.array_agg(m.df order by m.lexeme) as dfs
-        from (
-            select x.lexeme, count(*) as df
-            from visible as v
-            cross join lateral pg_catalog.unnest(v.matched) as x (lexeme)
-            group by x.lexeme
-        ) as m
-    ) as f;
-    return @extschema@._bm25query_statistics(
-        lexemes, settings.bm25_k1, settings.bm25_b, visible_documents, visible_length,
-        coalesce(visible_lexemes, '{}'), coalesce(visible_dfs, '{}')
-    );
+    return @extschema@._bm25query_rows(lexemes, settings.bm25_k1, settings.bm25_b, null);
 end;
 $func$
 language plpgsql stable parallel unsafe security invoker
@@ -144,14 +161,10 @@ begin
     perform @extschema@._check_query_text('keyword_search', query);
     perform @extschema@._check_search_arguments('keyword_search', k, filter);
     if @extschema@._is_coordinator() then
-        if match is not null then
-            raise exception 'keyword_search: match is not supported on a coordinator'
-            using errcode = 'feature_not_supported';
-        end if;
         -- every shard's k best with the global statistics (016_coordinator.sql)
         return query
         select l.id, l.rank, l.score
-        from @extschema@._coordinator_legs('keyword_search', query, null, null, k, filter, 100) as l;
+        from @extschema@._coordinator_legs('keyword_search', query, null, null, k, filter, 100, match) as l;
         return;
     end if;
     bm25 := @extschema@._keyword_bm25query('keyword_search', query, config);

@@ -7,15 +7,25 @@
 -- _shard_bm25_statistics
 -- On a shard: the BM25 statistics keyword_search would use here for query
 -- (rows, their total length, each query lexeme's df), for the coordinator
--- to add up over all shards (Elasticsearch's dfs_query_then_fetch).
-create or replace function @extschema@._shard_bm25_statistics(query text)
+-- to add up over all shards (Elasticsearch's dfs_query_then_fetch); with
+-- tenant (a metadata filter: a role restricted to one tenant), those of the
+-- rows it matches, counted now.
+create or replace function @extschema@._shard_bm25_statistics(query text, tenant jsonb)
 returns jsonb
 as $func$
 declare
-    config regconfig := (select s.text_search_config from @extschema@.hybrid_search_settings as s);
+    settings record;
     statistics jsonb;
 begin
-    statistics := @extschema@._keyword_bm25query('hybrid_search', query, config)::text::jsonb;
+    select s.text_search_config, s.bm25_k1, s.bm25_b into settings
+    from @extschema@.hybrid_search_settings as s;
+    if tenant is null then
+        statistics := @extschema@._keyword_bm25query('hybrid_search', query, settings.text_search_config)::text::jsonb;
+    else
+        statistics := @extschema@._bm25query_rows(
+            pg_catalog.to_tsvector(settings.text_search_config, query), settings.bm25_k1, settings.bm25_b, tenant
+        )::text::jsonb;
+    end if;
     return pg_catalog.jsonb_build_object(
         'documents', (statistics ->> 'documents')::double precision::bigint,
         -- an integer count, recovered exactly from its average
@@ -36,8 +46,9 @@ set search_path to pg_catalog, pg_temp;
 -- _shard_legs
 -- On a shard: each leg's k best rows here as [[id, score], ...], for the
 -- request the coordinator sends: query, dense, sparse (vectors as text),
--- k, filter, ef_search and the corpus-wide BM25 statistics (documents,
--- total_length, dfs). A leg missing from the request is skipped.
+-- k, filter, ef_search, the corpus-wide BM25 statistics (documents,
+-- total_length, dfs) and keyword_search's match. A leg missing from the
+-- request is skipped.
 create or replace function @extschema@._shard_legs(request jsonb)
 returns jsonb
 as $func$
@@ -76,7 +87,12 @@ begin
         from pg_catalog.jsonb_each_text(request -> 'dfs') as d;
         result := result || pg_catalog.jsonb_build_object('keyword', (
             select coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array(l.id, l.score) order by l.rank), '[]')
-            from @extschema@._keyword_search_bm25query(bm25, k, filter, null) as l
+            from @extschema@._keyword_search_bm25query(
+                bm25, k, filter,
+                case when request ? 'match' then
+                    pg_catalog.websearch_to_tsquery(settings.text_search_config, request ->> 'match')
+                end
+            ) as l
         ));
     end if;
     return result;
@@ -87,13 +103,14 @@ set search_path to pg_catalog, pg_temp;
 
 -------------------------------------------------------------------------------
 -- _shard_documents
--- On a shard: [[id, content, metadata], ...] of the ids it holds.
-create or replace function @extschema@._shard_documents(ids bigint[])
+-- On a shard: [[id, content, metadata], ...] of the ids it holds (with
+-- tenant, a metadata filter, of those it matches).
+create or replace function @extschema@._shard_documents(ids bigint[], tenant jsonb)
 returns jsonb
 as $func$
     select coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array(d.id, d.content, d.metadata)), '[]')
     from @extschema@.documents as d
-    where d.id = any(ids);
+    where d.id = any(ids) and (tenant is null or d.metadata operator(pg_catalog.@>) tenant);
 $func$
 language sql stable parallel safe security invoker
 set search_path to pg_catalog, pg_temp;

@@ -136,6 +136,67 @@ comment on function @extschema@.hybrid_search_coordinator_create(text[], text, t
 'make this database the coordinator of shards (postgres_fdw servers): routing table, foreign partitions, dblink';
 
 -------------------------------------------------------------------------------
+-- hybrid_search_coordinator_tenant
+-- Restricts role to one tenant (a value of the coordinator's metadata shard
+-- key): writes hybrid_search_coordinator_tenants and a policy on the
+-- routing table, hybrid_search_tenant_<role>, for every command, to role
+-- and its members: metadata @> {shard_key: tenant}, the filter the search
+-- adds on the shards, so that a SELECT through the routing table and a
+-- search see the same rows. Row-level security is enabled on the routing
+-- table; a role under it without a declaration can no longer search
+-- (_coordinator_tenant). tenant NULL removes role's declaration and
+-- policy. Owner only: a role cannot change its own tenant.
+create or replace function @extschema@.hybrid_search_coordinator_tenant(role regrole, tenant text)
+returns void
+as $func$
+declare
+    coordinator record;
+    policy text;
+begin
+    select * into coordinator from @extschema@.hybrid_search_coordinator;
+    if not found then
+        raise exception 'hybrid_search_coordinator_tenant: this database is not a coordinator'
+        using errcode = 'object_not_in_prerequisite_state';
+    end if;
+    if coordinator.shard_key is null then
+        raise exception 'hybrid_search_coordinator_tenant: the coordinator is sharded by id, not by a tenant key'
+        using
+            errcode = 'object_not_in_prerequisite_state',
+            hint = 'a coordinator made with hybrid_search_coordinator_create(..., shard_key => ''tenant'')';
+    end if;
+    if role is null then
+        raise exception 'hybrid_search_coordinator_tenant: role must not be NULL'
+        using errcode = 'invalid_parameter_value';
+    end if;
+    policy := 'hybrid_search_tenant_' || (select r.rolname from pg_catalog.pg_roles as r where r.oid = role);
+    if pg_catalog.octet_length(policy) > 63 then
+        raise exception 'hybrid_search_coordinator_tenant: role name % is too long for its policy name %',
+            role, policy
+        using errcode = 'name_too_long';
+    end if;
+    execute pg_catalog.format('drop policy if exists %I on %s', policy, coordinator.routing_table);
+    delete from @extschema@.hybrid_search_coordinator_tenants as t where t.role = $1;
+    if tenant is null then
+        return;
+    end if;
+    insert into @extschema@.hybrid_search_coordinator_tenants (role, tenant) values ($1, $2);
+    execute pg_catalog.format('alter table %s enable row level security', coordinator.routing_table);
+    execute pg_catalog.format(
+        'create policy %I on %s for all to %s using (metadata operator(pg_catalog.@>) %L)'
+        ' with check (metadata operator(pg_catalog.@>) %L)',
+        policy, coordinator.routing_table, role,
+        pg_catalog.jsonb_build_object(coordinator.shard_key, tenant),
+        pg_catalog.jsonb_build_object(coordinator.shard_key, tenant)
+    );
+end;
+$func$
+language plpgsql volatile parallel unsafe security invoker
+set search_path to pg_catalog, pg_temp;
+
+comment on function @extschema@.hybrid_search_coordinator_tenant(regrole, text) is
+'restrict role to one tenant of the coordinator: its searches ask that tenant''s shard for its rows only';
+
+-------------------------------------------------------------------------------
 -- _coordinator_check
 -- On a coordinator (none elsewhere): every shard's hybrid_search_check(),
 -- all shards at once, each check named '<shard>: <check>', and a shard that

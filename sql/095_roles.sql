@@ -23,11 +23,10 @@ as $func$
             'hybrid_search_evaluate', 'hybrid_search_score_run', '_check_table_columns',
             'colbert_rerank', '_colbert_query', '_colbert_check_encoders', '_query_cache_prune',
             '_query_cache_put', '_query_cache_count', 'to_bm25query', '_bm25query', 'bm25_distance',
-            '_bm25query_statistics', '_keyword_bm25query', 'bm25query_out', '_bm25query_shared',
+            '_bm25query_statistics', '_keyword_bm25query', '_bm25query_rows', 'bm25query_out', '_bm25query_shared',
             '_hybrid_search', '_hybrid_search_plan', '_hybrid_search_fuse', '_hybrid_search_rerank',
             '_keyword_search_bm25query',
-            '_is_coordinator', '_coordinator_route', '_coordinator_legs', '_coordinator_documents',
-            '_shards_run', '_shards_send', '_shards_disconnect',
+            '_is_coordinator', '_coordinator_legs', '_coordinator_documents', '_coordinator_fanout',
             '_shard_bm25_statistics', '_shard_legs', '_shard_documents'
         ]::name[]
         when 'write' then array[]::name[]

@@ -25,6 +25,14 @@ OWNER_ONLY = {
     "_shard_schema",
     "_coordinator_partition",
     "_coordinator_check",  # hybrid_search_check's rows of the shards
+    "hybrid_search_coordinator_tenant",
+    # the fan-out, run as the owner by _coordinator_fanout only: no role reaches a
+    # shard but through it (docs/sharding.md, "Tenants")
+    "_coordinator_tenant",
+    "_coordinator_route",
+    "_shards_run",
+    "_shards_send",
+    "_shards_disconnect",
     "hybrid_search_restore",
     "_documents_ddl",
     "_remember_documents_ddl",

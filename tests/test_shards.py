@@ -186,6 +186,7 @@ def test_sharded_search_equals_one_node(request, fixture, single):
                 "sparse_search(%s, 20)",
                 "keyword_search(%s, 20)",
                 'keyword_search(%s, 20, filter => \'{"tenant": "t2"}\')',
+                "keyword_search(%s, 20, match => 'note -dogs')",
             ]:
                 statement = f"select id, rank, score from {leg}"
                 a = coordinator.execute(statement, [query]).fetchall()
@@ -241,6 +242,139 @@ def test_tenant_search_asks_one_shard(by_tenant):
             coordinator.execute("set hybrid_search.shard_statistics = 'some'")
             results(coordinator, "cats")
         coordinator.execute("reset hybrid_search.shard_statistics")
+
+
+TENANT_ROLE, UNDECLARED_ROLE = "hs_tenant_t1", "hs_undeclared"
+
+
+@pytest.fixture
+def tenant_roles(by_tenant, single):
+    """hs_tenant_t1 restricted to tenant t1 by hybrid_search_coordinator_tenant on
+    the coordinator, and the same policy on one node; hs_undeclared under the
+    coordinator's row-level security with no tenant. Both may search and select."""
+    with connect(by_tenant.dsn) as coordinator:
+        coordinator.execute("truncate documents")
+        coordinator.execute("alter sequence documents_id_seq restart")  # one node's ids
+        load(coordinator)
+        vacuum(by_tenant)
+        for conn in (coordinator, single):
+            for role in (TENANT_ROLE, UNDECLARED_ROLE):
+                conn.execute(f"drop role if exists {role}")
+                conn.execute(f"create role {role} login")
+                conn.execute("select hybrid_search_grant(%s, 'search')", [role])
+        coordinator.execute(f"grant select on documents to {TENANT_ROLE}, {UNDECLARED_ROLE}")
+        servers = [n for (n,) in coordinator.execute("select name from hybrid_search_shards")]
+        for server in servers:  # for SELECTs through the foreign partitions only
+            coordinator.execute(
+                f"create user mapping for {TENANT_ROLE} server {server}"
+                " options (user 'postgres', password_required 'false')"
+            )
+        coordinator.execute("select hybrid_search_coordinator_tenant(%s, 't1')", [TENANT_ROLE])
+        single.execute("alter table documents enable row level security")
+        single.execute(
+            f"create policy t1 on documents to {TENANT_ROLE}"
+            """ using (metadata @> '{"tenant": "t1"}')"""
+        )
+        try:
+            yield coordinator
+        finally:
+            single.execute("reset role")
+            single.execute("drop policy t1 on documents")
+            single.execute("alter table documents disable row level security")
+            coordinator.execute("select hybrid_search_coordinator_tenant(%s, null)", [TENANT_ROLE])
+            coordinator.execute("alter table documents disable row level security")
+            for server in servers:
+                coordinator.execute(f"drop user mapping for {TENANT_ROLE} server {server}")
+            for conn in (coordinator, single):
+                for role in (TENANT_ROLE, UNDECLARED_ROLE):
+                    conn.execute(f"drop owned by {role}")
+                    conn.execute(f"drop role {role}")
+
+
+def test_a_tenant_role_asks_its_shard_for_its_rows(by_tenant, single, tenant_roles):
+    coordinator = tenant_roles
+    (owner,) = coordinator.execute(
+        "select distinct tableoid::regclass::text from documents where metadata ->> 'tenant' = 't1'"
+    ).fetchone()
+    as_tenant = f"{by_tenant.dsn} user={TENANT_ROLE}"
+    single.execute(f"set role {TENANT_ROLE}")
+    with connect(as_tenant) as tenant:
+        queried = "select current_setting('hybrid_search.shards_queried')"
+        for query in QUERIES:
+            rows = results(tenant, query)
+            assert rows and {r[2]["tenant"] for r in rows} == {"t1"}
+            assert f"documents_{tenant.execute(queried).fetchone()[0]}" == owner.removeprefix(
+                "public."
+            )
+            # one node under the same policy: the same ids and scores (BM25 with
+            # the statistics of t1's rows there as on its shard)
+            assert_same(rows, results(single, query))
+            for fusion in ["rrf", "raw"]:
+                assert_same(results(tenant, query, fusion), results(single, query, fusion))
+            # its own filter, narrowed further, or naming its tenant again
+            narrow = {"tenant": "t1", "n": 8}
+            expected = results(single, query, filter=narrow)
+            assert_same(results(tenant, query, filter=narrow), expected)
+            assert_same(results(tenant, query, filter={"n": 8}), expected)
+            for leg in ["dense_search(%s, 20)", "sparse_search(%s, 20)", "keyword_search(%s, 20)"]:
+                statement = f"select id, rank, score from {leg}"
+                a = tenant.execute(statement, [query]).fetchall()
+                b = single.execute(statement, [query]).fetchall()
+                assert a and [r[:2] for r in a] == [r[:2] for r in b], leg
+                assert [r[2] for r in a] == pytest.approx([r[2] for r in b], abs=1e-6, rel=0)
+            # another tenant's filter: nothing, and no shard asked
+            assert results(tenant, query, filter={"tenant": "t2"}) == []
+            assert tenant.execute(queried).fetchone()[0] == ""
+        # a SELECT through the routing table sees the same tenant
+        seen = tenant.execute("select distinct metadata ->> 'tenant' from documents").fetchall()
+        assert seen == [("t1",)]
+        # other tenants' rows by id, through the coordinator's internals: none
+        others = [
+            i
+            for (i,) in coordinator.execute(
+                "select id from documents where metadata ->> 'tenant' <> 't1'"
+            )
+        ]
+        assert (
+            tenant.execute(
+                "select count(*) from hybrid_search._coordinator_documents('x', %s, null)",
+                [others],
+            ).fetchone()[0]
+            == 0
+        )
+        # the role cannot change its tenant, act as another role, or reach a shard
+        # itself (no setting is the source of truth)
+        for statement in [
+            "select hybrid_search_coordinator_tenant('hs_tenant_t1', 't2')",
+            "update hybrid_search.hybrid_search_coordinator_tenants set tenant = 't2'",
+            "select * from hybrid_search.hybrid_search_coordinator_tenants",
+            "select * from hybrid_search._coordinator_fanout('x', 'postgres', 'legs', '{}')",
+            "select * from hybrid_search._shards_run('x', '{shard_1}', 'select 1')",
+            "select * from hybrid_search_remote.dblink('shard_1', 'select 1') as t (i int)",
+            "drop policy hybrid_search_tenant_hs_tenant_t1 on documents",
+            "alter table documents disable row level security",
+        ]:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                tenant.execute(statement)
+        tenant.execute("set row_security = off")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            tenant.execute("select * from documents")
+        tenant.execute("reset row_security")
+        assert {r[2]["tenant"] for r in results(tenant, "cats")} == {"t1"}
+    single.execute("reset role")
+
+    # row-level security without a declaration: refused, not every tenant's rows
+    with connect(f"{by_tenant.dsn} user={UNDECLARED_ROLE}") as undeclared:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="no tenant is declared"):
+            results(undeclared, "cats")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="no tenant is declared"):
+            undeclared.execute("select * from dense_search(embed_dense('cats'), 5)").fetchall()
+    # the owner, exempt from the policy, searches every shard as before
+    results(coordinator, "cats")
+    assert (
+        coordinator.execute("select current_setting('hybrid_search.shards_queried')").fetchone()[0]
+        == "shard_1,shard_2,shard_3"
+    )
 
 
 def shard_rows(topology: Topology) -> dict[int, list]:
