@@ -331,5 +331,6 @@ typedef struct SparseListIter
 
 extern void SparseListBegin(SparseListIter *it, SparseReader *r, const SparseDirEntry *entry);
 extern bool SparseListNextBlock(SparseListIter *it);
+extern bool SparseListSeekBlock(SparseListIter *it, uint64 target);
 
 #endif							/* SPARSE_INDEX_H */

@@ -81,6 +81,9 @@ typedef struct SparseScanOpaqueData
 	double		k1;
 	double		b;
 	double		avgdl;
+	double		k1p1;			/* posting_score's constants */
+	double		norm0;
+	double		normLen;
 	/* state */
 	bool		started;
 	bool		rest;			/* ranking every remaining row */
@@ -130,19 +133,29 @@ key_part(double p, double c)
 	return p + c * fabs(p);
 }
 
-/* what a query term of weight qw adds for a posting of weight w in a row of length len */
+/*
+ * What a query term of weight qw adds for a posting of weight w in a row of
+ * length len. BM25's term part, SparseBM25Part's
+ * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avgdl)), is computed as
+ * tf * k1p1 / (tf + norm0 + normLen * len) with the query's constants
+ * k1p1 = k1 + 1, norm0 = k1 * (1 - b) and normLen = k1 * b / avgdl (k1 and 0
+ * when avgdl is 0): one division a posting instead of two, the division
+ * being most of MaxScore's cost per posting. The two differ by a few units
+ * in the last place of a double, far inside the key's margin c * a, so the
+ * key still bounds bm25_distance's exact value from above.
+ */
 static inline double
-posting_score(bool bm25, double qw, float4 w, float4 len, double k1, double b, double avgdl)
+posting_score(bool bm25, double qw, float4 w, float4 len, double k1p1, double norm0, double normLen)
 {
 	if (bm25)
-		return qw * SparseBM25Part(w, len, k1, b, avgdl);
+		return qw * ((double) w * k1p1 / ((double) w + norm0 + normLen * (double) len));
 	return qw * (double) w;
 }
 
 static inline double
 term_score(SparseScanOpaque so, int qi, float4 w, float4 len)
 {
-	return posting_score(so->bm25, so->qw[qi], w, len, so->k1, so->b, so->avgdl);
+	return posting_score(so->bm25, so->qw[qi], w, len, so->k1p1, so->norm0, so->normLen);
 }
 
 /*
@@ -396,17 +409,32 @@ list_next(ListPos *l)
 static bool
 list_seek(ListPos *l, uint64 target)
 {
+	int			lo,
+				hi;
+
 	if (l->it.done)
 		return false;
-	while (l->it.block->lastKey < target)
+	if (l->cur >= target)
+		return true;
+	if (l->it.block->lastKey < target)
 	{
-		if (!list_load(l))
+		if (!SparseListSeekBlock(&l->it, target))
 			return false;
 	}
-	while (l->it.pos < l->it.block->n &&
-		   SparseTidKey(&l->it.tids[l->it.pos]) < target)
-		l->it.pos++;
-	l->cur = SparseTidKey(&l->it.tids[l->it.pos]);
+	/* the first posting >= target: there is one, the block's last */
+	lo = l->it.pos;
+	hi = l->it.block->n - 1;
+	while (lo < hi)
+	{
+		int			mid = lo + (hi - lo) / 2;
+
+		if (SparseTidKey(&l->it.tids[mid]) < target)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	l->it.pos = lo;
+	l->cur = SparseTidKey(&l->it.tids[lo]);
 	return true;
 }
 
@@ -514,26 +542,35 @@ keep_pending_fn(double key, bool isnull, uint64 tid, void *arg)
 
 /*
  * Add a posting block's scores to their rows' slots; what is wrong with the
- * block, or NULL. Inlined with a constant mixed (absSums kept or not).
+ * block, or NULL. Inlined with a constant mixed (absSums kept or not). The
+ * block's fields and the arrays are read into restrict-qualified locals: the
+ * build's -fno-strict-aliasing would otherwise reload them after every store
+ * into sums (the loop runs once per posting of the query's terms).
  */
 static pg_attribute_always_inline const char *
 add_block(SparseScanOpaque so, int qi, SparsePostingBlock *b, BlockNumber maxBlock,
 		  OffsetNumber maxOffset, bool mixed)
 {
-	ItemPointerData *tids = SPARSE_BLOCK_TIDS(b);
-	float4	   *weights = SPARSE_BLOCK_WEIGHTS(b);
-	double	   *sums = so->sums;
-	double	   *absSums = so->absSums;
-	double		qw = so->qw[qi];
+	const ItemPointerData *restrict tids = SPARSE_BLOCK_TIDS(b);
+	const float4 *restrict weights = SPARSE_BLOCK_WEIGHTS(b);
+	double	   *restrict sums = so->sums;
+	double	   *restrict absSums = so->absSums;
+	const double qw = so->qw[qi];
+	const int	n = b->n;
+	const uint32 offsets = maxOffset;
 
-	for (int j = 0; j < b->n; j++)
+	/* TIDs ascend in a block: its last row's heap block is its largest */
+	if (unlikely(ItemPointerGetBlockNumberNoCheck(&tids[n - 1]) > maxBlock))
+		return "posting of a row beyond the segment's rows in";
+	for (int j = 0; j < n; j++)
 	{
-		BlockNumber hblk = ItemPointerGetBlockNumberNoCheck(&tids[j]);
-		OffsetNumber hoff = ItemPointerGetOffsetNumberNoCheck(&tids[j]);
-		int64		slot = (int64) hblk * maxOffset + hoff - 1;
+		uint32		hblk = ((uint32) tids[j].ip_blkid.bi_hi << 16) | tids[j].ip_blkid.bi_lo;
+		uint32		hoff = tids[j].ip_posid;
+		int64		slot = (int64) hblk * offsets + hoff - 1;
 		double		p;
 
-		if (unlikely(hblk > maxBlock || hoff == 0 || hoff > maxOffset))
+		/* an offset of 0 or past the largest would land in another row's slot */
+		if (unlikely(hoff - 1 >= offsets))
 			return "posting of a row beyond the segment's rows in";
 		p = posting_score(false, qw, weights[j], 0, 0, 0, 0);
 		sums[slot] += p;
@@ -706,11 +743,23 @@ rank_all(IndexScanDesc scan)
 	return true;
 }
 
-/* the best so->batchN rows with key > 0 after the cursor, from rank_all's keys */
+/*
+ * The best so->batchN rows with key > 0 after the cursor, from rank_all's
+ * keys. One pass over the slots; a slot is looked at further only when its
+ * key reaches worst, the heap's worst key once the heap is full (a row below
+ * it cannot enter), kept in a local so that the loop over every slot is a
+ * load, a multiply-add and a compare.
+ */
 static void
 batch_from_sums(SparseScanOpaque so)
 {
 	TopN		heap;
+	const double *restrict sums = so->sums;
+	const double *restrict absSums = so->absSums;
+	const double c = so->c;
+	const int64 nslots = so->nslots;
+	const OffsetNumber offsets = so->slotOffsets;
+	double		worst = 0;
 
 	heap.max = so->batchN;
 	heap.n = 0;
@@ -718,20 +767,24 @@ batch_from_sums(SparseScanOpaque so)
 	for (int64 i = 0; i < so->npending; i++)
 		if (after_cursor(so, so->pendingRows[i].key, so->pendingRows[i].tid))
 			topn_push(&heap, so->pendingRows[i].key, so->pendingRows[i].tid);
-	for (int64 slot = 0; slot < so->nslots; slot++)
+	if (heap.n == heap.max)
+		worst = heap.rows[0].key;
+	for (int64 slot = 0; slot < nslots; slot++)
 	{
-		double		s = so->sums[slot];
-		double		key;
+		double		s = sums[slot];
+		double		key = s + c * (absSums ? absSums[slot] : s);
 		uint64		tid;
 
-		if (s == 0 && so->absSums == NULL)
+		/* key > 0, and not below the heap's worst when it is full */
+		if (likely(key <= 0 || key < worst))
 			continue;
-		key = s + so->c * (so->absSums ? so->absSums[slot] : s);
-		if (key <= 0 || (heap.n == heap.max && key < heap.rows[0].key))
-			continue;
-		tid = ((uint64) (slot / so->slotOffsets) << 16) | (uint64) (slot % so->slotOffsets + 1);
+		tid = ((uint64) (slot / offsets) << 16) | (uint64) (slot % offsets + 1);
 		if (after_cursor(so, key, tid))
+		{
 			topn_push(&heap, key, tid);
+			if (heap.n == heap.max)
+				worst = heap.rows[0].key;
+		}
 	}
 	qsort(heap.rows, heap.n, sizeof(ScanRow), row_cmp);
 	so->rows = heap.rows;
@@ -1040,6 +1093,9 @@ sparse_rescan(IndexScanDesc scan, ScanKey keys, int nkeys, ScanKey orderbys, int
 	{
 		SparseBM25QueryTerms(scan->indexRelation, scan->orderByData[0].sk_argument,
 							 &so->nq, &so->qterms, &so->qw, &so->k1, &so->b, &so->avgdl);
+		so->k1p1 = so->k1 + 1.0;
+		so->norm0 = so->avgdl > 0 ? so->k1 * (1.0 - so->b) : so->k1;
+		so->normLen = so->avgdl > 0 ? so->k1 * so->b / so->avgdl : 0;
 		so->queryNull = false;
 	}
 	else if (scan->numberOfOrderBys > 0 && !(scan->orderByData[0].sk_flags & SK_ISNULL))

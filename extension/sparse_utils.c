@@ -454,18 +454,32 @@ SparseListBegin(SparseListIter *it, SparseReader *r, const SparseDirEntry *entry
 bool
 SparseListNextBlock(SparseListIter *it)
 {
+	return SparseListSeekBlock(it, 0);
+}
+
+/*
+ * Copy the next block of the list whose last row's key is >= target into
+ * it->block: the blocks before it are passed over where they lie, their
+ * headers read under the page's lock, not copied (MaxScore's probes skip
+ * most blocks of a long list). Returns false at the end of the list or on a
+ * conflict (reader->conflict set).
+ */
+bool
+SparseListSeekBlock(SparseListIter *it, uint64 target)
+{
 	Buffer		buf;
 	Page		page;
 	ItemId		iid;
 	SparsePostingBlock *b;
+	uint16		flags = SparseIsBM25(it->reader->index) ? SPARSE_BLOCK_LENGTHS : 0;
 
-	if (it->done || it->blocksLeft == 0)
-	{
-		it->done = true;
-		return false;
-	}
 	for (;;)
 	{
+		if (it->done || it->blocksLeft == 0)
+		{
+			it->done = true;
+			return false;
+		}
 		if (!BlockNumberIsValid(it->blk))
 		{
 			it->reader->conflict = true;
@@ -482,34 +496,39 @@ SparseListNextBlock(SparseListIter *it)
 			it->done = true;
 			return false;
 		}
-		if (it->off <= PageGetMaxOffsetNumber(page))
-			break;
-		it->blk = SparsePageGetOpaque(page)->next;
-		it->off = FirstOffsetNumber;
+		for (; it->off <= PageGetMaxOffsetNumber(page) && it->blocksLeft > 0; it->off++, it->blocksLeft--)
+		{
+			iid = PageGetItemId(page, it->off);
+			b = (SparsePostingBlock *) PageGetItem(page, iid);
+			if (ItemIdGetLength(iid) < offsetof(SparsePostingBlock, data) ||
+				b->n == 0 || b->n > SPARSE_BLOCK_POSTINGS || b->flags != flags ||
+				ItemIdGetLength(iid) != SPARSE_BLOCK_SIZE_FLAGS(b->n, b->flags))
+			{
+				UnlockReleaseBuffer(buf);
+				ereport(ERROR,
+						(errcode(ERRCODE_INDEX_CORRUPTED),
+						 errmsg("malformed posting block in sparse_inverted index \"%s\" (block %u, item %u)",
+								RelationGetRelationName(it->reader->index), it->blk, it->off)));
+			}
+			if (b->lastKey < target)
+				continue;
+			memcpy(it->block, b, ItemIdGetLength(iid));
+			UnlockReleaseBuffer(buf);
+			it->off++;
+			it->blocksLeft--;
+			it->tids = SPARSE_BLOCK_TIDS(it->block);
+			it->weights = SPARSE_BLOCK_WEIGHTS(it->block);
+			it->lengths = (it->block->flags & SPARSE_BLOCK_LENGTHS) ? SPARSE_BLOCK_LENGTHS_OF(it->block) : NULL;
+			it->pos = 0;
+			return true;
+		}
+		if (it->blocksLeft > 0)
+		{
+			it->blk = SparsePageGetOpaque(page)->next;
+			it->off = FirstOffsetNumber;
+		}
 		UnlockReleaseBuffer(buf);
 	}
-	iid = PageGetItemId(page, it->off);
-	b = (SparsePostingBlock *) PageGetItem(page, iid);
-	if (ItemIdGetLength(iid) < offsetof(SparsePostingBlock, data) ||
-		b->n == 0 || b->n > SPARSE_BLOCK_POSTINGS ||
-		b->flags != (SparseIsBM25(it->reader->index) ? SPARSE_BLOCK_LENGTHS : 0) ||
-		ItemIdGetLength(iid) != SPARSE_BLOCK_SIZE_FLAGS(b->n, b->flags))
-	{
-		UnlockReleaseBuffer(buf);
-		ereport(ERROR,
-				(errcode(ERRCODE_INDEX_CORRUPTED),
-				 errmsg("malformed posting block in sparse_inverted index \"%s\" (block %u, item %u)",
-						RelationGetRelationName(it->reader->index), it->blk, it->off)));
-	}
-	memcpy(it->block, b, ItemIdGetLength(iid));
-	UnlockReleaseBuffer(buf);
-	it->off++;
-	it->blocksLeft--;
-	it->tids = SPARSE_BLOCK_TIDS(it->block);
-	it->weights = SPARSE_BLOCK_WEIGHTS(it->block);
-	it->lengths = (it->block->flags & SPARSE_BLOCK_LENGTHS) ? SPARSE_BLOCK_LENGTHS_OF(it->block) : NULL;
-	it->pos = 0;
-	return true;
 }
 
 /*

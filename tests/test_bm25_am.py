@@ -205,6 +205,40 @@ def test_exact_under_writes_and_vacuum(docs):
             assert_exact(conn, rows, query, k)
 
 
+def test_exact_when_probes_skip_blocks(docs):
+    """Rare words beside the commonest one, with first batches of 3 rows: the rare
+    words' rows fill a batch, so the common word's list cannot bring a row in alone
+    and MaxScore probes it only at their rows, passing over most of its blocks (and
+    pages) unread; exact at every k (many batches), under a filter, and with
+    pending rows."""
+    conn, rows, rng = docs
+    df = {w: sum(1 for r in rows.values() if r and f"w{w}" in r) for w in range(1, VOCABULARY + 1)}
+    common = max(df, key=df.get)
+    rare = [w for w in df if 3 <= df[w] <= 30][:3]
+    assert df[common] > 1000 and len(rare) == 3
+    tenant3 = {i for i in rows if i % 10 == 3}
+    conn.execute("set hybrid_search.sparse_batch_size = 3")
+    try:
+        for query in [f"w{common} w{r}" for r in rare] + [f"w{common} w{rare[0]} w{rare[1]}"]:
+            for k in KS:
+                assert_exact(conn, rows, query, k)
+            for k in [10, 100]:
+                assert_exact(conn, rows, query, k, where="tenant = 3", visible=tenant3)
+        conn.execute("set hybrid_search.sparse_pending_limit = 100000")  # keep rows pending
+        for t in random_texts(rng, 200):
+            i = len(rows)
+            conn.execute(
+                "insert into am_docs values (%s, %s, %s, to_tsvector('simple', %s))",
+                [i, i % 10, t, t],
+            )
+            rows[i] = lexemes(t)
+        for k in KS:
+            assert_exact(conn, rows, f"w{common} w{rare[0]}", k)
+    finally:
+        conn.execute("reset hybrid_search.sparse_batch_size")
+        conn.execute("reset hybrid_search.sparse_pending_limit")
+
+
 def test_filter_returns_k_rows_whenever_k_match(docs):
     conn, rows, rng = docs
     tenant3 = {i for i in rows if i % 10 == 3}
