@@ -48,7 +48,8 @@ begin
     end if;
 end;
 $func$
-language plpgsql stable parallel unsafe security invoker
+-- reads the catalogs only: hybrid_search_score_run, parallel restricted, calls it
+language plpgsql stable parallel safe security invoker
 set search_path to pg_catalog, pg_temp;
 
 -------------------------------------------------------------------------------

@@ -159,6 +159,7 @@ def _refused_then_fine(dsn, watch, language, module_loaded, runner):
 # What the audit of every function's body found (sql/*.sql); a new function that is not
 # PARALLEL UNSAFE, or not VOLATILE, must be audited and added here.
 PARALLEL_SAFE = {
+    "_check_table_columns(text,text,regclass,name[])",
     "_check_query_model(text)",  # reads settings and documents
     "_check_query_text(text,text)",
     "_check_query_vector(text,boolean)",
@@ -181,7 +182,9 @@ PARALLEL_SAFE = {
     "to_bm25query(regclass,text,regconfig)",  # reads settings and the index
     "_is_coordinator()",  # reads hybrid_search_coordinator
     "_coordinator_route(jsonb)",  # reads the shard tables, satisfies_hash_partition
-    "_shard_documents(bigint[])",  # reads documents
+    "_shard_documents(bigint[],jsonb)",  # reads documents
+    "_coordinator_tenant(text,name)",  # reads hybrid_search_coordinator_tenants
+    "_bm25query_rows(tsvector,double precision,double precision,jsonb)",  # reads documents
 }
 PARALLEL_RESTRICTED = {
     "hybrid_search_score_run(hybrid_search_run_row[],regclass,integer,text[])",  # qrels may be
