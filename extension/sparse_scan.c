@@ -438,6 +438,18 @@ list_seek(ListPos *l, uint64 target)
 	return true;
 }
 
+/* the smallest current row of lists[from..n-1]; PG_UINT64_MAX when all ended */
+static inline uint64
+smallest_current(const ListPos *lists, int from, int n)
+{
+	uint64		d = PG_UINT64_MAX;
+
+	for (int i = from; i < n; i++)
+		if (!lists[i].it.done && lists[i].cur < d)
+			d = lists[i].cur;
+	return d;
+}
+
 static int
 list_ub_cmp(const void *a, const void *b)
 {
@@ -843,15 +855,13 @@ run_batch(IndexScanDesc scan)
 
 	for (;;)
 	{
-		uint64		d = PG_UINT64_MAX;
+		uint64		d;
 		double		partial = 0;
 		bool		dropped = false;
 		double		key;
 
 		CHECK_FOR_INTERRUPTS();
-		for (int i = e; i < nl; i++)
-			if (!lists[i].it.done && lists[i].cur < d)
-				d = lists[i].cur;
+		d = smallest_current(lists, e, nl);
 		if (r.conflict)
 			return false;
 		if (d == PG_UINT64_MAX)
@@ -975,12 +985,10 @@ run_rest(IndexScanDesc scan)
 	contrib = palloc0(sizeof(double) * Max(so->nq, 1));
 	for (;;)
 	{
-		uint64		d = PG_UINT64_MAX;
+		uint64		d;
 
 		CHECK_FOR_INTERRUPTS();
-		for (int i = 0; i < nl; i++)
-			if (!lists[i].it.done && lists[i].cur < d)
-				d = lists[i].cur;
+		d = smallest_current(lists, 0, nl);
 		if (r.conflict)
 			return false;
 		if (d == PG_UINT64_MAX)
