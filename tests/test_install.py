@@ -90,7 +90,7 @@ SECURITY_DEFINER = {
     "_source_truncated()",
     "_documents_fulltext()",
     "_bm25query_shared(tsvector,double precision,double precision)",
-    "_coordinator_fanout(text,name,text,jsonb)",  # the shard rounds, as the owner, for current_user only
+    "_coordinator_fanout(text,name,text,jsonb)",  # shard rounds, for current_user only
     "_source_dropped()",
     "_source_altered()",
 }
