@@ -53,6 +53,7 @@
 #include "access/relscan.h"
 #include "extension/vector/sparsevec.h"
 #include "miscadmin.h"
+#include "pgstat.h"
 #include "storage/bufmgr.h"
 #include "utils/float.h"
 #include "utils/memutils.h"
@@ -1242,6 +1243,11 @@ sparse_gettuple(IndexScanDesc scan, ScanDirection dir)
 				if (so->batchN * 2 > so->totalDocs)
 					so->rest = true;
 			}
+		}
+		else
+		{
+			/* pg_stat_user_indexes.idx_scan: a DBA looks there for unused indexes */
+			pgstat_count_index_scan(scan->indexRelation);
 		}
 		so->started = true;
 		if (so->queryNull)

@@ -345,3 +345,23 @@ def test_search_statements_are_not_jit_compiled(corpus):
     assert len(nested) >= 2, plans
     assert not [p for p in nested if "JIT:" in p]
     assert [p for p in plans if "from hybrid_search(" in p and "JIT:" in p]
+
+
+def test_index_scans_are_counted_for_the_dba(corpus):
+    """pg_stat_user_indexes.idx_scan is where a DBA looks for unused indexes: the
+    sparse_inverted scans of the sparse and BM25 legs must count there."""
+    scans = (
+        "select indexrelname, idx_scan from pg_stat_user_indexes"
+        " where indexrelname in ('documents_sparse_idx', 'documents_fts_bm25_idx')"
+    )
+    before = dict(corpus.execute(scans).fetchall())
+    assert set(before) == {"documents_sparse_idx", "documents_fts_bm25_idx"}
+    for _ in range(3):
+        leg(corpus, "sparse_search", "index without blocking", 5)
+        leg(corpus, "keyword_search", "index without blocking", 5)
+    for _ in range(50):  # statistics reach the view asynchronously
+        after = dict(corpus.execute(scans).fetchall())
+        if all(after[name] >= before[name] + 3 for name in before):
+            break
+        time.sleep(0.1)
+    assert all(after[name] >= before[name] + 3 for name in before), (before, after)
