@@ -42,9 +42,7 @@ from retrieval import (
 
 
 def build(conn, corpus):
-    prepare_documents(conn)
-    # no leg here uses the dense HNSW index, which would make the COPY minutes longer
-    conn.execute("drop index if exists documents_dense_idx")
+    prepare_documents(conn)  # no leg here uses the dense index it drops
     load(conn, corpus)
     conn.execute("vacuum analyze documents")
     conn.execute(SPARSE_INDEX)

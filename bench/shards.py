@@ -4,9 +4,10 @@ The retrieval benchmark's synthetic corpus (bench/corpus.py: 1024-d vectors, spa
 vectors, Zipf words, 10 tenants) is loaded with its vectors into one node, and into
 two shard servers (each row COPied straight to the shard its id hashes to, as the
 coordinator's routing table would place it). The same hybrid_search(query, vectors)
-calls then run on the node and on the coordinator: latency from one client and
-throughput from two. This measures the coordinator's overhead (three parallel round
-trips, JSON in and out, the merge); on 2 shared cores no speed-up is expected.
+calls then run on the node and on the coordinator, both up at once and taking turns
+query by query: latency from one client and throughput from two. This measures the
+coordinator's overhead (three parallel round trips, JSON in and out, the merge); on
+2 shared cores no speed-up is expected.
 
     .venv/bin/python bench/shards.py --docs 100000 [--save]
 """
@@ -25,27 +26,20 @@ from pathlib import Path
 import numpy as np
 import psycopg
 from common import print_table, scratch_database
-from corpus import DIM, VOCAB, Corpus
+from corpus import Corpus
 from hybrid_search_installer import models, shards
 from hybrid_search_installer.cluster import Cluster
 from hybrid_search_installer.layout import Layout
 from pgvector.psycopg import register_vector
-from retrieval import RESULTS, load, sparse_param
+from retrieval import RESULTS, load, prepare_documents, sparse_param
 
 SEARCH = (
     "select id, score from hybrid_search(%s, %s::vector, %s::sparsevec, 10, filter => %s::jsonb)"
 )
 
 
-def prepare(conn) -> None:
-    conn.execute(
-        f"alter table documents alter column dense type vector({DIM}),"
-        f" alter column sparse type sparsevec({VOCAB})"
-    )
-    conn.execute("alter table documents set (autovacuum_enabled = false)")
-    # built after the load, as bench/retrieval.py does
-    conn.execute("drop index documents_sparse_idx")
-    conn.execute("drop index documents_fts_bm25_idx")
+# as bench/retrieval.py's cluster: the indexes build in memory, no checkpoint mid-load
+CONF = "shared_buffers = 2GB\nmaintenance_work_mem = 2GB\nmax_wal_size = 8GB\n"
 
 
 def finish(conn) -> float:
@@ -78,17 +72,29 @@ def connect(dsn):
     return conn
 
 
-def latency(dsn, corpus, tenant) -> tuple[list[float], list]:
-    with connect(dsn) as conn:
+def latency(dsns, corpus, tenant) -> list[tuple[list[float], list]]:
+    """Each query on every side in turn (the order alternating from query to query),
+    so a change in the shared machine's load reaches every side alike."""
+    conns = [connect(dsn) for dsn in dsns]
+    try:
         qs = range(len(corpus.q_text))
-        for q in list(qs)[:5]:  # plans, connections to the shards
-            conn.execute(SEARCH, params(corpus, q, tenant), prepare=True).fetchall()
-        times, answers = [], []
+        for conn in conns:
+            for q in list(qs)[:5]:  # plans, connections to the shards
+                conn.execute(SEARCH, params(corpus, q, tenant), prepare=True).fetchall()
+        sides = [([], []) for _ in conns]
         for q in qs:
-            started = time.perf_counter()
-            answers.append(conn.execute(SEARCH, params(corpus, q, tenant), prepare=True).fetchall())
-            times.append((time.perf_counter() - started) * 1000)
-    return times, answers
+            order = range(len(conns)) if q % 2 == 0 else reversed(range(len(conns)))
+            for side in order:
+                started = time.perf_counter()
+                answer = (
+                    conns[side].execute(SEARCH, params(corpus, q, tenant), prepare=True).fetchall()
+                )
+                sides[side][0].append((time.perf_counter() - started) * 1000)
+                sides[side][1].append(answer)
+        return sides
+    finally:
+        for conn in conns:
+            conn.close()
 
 
 def throughput(dsn, corpus, clients=2, seconds=10.0) -> float:
@@ -114,6 +120,25 @@ def throughput(dsn, corpus, clients=2, seconds=10.0) -> float:
     return sum(done) / seconds
 
 
+def placement(dsn, docs) -> list[list[int]]:
+    """The corpus positions each shard owns, by the coordinator's routing table."""
+    with connect(dsn) as conn:
+        return [
+            [
+                i - 1
+                for (i,) in conn.execute(
+                    "select i from generate_series(1, %s) as i"
+                    " where satisfies_hash_partition('public.documents'::regclass,"
+                    " %s, %s, i::bigint)",
+                    [docs, modulus, remainder],
+                )
+            ]
+            for modulus, remainder in conn.execute(
+                "select modulus, remainder from hybrid_search_shards order by name"
+            ).fetchall()
+        ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=100_000)
@@ -131,58 +156,45 @@ def main() -> None:
     facts = []
     measured = {}
 
-    with scratch_database(layout, model) as single:
-        with connect(single) as conn:
-            prepare(conn)
-            started = time.perf_counter()
-            load(conn, corpus)
-            facts.append(("one node: COPY s", f"{time.perf_counter() - started:.1f}"))
-            facts.append(("one node: VACUUM + indexes s", f"{finish(conn):.1f}"))
-        loads = [os.getloadavg()]
-        for tenant in (None, 3):
-            measured["single", tenant] = latency(single, corpus, tenant)
-        measured["single", "qps"] = throughput(single, corpus, seconds=args.seconds)
-        loads.append(os.getloadavg())
-
     scratch = Path(tempfile.mkdtemp(prefix="hybrid_search_bench_shards_"))
     scratch.chmod(0o755)
     coordinator = Cluster(scratch / "coordinator", port=5432)
     shard_clusters = [Cluster(scratch / f"shard_{i}", port=5432) for i in (1, 2)]
     try:
-        shards.start_local(layout, 2, 5432, model, clusters=(coordinator, shard_clusters))
-        dsn = coordinator.dsn(shards.DATABASE)
-        with connect(dsn) as conn:
-            placement = {
-                name: [
-                    i - 1
-                    for (i,) in conn.execute(
-                        "select i from generate_series(1, %s) as i"
-                        " where satisfies_hash_partition('public.documents'::regclass,"
-                        " %s, %s, i::bigint)",
-                        [args.docs, modulus, remainder],
-                    )
-                ]
-                for name, modulus, remainder in conn.execute(
-                    "select name, modulus, remainder from hybrid_search_shards"
-                ).fetchall()
-            }
-        for i, cluster in enumerate(shard_clusters, start=1):
-            with connect(cluster.dsn(shards.DATABASE)) as conn:
-                prepare(conn)
+        with scratch_database(layout, model, CONF) as single:
+            with connect(single) as conn:
+                prepare_documents(conn)
                 started = time.perf_counter()
-                load(conn, corpus, placement[f"shard_{i}"])
-                facts.append(
-                    (
-                        f"shard_{i}: {len(placement[f'shard_{i}'])} rows, COPY s",
-                        f"{time.perf_counter() - started:.1f}",
+                load(conn, corpus)
+                facts.append(("one node: COPY s", f"{time.perf_counter() - started:.1f}"))
+                facts.append(("one node: VACUUM + indexes s", f"{finish(conn):.1f}"))
+            for cluster in shard_clusters:
+                cluster.init()
+                with (cluster.data / "postgresql.conf").open("a") as f:
+                    f.write(CONF)
+            shards.start_local(layout, 2, 5432, model, clusters=(coordinator, shard_clusters))
+            dsn = coordinator.dsn(shards.DATABASE)
+            for name, ids, cluster in zip(
+                ("shard_1", "shard_2"), placement(dsn, args.docs), shard_clusters, strict=True
+            ):
+                with connect(cluster.dsn(shards.DATABASE)) as conn:
+                    prepare_documents(conn)
+                    started = time.perf_counter()
+                    load(conn, corpus, ids)
+                    facts.append(
+                        (f"{name}: {len(ids)} rows, COPY s", f"{time.perf_counter() - started:.1f}")
                     )
-                )
-                facts.append((f"shard_{i}: VACUUM + indexes s", f"{finish(conn):.1f}"))
-        loads.append(os.getloadavg())
-        for tenant in (None, 3):
-            measured["shards", tenant] = latency(dsn, corpus, tenant)
-        measured["shards", "qps"] = throughput(dsn, corpus, seconds=args.seconds)
-        loads.append(os.getloadavg())
+                    facts.append((f"{name}: VACUUM + indexes s", f"{finish(conn):.1f}"))
+            loads = [os.getloadavg()]
+            for tenant in (None, 3):
+                one, two = latency((single, dsn), corpus, tenant)
+                measured["single", tenant], measured["shards", tenant] = one, two
+            qps = {"single": 0.0, "shards": 0.0}
+            for _ in range(2):  # alternated, as the latencies are
+                for side, side_dsn in (("single", single), ("shards", dsn)):
+                    qps[side] += throughput(side_dsn, corpus, seconds=args.seconds / 2) / 2
+            measured["single", "qps"], measured["shards", "qps"] = qps["single"], qps["shards"]
+            loads.append(os.getloadavg())
     finally:
         for cluster in (coordinator, *shard_clusters):
             cluster.destroy()
@@ -201,14 +213,10 @@ def main() -> None:
         [r[0] for r in x] == [r[0] for r in y]
         for x, y in zip(measured["single", None][1], measured["shards", None][1], strict=True)
     )
-    # the machine is shared: the 1-minute load average before and after each side's queries
+    # the machine is shared: the 1-minute load average before and after the queries
     facts += [
-        (f"load average (1 min) {when}", f"{load[0]:.2f}")
-        for when, load in zip(
-            ("one node: before", "one node: after", "2 shards: before", "2 shards: after"),
-            loads,
-            strict=True,
-        )
+        (f"load average (1 min) {when} the queries", f"{load[0]:.2f}")
+        for when, load in zip(("before", "after"), loads, strict=True)
     ]
     facts.append(("whole run, min", f"{(time.perf_counter() - started_at) / 60:.1f}"))
     report = io.StringIO()
