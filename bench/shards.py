@@ -5,9 +5,10 @@ vectors, Zipf words, 10 tenants) is loaded with its vectors into one node, and i
 two shard servers (each row COPied straight to the shard its id hashes to, as the
 coordinator's routing table would place it). The same hybrid_search(query, vectors)
 calls then run on the node and on the coordinator, both up at once and taking turns
-query by query: latency from one client and throughput from two. This measures the
-coordinator's overhead (three parallel round trips, JSON in and out, the merge); on
-2 shared cores no speed-up is expected.
+query by query: latency from one client, the CPU the servers spend per query (the
+node's backend; the coordinator's and the shards' backends) and throughput from two
+clients. This measures the coordinator's overhead (rounds of parallel calls, JSON in
+and out, the merge); on 2 shared cores no speed-up is expected.
 
     .venv/bin/python bench/shards.py --docs 100000 [--save]
 """
@@ -72,16 +73,43 @@ def connect(dsn):
     return conn
 
 
-def latency(dsns, corpus, tenant) -> list[tuple[list[float], list]]:
+def backend_cpu(pids) -> float:
+    """Seconds of CPU the server processes pids have used (same machine: /proc)."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def latency(sides, corpus, tenant) -> list[tuple[list[float], list, float, float]]:
     """Each query on every side in turn (the order alternating from query to query),
-    so a change in the shared machine's load reaches every side alike."""
-    conns = [connect(dsn) for dsn in dsns]
+    so a change in the shared machine's load reaches every side alike. sides: each
+    side's DSN and the DSNs of the servers its searches reach (a coordinator's
+    shards); with every side's times and answers, the CPU its own backend and all
+    its server processes spent per query, in ms."""
+    conns = [connect(dsn) for dsn, _ in sides]
     try:
         qs = range(len(corpus.q_text))
         for conn in conns:
             for q in list(qs)[:5]:  # plans, connections to the shards
                 conn.execute(SEARCH, params(corpus, q, tenant), prepare=True).fetchall()
-        sides = [([], []) for _ in conns]
+        pids = []
+        for conn, (_, reached) in zip(conns, sides, strict=True):
+            mine = [conn.execute("select pg_backend_pid()").fetchone()[0]]
+            for dsn in reached:  # the coordinator's connections, the only ones there now
+                with connect(dsn) as shard:
+                    mine += [
+                        pid
+                        for (pid,) in shard.execute(
+                            "select pid from pg_stat_activity where backend_type = 'client backend'"
+                            " and datname = current_database() and pid <> pg_backend_pid()"
+                        )
+                    ]
+            pids.append(mine)
+        # each side's own backend, then all its server processes
+        cpu = [(backend_cpu(p[:1]), backend_cpu(p)) for p in pids]
+        measured = [([], []) for _ in conns]
         for q in qs:
             order = range(len(conns)) if q % 2 == 0 else reversed(range(len(conns)))
             for side in order:
@@ -89,9 +117,17 @@ def latency(dsns, corpus, tenant) -> list[tuple[list[float], list]]:
                 answer = (
                     conns[side].execute(SEARCH, params(corpus, q, tenant), prepare=True).fetchall()
                 )
-                sides[side][0].append((time.perf_counter() - started) * 1000)
-                sides[side][1].append(answer)
-        return sides
+                measured[side][0].append((time.perf_counter() - started) * 1000)
+                measured[side][1].append(answer)
+        return [
+            (
+                times,
+                answers,
+                (backend_cpu(p[:1]) - own) * 1000 / len(qs),
+                (backend_cpu(p) - every) * 1000 / len(qs),
+            )
+            for (times, answers, *_), p, (own, every) in zip(measured, pids, cpu, strict=True)
+        ]
     finally:
         for conn in conns:
             conn.close()
@@ -187,7 +223,11 @@ def main() -> None:
                     facts.append((f"{name}: VACUUM + indexes s", f"{finish(conn):.1f}"))
             loads = [os.getloadavg()]
             for tenant in (None, 3):
-                one, two = latency((single, dsn), corpus, tenant)
+                one, two = latency(
+                    ((single, ()), (dsn, [c.dsn(shards.DATABASE) for c in shard_clusters])),
+                    corpus,
+                    tenant,
+                )
                 measured["single", tenant], measured["shards", tenant] = one, two
             qps = {"single": 0.0, "shards": 0.0}
             for _ in range(2):  # alternated, as the latencies are
@@ -202,11 +242,20 @@ def main() -> None:
 
     rows = []
     for tenant, name in ((None, "hybrid_search"), (3, "hybrid_search, tenant filter")):
-        one, _ = measured["single", tenant]
-        two, _ = measured["shards", tenant]
+        one, _, _, one_cpu = measured["single", tenant]
+        two, _, coordinator_cpu, two_cpu = measured["shards", tenant]
         for p in (50, 95):
             a, b = np.percentile(one, p), np.percentile(two, p)
             rows.append((f"{name} p{p} ms", f"{a:.2f}", f"{b:.2f}", f"{b / a:.2f}x"))
+        rows.append(
+            (
+                f"{name}: server CPU ms a query",
+                f"{one_cpu:.2f}",
+                f"{two_cpu:.2f}",
+                f"{two_cpu / one_cpu:.2f}x",
+            )
+        )
+        rows.append((f"{name}: of which the coordinator's", "", f"{coordinator_cpu:.2f}", ""))
     a, b = measured["single", "qps"], measured["shards", "qps"]
     rows.append(("throughput, 2 clients, queries/s", f"{a:.1f}", f"{b:.1f}", f"{b / a:.2f}x"))
     same = sum(
