@@ -32,7 +32,7 @@ begin
         using errcode = 'invalid_parameter_value';
     end if;
     if @extschema@._is_coordinator() then
-        -- every shard's k best, merged (016_coordinator.sql)
+        -- every shard's k best, merged (017_coordinator.sql)
         return query
         select l.id, l.rank, l.score
         from @extschema@._coordinator_legs('dense_search', null, query_dense, null, k, filter, ef_search) as l;

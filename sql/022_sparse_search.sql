@@ -20,7 +20,7 @@ begin
     perform @extschema@._check_search_arguments('sparse_search', k, filter);
     perform @extschema@._check_query_vector('sparse_search', query_sparse is null);
     if @extschema@._is_coordinator() then
-        -- every shard's k best, merged (016_coordinator.sql)
+        -- every shard's k best, merged (017_coordinator.sql)
         return query
         select l.id, l.rank, l.score
         from @extschema@._coordinator_legs('sparse_search', null, null, query_sparse, k, filter, 100) as l;

@@ -161,7 +161,7 @@ begin
     perform @extschema@._check_query_text('keyword_search', query);
     perform @extschema@._check_search_arguments('keyword_search', k, filter);
     if @extschema@._is_coordinator() then
-        -- every shard's k best with the global statistics (016_coordinator.sql)
+        -- every shard's k best with the global statistics (017_coordinator.sql)
         return query
         select l.id, l.rank, l.score
         from @extschema@._coordinator_legs('keyword_search', query, null, null, k, filter, 100, match) as l;

@@ -198,7 +198,7 @@ set search_path to pg_catalog, pg_temp;
 -- not scanned. With documents_dense_idx over halfvec (its ORDER BY names the
 -- dimensions) the dense leg is a call of dense_search. On a coordinator
 -- (plan.sharded) every leg's candidates come from every shard at once
--- (_coordinator_legs, 016_coordinator.sql) and no local leg is scanned.
+-- (_coordinator_legs, 017_coordinator.sql) and no local leg is scanned.
 --   weighted: sum of weight * min-max normalised leg score, divided by the
 --             sum of weights (a leg whose candidates all score the same
 --             normalises to 1)

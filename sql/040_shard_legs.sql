@@ -1,6 +1,6 @@
 -------------------------------------------------------------------------------
 -- A shard's side of sharded search (014_shards.sql): what a coordinator's
--- _coordinator_legs and _coordinator_documents (016_coordinator.sql) call
+-- _coordinator_legs and _coordinator_documents (017_coordinator.sql) call
 -- on every shard, over the shard's own legs (020-026).
 
 -------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ as $func$
             'keyword_search', 'embed_dense', 'embed_sparse', 'embed', 'embed_batch',
             'sparse_dot', 'sparse_to_jsonb', 'sparse_entries', 'query_tokens', 'sparse_explain',
             'hybrid_search_model_info', 'hybrid_search_model_stats', 'hybrid_search_load_python',
-            '_check_search_arguments', '_check_query_text', '_check_query_vector',
+            '_check_search_arguments', '_check_filter', '_check_query_text', '_check_query_vector',
             '_dense_index_halfvec_dimensions',
             'keyword_search_scan', '_check_query_model', '_source_filter',
             'hybrid_search_evaluate', 'hybrid_search_score_run', '_check_table_columns',

@@ -164,6 +164,7 @@ PARALLEL_SAFE = {
     "_check_query_text(text,text)",
     "_check_query_vector(text,boolean)",
     "_check_search_arguments(text,integer,jsonb)",
+    "_check_filter(text,jsonb)",
     "_dense_index_halfvec_dimensions()",  # reads the catalog
     "_role_functions(text)",
     "_sparse_index_relations()",
@@ -194,6 +195,7 @@ IMMUTABLE = {
     "_check_query_text(text,text)",
     "_check_query_vector(text,boolean)",
     "_check_search_arguments(text,integer,jsonb)",
+    "_check_filter(text,jsonb)",
     "_role_functions(text)",
     "sparse_dot(jsonb,jsonb)",
     "sparse_dot(sparsevec,sparsevec)",

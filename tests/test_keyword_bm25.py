@@ -196,7 +196,8 @@ def test_a_search_role_and_row_level_security(corpus):
     corpus.execute("grant usage on schema public to bm25_stranger")
     corpus.execute(
         "grant execute on function keyword_search, _keyword_bm25query, _bm25query,"
-        " _check_query_text, _check_search_arguments, _is_coordinator to bm25_stranger"
+        " _check_query_text, _check_search_arguments, _check_filter,"
+        " _is_coordinator to bm25_stranger"
     )
     try:
         corpus.execute("set role bm25_stranger")
@@ -206,7 +207,8 @@ def test_a_search_role_and_row_level_security(corpus):
         corpus.execute("reset role")
         corpus.execute(
             "revoke all on function keyword_search, _keyword_bm25query, _bm25query,"
-            " _check_query_text, _check_search_arguments, _is_coordinator from bm25_stranger"
+            " _check_query_text, _check_search_arguments, _check_filter,"
+            " _is_coordinator from bm25_stranger"
         )
         corpus.execute("revoke all on schema public from bm25_stranger")
         corpus.execute("drop role bm25_stranger")

@@ -125,11 +125,7 @@ begin
             caller, pg_catalog.quote_literal(scope)
         using errcode = 'invalid_parameter_value';
     end if;
-    if filter is not null and pg_catalog.jsonb_typeof(filter) <> 'object' then
-        raise exception '%: filter must be a JSON object matched with @>, got a JSON %',
-            caller, pg_catalog.jsonb_typeof(filter)
-        using errcode = 'invalid_parameter_value';
-    end if;
+    perform @extschema@._check_filter(caller, filter);
     tenant := @extschema@._coordinator_tenant(caller, member);
     if tenant is not null then
         tenant_filter := pg_catalog.jsonb_build_object(coordinator.shard_key, tenant);
