@@ -156,23 +156,38 @@ def throughput(dsn, corpus, clients=2, seconds=10.0) -> float:
     return sum(done) / seconds
 
 
-def placement(dsn, docs) -> list[list[int]]:
-    """The corpus positions each shard owns, by the coordinator's routing table."""
+def placement(dsn, corpus, by_tenant) -> list[list[int]]:
+    """The corpus positions each shard owns, by the coordinator's routing table:
+    by id, or by the tenant key."""
+    keys = sorted({str(int(t)) for t in corpus.tenant}) if by_tenant else None
+    owned = []
     with connect(dsn) as conn:
-        return [
-            [
-                i - 1
-                for (i,) in conn.execute(
-                    "select i from generate_series(1, %s) as i"
-                    " where satisfies_hash_partition('public.documents'::regclass,"
-                    " %s, %s, i::bigint)",
-                    [docs, modulus, remainder],
+        for modulus, remainder in conn.execute(
+            "select modulus, remainder from hybrid_search_shards order by name"
+        ).fetchall():
+            if by_tenant:
+                tenants = {
+                    key
+                    for (key,) in conn.execute(
+                        "select key from unnest(%s::text[]) as key"
+                        " where satisfies_hash_partition('public.documents'::regclass, %s, %s, key)",
+                        [keys, modulus, remainder],
+                    )
+                }
+                owned.append([i for i in range(corpus.n) if str(int(corpus.tenant[i])) in tenants])
+            else:
+                owned.append(
+                    [
+                        i - 1
+                        for (i,) in conn.execute(
+                            "select i from generate_series(1, %s) as i"
+                            " where satisfies_hash_partition('public.documents'::regclass,"
+                            " %s, %s, i::bigint)",
+                            [corpus.n, modulus, remainder],
+                        )
+                    ]
                 )
-            ]
-            for modulus, remainder in conn.execute(
-                "select modulus, remainder from hybrid_search_shards order by name"
-            ).fetchall()
-        ]
+    return owned
 
 
 def main() -> None:
@@ -180,6 +195,11 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=10.0, help="per throughput run")
+    parser.add_argument(
+        "--by-tenant",
+        action="store_true",
+        help="shard by the tenant key (a tenant's search asks one shard), not by id",
+    )
     parser.add_argument(
         "--save", action="store_true", help="write bench/results/DATE-shards-DOCS.md"
     )
@@ -208,10 +228,20 @@ def main() -> None:
                 cluster.init()
                 with (cluster.data / "postgresql.conf").open("a") as f:
                     f.write(CONF)
-            shards.start_local(layout, 2, 5432, model, clusters=(coordinator, shard_clusters))
+            shards.start_local(
+                layout,
+                2,
+                5432,
+                model,
+                shard_key="tenant" if args.by_tenant else None,
+                clusters=(coordinator, shard_clusters),
+            )
             dsn = coordinator.dsn(shards.DATABASE)
             for name, ids, cluster in zip(
-                ("shard_1", "shard_2"), placement(dsn, args.docs), shard_clusters, strict=True
+                ("shard_1", "shard_2"),
+                placement(dsn, corpus, args.by_tenant),
+                shard_clusters,
+                strict=True,
             ):
                 with connect(cluster.dsn(shards.DATABASE)) as conn:
                     prepare_documents(conn)
@@ -270,7 +300,10 @@ def main() -> None:
     facts.append(("whole run, min", f"{(time.perf_counter() - started_at) / 60:.1f}"))
     report = io.StringIO()
     with contextlib.redirect_stdout(report):
-        print(f"# one node vs 2 shards, {args.docs} documents, {args.queries} queries\n")
+        print(
+            f"# one node vs 2 shards (by {'tenant' if args.by_tenant else 'id'}),"
+            f" {args.docs} documents, {args.queries} queries\n"
+        )
         print_table(rows, ("measure", "one node", "2 shards", "2 shards / one node"))
         print()
         print_table(
@@ -279,7 +312,8 @@ def main() -> None:
     print(report.getvalue(), end="")
     if args.save:
         RESULTS.mkdir(exist_ok=True)
-        name = f"{datetime.date.today()}-shards-{args.docs}.md"
+        by = "-by-tenant" if args.by_tenant else ""
+        name = f"{datetime.date.today()}-shards-{args.docs}{by}.md"
         (RESULTS / name).write_text(report.getvalue())
         print(f"saved bench/results/{name}")
 
