@@ -83,6 +83,36 @@ comment on function @extschema@._bm25query_statistics(
 'a bm25query of the tsvector''s lexemes with the statistics given (rows, total length, df per lexeme)';
 
 -------------------------------------------------------------------------------
+-- _bm25_visible_statistics
+-- An aggregate over rows' fts: {rows, their total length, the df of each of
+-- query's lexemes in query's order} as bigint[], what _bm25query_statistics
+-- takes; NULL over no rows. Counted in C, one binary search per query lexeme
+-- and row, for a role under row-level security (_bm25query_rows).
+create or replace function @extschema@._bm25_visible_statistics_add(
+    state bigint[], fts tsvector, query tsvector
+) returns bigint[]
+as '$libdir/hybrid_search', 'bm25_visible_statistics_add'
+language c immutable parallel safe
+set search_path to pg_catalog, pg_temp;
+
+comment on function @extschema@._bm25_visible_statistics_add(bigint[], tsvector, tsvector) is
+'transition of _bm25_visible_statistics: one more row counted';
+
+-- in a DO block: sqlfluff does not parse CREATE AGGREGATE
+do $block$
+begin
+    create or replace aggregate @extschema@._bm25_visible_statistics(fts tsvector, query tsvector) (
+        sfunc = @extschema@._bm25_visible_statistics_add,
+        stype = bigint[],
+        parallel = safe
+    );
+end;
+$block$;
+
+comment on aggregate @extschema@._bm25_visible_statistics (tsvector, tsvector) is
+'BM25 statistics of the rows aggregated: rows, total length, df of each query lexeme';
+
+-------------------------------------------------------------------------------
 -- to_bm25query
 -- The query text's lexemes under the text search configuration (by default
 -- the one documents.fts is built with), weighted with the index's statistics

@@ -29,54 +29,26 @@ set search_path to pg_catalog, pg_temp;
 -- _bm25query_rows
 -- The bm25query of these lexemes with the statistics of the rows of
 -- documents the caller sees and row_filter (NULL: all) matches, computed now:
--- one pass over them, each row's length and the query lexemes it has.
--- O(those rows), against O(query lexemes) from the index's statistics.
+-- one pass over them (_bm25_visible_statistics, in C: each row's length and
+-- which query lexemes it has). O(those rows), against O(query lexemes) from
+-- the index's statistics.
 create or replace function @extschema@._bm25query_rows(
     lexemes tsvector, k1 double precision, b double precision, row_filter jsonb
 ) returns @extschema@.bm25query
 as $func$
 declare
-    visible_documents bigint;
-    visible_length double precision;
-    visible_lexemes text[];
-    visible_dfs bigint[];
-    query_lexemes text[];
+    counted bigint[];
 begin
-    -- the query's lexemes as an array once, not once per row and lexeme
-    query_lexemes := pg_catalog.tsvector_to_array(lexemes);
-    with visible as materialized (
-        select l.length, l.matched
-        from @extschema@.documents as d
-        cross join lateral (
-            select
-                sum(coalesce(pg_catalog.cardinality(u.positions), 1)) as length,
-                pg_catalog.array_agg(u.lexeme) filter (
-                    where u.lexeme = any(query_lexemes)
-                ) as matched
-            from pg_catalog.unnest(d.fts) as u
-        ) as l
-        where d.fts is not null and (row_filter is null or d.metadata operator(pg_catalog.@>) row_filter)
-    )
-    select
-        (select count(*) from visible),
-        (select coalesce(sum(v.length), 0) from visible as v),
-        f.lexemes,
-        f.dfs
-    into visible_documents, visible_length, visible_lexemes, visible_dfs
-    from (
-        select
-            pg_catalog.array_agg(m.lexeme order by m.lexeme) as lexemes,
-            pg_catalog.array_agg(m.df order by m.lexeme) as dfs
-        from (
-            select x.lexeme, count(*) as df
-            from visible as v
-            cross join lateral pg_catalog.unnest(v.matched) as x (lexeme)
-            group by x.lexeme
-        ) as m
-    ) as f;
+    select @extschema@._bm25_visible_statistics(d.fts, lexemes) into counted
+    from @extschema@.documents as d
+    where d.fts is not null and (row_filter is null or d.metadata operator(pg_catalog.@>) row_filter);
+    if counted is null then
+        return @extschema@._bm25query_statistics(lexemes, k1, b, 0, 0, '{}', '{}');
+    end if;
+    -- counted: rows, total length, then the df of each lexeme in lexemes' order
     return @extschema@._bm25query_statistics(
-        lexemes, k1, b, visible_documents, visible_length,
-        coalesce(visible_lexemes, '{}'), coalesce(visible_dfs, '{}')
+        lexemes, k1, b, counted[1], counted[2],
+        pg_catalog.tsvector_to_array(lexemes), counted[3:]
     );
 end;
 $func$
@@ -91,7 +63,7 @@ set search_path to pg_catalog, pg_temp;
 -- now, one pass over them): corpus-wide statistics would tell it which words
 -- other tenants use. The bound on that work: every query reads every row
 -- the role's policies let it see (and evaluates the policies on every row
--- of the table unless an index serves them), unnesting each one's fts:
+-- of the table unless an index serves them), counting each one's fts:
 -- O(visible rows), against O(query lexemes) from the index. Caching the
 -- result is sound only if the policies depend on the role alone, not on
 -- settings or other tables. With bm25_statistics 'index' (the owner's

@@ -165,6 +165,8 @@ PARALLEL_SAFE = {
     "_check_query_vector(text,boolean)",
     "_check_search_arguments(text,integer,jsonb)",
     "_check_filter(text,jsonb)",
+    "_bm25_visible_statistics_add(bigint[],tsvector,tsvector)",
+    "_bm25_visible_statistics(tsvector,tsvector)",  # the aggregate of the above
     "_dense_index_halfvec_dimensions()",  # reads the catalog
     "_role_functions(text)",
     "_sparse_index_relations()",
@@ -195,6 +197,8 @@ IMMUTABLE = {
     "_check_query_text(text,text)",
     "_check_query_vector(text,boolean)",
     "_check_search_arguments(text,integer,jsonb)",
+    "_bm25_visible_statistics_add(bigint[],tsvector,tsvector)",
+    "_bm25_visible_statistics(tsvector,tsvector)",
     "_check_filter(text,jsonb)",
     "_role_functions(text)",
     "sparse_dot(jsonb,jsonb)",

@@ -16,6 +16,9 @@ OWNER_ONLY = {
     "hybrid_search_check",
     "sparse_inverted_check",  # reads every row of the table: owner only
     "sparse_inverted_handler",  # called by the server, needs no EXECUTE
+    # an aggregate's transition: the server checks EXECUTE on it for the aggregate's
+    # owner, not the caller, and it refuses any call but its aggregate's
+    "_bm25_visible_statistics_add",
     "bm25query_in",  # type input: always refuses (a bm25query is made by to_bm25query)
     "hybrid_search_grant",
     # a coordinator's administration (docs/sharding.md)

@@ -23,7 +23,10 @@ with member as (
     select c.oid, c.relname, c.relkind from pg_class c
     join member m on m.classid = 'pg_class'::regclass and m.objid = c.oid
 )
-select 'function ' || p.oid::regprocedure || ': ' || pg_get_functiondef(p.oid)
+select 'function ' || p.oid::regprocedure || ': ' || coalesce(
+        (select 'aggregate of ' || a.aggtransfn::regprocedure || ' into ' || a.aggtranstype::regtype
+        from pg_aggregate a where a.aggfnoid = p.oid),
+        pg_get_functiondef(p.oid))
     || ' acl ' || coalesce(array(select a::text from unnest(p.proacl) a order by 1)::text, '-')
     || ' comment ' || coalesce(obj_description(p.oid, 'pg_proc'), '-')
 from pg_proc p join member m on m.classid = 'pg_proc'::regclass and m.objid = p.oid

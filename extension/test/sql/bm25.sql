@@ -225,3 +225,14 @@ RESET enable_seqscan;
 REINDEX INDEX docs_idx;
 SELECT (sparse_inverted_check('docs_idx') ->> 'consistent')::bool AS consistent_after_reindex,
     pg_temp.stats_ok() AS stats_after_reindex;
+
+-- the statistics of the rows aggregated, for a role under row-level security:
+-- rows, total length, then the df of each query lexeme in the query's order
+SELECT _bm25_visible_statistics(fts, 'b c zz'::tsvector)
+FROM (VALUES ('a:1 b:2,3'::tsvector), ('b:1 c:4'), (NULL), ('zz')) AS r (fts);
+SELECT _bm25_visible_statistics(fts, 'b'::tsvector) IS NULL AS no_rows
+FROM (VALUES ('a:1'::tsvector)) AS r (fts) WHERE false;
+SELECT _bm25_visible_statistics(fts, NULL) FROM (VALUES ('a:1'::tsvector)) AS r (fts);
+SELECT _bm25_visible_statistics(fts, q)
+FROM (VALUES ('a:1'::tsvector, 'a'::tsvector), ('a:1', 'a b')) AS r (fts, q);
+SELECT _bm25_visible_statistics_add(NULL, 'a:1', 'a');
