@@ -10,8 +10,8 @@
  * reorders them, and its order is exactly pgvector's.
  *
  * Rows come in batches of the best N rows with key > 0 after the last row
- * returned (the cursor). The first batch of a sparsevec scan ranks every
- * row at once when the segment records its rows' largest heap block and offset (rank_all): each
+ * returned (the cursor). The first batch of a scan ranks every row at once
+ * when the segment records its rows' largest heap block and offset (rank_all): each
  * query term's postings are added, term by term, into an array with a slot
  * per heap tuple position, and the keys stay for the scan's later batches,
  * which select from them without reading the index again (a filter or a
@@ -555,20 +555,25 @@ keep_pending_fn(double key, bool isnull, uint64 tid, void *arg)
 
 /*
  * Add a posting block's scores to their rows' slots; what is wrong with the
- * block, or NULL. Inlined with a constant mixed (absSums kept or not). The
- * block's fields and the arrays are read into restrict-qualified locals: the
- * build's -fno-strict-aliasing would otherwise reload them after every store
- * into sums (the loop runs once per posting of the query's terms).
+ * block, or NULL. Inlined with constant mixed (absSums kept or not) and
+ * bm25 (the scorer). The block's fields and the arrays are read into
+ * restrict-qualified locals: the build's -fno-strict-aliasing would
+ * otherwise reload them after every store into sums (the loop runs once per
+ * posting of the query's terms).
  */
 static pg_attribute_always_inline const char *
 add_block(SparseScanOpaque so, int qi, SparsePostingBlock *b, BlockNumber maxBlock,
-		  OffsetNumber maxOffset, bool mixed)
+		  OffsetNumber maxOffset, bool mixed, bool bm25)
 {
 	const ItemPointerData *restrict tids = SPARSE_BLOCK_TIDS(b);
 	const float4 *restrict weights = SPARSE_BLOCK_WEIGHTS(b);
+	const float4 *restrict lengths = bm25 ? SPARSE_BLOCK_LENGTHS_OF(b) : NULL;
 	double	   *restrict sums = so->sums;
 	double	   *restrict absSums = so->absSums;
 	const double qw = so->qw[qi];
+	const double k1p1 = so->k1p1;
+	const double norm0 = so->norm0;
+	const double normLen = so->normLen;
 	const int	n = b->n;
 	const uint32 offsets = maxOffset;
 
@@ -585,7 +590,7 @@ add_block(SparseScanOpaque so, int qi, SparsePostingBlock *b, BlockNumber maxBlo
 		/* an offset of 0 or past the largest would land in another row's slot */
 		if (unlikely(hoff - 1 >= offsets))
 			return "posting of a row beyond the segment's rows in";
-		p = posting_score(false, qw, weights[j], 0, 0, 0, 0);
+		p = posting_score(bm25, qw, weights[j], bm25 ? lengths[j] : 0, k1p1, norm0, normLen);
 		sums[slot] += p;
 		if (mixed)
 			absSums[slot] += fabs(p);
@@ -604,7 +609,7 @@ add_list(SparseScanOpaque so, SparseReader *r, const SparseDirEntry *entry, int 
 	BlockNumber blk = entry->firstBlk;
 	OffsetNumber off = entry->firstOff;
 	uint32		left = entry->nblocks;
-	uint16		flags = 0;		/* sparsevec postings: no lengths */
+	uint16		flags = so->bm25 ? SPARSE_BLOCK_LENGTHS : 0;
 	OffsetNumber maxOffset = meta->segMaxOffset;
 	BlockNumber maxBlock = meta->segMaxBlock;
 
@@ -643,10 +648,12 @@ add_list(SparseScanOpaque so, SparseReader *r, const SparseDirEntry *entry, int 
 				damage = "malformed posting block";
 				break;
 			}
-			if (so->absSums)
-				damage = add_block(so, qi, b, maxBlock, maxOffset, true);
+			if (so->bm25)
+				damage = so->absSums ? add_block(so, qi, b, maxBlock, maxOffset, true, true)
+					: add_block(so, qi, b, maxBlock, maxOffset, false, true);
 			else
-				damage = add_block(so, qi, b, maxBlock, maxOffset, false);
+				damage = so->absSums ? add_block(so, qi, b, maxBlock, maxOffset, true, false)
+					: add_block(so, qi, b, maxBlock, maxOffset, false, false);
 			if (damage)
 				break;
 		}
@@ -675,8 +682,8 @@ add_list(SparseScanOpaque so, SparseReader *r, const SparseDirEntry *entry, int 
  * again. They are the index as it was at the first batch: a row committed
  * later is not in the scan's snapshot anyway.
  *
- * Used for sparsevec when the segment's slots are few for its rows (a heap
- * not much sparser than its indexed rows); else so->ranked is
+ * Used for both scorers when the segment's slots are few for its rows (a
+ * heap not much sparser than its indexed rows); else so->ranked is
  * RANKED_BATCHES and the scan ranks batch by batch. Returns false on a
  * conflict.
  */
@@ -693,16 +700,6 @@ rank_all(IndexScanDesc scan)
 	bool		mixed = false;
 	MemoryContext oldcxt;
 	int64		nslots;
-
-	/*
-	 * BM25 queries are a few lexemes, whose MaxScore batches skip most
-	 * postings of the common ones: measured faster than adding them all.
-	 */
-	if (so->bm25)
-	{
-		so->ranked = RANKED_BATCHES;
-		return true;
-	}
 
 	oldcxt = MemoryContextSwitchTo(so->cxt);
 	so->pendingRows = NULL;
@@ -732,7 +729,7 @@ rank_all(IndexScanDesc scan)
 	if (!SparseLookupTerms(&r, &meta, so->nq, so->qterms, entries, found))
 		return false;
 	for (int i = 0; i < so->nq; i++)
-		if (so->qw[i] < 0 || (found[i] && entries[i].minw < 0))
+		if (so->qw[i] < 0 || (!so->bm25 && found[i] && entries[i].minw < 0))
 			mixed = true;
 
 	so->nslots = nslots;
@@ -756,22 +753,82 @@ rank_all(IndexScanDesc scan)
 	return true;
 }
 
+/* a slot's key, as row_key makes it from the same sums */
+static pg_attribute_always_inline double
+slot_key(const double *restrict sums, const double *restrict absSums, double c, int64 slot, bool mixed)
+{
+	double		s = sums[slot];
+
+	return s + c * (mixed ? absSums[slot] : s);
+}
+
+/*
+ * Push the slots in [from, to) whose key is > 0 and not below worst (the
+ * heap's worst key once it is full) and comes after the cursor; the new worst.
+ */
+static pg_attribute_always_inline double
+push_slots(SparseScanOpaque so, TopN *heap, int64 from, int64 to, double worst, bool mixed)
+{
+	for (int64 slot = from; slot < to; slot++)
+	{
+		double		key = slot_key(so->sums, so->absSums, so->c, slot, mixed);
+		uint64		tid;
+
+		if (key <= 0 || key < worst)
+			continue;
+		tid = ((uint64) (slot / so->slotOffsets) << 16) | (uint64) (slot % so->slotOffsets + 1);
+		if (after_cursor(so, key, tid))
+		{
+			topn_push(heap, key, tid);
+			if (heap->n == heap->max)
+				worst = heap->rows[0].key;
+		}
+	}
+	return worst;
+}
+
+/*
+ * The pass over every slot, SLOT_CHUNK at a time: a chunk's keys are
+ * compared with worst without a branch per slot (a row that matches some
+ * query terms and a row that matches none alternate at random, which a
+ * branch per slot mispredicts), and only a chunk with a slot that can enter
+ * is looked at slot by slot.
+ */
+#define SLOT_CHUNK 16
+
+static pg_attribute_always_inline double
+pass_slots(SparseScanOpaque so, TopN *heap, double worst, bool mixed)
+{
+	const double *restrict sums = so->sums;
+	const double *restrict absSums = so->absSums;
+	const double c = so->c;
+	const int64 nslots = so->nslots;
+	int64		from;
+
+	for (from = 0; from + SLOT_CHUNK <= nslots; from += SLOT_CHUNK)
+	{
+		int			enter = 0;
+
+		for (int j = 0; j < SLOT_CHUNK; j++)
+		{
+			double		key = slot_key(sums, absSums, c, from + j, mixed);
+
+			enter |= (key > 0) & (key >= worst);
+		}
+		if (enter)
+			worst = push_slots(so, heap, from, from + SLOT_CHUNK, worst, mixed);
+	}
+	return push_slots(so, heap, from, nslots, worst, mixed);
+}
+
 /*
  * The best so->batchN rows with key > 0 after the cursor, from rank_all's
- * keys. One pass over the slots; a slot is looked at further only when its
- * key reaches worst, the heap's worst key once the heap is full (a row below
- * it cannot enter), kept in a local so that the loop over every slot is a
- * load, a multiply-add and a compare.
+ * keys: one pass over the slots (pass_slots).
  */
 static void
 batch_from_sums(SparseScanOpaque so)
 {
 	TopN		heap;
-	const double *restrict sums = so->sums;
-	const double *restrict absSums = so->absSums;
-	const double c = so->c;
-	const int64 nslots = so->nslots;
-	const OffsetNumber offsets = so->slotOffsets;
 	double		worst = 0;
 
 	heap.max = so->batchN;
@@ -782,23 +839,10 @@ batch_from_sums(SparseScanOpaque so)
 			topn_push(&heap, so->pendingRows[i].key, so->pendingRows[i].tid);
 	if (heap.n == heap.max)
 		worst = heap.rows[0].key;
-	for (int64 slot = 0; slot < nslots; slot++)
-	{
-		double		s = sums[slot];
-		double		key = s + c * (absSums ? absSums[slot] : s);
-		uint64		tid;
-
-		/* key > 0, and not below the heap's worst when it is full */
-		if (likely(key <= 0 || key < worst))
-			continue;
-		tid = ((uint64) (slot / offsets) << 16) | (uint64) (slot % offsets + 1);
-		if (after_cursor(so, key, tid))
-		{
-			topn_push(&heap, key, tid);
-			if (heap.n == heap.max)
-				worst = heap.rows[0].key;
-		}
-	}
+	if (so->absSums)
+		pass_slots(so, &heap, worst, true);
+	else
+		pass_slots(so, &heap, worst, false);
 	qsort(heap.rows, heap.n, sizeof(ScanRow), row_cmp);
 	so->rows = heap.rows;
 	so->nrows = heap.n;

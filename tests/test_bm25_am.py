@@ -205,38 +205,82 @@ def test_exact_under_writes_and_vacuum(docs):
             assert_exact(conn, rows, query, k)
 
 
-def test_exact_when_probes_skip_blocks(docs):
-    """Rare words beside the commonest one, with first batches of 3 rows: the rare
-    words' rows fill a batch, so the common word's list cannot bring a row in alone
-    and MaxScore probes it only at their rows, passing over most of its blocks (and
-    pages) unread; exact at every k (many batches), under a filter, and with
-    pending rows."""
-    conn, rows, rng = docs
+def common_and_rare_queries(rows):
+    """The commonest word beside each of three rare ones, and beside two of them."""
     df = {w: sum(1 for r in rows.values() if r and f"w{w}" in r) for w in range(1, VOCABULARY + 1)}
     common = max(df, key=df.get)
     rare = [w for w in df if 3 <= df[w] <= 30][:3]
     assert df[common] > 1000 and len(rare) == 3
-    tenant3 = {i for i in rows if i % 10 == 3}
+    return [f"w{common} w{r}" for r in rare] + [f"w{common} w{rare[0]} w{rare[1]}"]
+
+
+def assert_exact_with_small_batches(conn, rows, queries_, visible):
+    """Exact at every k with first batches of 3 rows (many batches), filtered too,
+    then with 200 more rows pending."""
+    rng = np.random.default_rng(26)
     conn.execute("set hybrid_search.sparse_batch_size = 3")
     try:
-        for query in [f"w{common} w{r}" for r in rare] + [f"w{common} w{rare[0]} w{rare[1]}"]:
+        for query in queries_:
             for k in KS:
                 assert_exact(conn, rows, query, k)
             for k in [10, 100]:
-                assert_exact(conn, rows, query, k, where="tenant = 3", visible=tenant3)
+                assert_exact(conn, rows, query, k, where="tenant = 3", visible=visible)
         conn.execute("set hybrid_search.sparse_pending_limit = 100000")  # keep rows pending
-        for t in random_texts(rng, 200):
-            i = len(rows)
+        top = conn.execute("select max(id) from am_docs").fetchone()[0]
+        for j, t in enumerate(random_texts(rng, 200)):
+            i = top + 1 + j
             conn.execute(
                 "insert into am_docs values (%s, %s, %s, to_tsvector('simple', %s))",
                 [i, i % 10, t, t],
             )
             rows[i] = lexemes(t)
         for k in KS:
-            assert_exact(conn, rows, f"w{common} w{rare[0]}", k)
+            assert_exact(conn, rows, queries_[0], k)
     finally:
         conn.execute("reset hybrid_search.sparse_batch_size")
         conn.execute("reset hybrid_search.sparse_pending_limit")
+
+
+def test_exact_for_rare_words_beside_a_common_one(docs):
+    """Rare words beside the commonest one, ranked from every row's sum at once
+    (rank_all): the rare words' rows fill a first batch of 3, and the next batches
+    come from the same sums; exact at every k, under a filter, with pending rows."""
+    conn, rows, _ = docs
+    tenant3 = {i for i in rows if i % 10 == 3}
+    assert_exact_with_small_batches(conn, rows, common_and_rare_queries(rows), tenant3)
+
+
+def test_maxscore_when_the_heap_is_sparser_than_its_indexed_rows(docs):
+    """The same texts one row in 66 of a heap of 198,000 rows, under a partial
+    index: the heap positions outnumber the indexed rows more than 4 to 1, so the
+    scan ranks batch by batch with MaxScore instead of every row at once. The rare
+    words' rows fill a batch, so the common word's list cannot bring a row in alone
+    and MaxScore probes it only at their rows, passing over most of its blocks (and
+    pages) unread; exact at every k, under a filter, with pending rows."""
+    conn, rows, _ = docs
+    queries_ = common_and_rare_queries(rows)
+    conn.execute("create temp table am_texts as select * from am_docs")
+    conn.execute("drop index am_docs_fts_idx")
+    conn.execute("truncate am_docs")
+    conn.execute(
+        "insert into am_docs select g, coalesce(t.tenant, -1), t.body, t.fts"
+        " from generate_series(0, 66 * 3000 - 1) as g left join am_texts as t on t.id * 66 = g"
+        " order by g"
+    )
+    conn.execute("drop table am_texts")
+    conn.execute(
+        "create index am_docs_fts_idx on am_docs using sparse_inverted (fts) where fts is not null"
+    )
+    conn.execute("analyze am_docs")
+    spread = {i * 66: v for i, v in rows.items()}
+    blocks, offsets, indexed = conn.execute(
+        "select max((ctid::text::point)[0]) + 1, max((ctid::text::point)[1]), count(*)"
+        " from am_docs where fts is not null"
+    ).fetchone()
+    assert blocks * offsets > 4 * indexed + 65536
+    tenant3 = {i for i in spread if i // 66 % 10 == 3}
+    assert_exact_with_small_batches(conn, spread, queries_, tenant3)
+    assert check(conn)["consistent"]
 
 
 def test_filter_returns_k_rows_whenever_k_match(docs):
