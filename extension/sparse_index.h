@@ -234,6 +234,7 @@ typedef struct SparseMergeInput
 extern int	sparse_batch_size;
 extern int	sparse_pending_limit;
 extern bool sparse_positive_only;
+extern bool sparse_simd;
 
 /* sparse_utils.c */
 extern void sparse_init(void);

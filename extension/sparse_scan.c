@@ -39,6 +39,10 @@
  * batches before the one full pass over the query terms' postings and the
  * row list.
  *
+ * Where the CPU runs AVX-512 (and hybrid_search.sparse_simd is on), rank_all
+ * adds eight postings at a time and the pass over the slots tests eight at a
+ * time, with the scalar loops' arithmetic: the same keys, bit for bit.
+ *
  * What a posting adds to a row's score is the scorer's: the query weight
  * times the posting's weight for sparsevec, BM25's term part (from tf, the
  * row's length and the query's k1, b and average length) times the query
@@ -49,6 +53,11 @@
 
 #include <float.h>
 #include <math.h>
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+#include <immintrin.h>
+#define SPARSE_HAVE_AVX512 1
+#endif
 
 #include "access/relscan.h"
 #include "extension/vector/sparsevec.h"
@@ -553,6 +562,113 @@ keep_pending_fn(double key, bool isnull, uint64 tid, void *arg)
 	so->npending++;
 }
 
+#ifdef SPARSE_HAVE_AVX512
+/*
+ * Whether this CPU and the kernel run AVX-512 (F and BW): the CPU reports
+ * it, and the OS saves the opmask and ZMM registers (XCR0 bits 1, 2, 5-7).
+ */
+static bool
+avx512_usable(void)
+{
+	unsigned int eax,
+				ebx,
+				ecx,
+				edx;
+	uint32		xcr0;
+
+	if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx) || !(ecx & bit_OSXSAVE))
+		return false;
+	__asm__ volatile("xgetbv" : "=a"(xcr0) : "c"(0) : "edx");
+	if ((xcr0 & 0xE6) != 0xE6)
+		return false;
+	return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+}
+
+/* whether avx512_usable(); -1: not asked yet */
+static int	cpu_avx512 = -1;
+
+/*
+ * add_block's loop without absSums, eight postings at a time: the eight
+ * TIDs' block numbers and offsets picked out of their 48 bytes, the slots
+ * computed in 64 bits, the sums gathered, added to and scattered back (a
+ * block's TIDs are distinct, so no two lanes share a slot). The products and
+ * sums are those of the scalar loop, operation for operation (the Makefile
+ * builds with -ffp-contract=off, so no multiply and add fuse), hence the same
+ * keys bit for bit. Returns how many postings it added (a multiple of 8), or
+ * -1 if one has an offset of 0 or past offsets.
+ */
+__attribute__((target("avx512f,avx512bw")))
+static int
+add_postings_avx512(const ItemPointerData *tids, const float4 *weights, const float4 *lengths,
+					int n, double qw, double k1p1, double norm0, double normLen,
+					double *sums, uint32 offsets, bool bm25)
+{
+	/* 16-bit lane 4i gets bi_lo of TID i (halfword 3i + 1), lane 4i + 1 its bi_hi */
+	const __m512i blockLanes = _mm512_set_epi16(0, 0, 21, 22, 0, 0, 18, 19, 0, 0, 15, 16, 0, 0, 12, 13,
+												0, 0, 9, 10, 0, 0, 6, 7, 0, 0, 3, 4, 0, 0, 0, 1);
+	/* lane 4i gets ip_posid of TID i (halfword 3i + 2) */
+	const __m512i offsetLanes = _mm512_set_epi16(0, 0, 0, 23, 0, 0, 0, 20, 0, 0, 0, 17, 0, 0, 0, 14,
+												 0, 0, 0, 11, 0, 0, 0, 8, 0, 0, 0, 5, 0, 0, 0, 2);
+	const __m512i one = _mm512_set1_epi64(1);
+	const __m512i vOffsets = _mm512_set1_epi64(offsets);
+	const __m512d vqw = _mm512_set1_pd(qw);
+	const __m512d vk1p1 = _mm512_set1_pd(k1p1);
+	const __m512d vnorm0 = _mm512_set1_pd(norm0);
+	const __m512d vnormLen = _mm512_set1_pd(normLen);
+	int			j;
+
+	for (j = 0; j + 8 <= n; j += 8)
+	{
+		__m512i		raw = _mm512_maskz_loadu_epi16(0xFFFFFF, &tids[j]);
+		__m512i		blk = _mm512_maskz_permutexvar_epi16(0x33333333, blockLanes, raw);
+		__m512i		off = _mm512_sub_epi64(_mm512_maskz_permutexvar_epi16(0x11111111, offsetLanes, raw), one);
+		__m512i		slot;
+		__m512d		w = _mm512_cvtps_pd(_mm256_loadu_ps(&weights[j]));
+		__m512d		p;
+
+		/* off - 1 >= offsets (an offset of 0 wraps around) */
+		if (_mm512_cmp_epu64_mask(off, vOffsets, _MM_CMPINT_NLT))
+			return -1;
+		slot = _mm512_add_epi64(_mm512_mul_epu32(blk, vOffsets), off);
+		if (bm25)
+		{
+			__m512d		len = _mm512_cvtps_pd(_mm256_loadu_ps(&lengths[j]));
+			__m512d		den = _mm512_add_pd(_mm512_add_pd(w, vnorm0), _mm512_mul_pd(vnormLen, len));
+
+			p = _mm512_mul_pd(vqw, _mm512_div_pd(_mm512_mul_pd(w, vk1p1), den));
+		}
+		else
+			p = _mm512_mul_pd(vqw, w);
+		_mm512_i64scatter_pd(sums, slot, _mm512_add_pd(_mm512_i64gather_pd(slot, sums, 8), p), 8);
+	}
+	return j;
+}
+
+/*
+ * The first slot from "from" on of a group of eight with a key that can enter
+ * (> 0 and not below worst; the keys without absSums, s + c * s, computed as
+ * slot_key does), or the first of the fewer than eight slots left.
+ */
+__attribute__((target("avx512f")))
+static int64
+next_entering_avx512(const double *sums, double c, int64 from, int64 to, double worst)
+{
+	const __m512d vc = _mm512_set1_pd(c);
+	const __m512d vworst = _mm512_set1_pd(worst);
+	const __m512d zero = _mm512_setzero_pd();
+
+	for (; from + 8 <= to; from += 8)
+	{
+		__m512d		s = _mm512_loadu_pd(&sums[from]);
+		__m512d		key = _mm512_add_pd(s, _mm512_mul_pd(vc, s));
+
+		if (_mm512_cmp_pd_mask(key, zero, _CMP_GT_OQ) & _mm512_cmp_pd_mask(key, vworst, _CMP_GE_OQ))
+			break;
+	}
+	return from;
+}
+#endif
+
 /*
  * Add a posting block's scores to their rows' slots; what is wrong with the
  * block, or NULL. Inlined with constant mixed (absSums kept or not) and
@@ -577,10 +693,21 @@ add_block(SparseScanOpaque so, int qi, SparsePostingBlock *b, BlockNumber maxBlo
 	const int	n = b->n;
 	const uint32 offsets = maxOffset;
 
+	int			done = 0;
+
 	/* TIDs ascend in a block: its last row's heap block is its largest */
 	if (unlikely(ItemPointerGetBlockNumberNoCheck(&tids[n - 1]) > maxBlock))
 		return "posting of a row beyond the segment's rows in";
-	for (int j = 0; j < n; j++)
+#ifdef SPARSE_HAVE_AVX512
+	if (!mixed && sparse_simd && cpu_avx512 == 1)
+	{
+		done = add_postings_avx512(tids, weights, lengths, n, qw, k1p1, norm0, normLen,
+								   sums, offsets, bm25);
+		if (done < 0)
+			return "posting of a row beyond the segment's rows in";
+	}
+#endif
+	for (int j = done; j < n; j++)
 	{
 		uint32		hblk = ((uint32) tids[j].ip_blkid.bi_hi << 16) | tids[j].ip_blkid.bi_lo;
 		uint32		hoff = tids[j].ip_posid;
@@ -734,6 +861,10 @@ rank_all(IndexScanDesc scan)
 
 	so->nslots = nslots;
 	so->slotOffsets = meta.segMaxOffset;
+#ifdef SPARSE_HAVE_AVX512
+	if (cpu_avx512 < 0)
+		cpu_avx512 = avx512_usable() ? 1 : 0;
+#endif
 	so->sums = MemoryContextAllocExtended(so->cxt, Max(nslots, 1) * sizeof(double),
 										  MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
 	so->absSums = mixed ? MemoryContextAllocExtended(so->cxt, Max(nslots, 1) * sizeof(double),
@@ -805,6 +936,17 @@ pass_slots(SparseScanOpaque so, TopN *heap, double worst, bool mixed)
 	const int64 nslots = so->nslots;
 	int64		from;
 
+#ifdef SPARSE_HAVE_AVX512
+	if (!mixed && sparse_simd && cpu_avx512 == 1)
+	{
+		for (from = 0; from < nslots; from += 8)
+		{
+			from = next_entering_avx512(sums, c, from, nslots, worst);
+			worst = push_slots(so, heap, from, Min(from + 8, nslots), worst, false);
+		}
+		return worst;
+	}
+#endif
 	for (from = 0; from + SLOT_CHUNK <= nslots; from += SLOT_CHUNK)
 	{
 		int			enter = 0;

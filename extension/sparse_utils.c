@@ -28,6 +28,7 @@
 int			sparse_batch_size = 100;
 int			sparse_pending_limit = 4096;
 bool		sparse_positive_only = false;
+bool		sparse_simd = true;
 
 void
 sparse_init(void)
@@ -54,6 +55,13 @@ sparse_init(void)
 							 "what sparse_search wants, without a pass over every other row when fewer match.",
 							 &sparse_positive_only,
 							 false,
+							 PGC_USERSET, 0,
+							 NULL, NULL, NULL);
+	DefineCustomBoolVariable("hybrid_search.sparse_simd",
+							 "Whether a sparse_inverted scan adds postings and picks rows with AVX-512 where the CPU has it.",
+							 "Off, the scalar loops do the same work: the same keys, bit for bit, and the same rows.",
+							 &sparse_simd,
+							 true,
 							 PGC_USERSET, 0,
 							 NULL, NULL, NULL);
 }
