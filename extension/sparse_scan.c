@@ -595,13 +595,13 @@ static int	cpu_avx512 = -1;
  * sums are those of the scalar loop, operation for operation (the Makefile
  * builds with -ffp-contract=off, so no multiply and add fuse), hence the same
  * keys bit for bit. Returns how many postings it added (a multiple of 8), or
- * -1 if one has an offset of 0 or past offsets.
+ * -1 if one has a block past maxBlock or an offset of 0 or past offsets.
  */
 __attribute__((target("avx512f,avx512bw")))
 static int
 add_postings_avx512(const ItemPointerData *tids, const float4 *weights, const float4 *lengths,
 					int n, double qw, double k1p1, double norm0, double normLen,
-					double *sums, uint32 offsets, bool bm25)
+					double *sums, BlockNumber maxBlock, uint32 offsets, bool bm25)
 {
 	/* 16-bit lane 4i gets bi_lo of TID i (halfword 3i + 1), lane 4i + 1 its bi_hi */
 	const __m512i blockLanes = _mm512_set_epi16(0, 0, 21, 22, 0, 0, 18, 19, 0, 0, 15, 16, 0, 0, 12, 13,
@@ -611,6 +611,7 @@ add_postings_avx512(const ItemPointerData *tids, const float4 *weights, const fl
 												 0, 0, 0, 11, 0, 0, 0, 8, 0, 0, 0, 5, 0, 0, 0, 2);
 	const __m512i one = _mm512_set1_epi64(1);
 	const __m512i vOffsets = _mm512_set1_epi64(offsets);
+	const __m512i vMaxBlock = _mm512_set1_epi64(maxBlock);
 	const __m512d vqw = _mm512_set1_pd(qw);
 	const __m512d vk1p1 = _mm512_set1_pd(k1p1);
 	const __m512d vnorm0 = _mm512_set1_pd(norm0);
@@ -626,8 +627,9 @@ add_postings_avx512(const ItemPointerData *tids, const float4 *weights, const fl
 		__m512d		w = _mm512_cvtps_pd(_mm256_loadu_ps(&weights[j]));
 		__m512d		p;
 
-		/* off - 1 >= offsets (an offset of 0 wraps around) */
-		if (_mm512_cmp_epu64_mask(off, vOffsets, _MM_CMPINT_NLT))
+		/* a block past maxBlock, or off - 1 >= offsets (an offset of 0 wraps around) */
+		if (_mm512_cmp_epu64_mask(blk, vMaxBlock, _MM_CMPINT_NLE) |
+			_mm512_cmp_epu64_mask(off, vOffsets, _MM_CMPINT_NLT))
 			return -1;
 		slot = _mm512_add_epi64(_mm512_mul_epu32(blk, vOffsets), off);
 		if (bm25)
@@ -692,17 +694,13 @@ add_block(SparseScanOpaque so, int qi, SparsePostingBlock *b, BlockNumber maxBlo
 	const double normLen = so->normLen;
 	const int	n = b->n;
 	const uint32 offsets = maxOffset;
-
 	int			done = 0;
 
-	/* TIDs ascend in a block: its last row's heap block is its largest */
-	if (unlikely(ItemPointerGetBlockNumberNoCheck(&tids[n - 1]) > maxBlock))
-		return "posting of a row beyond the segment's rows in";
 #ifdef SPARSE_HAVE_AVX512
 	if (!mixed && sparse_simd && cpu_avx512 == 1)
 	{
 		done = add_postings_avx512(tids, weights, lengths, n, qw, k1p1, norm0, normLen,
-								   sums, offsets, bm25);
+								   sums, maxBlock, offsets, bm25);
 		if (done < 0)
 			return "posting of a row beyond the segment's rows in";
 	}
@@ -714,8 +712,11 @@ add_block(SparseScanOpaque so, int qi, SparsePostingBlock *b, BlockNumber maxBlo
 		int64		slot = (int64) hblk * offsets + hoff - 1;
 		double		p;
 
-		/* an offset of 0 or past the largest would land in another row's slot */
-		if (unlikely(hoff - 1 >= offsets))
+		/*
+		 * a block past the largest, or an offset of 0 or past the largest,
+		 * would land outside the array or in another row's slot
+		 */
+		if (unlikely(hblk > maxBlock || hoff - 1 >= offsets))
 			return "posting of a row beyond the segment's rows in";
 		p = posting_score(bm25, qw, weights[j], bm25 ? lengths[j] : 0, k1p1, norm0, normLen);
 		sums[slot] += p;
