@@ -182,3 +182,22 @@ def tenant_policy(conn: psycopg.Connection, tenants):
         for tenant in tenants:
             conn.execute(f"drop owned by {tenant}")
             conn.execute(f"drop role {tenant}")
+
+
+def assert_simd_and_scalar_agree(conn, queries, ks, cases, found, exact) -> None:
+    """For each query, k and (where, visible) case: found(query, k, where) is the
+    same with hybrid_search.sparse_simd on and off (the AVX-512 and the scalar
+    loops of a sparse_inverted scan), and exact(query, k, where, visible) holds
+    for both."""
+    try:
+        for query in queries:
+            for k in ks:
+                for where, visible in cases:
+                    rows = {}
+                    for simd in ("on", "off"):
+                        conn.execute(f"set hybrid_search.sparse_simd = {simd}")
+                        rows[simd] = found(query, k, where)
+                        exact(query, k, where, visible)
+                    assert rows["on"] == rows["off"]
+    finally:
+        conn.execute("reset hybrid_search.sparse_simd")

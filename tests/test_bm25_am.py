@@ -10,7 +10,7 @@ import math
 import numpy as np
 import psycopg
 import pytest
-from helpers import read_while_writing
+from helpers import assert_simd_and_scalar_agree, read_while_writing
 
 KS = [1, 10, 100, 1000]
 VOCABULARY = 400
@@ -211,18 +211,11 @@ def test_simd_and_scalar_loops_agree(docs):
     under a filter; and both exact."""
     conn, rows, rng = docs
     tenant3 = {i for i in rows if i % 10 == 3}
-    try:
-        for query in queries(rng):
-            for k in KS:
-                for where, visible in (("true", None), ("tenant = 3", tenant3)):
-                    found = {}
-                    for simd in ("on", "off"):
-                        conn.execute(f"set hybrid_search.sparse_simd = {simd}")
-                        found[simd] = by_index(conn, query, k, where)
-                        assert_exact(conn, rows, query, k, where=where, visible=visible)
-                    assert found["on"] == found["off"]
-    finally:
-        conn.execute("reset hybrid_search.sparse_simd")
+    assert_simd_and_scalar_agree(
+        conn, queries(rng), KS, [("true", None), ("tenant = 3", tenant3)],
+        lambda query, k, where: by_index(conn, query, k, where),
+        lambda query, k, where, visible: assert_exact(conn, rows, query, k, where, visible),
+    )  # fmt: skip
 
 
 def common_and_rare_queries(rows):

@@ -14,7 +14,14 @@ import time
 import numpy as np
 import psycopg
 import pytest
-from helpers import connect, create_database, insert, own_cluster, read_while_writing
+from helpers import (
+    assert_simd_and_scalar_agree,
+    connect,
+    create_database,
+    insert,
+    own_cluster,
+    read_while_writing,
+)
 
 DIM = 5000
 KS = [1, 10, 100, 1000]
@@ -162,17 +169,12 @@ def test_simd_and_scalar_loops_agree(items):
             rows[i] = v
             if i % 10 == 3:
                 tenant3.add(i)
-        for query in queries(rng, 4):
-            for k in KS:
-                for where, visible in (("true", None), ("tenant = 3", tenant3)):
-                    found = {}
-                    for simd in ("on", "off"):
-                        conn.execute(f"set hybrid_search.sparse_simd = {simd}")
-                        found[simd] = by_index(conn, query, k, where)
-                        assert_exact(conn, rows, query, k, where=where, visible=visible)
-                    assert found["on"] == found["off"]
+        assert_simd_and_scalar_agree(
+            conn, queries(rng, 4), KS, [("true", None), ("tenant = 3", tenant3)],
+            lambda query, k, where: by_index(conn, query, k, where),
+            lambda query, k, where, visible: assert_exact(conn, rows, query, k, where, visible),
+        )  # fmt: skip
     finally:
-        conn.execute("reset hybrid_search.sparse_simd")
         conn.execute("reset hybrid_search.sparse_pending_limit")
 
 
