@@ -587,6 +587,17 @@ avx512_usable(void)
 /* whether avx512_usable(); -1: not asked yet */
 static int	cpu_avx512 = -1;
 
+/* whether a loop runs its AVX-512 form: not with absSums, nor when turned off */
+static inline bool
+use_avx512(bool mixed)
+{
+	if (mixed || !sparse_simd)
+		return false;
+	if (cpu_avx512 < 0)
+		cpu_avx512 = avx512_usable() ? 1 : 0;
+	return cpu_avx512 == 1;
+}
+
 /*
  * add_block's loop without absSums, eight postings at a time: the eight
  * TIDs' block numbers and offsets picked out of their 48 bytes, the slots
@@ -697,7 +708,7 @@ add_block(SparseScanOpaque so, int qi, SparsePostingBlock *b, BlockNumber maxBlo
 	int			done = 0;
 
 #ifdef SPARSE_HAVE_AVX512
-	if (!mixed && sparse_simd && cpu_avx512 == 1)
+	if (use_avx512(mixed))
 	{
 		done = add_postings_avx512(tids, weights, lengths, n, qw, k1p1, norm0, normLen,
 								   sums, maxBlock, offsets, bm25);
@@ -862,10 +873,6 @@ rank_all(IndexScanDesc scan)
 
 	so->nslots = nslots;
 	so->slotOffsets = meta.segMaxOffset;
-#ifdef SPARSE_HAVE_AVX512
-	if (cpu_avx512 < 0)
-		cpu_avx512 = avx512_usable() ? 1 : 0;
-#endif
 	so->sums = MemoryContextAllocExtended(so->cxt, Max(nslots, 1) * sizeof(double),
 										  MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
 	so->absSums = mixed ? MemoryContextAllocExtended(so->cxt, Max(nslots, 1) * sizeof(double),
@@ -938,7 +945,7 @@ pass_slots(SparseScanOpaque so, TopN *heap, double worst, bool mixed)
 	int64		from;
 
 #ifdef SPARSE_HAVE_AVX512
-	if (!mixed && sparse_simd && cpu_avx512 == 1)
+	if (use_avx512(mixed))
 	{
 		for (from = 0; from < nslots; from += 8)
 		{
