@@ -27,7 +27,7 @@ from pathlib import Path
 
 import psycopg
 from common import scratch_database
-from hybrid_search_installer import evaluate, extension_files
+from hybrid_search_installer import evaluate
 from hybrid_search_installer.layout import Layout
 
 PG_STOPWORDS = Path("/usr/share/postgresql/15/tsearch_data/english.stop")
@@ -230,7 +230,6 @@ def main() -> None:
         lock = stack.enter_context(open(args.lock, "a")) if args.lock else None
         if lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-        extension_files.ensure_extension_files(layout)
         dsn = stack.enter_context(scratch_database(layout, None))
         if lock:
             fcntl.flock(lock, fcntl.LOCK_UN)

@@ -21,7 +21,6 @@ from contextlib import ExitStack, contextmanager
 
 import psycopg
 from common import print_table, scratch_database
-from hybrid_search_installer import extension_files
 from hybrid_search_installer.layout import Layout
 from model_memory import passages
 
@@ -68,7 +67,6 @@ def main() -> None:
     rows: list[tuple[str, str]] = []
     with ExitStack() as stack:
         with held(args.lock):
-            extension_files.ensure_extension_files(layout)
             dsn = stack.enter_context(scratch_database(layout, args.model))
         conn = stack.enter_context(psycopg.connect(dsn, autocommit=True))
         conn.execute(

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
-from hybrid_search_installer import database
+from hybrid_search_installer import database, extension_files
 from hybrid_search_installer.cluster import Cluster
 from hybrid_search_installer.layout import Layout
 
@@ -20,7 +20,10 @@ def scratch_database(
 ) -> Iterator[str]:
     """The DSN of a database with the extension configured for model, on a cluster
     in a temporary directory (postgresql.conf + conf; preloading the model stack
-    unless preload is false) that is destroyed afterwards."""
+    unless preload is false) that is destroyed afterwards. The extension's files
+    are rebuilt and installed first if they differ from the tree's: a benchmark
+    never measures a stale library."""
+    extension_files.ensure_extension_files(layout)
     scratch = Path(tempfile.mkdtemp(prefix="hybrid_search_bench_"))
     scratch.chmod(0o755)
     cluster = Cluster(scratch / "cluster", port=5432)

@@ -60,7 +60,7 @@ from pathlib import Path
 import numpy as np
 import psycopg
 from corpus import DIM, VOCAB, Corpus
-from hybrid_search_installer import database
+from hybrid_search_installer import database, extension_files
 from hybrid_search_installer.cluster import Cluster
 from hybrid_search_installer.layout import Layout, pg_bin
 from peers import Seismic, Tantivy, overlap, recall
@@ -654,6 +654,7 @@ def build_peers(corpus, facts, seismic=True):
 
 def run(docs, queries, slow_queries, keep=False, fusion_only=False, scale=False):
     layout = Layout.from_environment()
+    extension_files.ensure_extension_files(layout)  # never a stale library
     scratch = Path(tempfile.mkdtemp(prefix="hybrid_search_bench_"))
     scratch.chmod(0o755)
     cluster = Cluster(scratch / "cluster", port=5432)

@@ -13,6 +13,7 @@ measured on the same data in minutes.
 """
 
 import argparse
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import psycopg
 from corpus import Corpus
-from hybrid_search_installer import database
+from hybrid_search_installer import database, extension_files
 from hybrid_search_installer.cluster import Cluster
 from hybrid_search_installer.layout import Layout
 from pgvector.psycopg import register_vector
@@ -50,22 +51,36 @@ def build(conn, corpus):
     conn.execute("select hybrid_search_refresh()")
 
 
-def legs(conn, table, corpus, qs, label, key, mask):
-    table.sql(conn, f"{key}sparse", "sparse_inverted ORDER BY <#> LIMIT 10" + label,
-              sparse_leg(corpus, K, Jsonb({"tenant": TENANT}) if key == "filtered " else None),
-              qs, lambda q: corpus.exact_sparse(q, K, mask))  # fmt: skip
-    table.sql(conn, f"{key}bm25", "BM25 leg" + label,
-              bm25_leg(corpus, K, Jsonb({"tenant": TENANT}) if key == "filtered " else None),
+def backend_cpu_seconds(conn):
+    """User plus system CPU seconds of the connection's backend (/proc: the cluster is
+    local), which the machine's other load disturbs far less than the wall clock."""
+    pid = conn.info.backend_pid
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def timed_leg(conn, table, cpu, key, name, leg, qs, reference):
+    """table.sql, and the backend's CPU per query (ms) under key in cpu."""
+    started = backend_cpu_seconds(conn)
+    table.sql(conn, key, name, leg, qs, reference)
+    cpu[key] = (name, 1000 * (backend_cpu_seconds(conn) - started) / (len(qs) + 3))
+
+
+def legs(conn, table, cpu, corpus, qs, label, key, mask):
+    jflt = Jsonb({"tenant": TENANT}) if key == "filtered " else None
+    timed_leg(conn, table, cpu, f"{key}sparse", "sparse_inverted ORDER BY <#> LIMIT 10" + label,
+              sparse_leg(corpus, K, jflt), qs, lambda q: corpus.exact_sparse(q, K, mask))  # fmt: skip
+    timed_leg(conn, table, cpu, f"{key}bm25", "BM25 leg" + label, bm25_leg(corpus, K, jflt),
               qs, lambda q: corpus.exact_bm25(q, K, mask))  # fmt: skip
 
 
 def measure(conn, corpus, peers, qs, churn):
-    table = Table()
+    table, cpu = Table(), {}
     tenant = corpus.tenant == TENANT
     # the fixed cost of a round trip with a trivial indexed query: what no scan can save
     table.sql(conn, "floor", "floor: select id from documents where id = $1 (primary key)",
               ("select id from documents where id = %s", lambda q: (q + 1,)), qs)  # fmt: skip
-    legs(conn, table, corpus, qs, "", "", None)
+    legs(conn, table, cpu, corpus, qs, "", "", None)
     latencies, ids = timed_in_process(lambda q: corpus.exact_sparse(q, K), qs)
     table.add("sparse numpy", "sparse, numpy brute force", latencies, ids, qs)
     latencies, ids = timed_in_process(lambda q: corpus.exact_bm25(q, K), qs)
@@ -77,24 +92,24 @@ def measure(conn, corpus, peers, qs, churn):
         table.add("seismic", "Seismic", latencies, ids, qs)
         latencies, ids = timed_in_process(lambda q: peers["tantivy"].search(corpus.q_words[q]), qs)
         table.add("tantivy", "tantivy", latencies, ids, qs)
-    legs(conn, table, corpus, qs, " (10% filter)", "filtered ", tenant)
+    legs(conn, table, cpu, corpus, qs, " (10% filter)", "filtered ", tenant)
     with row_security_reader(conn):
         # the BM25 leg with the statistics of the rows the role sees (bm25_statistics
         # 'visible', the default): a pass over them a query
-        legs(conn, table, corpus, qs, " (RLS role seeing 10%)", "rls ", tenant)
+        legs(conn, table, cpu, corpus, qs, " (RLS role seeing 10%)", "rls ", tenant)
     if churn:
         alive = np.arange(1, corpus.n + 1) % 10 != 0
         conn.execute(
             "update documents set metadata = metadata || '{\"churned\": true}' where id % 10 = 5"
         )
         conn.execute("delete from documents where id % 10 = 0")
-        legs(conn, table, corpus, qs, " (20% churn, before VACUUM)", "churn ", alive)
+        legs(conn, table, cpu, corpus, qs, " (20% churn, before VACUUM)", "churn ", alive)
         conn.execute("vacuum documents")
-        legs(conn, table, corpus, qs, " (20% churn, after VACUUM)", "vacuumed ", alive)
-    return table
+        legs(conn, table, cpu, corpus, qs, " (20% churn, after VACUUM)", "vacuumed ", alive)
+    return table, cpu
 
 
-def report(table):
+def report(table, cpu):
     out = [
         "| query | p50 ms | p95 ms | p99 ms | recall@10 | full lists |",
         "|---|---|---|---|---|---|",
@@ -107,6 +122,9 @@ def report(table):
         pairs += [(f"{stage} {leg}", leg) for stage in ("filtered", "rls", "churn", "vacuumed")]
     out += [f"| {a} / {b} | {table.ratio(a, b):.2f} |" for a, b in pairs
             if a in table.p95 and b in table.p95]  # fmt: skip
+    # the timed runs and timed()'s 3 warm-up runs, whose CPU the counter includes
+    out += ["", "| query | backend CPU ms per query |", "|---|---|"]
+    out += [f"| {name} | {ms:.2f} |" for name, ms in cpu.values()]
     return "\n".join(out)
 
 
@@ -125,6 +143,7 @@ def main() -> None:
     cluster = scratch = None
     dsn = args.dsn
     if dsn is None:
+        extension_files.ensure_extension_files(Layout.from_environment())  # never a stale library
         scratch = Path(tempfile.mkdtemp(prefix="hybrid_search_scan_"))
         scratch.chmod(0o755)
         cluster = Cluster(scratch / "cluster", port=5433)
@@ -140,7 +159,7 @@ def main() -> None:
             register_vector(conn)
             if args.dsn is None:
                 build(conn, corpus)
-            print(report(measure(conn, corpus, peers, range(args.queries), args.churn)))
+            print(report(*measure(conn, corpus, peers, range(args.queries), args.churn)))
     finally:
         if peers:
             peers["tantivy"].close()

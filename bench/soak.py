@@ -23,7 +23,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import psycopg
-from hybrid_search_installer import database, models
+from hybrid_search_installer import database, extension_files, models
 from hybrid_search_installer.cluster import Cluster
 from hybrid_search_installer.layout import Layout
 
@@ -154,6 +154,7 @@ def p(values, q):
 def run(args) -> int:
     layout = Layout.from_environment()
     model = models.installed_model(layout)["model"]
+    extension_files.ensure_extension_files(layout)  # never a stale library
     scratch = Path(tempfile.mkdtemp(prefix="hybrid_search_soak_"))
     scratch.chmod(0o755)
     cluster = Cluster(scratch / "cluster", port=5432)

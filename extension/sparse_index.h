@@ -291,6 +291,11 @@ extern bool sparse_insert(Relation index, Datum *values, bool *isnull, ItemPoint
 extern void SparseAppendPending(Relation index, SparseMetaPageData *metaOut, ItemPointer tid,
 								bool isnull, int32 nnz, const int32 *indices, const float4 *values);
 
+/* sparse_slots.c */
+extern void SparseSlotArraysInit(void);
+extern double *SparseBorrowSlots(MemoryContext cxt, int64 nslots);
+extern void SparseReturnSlots(double *sums);
+
 /* sparse_scan.c */
 extern IndexScanDesc sparse_beginscan(Relation index, int nkeys, int norderbys);
 extern void sparse_rescan(IndexScanDesc scan, ScanKey keys, int nkeys, ScanKey orderbys, int norderbys);

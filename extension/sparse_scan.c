@@ -7,7 +7,10 @@
  * reported as the ORDER BY value with xs_recheckorderby: it is a lower
  * bound of pgvector's own <#> (a float sum whose rounding error is below
  * c * a), so the executor recomputes <#> on the rows it fetches and
- * reorders them, and its order is exactly pgvector's.
+ * reorders them, and its order is exactly pgvector's. A row whose place
+ * the bounds settle (no row before or after can score within its
+ * [s - c * a, s + c * a]) is returned without that recheck (order_certain):
+ * the executor then reads no vector for a row a filter or a policy discards.
  *
  * Rows come in batches of the best N rows with key > 0 after the last row
  * returned (the cursor). The first batch of a scan ranks every row at once
@@ -72,6 +75,7 @@
 typedef struct ScanRow
 {
 	double		key;
+	double		low;			/* s - c * a: pgvector's value is not below it */
 	uint64		tid;
 	bool		isnull;
 } ScanRow;
@@ -110,6 +114,7 @@ typedef struct SparseScanOpaqueData
 	int			ranked;			/* RANKED_* */
 	double	   *sums;			/* s by heap slot */
 	double	   *absSums;		/* a by heap slot, or NULL when s = a */
+	double		floor;			/* the least low of the rows returned */
 	int64		nslots;
 	OffsetNumber slotOffsets;	/* slots per heap block */
 	ScanRow    *pendingRows;	/* the pending rows with key > 0 */
@@ -122,9 +127,12 @@ typedef struct SparseScanOpaqueData
 
 typedef SparseScanOpaqueData *SparseScanOpaque;
 
-/* key of a row from its per-term contributions (query term order) */
+/*
+ * key of a row from its per-term contributions (query term order), and in
+ * *low the least value the operator's own sum can have, s - c * a
+ */
 static inline double
-row_key(const double *contrib, int nq, double c)
+row_key(const double *contrib, int nq, double c, double *low)
 {
 	double		s = 0,
 				a = 0;
@@ -134,6 +142,7 @@ row_key(const double *contrib, int nq, double c)
 		s += contrib[i];
 		a += fabs(contrib[i]);
 	}
+	*low = s - c * a;
 	return s + c * a;
 }
 
@@ -205,7 +214,7 @@ worse(const ScanRow *a, const ScanRow *b)
 }
 
 static void
-topn_push(TopN *h, double key, uint64 tid)
+topn_push(TopN *h, double key, double low, uint64 tid)
 {
 	int64		i;
 
@@ -213,6 +222,7 @@ topn_push(TopN *h, double key, uint64 tid)
 	{
 		i = h->n++;
 		h->rows[i].key = key;
+		h->rows[i].low = low;
 		h->rows[i].tid = tid;
 		h->rows[i].isnull = false;
 		while (i > 0)
@@ -235,6 +245,7 @@ topn_push(TopN *h, double key, uint64 tid)
 		ScanRow		r;
 
 		r.key = key;
+		r.low = low;
 		r.tid = tid;
 		r.isnull = false;
 		if (!worse(&h->rows[0], &r))
@@ -292,7 +303,7 @@ row_cmp(const void *a, const void *b)
  * changes the list meanwhile; meta gets the metapage as read. Returns false
  * on a conflict.
  */
-typedef void (*pending_fn) (double key, bool isnull, uint64 tid, void *arg);
+typedef void (*pending_fn) (double key, double low, bool isnull, uint64 tid, void *arg);
 
 /* score_pending's row so far: its query terms' weights and its length */
 typedef struct PendingRow
@@ -318,7 +329,15 @@ pending_row_emit(PendingRow *pr)
 		return;
 	for (int qj = 0; qj < so->nq; qj++)
 		pr->contrib[qj] = pr->weights[qj] != 0 ? term_score(so, qj, pr->weights[qj], (float4) pr->docLength) : 0;
-	pr->fn(pr->docNull ? 0 : row_key(pr->contrib, so->nq, so->c), pr->docNull, pr->docTid, pr->arg);
+	if (pr->docNull)
+		pr->fn(0, 0, true, pr->docTid, pr->arg);
+	else
+	{
+		double		low;
+		double		key = row_key(pr->contrib, so->nq, so->c, &low);
+
+		pr->fn(key, low, false, pr->docTid, pr->arg);
+	}
 	memset(pr->weights, 0, sizeof(float4) * Max(so->nq, 1));
 	pr->docLength = 0;
 }
@@ -527,13 +546,13 @@ typedef struct BatchArg
 } BatchArg;
 
 static void
-batch_pending_fn(double key, bool isnull, uint64 tid, void *arg)
+batch_pending_fn(double key, double low, bool isnull, uint64 tid, void *arg)
 {
 	BatchArg   *ba = (BatchArg *) arg;
 
 	if (isnull || key <= 0 || !after_cursor(ba->so, key, tid))
 		return;
-	topn_push(ba->heap, key, tid);
+	topn_push(ba->heap, key, low, tid);
 }
 
 typedef struct PendingArg
@@ -543,7 +562,7 @@ typedef struct PendingArg
 } PendingArg;
 
 static void
-keep_pending_fn(double key, bool isnull, uint64 tid, void *arg)
+keep_pending_fn(double key, double low, bool isnull, uint64 tid, void *arg)
 {
 	PendingArg *pa = (PendingArg *) arg;
 	SparseScanOpaque so = pa->so;
@@ -557,6 +576,7 @@ keep_pending_fn(double key, bool isnull, uint64 tid, void *arg)
 			: palloc(pa->max * sizeof(ScanRow));
 	}
 	so->pendingRows[so->npending].key = key;
+	so->pendingRows[so->npending].low = low;
 	so->pendingRows[so->npending].tid = tid;
 	so->pendingRows[so->npending].isnull = false;
 	so->npending++;
@@ -811,6 +831,15 @@ add_list(SparseScanOpaque so, SparseReader *r, const SparseDirEntry *entry, int 
 	return true;
 }
 
+/* the scan's slot arrays back to sparse_slots.c */
+static void
+return_slots(SparseScanOpaque so)
+{
+	SparseReturnSlots(so->sums);
+	SparseReturnSlots(so->absSums);
+	so->sums = so->absSums = NULL;
+}
+
 /*
  * Every row's key at once, term at a time: each posting of each query term
  * (in query term order) is added to its row's slot, heap block times
@@ -873,18 +902,13 @@ rank_all(IndexScanDesc scan)
 
 	so->nslots = nslots;
 	so->slotOffsets = meta.segMaxOffset;
-	so->sums = MemoryContextAllocExtended(so->cxt, Max(nslots, 1) * sizeof(double),
-										  MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
-	so->absSums = mixed ? MemoryContextAllocExtended(so->cxt, Max(nslots, 1) * sizeof(double),
-													 MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO) : NULL;
+	so->sums = SparseBorrowSlots(so->cxt, nslots);
+	so->absSums = mixed ? SparseBorrowSlots(so->cxt, nslots) : NULL;
 	for (int i = 0; i < so->nq; i++)
 	{
 		if (found[i] && !add_list(so, &r, &entries[i], i, &meta))
 		{
-			pfree(so->sums);
-			if (so->absSums)
-				pfree(so->absSums);
-			so->sums = so->absSums = NULL;
+			return_slots(so);
 			return false;
 		}
 	}
@@ -918,7 +942,9 @@ push_slots(SparseScanOpaque so, TopN *heap, int64 from, int64 to, double worst, 
 		tid = ((uint64) (slot / so->slotOffsets) << 16) | (uint64) (slot % so->slotOffsets + 1);
 		if (after_cursor(so, key, tid))
 		{
-			topn_push(heap, key, tid);
+			double		s = so->sums[slot];
+
+			topn_push(heap, key, s - so->c * (mixed ? so->absSums[slot] : s), tid);
 			if (heap->n == heap->max)
 				worst = heap->rows[0].key;
 		}
@@ -986,7 +1012,7 @@ batch_from_sums(SparseScanOpaque so)
 	heap.rows = palloc(sizeof(ScanRow) * heap.max);
 	for (int64 i = 0; i < so->npending; i++)
 		if (after_cursor(so, so->pendingRows[i].key, so->pendingRows[i].tid))
-			topn_push(&heap, so->pendingRows[i].key, so->pendingRows[i].tid);
+			topn_push(&heap, so->pendingRows[i].key, so->pendingRows[i].low, so->pendingRows[i].tid);
 	if (heap.n == heap.max)
 		worst = heap.rows[0].key;
 	if (so->absSums)
@@ -1053,7 +1079,8 @@ run_batch(IndexScanDesc scan)
 		uint64		d;
 		double		partial = 0;
 		bool		dropped = false;
-		double		key;
+		double		key,
+					low;
 
 		CHECK_FOR_INTERRUPTS();
 		d = smallest_current(lists, e, nl);
@@ -1099,10 +1126,10 @@ run_batch(IndexScanDesc scan)
 		}
 		if (!dropped)
 		{
-			key = row_key(contrib, so->nq, so->c);
+			key = row_key(contrib, so->nq, so->c, &low);
 			if (key > 0 && after_cursor(so, key, d))
 			{
-				topn_push(&heap, key, d);
+				topn_push(&heap, key, low, d);
 				while (e < nl && cannot_enter(&heap, prefix[e + 1]))
 					e++;
 			}
@@ -1142,13 +1169,14 @@ rest_add(RestArg *ra, double key, bool isnull, uint64 tid)
 			: palloc(ra->max * sizeof(ScanRow));
 	}
 	ra->rows[ra->n].key = isnull ? 0 : key;
+	ra->rows[ra->n].low = 0;	/* the rest's rows are always rechecked */
 	ra->rows[ra->n].isnull = isnull;
 	ra->rows[ra->n].tid = tid;
 	ra->n++;
 }
 
 static void
-rest_pending_fn(double key, bool isnull, uint64 tid, void *arg)
+rest_pending_fn(double key, double low, bool isnull, uint64 tid, void *arg)
 {
 	rest_add((RestArg *) arg, key, isnull, tid);
 }
@@ -1166,6 +1194,7 @@ run_rest(IndexScanDesc scan)
 	double	   *contrib;
 	uint64	   *mkeys = NULL;
 	double	   *mvals = NULL;
+	double		low;			/* unused: the rest's rows are always rechecked */
 	int64		nm = 0,
 				maxm = 0,
 				mi = 0;
@@ -1203,7 +1232,7 @@ run_rest(IndexScanDesc scan)
 			mvals = mvals ? repalloc_huge(mvals, maxm * sizeof(double)) : palloc(maxm * sizeof(double));
 		}
 		mkeys[nm] = d;
-		mvals[nm] = row_key(contrib, so->nq, so->c);
+		mvals[nm] = row_key(contrib, so->nq, so->c, &low);
 		nm++;
 		for (int i = 0; i < nl; i++)
 			contrib[lists[i].qi] = 0;
@@ -1279,6 +1308,7 @@ sparse_rescan(IndexScanDesc scan, ScanKey keys, int nkeys, ScanKey orderbys, int
 	SparseScanOpaque so = (SparseScanOpaque) scan->opaque;
 	MemoryContext oldcxt;
 
+	return_slots(so);
 	MemoryContextReset(so->cxt);
 	so->batchCxt = AllocSetContextCreate(so->cxt, "sparse_inverted batch", ALLOCSET_DEFAULT_SIZES);
 	if (keys && scan->numberOfKeys > 0)
@@ -1328,6 +1358,7 @@ sparse_rescan(IndexScanDesc scan, ScanKey keys, int nkeys, ScanKey orderbys, int
 	so->nrows = 0;
 	so->pos = 0;
 	so->haveCursor = false;
+	so->floor = get_float8_infinity();
 	so->totalDocs = 0;
 	so->ranked = RANKED_NOT_YET;
 	so->sums = NULL;
@@ -1368,6 +1399,25 @@ next_rows(IndexScanDesc scan)
 	MemoryContextSwitchTo(oldcxt);
 }
 
+/*
+ * Whether row, the one just taken from so->rows, is in the place the
+ * operator's own value gives it, so that the executor need not recompute
+ * that value (fetching and detoasting the row's vector) to reorder: the
+ * value lies in [row->low, row->key], so it is if every row returned before
+ * can only score above row->key (their least low, so->floor, is above it)
+ * and every row after can only score below row->low (they score at most the
+ * next row's key). Never for the last row of a batch (the next is not
+ * known yet), the rest's rows, or keys pgvector's float sum may overflow.
+ * A reported -key is then taken as the row's value for the order only: a
+ * query's own <#> or <&> still computes the exact one.
+ */
+static inline bool
+order_certain(SparseScanOpaque so, const ScanRow *row)
+{
+	return !so->rest && !row->isnull && !so->queryNull && row->key <= 1e38 &&
+		row->key < so->floor && so->pos < so->nrows && row->low > so->rows[so->pos].key;
+}
+
 bool
 sparse_gettuple(IndexScanDesc scan, ScanDirection dir)
 {
@@ -1386,7 +1436,7 @@ sparse_gettuple(IndexScanDesc scan, ScanDirection dir)
 			scan->xs_recheck = false;
 			if (scan->numberOfOrderBys > 0)
 			{
-				scan->xs_recheckorderby = true;
+				scan->xs_recheckorderby = !order_certain(so, row);
 				if (row->isnull || so->queryNull)
 				{
 					scan->xs_orderbyvals[0] = (Datum) 0;
@@ -1405,6 +1455,7 @@ sparse_gettuple(IndexScanDesc scan, ScanDirection dir)
 			}
 			if (!row->isnull)
 			{
+				so->floor = Min(so->floor, row->low);
 				so->haveCursor = true;
 				so->curKey = row->key;
 				so->curTid = row->tid;
@@ -1462,6 +1513,7 @@ sparse_endscan(IndexScanDesc scan)
 {
 	SparseScanOpaque so = (SparseScanOpaque) scan->opaque;
 
+	return_slots(so);
 	MemoryContextDelete(so->cxt);
 	pfree(so);
 	scan->opaque = NULL;

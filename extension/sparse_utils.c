@@ -64,6 +64,7 @@ sparse_init(void)
 							 true,
 							 PGC_USERSET, 0,
 							 NULL, NULL, NULL);
+	SparseSlotArraysInit();
 }
 
 /*

@@ -231,11 +231,18 @@ declare
     old_iterative text := pg_catalog.current_setting('hnsw.iterative_scan', true);
     old_seqscan text := pg_catalog.current_setting('enable_seqscan');
     old_positive text := pg_catalog.current_setting('hybrid_search.sparse_positive_only', true);
+    old_batch text := pg_catalog.current_setting('hybrid_search.sparse_batch_size', true);
 begin
     perform pg_catalog.set_config('hnsw.ef_search', least(greatest(p.ef_search, p.per_leg), 1000)::text, true);
     perform pg_catalog.set_config('hnsw.iterative_scan', 'relaxed_order', true);
     perform pg_catalog.set_config('enable_seqscan', 'off', true);
     perform pg_catalog.set_config('hybrid_search.sparse_positive_only', 'on', true);
+    -- a sparse_inverted leg's first batch holds its candidates and the rows past
+    -- them that WITH TIES looks at, so that no second batch (4x as many) is ranked
+    perform pg_catalog.set_config(
+        'hybrid_search.sparse_batch_size',
+        greatest(coalesce(old_batch, '100')::integer, p.per_leg + p.per_leg / 4 + 8)::text, true
+    );
     return query
     with shard_legs as materialized (
         select l.leg, l.id, l.rank, l.score
@@ -370,6 +377,7 @@ begin
     perform pg_catalog.set_config('hnsw.iterative_scan', coalesce(old_iterative, 'off'), true);
     perform pg_catalog.set_config('enable_seqscan', old_seqscan, true);
     perform pg_catalog.set_config('hybrid_search.sparse_positive_only', coalesce(old_positive, 'off'), true);
+    perform pg_catalog.set_config('hybrid_search.sparse_batch_size', coalesce(old_batch, '100'), true);
 end;
 $func$
 language plpgsql stable parallel unsafe security invoker rows 100

@@ -158,6 +158,27 @@ def test_exact_for_every_k(items):
     assert check(conn)["consistent"]
 
 
+def test_open_scans_never_share_slot_arrays(items):
+    """A scan that ranks every row keeps its sums until it ends, in an array kept
+    for the backend's next scans (extension/sparse_slots.c): a cursor's scan left
+    open while other scans come and go in its transaction, and in the next one,
+    ranks its later batches from its own sums, not theirs."""
+    conn, rows, rng = items
+    qa, qb = queries(rng, 2)
+    sql = "select id, v <#> %s::sparsevec from am_items order by v <#> %s::sparsevec limit 300"
+    conn.execute("set enable_indexscan = off")
+    expected = conn.execute(sql, [literal(qa)] * 2).fetchall()
+    conn.execute("reset enable_indexscan")
+    with conn.transaction():
+        conn.execute("declare a cursor for " + sql, [literal(qa)] * 2)
+        first = conn.execute("fetch 50 from a").fetchall()  # the first batch
+        for k in (10, 100, 1000):
+            assert_exact(conn, rows, qb, k)
+        rest = conn.execute("fetch all from a").fetchall()  # batches from a's sums
+    assert [d for _, d in first + rest] == [d for _, d in expected]
+    assert_exact(conn, rows, qa, 300)
+
+
 def test_simd_and_scalar_loops_agree(items):
     """With hybrid_search.sparse_simd off a scan runs the scalar loops that a CPU
     without AVX-512 runs: the same rows and distances, bit for bit, as with it on
@@ -240,6 +261,61 @@ def test_exact_when_the_heap_is_sparser_than_its_indexed_rows(db):
         db.execute("reset hybrid_search.sparse_batch_size")
         db.execute("reset enable_seqscan")
         db.execute("drop table am_items")
+
+
+def toast_blocks_read(conn, table):
+    """The TOAST blocks table's queries have read so far (hit or not), flushed from
+    this backend's pending statistics first."""
+    conn.execute("select pg_stat_force_next_flush()")  # flushed when it goes idle
+    return conn.execute(
+        "select pg_stat_clear_snapshot(),"
+        " (select toast_blks_hit + toast_blks_read from pg_statio_user_tables where relname = %s)",
+        [table],
+    ).fetchone()[1]
+
+
+def test_rows_whose_place_is_certain_are_not_rechecked(db):
+    """The executor recomputes <#> from a row the index returns (here: reading its
+    vector from TOAST) only where the index's bounds on the row's score leave its
+    place in doubt. A filter that keeps 1 row in 10 of the 50 fetched: with
+    distinct scores only the 5 rows kept are read (for the query's own <#>), with
+    equal scores every row is. The order is the sequential scan's either way."""
+    rng = np.random.default_rng(43)
+    db.execute("drop table if exists am_toasted")
+    db.execute("create table am_toasted (id int primary key, v sparsevec)")
+    db.execute("alter table am_toasted alter column v set storage external")  # out of line
+    # every row: 1,000 terms (8 kB, stored out of line); term 0 weighs the row's
+    # id in distinct steps, term 1 the same for every row
+    for i in range(300):
+        weights = {0: 1 + i / 64, 1: 1.0}
+        weights.update({int(t): 0.5 for t in rng.choice(np.arange(2, DIM), 998, replace=False)})
+        db.execute("insert into am_toasted values (%s, %s)", [i, literal(weights)])
+    db.execute("create index am_toasted_v_idx on am_toasted using sparse_inverted (v)")
+    db.execute("set enable_seqscan = off")
+    sql = "select id, v <#> %s::sparsevec from am_toasted where id %% 10 = 0 order by 2 limit 5"
+    try:
+        measured = {}
+        for name, query in (("distinct", {0: 1.0}), ("tied", {1: 1.0})):
+            before = toast_blocks_read(db, "am_toasted")
+            found = db.execute(sql, [literal(query)]).fetchall()
+            measured[name] = toast_blocks_read(db, "am_toasted") - before
+            db.execute("set enable_indexscan = off")
+            expected = db.execute(sql.replace("order by 2", "order by 2, 1"), [literal(query)])
+            expected = expected.fetchall()
+            db.execute("reset enable_indexscan")
+            if name == "distinct":
+                assert found == expected == [(i, -(1 + i / 64)) for i in (290, 280, 270, 260, 250)]
+            else:  # every row ties: any 5 of them
+                assert [d for _, d in found] == [d for _, d in expected] == [-1.0] * 5
+        # tied: no row's place is certain until all 300 are seen; each is read
+        assert measured["tied"] >= 300, measured
+        per_row = measured["tied"] / 300
+        # distinct: the 5 rows kept, for the query's own <#> (rechecking the 50
+        # fetched would read 55 rows), and a batch's last row at most
+        assert measured["distinct"] <= 7 * per_row, measured
+    finally:
+        db.execute("reset enable_seqscan")
+        db.execute("drop table am_toasted")
 
 
 def test_exact_under_writes_and_vacuum(items):
