@@ -232,6 +232,7 @@ declare
     old_seqscan text := pg_catalog.current_setting('enable_seqscan');
     old_positive text := pg_catalog.current_setting('hybrid_search.sparse_positive_only', true);
     old_batch text := pg_catalog.current_setting('hybrid_search.sparse_batch_size', true);
+    old_plan_mode text := pg_catalog.current_setting('plan_cache_mode');
 begin
     perform pg_catalog.set_config('hnsw.ef_search', least(greatest(p.ef_search, p.per_leg), 1000)::text, true);
     perform pg_catalog.set_config('hnsw.iterative_scan', 'relaxed_order', true);
@@ -243,6 +244,11 @@ begin
         'hybrid_search.sparse_batch_size',
         greatest(coalesce(old_batch, '100')::integer, p.per_leg + p.per_leg / 4 + 8)::text, true
     );
+    -- without a filter every call's plan is the same: planned once, not per call
+    -- (a filter's selectivity may change the plan, so filtered calls keep the default)
+    if p.filter is null then
+        perform pg_catalog.set_config('plan_cache_mode', 'force_generic_plan', true);
+    end if;
     return query
     with shard_legs as materialized (
         select l.leg, l.id, l.rank, l.score
@@ -378,6 +384,7 @@ begin
     perform pg_catalog.set_config('enable_seqscan', old_seqscan, true);
     perform pg_catalog.set_config('hybrid_search.sparse_positive_only', coalesce(old_positive, 'off'), true);
     perform pg_catalog.set_config('hybrid_search.sparse_batch_size', coalesce(old_batch, '100'), true);
+    perform pg_catalog.set_config('plan_cache_mode', old_plan_mode, true);
 end;
 $func$
 language plpgsql stable parallel unsafe security invoker rows 100

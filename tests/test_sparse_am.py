@@ -179,6 +179,41 @@ def test_open_scans_never_share_slot_arrays(items):
     assert_exact(conn, rows, qa, 300)
 
 
+def test_slot_arrays_are_reused_after_an_aborted_scan(items):
+    """The arrays a backend keeps for its scans (memory context 'sparse_inverted
+    slot arrays') are reused query after query, and one lent to a scan that an
+    error ended is free again once its transaction is over: the kept memory
+    does not grow."""
+    conn, rows, rng = items
+    qa, qb = queries(rng, 2)
+
+    def kept():
+        return conn.execute(
+            "select coalesce(sum(total_bytes), 0) from pg_backend_memory_contexts"
+            " where name = 'sparse_inverted slot arrays'"
+        ).fetchone()[0]
+
+    assert_exact(conn, rows, qa, 10)
+    positions = conn.execute(
+        "select (max((ctid::text::point)[0]) + 1) * max((ctid::text::point)[1]) from am_items"
+    ).fetchone()[0]
+    after_one = kept()
+    assert after_one >= positions * 8
+    for k in KS:
+        assert_exact(conn, rows, qb, k)
+    assert kept() == after_one
+    with pytest.raises(psycopg.errors.DivisionByZero), conn.transaction():
+        conn.execute(
+            "declare a cursor for select id from am_items order by v <#> %s::sparsevec",
+            [literal(qa)],
+        )
+        conn.execute("fetch 1 from a")  # the scan holds its array
+        conn.execute("select 1 / 0")
+    for k in KS:
+        assert_exact(conn, rows, qa, k)
+    assert kept() == after_one
+
+
 def test_simd_and_scalar_loops_agree(items):
     """With hybrid_search.sparse_simd off a scan runs the scalar loops that a CPU
     without AVX-512 runs: the same rows and distances, bit for bit, as with it on
