@@ -340,6 +340,8 @@ def build(conn, corpus, facts, baseline=True, dense_method="hnsw"):
             conn,
             corpus,
         )
+    # the load's dirty buffers written now, not by a checkpoint during the first timings
+    conn.execute("checkpoint")
 
 
 # --------------------------------------------------------------------------- measures
@@ -574,6 +576,7 @@ def measure_churn(conn, table, corpus, fast, facts):
     for stage in ("before VACUUM", "after VACUUM"):
         if stage == "after VACUUM":
             timed_step(facts, "churn: VACUUM", conn.execute, "vacuum documents")
+        conn.execute("checkpoint")  # the writes' dirty buffers, before the timings
         label = f" (after 20% churn, {stage})"
         for key, name, leg, reference in [
             ("dense", "dense, pgvector HNSW", dense_leg, corpus.exact_dense),
