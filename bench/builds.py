@@ -1,0 +1,114 @@
+"""Backend CPU per query of two or more builds of the extension's library, in
+alternating rounds on one kept cluster: what a change to the C scan saves.
+
+The cluster is one that scan_legs.py (or retrieval.py) left running with --keep,
+loaded from the same seed. Each round installs each build in turn into the
+PostgreSQL copy the cluster runs (copied beside it, then renamed over it, so that
+running backends keep the file they mapped), opens a new connection, runs 5
+untimed and then the 200 timed queries of each leg, and reads the backend's user
+plus system CPU from /proc (the cluster is local): the machine's other load
+disturbs that far less than the wall clock. It prints the median over the rounds
+and whether each build returned the first build's rows. The library installed
+before the run is put back at the end.
+
+    .venv/bin/python bench/scan_legs.py --docs 100000 --keep --no-peers
+    cp extension/hybrid_search.so /tmp/after.so      # and a build of the base as /tmp/before.so
+    .venv/bin/python bench/builds.py --dsn "<the kept dsn>" /tmp/before.so /tmp/after.so
+"""
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import tempfile
+from pathlib import Path
+
+import psycopg
+from corpus import Corpus
+from hybrid_search_installer.layout import Layout, pg_config
+from pgvector.psycopg import register_vector
+from psycopg.types.json import Jsonb
+from retrieval import TENANT, K, bm25_leg, hybrid_leg, sparse_leg
+from scan_legs import backend_cpu_seconds
+
+LEGS = {
+    "sparse": (sparse_leg, None),
+    "sparse, 10% filter": (sparse_leg, TENANT),
+    "BM25": (bm25_leg, None),
+    "BM25, 10% filter": (bm25_leg, TENANT),
+    "hybrid_search": (hybrid_leg, None),
+}
+
+
+def installed_library() -> Path:
+    libdir = subprocess.run(
+        [pg_config(), "--pkglibdir"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    return Layout.from_environment().postgres_root / libdir.lstrip("/") / "hybrid_search.so"
+
+
+def install(build: Path, target: Path) -> None:
+    staged = target.with_name(target.name + ".bench")
+    shutil.copyfile(build, staged)
+    staged.chmod(0o755)
+    os.replace(staged, target)
+
+
+def cpu_per_query(dsn, sql, params):
+    """(backend CPU ms per query, the rows) of one pass in a new connection."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        register_vector(conn)
+        for p in params[:5]:
+            conn.execute(sql, p, prepare=True).fetchall()
+        started = backend_cpu_seconds(conn)
+        rows = [conn.execute(sql, p, prepare=True).fetchall() for p in params]
+        return 1000 * (backend_cpu_seconds(conn) - started) / len(params), rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dsn", required=True, help="a cluster scan_legs.py kept (--keep)")
+    parser.add_argument("--docs", type=int, default=100_000, help="the kept cluster's corpus")
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("builds", nargs="+", type=Path, help="hybrid_search.so files")
+    args = parser.parse_args()
+    corpus = Corpus(args.docs, args.queries)
+    target = installed_library()
+    with psycopg.connect(args.dsn) as conn:
+        has_dense_index = conn.execute(
+            "select to_regclass('documents_dense_idx') is not null"
+        ).fetchone()[0]
+    legs = {name: leg for name, leg in LEGS.items() if name != "hybrid_search" or has_dense_index}
+    saved = Path(tempfile.mkdtemp()) / "hybrid_search.so"
+    shutil.copyfile(target, saved)
+    cpu = {(name, b): [] for name in legs for b in args.builds}
+    same = {(name, b): True for name in legs for b in args.builds}
+    reference = {}  # each leg's rows from the first build
+    try:
+        for _ in range(args.rounds):
+            for build in args.builds:
+                install(build, target)
+                for name, (leg, tenant) in legs.items():
+                    sql, params = leg(corpus, K, Jsonb({"tenant": tenant}) if tenant else None)
+                    ms, rows = cpu_per_query(
+                        args.dsn, sql, [params(q) for q in range(args.queries)]
+                    )
+                    cpu[name, build].append(ms)
+                    same[name, build] &= rows == reference.setdefault(name, rows)
+    finally:
+        install(saved, target)
+    print(f"| leg | {' | '.join(b.name for b in args.builds)} |")
+    print(f"|---|{'---|' * len(args.builds)}")
+    for name in legs:
+        cells = [
+            f"{statistics.median(cpu[name, b]):.2f}" + ("" if same[name, b] else " (other rows)")
+            for b in args.builds
+        ]
+        print(f"| {name} | {' | '.join(cells)} |")
+    print(f"\nbackend CPU ms per query, median of {args.rounds} rounds of {args.queries} queries")
+
+
+if __name__ == "__main__":
+    main()
