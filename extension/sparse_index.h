@@ -235,6 +235,7 @@ extern int	sparse_batch_size;
 extern int	sparse_pending_limit;
 extern bool sparse_positive_only;
 extern bool sparse_simd;
+extern int	sparse_window_slots;
 
 /* sparse_utils.c */
 extern void sparse_init(void);

@@ -703,27 +703,27 @@ next_entering_avx512(const double *sums, double c, int64 from, int64 to, double 
 #endif
 
 /*
- * Add a posting block's scores to their rows' slots; what is wrong with the
- * block, or NULL. Inlined with constant mixed (absSums kept or not) and
- * bm25 (the scorer). The block's fields and the arrays are read into
- * restrict-qualified locals: the build's -fno-strict-aliasing would
+ * Add postings [from, to) of a posting block to their rows' slots; what is
+ * wrong with the block, or NULL. Inlined with constant mixed (absSums kept
+ * or not) and bm25 (the scorer). The block's fields and the arrays are read
+ * into restrict-qualified locals: the build's -fno-strict-aliasing would
  * otherwise reload them after every store into sums (the loop runs once per
  * posting of the query's terms).
  */
 static pg_attribute_always_inline const char *
-add_block(SparseScanOpaque so, int qi, SparsePostingBlock *b, BlockNumber maxBlock,
+add_block(SparseScanOpaque so, int qi, SparsePostingBlock *b, int from, int to, BlockNumber maxBlock,
 		  OffsetNumber maxOffset, bool mixed, bool bm25)
 {
-	const ItemPointerData *restrict tids = SPARSE_BLOCK_TIDS(b);
-	const float4 *restrict weights = SPARSE_BLOCK_WEIGHTS(b);
-	const float4 *restrict lengths = bm25 ? SPARSE_BLOCK_LENGTHS_OF(b) : NULL;
+	const ItemPointerData *restrict tids = SPARSE_BLOCK_TIDS(b) + from;
+	const float4 *restrict weights = SPARSE_BLOCK_WEIGHTS(b) + from;
+	const float4 *restrict lengths = bm25 ? SPARSE_BLOCK_LENGTHS_OF(b) + from : NULL;
 	double	   *restrict sums = so->sums;
 	double	   *restrict absSums = so->absSums;
 	const double qw = so->qw[qi];
 	const double k1p1 = so->k1p1;
 	const double norm0 = so->norm0;
 	const double normLen = so->normLen;
-	const int	n = b->n;
+	const int	n = to - from;
 	const uint32 offsets = maxOffset;
 	int			done = 0;
 
@@ -772,35 +772,73 @@ prefetch_items(Page page)
 		__builtin_prefetch((char *) page + at);
 }
 
+/* where a query term's posting list stands between windows (rank_all) */
+typedef struct ListCursor
+{
+	BlockNumber blk;			/* page and item of the first block not done */
+	OffsetNumber off;
+	uint32		left;			/* blocks not done */
+	int			pos;			/* first posting of that block not added */
+} ListCursor;
+
+/* a TID key's slot: heap block * offsets + offset - 1 (no check: compared only) */
+static inline int64
+key_slot(uint64 key, uint32 offsets)
+{
+	return (int64) (key >> 16) * offsets + (int64) (key & 0xFFFF) - 1;
+}
+
+/* the first posting of b from pos on whose slot is at least end (b->n if none) */
+static int
+block_cut(SparsePostingBlock *b, int pos, int64 end, uint32 offsets)
+{
+	const ItemPointerData *tids = SPARSE_BLOCK_TIDS(b);
+	int			lo = pos,
+				hi = b->n;
+
+	if (key_slot(b->lastKey, offsets) < end)
+		return b->n;
+	while (lo < hi)
+	{
+		int			mid = lo + (hi - lo) / 2;
+
+		if (key_slot(SparseTidKey((ItemPointer) &tids[mid]), offsets) < end)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
 /*
- * Add what query term qi's postings give to their rows' slots, reading the
- * posting blocks where they lie on their pages. Returns false on a conflict.
+ * Add what query term qi's postings of rows with slots below end give to
+ * those slots, from where cur stands, reading the posting blocks where they
+ * lie on their pages; cur then stands at the first posting not added.
+ * Returns false on a conflict.
  */
 static bool
-add_list(SparseScanOpaque so, SparseReader *r, const SparseDirEntry *entry, int qi,
-		 const SparseMetaPageData *meta)
+add_list_window(SparseScanOpaque so, SparseReader *r, ListCursor *cur, int qi,
+				const SparseMetaPageData *meta, int64 end)
 {
-	BlockNumber blk = entry->firstBlk;
-	OffsetNumber off = entry->firstOff;
-	uint32		left = entry->nblocks;
 	uint16		flags = so->bm25 ? SPARSE_BLOCK_LENGTHS : 0;
 	OffsetNumber maxOffset = meta->segMaxOffset;
 	BlockNumber maxBlock = meta->segMaxBlock;
 
-	while (left > 0)
+	while (cur->left > 0)
 	{
 		Buffer		buf;
 		Page		page;
 		OffsetNumber maxoff;
 		const char *damage = NULL;
+		bool		windowDone = false;
 
 		CHECK_FOR_INTERRUPTS();
-		if (!BlockNumberIsValid(blk))
+		if (!BlockNumberIsValid(cur->blk))
 		{
 			r->conflict = true;
 			return false;
 		}
-		buf = ReadBuffer(r->index, blk);
+		buf = ReadBuffer(r->index, cur->blk);
 		LockBuffer(buf, BUFFER_LOCK_SHARE);
 		page = BufferGetPage(buf);
 		if (!SparsePageOk(page, SPARSE_PAGE_POSTING, r->generation))
@@ -811,26 +849,35 @@ add_list(SparseScanOpaque so, SparseReader *r, const SparseDirEntry *entry, int 
 		}
 		maxoff = PageGetMaxOffsetNumber(page);
 		prefetch_items(page);
-		for (; off <= maxoff && left > 0; off++, left--)
+		for (; cur->off <= maxoff && cur->left > 0; cur->off++, cur->left--, cur->pos = 0)
 		{
-			ItemId		iid = PageGetItemId(page, off);
+			ItemId		iid = PageGetItemId(page, cur->off);
 			SparsePostingBlock *b = (SparsePostingBlock *) PageGetItem(page, iid);
+			int			cut;
 
 			if (ItemIdGetLength(iid) < offsetof(SparsePostingBlock, data) ||
 				b->n == 0 || b->n > SPARSE_BLOCK_POSTINGS || b->flags != flags ||
-				ItemIdGetLength(iid) != SPARSE_BLOCK_SIZE_FLAGS(b->n, b->flags))
+				ItemIdGetLength(iid) != SPARSE_BLOCK_SIZE_FLAGS(b->n, b->flags) || cur->pos >= b->n)
 			{
 				damage = "malformed posting block";
 				break;
 			}
+			cut = block_cut(b, cur->pos, end, maxOffset);
 			if (so->bm25)
-				damage = so->absSums ? add_block(so, qi, b, maxBlock, maxOffset, true, true)
-					: add_block(so, qi, b, maxBlock, maxOffset, false, true);
+				damage = so->absSums ? add_block(so, qi, b, cur->pos, cut, maxBlock, maxOffset, true, true)
+					: add_block(so, qi, b, cur->pos, cut, maxBlock, maxOffset, false, true);
 			else
-				damage = so->absSums ? add_block(so, qi, b, maxBlock, maxOffset, true, false)
-					: add_block(so, qi, b, maxBlock, maxOffset, false, false);
+				damage = so->absSums ? add_block(so, qi, b, cur->pos, cut, maxBlock, maxOffset, true, false)
+					: add_block(so, qi, b, cur->pos, cut, maxBlock, maxOffset, false, false);
 			if (damage)
 				break;
+			if (cut < b->n)
+			{
+				/* the rest of the block is for a later window */
+				cur->pos = cut;
+				windowDone = true;
+				break;
+			}
 		}
 		if (damage)
 		{
@@ -838,11 +885,16 @@ add_list(SparseScanOpaque so, SparseReader *r, const SparseDirEntry *entry, int 
 			ereport(ERROR,
 					(errcode(ERRCODE_INDEX_CORRUPTED),
 					 errmsg("%s sparse_inverted index \"%s\" (block %u, item %u)",
-							damage, RelationGetRelationName(r->index), blk, off)));
+							damage, RelationGetRelationName(r->index), cur->blk, cur->off)));
 		}
-		blk = SparsePageGetOpaque(page)->next;
-		off = FirstOffsetNumber;
+		if (!windowDone && cur->left > 0)
+		{
+			cur->blk = SparsePageGetOpaque(page)->next;
+			cur->off = FirstOffsetNumber;
+		}
 		UnlockReleaseBuffer(buf);
+		if (windowDone)
+			break;
 	}
 	return true;
 }
@@ -856,20 +908,162 @@ return_slots(SparseScanOpaque so)
 	so->sums = so->absSums = NULL;
 }
 
+/* a slot's key, as row_key makes it from the same sums */
+static pg_attribute_always_inline double
+slot_key(const double *restrict sums, const double *restrict absSums, double c, int64 slot, bool mixed)
+{
+	double		s = sums[slot];
+
+	return s + c * (mixed ? absSums[slot] : s);
+}
+
+/* a slot's low, s - c * a, as row_key makes it */
+static pg_attribute_always_inline double
+slot_low(const double *restrict sums, const double *restrict absSums, double c, int64 slot, bool mixed)
+{
+	double		s = sums[slot];
+
+	return s - c * (mixed ? absSums[slot] : s);
+}
+
 /*
- * Every row's key at once, term at a time: each posting of each query term
- * (in query term order) is added to its row's slot, heap block times
- * segMaxOffset plus offset, so s and a are summed in the same order as
- * row_key's and the keys are the same as every other path's. Kept in
- * so->cxt for the whole scan, so a scan asked for more rows (a filter, a
- * policy) ranks its next batches from them instead of reading the lists
- * again. They are the index as it was at the first batch: a row committed
- * later is not in the scan's snapshot anyway.
+ * Push the slots in [from, to) whose key is > 0 and not below worst (the
+ * heap's worst key once it is full) and comes after the cursor; the new worst.
+ */
+static pg_attribute_always_inline double
+push_slots(SparseScanOpaque so, TopN *heap, int64 from, int64 to, double worst, bool mixed)
+{
+	for (int64 slot = from; slot < to; slot++)
+	{
+		double		key = slot_key(so->sums, so->absSums, so->c, slot, mixed);
+		uint64		tid;
+
+		if (key <= 0 || key < worst)
+			continue;
+		tid = ((uint64) (slot / so->slotOffsets) << 16) | (uint64) (slot % so->slotOffsets + 1);
+		if (after_cursor(so, key, tid))
+		{
+			topn_push(heap, key, slot_low(so->sums, so->absSums, so->c, slot, mixed), tid);
+			if (heap->n == heap->max)
+				worst = heap->rows[0].key;
+		}
+	}
+	return worst;
+}
+
+/*
+ * The pass over every slot, SLOT_CHUNK at a time: a chunk's keys are
+ * compared with worst without a branch per slot (a row that matches some
+ * query terms and a row that matches none alternate at random, which a
+ * branch per slot mispredicts), and only a chunk with a slot that can enter
+ * is looked at slot by slot.
+ */
+#define SLOT_CHUNK 16
+
+static pg_attribute_always_inline double
+pass_slots(SparseScanOpaque so, TopN *heap, double worst, int64 start, int64 end, bool mixed)
+{
+	const double *restrict sums = so->sums;
+	const double *restrict absSums = so->absSums;
+	const double c = so->c;
+	int64		from;
+
+#ifdef SPARSE_HAVE_AVX512
+	if (use_avx512(mixed))
+	{
+		for (from = start; from < end; from += 8)
+		{
+			from = next_entering_avx512(sums, c, from, end, worst);
+			worst = push_slots(so, heap, from, Min(from + 8, end), worst, false);
+		}
+		return worst;
+	}
+#endif
+	for (from = start; from + SLOT_CHUNK <= end; from += SLOT_CHUNK)
+	{
+		int			enter = 0;
+
+		for (int j = 0; j < SLOT_CHUNK; j++)
+		{
+			double		key = slot_key(sums, absSums, c, from + j, mixed);
+
+			enter |= (key > 0) & (key >= worst);
+		}
+		if (enter)
+			worst = push_slots(so, heap, from, from + SLOT_CHUNK, worst, mixed);
+	}
+	return push_slots(so, heap, from, end, worst, mixed);
+}
+
+/*
+ * A batch's heap of the best so->batchN rows, with the pending rows after
+ * the cursor in it; its worst key once it is full, else 0.
+ */
+static double
+batch_begin(SparseScanOpaque so, TopN *heap)
+{
+	heap->max = so->batchN;
+	heap->n = 0;
+	heap->rows = palloc(sizeof(ScanRow) * heap->max);
+	for (int64 i = 0; i < so->npending; i++)
+		if (after_cursor(so, so->pendingRows[i].key, so->pendingRows[i].tid))
+			topn_push(heap, so->pendingRows[i].key, so->pendingRows[i].low, so->pendingRows[i].tid);
+	return heap->n == heap->max ? heap->rows[0].key : 0;
+}
+
+/* the rows of slots [start, end) that enter the batch; the new worst key */
+static double
+batch_add_slots(SparseScanOpaque so, TopN *heap, double worst, int64 start, int64 end)
+{
+	if (so->absSums)
+		return pass_slots(so, heap, worst, start, end, true);
+	return pass_slots(so, heap, worst, start, end, false);
+}
+
+/* the batch's rows, best first, are the scan's next rows */
+static void
+batch_end(SparseScanOpaque so, TopN *heap)
+{
+	qsort(heap->rows, heap->n, sizeof(ScanRow), row_cmp);
+	so->rows = heap->rows;
+	so->nrows = heap->n;
+	so->pos = 0;
+}
+
+/*
+ * The best so->batchN rows with key > 0 after the cursor, from rank_all's
+ * keys: one pass over the slots (pass_slots).
+ */
+static void
+batch_from_sums(SparseScanOpaque so)
+{
+	TopN		heap;
+	double		worst = batch_begin(so, &heap);
+
+	batch_add_slots(so, &heap, worst, 0, so->nslots);
+	batch_end(so, &heap);
+}
+
+/*
+ * Every row's key at once, and the scan's first batch from them. Term at a
+ * time within windows of hybrid_search.sparse_window_slots slots (65536 by
+ * default: 512 kB of sums, which stay in a core's L2 cache): each posting of
+ * each query term (in query term order) is added to its row's slot, heap
+ * block times segMaxOffset plus offset, so s and a are summed in the same
+ * order as row_key's and the keys are the same as every other path's. A
+ * window is zeroed, filled by every term's postings and its rows offered to
+ * the first batch before the next one starts: at a million rows the array is
+ * 13 MB, and a term at a time over all of it swept it from memory once per
+ * query term, where a window stays in the CPU's cache. Kept in so->cxt for
+ * the whole scan, so a scan asked for more rows (a filter, a policy) ranks
+ * its next batches from them instead of reading the lists again. They are
+ * the index as it was at the first batch: a row committed later is not in
+ * the scan's snapshot anyway.
  *
  * Used for both scorers when the segment's slots are few for its rows (a
  * heap not much sparser than its indexed rows); else so->ranked is
- * RANKED_BATCHES and the scan ranks batch by batch. Returns false on a
- * conflict.
+ * RANKED_BATCHES, no batch is made, and the scan ranks batch by batch.
+ * Returns false on a conflict.
  */
 static bool
 rank_all(IndexScanDesc scan)
@@ -884,6 +1078,10 @@ rank_all(IndexScanDesc scan)
 	bool		mixed = false;
 	MemoryContext oldcxt;
 	int64		nslots;
+	int64		window = sparse_window_slots;
+	ListCursor *cursors;
+	TopN		heap;
+	double		worst;
 
 	oldcxt = MemoryContextSwitchTo(so->cxt);
 	so->pendingRows = NULL;
@@ -920,125 +1118,35 @@ rank_all(IndexScanDesc scan)
 	so->slotOffsets = meta.segMaxOffset;
 	so->sums = SparseBorrowSlots(so->cxt, nslots);
 	so->absSums = mixed ? SparseBorrowSlots(so->cxt, nslots) : NULL;
+	cursors = palloc(sizeof(ListCursor) * Max(so->nq, 1));
 	for (int i = 0; i < so->nq; i++)
 	{
-		if (found[i] && !add_list(so, &r, &entries[i], i, &meta))
-		{
-			return_slots(so);
-			return false;
-		}
+		cursors[i].blk = entries[i].firstBlk;
+		cursors[i].off = entries[i].firstOff;
+		cursors[i].left = found[i] ? entries[i].nblocks : 0;
+		cursors[i].pos = 0;
 	}
+	worst = batch_begin(so, &heap);
+	for (int64 start = 0; start < nslots; start += window)
+	{
+		int64		end = Min(start + window, nslots);
+
+		memset(&so->sums[start], 0, (end - start) * sizeof(double));
+		if (mixed)
+			memset(&so->absSums[start], 0, (end - start) * sizeof(double));
+		for (int i = 0; i < so->nq; i++)
+		{
+			if (!add_list_window(so, &r, &cursors[i], i, &meta, end))
+			{
+				return_slots(so);
+				return false;
+			}
+		}
+		worst = batch_add_slots(so, &heap, worst, start, end);
+	}
+	batch_end(so, &heap);
 	so->ranked = RANKED_ALL;
 	return true;
-}
-
-/* a slot's key, as row_key makes it from the same sums */
-static pg_attribute_always_inline double
-slot_key(const double *restrict sums, const double *restrict absSums, double c, int64 slot, bool mixed)
-{
-	double		s = sums[slot];
-
-	return s + c * (mixed ? absSums[slot] : s);
-}
-
-/*
- * Push the slots in [from, to) whose key is > 0 and not below worst (the
- * heap's worst key once it is full) and comes after the cursor; the new worst.
- */
-static pg_attribute_always_inline double
-push_slots(SparseScanOpaque so, TopN *heap, int64 from, int64 to, double worst, bool mixed)
-{
-	for (int64 slot = from; slot < to; slot++)
-	{
-		double		key = slot_key(so->sums, so->absSums, so->c, slot, mixed);
-		uint64		tid;
-
-		if (key <= 0 || key < worst)
-			continue;
-		tid = ((uint64) (slot / so->slotOffsets) << 16) | (uint64) (slot % so->slotOffsets + 1);
-		if (after_cursor(so, key, tid))
-		{
-			double		s = so->sums[slot];
-
-			topn_push(heap, key, s - so->c * (mixed ? so->absSums[slot] : s), tid);
-			if (heap->n == heap->max)
-				worst = heap->rows[0].key;
-		}
-	}
-	return worst;
-}
-
-/*
- * The pass over every slot, SLOT_CHUNK at a time: a chunk's keys are
- * compared with worst without a branch per slot (a row that matches some
- * query terms and a row that matches none alternate at random, which a
- * branch per slot mispredicts), and only a chunk with a slot that can enter
- * is looked at slot by slot.
- */
-#define SLOT_CHUNK 16
-
-static pg_attribute_always_inline double
-pass_slots(SparseScanOpaque so, TopN *heap, double worst, bool mixed)
-{
-	const double *restrict sums = so->sums;
-	const double *restrict absSums = so->absSums;
-	const double c = so->c;
-	const int64 nslots = so->nslots;
-	int64		from;
-
-#ifdef SPARSE_HAVE_AVX512
-	if (use_avx512(mixed))
-	{
-		for (from = 0; from < nslots; from += 8)
-		{
-			from = next_entering_avx512(sums, c, from, nslots, worst);
-			worst = push_slots(so, heap, from, Min(from + 8, nslots), worst, false);
-		}
-		return worst;
-	}
-#endif
-	for (from = 0; from + SLOT_CHUNK <= nslots; from += SLOT_CHUNK)
-	{
-		int			enter = 0;
-
-		for (int j = 0; j < SLOT_CHUNK; j++)
-		{
-			double		key = slot_key(sums, absSums, c, from + j, mixed);
-
-			enter |= (key > 0) & (key >= worst);
-		}
-		if (enter)
-			worst = push_slots(so, heap, from, from + SLOT_CHUNK, worst, mixed);
-	}
-	return push_slots(so, heap, from, nslots, worst, mixed);
-}
-
-/*
- * The best so->batchN rows with key > 0 after the cursor, from rank_all's
- * keys: one pass over the slots (pass_slots).
- */
-static void
-batch_from_sums(SparseScanOpaque so)
-{
-	TopN		heap;
-	double		worst = 0;
-
-	heap.max = so->batchN;
-	heap.n = 0;
-	heap.rows = palloc(sizeof(ScanRow) * heap.max);
-	for (int64 i = 0; i < so->npending; i++)
-		if (after_cursor(so, so->pendingRows[i].key, so->pendingRows[i].tid))
-			topn_push(&heap, so->pendingRows[i].key, so->pendingRows[i].low, so->pendingRows[i].tid);
-	if (heap.n == heap.max)
-		worst = heap.rows[0].key;
-	if (so->absSums)
-		pass_slots(so, &heap, worst, true);
-	else
-		pass_slots(so, &heap, worst, false);
-	qsort(heap.rows, heap.n, sizeof(ScanRow), row_cmp);
-	so->rows = heap.rows;
-	so->nrows = heap.n;
-	so->pos = 0;
 }
 
 /*
@@ -1059,9 +1167,14 @@ run_batch(IndexScanDesc scan)
 	double	   *contrib;
 	int			e;
 
-	if (so->ranked == RANKED_NOT_YET && !rank_all(scan))
-		return false;
-	if (so->ranked == RANKED_ALL)
+	if (so->ranked == RANKED_NOT_YET)
+	{
+		if (!rank_all(scan))
+			return false;
+		if (so->ranked == RANKED_ALL)
+			return true;		/* rank_all made the first batch */
+	}
+	else if (so->ranked == RANKED_ALL)
 	{
 		batch_from_sums(so);
 		return true;

@@ -9,12 +9,11 @@
  * that cost a hybrid_search call (a sparse and a BM25 scan) more than 1 ms,
  * a tenth of its work. So up to SLOT_ARRAYS arrays, together at most
  * work_mem, stay allocated (memory context "sparse_inverted slot arrays")
- * and are lent to scans, which
- * give them back when they end or rescan. A scan ended by an error gives
- * nothing back: at the end of each transaction every array is free again
- * (no scan outlives its transaction: a holdable cursor is materialised at
- * commit). A scan that finds no free array within work_mem allocates its
- * own in its memory context, as before.
+ * and are lent to scans, which give them back when they end or rescan. A
+ * scan ended by an error gives nothing back: at the end of each transaction
+ * every array is free again (no scan outlives its transaction: a holdable
+ * cursor is materialised at commit). A scan that finds no free array within
+ * work_mem allocates its own in its memory context, as before.
  */
 #include "postgres.h"
 
@@ -54,8 +53,9 @@ SparseSlotArraysInit(void)
 }
 
 /*
- * A zeroed array of nslots doubles: a kept one when one is free and the kept
- * arrays stay within work_mem, else one allocated in cxt.
+ * An array of nslots doubles, not zeroed (rank_all zeroes it a window at a
+ * time, as it fills it): a kept one when one is free and the kept arrays stay
+ * within work_mem, else one allocated in cxt.
  */
 double *
 SparseBorrowSlots(MemoryContext cxt, int64 nslots)
@@ -101,9 +101,8 @@ SparseBorrowSlots(MemoryContext cxt, int64 nslots)
 		}
 	}
 	if (fit == NULL)
-		return MemoryContextAllocExtended(cxt, size, MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
+		return MemoryContextAllocExtended(cxt, size, MCXT_ALLOC_HUGE);
 	fit->lent = true;
-	memset(fit->sums, 0, size);
 	return fit->sums;
 }
 

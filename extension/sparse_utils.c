@@ -29,6 +29,7 @@ int			sparse_batch_size = 100;
 int			sparse_pending_limit = 4096;
 bool		sparse_positive_only = false;
 bool		sparse_simd = true;
+int			sparse_window_slots = 65536;
 
 void
 sparse_init(void)
@@ -64,6 +65,14 @@ sparse_init(void)
 							 true,
 							 PGC_USERSET, 0,
 							 NULL, NULL, NULL);
+	DefineCustomIntVariable("hybrid_search.sparse_window_slots",
+							"Rows a sparse_inverted scan ranking every row adds every query term's postings to at a time.",
+							"The scan's array of sums is filled a window of this many heap tuple positions (8 bytes each) "
+							"at a time, so that the window stays in the CPU's cache; the keys are the same at any size.",
+							&sparse_window_slots,
+							65536, 1, 1 << 26,
+							PGC_USERSET, 0,
+							NULL, NULL, NULL);
 	SparseSlotArraysInit();
 }
 

@@ -19,6 +19,12 @@ create table if not exists @extschema@.documents (
     unique (source, source_key)
 );
 
+-- A row's vectors and lexemes stay in its heap tuple while the row fits on a
+-- page: every search leg reads them there for each candidate (the score it
+-- returns), where TOAST would cost an index lookup and a few more pages per
+-- value. Rows written before this setting keep their layout until rewritten.
+alter table @extschema@.documents set (toast_tuple_target = 8160);
+
 comment on table @extschema@.documents is
 'hybrid_search corpus: content is embedded on INSERT and on UPDATE of content';
 comment on column @extschema@.documents.dense is

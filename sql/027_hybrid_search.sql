@@ -543,6 +543,8 @@ set search_path to pg_catalog, pg_temp;
 -- colbert_rerank => N (BGE-M3 only; off when NULL or 0): the fused top
 -- greatest(N, k) are re-scored with ColBERT MaxSim, a fourth leg fused with
 -- the same fusion (_hybrid_search_rerank).
+-- plpgsql, not sql: a sql function with a SET clause is parsed and planned
+-- again at every call, where plpgsql keeps its plan.
 create or replace function @extschema@.hybrid_search(
     query text,
     query_dense @extschema:vector@.vector,
@@ -561,12 +563,15 @@ create or replace function @extschema@.hybrid_search(
     colbert_weight double precision default null
 ) returns setof @extschema@.hybrid_search_result
 as $func$
+begin
+    return query
     select h.*
     from @extschema@._hybrid_search(
         $1, $2, $3, row($4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)::@extschema@._hybrid_search_options
-    ) as h
+    ) as h;
+end;
 $func$
-language sql stable parallel unsafe security invoker
+language plpgsql stable parallel unsafe security invoker
 set search_path to pg_catalog, pg_temp;
 
 comment on function @extschema@.hybrid_search(

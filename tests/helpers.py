@@ -184,20 +184,42 @@ def tenant_policy(conn: psycopg.Connection, tenants):
             conn.execute(f"drop role {tenant}")
 
 
-def assert_simd_and_scalar_agree(conn, queries, ks, cases, found, exact) -> None:
+# a sparse_inverted scan's settings that change how it works, never what it returns
+SCAN_SETTINGS = [
+    ("hybrid_search.sparse_simd", ("on", "off")),
+    ("hybrid_search.sparse_window_slots", ("65536", "100", "7", "1")),
+]
+
+
+def assert_setting_agrees(conn, setting, values, queries, ks, cases, found, exact) -> None:
     """For each query, k and (where, visible) case: found(query, k, where) is the
-    same with hybrid_search.sparse_simd on and off (the AVX-512 and the scalar
-    loops of a sparse_inverted scan), and exact(query, k, where, visible) holds
-    for both."""
+    same under every value of the sparse_inverted scan's setting (one that must
+    not change a row or a score, such as hybrid_search.sparse_simd, which picks
+    the AVX-512 or the scalar loops), and exact(query, k, where, visible) holds
+    under each."""
+    known = conn.execute("select count(*) from pg_settings where name = %s", [setting])
+    known = known.fetchone()[0]
+    assert known == 1, f"{setting} is not a setting of the loaded library"
     try:
         for query in queries:
             for k in ks:
                 for where, visible in cases:
                     rows = {}
-                    for simd in ("on", "off"):
-                        conn.execute(f"set hybrid_search.sparse_simd = {simd}")
-                        rows[simd] = found(query, k, where)
+                    for value in values:
+                        conn.execute(f"set {setting} = {value}")
+                        rows[value] = found(query, k, where)
                         exact(query, k, where, visible)
-                    assert rows["on"] == rows["off"]
+                    assert all(r == rows[values[0]] for r in rows.values()), setting
     finally:
-        conn.execute("reset hybrid_search.sparse_simd")
+        conn.execute(f"reset {setting}")
+
+
+def toast_blocks_read(conn, table):
+    """The TOAST blocks table's queries have read so far (hit or not), flushed from
+    this backend's pending statistics first."""
+    conn.execute("select pg_stat_force_next_flush()")  # flushed when it goes idle
+    return conn.execute(
+        "select pg_stat_clear_snapshot(),"
+        " (select toast_blks_hit + toast_blks_read from pg_statio_user_tables where relname = %s)",
+        [table],
+    ).fetchone()[1]

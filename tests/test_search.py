@@ -6,7 +6,7 @@ import time
 import numpy as np
 import psycopg
 import pytest
-from helpers import insert, model_calls, parse_sparse
+from helpers import insert, model_calls, parse_sparse, toast_blocks_read
 
 CORPUS = [
     ("CREATE INDEX CONCURRENTLY builds an index without blocking writes", {"topic": "indexes"}),
@@ -367,3 +367,22 @@ def test_index_scans_are_counted_for_the_dba(corpus):
             break
         time.sleep(0.1)
     assert all(after[name] >= before[name] + 3 for name in before), (before, after)
+
+
+def test_searching_reads_no_toast(corpus):
+    """A documents row that fits on a page stays whole in its heap tuple
+    (toast_tuple_target): every leg scores its candidates and the results carry
+    their content without a TOAST read, here with 2.6 kB of content that does
+    not compress and its 3 kB of lexemes (which the default target of 2 kB would
+    move out of line)."""
+    rng = np.random.default_rng(7)
+    alphabet = np.array(list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"))
+    words = ["".join(rng.choice(alphabet, 64)) for _ in range(40)]
+    content = "VACUUM reclaims space " + " ".join(words)
+    (doc,) = insert(corpus, content)
+    before = toast_blocks_read(corpus, "documents")
+    found = hybrid(corpus, "VACUUM reclaims space " + " ".join(words[:5]), 3)
+    assert toast_blocks_read(corpus, "documents") == before
+    assert (found[0][0], found[0][1]) == (doc, content)
+    stored = corpus.execute("select pg_column_size(content) from documents where id = %s", [doc])
+    assert stored.fetchone()[0] > 2600  # neither compressed nor out of line

@@ -15,12 +15,14 @@ import numpy as np
 import psycopg
 import pytest
 from helpers import (
-    assert_simd_and_scalar_agree,
+    SCAN_SETTINGS,
+    assert_setting_agrees,
     connect,
     create_database,
     insert,
     own_cluster,
     read_while_writing,
+    toast_blocks_read,
 )
 
 DIM = 5000
@@ -214,11 +216,13 @@ def test_slot_arrays_are_reused_after_an_aborted_scan(items):
     assert kept() == after_one
 
 
-def test_simd_and_scalar_loops_agree(items):
+@pytest.mark.parametrize(("setting", "values"), SCAN_SETTINGS)
+def test_scan_settings_keep_rows_and_scores(items, setting, values):
     """With hybrid_search.sparse_simd off a scan runs the scalar loops that a CPU
-    without AVX-512 runs: the same rows and distances, bit for bit, as with it on
-    (AVX-512 where this machine has it), at every k, under a filter and with
-    pending rows; and both exact."""
+    without AVX-512 runs; with a small hybrid_search.sparse_window_slots it fills
+    its sums in many windows, which cut through posting blocks. Either way: the
+    same rows and distances, bit for bit, at every k, under a filter and with
+    pending rows; and all exact."""
     conn, rows, rng = items
     tenant3 = {i for i in rows if i % 10 == 3}
     conn.execute("set hybrid_search.sparse_pending_limit = 100000")  # keep rows pending
@@ -229,8 +233,8 @@ def test_simd_and_scalar_loops_agree(items):
             rows[i] = v
             if i % 10 == 3:
                 tenant3.add(i)
-        assert_simd_and_scalar_agree(
-            conn, queries(rng, 4), KS, [("true", None), ("tenant = 3", tenant3)],
+        assert_setting_agrees(
+            conn, setting, values, queries(rng, 4), KS, [("true", None), ("tenant = 3", tenant3)],
             lambda query, k, where: by_index(conn, query, k, where),
             lambda query, k, where, visible: assert_exact(conn, rows, query, k, where, visible),
         )  # fmt: skip
@@ -296,17 +300,6 @@ def test_exact_when_the_heap_is_sparser_than_its_indexed_rows(db):
         db.execute("reset hybrid_search.sparse_batch_size")
         db.execute("reset enable_seqscan")
         db.execute("drop table am_items")
-
-
-def toast_blocks_read(conn, table):
-    """The TOAST blocks table's queries have read so far (hit or not), flushed from
-    this backend's pending statistics first."""
-    conn.execute("select pg_stat_force_next_flush()")  # flushed when it goes idle
-    return conn.execute(
-        "select pg_stat_clear_snapshot(),"
-        " (select toast_blks_hit + toast_blks_read from pg_statio_user_tables where relname = %s)",
-        [table],
-    ).fetchone()[1]
 
 
 def test_rows_whose_place_is_certain_are_not_rechecked(db):
