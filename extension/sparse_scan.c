@@ -1131,12 +1131,18 @@ rank_all(IndexScanDesc scan)
 	{
 		int64		end = Min(start + window, nslots);
 
+		/*
+		 * the last window takes every posting left, so that one of a row
+		 * past the segment's is met, and reported, as add_block checks it
+		 */
+		int64		postingsEnd = end == nslots ? PG_INT64_MAX : end;
+
 		memset(&so->sums[start], 0, (end - start) * sizeof(double));
 		if (mixed)
 			memset(&so->absSums[start], 0, (end - start) * sizeof(double));
 		for (int i = 0; i < so->nq; i++)
 		{
-			if (!add_list_window(so, &r, &cursors[i], i, &meta, end))
+			if (!add_list_window(so, &r, &cursors[i], i, &meta, postingsEnd))
 			{
 				return_slots(so);
 				return false;
