@@ -575,3 +575,40 @@ def test_kill_9_during_copy_leaves_a_consistent_index(am_crash_cluster, layout, 
         conn.execute("vacuum am_items")
         report = check(conn)
         assert report["consistent"] and report["rows_not_visible"] == 0, report
+
+
+META_MAGIC_AT, META_SEG_MAX_BLOCK_AT = 24, 60  # SparseMetaPageData after the page header
+
+
+@pytest.mark.parametrize("window", [None, 1])
+def test_a_posting_past_the_segments_rows_is_reported(am_crash_cluster, layout, model_dir, window):
+    """A metapage that understates the segment's largest heap block (segMaxBlock 0):
+    every posting of a row on a later block lands past the scan's array, and the scan
+    reports index corruption, whatever the window size, instead of leaving those rows out."""
+    dsn = create_database(am_crash_cluster, layout, model_dir, "am_corrupt")
+    rng = np.random.default_rng(3)
+    with connect(dsn) as conn:
+        conn.execute("create table am_items (id int primary key, tenant int, v sparsevec)")
+        with conn.cursor().copy("copy am_items (id, tenant, v) from stdin") as copy:
+            for i, v in enumerate(random_vectors(rng, 2000)):
+                copy.write_row((i, 0, literal(v)))
+        conn.execute("create index am_items_v_idx on am_items using sparse_inverted (v)")
+        assert conn.execute("select pg_relation_size('am_items') > 8192").fetchone()[0]
+        path = conn.execute("select pg_relation_filepath('am_items_v_idx')").fetchone()[0]
+        conn.execute("checkpoint")
+    am_crash_cluster.stop()
+    index_file = am_crash_cluster.data / path
+    with open(index_file, "r+b") as f:
+        f.seek(META_MAGIC_AT)
+        assert int.from_bytes(f.read(4), "little") == 0x53504958  # "SPIX"
+        f.seek(META_SEG_MAX_BLOCK_AT)
+        assert int.from_bytes(f.read(4), "little") > 0
+        f.seek(META_SEG_MAX_BLOCK_AT)
+        f.write((0).to_bytes(4, "little"))
+    am_crash_cluster.start()
+    with connect(dsn) as conn:
+        conn.execute("set enable_seqscan = off")
+        if window:
+            conn.execute(f"set hybrid_search.sparse_window_slots = {window}")
+        with pytest.raises(psycopg.errors.IndexCorrupted, match="beyond the segment's rows"):
+            by_index(conn, {0: 1.0}, 10)
