@@ -236,6 +236,7 @@ extern int	sparse_pending_limit;
 extern bool sparse_positive_only;
 extern bool sparse_simd;
 extern int	sparse_window_slots;
+extern int	sparse_kept_memory;
 
 /* sparse_utils.c */
 extern void sparse_init(void);

@@ -8,17 +8,17 @@
  * new pages, one page fault and one zeroed page per 4 kB: at 100,000 rows
  * that cost a hybrid_search call (a sparse and a BM25 scan) more than 1 ms,
  * a tenth of its work. So up to SLOT_ARRAYS arrays, together at most
- * work_mem, stay allocated (memory context "sparse_inverted slot arrays")
- * and are lent to scans, which give them back when they end or rescan. A
- * scan ended by an error gives nothing back: at the end of each transaction
- * every array is free again (no scan outlives its transaction: a holdable
- * cursor is materialised at commit). A scan that finds no free array within
- * work_mem allocates its own in its memory context, as before.
+ * hybrid_search.sparse_kept_memory (32 MB: a sparse and a BM25 scan of a
+ * million rows), stay allocated (memory context "sparse_inverted slot
+ * arrays") and are lent to scans, which give them back when they end or
+ * rescan. A scan ended by an error gives nothing back: at the end of each
+ * transaction every array is free again (no scan outlives its transaction:
+ * a holdable cursor is materialised at commit). A scan that finds no free
+ * array within that budget allocates its own in its memory context.
  */
 #include "postgres.h"
 
 #include "access/xact.h"
-#include "miscadmin.h"
 #include "utils/memutils.h"
 
 #include "sparse_index.h"
@@ -55,7 +55,7 @@ SparseSlotArraysInit(void)
 /*
  * An array of nslots doubles, not zeroed (rank_all zeroes it a window at a
  * time, as it fills it): a kept one when one is free and the kept arrays stay
- * within work_mem, else one allocated in cxt.
+ * within hybrid_search.sparse_kept_memory, else one allocated in cxt.
  */
 double *
 SparseBorrowSlots(MemoryContext cxt, int64 nslots)
@@ -88,7 +88,7 @@ SparseBorrowSlots(MemoryContext cxt, int64 nslots)
 		/* a free array too small is replaced rather than kept beside the new one */
 		SlotArray  *s = small ? small : empty;
 
-		if (kept - (s->sums ? s->size : 0) + size <= (Size) work_mem * 1024)
+		if (kept - (s->sums ? s->size : 0) + size <= (Size) sparse_kept_memory * 1024)
 		{
 			if (s->sums)
 				pfree(s->sums);
@@ -106,16 +106,29 @@ SparseBorrowSlots(MemoryContext cxt, int64 nslots)
 	return fit->sums;
 }
 
-/* sums back: a kept array is free again, one of the scan's own is freed */
+/*
+ * sums back: a kept array is free again (or freed, if the setting has been
+ * lowered below what is kept), one of the scan's own is freed
+ */
 void
 SparseReturnSlots(double *sums)
 {
+	Size		kept = 0;
+
 	if (sums == NULL)
 		return;
+	for (int i = 0; i < SLOT_ARRAYS; i++)
+		kept += slotArrays[i].sums ? slotArrays[i].size : 0;
 	for (int i = 0; i < SLOT_ARRAYS; i++)
 		if (slotArrays[i].sums == sums)
 		{
 			slotArrays[i].lent = false;
+			if (kept > (Size) sparse_kept_memory * 1024)
+			{
+				pfree(sums);
+				slotArrays[i].sums = NULL;
+				slotArrays[i].size = 0;
+			}
 			return;
 		}
 	pfree(sums);

@@ -30,6 +30,7 @@ int			sparse_pending_limit = 4096;
 bool		sparse_positive_only = false;
 bool		sparse_simd = true;
 int			sparse_window_slots = 65536;
+int			sparse_kept_memory = 32768;
 
 void
 sparse_init(void)
@@ -72,6 +73,15 @@ sparse_init(void)
 							&sparse_window_slots,
 							65536, 1, 1 << 26,
 							PGC_USERSET, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("hybrid_search.sparse_kept_memory",
+							"Memory a backend keeps between sparse_inverted scans for their arrays of sums.",
+							"A scan ranking every row needs 8 bytes per heap tuple position of the table (8.8 MB at a "
+							"million rows); up to this much stays allocated for the backend's next scans instead of "
+							"being allocated, faulted in and freed by every scan. 0 keeps none.",
+							&sparse_kept_memory,
+							32768, 0, 1024 * 1024,
+							PGC_USERSET, GUC_UNIT_KB,
 							NULL, NULL, NULL);
 	SparseSlotArraysInit();
 }

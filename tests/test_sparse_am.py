@@ -181,6 +181,21 @@ def test_open_scans_never_share_slot_arrays(items):
     assert_exact(conn, rows, qa, 300)
 
 
+def kept_bytes(conn):
+    """Bytes the backend keeps for its scans' arrays of sums (extension/sparse_slots.c)."""
+    return conn.execute(
+        "select coalesce(sum(total_bytes), 0) from pg_backend_memory_contexts"
+        " where name = 'sparse_inverted slot arrays'"
+    ).fetchone()[0]
+
+
+def heap_positions(conn):
+    """am_items' heap tuple positions: the slots of a scan's array."""
+    return conn.execute(
+        "select (max((ctid::text::point)[0]) + 1) * max((ctid::text::point)[1]) from am_items"
+    ).fetchone()[0]
+
+
 def test_slot_arrays_are_reused_after_an_aborted_scan(items):
     """The arrays a backend keeps for its scans (memory context 'sparse_inverted
     slot arrays') are reused query after query, and one lent to a scan that an
@@ -190,17 +205,11 @@ def test_slot_arrays_are_reused_after_an_aborted_scan(items):
     qa, qb = queries(rng, 2)
 
     def kept():
-        return conn.execute(
-            "select coalesce(sum(total_bytes), 0) from pg_backend_memory_contexts"
-            " where name = 'sparse_inverted slot arrays'"
-        ).fetchone()[0]
+        return kept_bytes(conn)
 
     assert_exact(conn, rows, qa, 10)
-    positions = conn.execute(
-        "select (max((ctid::text::point)[0]) + 1) * max((ctid::text::point)[1]) from am_items"
-    ).fetchone()[0]
     after_one = kept()
-    assert after_one >= positions * 8
+    assert after_one >= heap_positions(conn) * 8
     for k in KS:
         assert_exact(conn, rows, qb, k)
     assert kept() == after_one
@@ -214,6 +223,27 @@ def test_slot_arrays_are_reused_after_an_aborted_scan(items):
     for k in KS:
         assert_exact(conn, rows, qa, k)
     assert kept() == after_one
+
+
+def test_kept_arrays_stay_within_sparse_kept_memory(items, dsn):
+    """hybrid_search.sparse_kept_memory bounds what a backend keeps between scans:
+    below one array nothing is kept (each scan allocates and frees its own), and
+    lowering it frees what is kept past it; the rows are the same either way."""
+    conn, _, rng = items
+    (query,) = queries(rng, 1)
+    expected = by_index(conn, query, 100)
+    with connect(dsn) as other:
+        other.execute("set enable_seqscan = off")
+        array = heap_positions(other) * 8
+        other.execute(f"set hybrid_search.sparse_kept_memory = '{max(array // 1024 - 1, 0)}kB'")
+        assert by_index(other, query, 100) == expected
+        assert kept_bytes(other) < array
+        other.execute("reset hybrid_search.sparse_kept_memory")
+        assert by_index(other, query, 100) == expected
+        assert kept_bytes(other) >= array
+        other.execute("set hybrid_search.sparse_kept_memory = 0")
+        assert by_index(other, query, 100) == expected
+        assert kept_bytes(other) < array
 
 
 @pytest.mark.parametrize(("setting", "values"), SCAN_SETTINGS)
