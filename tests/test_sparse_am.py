@@ -203,16 +203,12 @@ def test_slot_arrays_are_reused_after_an_aborted_scan(items):
     does not grow."""
     conn, rows, rng = items
     qa, qb = queries(rng, 2)
-
-    def kept():
-        return kept_bytes(conn)
-
     assert_exact(conn, rows, qa, 10)
-    after_one = kept()
+    after_one = kept_bytes(conn)
     assert after_one >= heap_positions(conn) * 8
     for k in KS:
         assert_exact(conn, rows, qb, k)
-    assert kept() == after_one
+    assert kept_bytes(conn) == after_one
     with pytest.raises(psycopg.errors.DivisionByZero), conn.transaction():
         conn.execute(
             "declare a cursor for select id from am_items order by v <#> %s::sparsevec",
@@ -222,7 +218,7 @@ def test_slot_arrays_are_reused_after_an_aborted_scan(items):
         conn.execute("select 1 / 0")
     for k in KS:
         assert_exact(conn, rows, qa, k)
-    assert kept() == after_one
+    assert kept_bytes(conn) == after_one
 
 
 def test_kept_arrays_stay_within_sparse_kept_memory(items, dsn):
