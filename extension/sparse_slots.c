@@ -46,6 +46,24 @@ slot_arrays_xact_end(XactEvent event, void *arg)
 			slotArrays[i].lent = false;
 }
 
+/* bytes the kept arrays hold, lent or free */
+static Size
+kept_bytes(void)
+{
+	Size		kept = 0;
+
+	for (int i = 0; i < SLOT_ARRAYS; i++)
+		kept += slotArrays[i].sums ? slotArrays[i].size : 0;
+	return kept;
+}
+
+/* what hybrid_search.sparse_kept_memory lets the kept arrays hold */
+static inline Size
+kept_limit(void)
+{
+	return (Size) sparse_kept_memory * 1024;
+}
+
 void
 SparseSlotArraysInit(void)
 {
@@ -61,7 +79,6 @@ double *
 SparseBorrowSlots(MemoryContext cxt, int64 nslots)
 {
 	Size		size = Max(nslots, 1) * sizeof(double);
-	Size		kept = 0;
 	SlotArray  *fit = NULL;
 	SlotArray  *small = NULL;
 	SlotArray  *empty = NULL;
@@ -72,11 +89,8 @@ SparseBorrowSlots(MemoryContext cxt, int64 nslots)
 
 		if (s->sums == NULL)
 			empty = empty ? empty : s;
-		else
+		else if (!s->lent)
 		{
-			kept += s->size;
-			if (s->lent)
-				continue;
 			if (s->size >= size && (fit == NULL || s->size < fit->size))
 				fit = s;
 			else if (s->size < size)
@@ -88,7 +102,7 @@ SparseBorrowSlots(MemoryContext cxt, int64 nslots)
 		/* a free array too small is replaced rather than kept beside the new one */
 		SlotArray  *s = small ? small : empty;
 
-		if (kept - (s->sums ? s->size : 0) + size <= (Size) sparse_kept_memory * 1024)
+		if (kept_bytes() - (s->sums ? s->size : 0) + size <= kept_limit())
 		{
 			if (s->sums)
 				pfree(s->sums);
@@ -113,17 +127,13 @@ SparseBorrowSlots(MemoryContext cxt, int64 nslots)
 void
 SparseReturnSlots(double *sums)
 {
-	Size		kept = 0;
-
 	if (sums == NULL)
 		return;
-	for (int i = 0; i < SLOT_ARRAYS; i++)
-		kept += slotArrays[i].sums ? slotArrays[i].size : 0;
 	for (int i = 0; i < SLOT_ARRAYS; i++)
 		if (slotArrays[i].sums == sums)
 		{
 			slotArrays[i].lent = false;
-			if (kept > (Size) sparse_kept_memory * 1024)
+			if (kept_bytes() > kept_limit())
 			{
 				pfree(sums);
 				slotArrays[i].sums = NULL;
