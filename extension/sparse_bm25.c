@@ -479,9 +479,7 @@ bm25query_make(PG_FUNCTION_ARGS)
 
 		memset(df, 0, sizeof(uint32) * Max(nterms, 1));
 		pending_df(index, nterms, terms, df, &meta);
-		r.index = index;
-		r.generation = meta.generation;
-		r.conflict = false;
+		SparseReaderInit(&r, index, &meta);
 		if (SparseLookupTerms(&r, &meta, nterms, terms, entries, found))
 		{
 			for (int i = 0; i < nterms; i++)

@@ -209,6 +209,7 @@ typedef struct TermWriter
 	bool		bm25;
 	SparseDirEntry entry;
 	SparsePostingBlock *block;
+	uint32		slotOffsets;	/* the new segment's segMaxOffset */
 	uint64		keys[SPARSE_BLOCK_POSTINGS];
 	float4		weights[SPARSE_BLOCK_POSTINGS];
 	float4		lengths[SPARSE_BLOCK_POSTINGS];
@@ -220,27 +221,36 @@ static void
 term_flush_block(TermWriter *tw)
 {
 	SparsePostingBlock *b = tw->block;
-	ItemPointerData *tids;
 	float4	   *weights;
 	BlockNumber blkno;
 	OffsetNumber off;
-	uint16		flags = tw->bm25 ? SPARSE_BLOCK_LENGTHS : 0;
-	Size		size = SPARSE_BLOCK_SIZE_FLAGS(tw->n, flags);
+	uint16		flags;
+	Size		size;
+	uint64		firstSlot;
 	/* BM25: minw is the smallest row length */
 	const float4 *mins = tw->bm25 ? tw->lengths : tw->weights;
 
 	if (tw->n == 0)
 		return;
+	firstSlot = SparseKeySlot(tw->keys[0], tw->slotOffsets);
+	flags = (tw->bm25 ? SPARSE_BLOCK_LENGTHS : 0) |
+		(SparseKeySlot(tw->keys[tw->n - 1], tw->slotOffsets) - firstSlot > PG_UINT16_MAX ? SPARSE_BLOCK_WIDE : 0);
+	size = SPARSE_BLOCK_SIZE_FLAGS(tw->n, flags);
 	memset(b, 0, size);
 	b->n = tw->n;
 	b->flags = flags;
 	b->maxw = tw->weights[0];
 	b->minw = mins[0];
-	tids = SPARSE_BLOCK_TIDS(b);
+	b->firstSlot = firstSlot;
 	weights = SPARSE_BLOCK_WEIGHTS(b);
 	for (int i = 0; i < tw->n; i++)
 	{
-		SparseKeyTid(tw->keys[i], &tids[i]);
+		uint64		delta = SparseKeySlot(tw->keys[i], tw->slotOffsets) - firstSlot;
+
+		if (flags & SPARSE_BLOCK_WIDE)
+			((uint32 *) b->data)[i] = (uint32) delta;
+		else
+			((uint16 *) b->data)[i] = (uint16) delta;
 		weights[i] = tw->weights[i];
 		b->maxw = Max(b->maxw, tw->weights[i]);
 		b->minw = Min(b->minw, mins[i]);
@@ -269,6 +279,10 @@ term_flush_block(TermWriter *tw)
 static inline void
 term_add(TermWriter *tw, uint64 key, float4 weight, float4 length)
 {
+	/* a block's slot deltas fit a uint32 */
+	if (tw->n > 0 &&
+		SparseKeySlot(key, tw->slotOffsets) - SparseKeySlot(tw->keys[0], tw->slotOffsets) > PG_UINT32_MAX)
+		term_flush_block(tw);
 	tw->keys[tw->n] = key;
 	tw->weights[tw->n] = weight;
 	tw->lengths[tw->n] = length;
@@ -478,10 +492,8 @@ SparseMerge(Relation index, bool withPending, IndexBulkDeleteCallback callback,
 
 	/* the metapage, and the end of the pending list as of now */
 	{
-		Buffer		metabuf = ReadBuffer(index, SPARSE_METAPAGE_BLKNO);
+		Buffer		metabuf = SparseLockMeta(index, BUFFER_LOCK_SHARE, &meta);
 
-		LockBuffer(metabuf, BUFFER_LOCK_SHARE);
-		memcpy(&meta, SparsePageGetMeta(BufferGetPage(metabuf)), sizeof(meta));
 		if (withPending && BlockNumberIsValid(meta.pendingTail))
 		{
 			Buffer		tailbuf = ReadBuffer(index, meta.pendingTail);
@@ -493,12 +505,8 @@ SparseMerge(Relation index, bool withPending, IndexBulkDeleteCallback callback,
 		}
 		UnlockReleaseBuffer(metabuf);
 	}
-	if (meta.magic != SPARSE_MAGIC)
-		elog(ERROR, "\"%s\" is not a sparse_inverted index", RelationGetRelationName(index));
 	newgen = meta.generation + 1;
-	reader.index = index;
-	reader.generation = meta.generation;
-	reader.conflict = false;
+	SparseReaderInit(&reader, index, &meta);
 
 	if (extra)
 		in = extra;
@@ -576,102 +584,7 @@ SparseMerge(Relation index, bool withPending, IndexBulkDeleteCallback callback,
 	}
 	*removed = ndead;
 
-	/* postings: old lists merged with the new postings, term by term */
-	writer_init(&pw, index, SPARSE_PAGE_POSTING, newgen);
-	memset(&tw, 0, sizeof(tw));
-	tw.w = &pw;
-	tw.bm25 = in->bm25;
-	tw.block = palloc(SPARSE_BLOCK_SIZE_FLAGS(SPARSE_BLOCK_POSTINGS, SPARSE_BLOCK_LENGTHS));
-	memset(&dr, 0, sizeof(dr));
-	dr.r = &reader;
-	dr.blk = meta.dirHead;
-	haveOld = dir_next(&dr, &old);
-	pi = 0;
-	while (haveOld || pi < in->npostings)
-	{
-		int32		term;
-		SparseListIter it;
-		bool		useOld;
-		int			opos = 0;
-
-		CHECK_FOR_INTERRUPTS();
-		if (haveOld && (pi >= in->npostings || old.term <= in->postings[pi].term))
-			term = old.term;
-		else
-			term = in->postings[pi].term;
-		useOld = haveOld && old.term == term;
-		memset(&tw.entry, 0, sizeof(tw.entry));
-		tw.entry.term = term;
-		tw.n = 0;
-		memset(&it, 0, sizeof(it));
-		if (useOld)
-		{
-			SparseListBegin(&it, &reader, &old);
-			if (!SparseListNextBlock(&it))
-				it.done = true;
-		}
-		else
-			it.done = true;
-		for (;;)
-		{
-			uint64		okey = 0;
-			bool		haveO = false;
-			bool		haveN = pi < in->npostings && in->postings[pi].term == term;
-
-			if (!it.done)
-			{
-				if (opos >= it.block->n)
-				{
-					if (!SparseListNextBlock(&it))
-						it.done = true;
-					opos = 0;
-				}
-				if (!it.done)
-				{
-					okey = SparseTidKey(&it.tids[opos]);
-					haveO = true;
-				}
-			}
-			if (!haveO && !haveN)
-				break;
-			if (haveO && haveN && okey == in->postings[pi].key)
-				opos++;			/* a row in both (never expected): the new one wins */
-			else if (haveO && (!haveN || okey < in->postings[pi].key))
-			{
-				if (!key_is_dead(okey, dead, ndead))
-					term_add(&tw, okey, it.weights[opos], it.lengths ? it.lengths[opos] : 0);
-				opos++;
-			}
-			else
-			{
-				if (!key_is_dead(in->postings[pi].key, dead, ndead))
-					term_add(&tw, in->postings[pi].key, in->postings[pi].weight,
-							 in->postings[pi].length);
-				pi++;
-			}
-		}
-		if (reader.conflict)
-			elog(ERROR, "sparse_inverted index \"%s\" changed during a merge",
-				 RelationGetRelationName(index));
-		term_flush_block(&tw);
-		if (tw.entry.df > 0)
-		{
-			if (ndir == maxdir)
-			{
-				maxdir = maxdir ? maxdir * 2 : 1024;
-				dir = dir ? repalloc_huge(dir, maxdir * sizeof(SparseDirEntry)) : palloc(maxdir * sizeof(SparseDirEntry));
-			}
-			dir[ndir++] = tw.entry;
-			segPostings += tw.entry.df;
-		}
-		if (useOld)
-			haveOld = dir_next(&dr, &old);
-		if (it.block)
-			pfree(it.block);
-	}
-	writer_finish(&pw);
-
-	/* the row list */
+	/* the row list, first: its largest offset numbers the postings' slots */
 	writer_init(&lw, index, SPARSE_PAGE_DOCLIST, newgen);
 	{
 		SparseDocChunk *out = palloc(SPARSE_DOCCHUNK_SIZE(SPARSE_DOCLIST_CHUNK));
@@ -772,6 +685,102 @@ SparseMerge(Relation index, bool withPending, IndexBulkDeleteCallback callback,
 #undef FLUSH_DOCS
 	}
 	writer_finish(&lw);
+
+	/* postings: old lists merged with the new postings, term by term */
+	writer_init(&pw, index, SPARSE_PAGE_POSTING, newgen);
+	memset(&tw, 0, sizeof(tw));
+	tw.w = &pw;
+	tw.bm25 = in->bm25;
+	tw.slotOffsets = segMaxOffset;
+	tw.block = palloc(SPARSE_BLOCK_MAX_SIZE);
+	memset(&dr, 0, sizeof(dr));
+	dr.r = &reader;
+	dr.blk = meta.dirHead;
+	haveOld = dir_next(&dr, &old);
+	pi = 0;
+	while (haveOld || pi < in->npostings)
+	{
+		int32		term;
+		SparseListIter it;
+		bool		useOld;
+		int			opos = 0;
+
+		CHECK_FOR_INTERRUPTS();
+		if (haveOld && (pi >= in->npostings || old.term <= in->postings[pi].term))
+			term = old.term;
+		else
+			term = in->postings[pi].term;
+		useOld = haveOld && old.term == term;
+		memset(&tw.entry, 0, sizeof(tw.entry));
+		tw.entry.term = term;
+		tw.n = 0;
+		memset(&it, 0, sizeof(it));
+		if (useOld)
+		{
+			SparseListBegin(&it, &reader, &old);
+			if (!SparseListNextBlock(&it))
+				it.done = true;
+		}
+		else
+			it.done = true;
+		for (;;)
+		{
+			uint64		okey = 0;
+			bool		haveO = false;
+			bool		haveN = pi < in->npostings && in->postings[pi].term == term;
+
+			if (!it.done)
+			{
+				if (opos >= it.block->n)
+				{
+					if (!SparseListNextBlock(&it))
+						it.done = true;
+					opos = 0;
+				}
+				if (!it.done)
+				{
+					okey = SparseTidKey(&it.tids[opos]);
+					haveO = true;
+				}
+			}
+			if (!haveO && !haveN)
+				break;
+			if (haveO && haveN && okey == in->postings[pi].key)
+				opos++;			/* a row in both (never expected): the new one wins */
+			else if (haveO && (!haveN || okey < in->postings[pi].key))
+			{
+				if (!key_is_dead(okey, dead, ndead))
+					term_add(&tw, okey, it.weights[opos], it.lengths ? it.lengths[opos] : 0);
+				opos++;
+			}
+			else
+			{
+				if (!key_is_dead(in->postings[pi].key, dead, ndead))
+					term_add(&tw, in->postings[pi].key, in->postings[pi].weight,
+							 in->postings[pi].length);
+				pi++;
+			}
+		}
+		if (reader.conflict)
+			elog(ERROR, "sparse_inverted index \"%s\" changed during a merge",
+				 RelationGetRelationName(index));
+		term_flush_block(&tw);
+		if (tw.entry.df > 0)
+		{
+			if (ndir == maxdir)
+			{
+				maxdir = maxdir ? maxdir * 2 : 1024;
+				dir = dir ? repalloc_huge(dir, maxdir * sizeof(SparseDirEntry)) : palloc(maxdir * sizeof(SparseDirEntry));
+			}
+			dir[ndir++] = tw.entry;
+			segPostings += tw.entry.df;
+		}
+		if (useOld)
+			haveOld = dir_next(&dr, &old);
+		if (it.block)
+			pfree(it.block);
+	}
+	writer_finish(&pw);
 
 	/* the directory and its index */
 	writer_init(&dw, index, SPARSE_PAGE_DIR, newgen);

@@ -160,9 +160,7 @@ check_segment(CheckState *cs, const SparseMetaPageData *meta)
 	BlockNumber maxBlock = 0;
 	OffsetNumber maxOffset = 0;
 
-	r.index = cs->index;
-	r.generation = meta->generation;
-	r.conflict = false;
+	SparseReaderInit(&r, cs->index, meta);
 
 	/* the directory index: one entry per directory page, first terms increasing */
 	blk = meta->dirIndexHead;
@@ -254,6 +252,9 @@ check_segment(CheckState *cs, const SparseMetaPageData *meta)
 
 					if (!firstPosting && k <= lastKey)
 						problem(cs, "term %d: posting " TIDFMT " follows " TIDFMT, e->term, TIDARGS(k), TIDARGS(lastKey));
+					if ((k >> 16) > meta->segMaxBlock)
+						problem(cs, "term %d: posting " TIDFMT " is past the segment's largest heap block %u",
+								e->term, TIDARGS(k), meta->segMaxBlock);
 					if (isnan(w) || isinf(w) || w == 0 || (cs->bm25 && (w < 1 || w != floorf(w))))
 						problem(cs, "term %d: posting " TIDFMT " has weight %g", e->term, TIDARGS(k), w);
 					firstPosting = false;

@@ -11,8 +11,12 @@
  *                   TID order, each block with its largest and smallest
  *                   weight and last TID, and the list of every indexed row
  *                   (null rows flagged); the metapage records the largest
- *                   heap block and offset of its rows, which size a scan's
- *                   array of a score per heap position (sparse_scan.c)
+ *                   heap block and offset of its rows, which number every
+ *                   heap position of the segment by a slot (block *
+ *                   segMaxOffset + offset - 1): a posting names its row by
+ *                   the slot's distance from its block's first, in 2 bytes
+ *                   (4 where the block spans more), and a scan keeps an
+ *                   array of a score per slot (sparse_scan.c)
  *   pending list    rows inserted since the last merge, one item (or a few
  *                   chunks) per row, appended by aminsert and scored
  *                   exhaustively by every scan
@@ -38,7 +42,8 @@
 #include "utils/relcache.h"
 
 #define SPARSE_MAGIC			0x53504958	/* "SPIX" */
-#define SPARSE_VERSION			1
+/* 2: postings name rows by slot (below), not by TID */
+#define SPARSE_VERSION			2
 #define SPARSE_METAPAGE_BLKNO	0
 /* a heavyweight page lock on this block number serialises merges */
 #define SPARSE_MERGE_LOCK_BLKNO 1
@@ -87,8 +92,8 @@ typedef struct SparseMetaPageData
 	BlockNumber pendingHead;
 	BlockNumber pendingTail;
 	OffsetNumber pendingHeadOff;	/* first item of pendingHead still pending */
-	OffsetNumber segMaxOffset;	/* largest offset of a segment row; 0: none, or
-								 * merged by a version that did not record it */
+	OffsetNumber segMaxOffset;	/* largest offset of a segment row (0: none):
+								 * the slots per heap block */
 	uint64		pendingDocs;
 	uint64		pendingEntries;
 	/* non-null rows and the sum of their lengths (BM25 indexes) */
@@ -125,11 +130,14 @@ typedef struct SparseDirIndexEntry
 } SparseDirIndexEntry;
 
 /*
- * A posting block: n postings of one term in TID order. Followed by
- * n ItemPointerData, padding to 4 bytes, n float4 weights and, with
- * SPARSE_BLOCK_LENGTHS (BM25), n float4 row lengths.
+ * A posting block: n postings of one term in TID order. Followed by n slot
+ * deltas (each posting's slot less firstSlot: uint16, or uint32 with
+ * SPARSE_BLOCK_WIDE), padding to MAXALIGN, n float4 weights and, with
+ * SPARSE_BLOCK_LENGTHS (BM25), n float4 row lengths. A block whose slots
+ * span more than a uint32 is cut short by the writer.
  */
 #define SPARSE_BLOCK_LENGTHS	0x0001
+#define SPARSE_BLOCK_WIDE		0x0002
 typedef struct SparsePostingBlock
 {
 	uint16		n;
@@ -137,17 +145,30 @@ typedef struct SparsePostingBlock
 	float4		maxw;
 	float4		minw;
 	uint32		unused2;
+	uint64		firstSlot;		/* slot of the first posting */
 	uint64		lastKey;		/* TID key of the last posting */
 	char		data[FLEXIBLE_ARRAY_MEMBER];
 } SparsePostingBlock;
 
-#define SPARSE_BLOCK_TIDS(b) ((ItemPointerData *) (b)->data)
-#define SPARSE_BLOCK_TIDS_SIZE(n) MAXALIGN((n) * sizeof(ItemPointerData))
-#define SPARSE_BLOCK_WEIGHTS(b) ((float4 *) ((b)->data + SPARSE_BLOCK_TIDS_SIZE((b)->n)))
+#define SPARSE_BLOCK_DELTA_WIDTH(flags) (((flags) & SPARSE_BLOCK_WIDE) ? sizeof(uint32) : sizeof(uint16))
+#define SPARSE_BLOCK_DELTAS16(b) ((const uint16 *) (b)->data)
+#define SPARSE_BLOCK_DELTAS32(b) ((const uint32 *) (b)->data)
+#define SPARSE_BLOCK_DELTAS_SIZE(n, flags) MAXALIGN((n) * SPARSE_BLOCK_DELTA_WIDTH(flags))
+#define SPARSE_BLOCK_WEIGHTS(b) ((float4 *) ((b)->data + SPARSE_BLOCK_DELTAS_SIZE((b)->n, (b)->flags)))
 #define SPARSE_BLOCK_LENGTHS_OF(b) (SPARSE_BLOCK_WEIGHTS(b) + (b)->n)
-#define SPARSE_BLOCK_SIZE(n) (offsetof(SparsePostingBlock, data) + SPARSE_BLOCK_TIDS_SIZE(n) + (n) * sizeof(float4))
 #define SPARSE_BLOCK_SIZE_FLAGS(n, flags) \
-	(SPARSE_BLOCK_SIZE(n) + (((flags) & SPARSE_BLOCK_LENGTHS) ? (n) * sizeof(float4) : 0))
+	(offsetof(SparsePostingBlock, data) + SPARSE_BLOCK_DELTAS_SIZE(n, flags) + (n) * sizeof(float4) + \
+	 (((flags) & SPARSE_BLOCK_LENGTHS) ? (n) * sizeof(float4) : 0))
+/* the largest block */
+#define SPARSE_BLOCK_MAX_SIZE \
+	SPARSE_BLOCK_SIZE_FLAGS(SPARSE_BLOCK_POSTINGS, SPARSE_BLOCK_LENGTHS | SPARSE_BLOCK_WIDE)
+
+/* posting i's slot */
+static inline uint64
+SparseBlockSlot(const SparsePostingBlock *b, int i)
+{
+	return b->firstSlot + ((b->flags & SPARSE_BLOCK_WIDE) ? SPARSE_BLOCK_DELTAS32(b)[i] : SPARSE_BLOCK_DELTAS16(b)[i]);
+}
 
 /* a doc-list item: n rows in TID order and a flag byte each */
 #define SPARSE_DOC_NULL			0x01
@@ -197,6 +218,20 @@ static inline void
 SparseKeyTid(uint64 key, ItemPointer tid)
 {
 	ItemPointerSet(tid, (BlockNumber) (key >> 16), (OffsetNumber) (key & 0xFFFF));
+}
+
+/* a TID key's slot with offsets slots per heap block (offset >= 1) */
+static inline uint64
+SparseKeySlot(uint64 key, uint32 offsets)
+{
+	return (key >> 16) * offsets + (key & 0xFFFF) - 1;
+}
+
+/* a slot's TID key */
+static inline uint64
+SparseSlotKey(uint64 slot, uint32 offsets)
+{
+	return ((slot / offsets) << 16) | (slot % offsets + 1);
 }
 
 /* a posting being merged: (term, row, weight) */
@@ -266,6 +301,7 @@ SparseBM25Part(double tf, double len, double k1, double b, double avgdl)
 	return tf * (k1 + 1.0) / (tf + k1 * norm);
 }
 extern bool SparsePageOk(Page page, uint16 type, uint32 generation);
+extern bool SparseBlockOk(const SparsePostingBlock *b, Size len, uint16 flags, uint32 offsets);
 extern Buffer SparseLockMeta(Relation index, int mode, SparseMetaPageData *meta);
 
 /* an item of the pending list at (blk, off); pages a callback for each page read wholly */
@@ -314,8 +350,11 @@ typedef struct SparseReader
 {
 	Relation	index;
 	uint32		generation;
+	uint32		slotOffsets;	/* the segment's segMaxOffset */
 	bool		conflict;		/* met a page newer than generation */
 } SparseReader;
+
+extern void SparseReaderInit(SparseReader *r, Relation index, const SparseMetaPageData *meta);
 
 extern bool SparseLookupTerms(SparseReader *r, const SparseMetaPageData *meta, int nterms,
 							  const int32 *terms, SparseDirEntry *entries, bool *found);
@@ -328,9 +367,9 @@ typedef struct SparseListIter
 	BlockNumber blk;
 	OffsetNumber off;
 	uint32		blocksLeft;
-	/* the current block, copied out */
+	/* the current block, copied out, and its postings' TIDs */
 	SparsePostingBlock *block;
-	ItemPointerData *tids;
+	ItemPointerData tids[SPARSE_BLOCK_POSTINGS];
 	float4	   *weights;
 	float4	   *lengths;		/* BM25, else NULL */
 	int			pos;			/* within block */

@@ -14,13 +14,13 @@
  *
  * Rows come in batches of the best N rows with key > 0 after the last row
  * returned (the cursor). The first batch of a scan ranks every row at once
- * when the segment records its rows' largest heap block and offset (rank_all): each
- * query term's postings are added, term by term, into an array with a slot
- * per heap tuple position, and the keys stay for the scan's later batches,
+ * (rank_all): each query term's postings are added, term by term, into an
+ * array with a slot per heap tuple position (the slots the postings name),
+ * and the keys stay for the scan's later batches,
  * which select from them without reading the index again (a filter or a
  * row-level-security policy that discards rows costs a pass over the array
- * per batch, not a new scan of the lists). Else (an index merged before the
- * segment recorded them, or a heap much sparser than its indexed rows):
+ * per batch, not a new scan of the lists). Else (a heap much sparser than
+ * its indexed rows):
  *
  * A batch ranks exactly the best N rows with key > 0
  * that come after the last row returned (the cursor), with MaxScore over the
@@ -533,9 +533,7 @@ pending_then_lists(IndexScanDesc scan, pending_fn fn, void *arg, SparseMetaPageD
 	SparseScanOpaque so = (SparseScanOpaque) scan->opaque;
 
 	score_pending(scan->indexRelation, so, meta, fn, arg);
-	r->index = scan->indexRelation;
-	r->generation = meta->generation;
-	r->conflict = false;
+	SparseReaderInit(r, scan->indexRelation, meta);
 	return open_lists(scan->indexRelation, so, r, meta, nlists);
 }
 
@@ -619,50 +617,44 @@ use_avx512(bool mixed)
 }
 
 /*
- * add_block's loop without absSums, eight postings at a time: the eight
- * TIDs' block numbers and offsets picked out of their 48 bytes, the slots
- * computed in 64 bits, the sums gathered, added to and scattered back (a
- * block's TIDs are distinct, so no two lanes share a slot). The products and
- * sums are those of the scalar loop, operation for operation (the Makefile
- * builds with -ffp-contract=off, so no multiply and add fuse), hence the same
- * keys bit for bit. Returns how many postings it added (a multiple of 8), or
- * -1 if one has a block past maxBlock or an offset of 0 or past offsets.
+ * add_block's loop without absSums, eight postings at a time: the slots
+ * widened from their deltas and checked against the array, the products
+ * computed as the scalar loop does, operation for operation (the Makefile
+ * builds with -ffp-contract=off, so no multiply and add fuse), and added to
+ * the sums one by one (gathering and scattering them was slower on an AMD
+ * EPYC, December 4), hence the same keys bit for bit. Returns
+ * how many postings it added (a multiple of 8), or -1 if a slot is past
+ * nslots.
  */
 __attribute__((target("avx512f,avx512bw")))
 static int
-add_postings_avx512(const ItemPointerData *tids, const float4 *weights, const float4 *lengths,
-					int n, double qw, double k1p1, double norm0, double normLen,
-					double *sums, BlockNumber maxBlock, uint32 offsets, bool bm25)
+add_postings_avx512(const SparsePostingBlock *b, int from, int n, const float4 *weights,
+					const float4 *lengths, double qw, double k1p1, double norm0, double normLen,
+					double *sums, int64 nslots, bool bm25)
 {
-	/* 16-bit lane 4i gets bi_lo of TID i (halfword 3i + 1), lane 4i + 1 its bi_hi */
-	const __m512i blockLanes = _mm512_set_epi16(0, 0, 21, 22, 0, 0, 18, 19, 0, 0, 15, 16, 0, 0, 12, 13,
-												0, 0, 9, 10, 0, 0, 6, 7, 0, 0, 3, 4, 0, 0, 0, 1);
-	/* lane 4i gets ip_posid of TID i (halfword 3i + 2) */
-	const __m512i offsetLanes = _mm512_set_epi16(0, 0, 0, 23, 0, 0, 0, 20, 0, 0, 0, 17, 0, 0, 0, 14,
-												 0, 0, 0, 11, 0, 0, 0, 8, 0, 0, 0, 5, 0, 0, 0, 2);
-	const __m512i one = _mm512_set1_epi64(1);
-	const __m512i vOffsets = _mm512_set1_epi64(offsets);
-	const __m512i vMaxBlock = _mm512_set1_epi64(maxBlock);
+	const bool	wide = (b->flags & SPARSE_BLOCK_WIDE) != 0;
+	const __m512i base = _mm512_set1_epi64((int64) b->firstSlot);
+	const __m512i vLimit = _mm512_set1_epi64(nslots);
 	const __m512d vqw = _mm512_set1_pd(qw);
 	const __m512d vk1p1 = _mm512_set1_pd(k1p1);
 	const __m512d vnorm0 = _mm512_set1_pd(norm0);
 	const __m512d vnormLen = _mm512_set1_pd(normLen);
+	int64		slots[8] pg_attribute_aligned(64);
+	double		parts[8] pg_attribute_aligned(64);
 	int			j;
 
 	for (j = 0; j + 8 <= n; j += 8)
 	{
-		__m512i		raw = _mm512_maskz_loadu_epi16(0xFFFFFF, &tids[j]);
-		__m512i		blk = _mm512_maskz_permutexvar_epi16(0x33333333, blockLanes, raw);
-		__m512i		off = _mm512_sub_epi64(_mm512_maskz_permutexvar_epi16(0x11111111, offsetLanes, raw), one);
-		__m512i		slot;
+		__m512i		delta = wide ?
+			_mm512_cvtepu32_epi64(_mm256_loadu_si256((const __m256i *) &SPARSE_BLOCK_DELTAS32(b)[from + j])) :
+			_mm512_cvtepu16_epi64(_mm_loadu_si128((const __m128i *) &SPARSE_BLOCK_DELTAS16(b)[from + j]));
+		__m512i		slot = _mm512_add_epi64(base, delta);
 		__m512d		w = _mm512_cvtps_pd(_mm256_loadu_ps(&weights[j]));
 		__m512d		p;
 
-		/* a block past maxBlock, or off - 1 >= offsets (an offset of 0 wraps around) */
-		if (_mm512_cmp_epu64_mask(blk, vMaxBlock, _MM_CMPINT_NLE) |
-			_mm512_cmp_epu64_mask(off, vOffsets, _MM_CMPINT_NLT))
+		/* unsigned: a slot that wrapped past 2^64 is caught too */
+		if (_mm512_cmp_epu64_mask(slot, vLimit, _MM_CMPINT_NLT))
 			return -1;
-		slot = _mm512_add_epi64(_mm512_mul_epu32(blk, vOffsets), off);
 		if (bm25)
 		{
 			__m512d		len = _mm512_cvtps_pd(_mm256_loadu_ps(&lengths[j]));
@@ -672,7 +664,10 @@ add_postings_avx512(const ItemPointerData *tids, const float4 *weights, const fl
 		}
 		else
 			p = _mm512_mul_pd(vqw, w);
-		_mm512_i64scatter_pd(sums, slot, _mm512_add_pd(_mm512_i64gather_pd(slot, sums, 8), p), 8);
+		_mm512_store_epi64(slots, slot);
+		_mm512_store_pd(parts, p);
+		for (int l = 0; l < 8; l++)
+			sums[slots[l]] += parts[l];
 	}
 	return j;
 }
@@ -711,10 +706,8 @@ next_entering_avx512(const double *sums, double c, int64 from, int64 to, double 
  * posting of the query's terms).
  */
 static pg_attribute_always_inline const char *
-add_block(SparseScanOpaque so, int qi, SparsePostingBlock *b, int from, int to, BlockNumber maxBlock,
-		  OffsetNumber maxOffset, bool mixed, bool bm25)
+add_block(SparseScanOpaque so, int qi, SparsePostingBlock *b, int from, int to, bool mixed, bool bm25)
 {
-	const ItemPointerData *restrict tids = SPARSE_BLOCK_TIDS(b) + from;
 	const float4 *restrict weights = SPARSE_BLOCK_WEIGHTS(b) + from;
 	const float4 *restrict lengths = bm25 ? SPARSE_BLOCK_LENGTHS_OF(b) + from : NULL;
 	double	   *restrict sums = so->sums;
@@ -724,30 +717,25 @@ add_block(SparseScanOpaque so, int qi, SparsePostingBlock *b, int from, int to, 
 	const double norm0 = so->norm0;
 	const double normLen = so->normLen;
 	const int	n = to - from;
-	const uint32 offsets = maxOffset;
+	const uint64 nslots = so->nslots;
 	int			done = 0;
 
 #ifdef SPARSE_HAVE_AVX512
 	if (use_avx512(mixed))
 	{
-		done = add_postings_avx512(tids, weights, lengths, n, qw, k1p1, norm0, normLen,
-								   sums, maxBlock, offsets, bm25);
+		done = add_postings_avx512(b, from, n, weights, lengths, qw, k1p1, norm0, normLen,
+								   sums, so->nslots, bm25);
 		if (done < 0)
 			return "posting of a row beyond the segment's rows in";
 	}
 #endif
 	for (int j = done; j < n; j++)
 	{
-		uint32		hblk = ((uint32) tids[j].ip_blkid.bi_hi << 16) | tids[j].ip_blkid.bi_lo;
-		uint32		hoff = tids[j].ip_posid;
-		int64		slot = (int64) hblk * offsets + hoff - 1;
+		uint64		slot = SparseBlockSlot(b, from + j);
 		double		p;
 
-		/*
-		 * a block past the largest, or an offset of 0 or past the largest,
-		 * would land outside the array or in another row's slot
-		 */
-		if (unlikely(hblk > maxBlock || hoff - 1 >= offsets))
+		/* a slot past the array's (a damaged block or metapage) */
+		if (unlikely(slot >= nslots))
 			return "posting of a row beyond the segment's rows in";
 		p = posting_score(bm25, qw, weights[j], bm25 ? lengths[j] : 0, k1p1, norm0, normLen);
 		sums[slot] += p;
@@ -781,28 +769,20 @@ typedef struct ListCursor
 	int			pos;			/* first posting of that block not added */
 } ListCursor;
 
-/* a TID key's slot: heap block * offsets + offset - 1 (no check: compared only) */
-static inline int64
-key_slot(uint64 key, uint32 offsets)
-{
-	return (int64) (key >> 16) * offsets + (int64) (key & 0xFFFF) - 1;
-}
-
 /* the first posting of b from pos on whose slot is at least end (b->n if none) */
 static int
-block_cut(SparsePostingBlock *b, int pos, int64 end, uint32 offsets)
+block_cut(SparsePostingBlock *b, int pos, uint64 end)
 {
-	const ItemPointerData *tids = SPARSE_BLOCK_TIDS(b);
 	int			lo = pos,
 				hi = b->n;
 
-	if (key_slot(b->lastKey, offsets) < end)
+	if (SparseBlockSlot(b, b->n - 1) < end)
 		return b->n;
 	while (lo < hi)
 	{
 		int			mid = lo + (hi - lo) / 2;
 
-		if (key_slot(SparseTidKey((ItemPointer) &tids[mid]), offsets) < end)
+		if (SparseBlockSlot(b, mid) < end)
 			lo = mid + 1;
 		else
 			hi = mid;
@@ -817,12 +797,9 @@ block_cut(SparsePostingBlock *b, int pos, int64 end, uint32 offsets)
  * Returns false on a conflict.
  */
 static bool
-add_list_window(SparseScanOpaque so, SparseReader *r, ListCursor *cur, int qi,
-				const SparseMetaPageData *meta, int64 end)
+add_list_window(SparseScanOpaque so, SparseReader *r, ListCursor *cur, int qi, uint64 end)
 {
 	uint16		flags = so->bm25 ? SPARSE_BLOCK_LENGTHS : 0;
-	OffsetNumber maxOffset = meta->segMaxOffset;
-	BlockNumber maxBlock = meta->segMaxBlock;
 
 	while (cur->left > 0)
 	{
@@ -855,20 +832,18 @@ add_list_window(SparseScanOpaque so, SparseReader *r, ListCursor *cur, int qi,
 			SparsePostingBlock *b = (SparsePostingBlock *) PageGetItem(page, iid);
 			int			cut;
 
-			if (ItemIdGetLength(iid) < offsetof(SparsePostingBlock, data) ||
-				b->n == 0 || b->n > SPARSE_BLOCK_POSTINGS || b->flags != flags ||
-				ItemIdGetLength(iid) != SPARSE_BLOCK_SIZE_FLAGS(b->n, b->flags) || cur->pos >= b->n)
+			if (!SparseBlockOk(b, ItemIdGetLength(iid), flags, r->slotOffsets) || cur->pos >= b->n)
 			{
 				damage = "malformed posting block";
 				break;
 			}
-			cut = block_cut(b, cur->pos, end, maxOffset);
+			cut = block_cut(b, cur->pos, end);
 			if (so->bm25)
-				damage = so->absSums ? add_block(so, qi, b, cur->pos, cut, maxBlock, maxOffset, true, true)
-					: add_block(so, qi, b, cur->pos, cut, maxBlock, maxOffset, false, true);
+				damage = so->absSums ? add_block(so, qi, b, cur->pos, cut, true, true)
+					: add_block(so, qi, b, cur->pos, cut, false, true);
 			else
-				damage = so->absSums ? add_block(so, qi, b, cur->pos, cut, maxBlock, maxOffset, true, false)
-					: add_block(so, qi, b, cur->pos, cut, maxBlock, maxOffset, false, false);
+				damage = so->absSums ? add_block(so, qi, b, cur->pos, cut, true, false)
+					: add_block(so, qi, b, cur->pos, cut, false, false);
 			if (damage)
 				break;
 			if (cut < b->n)
@@ -940,7 +915,7 @@ push_slots(SparseScanOpaque so, TopN *heap, int64 from, int64 to, double worst, 
 
 		if (key <= 0 || key < worst)
 			continue;
-		tid = ((uint64) (slot / so->slotOffsets) << 16) | (uint64) (slot % so->slotOffsets + 1);
+		tid = SparseSlotKey(slot, so->slotOffsets);
 		if (after_cursor(so, key, tid))
 		{
 			topn_push(heap, key, slot_low(so->sums, so->absSums, so->c, slot, mixed), tid);
@@ -1103,9 +1078,7 @@ rank_all(IndexScanDesc scan)
 		return true;
 	}
 
-	r.index = index;
-	r.generation = meta.generation;
-	r.conflict = false;
+	SparseReaderInit(&r, index, &meta);
 	entries = palloc(sizeof(SparseDirEntry) * Max(so->nq, 1));
 	found = palloc(sizeof(bool) * Max(so->nq, 1));
 	if (!SparseLookupTerms(&r, &meta, so->nq, so->qterms, entries, found))
@@ -1135,14 +1108,14 @@ rank_all(IndexScanDesc scan)
 		 * the last window takes every posting left, so that one of a row
 		 * past the segment's is met, and reported, as add_block checks it
 		 */
-		int64		postingsEnd = end == nslots ? PG_INT64_MAX : end;
+		uint64		postingsEnd = end == nslots ? PG_UINT64_MAX : (uint64) end;
 
 		memset(&so->sums[start], 0, (end - start) * sizeof(double));
 		if (mixed)
 			memset(&so->absSums[start], 0, (end - start) * sizeof(double));
 		for (int i = 0; i < so->nq; i++)
 		{
-			if (!add_list_window(so, &r, &cursors[i], i, &meta, postingsEnd))
+			if (!add_list_window(so, &r, &cursors[i], i, postingsEnd))
 			{
 				return_slots(so);
 				return false;

@@ -122,6 +122,36 @@ SparsePageOk(Page page, uint16 type, uint32 generation)
 }
 
 /*
+ * Whether b, an item of len bytes, is a well-formed posting block of an
+ * index whose blocks carry flags (SPARSE_BLOCK_LENGTHS or none), in a
+ * segment with offsets slots per heap block.
+ */
+bool
+SparseBlockOk(const SparsePostingBlock *b, Size len, uint16 flags, uint32 offsets)
+{
+	return len >= offsetof(SparsePostingBlock, data) && offsets > 0 &&
+		b->n > 0 && b->n <= SPARSE_BLOCK_POSTINGS && (b->flags & ~SPARSE_BLOCK_WIDE) == flags &&
+		len == SPARSE_BLOCK_SIZE_FLAGS(b->n, b->flags);
+}
+
+/* that page is a sparse_inverted metapage of the version this library reads */
+static void
+check_metapage(Relation index, Page page)
+{
+	if (!SparsePageOk(page, SPARSE_PAGE_META, PG_UINT32_MAX) ||
+		SparsePageGetMeta(page)->magic != SPARSE_MAGIC)
+		ereport(ERROR,
+				(errcode(ERRCODE_INDEX_CORRUPTED),
+				 errmsg("index \"%s\" is not a sparse_inverted index", RelationGetRelationName(index))));
+	if (SparsePageGetMeta(page)->version != SPARSE_VERSION)
+		ereport(ERROR,
+				(errcode(ERRCODE_INDEX_CORRUPTED),
+				 errmsg("sparse_inverted index \"%s\" has version %u, this library reads %u",
+						RelationGetRelationName(index), SparsePageGetMeta(page)->version, SPARSE_VERSION),
+				 errhint("REINDEX it.")));
+}
+
+/*
  * A new page, exclusively locked: a free one from the free space map, or a
  * new block. The caller initialises it.
  */
@@ -195,9 +225,7 @@ SparseLockMeta(Relation index, int mode, SparseMetaPageData *meta)
 	Buffer		metabuf = ReadBuffer(index, SPARSE_METAPAGE_BLKNO);
 
 	LockBuffer(metabuf, mode);
-	if (!SparsePageOk(BufferGetPage(metabuf), SPARSE_PAGE_META, PG_UINT32_MAX) ||
-		SparsePageGetMeta(BufferGetPage(metabuf))->magic != SPARSE_MAGIC)
-		elog(ERROR, "\"%s\" is not a sparse_inverted index", RelationGetRelationName(index));
+	check_metapage(index, BufferGetPage(metabuf));
 	if (meta)
 		memcpy(meta, SparsePageGetMeta(BufferGetPage(metabuf)), sizeof(SparseMetaPageData));
 	return metabuf;
@@ -262,17 +290,7 @@ SparseReadMeta(Relation index, SparseMetaPageData *meta)
 
 	LockBuffer(buf, BUFFER_LOCK_SHARE);
 	page = BufferGetPage(buf);
-	if (!SparsePageOk(page, SPARSE_PAGE_META, PG_UINT32_MAX) ||
-		SparsePageGetMeta(page)->magic != SPARSE_MAGIC)
-		ereport(ERROR,
-				(errcode(ERRCODE_INDEX_CORRUPTED),
-				 errmsg("index \"%s\" is not a sparse_inverted index", RelationGetRelationName(index))));
-	if (SparsePageGetMeta(page)->version != SPARSE_VERSION)
-		ereport(ERROR,
-				(errcode(ERRCODE_INDEX_CORRUPTED),
-				 errmsg("sparse_inverted index \"%s\" has version %u, this library reads %u",
-						RelationGetRelationName(index), SparsePageGetMeta(page)->version, SPARSE_VERSION),
-				 errhint("REINDEX it.")));
+	check_metapage(index, page);
 	memcpy(meta, SparsePageGetMeta(page), sizeof(SparseMetaPageData));
 	UnlockReleaseBuffer(buf);
 	if (((meta->flags & SPARSE_META_BM25) != 0) != SparseIsBM25(index))
@@ -459,6 +477,15 @@ SparseLookupTerms(SparseReader *r, const SparseMetaPageData *meta, int nterms,
 }
 
 void
+SparseReaderInit(SparseReader *r, Relation index, const SparseMetaPageData *meta)
+{
+	r->index = index;
+	r->generation = meta->generation;
+	r->slotOffsets = meta->segMaxOffset;
+	r->conflict = false;
+}
+
+void
 SparseListBegin(SparseListIter *it, SparseReader *r, const SparseDirEntry *entry)
 {
 	it->reader = r;
@@ -467,8 +494,7 @@ SparseListBegin(SparseListIter *it, SparseReader *r, const SparseDirEntry *entry
 	it->off = entry->firstOff;
 	it->blocksLeft = entry->nblocks;
 	if (it->block == NULL)
-		it->block = palloc(SPARSE_BLOCK_SIZE_FLAGS(SPARSE_BLOCK_POSTINGS, SPARSE_BLOCK_LENGTHS));
-	it->tids = NULL;
+		it->block = palloc(SPARSE_BLOCK_MAX_SIZE);
 	it->weights = NULL;
 	it->lengths = NULL;
 	it->pos = 0;
@@ -528,9 +554,7 @@ SparseListSeekBlock(SparseListIter *it, uint64 target)
 		{
 			iid = PageGetItemId(page, it->off);
 			b = (SparsePostingBlock *) PageGetItem(page, iid);
-			if (ItemIdGetLength(iid) < offsetof(SparsePostingBlock, data) ||
-				b->n == 0 || b->n > SPARSE_BLOCK_POSTINGS || b->flags != flags ||
-				ItemIdGetLength(iid) != SPARSE_BLOCK_SIZE_FLAGS(b->n, b->flags))
+			if (!SparseBlockOk(b, ItemIdGetLength(iid), flags, it->reader->slotOffsets))
 			{
 				UnlockReleaseBuffer(buf);
 				ereport(ERROR,
@@ -544,7 +568,8 @@ SparseListSeekBlock(SparseListIter *it, uint64 target)
 			UnlockReleaseBuffer(buf);
 			it->off++;
 			it->blocksLeft--;
-			it->tids = SPARSE_BLOCK_TIDS(it->block);
+			for (int i = 0; i < it->block->n; i++)
+				SparseKeyTid(SparseSlotKey(SparseBlockSlot(it->block, i), it->reader->slotOffsets), &it->tids[i]);
 			it->weights = SPARSE_BLOCK_WEIGHTS(it->block);
 			it->lengths = (it->block->flags & SPARSE_BLOCK_LENGTHS) ? SPARSE_BLOCK_LENGTHS_OF(it->block) : NULL;
 			it->pos = 0;

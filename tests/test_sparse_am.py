@@ -328,6 +328,68 @@ def test_exact_when_the_heap_is_sparser_than_its_indexed_rows(db):
         db.execute("drop table am_items")
 
 
+def test_exact_when_a_tokens_rows_lie_far_apart(db):
+    """A first page of 226 small rows makes every heap page 226 slots; then 8 rows
+    per page: a token's posting block whose rows lie more than 65,535 slots apart
+    stores 4-byte slot deltas, not 2-byte ones. The scan still ranks every row at
+    once, exactly, with and without AVX-512, before and after a merge, and the check
+    finds the index consistent."""
+    rng = np.random.default_rng(43)
+    vectors = random_vectors(rng, 2500)
+    rows = {i: v for i, v in enumerate(vectors)}
+    db.execute("drop table if exists am_items")
+    db.execute("create table am_items (id int primary key, tenant int, v sparsevec, pad text)")
+    db.execute("insert into am_items select -g, 0, null, null from generate_series(1, 226) as g")
+    with db.cursor().copy("copy am_items (id, tenant, v, pad) from stdin") as copy:
+        for i, v in rows.items():
+            # every row about 960 bytes, 8 to a page, whatever its tokens
+            copy.write_row((i, i % 10, literal(v), "x" * (908 - 8 * len(v or {}))))
+    db.execute("create index am_items_v_idx on am_items using sparse_inverted (v)")
+    db.execute("analyze am_items")
+    db.execute("set enable_seqscan = off")
+    try:
+        ctids = dict(
+            db.execute(
+                "select id, ((ctid::text::point)[0] * 226 + (ctid::text::point)[1] - 1)::bigint"
+                " from am_items where id >= 0"
+            ).fetchall()
+        )
+        blocks, offsets = db.execute(
+            "select max((ctid::text::point)[0]) + 1, max((ctid::text::point)[1]) from am_items"
+        ).fetchone()
+        assert offsets == 226 and 65536 < blocks * offsets <= 4 * (len(rows) + 226) + 65536
+        # tokens with a 128-posting block spanning more than a uint16 of slots
+        slots_of = {}
+        for i, v in rows.items():
+            for t in v or {}:
+                slots_of.setdefault(t, []).append(ctids[i])
+        wide = []
+        for t, slots in slots_of.items():
+            slots.sort()
+            blocks = [slots[j : j + 128] for j in range(0, len(slots), 128)]
+            if any(b[-1] - b[0] > 65535 for b in blocks):
+                wide.append(t)
+        assert len(wide) >= 5
+        rows.update({-g: None for g in range(1, 227)})
+        wide_queries = [{t: 1.0 + j for j, t in enumerate(wide[:5])}, *queries(rng, 3)]
+        for simd in ("on", "off"):
+            db.execute(f"set hybrid_search.sparse_simd = {simd}")
+            for query in wide_queries:
+                for k in KS:
+                    assert_exact(db, rows, query, k)
+        db.execute("delete from am_items where id % 7 = 0")
+        db.execute("vacuum am_items")
+        rows = {i: v for i, v in rows.items() if i % 7 != 0}
+        for query in wide_queries:
+            for k in KS:
+                assert_exact(db, rows, query, k)
+        assert check(db, "am_items_v_idx")["consistent"]
+    finally:
+        db.execute("reset hybrid_search.sparse_simd")
+        db.execute("reset enable_seqscan")
+        db.execute("drop table am_items")
+
+
 def test_rows_whose_place_is_certain_are_not_rechecked(db):
     """The executor recomputes <#> from a row the index returns (here: reading its
     vector from TOAST) only where the index's bounds on the row's score leave its
@@ -603,7 +665,7 @@ def test_kill_9_during_copy_leaves_a_consistent_index(am_crash_cluster, layout, 
         assert report["consistent"] and report["rows_not_visible"] == 0, report
 
 
-META_MAGIC_AT, META_SEG_MAX_BLOCK_AT = 24, 60  # SparseMetaPageData after the page header
+META_MAGIC_AT, META_VERSION_AT, META_SEG_MAX_BLOCK_AT = 24, 28, 60  # after the page header
 
 
 @pytest.mark.parametrize("window", [None, 1])
@@ -638,3 +700,46 @@ def test_a_posting_past_the_segments_rows_is_reported(am_crash_cluster, layout, 
             conn.execute(f"set hybrid_search.sparse_window_slots = {window}")
         with pytest.raises(psycopg.errors.IndexCorrupted, match="beyond the segment's rows"):
             by_index(conn, {0: 1.0}, 10)
+
+
+OLD_VERSION = "version 1, this library reads 2"
+
+
+def test_an_index_of_another_format_asks_for_reindex(am_crash_cluster, layout, model_dir):
+    """An index whose metapage carries another format version (version 1, whose
+    postings named rows by TID) is read by no path: a scan, an insert and VACUUM
+    each raise index corruption with a REINDEX hint, and REINDEX makes it whole."""
+    dsn = create_database(am_crash_cluster, layout, model_dir, "am_version")
+    rng = np.random.default_rng(5)
+    vectors = random_vectors(rng, 500)
+    with connect(dsn) as conn:
+        conn.execute("create table am_items (id int primary key, tenant int, v sparsevec)")
+        with conn.cursor().copy("copy am_items (id, tenant, v) from stdin") as copy:
+            for i, v in enumerate(vectors):
+                copy.write_row((i, 0, literal(v)))
+        conn.execute("create index am_items_v_idx on am_items using sparse_inverted (v)")
+        path = conn.execute("select pg_relation_filepath('am_items_v_idx')").fetchone()[0]
+        conn.execute("checkpoint")
+    am_crash_cluster.stop()
+    with open(am_crash_cluster.data / path, "r+b") as f:
+        f.seek(META_MAGIC_AT)
+        assert int.from_bytes(f.read(4), "little") == 0x53504958  # "SPIX"
+        assert int.from_bytes(f.read(4), "little") == 2
+        f.seek(META_VERSION_AT)
+        f.write((1).to_bytes(4, "little"))
+    am_crash_cluster.start()
+    with connect(dsn) as conn:
+        conn.execute("set enable_seqscan = off")
+        for statement in (
+            lambda: by_index(conn, {0: 1.0}, 10),
+            lambda: conn.execute("insert into am_items values (1000, 0, '{1:1}/5000')"),
+            lambda: conn.execute("vacuum am_items"),
+        ):
+            with pytest.raises(psycopg.errors.IndexCorrupted, match=OLD_VERSION) as e:
+                statement()
+            assert e.value.diag.message_hint == "REINDEX it."
+        conn.execute("reindex index am_items_v_idx")
+        rows = dict(enumerate(vectors))
+        for query in queries(rng, 3):
+            assert_exact(conn, rows, query, 100)
+        assert check(conn)["consistent"]
