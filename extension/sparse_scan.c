@@ -129,7 +129,7 @@ typedef SparseScanOpaqueData *SparseScanOpaque;
 
 /*
  * key of a row from its per-term contributions (query term order), and in
- * *low the least value the operator's own sum can have, s - c * a
+ * *low (unless NULL) the least value the operator's own sum can have, s - c * a
  */
 static inline double
 row_key(const double *contrib, int nq, double c, double *low)
@@ -142,7 +142,8 @@ row_key(const double *contrib, int nq, double c, double *low)
 		s += contrib[i];
 		a += fabs(contrib[i]);
 	}
-	*low = s - c * a;
+	if (low)
+		*low = s - c * a;
 	return s + c * a;
 }
 
@@ -1302,7 +1303,6 @@ run_rest(IndexScanDesc scan)
 	double	   *contrib;
 	uint64	   *mkeys = NULL;
 	double	   *mvals = NULL;
-	double		low;			/* unused: the rest's rows are always rechecked */
 	int64		nm = 0,
 				maxm = 0,
 				mi = 0;
@@ -1340,7 +1340,8 @@ run_rest(IndexScanDesc scan)
 			mvals = mvals ? repalloc_huge(mvals, maxm * sizeof(double)) : palloc(maxm * sizeof(double));
 		}
 		mkeys[nm] = d;
-		mvals[nm] = row_key(contrib, so->nq, so->c, &low);
+		/* no low: the rest's rows are always rechecked */
+		mvals[nm] = row_key(contrib, so->nq, so->c, NULL);
 		nm++;
 		for (int i = 0; i < nl; i++)
 			contrib[lists[i].qi] = 0;
