@@ -210,7 +210,8 @@ typedef struct TermWriter
 	SparseDirEntry entry;
 	SparsePostingBlock *block;
 	uint32		slotOffsets;	/* the new segment's segMaxOffset */
-	uint64		keys[SPARSE_BLOCK_POSTINGS];
+	uint64		slots[SPARSE_BLOCK_POSTINGS];
+	uint64		lastKey;		/* TID key of the last posting added */
 	float4		weights[SPARSE_BLOCK_POSTINGS];
 	float4		lengths[SPARSE_BLOCK_POSTINGS];
 	int			n;
@@ -232,9 +233,9 @@ term_flush_block(TermWriter *tw)
 
 	if (tw->n == 0)
 		return;
-	firstSlot = SparseKeySlot(tw->keys[0], tw->slotOffsets);
+	firstSlot = tw->slots[0];
 	flags = (tw->bm25 ? SPARSE_BLOCK_LENGTHS : 0) |
-		(SparseKeySlot(tw->keys[tw->n - 1], tw->slotOffsets) - firstSlot > PG_UINT16_MAX ? SPARSE_BLOCK_WIDE : 0);
+		(tw->slots[tw->n - 1] - firstSlot > PG_UINT16_MAX ? SPARSE_BLOCK_WIDE : 0);
 	size = SPARSE_BLOCK_SIZE_FLAGS(tw->n, flags);
 	memset(b, 0, size);
 	b->n = tw->n;
@@ -245,7 +246,7 @@ term_flush_block(TermWriter *tw)
 	weights = SPARSE_BLOCK_WEIGHTS(b);
 	for (int i = 0; i < tw->n; i++)
 	{
-		uint64		delta = SparseKeySlot(tw->keys[i], tw->slotOffsets) - firstSlot;
+		uint64		delta = tw->slots[i] - firstSlot;
 
 		if (flags & SPARSE_BLOCK_WIDE)
 			((uint32 *) b->data)[i] = (uint32) delta;
@@ -258,7 +259,7 @@ term_flush_block(TermWriter *tw)
 	}
 	if (tw->bm25)
 		memcpy(SPARSE_BLOCK_LENGTHS_OF(b), tw->lengths, tw->n * sizeof(float4));
-	b->lastKey = tw->keys[tw->n - 1];
+	b->lastKey = tw->lastKey;
 	writer_add(tw->w, b, size, &blkno, &off);
 	if (tw->entry.nblocks == 0)
 	{
@@ -279,11 +280,13 @@ term_flush_block(TermWriter *tw)
 static inline void
 term_add(TermWriter *tw, uint64 key, float4 weight, float4 length)
 {
+	uint64		slot = SparseKeySlot(key, tw->slotOffsets);
+
 	/* a block's slot deltas fit a uint32 */
-	if (tw->n > 0 &&
-		SparseKeySlot(key, tw->slotOffsets) - SparseKeySlot(tw->keys[0], tw->slotOffsets) > PG_UINT32_MAX)
+	if (tw->n > 0 && slot - tw->slots[0] > PG_UINT32_MAX)
 		term_flush_block(tw);
-	tw->keys[tw->n] = key;
+	tw->slots[tw->n] = slot;
+	tw->lastKey = key;
 	tw->weights[tw->n] = weight;
 	tw->lengths[tw->n] = length;
 	tw->n++;
