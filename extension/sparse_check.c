@@ -252,9 +252,6 @@ check_segment(CheckState *cs, const SparseMetaPageData *meta)
 
 					if (!firstPosting && k <= lastKey)
 						problem(cs, "term %d: posting " TIDFMT " follows " TIDFMT, e->term, TIDARGS(k), TIDARGS(lastKey));
-					if ((k >> 16) > meta->segMaxBlock)
-						problem(cs, "term %d: posting " TIDFMT " is past the segment's largest heap block %u",
-								e->term, TIDARGS(k), meta->segMaxBlock);
 					if (isnan(w) || isinf(w) || w == 0 || (cs->bm25 && (w < 1 || w != floorf(w))))
 						problem(cs, "term %d: posting " TIDFMT " has weight %g", e->term, TIDARGS(k), w);
 					firstPosting = false;
