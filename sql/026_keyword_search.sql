@@ -165,6 +165,7 @@ create or replace function @extschema@._keyword_search_bm25query(
 as $func$
 #variable_conflict use_column
 begin
+    perform pg_catalog.set_config('hybrid_search.sparse_batch_size', @extschema@._sparse_batch_size(k), true);
     return query
     select
         n.id,

@@ -238,12 +238,7 @@ begin
     perform pg_catalog.set_config('hnsw.iterative_scan', 'relaxed_order', true);
     perform pg_catalog.set_config('enable_seqscan', 'off', true);
     perform pg_catalog.set_config('hybrid_search.sparse_positive_only', 'on', true);
-    -- a sparse_inverted leg's first batch holds its candidates and the rows past
-    -- them that WITH TIES looks at, so that no second batch (4x as many) is ranked
-    perform pg_catalog.set_config(
-        'hybrid_search.sparse_batch_size',
-        greatest(coalesce(old_batch, '100')::integer, p.per_leg + p.per_leg / 4 + 8)::text, true
-    );
+    perform pg_catalog.set_config('hybrid_search.sparse_batch_size', @extschema@._sparse_batch_size(p.per_leg), true);
     -- without a filter every call's plan is the same: planned once, not per call
     -- (a filter's selectivity may change the plan, so filtered calls keep the default)
     if p.filter is null then
