@@ -583,8 +583,8 @@ keep_pending_fn(double key, double low, bool isnull, uint64 tid, void *arg)
 
 #ifdef SPARSE_HAVE_AVX512
 /*
- * Whether this CPU and the kernel run AVX-512 (F and BW): the CPU reports
- * it, and the OS saves the opmask and ZMM registers (XCR0 bits 1, 2, 5-7).
+ * Whether this CPU and the kernel run AVX-512 F (both loops use nothing
+ * else): the CPU reports it, and the OS saves the opmask and ZMM registers (XCR0 bits 1, 2, 5-7).
  */
 static bool
 avx512_usable(void)
@@ -600,7 +600,7 @@ avx512_usable(void)
 	__asm__ volatile("xgetbv" : "=a"(xcr0) : "c"(0) : "edx");
 	if ((xcr0 & 0xE6) != 0xE6)
 		return false;
-	return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+	return __builtin_cpu_supports("avx512f");
 }
 
 /* whether avx512_usable(); -1: not asked yet */
@@ -627,7 +627,7 @@ use_avx512(bool mixed)
  * how many postings it added (a multiple of 8), or -1 if a slot is past
  * nslots.
  */
-__attribute__((target("avx512f,avx512bw")))
+__attribute__((target("avx512f")))
 static int
 add_postings_avx512(const SparsePostingBlock *b, int from, int n, const float4 *weights,
 					const float4 *lengths, double qw, double k1p1, double norm0, double normLen,
