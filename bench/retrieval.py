@@ -111,6 +111,20 @@ def sparse_leg(corpus, k, jflt):
     return SPARSE_AM_SQL, lambda q: (jflt, jflt, sparse_param(*corpus.q_sparse[q]), k)
 
 
+def sparse_function_leg(name):
+    """The sparse leg through one of our functions (sparse_search, which sizes the
+    scan's first batch for k as hybrid_search does, or sparse_search_scan)."""
+
+    def leg(corpus, k, jflt):
+        return f"select id from {name}(%s::sparsevec, %s, %s::jsonb)", lambda q: (
+            sparse_param(*corpus.q_sparse[q]),
+            k,
+            jflt,
+        )
+
+    return leg
+
+
 def hybrid_leg(corpus, k, jflt):
     sql = (
         "select id from hybrid_search(%s, %s::vector, %s::sparsevec, %s, fusion => 'rrf',"
@@ -366,12 +380,6 @@ def measure_pass(conn, table, corpus, peers, fast, few, filtered):
     def bm25_ref(q):
         return corpus.exact_bm25(q, K, mask)
 
-    def sparse_fn(name):
-        return (
-            f"select id from {name}(%s::sparsevec, %s, %s::jsonb)",
-            lambda q: (sparse_param(*corpus.q_sparse[q]), K, jflt),
-        )
-
     table.sql(conn, tag + "dense", "dense, pgvector HNSW (ef_search 100)" + label,
               dense_leg(corpus, K, jflt), fast, dense_ref)  # fmt: skip
     table.sql(
@@ -389,7 +397,7 @@ def measure_pass(conn, table, corpus, peers, fast, few, filtered):
     table.sql(conn, tag + "sparse", "sparse, sparse_inverted index (ORDER BY <#> LIMIT 10)" + label,
               sparse_leg(corpus, K, jflt), fast, sparse_ref)  # fmt: skip
     table.sql(conn, tag + "sparse_search", "sparse, sparse_search (sparse_inverted index)" + label,
-              sparse_fn("sparse_search"), fast, sparse_ref)  # fmt: skip
+              sparse_function_leg("sparse_search")(corpus, K, jflt), fast, sparse_ref)  # fmt: skip
     latencies, ids = timed_in_process(sparse_ref, fast)
     table.add(tag + "sparse numpy", "sparse, exact numpy brute force (in process)" + label,
               latencies, ids, fast, sparse_ref)  # fmt: skip
@@ -401,7 +409,8 @@ def measure_pass(conn, table, corpus, peers, fast, few, filtered):
                   f" {peers['seismic'].n_postings}, heap_factor {peers['seismic'].heap_factor})",
                   latencies, ids, fast, sparse_ref)  # fmt: skip
     table.sql(conn, tag + "sparse exact scan", "sparse, pgvector exact scan (<#>)" + label,
-              sparse_fn("sparse_search_scan"), few, sparse_ref)  # fmt: skip
+              sparse_function_leg("sparse_search_scan")(corpus, K, jflt), few,
+              sparse_ref)  # fmt: skip
     table.sql(
         conn,
         tag + "sparse postings join",
@@ -446,7 +455,12 @@ def measure_candidate_legs(conn, table, corpus, fast, filtered):
     mask = corpus.tenant == TENANT if filtered else None
     for key, name, leg, reference in [
         ("dense", "dense, pgvector HNSW (ef_search 100)", dense_leg, corpus.exact_dense),
-        ("sparse", "sparse, sparse_inverted index", sparse_leg, corpus.exact_sparse),
+        (
+            "sparse",
+            "sparse, sparse_search",
+            sparse_function_leg("sparse_search"),
+            corpus.exact_sparse,
+        ),
         ("bm25", "BM25 leg", bm25_leg, corpus.exact_bm25),
     ]:
         table.sql(conn, f"{tag}{key} candidates", name + label, leg(corpus, CANDIDATES, jflt),
@@ -800,7 +814,7 @@ def candidate_ratios(table: Table) -> list[tuple[str, float | None]]:
     return [
         (f"{name} at {CANDIDATES} candidates, 10% filter, p95 / hybrid_search unfiltered p95",
          table.ratio(f"filtered {key} candidates", "hybrid"))
-        for key, name in [("dense", "dense"), ("sparse", "sparse_inverted"), ("bm25", "BM25 leg")]
+        for key, name in [("dense", "dense"), ("sparse", "sparse_search"), ("bm25", "BM25 leg")]
     ]  # fmt: skip
 
 
