@@ -66,3 +66,58 @@ end;
 $func$
 language plpgsql immutable parallel safe security invoker
 set search_path to pg_catalog, pg_temp;
+
+-------------------------------------------------------------------------------
+-- _search_settings_push
+-- What a search function sets for its statement: a sparse_inverted scan's
+-- first batch that holds the rows rows it returns and those past them that
+-- WITH TIES (and the executor's reordering) look at, so that no second batch,
+-- four times as large, is ranked (never below the session's own
+-- hybrid_search.sparse_batch_size); and, when unfiltered, a generic plan:
+-- every such call's plan is the same, and the plan cache would otherwise plan
+-- it again at every call (a custom plan drops "filter is null", so it looks
+-- cheaper). Set locally: a change made inside a function lasts until the
+-- transaction ends, so the caller hands the returned old values to
+-- _search_settings_pop after its statement.
+create or replace function @extschema@._search_settings_push(rows integer, unfiltered boolean)
+returns text[]
+as $func$
+declare
+    saved text[] := array[
+        pg_catalog.current_setting('hybrid_search.sparse_batch_size', true),
+        pg_catalog.current_setting('plan_cache_mode')
+    ];
+begin
+    perform pg_catalog.set_config(
+        'hybrid_search.sparse_batch_size',
+        greatest(coalesce(saved[1], '100')::integer, rows + rows / 4 + 8)::text,
+        true
+    );
+    if unfiltered then
+        perform pg_catalog.set_config('plan_cache_mode', 'force_generic_plan', true);
+    end if;
+    return saved;
+end;
+$func$
+language plpgsql volatile parallel unsafe security invoker
+set search_path to pg_catalog, pg_temp;
+
+comment on function @extschema@._search_settings_push(integer, boolean) is
+'sets a search statement''s first sparse batch and plan mode; returns the old values for _search_settings_pop';
+
+-------------------------------------------------------------------------------
+-- _search_settings_pop
+-- Puts back what _search_settings_push returned.
+create or replace function @extschema@._search_settings_pop(saved text[])
+returns void
+as $func$
+begin
+    perform pg_catalog.set_config('hybrid_search.sparse_batch_size', coalesce(saved[1], '100'), true);
+    perform pg_catalog.set_config('plan_cache_mode', saved[2], true);
+end;
+$func$
+language plpgsql volatile parallel unsafe security invoker
+set search_path to pg_catalog, pg_temp;
+
+comment on function @extschema@._search_settings_pop(text[]) is
+'puts back the settings _search_settings_push changed';

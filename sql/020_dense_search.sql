@@ -8,8 +8,9 @@
 -- ('hnsw_halfvec')) the index orders by half-precision distance and the k
 -- rows it returns are re-ranked at full precision. Sequential scans are
 -- discouraged: the planner's cost model often
--- prefers one on tables of some ten thousand rows, at 50x the latency. The
--- settings are restored afterwards.
+-- prefers one on tables of some ten thousand rows, at 50x the latency. An
+-- unfiltered call is planned once (_search_settings_push). The settings are
+-- restored afterwards.
 create or replace function @extschema@.dense_search(
     query_dense @extschema:vector@.vector,
     k integer default 10,
@@ -23,6 +24,7 @@ declare
     old_iterative text := pg_catalog.current_setting('hnsw.iterative_scan', true);
     old_seqscan text := pg_catalog.current_setting('enable_seqscan');
     half_dimensions integer := @extschema@._dense_index_halfvec_dimensions();
+    saved text[];
 begin
     perform @extschema@._check_search_arguments('dense_search', k, filter);
     perform @extschema@._check_query_vector('dense_search', query_dense is null);
@@ -41,6 +43,7 @@ begin
     perform pg_catalog.set_config('hnsw.ef_search', least(greatest(ef_search, k), 1000)::text, true);
     perform pg_catalog.set_config('hnsw.iterative_scan', 'relaxed_order', true);
     perform pg_catalog.set_config('enable_seqscan', 'off', true);
+    saved := @extschema@._search_settings_push(k, filter is null);
     if half_dimensions is null then
         return query
         select
@@ -75,6 +78,7 @@ begin
     perform pg_catalog.set_config('hnsw.ef_search', coalesce(old_ef, '40'), true);
     perform pg_catalog.set_config('hnsw.iterative_scan', coalesce(old_iterative, 'off'), true);
     perform pg_catalog.set_config('enable_seqscan', old_seqscan, true);
+    perform @extschema@._search_settings_pop(saved);
 end;
 $func$
 language plpgsql stable parallel unsafe security invoker rows 100

@@ -1,25 +1,4 @@
 -------------------------------------------------------------------------------
--- _sparse_batch_size
--- hybrid_search.sparse_batch_size for a sparse_inverted scan that will return
--- rows rows: a first batch that holds them and the rows past them that WITH
--- TIES (and the executor's reordering) look at, so that no second batch, four
--- times as large, is ranked; never below the session's own setting. The
--- caller sets it locally: a function with a SET clause reverts it at its exit.
-create or replace function @extschema@._sparse_batch_size(rows integer)
-returns text
-as $func$
-    select greatest(
-        coalesce(pg_catalog.current_setting('hybrid_search.sparse_batch_size', true), '100')::integer,
-        rows + rows / 4 + 8
-    )::text
-$func$
-language sql stable parallel safe security invoker
-set search_path to pg_catalog, pg_temp;
-
-comment on function @extschema@._sparse_batch_size(integer) is
-'hybrid_search.sparse_batch_size for a scan that returns the given number of rows';
-
--------------------------------------------------------------------------------
 -- sparse_search (sparsevec)
 -- The k documents with the highest lexical matching score (sparse_dot) for a
 -- sparse query vector, exact; documents sharing no weighted token are left
@@ -28,8 +7,8 @@ comment on function @extschema@._sparse_batch_size(integer) is
 -- as the scan goes on (so k rows come back whenever k visible matching rows
 -- exist), ties at the k-th score all read (WITH TIES) and broken by id;
 -- hybrid_search.sparse_positive_only ends the scan after the rows that share
--- a token with the query; its first batch is sized for k (_sparse_batch_size,
--- a set_config: PARALLEL UNSAFE). Without that index, a sequential scan and a
+-- a token with the query; its first batch is sized for k, and an unfiltered
+-- call planned once (_search_settings_push: PARALLEL UNSAFE). Without that index, a sequential scan and a
 -- sort return the same rows.
 create or replace function @extschema@.sparse_search(
     query_sparse @extschema:vector@.sparsevec,
@@ -38,6 +17,8 @@ create or replace function @extschema@.sparse_search(
 ) returns table (id bigint, rank integer, score double precision)
 as $func$
 #variable_conflict use_column
+declare
+    saved text[];
 begin
     perform @extschema@._check_search_arguments('sparse_search', k, filter);
     perform @extschema@._check_query_vector('sparse_search', query_sparse is null);
@@ -48,7 +29,7 @@ begin
         from @extschema@._coordinator_legs('sparse_search', null, null, query_sparse, k, filter, 100) as l;
         return;
     end if;
-    perform pg_catalog.set_config('hybrid_search.sparse_batch_size', @extschema@._sparse_batch_size(k), true);
+    saved := @extschema@._search_settings_push(k, filter is null);
     return query
     select
         n.id,
@@ -66,6 +47,7 @@ begin
     where n.negative_dot < 0
     order by n.negative_dot, n.id
     limit k;
+    perform @extschema@._search_settings_pop(saved);
 end;
 $func$
 language plpgsql stable parallel unsafe security invoker rows 100

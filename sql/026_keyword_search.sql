@@ -164,8 +164,9 @@ create or replace function @extschema@._keyword_search_bm25query(
 ) returns table (id bigint, rank integer, score double precision)
 as $func$
 #variable_conflict use_column
+declare
+    saved text[] := @extschema@._search_settings_push(k, filter is null and match_query is null);
 begin
-    perform pg_catalog.set_config('hybrid_search.sparse_batch_size', @extschema@._sparse_batch_size(k), true);
     return query
     select
         n.id,
@@ -186,6 +187,7 @@ begin
     where n.distance < 0
     order by n.distance, n.id
     limit k;
+    perform @extschema@._search_settings_pop(saved);
 end;
 $func$
 language plpgsql stable parallel unsafe security invoker rows 100

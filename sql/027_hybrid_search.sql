@@ -231,19 +231,14 @@ declare
     old_iterative text := pg_catalog.current_setting('hnsw.iterative_scan', true);
     old_seqscan text := pg_catalog.current_setting('enable_seqscan');
     old_positive text := pg_catalog.current_setting('hybrid_search.sparse_positive_only', true);
-    old_batch text := pg_catalog.current_setting('hybrid_search.sparse_batch_size', true);
-    old_plan_mode text := pg_catalog.current_setting('plan_cache_mode');
+    saved text[];
 begin
     perform pg_catalog.set_config('hnsw.ef_search', least(greatest(p.ef_search, p.per_leg), 1000)::text, true);
     perform pg_catalog.set_config('hnsw.iterative_scan', 'relaxed_order', true);
     perform pg_catalog.set_config('enable_seqscan', 'off', true);
     perform pg_catalog.set_config('hybrid_search.sparse_positive_only', 'on', true);
-    perform pg_catalog.set_config('hybrid_search.sparse_batch_size', @extschema@._sparse_batch_size(p.per_leg), true);
-    -- without a filter every call's plan is the same: planned once, not per call
-    -- (a filter's selectivity may change the plan, so filtered calls keep the default)
-    if p.filter is null then
-        perform pg_catalog.set_config('plan_cache_mode', 'force_generic_plan', true);
-    end if;
+    -- a filter's selectivity may change the plan, so filtered calls keep the plan mode
+    saved := @extschema@._search_settings_push(p.per_leg, p.filter is null);
     return query
     with shard_legs as materialized (
         select l.leg, l.id, l.rank, l.score
@@ -378,8 +373,7 @@ begin
     perform pg_catalog.set_config('hnsw.iterative_scan', coalesce(old_iterative, 'off'), true);
     perform pg_catalog.set_config('enable_seqscan', old_seqscan, true);
     perform pg_catalog.set_config('hybrid_search.sparse_positive_only', coalesce(old_positive, 'off'), true);
-    perform pg_catalog.set_config('hybrid_search.sparse_batch_size', coalesce(old_batch, '100'), true);
-    perform pg_catalog.set_config('plan_cache_mode', old_plan_mode, true);
+    perform @extschema@._search_settings_pop(saved);
 end;
 $func$
 language plpgsql stable parallel unsafe security invoker rows 100

@@ -26,7 +26,7 @@ as $func$
             '_bm25query_statistics', '_keyword_bm25query', '_bm25query_rows', 'bm25query_out', '_bm25query_shared',
             '_bm25_visible_statistics',
             '_hybrid_search', '_hybrid_search_plan', '_hybrid_search_fuse', '_hybrid_search_rerank',
-            '_keyword_search_bm25query', '_sparse_batch_size',
+            '_keyword_search_bm25query', '_search_settings_push', '_search_settings_pop',
             '_is_coordinator', '_coordinator_legs', '_coordinator_documents', '_coordinator_fanout',
             '_shard_bm25_statistics', '_shard_legs', '_shard_documents'
         ]::name[]

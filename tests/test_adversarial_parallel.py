@@ -174,7 +174,6 @@ PARALLEL_SAFE = {
     "sparse_dot(jsonb,jsonb)",
     "sparse_dot(sparsevec,sparsevec)",
     "sparse_entries(sparsevec)",
-    "_sparse_batch_size(integer)",  # reads a setting
     "sparse_to_jsonb(sparsevec)",
     "bm25query_in(cstring)",
     "bm25query_out(bm25query)",

@@ -386,3 +386,42 @@ def test_searching_reads_no_toast(corpus):
     assert (found[0][0], found[0][1]) == (doc, content)
     stored = corpus.execute("select pg_column_size(content) from documents where id = %s", [doc])
     assert stored.fetchone()[0] > 2600  # neither compressed nor out of line
+
+
+SEARCH_SETTINGS = (
+    "hybrid_search.sparse_batch_size",
+    "plan_cache_mode",
+    "hnsw.ef_search",
+    "hnsw.iterative_scan",
+    "enable_seqscan",
+    "hybrid_search.sparse_positive_only",
+)
+
+
+def test_searching_leaves_the_sessions_settings_as_they_were(corpus):
+    """Each search function sets what its statement needs (a first sparse batch sized
+    for k, a generic plan when unfiltered, HNSW's settings) locally, where a change
+    lasts until the transaction ends: in a transaction, every later statement sees
+    the session's own values again."""
+    query = "index without blocking writes"
+    with corpus.transaction():
+        corpus.execute("set local hybrid_search.sparse_batch_size = 150")
+        before = [
+            corpus.execute("select current_setting(%s)", [s]).fetchone()[0] for s in SEARCH_SETTINGS
+        ]
+        assert before[:2] == ["150", "auto"]
+        for name in ("sparse_search", "keyword_search", "dense_search"):
+            for filter_ in (None, '{"topic": "indexes"}'):
+                rows = corpus.execute(
+                    f"select id from {name}(%s, 1000, %s::jsonb)", [query, filter_]
+                ).fetchall()
+                assert rows, name
+                after = [
+                    corpus.execute("select current_setting(%s)", [s]).fetchone()[0]
+                    for s in SEARCH_SETTINGS
+                ]
+                assert after == before, (name, filter_)
+        assert hybrid(corpus, query, 5, candidates=1000)
+        assert [
+            corpus.execute("select current_setting(%s)", [s]).fetchone()[0] for s in SEARCH_SETTINGS
+        ] == before
