@@ -73,13 +73,15 @@ set search_path to pg_catalog, pg_temp;
 -- first batch that holds the rows rows it returns and those past them that
 -- WITH TIES (and the executor's reordering) look at, so that no second batch,
 -- four times as large, is ranked (never below the session's own
--- hybrid_search.sparse_batch_size); and, when unfiltered, a generic plan:
--- every such call's plan is the same, and the plan cache would otherwise plan
--- it again at every call (a custom plan drops "filter is null", so it looks
--- cheaper). Set locally: a change made inside a function lasts until the
--- transaction ends, so the caller hands the returned old values to
+-- hybrid_search.sparse_batch_size); and, when generic is true, a generic plan,
+-- planned once instead of at every call (the plan cache keeps custom plans,
+-- which drop "filter is null" and so look cheaper). Only for a statement run
+-- with enable_seqscan off: a generic plan does not know k, and under a
+-- row-level-security policy it chose a sequential scan over the index (BM25
+-- leg 1.5 -> 116 ms). Set locally: a change made inside a function lasts
+-- until the transaction ends, so the caller hands the returned old values to
 -- _search_settings_pop after its statement.
-create or replace function @extschema@._search_settings_push(rows integer, unfiltered boolean)
+create or replace function @extschema@._search_settings_push(rows integer, generic boolean)
 returns text[]
 as $func$
 declare
@@ -93,7 +95,7 @@ begin
         greatest(coalesce(saved[1], '100')::integer, rows + rows / 4 + 8)::text,
         true
     );
-    if unfiltered then
+    if generic then
         perform pg_catalog.set_config('plan_cache_mode', 'force_generic_plan', true);
     end if;
     return saved;

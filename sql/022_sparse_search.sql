@@ -7,8 +7,8 @@
 -- as the scan goes on (so k rows come back whenever k visible matching rows
 -- exist), ties at the k-th score all read (WITH TIES) and broken by id;
 -- hybrid_search.sparse_positive_only ends the scan after the rows that share
--- a token with the query; its first batch is sized for k, and an unfiltered
--- call planned once (_search_settings_push: PARALLEL UNSAFE). Without that index, a sequential scan and a
+-- a token with the query; its first batch is sized for k
+-- (_search_settings_push: PARALLEL UNSAFE). Without that index, a sequential scan and a
 -- sort return the same rows.
 create or replace function @extschema@.sparse_search(
     query_sparse @extschema:vector@.sparsevec,
@@ -29,7 +29,7 @@ begin
         from @extschema@._coordinator_legs('sparse_search', null, null, query_sparse, k, filter, 100) as l;
         return;
     end if;
-    saved := @extschema@._search_settings_push(k, filter is null);
+    saved := @extschema@._search_settings_push(k, false);
     return query
     select
         n.id,

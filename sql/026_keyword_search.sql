@@ -165,7 +165,7 @@ create or replace function @extschema@._keyword_search_bm25query(
 as $func$
 #variable_conflict use_column
 declare
-    saved text[] := @extschema@._search_settings_push(k, filter is null and match_query is null);
+    saved text[] := @extschema@._search_settings_push(k, false);
 begin
     return query
     select
