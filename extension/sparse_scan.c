@@ -584,7 +584,8 @@ keep_pending_fn(double key, double low, bool isnull, uint64 tid, void *arg)
 #ifdef SPARSE_HAVE_AVX512
 /*
  * Whether this CPU and the kernel run AVX-512 F (both loops use nothing
- * else): the CPU reports it, and the OS saves the opmask and ZMM registers (XCR0 bits 1, 2, 5-7).
+ * else): the CPU reports it, and the OS saves the opmask and ZMM registers
+ * (XCR0 bits 1, 2, 5-7).
  */
 static bool
 avx512_usable(void)

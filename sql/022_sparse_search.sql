@@ -8,8 +8,8 @@
 -- exist), ties at the k-th score all read (WITH TIES) and broken by id;
 -- hybrid_search.sparse_positive_only ends the scan after the rows that share
 -- a token with the query; its first batch is sized for k
--- (_search_settings_push: PARALLEL UNSAFE). Without that index, a sequential scan and a
--- sort return the same rows.
+-- (_search_settings_push: PARALLEL UNSAFE). Without that index, a sequential
+-- scan and a sort return the same rows.
 create or replace function @extschema@.sparse_search(
     query_sparse @extschema:vector@.sparsevec,
     k integer default 10,
