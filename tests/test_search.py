@@ -398,17 +398,19 @@ SEARCH_SETTINGS = (
 )
 
 
+def session_settings(conn):
+    return [conn.execute("select current_setting(%s)", [s]).fetchone()[0] for s in SEARCH_SETTINGS]
+
+
 def test_searching_leaves_the_sessions_settings_as_they_were(corpus):
     """Each search function sets what its statement needs (a first sparse batch sized
-    for k, a generic plan when unfiltered, HNSW's settings) locally, where a change
-    lasts until the transaction ends: in a transaction, every later statement sees
-    the session's own values again."""
+    for k; for dense_search and hybrid_search a generic plan when unfiltered and
+    HNSW's settings) locally, where a change lasts until the transaction ends: in a
+    transaction, every later statement sees the session's own values again."""
     query = "index without blocking writes"
     with corpus.transaction():
         corpus.execute("set local hybrid_search.sparse_batch_size = 150")
-        before = [
-            corpus.execute("select current_setting(%s)", [s]).fetchone()[0] for s in SEARCH_SETTINGS
-        ]
+        before = session_settings(corpus)
         assert before[:2] == ["150", "auto"]
         for name in ("sparse_search", "keyword_search", "dense_search"):
             for filter_ in (None, '{"topic": "indexes"}'):
@@ -416,12 +418,6 @@ def test_searching_leaves_the_sessions_settings_as_they_were(corpus):
                     f"select id from {name}(%s, 1000, %s::jsonb)", [query, filter_]
                 ).fetchall()
                 assert rows, name
-                after = [
-                    corpus.execute("select current_setting(%s)", [s]).fetchone()[0]
-                    for s in SEARCH_SETTINGS
-                ]
-                assert after == before, (name, filter_)
+                assert session_settings(corpus) == before, (name, filter_)
         assert hybrid(corpus, query, 5, candidates=1000)
-        assert [
-            corpus.execute("select current_setting(%s)", [s]).fetchone()[0] for s in SEARCH_SETTINGS
-        ] == before
+        assert session_settings(corpus) == before
