@@ -59,11 +59,15 @@ select pg_catalog.pg_extension_config_dump('@extschema@.hybrid_search_coordinato
 
 -------------------------------------------------------------------------------
 -- _is_coordinator
--- Whether this database fans searches out to shards.
+-- Whether this database fans searches out to shards. Every search asks:
+-- plpgsql keeps the plan (a sql function with a SET clause is planned at
+-- every call).
 create or replace function @extschema@._is_coordinator()
 returns boolean
 as $func$
-    select exists (select from @extschema@.hybrid_search_coordinator);
+begin
+    return exists (select from @extschema@.hybrid_search_coordinator);
+end;
 $func$
-language sql stable parallel safe security invoker
+language plpgsql stable parallel safe security invoker
 set search_path to pg_catalog, pg_temp;

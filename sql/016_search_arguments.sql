@@ -73,30 +73,57 @@ set search_path to pg_catalog, pg_temp;
 -- first batch that holds the rows rows it returns and those past them that
 -- WITH TIES (and the executor's reordering) look at, so that no second batch,
 -- four times as large, is ranked (never below the session's own
--- hybrid_search.sparse_batch_size); and, when generic is true, a generic plan,
+-- hybrid_search.sparse_batch_size). With ef_search (a statement with a dense
+-- leg): HNSW's ef_search raised to rows, iterative index scans that keep
+-- going until rows rows pass a filter, and sequential scans off (the
+-- planner's cost model often prefers one on tables of some ten thousand rows,
+-- at 50x the latency); and, when generic is true as well, a generic plan,
 -- planned once instead of at every call (the plan cache keeps custom plans,
--- which drop "filter is null" and so look cheaper). Only for a statement run
--- with enable_seqscan off: a generic plan does not know k, and under a
--- row-level-security policy it chose a sequential scan over the index (BM25
--- leg 1.5 -> 116 ms). Set locally: a change made inside a function lasts
--- until the transaction ends, so the caller hands the returned old values to
--- _search_settings_pop after its statement.
-create or replace function @extschema@._search_settings_push(rows integer, generic boolean)
+-- which drop "filter is null" and so look cheaper). Only with sequential
+-- scans off: a generic plan does not know k, and under a row-level-security
+-- policy it chose a sequential scan over the index (BM25 leg 1.5 -> 116 ms).
+-- With positive_only, a sparse_inverted scan ends at its last row scoring
+-- above 0. Set locally: a change made inside a function lasts until the
+-- transaction ends, so the caller hands the returned settings (name, value to
+-- put back, in pairs) to _search_settings_pop after its statement.
+create or replace function @extschema@._search_settings_push(
+    rows integer,
+    ef_search integer default null,
+    generic boolean default false,
+    positive_only boolean default false
+)
 returns text[]
 as $func$
 declare
+    -- a setting not defined yet is put back at its library's default
     saved text[] := array[
-        pg_catalog.current_setting('hybrid_search.sparse_batch_size', true),
-        pg_catalog.current_setting('plan_cache_mode')
+        'hybrid_search.sparse_batch_size',
+        coalesce(pg_catalog.current_setting('hybrid_search.sparse_batch_size', true), '100')
     ];
 begin
     perform pg_catalog.set_config(
-        'hybrid_search.sparse_batch_size',
-        greatest(coalesce(saved[1], '100')::integer, rows + rows / 4 + 8)::text,
-        true
+        'hybrid_search.sparse_batch_size', greatest(saved[2]::integer, rows + rows / 4 + 8)::text, true
     );
-    if generic then
-        perform pg_catalog.set_config('plan_cache_mode', 'force_generic_plan', true);
+    if ef_search is not null then
+        saved := saved || array[
+            'hnsw.ef_search', coalesce(pg_catalog.current_setting('hnsw.ef_search', true), '40'),
+            'hnsw.iterative_scan', coalesce(pg_catalog.current_setting('hnsw.iterative_scan', true), 'off'),
+            'enable_seqscan', pg_catalog.current_setting('enable_seqscan')
+        ];
+        perform pg_catalog.set_config('hnsw.ef_search', least(greatest(ef_search, rows), 1000)::text, true);
+        perform pg_catalog.set_config('hnsw.iterative_scan', 'relaxed_order', true);
+        perform pg_catalog.set_config('enable_seqscan', 'off', true);
+        if generic then
+            saved := saved || array['plan_cache_mode', pg_catalog.current_setting('plan_cache_mode')];
+            perform pg_catalog.set_config('plan_cache_mode', 'force_generic_plan', true);
+        end if;
+    end if;
+    if positive_only then
+        saved := saved || array[
+            'hybrid_search.sparse_positive_only',
+            coalesce(pg_catalog.current_setting('hybrid_search.sparse_positive_only', true), 'off')
+        ];
+        perform pg_catalog.set_config('hybrid_search.sparse_positive_only', 'on', true);
     end if;
     return saved;
 end;
@@ -104,18 +131,19 @@ $func$
 language plpgsql volatile parallel unsafe security invoker
 set search_path to pg_catalog, pg_temp;
 
-comment on function @extschema@._search_settings_push(integer, boolean) is
-'sets a search statement''s first sparse batch and plan mode; returns the old values for _search_settings_pop';
+comment on function @extschema@._search_settings_push(integer, integer, boolean, boolean) is
+'sets a search statement''s sparse batch, dense scan and plan mode; returns what _search_settings_pop puts back';
 
 -------------------------------------------------------------------------------
 -- _search_settings_pop
--- Puts back what _search_settings_push returned.
+-- Puts back what _search_settings_push returned: each setting's old value.
 create or replace function @extschema@._search_settings_pop(saved text[])
 returns void
 as $func$
 begin
-    perform pg_catalog.set_config('hybrid_search.sparse_batch_size', coalesce(saved[1], '100'), true);
-    perform pg_catalog.set_config('plan_cache_mode', saved[2], true);
+    for i in 1 .. pg_catalog.cardinality(saved) by 2 loop
+        perform pg_catalog.set_config(saved[i], saved[i + 1], true);
+    end loop;
 end;
 $func$
 language plpgsql volatile parallel unsafe security invoker

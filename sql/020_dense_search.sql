@@ -6,11 +6,9 @@
 -- speed, and iterative index scans keep going until k documents pass the
 -- filter. With a halfvec index (hybrid_search_create_dense_index
 -- ('hnsw_halfvec')) the index orders by half-precision distance and the k
--- rows it returns are re-ranked at full precision. Sequential scans are
--- discouraged: the planner's cost model often
--- prefers one on tables of some ten thousand rows, at 50x the latency. An
--- unfiltered call is planned once (_search_settings_push). The settings are
--- restored afterwards.
+-- rows it returns are re-ranked at full precision. Sequential scans are off,
+-- and an unfiltered call is planned once (_search_settings_push); the
+-- settings are restored afterwards.
 create or replace function @extschema@.dense_search(
     query_dense @extschema:vector@.vector,
     k integer default 10,
@@ -20,9 +18,6 @@ create or replace function @extschema@.dense_search(
 as $func$
 #variable_conflict use_column
 declare
-    old_ef text := pg_catalog.current_setting('hnsw.ef_search', true);
-    old_iterative text := pg_catalog.current_setting('hnsw.iterative_scan', true);
-    old_seqscan text := pg_catalog.current_setting('enable_seqscan');
     half_dimensions integer := @extschema@._dense_index_halfvec_dimensions();
     saved text[];
 begin
@@ -40,10 +35,7 @@ begin
         from @extschema@._coordinator_legs('dense_search', null, query_dense, null, k, filter, ef_search) as l;
         return;
     end if;
-    perform pg_catalog.set_config('hnsw.ef_search', least(greatest(ef_search, k), 1000)::text, true);
-    perform pg_catalog.set_config('hnsw.iterative_scan', 'relaxed_order', true);
-    perform pg_catalog.set_config('enable_seqscan', 'off', true);
-    saved := @extschema@._search_settings_push(k, filter is null);
+    saved := @extschema@._search_settings_push(k, ef_search, filter is null);
     if half_dimensions is null then
         return query
         select
@@ -75,9 +67,6 @@ begin
             half_dimensions
         ) using query_dense, k, filter;
     end if;
-    perform pg_catalog.set_config('hnsw.ef_search', coalesce(old_ef, '40'), true);
-    perform pg_catalog.set_config('hnsw.iterative_scan', coalesce(old_iterative, 'off'), true);
-    perform pg_catalog.set_config('enable_seqscan', old_seqscan, true);
     perform @extschema@._search_settings_pop(saved);
 end;
 $func$

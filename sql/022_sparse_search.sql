@@ -29,7 +29,7 @@ begin
         from @extschema@._coordinator_legs('sparse_search', null, null, query_sparse, k, filter, 100) as l;
         return;
     end if;
-    saved := @extschema@._search_settings_push(k, false);
+    saved := @extschema@._search_settings_push(k);
     return query
     select
         n.id,

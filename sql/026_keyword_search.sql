@@ -165,7 +165,7 @@ create or replace function @extschema@._keyword_search_bm25query(
 as $func$
 #variable_conflict use_column
 declare
-    saved text[] := @extschema@._search_settings_push(k, false);
+    saved text[] := @extschema@._search_settings_push(k);
 begin
     return query
     select

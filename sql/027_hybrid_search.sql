@@ -227,18 +227,12 @@ declare
     halfvec_index boolean := p.dense_weight > 0 and not p.sharded
         and @extschema@._dense_index_halfvec_dimensions() is not null;
     dense_scan boolean := p.dense_weight > 0 and not p.sharded and not halfvec_index;
-    old_ef text := pg_catalog.current_setting('hnsw.ef_search', true);
-    old_iterative text := pg_catalog.current_setting('hnsw.iterative_scan', true);
-    old_seqscan text := pg_catalog.current_setting('enable_seqscan');
-    old_positive text := pg_catalog.current_setting('hybrid_search.sparse_positive_only', true);
     saved text[];
 begin
-    perform pg_catalog.set_config('hnsw.ef_search', least(greatest(p.ef_search, p.per_leg), 1000)::text, true);
-    perform pg_catalog.set_config('hnsw.iterative_scan', 'relaxed_order', true);
-    perform pg_catalog.set_config('enable_seqscan', 'off', true);
-    perform pg_catalog.set_config('hybrid_search.sparse_positive_only', 'on', true);
-    -- a filter's selectivity may change the plan, so filtered calls keep the plan mode
-    saved := @extschema@._search_settings_push(p.per_leg, p.filter is null);
+    -- sequential scans off for every leg (ef_search, when there is no dense leg,
+    -- is unchecked and unused); a filter's selectivity may change the plan, so
+    -- filtered calls keep the plan mode
+    saved := @extschema@._search_settings_push(p.per_leg, coalesce(p.ef_search, 100), p.filter is null, true);
     return query
     with shard_legs as materialized (
         select l.leg, l.id, l.rank, l.score
@@ -369,10 +363,6 @@ begin
     from fused as f
     order by f.fused_score desc, f.id
     limit p.shortlist;
-    perform pg_catalog.set_config('hnsw.ef_search', coalesce(old_ef, '40'), true);
-    perform pg_catalog.set_config('hnsw.iterative_scan', coalesce(old_iterative, 'off'), true);
-    perform pg_catalog.set_config('enable_seqscan', old_seqscan, true);
-    perform pg_catalog.set_config('hybrid_search.sparse_positive_only', coalesce(old_positive, 'off'), true);
     perform @extschema@._search_settings_pop(saved);
 end;
 $func$
