@@ -82,15 +82,15 @@ set search_path to pg_catalog, pg_temp;
 -- which drop "filter is null" and so look cheaper). Only with sequential
 -- scans off: a generic plan does not know k, and under a row-level-security
 -- policy it chose a sequential scan over the index (BM25 leg 1.5 -> 116 ms).
--- With positive_only, a sparse_inverted scan ends at its last row scoring
--- above 0. Set locally: a change made inside a function lasts until the
--- transaction ends, so the caller hands the returned settings (name, value to
--- put back, in pairs) to _search_settings_pop after its statement.
+-- Set locally: a change made inside a function lasts until the transaction
+-- ends, so the caller hands the returned settings (name, value to put back,
+-- in pairs) to _search_settings_pop after its statement. (A fixed value,
+-- such as hybrid_search.sparse_positive_only, is the function's own SET
+-- clause, which PostgreSQL puts back at its exit.)
 create or replace function @extschema@._search_settings_push(
     rows integer,
     ef_search integer default null,
-    generic boolean default false,
-    positive_only boolean default false
+    generic boolean default false
 )
 returns text[]
 as $func$
@@ -118,30 +118,24 @@ begin
             perform pg_catalog.set_config('plan_cache_mode', 'force_generic_plan', true);
         end if;
     end if;
-    if positive_only then
-        saved := saved || array[
-            'hybrid_search.sparse_positive_only',
-            coalesce(pg_catalog.current_setting('hybrid_search.sparse_positive_only', true), 'off')
-        ];
-        perform pg_catalog.set_config('hybrid_search.sparse_positive_only', 'on', true);
-    end if;
     return saved;
 end;
 $func$
 language plpgsql volatile parallel unsafe security invoker
 set search_path to pg_catalog, pg_temp;
 
-comment on function @extschema@._search_settings_push(integer, integer, boolean, boolean) is
+comment on function @extschema@._search_settings_push(integer, integer, boolean) is
 'sets a search statement''s sparse batch, dense scan and plan mode; returns what _search_settings_pop puts back';
 
 -------------------------------------------------------------------------------
 -- _search_settings_pop
--- Puts back what _search_settings_push returned: each setting's old value.
+-- Puts back what _search_settings_push returned: each setting's old value
+-- (nothing for NULL).
 create or replace function @extschema@._search_settings_pop(saved text[])
 returns void
 as $func$
 begin
-    for i in 1 .. pg_catalog.cardinality(saved) by 2 loop
+    for i in 1 .. coalesce(pg_catalog.cardinality(saved), 0) by 2 loop
         perform pg_catalog.set_config(saved[i], saved[i + 1], true);
     end loop;
 end;

@@ -232,7 +232,7 @@ begin
     -- sequential scans off for every leg (ef_search, when there is no dense leg,
     -- is unchecked and unused); a filter's selectivity may change the plan, so
     -- filtered calls keep the plan mode
-    saved := @extschema@._search_settings_push(p.per_leg, coalesce(p.ef_search, 100), p.filter is null, true);
+    saved := @extschema@._search_settings_push(p.per_leg, coalesce(p.ef_search, 100), p.filter is null);
     return query
     with shard_legs as materialized (
         select l.leg, l.id, l.rank, l.score
@@ -368,6 +368,9 @@ end;
 $func$
 language plpgsql stable parallel unsafe security invoker rows 100
 set search_path to pg_catalog, pg_temp
+-- the sparse and BM25 legs end at their last row scoring above 0, as
+-- sparse_search's and keyword_search's do
+set "hybrid_search.sparse_positive_only" to on
 -- with sequential scans off, a leg the dense index cannot serve (a halfvec
 -- index, a row-level-security policy) costs over jit_above_cost, and
 -- JIT-compiling the statement (~0.7 s) costs far more than running it
