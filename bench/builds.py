@@ -9,7 +9,9 @@ untimed and then the 200 timed queries of each leg, and reads the backend's user
 plus system CPU from /proc (the cluster is local): the machine's other load
 disturbs that far less than the wall clock. It prints the median over the rounds
 and whether each build returned the first build's rows. The library installed
-before the run is put back at the end.
+before the run is put back at the end. With --variant (settings such as
+hybrid_search.sparse_skip_lists=off, comma-separated), each build runs under each
+variant too: a column per build and variant.
 
     .venv/bin/python bench/scan_legs.py --docs 100000 --keep --no-peers
     cp extension/hybrid_search.so /tmp/after.so      # and a build of the base as /tmp/before.so
@@ -55,9 +57,11 @@ def install(build: Path, target: Path) -> None:
     os.replace(staged, target)
 
 
-def cpu_per_query(dsn, sql, params):
-    """(backend CPU ms per query, the rows) of one pass in a new connection."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
+def cpu_per_query(dsn, sql, params, variant=""):
+    """(backend CPU ms per query, the rows) of one pass in a new connection with
+    the variant's settings."""
+    options = " ".join(f"-c {setting}" for setting in variant.split(",") if setting)
+    with psycopg.connect(dsn, autocommit=True, options=options) as conn:
         register_vector(conn)
         for p in params[:5]:
             conn.execute(sql, p, prepare=True).fetchall()
@@ -72,8 +76,14 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=100_000, help="the kept cluster's corpus")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument(
+        "--variant",
+        action="append",
+        help="settings a column runs under, name=value[,name=value]; repeat for more",
+    )
     parser.add_argument("builds", nargs="+", type=Path, help="hybrid_search.so files")
     args = parser.parse_args()
+    columns = [(b, v) for b in args.builds for v in args.variant or [""]]
     corpus = Corpus(args.docs, args.queries)
     target = installed_library()
     with psycopg.connect(args.dsn) as conn:
@@ -83,28 +93,30 @@ def main() -> None:
     legs = {name: leg for name, leg in LEGS.items() if name != "hybrid_search" or has_dense_index}
     saved = Path(tempfile.mkdtemp()) / "hybrid_search.so"
     shutil.copyfile(target, saved)
-    cpu = {(name, b): [] for name in legs for b in args.builds}
-    same = {(name, b): True for name in legs for b in args.builds}
+    cpu = {(name, *c): [] for name in legs for c in columns}
+    same = {(name, *c): True for name in legs for c in columns}
     reference = {}  # each leg's rows from the first build
     try:
         for _ in range(args.rounds):
-            for build in args.builds:
+            for build, variant in columns:
                 install(build, target)
                 for name, (leg, tenant) in legs.items():
                     sql, params = leg(corpus, K, Jsonb({"tenant": tenant}) if tenant else None)
                     ms, rows = cpu_per_query(
-                        args.dsn, sql, [params(q) for q in range(args.queries)]
+                        args.dsn, sql, [params(q) for q in range(args.queries)], variant
                     )
-                    cpu[name, build].append(ms)
-                    same[name, build] &= rows == reference.setdefault(name, rows)
+                    cpu[name, build, variant].append(ms)
+                    same[name, build, variant] &= rows == reference.setdefault(name, rows)
     finally:
         install(saved, target)
-    print(f"| leg | {' | '.join(b.name for b in args.builds)} |")
-    print(f"|---|{'---|' * len(args.builds)}")
+    labels = [b.name + (f" ({v})" if v else "") for b, v in columns]
+    print(f"| leg | {' | '.join(labels)} |")
+    print(f"|---|{'---|' * len(columns)}")
     for name in legs:
         cells = [
-            f"{statistics.median(cpu[name, b]):.2f}" + ("" if same[name, b] else " (other rows)")
-            for b in args.builds
+            f"{statistics.median(cpu[(name, *c)]):.2f}"
+            + ("" if same[(name, *c)] else " (other rows)")
+            for c in columns
         ]
         print(f"| {name} | {' | '.join(cells)} |")
     print(f"\nbackend CPU ms per query, median of {args.rounds} rounds of {args.queries} queries")

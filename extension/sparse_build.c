@@ -216,6 +216,10 @@ typedef struct TermWriter
 	float4		lengths[SPARSE_BLOCK_POSTINGS];
 	int			n;
 	double		sumWeights;		/* of every posting written */
+	/* the term's skip array so far, written to sw after its last block */
+	SparseWriter *sw;
+	SparseSkipEntry *skip;
+	uint32		maxskip;
 } TermWriter;
 
 static void
@@ -261,6 +265,16 @@ term_flush_block(TermWriter *tw)
 		memcpy(SPARSE_BLOCK_LENGTHS_OF(b), tw->lengths, tw->n * sizeof(float4));
 	b->lastKey = tw->lastKey;
 	writer_add(tw->w, b, size, &blkno, &off);
+	if (tw->entry.nblocks == tw->maxskip)
+	{
+		tw->maxskip = tw->maxskip ? tw->maxskip * 2 : 64;
+		tw->skip = tw->skip ? repalloc_huge(tw->skip, tw->maxskip * sizeof(SparseSkipEntry)) :
+			palloc(tw->maxskip * sizeof(SparseSkipEntry));
+	}
+	tw->skip[tw->entry.nblocks].firstSlot = firstSlot;
+	tw->skip[tw->entry.nblocks].blk = blkno;
+	tw->skip[tw->entry.nblocks].off = off;
+	tw->skip[tw->entry.nblocks].unused = 0;
 	if (tw->entry.nblocks == 0)
 	{
 		tw->entry.firstBlk = blkno;
@@ -275,6 +289,36 @@ term_flush_block(TermWriter *tw)
 	}
 	tw->entry.nblocks++;
 	tw->n = 0;
+}
+
+/* the term's skip array, if its list is long enough to have one */
+static void
+term_write_skip(TermWriter *tw)
+{
+	SparseSkipChunk *c;
+
+	StaticAssertStmt(SPARSE_SKIPCHUNK_SIZE(SPARSE_SKIP_CHUNK) <= SPARSE_MAX_ITEM_SIZE,
+					 "a skip chunk fits a page");
+	tw->entry.skipBlk = InvalidBlockNumber;
+	tw->entry.skipOff = InvalidOffsetNumber;
+	if (tw->entry.nblocks < SPARSE_SKIP_MIN_BLOCKS)
+		return;
+	c = palloc0(SPARSE_SKIPCHUNK_SIZE(SPARSE_SKIP_CHUNK));
+	for (uint32 from = 0; from < tw->entry.nblocks; from += SPARSE_SKIP_CHUNK)
+	{
+		BlockNumber blkno;
+		OffsetNumber off;
+
+		c->n = Min(SPARSE_SKIP_CHUNK, tw->entry.nblocks - from);
+		memcpy(c->entries, &tw->skip[from], c->n * sizeof(SparseSkipEntry));
+		writer_add(tw->sw, c, SPARSE_SKIPCHUNK_SIZE(c->n), &blkno, &off);
+		if (from == 0)
+		{
+			tw->entry.skipBlk = blkno;
+			tw->entry.skipOff = off;
+		}
+	}
+	pfree(c);
 }
 
 static inline void
@@ -472,6 +516,7 @@ SparseMerge(Relation index, bool withPending, IndexBulkDeleteCallback callback,
 	uint32		newgen;
 	SparseReader reader;
 	SparseWriter pw,
+				sw,
 				dw,
 				diw,
 				lw;
@@ -691,8 +736,10 @@ SparseMerge(Relation index, bool withPending, IndexBulkDeleteCallback callback,
 
 	/* postings: old lists merged with the new postings, term by term */
 	writer_init(&pw, index, SPARSE_PAGE_POSTING, newgen);
+	writer_init(&sw, index, SPARSE_PAGE_SKIP, newgen);
 	memset(&tw, 0, sizeof(tw));
 	tw.w = &pw;
+	tw.sw = &sw;
 	tw.bm25 = in->bm25;
 	tw.slotOffsets = segMaxOffset;
 	tw.block = palloc(SPARSE_BLOCK_MAX_SIZE);
@@ -768,6 +815,7 @@ SparseMerge(Relation index, bool withPending, IndexBulkDeleteCallback callback,
 			elog(ERROR, "sparse_inverted index \"%s\" changed during a merge",
 				 RelationGetRelationName(index));
 		term_flush_block(&tw);
+		term_write_skip(&tw);
 		if (tw.entry.df > 0)
 		{
 			if (ndir == maxdir)
@@ -784,6 +832,7 @@ SparseMerge(Relation index, bool withPending, IndexBulkDeleteCallback callback,
 			pfree(it.block);
 	}
 	writer_finish(&pw);
+	writer_finish(&sw);
 
 	/* the directory and its index */
 	writer_init(&dw, index, SPARSE_PAGE_DIR, newgen);
@@ -814,6 +863,7 @@ SparseMerge(Relation index, bool withPending, IndexBulkDeleteCallback callback,
 	chain_pages(index, meta.dirIndexHead, SPARSE_PAGE_DIRINDEX, meta.generation, &freePages, &nfree, &maxfree);
 	chain_pages(index, meta.dirHead, SPARSE_PAGE_DIR, meta.generation, &freePages, &nfree, &maxfree);
 	chain_pages(index, meta.postingHead, SPARSE_PAGE_POSTING, meta.generation, &freePages, &nfree, &maxfree);
+	chain_pages(index, meta.skipHead, SPARSE_PAGE_SKIP, meta.generation, &freePages, &nfree, &maxfree);
 	chain_pages(index, meta.docListHead, SPARSE_PAGE_DOCLIST, meta.generation, &freePages, &nfree, &maxfree);
 
 	/* switch the metapage to the new segment */
@@ -833,6 +883,7 @@ SparseMerge(Relation index, bool withPending, IndexBulkDeleteCallback callback,
 		m->dirIndexHead = diw.head;
 		m->dirHead = dw.head;
 		m->postingHead = pw.head;
+		m->skipHead = sw.head;
 		m->docListHead = lw.head;
 		m->nterms = (uint32) ndir;
 		m->segDocs = segDocs;
@@ -881,6 +932,7 @@ init_empty_metapage(Relation index, Buffer buf, Page page)
 	m->dirIndexHead = InvalidBlockNumber;
 	m->dirHead = InvalidBlockNumber;
 	m->postingHead = InvalidBlockNumber;
+	m->skipHead = InvalidBlockNumber;
 	m->docListHead = InvalidBlockNumber;
 	m->pendingHead = InvalidBlockNumber;
 	m->pendingTail = InvalidBlockNumber;

@@ -226,6 +226,7 @@ check_segment(CheckState *cs, const SparseMetaPageData *meta)
 						minw = 0;
 			uint64		lastKey = 0;
 			bool		firstPosting = true;
+			SparseSkipEntry *skip = NULL;
 
 			CHECK_FOR_INTERRUPTS();
 			nterms++;
@@ -233,6 +234,19 @@ check_segment(CheckState *cs, const SparseMetaPageData *meta)
 				problem(cs, "term %d follows term %d in the directory", e->term, lastTerm);
 			first = false;
 			lastTerm = e->term;
+			if (e->nblocks >= SPARSE_SKIP_MIN_BLOCKS)
+			{
+				skip = palloc(sizeof(SparseSkipEntry) * e->nblocks);
+				if (!SparseReadSkip(&r, e, skip))
+				{
+					problem(cs, "term %d: its skip array leaves the skip pages", e->term);
+					r.conflict = false;
+					pfree(skip);
+					skip = NULL;
+				}
+			}
+			else if (BlockNumberIsValid(e->skipBlk))
+				problem(cs, "term %d: a list of %u blocks has a skip array", e->term, e->nblocks);
 			memset(&it, 0, sizeof(it));
 			SparseListBegin(&it, &r, e);
 			while (SparseListNextBlock(&it))
@@ -244,6 +258,11 @@ check_segment(CheckState *cs, const SparseMetaPageData *meta)
 							bmin = mins[0];
 
 				nb++;
+				/* the block was at (it.blk, it.off - 1) */
+				if (skip && nb <= e->nblocks &&
+					(skip[nb - 1].firstSlot != b->firstSlot || skip[nb - 1].blk != it.blk ||
+					 skip[nb - 1].off != it.off - 1))
+					problem(cs, "term %d: skip entry %u does not give its block", e->term, nb - 1);
 				for (int i = 0; i < b->n; i++)
 				{
 					uint64		k = SparseTidKey(&it.tids[i]);
@@ -294,6 +313,8 @@ check_segment(CheckState *cs, const SparseMetaPageData *meta)
 						e->term, e->df, e->nblocks, e->maxw, df, nb, maxw);
 			if (it.block)
 				pfree(it.block);
+			if (skip)
+				pfree(skip);
 		}
 		blk = SparsePageGetOpaque(page)->next;
 	}

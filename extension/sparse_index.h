@@ -16,7 +16,10 @@
  *                   segMaxOffset + offset - 1): a posting names its row by
  *                   the slot's distance from its block's first, in 2 bytes
  *                   (4 where the block spans more), and a scan keeps an
- *                   array of a score per slot (sparse_scan.c)
+ *                   array of a score per slot (sparse_scan.c); and for
+ *                   each long list a skip array, where each of its blocks
+ *                   lies and its first slot, so a scan finds a row's block
+ *                   without reading the blocks before it
  *   pending list    rows inserted since the last merge, one item (or a few
  *                   chunks) per row, appended by aminsert and scored
  *                   exhaustively by every scan
@@ -42,8 +45,8 @@
 #include "utils/relcache.h"
 
 #define SPARSE_MAGIC			0x53504958	/* "SPIX" */
-/* 2: postings name rows by slot (below), not by TID */
-#define SPARSE_VERSION			2
+/* 2: postings name rows by slot (below), not by TID; 3: skip arrays */
+#define SPARSE_VERSION			3
 #define SPARSE_METAPAGE_BLKNO	0
 /* a heavyweight page lock on this block number serialises merges */
 #define SPARSE_MERGE_LOCK_BLKNO 1
@@ -58,6 +61,7 @@
 #define SPARSE_PAGE_DOCLIST		5
 #define SPARSE_PAGE_PENDING		6
 #define SPARSE_PAGE_FREE		7
+#define SPARSE_PAGE_SKIP		8
 
 /* special space of every page */
 typedef struct SparsePageOpaqueData
@@ -101,6 +105,7 @@ typedef struct SparseMetaPageData
 	uint64		segLength;
 	uint64		pendingRows;
 	uint64		pendingLength;
+	BlockNumber skipHead;		/* the segment's fifth chain: skip arrays */
 } SparseMetaPageData;
 
 #define SPARSE_META_BM25		0x0001
@@ -117,10 +122,37 @@ typedef struct SparseDirEntry
 	uint32		nblocks;
 	BlockNumber firstBlk;		/* page and item of the first posting block */
 	OffsetNumber firstOff;
-	uint16		unused;
+	OffsetNumber skipOff;		/* item of its skip array's first chunk */
 	float4		maxw;			/* largest weight of the term */
 	float4		minw;			/* smallest weight (BM25: row length) */
+	BlockNumber skipBlk;		/* its page, or InvalidBlockNumber: none */
 } SparseDirEntry;
+
+/*
+ * The skip array of a list of SPARSE_SKIP_MIN_BLOCKS blocks or more: an
+ * entry per block, in list order, in chunks of at most SPARSE_SKIP_CHUNK
+ * entries that are consecutive items of the skip chain (the next one the
+ * next item of the page, or the first of the next page).
+ */
+#define SPARSE_SKIP_MIN_BLOCKS	8
+#define SPARSE_SKIP_CHUNK		500
+typedef struct SparseSkipEntry
+{
+	uint64		firstSlot;		/* the block's first posting's slot */
+	BlockNumber blk;			/* page and item of the block */
+	OffsetNumber off;
+	uint16		unused;
+} SparseSkipEntry;
+
+typedef struct SparseSkipChunk
+{
+	uint16		n;
+	uint16		unused;
+	uint32		unused2;
+	SparseSkipEntry entries[FLEXIBLE_ARRAY_MEMBER];
+} SparseSkipChunk;
+
+#define SPARSE_SKIPCHUNK_SIZE(n) (offsetof(SparseSkipChunk, entries) + (n) * sizeof(SparseSkipEntry))
 
 /* a directory page: first term on it */
 typedef struct SparseDirIndexEntry
@@ -270,6 +302,7 @@ extern int	sparse_batch_size;
 extern int	sparse_pending_limit;
 extern bool sparse_positive_only;
 extern bool sparse_simd;
+extern bool sparse_skip_lists;
 extern int	sparse_window_slots;
 extern int	sparse_kept_memory;
 
@@ -379,5 +412,6 @@ typedef struct SparseListIter
 extern void SparseListBegin(SparseListIter *it, SparseReader *r, const SparseDirEntry *entry);
 extern bool SparseListNextBlock(SparseListIter *it);
 extern bool SparseListSeekBlock(SparseListIter *it, uint64 target);
+extern bool SparseReadSkip(SparseReader *r, const SparseDirEntry *entry, SparseSkipEntry *out);
 
 #endif							/* SPARSE_INDEX_H */

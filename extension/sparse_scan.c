@@ -80,6 +80,15 @@ typedef struct ScanRow
 	bool		isnull;
 } ScanRow;
 
+/* where a query term's posting list stands between windows (rank_all) */
+typedef struct ListCursor
+{
+	BlockNumber blk;			/* page and item of the first block not done */
+	OffsetNumber off;
+	uint32		left;			/* blocks not done */
+	int			pos;			/* first posting of that block not added */
+} ListCursor;
+
 typedef struct SparseScanOpaqueData
 {
 	MemoryContext cxt;			/* reset at every rescan */
@@ -119,28 +128,37 @@ typedef struct SparseScanOpaqueData
 	OffsetNumber slotOffsets;	/* slots per heap block */
 	ScanRow    *pendingRows;	/* the pending rows with key > 0 */
 	int64		npending;
+	/* the order every key sums the query terms' parts in (row_key) */
+	int		   *order;
+	bool		orderChosen;	/* by rank_all, for the rest of the scan */
+	/* RANKED_PARTIAL: the terms order[added..nq-1] are not in sums yet */
+	int			added;
+	ListCursor *cursors;		/* where each query term's list stands */
+	SparseMetaPageData segMeta; /* the segment they were read from */
 } SparseScanOpaqueData;
 
 #define RANKED_NOT_YET	0
 #define RANKED_ALL		1		/* sums hold every row of the segment */
 #define RANKED_BATCHES	2		/* ranked batch by batch (MaxScore) */
+#define RANKED_PARTIAL	3		/* sums lack the terms skipped (rank_all) */
 
 typedef SparseScanOpaqueData *SparseScanOpaque;
 
 /*
- * key of a row from its per-term contributions (query term order), and in
- * *low (unless NULL) the least value the operator's own sum can have, s - c * a
+ * key of a row from its per-term contributions (by query term), summed in
+ * the scan's order, and in *low (unless NULL) the least value the operator's
+ * own sum can have, s - c * a
  */
 static inline double
-row_key(const double *contrib, int nq, double c, double *low)
+row_key(const double *contrib, const int *order, int nq, double c, double *low)
 {
 	double		s = 0,
 				a = 0;
 
 	for (int i = 0; i < nq; i++)
 	{
-		s += contrib[i];
-		a += fabs(contrib[i]);
+		s += contrib[order[i]];
+		a += fabs(contrib[order[i]]);
 	}
 	if (low)
 		*low = s - c * a;
@@ -335,7 +353,7 @@ pending_row_emit(PendingRow *pr)
 	else
 	{
 		double		low;
-		double		key = row_key(pr->contrib, so->nq, so->c, &low);
+		double		key = row_key(pr->contrib, so->order, so->nq, so->c, &low);
 
 		pr->fn(key, low, false, pr->docTid, pr->arg);
 	}
@@ -762,15 +780,6 @@ prefetch_items(Page page)
 		__builtin_prefetch((char *) page + at);
 }
 
-/* where a query term's posting list stands between windows (rank_all) */
-typedef struct ListCursor
-{
-	BlockNumber blk;			/* page and item of the first block not done */
-	OffsetNumber off;
-	uint32		left;			/* blocks not done */
-	int			pos;			/* first posting of that block not added */
-} ListCursor;
-
 /* the first posting of b from pos on whose slot is at least end (b->n if none) */
 static int
 block_cut(SparsePostingBlock *b, int pos, uint64 end)
@@ -1022,20 +1031,429 @@ batch_from_sums(SparseScanOpaque so)
 }
 
 /*
- * Every row's key at once, and the scan's first batch from them. Term at a
- * time within windows of hybrid_search.sparse_window_slots slots (65536 by
- * default: 512 kB of sums, which stay in a core's L2 cache): each posting of
- * each query term (in query term order) is added to its row's slot, heap
- * block times segMaxOffset plus offset, so s and a are summed in the same
- * order as row_key's and the keys are the same as every other path's. A
- * window is zeroed, filled by every term's postings and its rows offered to
- * the first batch before the next one starts: at a million rows the array is
- * 13 MB, and a term at a time over all of it swept it from memory once per
- * query term, where a window stays in the CPU's cache. Kept in so->cxt for
- * the whole scan, so a scan asked for more rows (a filter, a policy) ranks
- * its next batches from them instead of reading the lists again. They are
- * the index as it was at the first batch: a row committed later is not in
- * the scan's snapshot anyway.
+ * Add the postings of query terms order[from..to) to their slots, each list
+ * from where its cursor stands, a window of hybrid_search.sparse_window_slots
+ * slots (65536 by default: 512 kB of sums, which stay in a core's L2 cache)
+ * at a time: at a million rows the array is 13 MB, and a term at a time over
+ * all of it would sweep it from memory once per term. With zero a window is
+ * zeroed first; with heap its rows are offered to the batch once its terms
+ * are in (*worst: the batch's worst key). Returns false on a conflict.
+ */
+static bool
+add_terms(SparseScanOpaque so, SparseReader *r, int from, int to, bool zero, TopN *heap, double *worst)
+{
+	int64		window = sparse_window_slots;
+
+	for (int64 start = 0; start < so->nslots; start += window)
+	{
+		int64		end = Min(start + window, so->nslots);
+
+		/*
+		 * the last window takes every posting left, so that one of a row
+		 * past the segment's is met, and reported, as add_block checks it
+		 */
+		uint64		postingsEnd = end == so->nslots ? PG_UINT64_MAX : (uint64) end;
+
+		if (zero)
+		{
+			memset(&so->sums[start], 0, (end - start) * sizeof(double));
+			if (so->absSums)
+				memset(&so->absSums[start], 0, (end - start) * sizeof(double));
+		}
+		for (int t = from; t < to; t++)
+		{
+			int			qi = so->order[t];
+
+			if (!add_list_window(so, r, &so->cursors[qi], qi, postingsEnd))
+				return false;
+		}
+		if (heap)
+			*worst = batch_add_slots(so, heap, *worst, start, end);
+	}
+	return true;
+}
+
+/* a query term and its bound, for choose_order's sort */
+typedef struct TermBound
+{
+	int			qi;
+	double		bound;
+} TermBound;
+
+static int
+bound_desc_cmp(const void *a, const void *b)
+{
+	const TermBound *ta = a;
+	const TermBound *tb = b;
+
+	if (ta->bound != tb->bound)
+		return ta->bound > tb->bound ? -1 : 1;
+	return ta->qi - tb->qi;
+}
+
+/*
+ * The order every key of the scan sums its terms in: first the terms whose
+ * lists are short (at most an eighth of the slots, or without a skip array)
+ * or absent, in query order, then the long lists by falling bound, so that the long lists with
+ * the smallest bounds are last. Returns how many come before the long lists.
+ */
+static int
+choose_order(SparseScanOpaque so, const SparseDirEntry *entries, const bool *found,
+			 const double *bounds, int64 nslots)
+{
+	TermBound  *longs = palloc(sizeof(TermBound) * Max(so->nq, 1));
+	int			nshort = 0,
+				nlong = 0;
+
+	for (int i = 0; i < so->nq; i++)
+	{
+		if (found[i] && entries[i].df > nslots / 8 && BlockNumberIsValid(entries[i].skipBlk))
+		{
+			longs[nlong].qi = i;
+			longs[nlong++].bound = bounds[i];
+		}
+		else
+			so->order[nshort++] = i;
+	}
+	qsort(longs, nlong, sizeof(TermBound), bound_desc_cmp);
+	for (int j = 0; j < nlong; j++)
+		so->order[nshort + j] = longs[j].qi;
+	pfree(longs);
+	return nshort;
+}
+
+/* the batchN-th best key of the slots (after the cursor), 0 if fewer are > 0 */
+static double
+nth_key(SparseScanOpaque so)
+{
+	TopN		heap;
+	double		worst;
+
+	heap.max = so->batchN;
+	heap.n = 0;
+	heap.rows = palloc(sizeof(ScanRow) * heap.max);
+	worst = batch_add_slots(so, &heap, 0, 0, so->nslots);
+	pfree(heap.rows);
+	return heap.n == heap.max ? worst : 0;
+}
+
+/* a row that may enter the first batch, and its sum so far */
+typedef struct Candidate
+{
+	int64		slot;
+	uint64		key;			/* its TID key, for the blocks' lastKey */
+	double		s;
+} Candidate;
+
+/* key of a candidate, as slot_key makes it from the same sum (no absSums) */
+static inline double
+candidate_key(const Candidate *cand, double c)
+{
+	return cand->s + c * cand->s;
+}
+
+/*
+ * Whether a row whose key is key now and can grow by at most bound may
+ * still reach theta, a key of the batch's N-th row or below. The margin
+ * covers the rounding of the sums, far below it.
+ */
+static inline bool
+may_reach(double key, double bound, double theta)
+{
+	return key + bound >= theta - 1e-9 * theta;
+}
+
+/* the slots whose key is at least threshold (> 0), in slot order */
+static Candidate *
+collect_candidates(SparseScanOpaque so, double threshold, int64 *ncand)
+{
+	int64		max = 1024,
+				n = 0;
+	Candidate  *cands = palloc(sizeof(Candidate) * max);
+
+	for (int64 from = 0; from < so->nslots;)
+	{
+		int64		to;
+
+#ifdef SPARSE_HAVE_AVX512
+		if (use_avx512(false))
+			from = next_entering_avx512(so->sums, so->c, from, so->nslots, threshold);
+#endif
+		to = Min(from + 8, so->nslots);
+		for (int64 slot = from; slot < to; slot++)
+		{
+			double		key = slot_key(so->sums, NULL, so->c, slot, false);
+
+			if (key <= 0 || key < threshold)
+				continue;
+			if (n == max)
+			{
+				max *= 2;
+				cands = repalloc_huge(cands, sizeof(Candidate) * max);
+			}
+			cands[n].slot = slot;
+			cands[n].key = SparseSlotKey(slot, so->slotOffsets);
+			cands[n++].s = so->sums[slot];
+		}
+		from = to;
+	}
+	*ncand = n;
+	return cands;
+}
+
+/*
+ * The batchN-th best key of the candidates, at least floor, then only the
+ * candidates that may still reach it with bound more; their count.
+ */
+static int64
+keep_candidates(SparseScanOpaque so, Candidate *cands, int64 n, double bound, double *theta)
+{
+	int64		kept = 0;
+
+	if (n >= so->batchN)
+	{
+		TopN		heap;
+
+		heap.max = so->batchN;
+		heap.n = 0;
+		heap.rows = palloc(sizeof(ScanRow) * heap.max);
+		for (int64 i = 0; i < n; i++)
+		{
+			double		key = candidate_key(&cands[i], so->c);
+
+			if (heap.n < heap.max || key > heap.rows[0].key)
+				topn_push(&heap, key, 0, cands[i].slot);
+		}
+		*theta = Max(*theta, heap.rows[0].key);
+		pfree(heap.rows);
+	}
+	for (int64 i = 0; i < n; i++)
+		if (may_reach(candidate_key(&cands[i], so->c), bound, *theta))
+			cands[kept++] = cands[i];
+	return kept;
+}
+
+/*
+ * Add what query term qi's postings give to the candidates (in slot order):
+ * the sums are those add_terms makes. Each candidate's block is found in the
+ * list's skip array, and only the blocks holding a candidate are read: their
+ * slots where the candidates are, then the weights there. Returns false on
+ * a conflict.
+ */
+static bool
+probe_list(SparseScanOpaque so, SparseReader *r, int qi, const SparseDirEntry *entry,
+		   Candidate *cands, int64 ncand)
+{
+	uint16		flags = so->bm25 ? SPARSE_BLOCK_LENGTHS : 0;
+	SparseSkipEntry *skip = palloc(sizeof(SparseSkipEntry) * entry->nblocks);
+	Buffer		buf = InvalidBuffer;
+	BlockNumber bufBlk = InvalidBlockNumber;
+	Page		page = NULL;
+	int64		j = 0;
+	bool		ok = true;
+
+	if (!SparseReadSkip(r, entry, skip))
+	{
+		pfree(skip);
+		return false;
+	}
+	for (int64 ci = 0; ci < ncand;)
+	{
+		uint64		slot = cands[ci].slot;
+		int64		lo,
+					hi;
+		ItemId		iid;
+		SparsePostingBlock *b;
+		const float4 *weights;
+		const float4 *lengths;
+		uint64		blockEnd;
+		int			pos = 0;
+
+		CHECK_FOR_INTERRUPTS();
+		/* the last block from j on whose first slot is at most slot */
+		lo = j;
+		hi = entry->nblocks - 1;
+		while (lo < hi)
+		{
+			int64		mid = lo + (hi - lo + 1) / 2;
+
+			if (skip[mid].firstSlot <= slot)
+				lo = mid;
+			else
+				hi = mid - 1;
+		}
+		j = lo;
+		if (skip[j].firstSlot > slot)
+		{
+			ci++;				/* before the list's first row */
+			continue;
+		}
+		blockEnd = j + 1 < entry->nblocks ? skip[j + 1].firstSlot : PG_UINT64_MAX;
+		if (skip[j].blk != bufBlk)
+		{
+			if (BufferIsValid(buf))
+				UnlockReleaseBuffer(buf);
+			bufBlk = skip[j].blk;
+			buf = ReadBuffer(r->index, bufBlk);
+			LockBuffer(buf, BUFFER_LOCK_SHARE);
+			page = BufferGetPage(buf);
+			if (!SparsePageOk(page, SPARSE_PAGE_POSTING, r->generation))
+			{
+				r->conflict = true;
+				ok = false;
+				break;
+			}
+		}
+		if (skip[j].off < FirstOffsetNumber || skip[j].off > PageGetMaxOffsetNumber(page))
+			iid = NULL;
+		else
+			iid = PageGetItemId(page, skip[j].off);
+		b = iid ? (SparsePostingBlock *) PageGetItem(page, iid) : NULL;
+		if (b == NULL || !SparseBlockOk(b, ItemIdGetLength(iid), flags, r->slotOffsets) ||
+			b->firstSlot != skip[j].firstSlot)
+		{
+			UnlockReleaseBuffer(buf);
+			ereport(ERROR,
+					(errcode(ERRCODE_INDEX_CORRUPTED),
+					 errmsg("skip entry of term %d in sparse_inverted index \"%s\" gives no block of its list (block %u, item %u)",
+							entry->term, RelationGetRelationName(r->index), skip[j].blk, skip[j].off)));
+		}
+		weights = SPARSE_BLOCK_WEIGHTS(b);
+		lengths = so->bm25 ? SPARSE_BLOCK_LENGTHS_OF(b) : NULL;
+		for (; ci < ncand && cands[ci].slot < blockEnd; ci++)
+		{
+			int			top = b->n - 1;
+
+			slot = cands[ci].slot;
+			/* the first posting from pos on whose slot is at least slot */
+			while (pos < top)
+			{
+				int			mid = pos + (top - pos) / 2;
+
+				if (SparseBlockSlot(b, mid) < slot)
+					pos = mid + 1;
+				else
+					top = mid;
+			}
+			if (SparseBlockSlot(b, pos) == slot)
+				cands[ci].s += term_score(so, qi, weights[pos], lengths ? lengths[pos] : 0);
+		}
+	}
+	if (BufferIsValid(buf))
+		UnlockReleaseBuffer(buf);
+	pfree(skip);
+	return ok;
+}
+
+/*
+ * A candidate's lookup in a list costs about as much as adding this many
+ * postings: a list is left out only where its postings outnumber the
+ * candidates' lookups by more.
+ */
+#define LOOKUP_POSTINGS 32
+
+/*
+ * rank_all's first batch, leaving out the long lists (choose_order) that
+ * cannot bring a row in on their own (MaxScore, term at a time). The other
+ * lists are added as add_terms adds them, in two steps: the short lists,
+ * whose slots' batchN-th best key theta is a floor for the batch's worst
+ * key; then the long lists but those with the smallest bounds adding up to
+ * less than theta / 2, left out. A row can then only enter the batch if its
+ * key so far plus those bounds reaches theta: those rows (the candidates)
+ * get the left-out lists' postings by lookups in their blocks, in the same
+ * order as add_terms would add them, and the batch is made from them and
+ * the pending rows. so->ranked is RANKED_PARTIAL: a later batch adds the
+ * left-out lists to every slot first (they are last in the order the keys
+ * sum in, so the sums are those of a scan that read every list). Where the
+ * lookups would cost more than adding the lists, every list is added.
+ * Returns false on a conflict.
+ */
+static bool
+rank_skipping(IndexScanDesc scan, SparseReader *r, int nshort, const double *bounds,
+			  const SparseDirEntry *entries, TopN *heap, double worst)
+{
+	SparseScanOpaque so = (SparseScanOpaque) scan->opaque;
+	int			nq = so->nq;
+	int			first = Max(nshort, 1);
+	int			skipFrom = nq;
+	double		theta = 0;
+	double		skipped = 0;
+	int64		skippedPostings = 0;
+	int64		firstPostings = 0;
+
+	for (int t = 0; t < first; t++)
+		firstPostings += entries[so->order[t]].df;
+	if (!add_terms(so, r, 0, first, true, NULL, NULL))
+		return false;
+	/* fewer postings than batchN rows leave theta 0 */
+	if (firstPostings >= so->batchN)
+		theta = nth_key(so);
+	while (skipFrom > first && skipped + bounds[so->order[skipFrom - 1]] < theta / 2)
+	{
+		skipFrom--;
+		skipped += bounds[so->order[skipFrom]];
+		skippedPostings += entries[so->order[skipFrom]].df;
+	}
+	if (!add_terms(so, r, first, skipFrom, false, NULL, NULL))
+		return false;
+	if (skipFrom < nq)
+	{
+		int64		ncand;
+		Candidate  *cands = collect_candidates(so, theta - skipped - 1e-9 * theta, &ncand);
+
+		ncand = keep_candidates(so, cands, ncand, skipped, &theta);
+		if (ncand * (nq - skipFrom) * LOOKUP_POSTINGS <= skippedPostings)
+		{
+			double		left = skipped;
+
+			elog(DEBUG1, "sparse_inverted scan of \"%s\": %d of %d query terms' lists looked up at %lld rows",
+				 RelationGetRelationName(scan->indexRelation), nq - skipFrom, nq, (long long) ncand);
+			for (int t = skipFrom; t < nq; t++)
+			{
+				if (!probe_list(so, r, so->order[t], &entries[so->order[t]], cands, ncand))
+					return false;
+				left -= bounds[so->order[t]];
+				if (t + 1 < nq)
+					ncand = keep_candidates(so, cands, ncand, Max(left, 0), &theta);
+			}
+			for (int64 i = 0; i < ncand; i++)
+			{
+				double		key = candidate_key(&cands[i], so->c);
+				uint64		tid = SparseSlotKey(cands[i].slot, so->slotOffsets);
+
+				if (key > 0 && key >= worst && after_cursor(so, key, tid))
+				{
+					topn_push(heap, key, cands[i].s - so->c * cands[i].s, tid);
+					if (heap->n == heap->max)
+						worst = heap->rows[0].key;
+				}
+			}
+			batch_end(so, heap);
+			so->added = skipFrom;
+			so->ranked = RANKED_PARTIAL;
+			return true;
+		}
+	}
+	if (!add_terms(so, r, skipFrom, nq, false, NULL, NULL))
+		return false;
+	batch_add_slots(so, heap, worst, 0, so->nslots);
+	batch_end(so, heap);
+	so->ranked = RANKED_ALL;
+	return true;
+}
+
+/*
+ * Every row's key, and the scan's first batch from them: term at a time,
+ * each posting of each query term (in so->order) added to its row's slot,
+ * heap block times segMaxOffset plus offset, so s and a are summed in the
+ * same order as row_key's and the keys are the same as every other path's
+ * (add_terms). Kept in so->cxt for the whole scan, so a scan asked for more
+ * rows (a filter, a policy) ranks its next batches from them instead of
+ * reading the lists again. They are the index as it was at the first batch:
+ * a row committed later is not in the scan's snapshot anyway. Where every
+ * product is >= 0 (the sparsevec's and the query's weights, or BM25 with
+ * positive query weights), the first batch may leave long lists out
+ * (rank_skipping, hybrid_search.sparse_skip_lists) and a later one add them.
  *
  * Used for both scorers when the segment's slots are few for its rows (a
  * heap not much sparser than its indexed rows); else so->ranked is
@@ -1048,25 +1466,21 @@ rank_all(IndexScanDesc scan)
 	SparseScanOpaque so = (SparseScanOpaque) scan->opaque;
 	Relation	index = scan->indexRelation;
 	SparseMetaPageData meta;
+	SparseMetaPageData pendingMeta;
 	SparseReader r;
 	PendingArg	pa;
 	SparseDirEntry *entries;
 	bool	   *found;
+	double	   *bounds;
 	bool		mixed = false;
+	bool		skip = false;
+	int			nshort = 0;
 	MemoryContext oldcxt;
 	int64		nslots;
-	int64		window = sparse_window_slots;
-	ListCursor *cursors;
 	TopN		heap;
 	double		worst;
 
-	oldcxt = MemoryContextSwitchTo(so->cxt);
-	so->pendingRows = NULL;
-	so->npending = 0;
-	pa.so = so;
-	pa.max = 0;
-	score_pending(index, so, &meta, keep_pending_fn, &pa);
-	MemoryContextSwitchTo(oldcxt);
+	SparseReadMeta(index, &meta);
 	so->totalDocs = meta.segDocs + meta.pendingDocs;
 
 	/* a row's slot: heap block * segMaxOffset + offset - 1 */
@@ -1083,49 +1497,86 @@ rank_all(IndexScanDesc scan)
 	SparseReaderInit(&r, index, &meta);
 	entries = palloc(sizeof(SparseDirEntry) * Max(so->nq, 1));
 	found = palloc(sizeof(bool) * Max(so->nq, 1));
+	bounds = palloc(sizeof(double) * Max(so->nq, 1));
 	if (!SparseLookupTerms(&r, &meta, so->nq, so->qterms, entries, found))
 		return false;
 	for (int i = 0; i < so->nq; i++)
+	{
 		if (so->qw[i] < 0 || (!so->bm25 && found[i] && entries[i].minw < 0))
 			mixed = true;
+		bounds[i] = found[i] ? term_bound(so, i, entries[i].maxw, entries[i].minw) : 0;
+	}
+	/* the order is chosen once: keys of rows returned stay comparable */
+	if (!so->orderChosen)
+	{
+		nshort = choose_order(so, entries, found, bounds, nslots);
+		so->orderChosen = true;
+		skip = sparse_skip_lists && !mixed && nshort < so->nq && !so->haveCursor;
+	}
+
+	/* the pending rows' keys, summed in that order, from the same segment */
+	oldcxt = MemoryContextSwitchTo(so->cxt);
+	so->pendingRows = NULL;
+	so->npending = 0;
+	pa.so = so;
+	pa.max = 0;
+	score_pending(index, so, &pendingMeta, keep_pending_fn, &pa);
+	MemoryContextSwitchTo(oldcxt);
+	if (pendingMeta.generation != meta.generation)
+		return false;
+	so->totalDocs = pendingMeta.segDocs + pendingMeta.pendingDocs;
 
 	so->nslots = nslots;
 	so->slotOffsets = meta.segMaxOffset;
+	so->segMeta = meta;
 	so->sums = SparseBorrowSlots(so->cxt, nslots);
 	so->absSums = mixed ? SparseBorrowSlots(so->cxt, nslots) : NULL;
-	cursors = palloc(sizeof(ListCursor) * Max(so->nq, 1));
+	so->cursors = MemoryContextAlloc(so->cxt, sizeof(ListCursor) * Max(so->nq, 1));
 	for (int i = 0; i < so->nq; i++)
 	{
-		cursors[i].blk = entries[i].firstBlk;
-		cursors[i].off = entries[i].firstOff;
-		cursors[i].left = found[i] ? entries[i].nblocks : 0;
-		cursors[i].pos = 0;
+		so->cursors[i].blk = entries[i].firstBlk;
+		so->cursors[i].off = entries[i].firstOff;
+		so->cursors[i].left = found[i] ? entries[i].nblocks : 0;
+		so->cursors[i].pos = 0;
 	}
 	worst = batch_begin(so, &heap);
-	for (int64 start = 0; start < nslots; start += window)
+	if (skip)
 	{
-		int64		end = Min(start + window, nslots);
-
-		/*
-		 * the last window takes every posting left, so that one of a row
-		 * past the segment's is met, and reported, as add_block checks it
-		 */
-		uint64		postingsEnd = end == nslots ? PG_UINT64_MAX : (uint64) end;
-
-		memset(&so->sums[start], 0, (end - start) * sizeof(double));
-		if (mixed)
-			memset(&so->absSums[start], 0, (end - start) * sizeof(double));
-		for (int i = 0; i < so->nq; i++)
+		if (!rank_skipping(scan, &r, nshort, bounds, entries, &heap, worst))
 		{
-			if (!add_list_window(so, &r, &cursors[i], i, postingsEnd))
-			{
-				return_slots(so);
-				return false;
-			}
+			return_slots(so);
+			return false;
 		}
-		worst = batch_add_slots(so, &heap, worst, start, end);
+		return true;
+	}
+	if (!add_terms(so, &r, 0, so->nq, true, &heap, &worst))
+	{
+		return_slots(so);
+		return false;
 	}
 	batch_end(so, &heap);
+	so->ranked = RANKED_ALL;
+	return true;
+}
+
+/*
+ * The terms rank_skipping left out added to every slot, from the segment
+ * it read; false on a conflict (the segment was merged since), after which
+ * the scan ranks every row again (rank_all, in the same order).
+ */
+static bool
+add_skipped(IndexScanDesc scan)
+{
+	SparseScanOpaque so = (SparseScanOpaque) scan->opaque;
+	SparseReader r;
+
+	SparseReaderInit(&r, scan->indexRelation, &so->segMeta);
+	if (!add_terms(so, &r, so->added, so->nq, false, NULL, NULL))
+	{
+		return_slots(so);
+		so->ranked = RANKED_NOT_YET;
+		return false;
+	}
 	so->ranked = RANKED_ALL;
 	return true;
 }
@@ -1152,10 +1603,12 @@ run_batch(IndexScanDesc scan)
 	{
 		if (!rank_all(scan))
 			return false;
-		if (so->ranked == RANKED_ALL)
+		if (so->ranked != RANKED_BATCHES)
 			return true;		/* rank_all made the first batch */
 	}
-	else if (so->ranked == RANKED_ALL)
+	else if (so->ranked == RANKED_PARTIAL && !add_skipped(scan))
+		return false;
+	if (so->ranked == RANKED_ALL)
 	{
 		batch_from_sums(so);
 		return true;
@@ -1236,7 +1689,7 @@ run_batch(IndexScanDesc scan)
 		}
 		if (!dropped)
 		{
-			key = row_key(contrib, so->nq, so->c, &low);
+			key = row_key(contrib, so->order, so->nq, so->c, &low);
 			if (key > 0 && after_cursor(so, key, d))
 			{
 				topn_push(&heap, key, low, d);
@@ -1342,7 +1795,7 @@ run_rest(IndexScanDesc scan)
 		}
 		mkeys[nm] = d;
 		/* no low: the rest's rows are always rechecked */
-		mvals[nm] = row_key(contrib, so->nq, so->c, NULL);
+		mvals[nm] = row_key(contrib, so->order, so->nq, so->c, NULL);
 		nm++;
 		for (int i = 0; i < nl; i++)
 			contrib[lists[i].qi] = 0;
@@ -1457,7 +1910,13 @@ sparse_rescan(IndexScanDesc scan, ScanKey keys, int nkeys, ScanKey orderbys, int
 		so->queryNull = false;
 	}
 	so->c = (so->nq + 4) * (double) FLT_EPSILON;
+	so->order = palloc(sizeof(int) * Max(so->nq, 1));
+	for (int i = 0; i < so->nq; i++)
+		so->order[i] = i;
 	MemoryContextSwitchTo(oldcxt);
+	so->orderChosen = false;
+	so->added = 0;
+	so->cursors = NULL;
 
 	so->positiveOnly = sparse_positive_only;
 	so->started = false;

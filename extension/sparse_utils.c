@@ -29,6 +29,7 @@ int			sparse_batch_size = 100;
 int			sparse_pending_limit = 4096;
 bool		sparse_positive_only = false;
 bool		sparse_simd = true;
+bool		sparse_skip_lists = true;
 int			sparse_window_slots = 65536;
 int			sparse_kept_memory = 32768;
 
@@ -63,6 +64,14 @@ sparse_init(void)
 							 "Whether a sparse_inverted scan adds postings and picks rows with AVX-512 where the CPU has it.",
 							 "Off, the scalar loops do the same work: the same keys, bit for bit, and the same rows.",
 							 &sparse_simd,
+							 true,
+							 PGC_USERSET, 0,
+							 NULL, NULL, NULL);
+	DefineCustomBoolVariable("hybrid_search.sparse_skip_lists",
+							 "Whether a sparse_inverted scan's first batch may skip the postings of query terms that cannot bring a row in on their own.",
+							 "It then looks those terms up only at the rows that may enter the batch; a later batch adds them. "
+							 "The same keys, bit for bit, and the same rows either way.",
+							 &sparse_skip_lists,
 							 true,
 							 PGC_USERSET, 0,
 							 NULL, NULL, NULL);
@@ -582,6 +591,61 @@ SparseListSeekBlock(SparseListIter *it, uint64 target)
 		}
 		UnlockReleaseBuffer(buf);
 	}
+}
+
+/*
+ * Copy the skip array of entry's list (entry->nblocks entries) into out.
+ * Returns false on a conflict (r->conflict set).
+ */
+bool
+SparseReadSkip(SparseReader *r, const SparseDirEntry *entry, SparseSkipEntry *out)
+{
+	BlockNumber blk = entry->skipBlk;
+	OffsetNumber off = entry->skipOff;
+	uint32		have = 0;
+
+	while (have < entry->nblocks)
+	{
+		Buffer		buf;
+		Page		page;
+
+		if (!BlockNumberIsValid(blk))
+		{
+			r->conflict = true;
+			return false;
+		}
+		buf = ReadBuffer(r->index, blk);
+		LockBuffer(buf, BUFFER_LOCK_SHARE);
+		page = BufferGetPage(buf);
+		if (!SparsePageOk(page, SPARSE_PAGE_SKIP, r->generation))
+		{
+			UnlockReleaseBuffer(buf);
+			r->conflict = true;
+			return false;
+		}
+		for (; off <= PageGetMaxOffsetNumber(page) && have < entry->nblocks; off++)
+		{
+			ItemId		iid = PageGetItemId(page, off);
+			SparseSkipChunk *c = (SparseSkipChunk *) PageGetItem(page, iid);
+
+			if (ItemIdGetLength(iid) < offsetof(SparseSkipChunk, entries) ||
+				c->n == 0 || c->n > entry->nblocks - have ||
+				ItemIdGetLength(iid) != SPARSE_SKIPCHUNK_SIZE(c->n))
+			{
+				UnlockReleaseBuffer(buf);
+				ereport(ERROR,
+						(errcode(ERRCODE_INDEX_CORRUPTED),
+						 errmsg("malformed skip array of term %d in sparse_inverted index \"%s\" (block %u, item %u)",
+								entry->term, RelationGetRelationName(r->index), blk, off)));
+			}
+			memcpy(&out[have], c->entries, c->n * sizeof(SparseSkipEntry));
+			have += c->n;
+		}
+		blk = SparsePageGetOpaque(page)->next;
+		off = FirstOffsetNumber;
+		UnlockReleaseBuffer(buf);
+	}
+	return true;
 }
 
 /*

@@ -263,11 +263,20 @@ def assert_exact_with_small_batches(conn, rows, queries_, visible):
 
 def test_exact_for_rare_words_beside_a_common_one(docs):
     """Rare words beside the commonest one, ranked from every row's sum at once
-    (rank_all): the rare words' rows fill a first batch of 3, and the next batches
-    come from the same sums; exact at every k, under a filter, with pending rows."""
+    (rank_all): the rare words' rows fill a first batch of 3, the common word's list
+    left out of it and looked up, through its skip array, at those rows only (a
+    DEBUG1 line says so), and the next batches come from the same sums with it
+    added; exact at every k, under a filter, with pending rows."""
     conn, rows, _ = docs
     tenant3 = {i for i in rows if i % 10 == 3}
-    assert_exact_with_small_batches(conn, rows, common_and_rare_queries(rows), tenant3)
+    lines = []
+    conn.add_notice_handler(lambda d: lines.append(d.message_primary))
+    conn.execute("set client_min_messages = debug1")
+    try:
+        assert_exact_with_small_batches(conn, rows, common_and_rare_queries(rows), tenant3)
+    finally:
+        conn.execute("reset client_min_messages")
+    assert any("1 of 2 query terms' lists looked up at" in m for m in lines), lines
 
 
 def test_maxscore_when_the_heap_is_sparser_than_its_indexed_rows(docs):

@@ -160,6 +160,48 @@ def test_exact_for_every_k(items):
     assert check(conn)["consistent"]
 
 
+def test_a_first_batch_leaving_long_lists_out_is_exact(db):
+    """With positive weights the first batch may leave out the long lists that
+    cannot bring a row in alone and look them up, through their skip arrays, only
+    at the rows that may enter it (a DEBUG1 line says so); a later batch (a filter
+    discarding rows) adds them to every row. Rows and scores are the brute force's
+    for every k, filtered and not, and again after a merge rewrote the lists."""
+    rng = np.random.default_rng(15)
+    vectors = random_vectors(rng, 20000)
+    rows = dict(enumerate(vectors))
+    db.execute("drop table if exists am_items")
+    db.execute("create table am_items (id int primary key, tenant int, v sparsevec)")
+    with db.cursor().copy("copy am_items (id, tenant, v) from stdin") as copy:
+        for i, v in enumerate(vectors):
+            copy.write_row((i, i % 10, literal(v)))
+    db.execute("create index am_items_v_idx on am_items using sparse_inverted (v)")
+    db.execute("analyze am_items")
+    db.execute("set enable_seqscan = off")
+    # a small first batch: few rows may enter it, so the lookups pay
+    db.execute("set hybrid_search.sparse_batch_size = 10")
+    lines = []
+    db.add_notice_handler(lambda d: lines.append(d.message_primary))
+    tenant3 = {i for i in rows if i % 10 == 3}
+    try:
+        for _merged in (False, True):
+            lines.clear()
+            db.execute("set client_min_messages = debug1")
+            for query in queries(rng, 6):
+                for k in KS:
+                    assert_exact(db, rows, query, k)
+                assert_exact(db, rows, query, 100, where="tenant = 3", visible=tenant3)
+            db.execute("reset client_min_messages")
+            assert sum("lists looked up at" in m for m in lines) >= 4, lines
+            assert check(db)["consistent"]
+            db.execute("update am_items set v = v where id % 7 = 0")
+            db.execute("vacuum am_items")
+    finally:
+        db.execute("reset client_min_messages")
+        db.execute("reset hybrid_search.sparse_batch_size")
+        db.execute("reset enable_seqscan")
+        db.execute("drop table am_items")
+
+
 def test_open_scans_never_share_slot_arrays(items):
     """A scan that ranks every row keeps its sums until it ends, in an array kept
     for the backend's next scans (extension/sparse_slots.c): a cursor's scan left
@@ -702,12 +744,12 @@ def test_a_posting_past_the_segments_rows_is_reported(am_crash_cluster, layout, 
             by_index(conn, {0: 1.0}, 10)
 
 
-OLD_VERSION = "version 1, this library reads 2"
+OLD_VERSION = "version 2, this library reads 3"
 
 
 def test_an_index_of_another_format_asks_for_reindex(am_crash_cluster, layout, model_dir):
-    """An index whose metapage carries another format version (version 1, whose
-    postings named rows by TID) is read by no path: a scan, an insert and VACUUM
+    """An index whose metapage carries another format version (version 2, whose
+    long posting lists had no skip arrays) is read by no path: a scan, an insert and VACUUM
     each raise index corruption with a REINDEX hint, and REINDEX makes it whole."""
     dsn = create_database(am_crash_cluster, layout, model_dir, "am_version")
     rng = np.random.default_rng(5)
@@ -724,9 +766,9 @@ def test_an_index_of_another_format_asks_for_reindex(am_crash_cluster, layout, m
     with open(am_crash_cluster.data / path, "r+b") as f:
         f.seek(META_MAGIC_AT)
         assert int.from_bytes(f.read(4), "little") == 0x53504958  # "SPIX"
-        assert int.from_bytes(f.read(4), "little") == 2
+        assert int.from_bytes(f.read(4), "little") == 3
         f.seek(META_VERSION_AT)
-        f.write((1).to_bytes(4, "little"))
+        f.write((2).to_bytes(4, "little"))
     am_crash_cluster.start()
     with connect(dsn) as conn:
         conn.execute("set enable_seqscan = off")
