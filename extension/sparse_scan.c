@@ -1360,8 +1360,9 @@ probe_list(SparseScanOpaque so, SparseReader *r, int qi, const SparseDirEntry *e
  * key; then the long lists but those with the smallest bounds adding up to
  * less than theta / 2, left out. A row can then only enter the batch if its
  * key so far plus those bounds reaches theta: those rows (the candidates)
- * get the left-out lists' postings by lookups in their blocks, in the same
- * order as add_terms would add them, and the batch is made from them and
+ * get the left-out lists' postings by lookups in their blocks, found
+ * through the lists' skip arrays (probe_list), in the same order as
+ * add_terms would add them, and the batch is made from them and
  * the pending rows. so->ranked is RANKED_PARTIAL: a later batch adds the
  * left-out lists to every slot first (they are last in the order the keys
  * sum in, so the sums are those of a scan that read every list). Where the
@@ -1380,9 +1381,12 @@ rank_skipping(IndexScanDesc scan, SparseReader *r, int nshort, const double *bou
 	double		skipped = 0;
 	int64		skippedPostings = 0;
 	int64		firstPostings = 0;
+	int64		allPostings = 0;
 
 	for (int t = 0; t < first; t++)
 		firstPostings += entries[so->order[t]].df;
+	for (int t = 0; t < nq; t++)
+		allPostings += entries[so->order[t]].df;
 	if (!add_terms(so, r, 0, first, true, NULL, NULL))
 		return false;
 	/* fewer postings than batchN rows leave theta 0 */
@@ -1406,8 +1410,9 @@ rank_skipping(IndexScanDesc scan, SparseReader *r, int nshort, const double *bou
 		{
 			double		left = skipped;
 
-			elog(DEBUG1, "sparse_inverted scan of \"%s\": %d of %d query terms' lists looked up at %lld rows",
-				 RelationGetRelationName(scan->indexRelation), nq - skipFrom, nq, (long long) ncand);
+			elog(DEBUG1, "sparse_inverted scan of \"%s\": %d of %d query terms' lists looked up at %lld rows, %lld of %lld postings left out",
+				 RelationGetRelationName(scan->indexRelation), nq - skipFrom, nq, (long long) ncand,
+				 (long long) skippedPostings, (long long) allPostings);
 			for (int t = skipFrom; t < nq; t++)
 			{
 				if (!probe_list(so, r, so->order[t], &entries[so->order[t]], cands, ncand))
@@ -1495,7 +1500,7 @@ rank_all(IndexScanDesc scan)
 	}
 
 	SparseReaderInit(&r, index, &meta);
-	entries = palloc(sizeof(SparseDirEntry) * Max(so->nq, 1));
+	entries = palloc0(sizeof(SparseDirEntry) * Max(so->nq, 1));
 	found = palloc(sizeof(bool) * Max(so->nq, 1));
 	bounds = palloc(sizeof(double) * Max(so->nq, 1));
 	if (!SparseLookupTerms(&r, &meta, so->nq, so->qterms, entries, found))
