@@ -785,3 +785,53 @@ def test_an_index_of_another_format_asks_for_reindex(am_crash_cluster, layout, m
         for query in queries(rng, 3):
             assert_exact(conn, rows, query, 100)
         assert check(conn)["consistent"]
+
+
+META_SKIP_HEAD_AT = 24 + 120  # SparseMetaPageData.skipHead, after the page header
+
+
+def test_a_damaged_skip_array_is_reported(am_crash_cluster, layout, model_dir):
+    """Skip entries that name the wrong first row for their blocks: sparse_inverted_check
+    reports it, and a scan that looks a left-out list up through it raises index
+    corruption instead of adding another block's weights."""
+    dsn = create_database(am_crash_cluster, layout, model_dir, "am_skip")
+    with connect(dsn) as conn:
+        conn.execute("create table am_items (id int primary key, v sparsevec)")
+        # token 1 in every row (a long list with a skip array), token 5 in ten
+        conn.execute(
+            "insert into am_items select i, format('{1:%s,%s:%s}/3000', 1 + i % 7,"
+            " 2 + i % 2000, i / 1000.0)::sparsevec from generate_series(1, 20000) as i"
+        )
+        conn.execute("create index am_items_v_idx on am_items using sparse_inverted (v)")
+        assert check(conn)["consistent"]
+        path = conn.execute("select pg_relation_filepath('am_items_v_idx')").fetchone()[0]
+        conn.execute("checkpoint")
+    am_crash_cluster.stop()
+    with open(am_crash_cluster.data / path, "r+b") as f:
+        f.seek(META_SKIP_HEAD_AT)
+        skip_head = int.from_bytes(f.read(4), "little")
+        f.seek(skip_head * 8192 + 8192 - 16 + 8)  # the page's type and id
+        assert f.read(4) == (8).to_bytes(2, "little") + (0xFF85).to_bytes(2, "little")
+        f.seek(skip_head * 8192 + 24)  # the first line pointer: 15 bits of offset
+        item = int.from_bytes(f.read(4), "little") & 0x7FFF
+        f.seek(skip_head * 8192 + item)
+        entries = int.from_bytes(f.read(2), "little")
+        assert entries == 20000 // 128 + 1  # every block of token 1's list
+        # each entry's first slot one too far (entries: 16 bytes after an 8-byte header)
+        for e in range(entries):
+            f.seek(skip_head * 8192 + item + 8 + 16 * e)
+            first_slot = int.from_bytes(f.read(8), "little")
+            f.seek(skip_head * 8192 + item + 8 + 16 * e)
+            f.write((first_slot + 1).to_bytes(8, "little"))
+    am_crash_cluster.start()
+    with connect(dsn) as conn:
+        report = check(conn)
+        assert not report["consistent"]
+        assert "term 0: skip entry 0 does not give its block" in report["problems"]
+        conn.execute("set enable_seqscan = off")
+        conn.execute("set hybrid_search.sparse_batch_size = 5")
+        query = "select id from am_items order by v <#> '{1:0.1,5:3}/3000' limit 5"
+        with pytest.raises(psycopg.errors.IndexCorrupted, match="skip entry of term 0"):
+            conn.execute(query).fetchall()
+        conn.execute("set hybrid_search.sparse_skip_lists = off")
+        assert [r[0] for r in conn.execute(query)] == [18003, 16003, 14003, 12003, 10003]
