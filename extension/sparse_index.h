@@ -388,6 +388,7 @@ typedef struct SparseReader
 } SparseReader;
 
 extern void SparseReaderInit(SparseReader *r, Relation index, const SparseMetaPageData *meta);
+extern Page SparseReaderPage(SparseReader *r, BlockNumber blk, uint16 type, Buffer *buf);
 
 extern bool SparseLookupTerms(SparseReader *r, const SparseMetaPageData *meta, int nterms,
 							  const int32 *terms, SparseDirEntry *entries, bool *found);

@@ -821,20 +821,9 @@ add_list_window(SparseScanOpaque so, SparseReader *r, ListCursor *cur, int qi, u
 		bool		windowDone = false;
 
 		CHECK_FOR_INTERRUPTS();
-		if (!BlockNumberIsValid(cur->blk))
-		{
-			r->conflict = true;
+		page = SparseReaderPage(r, cur->blk, SPARSE_PAGE_POSTING, &buf);
+		if (page == NULL)
 			return false;
-		}
-		buf = ReadBuffer(r->index, cur->blk);
-		LockBuffer(buf, BUFFER_LOCK_SHARE);
-		page = BufferGetPage(buf);
-		if (!SparsePageOk(page, SPARSE_PAGE_POSTING, r->generation))
-		{
-			UnlockReleaseBuffer(buf);
-			r->conflict = true;
-			return false;
-		}
 		maxoff = PageGetMaxOffsetNumber(page);
 		prefetch_items(page);
 		for (; cur->off <= maxoff && cur->left > 0; cur->off++, cur->left--, cur->pos = 0)
@@ -1294,12 +1283,10 @@ probe_list(SparseScanOpaque so, SparseReader *r, int qi, const SparseDirEntry *e
 			if (BufferIsValid(buf))
 				UnlockReleaseBuffer(buf);
 			bufBlk = skip[j].blk;
-			buf = ReadBuffer(r->index, bufBlk);
-			LockBuffer(buf, BUFFER_LOCK_SHARE);
-			page = BufferGetPage(buf);
-			if (!SparsePageOk(page, SPARSE_PAGE_POSTING, r->generation))
+			page = SparseReaderPage(r, bufBlk, SPARSE_PAGE_POSTING, &buf);
+			if (page == NULL)
 			{
-				r->conflict = true;
+				buf = InvalidBuffer;	/* released */
 				ok = false;
 				break;
 			}
@@ -1322,20 +1309,8 @@ probe_list(SparseScanOpaque so, SparseReader *r, int qi, const SparseDirEntry *e
 		lengths = so->bm25 ? SPARSE_BLOCK_LENGTHS_OF(b) : NULL;
 		for (; ci < ncand && cands[ci].slot < blockEnd; ci++)
 		{
-			int			top = b->n - 1;
-
-			slot = cands[ci].slot;
-			/* the first posting from pos on whose slot is at least slot */
-			while (pos < top)
-			{
-				int			mid = pos + (top - pos) / 2;
-
-				if (SparseBlockSlot(b, mid) < slot)
-					pos = mid + 1;
-				else
-					top = mid;
-			}
-			if (SparseBlockSlot(b, pos) == slot)
+			pos = block_cut(b, pos, cands[ci].slot);
+			if (pos < b->n && SparseBlockSlot(b, pos) == cands[ci].slot)
 				cands[ci].s += term_score(so, qi, weights[pos], lengths ? lengths[pos] : 0);
 		}
 	}

@@ -387,18 +387,12 @@ SparseLookupTerms(SparseReader *r, const SparseMetaPageData *meta, int nterms,
 
 	while (BlockNumberIsValid(blkno))
 	{
-		Buffer		buf = ReadBuffer(r->index, blkno);
-		Page		page;
+		Buffer		buf;
+		Page		page = SparseReaderPage(r, blkno, SPARSE_PAGE_DIRINDEX, &buf);
 		OffsetNumber maxoff;
 
-		LockBuffer(buf, BUFFER_LOCK_SHARE);
-		page = BufferGetPage(buf);
-		if (!SparsePageOk(page, SPARSE_PAGE_DIRINDEX, r->generation))
-		{
-			UnlockReleaseBuffer(buf);
-			r->conflict = true;
+		if (page == NULL)
 			return false;
-		}
 		maxoff = PageGetMaxOffsetNumber(page);
 		for (OffsetNumber off = FirstOffsetNumber; off <= maxoff; off++)
 		{
@@ -438,18 +432,12 @@ SparseLookupTerms(SparseReader *r, const SparseMetaPageData *meta, int nterms,
 			continue;
 		if (dirIndex[page_i].blkno != cachedBlk)
 		{
-			Buffer		buf = ReadBuffer(r->index, dirIndex[page_i].blkno);
-			Page		page;
+			Buffer		buf;
+			Page		page = SparseReaderPage(r, dirIndex[page_i].blkno, SPARSE_PAGE_DIR, &buf);
 			OffsetNumber maxoff;
 
-			LockBuffer(buf, BUFFER_LOCK_SHARE);
-			page = BufferGetPage(buf);
-			if (!SparsePageOk(page, SPARSE_PAGE_DIR, r->generation))
-			{
-				UnlockReleaseBuffer(buf);
-				r->conflict = true;
+			if (page == NULL)
 				return false;
-			}
 			maxoff = PageGetMaxOffsetNumber(page);
 			if (cached == NULL)
 				cached = palloc(sizeof(SparseDirEntry) * (BLCKSZ / sizeof(SparseDirEntry) + 1));
@@ -483,6 +471,32 @@ SparseLookupTerms(SparseReader *r, const SparseMetaPageData *meta, int nterms,
 	if (cached)
 		pfree(cached);
 	return true;
+}
+
+/*
+ * Page blk of the reader's segment, share-locked in *buf, if it is a page of
+ * that type and generation; else NULL, with r->conflict set and nothing held.
+ */
+Page
+SparseReaderPage(SparseReader *r, BlockNumber blk, uint16 type, Buffer *buf)
+{
+	Page		page;
+
+	if (!BlockNumberIsValid(blk))
+	{
+		r->conflict = true;
+		return NULL;
+	}
+	*buf = ReadBuffer(r->index, blk);
+	LockBuffer(*buf, BUFFER_LOCK_SHARE);
+	page = BufferGetPage(*buf);
+	if (!SparsePageOk(page, type, r->generation))
+	{
+		UnlockReleaseBuffer(*buf);
+		r->conflict = true;
+		return NULL;
+	}
+	return page;
 }
 
 void
@@ -543,19 +557,9 @@ SparseListSeekBlock(SparseListIter *it, uint64 target)
 			it->done = true;
 			return false;
 		}
-		if (!BlockNumberIsValid(it->blk))
+		page = SparseReaderPage(it->reader, it->blk, SPARSE_PAGE_POSTING, &buf);
+		if (page == NULL)
 		{
-			it->reader->conflict = true;
-			it->done = true;
-			return false;
-		}
-		buf = ReadBuffer(it->reader->index, it->blk);
-		LockBuffer(buf, BUFFER_LOCK_SHARE);
-		page = BufferGetPage(buf);
-		if (!SparsePageOk(page, SPARSE_PAGE_POSTING, it->reader->generation))
-		{
-			UnlockReleaseBuffer(buf);
-			it->reader->conflict = true;
 			it->done = true;
 			return false;
 		}
@@ -609,20 +613,9 @@ SparseReadSkip(SparseReader *r, const SparseDirEntry *entry, SparseSkipEntry *ou
 		Buffer		buf;
 		Page		page;
 
-		if (!BlockNumberIsValid(blk))
-		{
-			r->conflict = true;
+		page = SparseReaderPage(r, blk, SPARSE_PAGE_SKIP, &buf);
+		if (page == NULL)
 			return false;
-		}
-		buf = ReadBuffer(r->index, blk);
-		LockBuffer(buf, BUFFER_LOCK_SHARE);
-		page = BufferGetPage(buf);
-		if (!SparsePageOk(page, SPARSE_PAGE_SKIP, r->generation))
-		{
-			UnlockReleaseBuffer(buf);
-			r->conflict = true;
-			return false;
-		}
 		for (; off <= PageGetMaxOffsetNumber(page) && have < entry->nblocks; off++)
 		{
 			ItemId		iid = PageGetItemId(page, off);

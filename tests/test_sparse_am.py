@@ -119,11 +119,9 @@ def assert_exact(conn, rows, query, k, where="true", visible=None):
     return found
 
 
-@pytest.fixture
-def items(db):
-    """A table of random sparse vectors with a sparse_inverted index, and its rows."""
-    rng = np.random.default_rng(14)
-    vectors = random_vectors(rng, 3000)
+def create_items(db, vectors):
+    """am_items: the vectors (tenant id % 10) under a sparse_inverted index, with
+    sequential scans off; its rows by id."""
     db.execute("drop table if exists am_items")
     # no autovacuum: a VACUUM merges the pending list the tests count
     db.execute(
@@ -136,7 +134,14 @@ def items(db):
     db.execute("create index am_items_v_idx on am_items using sparse_inverted (v)")
     db.execute("analyze am_items")
     db.execute("set enable_seqscan = off")
-    rows = dict(enumerate(vectors))
+    return dict(enumerate(vectors))
+
+
+@pytest.fixture
+def items(db):
+    """A table of random sparse vectors with a sparse_inverted index, and its rows."""
+    rng = np.random.default_rng(14)
+    rows = create_items(db, random_vectors(rng, 3000))
     yield db, rows, rng
     db.execute("reset role")
     db.execute("reset enable_seqscan")
@@ -167,16 +172,7 @@ def test_a_first_batch_leaving_long_lists_out_is_exact(db):
     discarding rows) adds them to every row. Rows and scores are the brute force's
     for every k, filtered and not, and again after a merge rewrote the lists."""
     rng = np.random.default_rng(15)
-    vectors = random_vectors(rng, 20000)
-    rows = dict(enumerate(vectors))
-    db.execute("drop table if exists am_items")
-    db.execute("create table am_items (id int primary key, tenant int, v sparsevec)")
-    with db.cursor().copy("copy am_items (id, tenant, v) from stdin") as copy:
-        for i, v in enumerate(vectors):
-            copy.write_row((i, i % 10, literal(v)))
-    db.execute("create index am_items_v_idx on am_items using sparse_inverted (v)")
-    db.execute("analyze am_items")
-    db.execute("set enable_seqscan = off")
+    rows = create_items(db, random_vectors(rng, 20000))
     # a small first batch: few rows may enter it, so the lookups pay
     db.execute("set hybrid_search.sparse_batch_size = 10")
     lines = []
