@@ -1083,8 +1083,9 @@ bound_desc_cmp(const void *a, const void *b)
 /*
  * The order every key of the scan sums its terms in: first the terms whose
  * lists are short (at most an eighth of the slots, or without a skip array)
- * or absent, in query order, then the long lists by falling bound, so that the long lists with
- * the smallest bounds are last. Returns how many come before the long lists.
+ * or absent, in query order, then the long lists by falling bound, so that
+ * the long lists with the smallest bounds are last. Returns how many come
+ * before the long lists.
  */
 static int
 choose_order(SparseScanOpaque so, const SparseDirEntry *entries, const bool *found,
@@ -1130,7 +1131,6 @@ nth_key(SparseScanOpaque so)
 typedef struct Candidate
 {
 	int64		slot;
-	uint64		key;			/* its TID key, for the blocks' lastKey */
 	double		s;
 } Candidate;
 
@@ -1181,7 +1181,6 @@ collect_candidates(SparseScanOpaque so, double threshold, int64 *ncand)
 				cands = repalloc_huge(cands, sizeof(Candidate) * max);
 			}
 			cands[n].slot = slot;
-			cands[n].key = SparseSlotKey(slot, so->slotOffsets);
 			cands[n++].s = so->sums[slot];
 		}
 		from = to;
