@@ -236,10 +236,15 @@ check_segment(CheckState *cs, const SparseMetaPageData *meta)
 			lastTerm = e->term;
 			if (e->nblocks >= SPARSE_SKIP_MIN_BLOCKS)
 			{
+				BlockNumber skipBlk;
+				OffsetNumber skipOff;
+				const char *unread;
+
 				skip = palloc(sizeof(SparseSkipEntry) * e->nblocks);
-				if (!SparseReadSkip(&r, e, skip))
+				unread = SparseReadSkip(&r, e, skip, &skipBlk, &skipOff);
+				if (unread)
 				{
-					problem(cs, "term %d: its skip array leaves the skip pages", e->term);
+					problem(cs, "term %d: %s (block %u, item %u)", e->term, unread, skipBlk, skipOff);
 					r.conflict = false;
 					pfree(skip);
 					skip = NULL;

@@ -413,6 +413,7 @@ typedef struct SparseListIter
 extern void SparseListBegin(SparseListIter *it, SparseReader *r, const SparseDirEntry *entry);
 extern bool SparseListNextBlock(SparseListIter *it);
 extern bool SparseListSeekBlock(SparseListIter *it, uint64 target);
-extern bool SparseReadSkip(SparseReader *r, const SparseDirEntry *entry, SparseSkipEntry *out);
+extern const char *SparseReadSkip(SparseReader *r, const SparseDirEntry *entry, SparseSkipEntry *out,
+								  BlockNumber *blk, OffsetNumber *off);
 
 #endif							/* SPARSE_INDEX_H */

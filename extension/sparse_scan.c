@@ -1239,8 +1239,16 @@ probe_list(SparseScanOpaque so, SparseReader *r, int qi, const SparseDirEntry *e
 	Page		page = NULL;
 	int64		j = 0;
 	bool		ok = true;
+	BlockNumber skipBlk;
+	OffsetNumber skipOff;
+	const char *unread = SparseReadSkip(r, entry, skip, &skipBlk, &skipOff);
 
-	if (!SparseReadSkip(r, entry, skip))
+	if (unread && !r->conflict)
+		ereport(ERROR,
+				(errcode(ERRCODE_INDEX_CORRUPTED),
+				 errmsg("%s of term %d in sparse_inverted index \"%s\" (block %u, item %u)",
+						unread, entry->term, RelationGetRelationName(r->index), skipBlk, skipOff)));
+	if (unread)
 	{
 		pfree(skip);
 		return false;

@@ -599,46 +599,47 @@ SparseListSeekBlock(SparseListIter *it, uint64 target)
 
 /*
  * Copy the skip array of entry's list (entry->nblocks entries) into out.
- * Returns false on a conflict (r->conflict set).
+ * Returns NULL, or why it could not: the skip pages were changed by a merge
+ * meanwhile (a conflict, r->conflict set), or a chunk is malformed (*blk and
+ * *off then name it), which the caller reports as it reports damage.
  */
-bool
-SparseReadSkip(SparseReader *r, const SparseDirEntry *entry, SparseSkipEntry *out)
+const char *
+SparseReadSkip(SparseReader *r, const SparseDirEntry *entry, SparseSkipEntry *out,
+			   BlockNumber *blk, OffsetNumber *off)
 {
-	BlockNumber blk = entry->skipBlk;
-	OffsetNumber off = entry->skipOff;
 	uint32		have = 0;
 
+	*blk = entry->skipBlk;
+	*off = entry->skipOff;
 	while (have < entry->nblocks)
 	{
 		Buffer		buf;
 		Page		page;
 
-		page = SparseReaderPage(r, blk, SPARSE_PAGE_SKIP, &buf);
+		page = SparseReaderPage(r, *blk, SPARSE_PAGE_SKIP, &buf);
 		if (page == NULL)
-			return false;
-		for (; off <= PageGetMaxOffsetNumber(page) && have < entry->nblocks; off++)
+			return "its skip array leaves the skip pages";
+		for (; *off <= PageGetMaxOffsetNumber(page) && have < entry->nblocks; (*off)++)
 		{
-			ItemId		iid = PageGetItemId(page, off);
+			ItemId		iid = PageGetItemId(page, *off);
 			SparseSkipChunk *c = (SparseSkipChunk *) PageGetItem(page, iid);
 
-			if (ItemIdGetLength(iid) < offsetof(SparseSkipChunk, entries) ||
+			if (*off < FirstOffsetNumber ||
+				ItemIdGetLength(iid) < offsetof(SparseSkipChunk, entries) ||
 				c->n == 0 || c->n > entry->nblocks - have ||
 				ItemIdGetLength(iid) != SPARSE_SKIPCHUNK_SIZE(c->n))
 			{
 				UnlockReleaseBuffer(buf);
-				ereport(ERROR,
-						(errcode(ERRCODE_INDEX_CORRUPTED),
-						 errmsg("malformed skip array of term %d in sparse_inverted index \"%s\" (block %u, item %u)",
-								entry->term, RelationGetRelationName(r->index), blk, off)));
+				return "malformed skip array";
 			}
 			memcpy(&out[have], c->entries, c->n * sizeof(SparseSkipEntry));
 			have += c->n;
 		}
-		blk = SparsePageGetOpaque(page)->next;
-		off = FirstOffsetNumber;
+		*blk = SparsePageGetOpaque(page)->next;
+		*off = FirstOffsetNumber;
 		UnlockReleaseBuffer(buf);
 	}
-	return true;
+	return NULL;
 }
 
 /*

@@ -786,11 +786,42 @@ def test_an_index_of_another_format_asks_for_reindex(am_crash_cluster, layout, m
 META_SKIP_HEAD_AT = 24 + 120  # SparseMetaPageData.skipHead, after the page header
 
 
-def test_a_damaged_skip_array_is_reported(am_crash_cluster, layout, model_dir):
-    """Skip entries that name the wrong first row for their blocks: sparse_inverted_check
-    reports it, and a scan that looks a left-out list up through it raises index
-    corruption instead of adding another block's weights."""
-    dsn = create_database(am_crash_cluster, layout, model_dir, "am_skip")
+def shift_first_slots(f, chunk_at, entries):
+    """Each skip entry's first slot one too far (entries: 16 bytes after the chunk's
+    8-byte header)."""
+    for e in range(entries):
+        f.seek(chunk_at + 8 + 16 * e)
+        first_slot = int.from_bytes(f.read(8), "little")
+        f.seek(chunk_at + 8 + 16 * e)
+        f.write((first_slot + 1).to_bytes(8, "little"))
+
+
+def overcount_entries(f, chunk_at, entries):
+    """The chunk's count of entries one more than the list has blocks."""
+    f.seek(chunk_at)
+    f.write((entries + 1).to_bytes(2, "little"))
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem", "error"),
+    [
+        (shift_first_slots, "term 0: skip entry 0 does not give its block", "skip entry of term 0"),
+        (
+            overcount_entries,
+            "term 0: malformed skip array (block {blk}, item 1)",
+            "malformed skip array of term 0",
+        ),
+    ],
+    ids=["first slots", "chunk count"],
+)
+def test_a_damaged_skip_array_is_reported(
+    am_crash_cluster, layout, model_dir, damage, problem, error
+):
+    """A skip array whose entries name the wrong first row for their blocks, or whose
+    chunk claims more entries than its list has blocks: sparse_inverted_check reports
+    it (a problem, not an error), and a scan that looks a left-out list up through it
+    raises index corruption instead of adding another block's weights."""
+    dsn = create_database(am_crash_cluster, layout, model_dir, "am_skip_" + damage.__name__)
     with connect(dsn) as conn:
         conn.execute("create table am_items (id int primary key, v sparsevec)")
         # token 1 in every row (a long list with a skip array), token 5 in ten
@@ -813,21 +844,16 @@ def test_a_damaged_skip_array_is_reported(am_crash_cluster, layout, model_dir):
         f.seek(skip_head * 8192 + item)
         entries = int.from_bytes(f.read(2), "little")
         assert entries == 20000 // 128 + 1  # every block of token 1's list
-        # each entry's first slot one too far (entries: 16 bytes after an 8-byte header)
-        for e in range(entries):
-            f.seek(skip_head * 8192 + item + 8 + 16 * e)
-            first_slot = int.from_bytes(f.read(8), "little")
-            f.seek(skip_head * 8192 + item + 8 + 16 * e)
-            f.write((first_slot + 1).to_bytes(8, "little"))
+        damage(f, skip_head * 8192 + item, entries)
     am_crash_cluster.start()
     with connect(dsn) as conn:
         report = check(conn)
         assert not report["consistent"]
-        assert "term 0: skip entry 0 does not give its block" in report["problems"]
+        assert problem.format(blk=skip_head) in report["problems"]
         conn.execute("set enable_seqscan = off")
         conn.execute("set hybrid_search.sparse_batch_size = 5")
         query = "select id from am_items order by v <#> '{1:0.1,5:3}/3000' limit 5"
-        with pytest.raises(psycopg.errors.IndexCorrupted, match="skip entry of term 0"):
+        with pytest.raises(psycopg.errors.IndexCorrupted, match=error):
             conn.execute(query).fetchall()
         conn.execute("set hybrid_search.sparse_skip_lists = off")
         assert [r[0] for r in conn.execute(query)] == [18003, 16003, 14003, 12003, 10003]
