@@ -76,6 +76,7 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=100_000, help="the kept cluster's corpus")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--k", type=int, default=K, help="rows each query asks for")
     parser.add_argument(
         "--variant",
         action="append",
@@ -101,7 +102,7 @@ def main() -> None:
             for build, variant in columns:
                 install(build, target)
                 for name, (leg, tenant) in legs.items():
-                    sql, params = leg(corpus, K, Jsonb({"tenant": tenant}) if tenant else None)
+                    sql, params = leg(corpus, args.k, Jsonb({"tenant": tenant}) if tenant else None)
                     ms, rows = cpu_per_query(
                         args.dsn, sql, [params(q) for q in range(args.queries)], variant
                     )
@@ -119,7 +120,10 @@ def main() -> None:
             for c in columns
         ]
         print(f"| {name} | {' | '.join(cells)} |")
-    print(f"\nbackend CPU ms per query, median of {args.rounds} rounds of {args.queries} queries")
+    print(
+        f"\nbackend CPU ms per query (k = {args.k}), median of {args.rounds} rounds"
+        f" of {args.queries} queries"
+    )
 
 
 if __name__ == "__main__":
