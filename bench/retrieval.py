@@ -640,26 +640,35 @@ def measure_churn(conn, table, corpus, fast, facts):
 OUR_INDEXES = ("documents_sparse_idx", "documents_fts_bm25_idx")
 
 
-def insert_throughput(conn, corpus, rows=2000, rounds=3):
+def insert_throughput(conn, corpus, rows=2000, rounds=3, restore=False):
     """rows/s with all indexes, with only the two sparse_inverted ones, and without
     any: the median of `rounds` COPYs of `rows` rows with vectors supplied. Indexes
     of the primary key and unique constraints always stay. The last measure of the
-    run, as it drops the indexes."""
+    run, as it drops the indexes; with restore (a kept cluster, which builds.py
+    measures again) the copied rows go and the indexes are built again."""
     rates = {"all": [], "ours": [], "none": []}
-    base = corpus.n * 10
+    first = base = corpus.n * 10
+    dropped = []
     for mode in rates:
-        for (index,) in conn.execute(
-            "select indexrelid::regclass::text from pg_index"
+        for index, definition in conn.execute(
+            "select indexrelid::regclass::text, pg_get_indexdef(indexrelid) from pg_index"
             " where indrelid = 'documents'::regclass"
             " and not exists (select from pg_constraint where conindid = indexrelid)"
         ).fetchall():
             if mode == "none" or (mode == "ours" and index not in OUR_INDEXES):
                 conn.execute(f"drop index {index}")
+                dropped.append(definition)
         for _ in range(rounds):
             started = time.perf_counter()
             load(conn, corpus, range(base, base + rows))
             rates[mode].append(rows / (time.perf_counter() - started))
             base += rows
+    if restore:
+        conn.execute("delete from documents where id > %s", [first])
+        conn.execute("vacuum analyze documents")
+        for definition in dropped:
+            conn.execute(definition)
+        conn.execute("analyze documents")
     return {mode: statistics.median(r) for mode, r in rates.items()}
 
 
@@ -742,7 +751,7 @@ def run(docs, queries, slow_queries, keep=False, fusion_only=False, scale=False,
                 return table, facts
             facts["qps"] = measure_concurrency(dsn, corpus, fast)
             measure_churn(conn, table, corpus, fast, facts)
-            facts["insert rows/s"] = insert_throughput(conn, corpus)
+            facts["insert rows/s"] = insert_throughput(conn, corpus, restore=keep)
     finally:
         if peers:
             peers["tantivy"].close()
