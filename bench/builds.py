@@ -11,7 +11,8 @@ disturbs that far less than the wall clock. It prints the median over the rounds
 and whether each build returned the first build's rows. The library installed
 before the run is put back at the end. With --variant (settings such as
 hybrid_search.sparse_skip_lists=off, comma-separated), each build runs under each
-variant too: a column per build and variant.
+variant too: a column per build and variant. With --k the queries ask for k rows
+(hybrid_search asks each leg for 100).
 
     .venv/bin/python bench/scan_legs.py --docs 100000 --keep --no-peers
     cp extension/hybrid_search.so /tmp/after.so      # and a build of the base as /tmp/before.so

@@ -927,7 +927,11 @@ def main() -> None:
         action="store_true",
         help="write bench/results/DATE-retrieval.md (DATE-retrieval-fusion.md with --fusion-only)",
     )
-    parser.add_argument("--keep", action="store_true", help="leave the cluster running")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="leave the cluster running, its indexes built again (for builds.py)",
+    )
     parser.add_argument(
         "--port", type=int, default=5432, help="the throwaway cluster's (another run may hold 5432)"
     )
