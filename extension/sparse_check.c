@@ -133,10 +133,22 @@ get_doc(CheckState *cs, uint64 key)
 #define TIDFMT "(%u,%u)"
 #define TIDARGS(k) (unsigned) ((k) >> 16), (unsigned) ((k) & 0xFFFF)
 
+/*
+ * A copy of page blk; zeroes (no page of any type, which the caller reports)
+ * for a block at or past limit, where a damaged link would otherwise make
+ * the read fail.
+ */
 static Page
-read_page_copy(Relation index, BlockNumber blk, Page copy)
+read_page_copy(Relation index, BlockNumber blk, Page copy, BlockNumber limit)
 {
-	Buffer		buf = ReadBuffer(index, blk);
+	Buffer		buf;
+
+	if (blk >= limit)
+	{
+		memset(copy, 0, BLCKSZ);
+		return copy;
+	}
+	buf = ReadBuffer(index, blk);
 
 	LockBuffer(buf, BUFFER_LOCK_SHARE);
 	memcpy(copy, BufferGetPage(buf), BLCKSZ);
@@ -161,6 +173,7 @@ check_segment(CheckState *cs, const SparseMetaPageData *meta)
 	OffsetNumber maxOffset = 0;
 
 	SparseReaderInit(&r, cs->index, meta);
+	r.blockLimit = nblocks;
 
 	/* the directory index: one entry per directory page, first terms increasing */
 	blk = meta->dirIndexHead;
@@ -169,7 +182,7 @@ check_segment(CheckState *cs, const SparseMetaPageData *meta)
 
 		while (BlockNumberIsValid(blk) && guard++ < (int64) nblocks)
 		{
-			read_page_copy(cs->index, blk, page);
+			read_page_copy(cs->index, blk, page, nblocks);
 			if (!SparsePageOk(page, SPARSE_PAGE_DIRINDEX, meta->generation))
 			{
 				problem(cs, "page %u in the directory index chain is not a directory-index page", blk);
@@ -186,7 +199,7 @@ check_segment(CheckState *cs, const SparseMetaPageData *meta)
 				{
 					Page		dp = palloc(BLCKSZ);
 
-					read_page_copy(cs->index, dirblk, dp);
+					read_page_copy(cs->index, dirblk, dp, nblocks);
 					if (SparsePageOk(dp, SPARSE_PAGE_DIR, meta->generation) && PageGetMaxOffsetNumber(dp) > 0)
 					{
 						SparseDirEntry *de = (SparseDirEntry *) PageGetItem(dp, PageGetItemId(dp, FirstOffsetNumber));
@@ -210,7 +223,7 @@ check_segment(CheckState *cs, const SparseMetaPageData *meta)
 	guard = 0;
 	while (BlockNumberIsValid(blk) && guard++ < (int64) nblocks)
 	{
-		read_page_copy(cs->index, blk, page);
+		read_page_copy(cs->index, blk, page, nblocks);
 		if (!SparsePageOk(page, SPARSE_PAGE_DIR, meta->generation))
 		{
 			problem(cs, "page %u in the directory chain is not a directory page", blk);
@@ -332,7 +345,7 @@ check_segment(CheckState *cs, const SparseMetaPageData *meta)
 	first = true;
 	while (BlockNumberIsValid(blk) && guard++ < (int64) nblocks)
 	{
-		read_page_copy(cs->index, blk, page);
+		read_page_copy(cs->index, blk, page, nblocks);
 		if (!SparsePageOk(page, SPARSE_PAGE_DOCLIST, meta->generation))
 		{
 			problem(cs, "page %u in the row list is not a row-list page", blk);

@@ -385,6 +385,12 @@ typedef struct SparseReader
 	uint32		generation;
 	uint32		slotOffsets;	/* the segment's segMaxOffset */
 	bool		conflict;		/* met a page newer than generation */
+	/*
+	 * pages from here on are read as a conflict: InvalidBlockNumber, or for
+	 * sparse_inverted_check, which holds merges off, the index's end (a
+	 * damaged link past it is then a problem it lists, not a read error)
+	 */
+	BlockNumber blockLimit;
 } SparseReader;
 
 extern void SparseReaderInit(SparseReader *r, Relation index, const SparseMetaPageData *meta);

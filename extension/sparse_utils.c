@@ -482,7 +482,7 @@ SparseReaderPage(SparseReader *r, BlockNumber blk, uint16 type, Buffer *buf)
 {
 	Page		page;
 
-	if (!BlockNumberIsValid(blk))
+	if (blk >= r->blockLimit)
 	{
 		r->conflict = true;
 		return NULL;
@@ -506,6 +506,7 @@ SparseReaderInit(SparseReader *r, Relation index, const SparseMetaPageData *meta
 	r->generation = meta->generation;
 	r->slotOffsets = meta->segMaxOffset;
 	r->conflict = false;
+	r->blockLimit = InvalidBlockNumber;
 }
 
 void

@@ -784,6 +784,7 @@ def test_an_index_of_another_format_asks_for_reindex(am_crash_cluster, layout, m
 
 
 META_SKIP_HEAD_AT = 24 + 120  # SparseMetaPageData.skipHead, after the page header
+META_DIR_HEAD_AT = 24 + 20  # SparseMetaPageData.dirHead
 
 
 def shift_first_slots(f, chunk_at, entries):
@@ -802,25 +803,54 @@ def overcount_entries(f, chunk_at, entries):
     f.write((entries + 1).to_bytes(2, "little"))
 
 
+PAST_THE_END = 1000  # a block past the test index's end
+
+
+def link_past_the_end(f, chunk_at, entries):
+    """Term 0's directory entry (the first item of the first directory page) names a
+    skip page past the index's end."""
+    f.seek(META_DIR_HEAD_AT)
+    dir_head = int.from_bytes(f.read(4), "little")
+    f.seek(dir_head * 8192 + 24)  # the first line pointer: 15 bits of offset
+    item = int.from_bytes(f.read(4), "little") & 0x7FFF
+    f.seek(dir_head * 8192 + item)
+    assert int.from_bytes(f.read(4), "little") == 0  # SparseDirEntry.term
+    f.seek(dir_head * 8192 + item + 28)  # SparseDirEntry.skipBlk
+    f.write(PAST_THE_END.to_bytes(4, "little"))
+
+
 @pytest.mark.parametrize(
-    ("damage", "problem", "error"),
+    ("damage", "problem", "raised", "error"),
     [
-        (shift_first_slots, "term 0: skip entry 0 does not give its block", "skip entry of term 0"),
+        (
+            shift_first_slots,
+            "term 0: skip entry 0 does not give its block",
+            psycopg.errors.IndexCorrupted,
+            "skip entry of term 0",
+        ),
         (
             overcount_entries,
             "term 0: malformed skip array (block {blk}, item 1)",
+            psycopg.errors.IndexCorrupted,
             "malformed skip array of term 0",
         ),
+        (
+            link_past_the_end,
+            f"term 0: its skip array leaves the skip pages (block {PAST_THE_END}, item 1)",
+            psycopg.errors.DataCorrupted,
+            f"could not read block {PAST_THE_END}",
+        ),
     ],
-    ids=["first slots", "chunk count"],
+    ids=["first slots", "chunk count", "past the end"],
 )
 def test_a_damaged_skip_array_is_reported(
-    am_crash_cluster, layout, model_dir, damage, problem, error
+    am_crash_cluster, layout, model_dir, damage, problem, raised, error
 ):
-    """A skip array whose entries name the wrong first row for their blocks, or whose
-    chunk claims more entries than its list has blocks: sparse_inverted_check reports
-    it (a problem, not an error), and a scan that looks a left-out list up through it
-    raises index corruption instead of adding another block's weights."""
+    """A skip array whose entries name the wrong first row for their blocks, whose
+    chunk claims more entries than its list has blocks, or that its directory entry
+    places past the index's end: sparse_inverted_check reports it (a problem, not an
+    error), and a scan that looks a left-out list up through it raises an error
+    instead of adding another block's weights."""
     dsn = create_database(am_crash_cluster, layout, model_dir, "am_skip_" + damage.__name__)
     with connect(dsn) as conn:
         conn.execute("create table am_items (id int primary key, v sparsevec)")
@@ -832,6 +862,8 @@ def test_a_damaged_skip_array_is_reported(
         conn.execute("create index am_items_v_idx on am_items using sparse_inverted (v)")
         assert check(conn)["consistent"]
         path = conn.execute("select pg_relation_filepath('am_items_v_idx')").fetchone()[0]
+        pages = conn.execute("select pg_relation_size('am_items_v_idx') / 8192").fetchone()[0]
+        assert pages < PAST_THE_END
         conn.execute("checkpoint")
     am_crash_cluster.stop()
     with open(am_crash_cluster.data / path, "r+b") as f:
@@ -853,7 +885,7 @@ def test_a_damaged_skip_array_is_reported(
         conn.execute("set enable_seqscan = off")
         conn.execute("set hybrid_search.sparse_batch_size = 5")
         query = "select id from am_items order by v <#> '{1:0.1,5:3}/3000' limit 5"
-        with pytest.raises(psycopg.errors.IndexCorrupted, match=error):
+        with pytest.raises(raised, match=error):
             conn.execute(query).fetchall()
         conn.execute("set hybrid_search.sparse_skip_lists = off")
         assert [r[0] for r in conn.execute(query)] == [18003, 16003, 14003, 12003, 10003]
