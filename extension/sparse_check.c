@@ -208,7 +208,9 @@ check_segment(CheckState *cs, const SparseMetaPageData *meta)
 							problem(cs, "directory index entry (%u,%u) says term %d, directory page %u starts with %d",
 									blk, off, e->firstTerm, dirblk, de->term);
 					}
-					dirblk = SparsePageGetOpaque(dp)->next;
+					/* not a directory page (the walk below reports it): no link to trust */
+					dirblk = SparsePageOk(dp, SPARSE_PAGE_DIR, meta->generation) ?
+						SparsePageGetOpaque(dp)->next : InvalidBlockNumber;
 					pfree(dp);
 				}
 			}
