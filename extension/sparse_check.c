@@ -135,20 +135,20 @@ get_doc(CheckState *cs, uint64 key)
 
 /*
  * A copy of page blk; zeroes (no page of any type, which the caller reports)
- * for a block at or past limit, where a damaged link would otherwise make
- * the read fail.
+ * for a block at or past the reader's limit, where a damaged link would
+ * otherwise make the read fail.
  */
 static Page
-read_page_copy(Relation index, BlockNumber blk, Page copy, BlockNumber limit)
+read_page_copy(SparseReader *r, BlockNumber blk, Page copy)
 {
 	Buffer		buf;
 
-	if (blk >= limit)
+	if (blk >= r->blockLimit)
 	{
 		memset(copy, 0, BLCKSZ);
 		return copy;
 	}
-	buf = ReadBuffer(index, blk);
+	buf = ReadBuffer(r->index, blk);
 
 	LockBuffer(buf, BUFFER_LOCK_SHARE);
 	memcpy(copy, BufferGetPage(buf), BLCKSZ);
@@ -182,7 +182,7 @@ check_segment(CheckState *cs, const SparseMetaPageData *meta)
 
 		while (BlockNumberIsValid(blk) && guard++ < (int64) nblocks)
 		{
-			read_page_copy(cs->index, blk, page, nblocks);
+			read_page_copy(&r, blk, page);
 			if (!SparsePageOk(page, SPARSE_PAGE_DIRINDEX, meta->generation))
 			{
 				problem(cs, "page %u in the directory index chain is not a directory-index page", blk);
@@ -197,10 +197,10 @@ check_segment(CheckState *cs, const SparseMetaPageData *meta)
 							blk, off, e->blkno, dirblk);
 				if (BlockNumberIsValid(dirblk))
 				{
-					Page		dp = palloc(BLCKSZ);
+					Page		dp = read_page_copy(&r, dirblk, palloc(BLCKSZ));
+					bool		isDir = SparsePageOk(dp, SPARSE_PAGE_DIR, meta->generation);
 
-					read_page_copy(cs->index, dirblk, dp, nblocks);
-					if (SparsePageOk(dp, SPARSE_PAGE_DIR, meta->generation) && PageGetMaxOffsetNumber(dp) > 0)
+					if (isDir && PageGetMaxOffsetNumber(dp) > 0)
 					{
 						SparseDirEntry *de = (SparseDirEntry *) PageGetItem(dp, PageGetItemId(dp, FirstOffsetNumber));
 
@@ -209,8 +209,7 @@ check_segment(CheckState *cs, const SparseMetaPageData *meta)
 									blk, off, e->firstTerm, dirblk, de->term);
 					}
 					/* not a directory page (the walk below reports it): no link to trust */
-					dirblk = SparsePageOk(dp, SPARSE_PAGE_DIR, meta->generation) ?
-						SparsePageGetOpaque(dp)->next : InvalidBlockNumber;
+					dirblk = isDir ? SparsePageGetOpaque(dp)->next : InvalidBlockNumber;
 					pfree(dp);
 				}
 			}
@@ -225,7 +224,7 @@ check_segment(CheckState *cs, const SparseMetaPageData *meta)
 	guard = 0;
 	while (BlockNumberIsValid(blk) && guard++ < (int64) nblocks)
 	{
-		read_page_copy(cs->index, blk, page, nblocks);
+		read_page_copy(&r, blk, page);
 		if (!SparsePageOk(page, SPARSE_PAGE_DIR, meta->generation))
 		{
 			problem(cs, "page %u in the directory chain is not a directory page", blk);
@@ -347,7 +346,7 @@ check_segment(CheckState *cs, const SparseMetaPageData *meta)
 	first = true;
 	while (BlockNumberIsValid(blk) && guard++ < (int64) nblocks)
 	{
-		read_page_copy(cs->index, blk, page, nblocks);
+		read_page_copy(&r, blk, page);
 		if (!SparsePageOk(page, SPARSE_PAGE_DOCLIST, meta->generation))
 		{
 			problem(cs, "page %u in the row list is not a row-list page", blk);
