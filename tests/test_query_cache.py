@@ -44,6 +44,22 @@ def test_another_backend_reuses_a_query_embedding(cache, dsn):
     assert "vacuum" not in " ".join(str(v) for v in row)
 
 
+def test_colbert_reranking_keeps_the_shared_query_embedding(cache, dsn):
+    # the other backend runs the model for the ColBERT vectors only: the dense and sparse
+    # vectors it would compute on another number of threads can differ in their last bits
+    text = "shared cache: reindex a bloated index concurrently"
+    embedding = "select embed_dense(%s)::real[], embed_sparse(%s)::text"
+    cache.execute("select hybrid_search_configure(query_threads => 1)")
+    first = cache.execute(embedding, [text, text]).fetchone()
+    cache.execute("select hybrid_search_configure(query_threads => 2)")
+    with connect(dsn) as other:
+        calls = model_calls(other)
+        other.execute("select count(*) from hybrid_search(%s, 2, colbert_rerank => 3)", [text])
+        assert model_calls(other) == calls + 1  # the ColBERT vectors
+        assert other.execute(embedding, [text, text]).fetchone() == first
+    assert stats(cache)[:2] == (1, 1)
+
+
 def test_a_role_sees_and_hits_only_its_own_queries(cache, dsn):
     names = ["hs_cache_alice", "hs_cache_bob"]
     for name in names:

@@ -133,6 +133,11 @@ def encode_query(
     shared: None, or a function returning the cache shared by the backends
     (query_cache.Shared), asked on a miss here, before running the model, and
     given what the model computed. ColBERT vectors are not shared.
+
+    A text whose dense and sparse vectors are cached but whose ColBERT vectors
+    are asked for runs the model for those alone and keeps the cached vectors:
+    their last bits depend on how many threads torch ran on (query_threads 0
+    follows the load), and a query must score the same on every call.
     """
     max_length = min(settings.max_length, model.max_positions)
     key = (role, settings.model_key, max_length, text)
@@ -145,15 +150,19 @@ def encode_query(
     if shared is not None:
         table = shared()
         shared_key = table.key(model, max_length, text)
-        found = None if colbert else table.get(shared_key)
-        if found is not None:
-            stats.shared_cache_hits += 1
-            _remember(key, found)
-            return found
+        if cached is None:
+            cached = table.get(shared_key)
+            if cached is not None:
+                stats.shared_cache_hits += 1
+                if not colbert:
+                    _remember(key, cached)
+                    return cached
     (encoding,) = encode(
         settings, model, [text], colbert=colbert, threads=settings.threads_for_queries
     )
-    if table is not None:
+    if cached is not None:
+        encoding = Encoding(cached.dense, cached.lexical_weights, encoding.colbert)
+    elif table is not None:
         table.put(shared_key, encoding)
     _remember(key, encoding)
     return encoding

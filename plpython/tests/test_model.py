@@ -126,6 +126,17 @@ def test_colbert_vectors_only_when_asked_for(tiny):
     assert np.linalg.norm(full.colbert, axis=1) == pytest.approx(1.0, abs=1e-5)
 
 
+def test_colbert_vectors_for_a_cached_query_keep_its_vectors(tiny):
+    # another thread count may change the last bits: the query's vectors stay the first ones
+    loaded = encoders.get(FakeSettings(tiny))
+    text = "a query re-ranked after it was searched"
+    first = encoding.encode_query(FakeSettings(tiny, query_threads=1), loaded, text)
+    full = encoding.encode_query(FakeSettings(tiny, query_threads=2), loaded, text, colbert=True)
+    assert full.colbert is not None and first.colbert is None
+    assert full.dense is first.dense and full.lexical_weights is first.lexical_weights
+    assert encoding.encode_query(FakeSettings(tiny), loaded, text) is full
+
+
 def test_queries_and_writes_run_on_their_own_thread_counts(tiny):
     import torch
 
