@@ -1152,14 +1152,26 @@ may_reach(double key, double bound, double theta)
 	return key + bound >= theta - 1e-9 * theta;
 }
 
-/* the slots whose key is at least threshold (> 0), in slot order */
+/*
+ * The slots whose key is > 0 and may still reach theta with bound more, in
+ * slot order. theta rises during the pass to the batchN-th best key met so
+ * far, and so does the least key a slot needs: from the keys of the short
+ * lists alone, theta is often far below the batch's, and collecting every
+ * slot above that would store hundreds of thousands of rows at a million
+ * rows (keep_candidates then drops those collected before theta rose).
+ */
 static Candidate *
-collect_candidates(SparseScanOpaque so, double threshold, int64 *ncand)
+collect_candidates(SparseScanOpaque so, double bound, double *theta, int64 *ncand)
 {
 	int64		max = 1024,
 				n = 0;
 	Candidate  *cands = palloc(sizeof(Candidate) * max);
+	double		threshold = *theta - bound - 1e-9 * *theta;
+	TopN		best;
 
+	best.max = so->batchN;
+	best.n = 0;
+	best.rows = palloc(sizeof(ScanRow) * best.max);
 	for (int64 from = 0; from < so->nslots;)
 	{
 		int64		to;
@@ -1182,9 +1194,19 @@ collect_candidates(SparseScanOpaque so, double threshold, int64 *ncand)
 			}
 			cands[n].slot = slot;
 			cands[n++].s = so->sums[slot];
+			if (best.n < best.max || key > best.rows[0].key)
+			{
+				topn_push(&best, key, 0, slot);
+				if (best.n == best.max && best.rows[0].key > *theta)
+				{
+					*theta = best.rows[0].key;
+					threshold = *theta - bound - 1e-9 * *theta;
+				}
+			}
 		}
 		from = to;
 	}
+	pfree(best.rows);
 	*ncand = n;
 	return cands;
 }
@@ -1385,7 +1407,7 @@ rank_skipping(IndexScanDesc scan, SparseReader *r, int nshort, const double *bou
 	if (skipFrom < nq)
 	{
 		int64		ncand;
-		Candidate  *cands = collect_candidates(so, theta - skipped - 1e-9 * theta, &ncand);
+		Candidate  *cands = collect_candidates(so, skipped, &theta, &ncand);
 
 		ncand = keep_candidates(so, cands, ncand, skipped, &theta);
 		if (ncand * (nq - skipFrom) * LOOKUP_POSTINGS <= skippedPostings)

@@ -198,6 +198,35 @@ def test_a_first_batch_leaving_long_lists_out_is_exact(db):
         db.execute("drop table am_items")
 
 
+def test_a_first_batch_whose_first_rows_score_highest_is_exact(db):
+    """The first batch's candidates are collected in row order while the floor
+    they must reach rises to the batch's N-th best key so far: a floor taken
+    from fewer rows (here the first row, far ahead of the others) would drop the
+    third row, which the left-out long list puts ahead of the second."""
+    rng = np.random.default_rng(16)
+    vectors = [{0: 0.1} for _ in range(20000)]  # token 0: a long list in every row
+    for i, weight in ((0, 5.0), (2, 4.95), (3, 4.88)):
+        vectors[i] = {0: 0.1, 1: weight}
+    del vectors[2][0]
+    for i in range(4, 1000):
+        vectors[i][1] = float(rng.uniform(0.5, 1.0))
+    rows = create_items(db, vectors)
+    db.execute("set hybrid_search.sparse_batch_size = 10")
+    lines = []
+    db.add_notice_handler(lambda d: lines.append(d.message_primary))
+    try:
+        db.execute("set client_min_messages = debug1")
+        for k in (3, 10, 100):
+            found = assert_exact(db, rows, {0: 1.0, 1: 1.0}, k)
+            assert [i for i, _ in found[:3]] == [0, 3, 2]
+        assert any("1 of 2 query terms' lists looked up" in m for m in lines), lines
+    finally:
+        db.execute("reset client_min_messages")
+        db.execute("reset hybrid_search.sparse_batch_size")
+        db.execute("reset enable_seqscan")
+        db.execute("drop table am_items")
+
+
 def test_open_scans_never_share_slot_arrays(items):
     """A scan that ranks every row keeps its sums until it ends, in an array kept
     for the backend's next scans (extension/sparse_slots.c): a cursor's scan left
