@@ -5,10 +5,11 @@ The cluster is one that scan_legs.py (or retrieval.py) left running with --keep,
 loaded from the same seed. Each round installs each build in turn into the
 PostgreSQL copy the cluster runs (copied beside it, then renamed over it, so that
 running backends keep the file they mapped), opens a new connection, runs 5
-untimed and then the 200 timed queries of each leg, and reads the backend's user
-plus system CPU from /proc (the cluster is local): the machine's other load
-disturbs that far less than the wall clock. It prints the median over the rounds
-and whether each build returned the first build's rows. The library installed
+untimed and then the 200 timed queries of each leg, and reads the backend's time
+on a CPU around each query from /proc/<pid>/schedstat (the cluster is local): the
+machine's other load disturbs that far less than the wall clock. It prints, per
+leg and build, the medians over the rounds of the mean and the p95 of those
+times, and whether each build returned the first build's rows. The library installed
 before the run is put back at the end. With --variant (settings such as
 hybrid_search.sparse_skip_lists=off, comma-separated), each build runs under each
 variant too: a column per build and variant. With --k the queries ask for k rows
@@ -33,7 +34,6 @@ from hybrid_search_installer.layout import Layout, pg_config
 from pgvector.psycopg import register_vector
 from psycopg.types.json import Jsonb
 from retrieval import TENANT, K, bm25_leg, hybrid_leg, sparse_leg
-from scan_legs import backend_cpu_seconds
 
 LEGS = {
     "sparse": (sparse_leg, None),
@@ -58,17 +58,25 @@ def install(build: Path, target: Path) -> None:
     os.replace(staged, target)
 
 
+def backend_cpu_ns(conn) -> int:
+    """The backend's time on a CPU so far, in ns: precise enough for one query."""
+    return int(Path(f"/proc/{conn.info.backend_pid}/schedstat").read_text().split()[0])
+
+
 def cpu_per_query(dsn, sql, params, variant=""):
-    """(backend CPU ms per query, the rows) of one pass in a new connection with
-    the variant's settings."""
+    """(mean and p95 of the backend's CPU ms per query, the rows) of one pass in a
+    new connection with the variant's settings."""
     options = " ".join(f"-c {setting}" for setting in variant.split(",") if setting)
     with psycopg.connect(dsn, autocommit=True, options=options) as conn:
         register_vector(conn)
         for p in params[:5]:
             conn.execute(sql, p, prepare=True).fetchall()
-        started = backend_cpu_seconds(conn)
-        rows = [conn.execute(sql, p, prepare=True).fetchall() for p in params]
-        return 1000 * (backend_cpu_seconds(conn) - started) / len(params), rows
+        times, rows = [], []
+        for p in params:
+            started = backend_cpu_ns(conn)
+            rows.append(conn.execute(sql, p, prepare=True).fetchall())
+            times.append((backend_cpu_ns(conn) - started) / 1e6)
+        return statistics.fmean(times), statistics.quantiles(times, n=20)[18], rows
 
 
 def main() -> None:
@@ -104,10 +112,10 @@ def main() -> None:
                 install(build, target)
                 for name, (leg, tenant) in legs.items():
                     sql, params = leg(corpus, args.k, Jsonb({"tenant": tenant}) if tenant else None)
-                    ms, rows = cpu_per_query(
+                    mean, p95, rows = cpu_per_query(
                         args.dsn, sql, [params(q) for q in range(args.queries)], variant
                     )
-                    cpu[name, build, variant].append(ms)
+                    cpu[name, build, variant].append((mean, p95))
                     same[name, build, variant] &= rows == reference.setdefault(name, rows)
     finally:
         install(saved, target)
@@ -116,14 +124,14 @@ def main() -> None:
     print(f"|---|{'---|' * len(columns)}")
     for name in legs:
         cells = [
-            f"{statistics.median(cpu[(name, *c)]):.2f}"
+            " / ".join(f"{statistics.median(m):.2f}" for m in zip(*cpu[(name, *c)], strict=True))
             + ("" if same[(name, *c)] else " (other rows)")
             for c in columns
         ]
         print(f"| {name} | {' | '.join(cells)} |")
     print(
-        f"\nbackend CPU ms per query (k = {args.k}), median of {args.rounds} rounds"
-        f" of {args.queries} queries"
+        f"\nbackend CPU ms per query (k = {args.k}), mean / p95, medians of {args.rounds}"
+        f" rounds of {args.queries} queries"
     )
 
 
