@@ -93,6 +93,8 @@ def main() -> None:
     )
     parser.add_argument("builds", nargs="+", type=Path, help="hybrid_search.so files")
     args = parser.parse_args()
+    if args.queries < 2:
+        parser.error("--queries: at least 2 (a p95 needs two queries)")
     columns = [(b, v) for b in args.builds for v in args.variant or [""]]
     corpus = Corpus(args.docs, args.queries)
     target = installed_library()
