@@ -395,6 +395,7 @@ typedef struct SparseReader
 
 extern void SparseReaderInit(SparseReader *r, Relation index, const SparseMetaPageData *meta);
 extern Page SparseReaderPage(SparseReader *r, BlockNumber blk, uint16 type, Buffer *buf);
+extern Page SparseReaderLockPage(SparseReader *r, Buffer buf, uint16 type);
 
 extern bool SparseLookupTerms(SparseReader *r, const SparseMetaPageData *meta, int nterms,
 							  const int32 *terms, SparseDirEntry *entries, bool *found);

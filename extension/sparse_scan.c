@@ -780,6 +780,17 @@ prefetch_items(Page page)
 		__builtin_prefetch((char *) page + at);
 }
 
+/*
+ * Ask for bytes [from, to) of a page in the CPU's cache, without reading it
+ * (a page pinned but not locked, whose header is not to be trusted).
+ */
+static inline void
+prefetch_lines(const char *page, Size from, Size to)
+{
+	for (Size at = from; at < to; at += 64)
+		__builtin_prefetch(page + at);
+}
+
 /* the first posting of b from pos on whose slot is at least end (b->n if none) */
 static int
 block_cut(SparsePostingBlock *b, int pos, uint64 end)
@@ -811,6 +822,11 @@ static bool
 add_list_window(SparseScanOpaque so, SparseReader *r, ListCursor *cur, int qi, uint64 end)
 {
 	uint16		flags = so->bm25 ? SPARSE_BLOCK_LENGTHS : 0;
+	Buffer		ahead = InvalidBuffer;
+	BlockNumber aheadBlk = InvalidBlockNumber;
+	char	   *aheadPage = NULL;
+	Size		aheadAt = 0;	/* how much of aheadPage was asked for */
+	Size		aheadStep = BLCKSZ; /* and how much more after each block */
 
 	while (cur->left > 0)
 	{
@@ -821,11 +837,44 @@ add_list_window(SparseScanOpaque so, SparseReader *r, ListCursor *cur, int qi, u
 		bool		windowDone = false;
 
 		CHECK_FOR_INTERRUPTS();
-		page = SparseReaderPage(r, cur->blk, SPARSE_PAGE_POSTING, &buf);
+		if (BufferIsValid(ahead) && aheadBlk == cur->blk)
+		{
+			buf = ahead;
+			ahead = InvalidBuffer;
+			prefetch_lines(aheadPage, aheadAt, BLCKSZ);
+			aheadPage = NULL;
+			page = SparseReaderLockPage(r, buf, SPARSE_PAGE_POSTING);
+		}
+		else
+		{
+			page = SparseReaderPage(r, cur->blk, SPARSE_PAGE_POSTING, &buf);
+			if (page != NULL)
+				prefetch_items(page);
+		}
 		if (page == NULL)
+		{
+			if (BufferIsValid(ahead))
+				ReleaseBuffer(ahead);
 			return false;
+		}
 		maxoff = PageGetMaxOffsetNumber(page);
-		prefetch_items(page);
+
+		/*
+		 * The list goes on past this page: pin its next page now, and ask for
+		 * it in the CPU's cache an equal part after each block added here
+		 * (all of it by the last), so that it arrives while this one is added
+		 * (each page would otherwise wait on memory at its first block, and
+		 * asking for all of it at once stalls on the CPU's queue of misses).
+		 */
+		if (!BufferIsValid(ahead) && cur->off <= maxoff &&
+			cur->left > (uint32) (maxoff - cur->off + 1))
+		{
+			aheadBlk = SparsePageGetOpaque(page)->next;
+			ahead = ReadBuffer(r->index, aheadBlk);
+			aheadPage = BufferGetPage(ahead);
+			aheadAt = 0;
+			aheadStep = TYPEALIGN(64, BLCKSZ / (maxoff - cur->off + 1));
+		}
 		for (; cur->off <= maxoff && cur->left > 0; cur->off++, cur->left--, cur->pos = 0)
 		{
 			ItemId		iid = PageGetItemId(page, cur->off);
@@ -846,6 +895,11 @@ add_list_window(SparseScanOpaque so, SparseReader *r, ListCursor *cur, int qi, u
 					: add_block(so, qi, b, cur->pos, cut, false, false);
 			if (damage)
 				break;
+			if (aheadPage)
+			{
+				prefetch_lines(aheadPage, aheadAt, Min(aheadAt + aheadStep, BLCKSZ));
+				aheadAt = Min(aheadAt + aheadStep, BLCKSZ);
+			}
 			if (cut < b->n)
 			{
 				/* the rest of the block is for a later window */
@@ -871,6 +925,8 @@ add_list_window(SparseScanOpaque so, SparseReader *r, ListCursor *cur, int qi, u
 		if (windowDone)
 			break;
 	}
+	if (BufferIsValid(ahead))
+		ReleaseBuffer(ahead);
 	return true;
 }
 

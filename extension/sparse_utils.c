@@ -480,19 +480,30 @@ SparseLookupTerms(SparseReader *r, const SparseMetaPageData *meta, int nterms,
 Page
 SparseReaderPage(SparseReader *r, BlockNumber blk, uint16 type, Buffer *buf)
 {
-	Page		page;
-
 	if (blk >= r->blockLimit)
 	{
 		r->conflict = true;
 		return NULL;
 	}
 	*buf = ReadBuffer(r->index, blk);
-	LockBuffer(*buf, BUFFER_LOCK_SHARE);
-	page = BufferGetPage(*buf);
+	return SparseReaderLockPage(r, *buf, type);
+}
+
+/*
+ * The page of buf, a buffer of the reader's segment the caller pinned,
+ * share-locked, if it is a page of that type and generation; else NULL, with
+ * r->conflict set and the pin released.
+ */
+Page
+SparseReaderLockPage(SparseReader *r, Buffer buf, uint16 type)
+{
+	Page		page;
+
+	LockBuffer(buf, BUFFER_LOCK_SHARE);
+	page = BufferGetPage(buf);
 	if (!SparsePageOk(page, type, r->generation))
 	{
-		UnlockReleaseBuffer(*buf);
+		UnlockReleaseBuffer(buf);
 		r->conflict = true;
 		return NULL;
 	}
