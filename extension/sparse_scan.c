@@ -870,6 +870,17 @@ add_list_window(SparseScanOpaque so, SparseReader *r, ListCursor *cur, int qi, u
 			cur->left > (uint32) (maxoff - cur->off + 1))
 		{
 			aheadBlk = SparsePageGetOpaque(page)->next;
+			/* never ReadBuffer(InvalidBlockNumber): that is P_NEW, an extension */
+			if (!BlockNumberIsValid(aheadBlk))
+			{
+				BlockNumber blk = cur->blk;
+
+				UnlockReleaseBuffer(buf);
+				ereport(ERROR,
+						(errcode(ERRCODE_INDEX_CORRUPTED),
+						 errmsg("posting list cut short in sparse_inverted index \"%s\" (block %u)",
+								RelationGetRelationName(r->index), blk)));
+			}
 			ahead = ReadBuffer(r->index, aheadBlk);
 			aheadPage = BufferGetPage(ahead);
 			aheadAt = 0;

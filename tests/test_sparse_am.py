@@ -918,3 +918,46 @@ def test_a_damaged_skip_array_is_reported(
             conn.execute(query).fetchall()
         conn.execute("set hybrid_search.sparse_skip_lists = off")
         assert [r[0] for r in conn.execute(query)] == [18003, 16003, 14003, 12003, 10003]
+
+
+def test_a_posting_list_cut_short_is_reported_and_the_index_not_extended(
+    am_crash_cluster, layout, model_dir
+):
+    """A posting page whose link ends its chain (InvalidBlockNumber, PostgreSQL's P_NEW)
+    while its list has blocks left: the scan, which pins a list's next page ahead,
+    raises index corruption instead of asking the buffer manager for that block, which
+    would extend the index by a page."""
+    dsn = create_database(am_crash_cluster, layout, model_dir, "am_cut_short")
+    with connect(dsn) as conn:
+        conn.execute("create table am_items (id int primary key, v sparsevec)")
+        # token 1 in every row: a list over many pages
+        conn.execute(
+            "insert into am_items select i, format('{1:%s,%s:%s}/3000', 1 + i % 7,"
+            " 2 + i % 2000, i / 1000.0)::sparsevec from generate_series(1, 20000) as i"
+        )
+        conn.execute("create index am_items_v_idx on am_items using sparse_inverted (v)")
+        path = conn.execute("select pg_relation_filepath('am_items_v_idx')").fetchone()[0]
+        size = conn.execute("select pg_relation_size('am_items_v_idx')").fetchone()[0]
+        conn.execute("checkpoint")
+    am_crash_cluster.stop()
+    with open(am_crash_cluster.data / path, "r+b") as f:
+        f.seek(META_DIR_HEAD_AT)
+        dir_head = int.from_bytes(f.read(4), "little")
+        f.seek(dir_head * 8192 + 24)  # the first line pointer: 15 bits of offset
+        item = int.from_bytes(f.read(4), "little") & 0x7FFF
+        f.seek(dir_head * 8192 + item)
+        assert int.from_bytes(f.read(4), "little") == 0  # SparseDirEntry.term
+        f.seek(dir_head * 8192 + item + 12)  # SparseDirEntry.firstBlk
+        first = int.from_bytes(f.read(4), "little")
+        f.seek(first * 8192 + 8192 - 16 + 4)  # the page's next link
+        assert int.from_bytes(f.read(4), "little") not in (0, 0xFFFFFFFF)
+        f.seek(first * 8192 + 8192 - 16 + 4)
+        f.write((0xFFFFFFFF).to_bytes(4, "little"))
+    am_crash_cluster.start()
+    with connect(dsn) as conn:
+        conn.execute("set enable_seqscan = off")
+        conn.execute("set hybrid_search.sparse_skip_lists = off")
+        with pytest.raises(psycopg.errors.IndexCorrupted, match="posting list cut short"):
+            conn.execute("select id from am_items order by v <#> '{1:0.1,5:3}/3000' limit 5")
+        after = conn.execute("select pg_relation_size('am_items_v_idx')").fetchone()[0]
+        assert after == size
