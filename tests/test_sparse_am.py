@@ -835,17 +835,34 @@ def overcount_entries(f, chunk_at, entries):
 PAST_THE_END = 1000  # a block past the test index's end
 
 
-def link_past_the_end(f, chunk_at, entries):
-    """Term 0's directory entry (the first item of the first directory page) names a
-    skip page past the index's end."""
+def term_0_entry_at(f):
+    """Where term 0's directory entry (the first item of the first directory page) lies
+    in the index file."""
     f.seek(META_DIR_HEAD_AT)
     dir_head = int.from_bytes(f.read(4), "little")
     f.seek(dir_head * 8192 + 24)  # the first line pointer: 15 bits of offset
     item = int.from_bytes(f.read(4), "little") & 0x7FFF
     f.seek(dir_head * 8192 + item)
     assert int.from_bytes(f.read(4), "little") == 0  # SparseDirEntry.term
-    f.seek(dir_head * 8192 + item + 28)  # SparseDirEntry.skipBlk
+    return dir_head * 8192 + item
+
+
+def link_past_the_end(f, chunk_at, entries):
+    """Term 0's directory entry names a skip page past the index's end."""
+    f.seek(term_0_entry_at(f) + 28)  # SparseDirEntry.skipBlk
     f.write(PAST_THE_END.to_bytes(4, "little"))
+
+
+def create_long_list_index(conn):
+    """am_items with token 1 in every row (a long list over many pages, with a skip
+    array) and token 5 in ten rows, indexed; the index's file path."""
+    conn.execute("create table am_items (id int primary key, v sparsevec)")
+    conn.execute(
+        "insert into am_items select i, format('{1:%s,%s:%s}/3000', 1 + i % 7,"
+        " 2 + i % 2000, i / 1000.0)::sparsevec from generate_series(1, 20000) as i"
+    )
+    conn.execute("create index am_items_v_idx on am_items using sparse_inverted (v)")
+    return conn.execute("select pg_relation_filepath('am_items_v_idx')").fetchone()[0]
 
 
 @pytest.mark.parametrize(
@@ -882,15 +899,8 @@ def test_a_damaged_skip_array_is_reported(
     instead of adding another block's weights."""
     dsn = create_database(am_crash_cluster, layout, model_dir, "am_skip_" + damage.__name__)
     with connect(dsn) as conn:
-        conn.execute("create table am_items (id int primary key, v sparsevec)")
-        # token 1 in every row (a long list with a skip array), token 5 in ten
-        conn.execute(
-            "insert into am_items select i, format('{1:%s,%s:%s}/3000', 1 + i % 7,"
-            " 2 + i % 2000, i / 1000.0)::sparsevec from generate_series(1, 20000) as i"
-        )
-        conn.execute("create index am_items_v_idx on am_items using sparse_inverted (v)")
+        path = create_long_list_index(conn)
         assert check(conn)["consistent"]
-        path = conn.execute("select pg_relation_filepath('am_items_v_idx')").fetchone()[0]
         pages = conn.execute("select pg_relation_size('am_items_v_idx') / 8192").fetchone()[0]
         assert pages < PAST_THE_END
         conn.execute("checkpoint")
@@ -929,25 +939,12 @@ def test_a_posting_list_cut_short_is_reported_and_the_index_not_extended(
     would extend the index by a page."""
     dsn = create_database(am_crash_cluster, layout, model_dir, "am_cut_short")
     with connect(dsn) as conn:
-        conn.execute("create table am_items (id int primary key, v sparsevec)")
-        # token 1 in every row: a list over many pages
-        conn.execute(
-            "insert into am_items select i, format('{1:%s,%s:%s}/3000', 1 + i % 7,"
-            " 2 + i % 2000, i / 1000.0)::sparsevec from generate_series(1, 20000) as i"
-        )
-        conn.execute("create index am_items_v_idx on am_items using sparse_inverted (v)")
-        path = conn.execute("select pg_relation_filepath('am_items_v_idx')").fetchone()[0]
+        path = create_long_list_index(conn)
         size = conn.execute("select pg_relation_size('am_items_v_idx')").fetchone()[0]
         conn.execute("checkpoint")
     am_crash_cluster.stop()
     with open(am_crash_cluster.data / path, "r+b") as f:
-        f.seek(META_DIR_HEAD_AT)
-        dir_head = int.from_bytes(f.read(4), "little")
-        f.seek(dir_head * 8192 + 24)  # the first line pointer: 15 bits of offset
-        item = int.from_bytes(f.read(4), "little") & 0x7FFF
-        f.seek(dir_head * 8192 + item)
-        assert int.from_bytes(f.read(4), "little") == 0  # SparseDirEntry.term
-        f.seek(dir_head * 8192 + item + 12)  # SparseDirEntry.firstBlk
+        f.seek(term_0_entry_at(f) + 12)  # SparseDirEntry.firstBlk
         first = int.from_bytes(f.read(4), "little")
         f.seek(first * 8192 + 8192 - 16 + 4)  # the page's next link
         assert int.from_bytes(f.read(4), "little") not in (0, 0xFFFFFFFF)
