@@ -5,9 +5,11 @@ The cluster is one that scan_legs.py (or retrieval.py) left running with --keep,
 loaded from the same seed. Each round installs each build in turn into the
 PostgreSQL copy the cluster runs (copied beside it, then renamed over it, so that
 running backends keep the file they mapped), opens a new connection, runs 5
-untimed and then the 200 timed queries of each leg, and reads the backend's time
-on a CPU around each query from /proc/<pid>/schedstat (the cluster is local): the
-machine's other load disturbs that far less than the wall clock. It prints, per
+untimed queries (and stops if the backend has not mapped the installed file: the
+cluster runs another HYBRID_SEARCH_HOME's PostgreSQL) and then the 200 timed
+queries of each leg, and reads the backend's time on a CPU around each query
+from /proc/<pid>/schedstat (the cluster is local): the machine's other load
+disturbs that far less than the wall clock. It prints, per
 leg and build, the medians over the rounds of the mean and the p95 of those
 times, and whether each build returned the first build's rows. The library installed
 before the run is put back at the end. With --variant (settings such as
@@ -63,14 +65,27 @@ def backend_cpu_ns(conn) -> int:
     return int(Path(f"/proc/{conn.info.backend_pid}/schedstat").read_text().split()[0])
 
 
-def cpu_per_query(dsn, sql, params, variant=""):
+def mapped_libraries(conn) -> set[str]:
+    """The hybrid_search.so files the connection's backend has mapped."""
+    maps = Path(f"/proc/{conn.info.backend_pid}/maps").read_text().splitlines()
+    return {line.split(maxsplit=5)[-1] for line in maps if "hybrid_search.so" in line}
+
+
+def cpu_per_query(dsn, sql, params, variant, library):
     """(mean and p95 of the backend's CPU ms per query, the rows) of one pass in a
-    new connection with the variant's settings."""
+    new connection with the variant's settings, whose backend runs library."""
     options = " ".join(f"-c {setting}" for setting in variant.split(",") if setting)
     with psycopg.connect(dsn, autocommit=True, options=options) as conn:
         register_vector(conn)
         for p in params[:5]:
             conn.execute(sql, p, prepare=True).fetchall()
+        # a cluster run from another PostgreSQL copy than HYBRID_SEARCH_HOME's
+        # would time the same library in every column
+        if str(library.resolve()) not in mapped_libraries(conn):
+            raise SystemExit(
+                f"the cluster's backend has not loaded {library} but {mapped_libraries(conn)}:"
+                " set HYBRID_SEARCH_HOME to the home whose PostgreSQL runs the cluster"
+            )
         times, rows = [], []
         for p in params:
             started = backend_cpu_ns(conn)
@@ -115,7 +130,7 @@ def main() -> None:
                 for name, (leg, tenant) in legs.items():
                     sql, params = leg(corpus, args.k, Jsonb({"tenant": tenant}) if tenant else None)
                     mean, p95, rows = cpu_per_query(
-                        args.dsn, sql, [params(q) for q in range(args.queries)], variant
+                        args.dsn, sql, [params(q) for q in range(args.queries)], variant, target
                     )
                     cpu[name, build, variant].append((mean, p95))
                     same[name, build, variant] &= rows == reference.setdefault(name, rows)

@@ -766,21 +766,6 @@ add_block(SparseScanOpaque so, int qi, SparsePostingBlock *b, int from, int to, 
 }
 
 /*
- * Ask for a page's items (pd_upper to pd_special) in the CPU's cache at once:
- * the posting loop reads each block's TIDs and weights once, and would
- * otherwise wait on each of their cache lines in turn (a quarter of a
- * sparse scan's time at 100,000 rows).
- */
-static inline void
-prefetch_items(Page page)
-{
-	PageHeader	ph = (PageHeader) page;
-
-	for (Size at = ph->pd_upper & ~(Size) 63; at < Min(ph->pd_special, BLCKSZ); at += 64)
-		__builtin_prefetch((char *) page + at);
-}
-
-/*
  * Ask for bytes [from, to) of a page in the CPU's cache, without reading it
  * (a page pinned but not locked, whose header is not to be trusted).
  */
@@ -789,6 +774,20 @@ prefetch_lines(const char *page, Size from, Size to)
 {
 	for (Size at = from; at < to; at += 64)
 		__builtin_prefetch(page + at);
+}
+
+/*
+ * Ask for a locked page's items (pd_upper to pd_special) in the CPU's cache at
+ * once: the posting loop reads each block's TIDs and weights once, and would
+ * otherwise wait on each of their cache lines in turn (a quarter of a sparse
+ * scan's time at 100,000 rows).
+ */
+static inline void
+prefetch_items(Page page)
+{
+	PageHeader	ph = (PageHeader) page;
+
+	prefetch_lines(page, ph->pd_upper & ~(Size) 63, Min(ph->pd_special, BLCKSZ));
 }
 
 /* the first posting of b from pos on whose slot is at least end (b->n if none) */
@@ -824,8 +823,7 @@ add_list_window(SparseScanOpaque so, SparseReader *r, ListCursor *cur, int qi, u
 	uint16		flags = so->bm25 ? SPARSE_BLOCK_LENGTHS : 0;
 	Buffer		ahead = InvalidBuffer;
 	BlockNumber aheadBlk = InvalidBlockNumber;
-	char	   *aheadPage = NULL;
-	Size		aheadAt = 0;	/* how much of aheadPage was asked for */
+	Size		aheadAt = 0;	/* how much of ahead's page was asked for */
 	Size		aheadStep = BLCKSZ; /* and how much more after each block */
 
 	while (cur->left > 0)
@@ -841,8 +839,7 @@ add_list_window(SparseScanOpaque so, SparseReader *r, ListCursor *cur, int qi, u
 		{
 			buf = ahead;
 			ahead = InvalidBuffer;
-			prefetch_lines(aheadPage, aheadAt, BLCKSZ);
-			aheadPage = NULL;
+			prefetch_lines(BufferGetPage(buf), aheadAt, BLCKSZ);
 			page = SparseReaderLockPage(r, buf, SPARSE_PAGE_POSTING);
 		}
 		else
@@ -882,7 +879,6 @@ add_list_window(SparseScanOpaque so, SparseReader *r, ListCursor *cur, int qi, u
 								RelationGetRelationName(r->index), blk)));
 			}
 			ahead = ReadBuffer(r->index, aheadBlk);
-			aheadPage = BufferGetPage(ahead);
 			aheadAt = 0;
 			aheadStep = TYPEALIGN(64, BLCKSZ / (maxoff - cur->off + 1));
 		}
@@ -906,9 +902,9 @@ add_list_window(SparseScanOpaque so, SparseReader *r, ListCursor *cur, int qi, u
 					: add_block(so, qi, b, cur->pos, cut, false, false);
 			if (damage)
 				break;
-			if (aheadPage)
+			if (BufferIsValid(ahead))
 			{
-				prefetch_lines(aheadPage, aheadAt, Min(aheadAt + aheadStep, BLCKSZ));
+				prefetch_lines(BufferGetPage(ahead), aheadAt, Min(aheadAt + aheadStep, BLCKSZ));
 				aheadAt = Min(aheadAt + aheadStep, BLCKSZ);
 			}
 			if (cut < b->n)
@@ -1082,6 +1078,12 @@ batch_from_sums(SparseScanOpaque so)
 	TopN		heap;
 	double		worst = batch_begin(so, &heap);
 
+	batch_add_slots(so, &heap, worst, 0, so->nslots);
+	batch_end(so, &heap);
+}
+		pfree(heap.rows);
+		worst = batch_begin(so, &heap);
+	}
 	batch_add_slots(so, &heap, worst, 0, so->nslots);
 	batch_end(so, &heap);
 }
