@@ -227,6 +227,35 @@ def test_a_first_batch_whose_first_rows_score_highest_is_exact(db):
         db.execute("drop table am_items")
 
 
+def test_a_batch_whose_sampled_floor_is_too_high_is_exact(db):
+    """A later batch offers its heap only rows above a floor sampled from every
+    (batch / 4)-th slot. Here the sampled rows (one in 64, as the second batch
+    of 256 samples) are the only high-scoring ones, so fewer than 256 rows reach
+    that floor: the pass must be made again without it, or the batch comes out
+    short and a positive-only scan ends early."""
+    vectors = [
+        {0: 0.1, 1: 5.0 + i / 10000 if i % 64 == 32 else 0.5 + (i % 97) / 1000}
+        for i in range(10000)
+    ]
+    rows = create_items(db, vectors)
+    # every row the same size, so that row i lies in slot i
+    per_page = db.execute(
+        "select count(*) from am_items"
+        " group by (ctid::text::point)[0] order by (ctid::text::point)[0]"
+    ).fetchall()
+    assert len(set(per_page[:-1])) == 1
+    db.execute("set hybrid_search.sparse_batch_size = 64")
+    db.execute("set hybrid_search.sparse_positive_only = on")
+    try:
+        found = assert_exact(db, rows, {0: 1.0, 1: 1.0}, 300)
+        assert len({i for i, _ in found if i % 64 == 32}) == len(range(32, 10000, 64))
+    finally:
+        db.execute("reset hybrid_search.sparse_batch_size")
+        db.execute("reset hybrid_search.sparse_positive_only")
+        db.execute("reset enable_seqscan")
+        db.execute("drop table am_items")
+
+
 def test_open_scans_never_share_slot_arrays(items):
     """A scan that ranks every row keeps its sums until it ends, in an array kept
     for the backend's next scans (extension/sparse_slots.c): a cursor's scan left
