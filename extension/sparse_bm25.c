@@ -487,6 +487,7 @@ bm25query_make(PG_FUNCTION_ARGS)
 					df[i] += entries[i].df;
 			break;
 		}
+		SparseGenerationAfterConflict(index, &meta.generation);
 		if (attempt >= 100)
 			ereport(ERROR,
 					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),

@@ -311,6 +311,7 @@ extern void sparse_init(void);
 extern Page SparseInitPage(Buffer buf, Page page, uint16 type, uint32 generation);
 extern Buffer SparseNewBuffer(Relation index);
 extern void SparseReadMeta(Relation index, SparseMetaPageData *meta);
+extern uint32 SparseGenerationAfterConflict(Relation index, const uint32 *began);
 extern void SparseCheckSparsevec(Relation index, Datum value, int32 *nnz, int32 **indices, float4 **values);
 extern bool SparseIsBM25(Relation index);
 extern void SparseRowEntries(Relation index, Datum value, int32 *nnz, int32 **indices, float4 **values);

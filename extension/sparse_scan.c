@@ -2058,12 +2058,17 @@ sparse_rescan(IndexScanDesc scan, ScanKey keys, int nkeys, ScanKey orderbys, int
 	so->npending = 0;
 }
 
-/* the next batch (or the rest) into so->rows, retrying after a conflict */
+/*
+ * The next batch (or the rest) into so->rows, retrying after a conflict
+ * with a merge. An attempt after the first began under the generation the
+ * conflict before it left (or a later one).
+ */
 static void
 next_rows(IndexScanDesc scan)
 {
 	SparseScanOpaque so = (SparseScanOpaque) scan->opaque;
 	MemoryContext oldcxt;
+	uint32		generationBefore = 0;
 
 	MemoryContextReset(so->batchCxt);
 	so->rows = NULL;
@@ -2078,6 +2083,8 @@ next_rows(IndexScanDesc scan)
 			break;
 		MemoryContextSwitchTo(oldcxt);
 		MemoryContextReset(so->batchCxt);
+		generationBefore = SparseGenerationAfterConflict(scan->indexRelation,
+														 attempt > 0 ? &generationBefore : NULL);
 		if (attempt >= 100)
 			ereport(ERROR,
 					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),

@@ -311,6 +311,27 @@ SparseReadMeta(Relation index, SparseMetaPageData *meta)
 }
 
 /*
+ * The metapage's generation after a reader's conflict. Every merge stamps a
+ * new generation there before it frees a page, so if it is still *began (the
+ * generation the failed attempt read the index under, when known), the
+ * conflict was a damaged link, which a retry would meet again: an error.
+ */
+uint32
+SparseGenerationAfterConflict(Relation index, const uint32 *began)
+{
+	SparseMetaPageData meta;
+
+	SparseReadMeta(index, &meta);
+	if (began != NULL && meta.generation == *began)
+		ereport(ERROR,
+				(errcode(ERRCODE_INDEX_CORRUPTED),
+				 errmsg("sparse_inverted index \"%s\" links to a page outside its segment",
+						RelationGetRelationName(index)),
+				 errhint("sparse_inverted_check() shows where. REINDEX it.")));
+	return meta.generation;
+}
+
+/*
  * The entries of a sparsevec datum (detoasted in the current context). The
  * type guarantees sorted, distinct indices and finite non-zero values; the
  * checks here keep a damaged value from reaching the index.

@@ -864,16 +864,21 @@ def overcount_entries(f, chunk_at, entries):
 PAST_THE_END = 1000  # a block past the test index's end
 
 
+def dir_head(f):
+    """The index's first directory page."""
+    f.seek(META_DIR_HEAD_AT)
+    return int.from_bytes(f.read(4), "little")
+
+
 def term_0_entry_at(f):
     """Where term 0's directory entry (the first item of the first directory page) lies
     in the index file."""
-    f.seek(META_DIR_HEAD_AT)
-    dir_head = int.from_bytes(f.read(4), "little")
-    f.seek(dir_head * 8192 + 24)  # the first line pointer: 15 bits of offset
+    head = dir_head(f)
+    f.seek(head * 8192 + 24)  # the first line pointer: 15 bits of offset
     item = int.from_bytes(f.read(4), "little") & 0x7FFF
-    f.seek(dir_head * 8192 + item)
+    f.seek(head * 8192 + item)
     assert int.from_bytes(f.read(4), "little") == 0  # SparseDirEntry.term
-    return dir_head * 8192 + item
+    return head * 8192 + item
 
 
 def link_past_the_end(f, chunk_at, entries):
@@ -959,14 +964,23 @@ def test_a_damaged_skip_array_is_reported(
         assert [r[0] for r in conn.execute(query)] == [18003, 16003, 14003, 12003, 10003]
 
 
-def test_a_posting_list_cut_short_is_reported_and_the_index_not_extended(
-    am_crash_cluster, layout, model_dir
+@pytest.mark.parametrize(
+    ("link", "name", "error"),
+    [
+        (lambda f: 0xFFFFFFFF, "cut_short", "posting list cut short"),
+        (dir_head, "to_dir", "links to a page outside its segment"),
+    ],
+    ids=["cut short", "to a directory page"],
+)
+def test_a_damaged_posting_page_link_is_reported_and_the_index_not_extended(
+    am_crash_cluster, layout, model_dir, link, name, error
 ):
     """A posting page whose link ends its chain (InvalidBlockNumber, PostgreSQL's P_NEW)
-    while its list has blocks left: the scan, which pins a list's next page ahead,
-    raises index corruption instead of asking the buffer manager for that block, which
-    would extend the index by a page."""
-    dsn = create_database(am_crash_cluster, layout, model_dir, "am_cut_short")
+    while its list has blocks left, or leads to a page of another kind: the scan, which
+    pins a list's next page ahead, raises index corruption, instead of asking the buffer
+    manager for P_NEW (which would extend the index by a page) or retrying as after a
+    concurrent merge until it reports "merged too often"."""
+    dsn = create_database(am_crash_cluster, layout, model_dir, "am_link_" + name)
     with connect(dsn) as conn:
         path = create_long_list_index(conn)
         size = conn.execute("select pg_relation_size('am_items_v_idx')").fetchone()[0]
@@ -977,13 +991,14 @@ def test_a_posting_list_cut_short_is_reported_and_the_index_not_extended(
         first = int.from_bytes(f.read(4), "little")
         f.seek(first * 8192 + 8192 - 16 + 4)  # the page's next link
         assert int.from_bytes(f.read(4), "little") not in (0, 0xFFFFFFFF)
+        target = link(f)
         f.seek(first * 8192 + 8192 - 16 + 4)
-        f.write((0xFFFFFFFF).to_bytes(4, "little"))
+        f.write(target.to_bytes(4, "little"))
     am_crash_cluster.start()
     with connect(dsn) as conn:
         conn.execute("set enable_seqscan = off")
         conn.execute("set hybrid_search.sparse_skip_lists = off")
-        with pytest.raises(psycopg.errors.IndexCorrupted, match="posting list cut short"):
+        with pytest.raises(psycopg.errors.IndexCorrupted, match=error):
             conn.execute("select id from am_items order by v <#> '{1:0.1,5:3}/3000' limit 5")
         after = conn.execute("select pg_relation_size('am_items_v_idx')").fetchone()[0]
         assert after == size
