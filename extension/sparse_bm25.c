@@ -13,7 +13,12 @@
  * The index scan computes the same sum from the postings; a hash collision
  * can only raise a row's tf there (and a query term's weight, when two query
  * lexemes collide), so the index's value bounds the exact one from above and
- * the executor's recheck restores the exact order.
+ * the executor's recheck restores the exact order. Both compute each part as
+ * SparseBM25Score does, rounded to a grid on which the sums are exact in any
+ * order (unless two query lexemes share a hash), so the scan's key of a row
+ * without a collision is the exact value to the bit, which the recheck finds
+ * in place. Every BM25 row is rechecked: a collision raises a key by any
+ * amount, and a word of a chosen hash is found in seconds.
  *
  * df counts rows whose lexemes include one with the lexeme's hash: the
  * lexeme's own df unless it shares its hash with another lexeme of the
@@ -208,13 +213,56 @@ checked_query(Datum value)
 }
 
 /*
+ * A query's scorer (sparse_index.h). Its parts are rounded when exact is
+ * asked for and the query's weights allow a grid: 2^(51 - e) where a row's
+ * parts sum to less than 2^e (the sum of weight * (k1 + 1) over the query's
+ * lexemes, in the query's order, so that the scan and bm25_distance find
+ * the same e).
+ */
+void
+SparseBM25ScorerInit(SparseBM25Scorer *s, double k1, double b, double avgdl,
+					 const double *weights, int n, bool exact)
+{
+	double		bound = 0;
+	int			e;
+
+	s->k1p1 = k1 + 1.0;
+	s->norm0 = avgdl > 0 ? k1 * (1.0 - b) : k1;
+	s->normLen = avgdl > 0 ? k1 * b / avgdl : 0;
+	for (int i = 0; i < n; i++)
+		bound += fabs(weights[i]) * s->k1p1;
+	(void) frexp(bound, &e);
+	if (!exact || !isfinite(bound) || e > 1000)
+	{
+		s->grid = 0;
+		s->invGrid = 0;
+		return;
+	}
+	e = Max(e, -900);
+	s->grid = ldexp(1.0, 51 - e);
+	s->invGrid = ldexp(1.0, e - 51);
+}
+
+/* a query's lexemes' weights, in its order */
+static double *
+query_weights(BM25Query *q)
+{
+	double	   *weights = palloc(sizeof(double) * Max(q->nterms, 1));
+
+	for (int i = 0; i < q->nterms; i++)
+		weights[i] = q->terms[i].weight;
+	return weights;
+}
+
+/*
  * The scan's view of a query: distinct terms in increasing order, each
  * weighted by the sum of its lexemes' weights (an upper bound when two query
- * lexemes share a hash).
+ * lexemes share a hash), and its scorer: rounding unless two of its lexemes
+ * share a hash (a part of their summed weight is not the sum of their parts).
  */
 void
 SparseBM25QueryTerms(Relation index, Datum query, int *nq, int32 **terms, double **weights,
-					 double *k1, double *b, double *avgdl)
+					 SparseBM25Scorer *scorer)
 {
 	BM25Query  *q = checked_query(query);
 	TermTf	   *order = palloc(sizeof(TermTf) * Max(q->nterms, 1));
@@ -241,9 +289,7 @@ SparseBM25QueryTerms(Relation index, Datum query, int *nq, int32 **terms, double
 		}
 	}
 	*nq = n;
-	*k1 = q->k1;
-	*b = q->b;
-	*avgdl = q->avgdl;
+	SparseBM25ScorerInit(scorer, q->k1, q->b, q->avgdl, query_weights(q), q->nterms, n == q->nterms);
 	pfree(order);
 }
 
@@ -630,9 +676,46 @@ bm25_visible_statistics_add(PG_FUNCTION_ARGS)
 	PG_RETURN_ARRAYTYPE_P(state);
 }
 
+/* bm25_distance's scorer, kept for the query it was made for */
+typedef struct DistanceScorer
+{
+	SparseBM25Scorer scorer;
+	Size		size;
+	char		query[FLEXIBLE_ARRAY_MEMBER];	/* a copy of the query */
+} DistanceScorer;
+
+/* the scorer the scan makes of q (SparseBM25QueryTerms), once per query */
+static const SparseBM25Scorer *
+distance_scorer(FunctionCallInfo fcinfo, BM25Query *q)
+{
+	DistanceScorer *d = (DistanceScorer *) fcinfo->flinfo->fn_extra;
+	Size		size = VARSIZE(q);
+
+	if (d == NULL || d->size != size || memcmp(d->query, q, size) != 0)
+	{
+		int32	   *terms = palloc(sizeof(int32) * Max(q->nterms, 1));
+		bool		shared = false;
+
+		for (int i = 0; i < q->nterms; i++)
+			terms[i] = q->terms[i].term;
+		qsort(terms, q->nterms, sizeof(int32), int32_cmp);
+		for (int i = 1; i < q->nterms; i++)
+			shared |= terms[i] == terms[i - 1];
+		if (d != NULL)
+			pfree(d);
+		d = MemoryContextAlloc(fcinfo->flinfo->fn_mcxt, offsetof(DistanceScorer, query) + size);
+		SparseBM25ScorerInit(&d->scorer, q->k1, q->b, q->avgdl, query_weights(q), q->nterms, !shared);
+		d->size = size;
+		memcpy(d->query, q, size);
+		fcinfo->flinfo->fn_extra = d;
+	}
+	return &d->scorer;
+}
+
 /*
  * tsvector <&> bm25query: minus the row's BM25 score, so that ascending
- * order is best first. Lexemes are compared by their text.
+ * order is best first. Lexemes are compared by their text; the parts are
+ * computed and rounded as the index scan does (SparseBM25Score).
  */
 PG_FUNCTION_INFO_V1(bm25_distance);
 Datum
@@ -640,6 +723,7 @@ bm25_distance(PG_FUNCTION_ARGS)
 {
 	TSVector	t = checked_tsvector(PG_GETARG_DATUM(0));
 	BM25Query  *q = checked_query(PG_GETARG_DATUM(1));
+	const SparseBM25Scorer *scorer = distance_scorer(fcinfo, q);
 	WordEntry  *entries = ARRPTR(t);
 	double		length = 0;
 	double		score = 0;
@@ -651,8 +735,7 @@ bm25_distance(PG_FUNCTION_ARGS)
 		int			hit = find_lexeme(t, BM25QUERY_LEXEMES(q) + q->terms[i].lexoff, (int) q->terms[i].lexlen);
 
 		if (hit >= 0)
-			score += q->terms[i].weight *
-				SparseBM25Part(entry_tf(t, &entries[hit]), length, q->k1, q->b, q->avgdl);
+			score += SparseBM25Score(scorer, q->terms[i].weight, entry_tf(t, &entries[hit]), length);
 	}
 	PG_RETURN_FLOAT8(-score);
 }

@@ -36,6 +36,8 @@
 
 #include "postgres.h"
 
+#include <math.h>
+
 #include "access/amapi.h"
 #include "access/generic_xlog.h"
 #include "access/itup.h"
@@ -319,20 +321,40 @@ extern void SparseRowEntries(Relation index, Datum value, int32 *nnz, int32 **in
 /* sparse_bm25.c */
 extern int32 SparseLexemeTerm(const char *lexeme, int len);
 extern void SparseTsvectorEntries(Relation index, Datum value, int32 *nnz, int32 **indices, float4 **values);
-extern void SparseBM25QueryTerms(Relation index, Datum query, int *nq, int32 **terms, double **weights,
-								 double *k1, double *b, double *avgdl);
 
 /*
- * BM25's term part for a row: tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avgdl)),
- * increasing in tf and decreasing in len for k1 >= 0 and 0 <= b <= 1. An
- * empty index (avgdl 0) normalises by 1.
+ * How a query's BM25 term parts are computed, by the scan and by
+ * bm25_distance alike: BM25's part
+ * weight * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avgdl)), increasing
+ * in tf and decreasing in len for k1 >= 0 and 0 <= b <= 1, is computed as
+ * weight * (tf * k1p1 / (tf + norm0 + normLen * len)) with k1p1 = k1 + 1,
+ * norm0 = k1 * (1 - b) and normLen = k1 * b / avgdl (k1 and 0 for an empty
+ * index, avgdl 0: one division a posting instead of two). When grid > 0 each
+ * part is rounded to a multiple of 1 / grid, so fine that a row's parts sum
+ * to less than 2^52 / grid: every sum of them is then exact, whatever the
+ * order of the adds, and the scan's key of a row is bm25_distance's value to
+ * the bit (the executor's recheck finds it in place).
  */
-static inline double
-SparseBM25Part(double tf, double len, double k1, double b, double avgdl)
+typedef struct SparseBM25Scorer
 {
-	double		norm = avgdl > 0 ? 1.0 - b + b * len / avgdl : 1.0;
+	double		k1p1;
+	double		norm0;
+	double		normLen;
+	double		grid;			/* 0: parts are not rounded */
+	double		invGrid;
+} SparseBM25Scorer;
 
-	return tf * (k1 + 1.0) / (tf + k1 * norm);
+extern void SparseBM25ScorerInit(SparseBM25Scorer *s, double k1, double b, double avgdl,
+								 const double *weights, int n, bool exact);
+extern void SparseBM25QueryTerms(Relation index, Datum query, int *nq, int32 **terms, double **weights,
+								 SparseBM25Scorer *scorer);
+
+static inline double
+SparseBM25Score(const SparseBM25Scorer *s, double weight, double tf, double len)
+{
+	double		part = weight * (tf * s->k1p1 / (tf + s->norm0 + s->normLen * len));
+
+	return s->grid > 0 ? rint(part * s->grid) * s->invGrid : part;
 }
 extern bool SparsePageOk(Page page, uint16 type, uint32 generation);
 extern bool SparseBlockOk(const SparsePostingBlock *b, Size len, uint16 flags, uint32 offsets);

@@ -101,12 +101,7 @@ typedef struct SparseScanOpaqueData
 	double		c;
 	/* the scorer: BM25 (with its parameters) or the inner product */
 	bool		bm25;
-	double		k1;
-	double		b;
-	double		avgdl;
-	double		k1p1;			/* posting_score's constants */
-	double		norm0;
-	double		normLen;
+	SparseBM25Scorer scorer;
 	/* state */
 	bool		started;
 	bool		rest;			/* ranking every remaining row */
@@ -173,27 +168,21 @@ key_part(double p, double c)
 
 /*
  * What a query term of weight qw adds for a posting of weight w in a row of
- * length len. BM25's term part, SparseBM25Part's
- * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avgdl)), is computed as
- * tf * k1p1 / (tf + norm0 + normLen * len) with the query's constants
- * k1p1 = k1 + 1, norm0 = k1 * (1 - b) and normLen = k1 * b / avgdl (k1 and 0
- * when avgdl is 0): one division a posting instead of two, the division
- * being most of MaxScore's cost per posting. The two differ by a few units
- * in the last place of a double, far inside the key's margin c * a, so the
- * key still bounds bm25_distance's exact value from above.
+ * length len: BM25's term part as bm25_distance computes it (the scorer's,
+ * sparse_index.h), or the inner product's.
  */
 static inline double
-posting_score(bool bm25, double qw, float4 w, float4 len, double k1p1, double norm0, double normLen)
+posting_score(bool bm25, double qw, float4 w, float4 len, const SparseBM25Scorer *scorer)
 {
 	if (bm25)
-		return qw * ((double) w * k1p1 / ((double) w + norm0 + normLen * (double) len));
+		return SparseBM25Score(scorer, qw, w, len);
 	return qw * (double) w;
 }
 
 static inline double
 term_score(SparseScanOpaque so, int qi, float4 w, float4 len)
 {
-	return posting_score(so->bm25, so->qw[qi], w, len, so->k1p1, so->norm0, so->normLen);
+	return posting_score(so->bm25, so->qw[qi], w, len, &so->scorer);
 }
 
 /*
@@ -649,16 +638,19 @@ use_avx512(bool mixed)
 __attribute__((target("avx512f")))
 static int
 add_postings_avx512(const SparsePostingBlock *b, int from, int n, const float4 *weights,
-					const float4 *lengths, double qw, double k1p1, double norm0, double normLen,
+					const float4 *lengths, double qw, const SparseBM25Scorer *scorer,
 					double *sums, int64 nslots, bool bm25)
 {
 	const bool	wide = (b->flags & SPARSE_BLOCK_WIDE) != 0;
 	const __m512i base = _mm512_set1_epi64((int64) b->firstSlot);
 	const __m512i vLimit = _mm512_set1_epi64(nslots);
 	const __m512d vqw = _mm512_set1_pd(qw);
-	const __m512d vk1p1 = _mm512_set1_pd(k1p1);
-	const __m512d vnorm0 = _mm512_set1_pd(norm0);
-	const __m512d vnormLen = _mm512_set1_pd(normLen);
+	const __m512d vk1p1 = _mm512_set1_pd(scorer->k1p1);
+	const __m512d vnorm0 = _mm512_set1_pd(scorer->norm0);
+	const __m512d vnormLen = _mm512_set1_pd(scorer->normLen);
+	const __m512d vgrid = _mm512_set1_pd(scorer->grid);
+	const __m512d vinvGrid = _mm512_set1_pd(scorer->invGrid);
+	const bool	rounded = bm25 && scorer->grid > 0;
 	int64		slots[8] pg_attribute_aligned(64);
 	double		parts[8] pg_attribute_aligned(64);
 	int			j;
@@ -681,6 +673,11 @@ add_postings_avx512(const SparsePostingBlock *b, int from, int n, const float4 *
 			__m512d		den = _mm512_add_pd(_mm512_add_pd(w, vnorm0), _mm512_mul_pd(vnormLen, len));
 
 			p = _mm512_mul_pd(vqw, _mm512_div_pd(_mm512_mul_pd(w, vk1p1), den));
+			/* rint's rounding: to nearest, ties to even */
+			if (rounded)
+				p = _mm512_mul_pd(_mm512_roundscale_pd(_mm512_mul_pd(p, vgrid),
+													   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
+								  vinvGrid);
 		}
 		else
 			p = _mm512_mul_pd(vqw, w);
@@ -733,9 +730,7 @@ add_block(SparseScanOpaque so, int qi, SparsePostingBlock *b, int from, int to, 
 	double	   *restrict sums = so->sums;
 	double	   *restrict absSums = so->absSums;
 	const double qw = so->qw[qi];
-	const double k1p1 = so->k1p1;
-	const double norm0 = so->norm0;
-	const double normLen = so->normLen;
+	const SparseBM25Scorer scorer = so->scorer;
 	const int	n = to - from;
 	const uint64 nslots = so->nslots;
 	int			done = 0;
@@ -743,7 +738,7 @@ add_block(SparseScanOpaque so, int qi, SparsePostingBlock *b, int from, int to, 
 #ifdef SPARSE_HAVE_AVX512
 	if (use_avx512(mixed))
 	{
-		done = add_postings_avx512(b, from, n, weights, lengths, qw, k1p1, norm0, normLen,
+		done = add_postings_avx512(b, from, n, weights, lengths, qw, &scorer,
 								   sums, so->nslots, bm25);
 		if (done < 0)
 			return "posting of a row beyond the segment's rows in";
@@ -757,7 +752,7 @@ add_block(SparseScanOpaque so, int qi, SparsePostingBlock *b, int from, int to, 
 		/* a slot past the array's (a damaged block or metapage) */
 		if (unlikely(slot >= nslots))
 			return "posting of a row beyond the segment's rows in";
-		p = posting_score(bm25, qw, weights[j], bm25 ? lengths[j] : 0, k1p1, norm0, normLen);
+		p = posting_score(bm25, qw, weights[j], bm25 ? lengths[j] : 0, &scorer);
 		sums[slot] += p;
 		if (mixed)
 			absSums[slot] += fabs(p);
@@ -2009,10 +2004,7 @@ sparse_rescan(IndexScanDesc scan, ScanKey keys, int nkeys, ScanKey orderbys, int
 	if (scan->numberOfOrderBys > 0 && !(scan->orderByData[0].sk_flags & SK_ISNULL) && so->bm25)
 	{
 		SparseBM25QueryTerms(scan->indexRelation, scan->orderByData[0].sk_argument,
-							 &so->nq, &so->qterms, &so->qw, &so->k1, &so->b, &so->avgdl);
-		so->k1p1 = so->k1 + 1.0;
-		so->norm0 = so->avgdl > 0 ? so->k1 * (1.0 - so->b) : so->k1;
-		so->normLen = so->avgdl > 0 ? so->k1 * so->b / so->avgdl : 0;
+							 &so->nq, &so->qterms, &so->qw, &so->scorer);
 		so->queryNull = false;
 	}
 	else if (scan->numberOfOrderBys > 0 && !(scan->orderByData[0].sk_flags & SK_ISNULL))
@@ -2030,7 +2022,12 @@ sparse_rescan(IndexScanDesc scan, ScanKey keys, int nkeys, ScanKey orderbys, int
 			so->qw[i] = values[i];
 		so->queryNull = false;
 	}
-	so->c = (so->nq + 4) * (double) FLT_EPSILON;
+	/*
+	 * key = s + c * a bounds the operator's value from above: pgvector sums a
+	 * sparsevec's products in float, while a BM25 scorer that rounds its
+	 * parts makes bm25_distance's very sum (a hash collision only raises ours)
+	 */
+	so->c = so->bm25 && !so->queryNull && so->scorer.grid > 0 ? 0 : (so->nq + 4) * (double) FLT_EPSILON;
 	so->order = palloc(sizeof(int) * Max(so->nq, 1));
 	for (int i = 0; i < so->nq; i++)
 		so->order[i] = i;
@@ -2106,12 +2103,17 @@ next_rows(IndexScanDesc scan)
  * next row's key). Never for the last row of a batch (the next is not
  * known yet), the rest's rows, or keys pgvector's float sum may overflow.
  * A reported -key is then taken as the row's value for the order only: a
- * query's own <#> or <&> still computes the exact one.
+ * query's own <#> or <&> still computes the exact one. Never for BM25
+ * either: a row with another lexeme of a query lexeme's hash has a key
+ * above its value by any amount, below its low (and such a lexeme can be
+ * made on purpose); where the key is that value to the bit (a rounding
+ * scorer), the executor's recheck finds the row in place at the cost of
+ * bm25_distance alone, without copying it aside to reorder.
  */
 static inline bool
 order_certain(SparseScanOpaque so, const ScanRow *row)
 {
-	return !so->rest && !row->isnull && !so->queryNull && row->key <= 1e38 &&
+	return !so->bm25 && !so->rest && !row->isnull && !so->queryNull && row->key <= 1e38 &&
 		row->key < so->floor && so->pos < so->nrows && row->low > so->rows[so->pos].key;
 }
 

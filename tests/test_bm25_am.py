@@ -367,6 +367,46 @@ def test_row_level_security_returns_k_visible_rows(docs):
         conn.execute("drop role am_bm25_reader")
 
 
+def test_a_lexeme_of_a_query_lexemes_hash_does_not_move_its_row_up(db):
+    """The index keeps lexemes as 32-bit hashes, so a row with another lexeme of a
+    query lexeme's hash (two such words are found here among 300,000, as anyone
+    could) has that lexeme's tf in its key. The scan must still return rows in the
+    order of their BM25 values: such a row, scoring 0, not first."""
+    word, twin = db.execute(
+        "select min(w), max(w) from"
+        " (select 'x' || i as w from generate_series(1, 300000) as i) as t"
+        " group by hashtext(w) having count(*) = 2 limit 1"
+    ).fetchone()
+    db.execute("drop table if exists am_docs")
+    db.execute("create table am_docs (id int primary key, fts tsvector)")
+    db.execute(
+        "insert into am_docs select 0, to_tsvector('simple', repeat(%s || ' ', 20))"
+        " union all select i, to_tsvector('simple', %s || repeat(' filler', i %% 5))"
+        " from generate_series(1, 200) as i",
+        [twin, word],
+    )
+    db.execute("create index am_docs_fts_idx on am_docs using sparse_inverted (fts)")
+    sql = (
+        "select id, fts <&> to_bm25query('am_docs_fts_idx', %s, 'simple') as d from am_docs"
+        " order by d, id limit 5"
+    )
+    try:
+        db.execute("set enable_seqscan = off")
+        by_index = sql.replace(", id limit", " limit")
+        plan = "\n".join(r[0] for r in db.execute("explain (costs off) " + by_index, [word]))
+        assert "am_docs_fts_idx" in plan, plan
+        found = db.execute(by_index, [word]).fetchall()
+        db.execute("set enable_indexscan = off")
+        db.execute("set enable_seqscan = on")
+        expected = db.execute(sql, [word]).fetchall()
+        assert [d for _, d in found] == [d for _, d in expected]
+        assert expected[0][1] < 0 and 0 not in [i for i, _ in found]
+    finally:
+        db.execute("reset enable_seqscan")
+        db.execute("reset enable_indexscan")
+        db.execute("drop table am_docs")
+
+
 def test_hostile_inputs(docs):
     conn, rows, _ = docs
     # stop words only, an empty query: no lexeme, every row scores 0
