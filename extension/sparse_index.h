@@ -304,7 +304,19 @@ extern int	sparse_batch_size;
 extern int	sparse_pending_limit;
 extern bool sparse_positive_only;
 extern bool sparse_simd;
-extern bool sparse_skip_lists;
+/*
+ * hybrid_search.sparse_skip_lists. auto leaves lists out in sparsevec
+ * indexes of SPARSE_SKIP_MIN_SLOTS row positions and more: reading every
+ * list was faster at 100,000 rows (sparse p95 1.86 against 2.37 ms at
+ * k = 100) and for BM25 at a million (p95 3.91 against 5.44), slower for
+ * sparsevec at a million (mean 6.99 against 4.64; performance.md, December 5,
+ * session 22).
+ */
+#define SPARSE_SKIP_AUTO	0
+#define SPARSE_SKIP_ON		1
+#define SPARSE_SKIP_OFF		2
+#define SPARSE_SKIP_MIN_SLOTS (1 << 19)
+extern int	sparse_skip_lists;
 extern int	sparse_window_slots;
 extern int	sparse_kept_memory;
 

@@ -1627,7 +1627,9 @@ rank_all(IndexScanDesc scan)
 	{
 		nshort = choose_order(so, entries, found, bounds, nslots);
 		so->orderChosen = true;
-		skip = sparse_skip_lists && !mixed && nshort < so->nq && !so->haveCursor;
+		skip = (sparse_skip_lists == SPARSE_SKIP_ON ||
+				(sparse_skip_lists == SPARSE_SKIP_AUTO && !so->bm25 && nslots >= SPARSE_SKIP_MIN_SLOTS)) &&
+			!mixed && nshort < so->nq && !so->haveCursor;
 	}
 
 	/* the pending rows' keys, summed in that order, from the same segment */

@@ -29,7 +29,21 @@ int			sparse_batch_size = 100;
 int			sparse_pending_limit = 4096;
 bool		sparse_positive_only = false;
 bool		sparse_simd = true;
-bool		sparse_skip_lists = true;
+int			sparse_skip_lists = SPARSE_SKIP_AUTO;
+
+/* as a boolean setting's spellings are taken, the others hidden */
+static const struct config_enum_entry skip_lists_options[] = {
+	{"auto", SPARSE_SKIP_AUTO, false},
+	{"on", SPARSE_SKIP_ON, false},
+	{"off", SPARSE_SKIP_OFF, false},
+	{"true", SPARSE_SKIP_ON, true},
+	{"false", SPARSE_SKIP_OFF, true},
+	{"yes", SPARSE_SKIP_ON, true},
+	{"no", SPARSE_SKIP_OFF, true},
+	{"1", SPARSE_SKIP_ON, true},
+	{"0", SPARSE_SKIP_OFF, true},
+	{NULL, 0, false}
+};
 int			sparse_window_slots = 65536;
 int			sparse_kept_memory = 32768;
 
@@ -67,12 +81,12 @@ sparse_init(void)
 							 true,
 							 PGC_USERSET, 0,
 							 NULL, NULL, NULL);
-	DefineCustomBoolVariable("hybrid_search.sparse_skip_lists",
+	DefineCustomEnumVariable("hybrid_search.sparse_skip_lists",
 							 "Whether a sparse_inverted scan's first batch may skip the postings of query terms that cannot bring a row in on their own.",
 							 "It then looks those terms up only at the rows that may enter the batch; a later batch adds them. "
-							 "The same keys, bit for bit, and the same rows either way.",
+							 "auto: in sparsevec indexes of 524,288 row positions and more. The same keys, bit for bit, and the same rows either way.",
 							 &sparse_skip_lists,
-							 true,
+							 SPARSE_SKIP_AUTO, skip_lists_options,
 							 PGC_USERSET, 0,
 							 NULL, NULL, NULL);
 	DefineCustomIntVariable("hybrid_search.sparse_window_slots",

@@ -187,7 +187,7 @@ def tenant_policy(conn: psycopg.Connection, tenants):
 # a sparse_inverted scan's settings that change how it works, never what it returns
 SCAN_SETTINGS = [
     ("hybrid_search.sparse_simd", ("on", "off")),
-    ("hybrid_search.sparse_skip_lists", ("on", "off")),
+    ("hybrid_search.sparse_skip_lists", ("on", "off", "auto")),
     ("hybrid_search.sparse_window_slots", ("65536", "100", "7", "1")),
 ]
 

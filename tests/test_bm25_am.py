@@ -272,10 +272,12 @@ def test_exact_for_rare_words_beside_a_common_one(docs):
     lines = []
     conn.add_notice_handler(lambda d: lines.append(d.message_primary))
     conn.execute("set client_min_messages = debug1")
+    conn.execute("set hybrid_search.sparse_skip_lists = on")
     try:
         assert_exact_with_small_batches(conn, rows, common_and_rare_queries(rows), tenant3)
     finally:
         conn.execute("reset client_min_messages")
+        conn.execute("reset hybrid_search.sparse_skip_lists")
     assert any("1 of 2 query terms' lists looked up at" in m for m in lines), lines
 
 

@@ -179,6 +179,12 @@ def test_a_first_batch_leaving_long_lists_out_is_exact(db):
     db.add_notice_handler(lambda d: lines.append(d.message_primary))
     tenant3 = {i for i in rows if i % 10 == 3}
     try:
+        # 'auto' (the default) leaves lists out only in indexes of 2^19 row positions and more
+        db.execute("set client_min_messages = debug1")
+        for query in queries(rng, 3):
+            assert_exact(db, rows, query, 10)
+        assert not [m for m in lines if "lists looked up at" in m], lines
+        db.execute("set hybrid_search.sparse_skip_lists = on")
         for _merged in (False, True):
             lines.clear()
             db.execute("set client_min_messages = debug1")
@@ -194,6 +200,7 @@ def test_a_first_batch_leaving_long_lists_out_is_exact(db):
     finally:
         db.execute("reset client_min_messages")
         db.execute("reset hybrid_search.sparse_batch_size")
+        db.execute("reset hybrid_search.sparse_skip_lists")
         db.execute("reset enable_seqscan")
         db.execute("drop table am_items")
 
@@ -212,6 +219,7 @@ def test_a_first_batch_whose_first_rows_score_highest_is_exact(db):
         vectors[i][1] = float(rng.uniform(0.5, 1.0))
     rows = create_items(db, vectors)
     db.execute("set hybrid_search.sparse_batch_size = 10")
+    db.execute("set hybrid_search.sparse_skip_lists = on")
     lines = []
     db.add_notice_handler(lambda d: lines.append(d.message_primary))
     try:
@@ -223,6 +231,7 @@ def test_a_first_batch_whose_first_rows_score_highest_is_exact(db):
     finally:
         db.execute("reset client_min_messages")
         db.execute("reset hybrid_search.sparse_batch_size")
+        db.execute("reset hybrid_search.sparse_skip_lists")
         db.execute("reset enable_seqscan")
         db.execute("drop table am_items")
 
@@ -957,6 +966,7 @@ def test_a_damaged_skip_array_is_reported(
         assert problem.format(blk=skip_head) in report["problems"]
         conn.execute("set enable_seqscan = off")
         conn.execute("set hybrid_search.sparse_batch_size = 5")
+        conn.execute("set hybrid_search.sparse_skip_lists = on")
         query = "select id from am_items order by v <#> '{1:0.1,5:3}/3000' limit 5"
         with pytest.raises(raised, match=error):
             conn.execute(query).fetchall()

@@ -171,7 +171,8 @@ RESET enable_seqscan;
 SELECT (sparse_inverted_check('wide_idx') ->> 'consistent')::bool AS wide_consistent;
 
 -- a token in every row: its list has a skip array, and a first batch of 5 leaves it out
--- and looks it up at the rows that can enter (DEBUG1 says so); the same rows without
+-- and looks it up at the rows that can enter (DEBUG1 says so); the same rows without, and
+-- under 'auto', which leaves lists out only in sparsevec indexes of 2^19 row positions and more
 CREATE TABLE skipped (id int, v sparsevec);
 INSERT INTO skipped SELECT i, format('{1:%s,%s:%s}/3000', 1 + i % 7, 2 + i % 2000, i / 1000.0)::sparsevec
 FROM generate_series(1, 20000) AS i;
@@ -180,6 +181,9 @@ SET enable_seqscan = off;
 SET hybrid_search.sparse_batch_size = 5;
 SET jit = off;
 SET client_min_messages = debug1;
+SET hybrid_search.sparse_skip_lists = on;
+SELECT id, v <#> '{1:0.1,5:3}/3000' AS d FROM skipped ORDER BY v <#> '{1:0.1,5:3}/3000' LIMIT 5;
+SET hybrid_search.sparse_skip_lists = auto;
 SELECT id, v <#> '{1:0.1,5:3}/3000' AS d FROM skipped ORDER BY v <#> '{1:0.1,5:3}/3000' LIMIT 5;
 RESET client_min_messages;
 SET hybrid_search.sparse_skip_lists = off;
