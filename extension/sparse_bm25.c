@@ -212,27 +212,45 @@ checked_query(Datum value)
 	return q;
 }
 
-/*
- * A query's scorer (sparse_index.h). Its parts are rounded when exact is
- * asked for and the query's weights allow a grid: 2^(51 - e) where a row's
- * parts sum to less than 2^e (the sum of weight * (k1 + 1) over the query's
- * lexemes, in the query's order, so that the scan and bm25_distance find
- * the same e).
- */
-void
-SparseBM25ScorerInit(SparseBM25Scorer *s, double k1, double b, double avgdl,
-					 const double *weights, int n, bool exact)
+static int
+int32_cmp(const void *a, const void *b)
 {
+	int32		x = *(const int32 *) a;
+	int32		y = *(const int32 *) b;
+
+	return x < y ? -1 : (x > y ? 1 : 0);
+}
+
+/*
+ * A query's scorer (sparse_index.h), the same for the scan and for
+ * bm25_distance. Its parts are rounded unless two of the query's lexemes
+ * share a hash (the scan then weights their term by the two weights' sum,
+ * and a part of a sum is not the sum of the parts) or its weights are too
+ * large for a grid: 2^(51 - e) where a row's parts sum to less than 2^e (the
+ * sum of weight * (k1 + 1) over the query's lexemes, in the query's order).
+ */
+static void
+query_scorer(BM25Query *q, SparseBM25Scorer *s)
+{
+	int32	   *terms = palloc(sizeof(int32) * Max(q->nterms, 1));
+	bool		shared = false;
 	double		bound = 0;
 	int			e;
 
-	s->k1p1 = k1 + 1.0;
-	s->norm0 = avgdl > 0 ? k1 * (1.0 - b) : k1;
-	s->normLen = avgdl > 0 ? k1 * b / avgdl : 0;
-	for (int i = 0; i < n; i++)
-		bound += fabs(weights[i]) * s->k1p1;
+	s->k1p1 = q->k1 + 1.0;
+	s->norm0 = q->avgdl > 0 ? q->k1 * (1.0 - q->b) : q->k1;
+	s->normLen = q->avgdl > 0 ? q->k1 * q->b / q->avgdl : 0;
+	for (int i = 0; i < q->nterms; i++)
+	{
+		terms[i] = q->terms[i].term;
+		bound += fabs(q->terms[i].weight) * s->k1p1;
+	}
+	qsort(terms, q->nterms, sizeof(int32), int32_cmp);
+	for (int i = 1; i < q->nterms; i++)
+		shared |= terms[i] == terms[i - 1];
+	pfree(terms);
 	(void) frexp(bound, &e);
-	if (!exact || !isfinite(bound) || e > 1000)
+	if (shared || !isfinite(bound) || e > 1000)
 	{
 		s->grid = 0;
 		s->invGrid = 0;
@@ -243,22 +261,10 @@ SparseBM25ScorerInit(SparseBM25Scorer *s, double k1, double b, double avgdl,
 	s->invGrid = ldexp(1.0, e - 51);
 }
 
-/* a query's lexemes' weights, in its order */
-static double *
-query_weights(BM25Query *q)
-{
-	double	   *weights = palloc(sizeof(double) * Max(q->nterms, 1));
-
-	for (int i = 0; i < q->nterms; i++)
-		weights[i] = q->terms[i].weight;
-	return weights;
-}
-
 /*
  * The scan's view of a query: distinct terms in increasing order, each
  * weighted by the sum of its lexemes' weights (an upper bound when two query
- * lexemes share a hash), and its scorer: rounding unless two of its lexemes
- * share a hash (a part of their summed weight is not the sum of their parts).
+ * lexemes share a hash), and its scorer.
  */
 void
 SparseBM25QueryTerms(Relation index, Datum query, int *nq, int32 **terms, double **weights,
@@ -289,7 +295,7 @@ SparseBM25QueryTerms(Relation index, Datum query, int *nq, int32 **terms, double
 		}
 	}
 	*nq = n;
-	SparseBM25ScorerInit(scorer, q->k1, q->b, q->avgdl, query_weights(q), q->nterms, n == q->nterms);
+	query_scorer(q, scorer);
 	pfree(order);
 }
 
@@ -371,15 +377,6 @@ pending_df(Relation index, int n, const int32 *terms, uint32 *df, SparseMetaPage
 		SparseWalkPending(index, meta, InvalidBlockNumber, InvalidOffsetNumber,
 						  pending_df_item, NULL, &pd);
 	UnlockReleaseBuffer(metabuf);
-}
-
-static int
-int32_cmp(const void *a, const void *b)
-{
-	int32		x = *(const int32 *) a;
-	int32		y = *(const int32 *) b;
-
-	return x < y ? -1 : (x > y ? 1 : 0);
 }
 
 /* the entry of lexeme in t (entries are sorted by tsCompareString), or -1 */
@@ -684,7 +681,7 @@ typedef struct DistanceScorer
 	char		query[FLEXIBLE_ARRAY_MEMBER];	/* a copy of the query */
 } DistanceScorer;
 
-/* the scorer the scan makes of q (SparseBM25QueryTerms), once per query */
+/* q's scorer (query_scorer), made once per query */
 static const SparseBM25Scorer *
 distance_scorer(FunctionCallInfo fcinfo, BM25Query *q)
 {
@@ -693,18 +690,10 @@ distance_scorer(FunctionCallInfo fcinfo, BM25Query *q)
 
 	if (d == NULL || d->size != size || memcmp(d->query, q, size) != 0)
 	{
-		int32	   *terms = palloc(sizeof(int32) * Max(q->nterms, 1));
-		bool		shared = false;
-
-		for (int i = 0; i < q->nterms; i++)
-			terms[i] = q->terms[i].term;
-		qsort(terms, q->nterms, sizeof(int32), int32_cmp);
-		for (int i = 1; i < q->nterms; i++)
-			shared |= terms[i] == terms[i - 1];
 		if (d != NULL)
 			pfree(d);
 		d = MemoryContextAlloc(fcinfo->flinfo->fn_mcxt, offsetof(DistanceScorer, query) + size);
-		SparseBM25ScorerInit(&d->scorer, q->k1, q->b, q->avgdl, query_weights(q), q->nterms, !shared);
+		query_scorer(q, &d->scorer);
 		d->size = size;
 		memcpy(d->query, q, size);
 		fcinfo->flinfo->fn_extra = d;

@@ -356,8 +356,6 @@ typedef struct SparseBM25Scorer
 	double		invGrid;
 } SparseBM25Scorer;
 
-extern void SparseBM25ScorerInit(SparseBM25Scorer *s, double k1, double b, double avgdl,
-								 const double *weights, int n, bool exact);
 extern void SparseBM25QueryTerms(Relation index, Datum query, int *nq, int32 **terms, double **weights,
 								 SparseBM25Scorer *scorer);
 
