@@ -81,9 +81,10 @@ def cpu_per_query(dsn, sql, params, variant, library):
             conn.execute(sql, p, prepare=True).fetchall()
         # a cluster run from another PostgreSQL copy than HYBRID_SEARCH_HOME's
         # would time the same library in every column
-        if str(library.resolve()) not in mapped_libraries(conn):
+        mapped = mapped_libraries(conn)
+        if str(library.resolve()) not in mapped:
             raise SystemExit(
-                f"the cluster's backend has not loaded {library} but {mapped_libraries(conn)}:"
+                f"the cluster's backend has not loaded {library} but {mapped}:"
                 " set HYBRID_SEARCH_HOME to the home whose PostgreSQL runs the cluster"
             )
         times, rows = [], []

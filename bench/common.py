@@ -43,6 +43,23 @@ def scratch_database(
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def use_huge_pages(cluster: Cluster) -> None:
+    """Put the cluster's shared memory on the kernel's reserved huge pages
+    (huge_pages = on: 2 MB pages, so a backend walking shared buffers misses the
+    TLB far less), after checking that enough are free, as the server would not
+    start otherwise. Reserving them is the operator's step (docs/operations.md,
+    Tuning); a benchmark never changes the kernel's settings."""
+    cluster.configure({"huge_pages": "on"}, "benchmark: --huge-pages")
+    needed = int(cluster.setting("shared_memory_size_in_huge_pages"))
+    meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+    free = int(meminfo["HugePages_Free"])
+    if free < needed:
+        raise SystemExit(
+            f"--huge-pages: the cluster needs {needed} huge pages and the kernel has {free} free;"
+            f" reserve them first, as root: sysctl -w vm.nr_hugepages={needed}"
+        )
+
+
 def print_table(
     rows: list[tuple[str, ...]], header: tuple[str, ...] = ("measure", "value")
 ) -> None:

@@ -59,6 +59,7 @@ from pathlib import Path
 
 import numpy as np
 import psycopg
+from common import use_huge_pages
 from corpus import DIM, VOCAB, Corpus
 from hybrid_search_installer import database, extension_files
 from hybrid_search_installer.cluster import Cluster
@@ -711,7 +712,16 @@ def build_peers(corpus, facts, seismic=True):
     return {"seismic": seismic, "tantivy": tantivy}
 
 
-def run(docs, queries, slow_queries, keep=False, fusion_only=False, scale=False, port=5432):
+def run(
+    docs,
+    queries,
+    slow_queries,
+    keep=False,
+    fusion_only=False,
+    scale=False,
+    port=5432,
+    huge_pages=False,
+):
     layout = Layout.from_environment()
     extension_files.ensure_extension_files(layout)  # never a stale library
     scratch = Path(tempfile.mkdtemp(prefix="hybrid_search_bench_"))
@@ -727,6 +737,8 @@ def run(docs, queries, slow_queries, keep=False, fusion_only=False, scale=False,
         with (cluster.data / "postgresql.conf").open("a") as conf:
             conf.write("shared_buffers = 4GB\nmaintenance_work_mem = 4GB\nmax_wal_size = 8GB\n")
             conf.write("checkpoint_timeout = 30min\nmax_parallel_maintenance_workers = 2\n")
+        if huge_pages:
+            use_huge_pages(cluster)
         cluster.start()
         database.recreate_database(cluster.dsn("postgres"), "bench")
         dsn = cluster.dsn("bench")
@@ -863,7 +875,7 @@ def render_fusion(args, table: Table) -> str:
         "",
         f"- date: {datetime.date.today()}; machine: {machine()}",
         f"- command: `.venv/bin/python bench/retrieval.py --docs {args.docs} --queries"
-        f" {args.queries} --fusion-only`",
+        f" {args.queries} --fusion-only{' --huge-pages' * args.huge_pages}`",
         "",
         *latency_table(table),
         "",
@@ -883,7 +895,7 @@ def render(args, table: Table, facts) -> str:
         f"- load average (1, 5, 15 min) at start {start[0]:.1f} {start[1]:.1f} {start[2]:.1f},"
         f" at end {end[0]:.1f} {end[1]:.1f} {end[2]:.1f}",
         f"- command: `.venv/bin/python bench/retrieval.py --docs {args.docs} --queries {args.queries}"
-        f"{' --scale' * args.scale}`",
+        f"{' --scale' * args.scale}{' --huge-pages' * args.huge_pages}`",
         f"- {args.queries} queries ({args.slow_queries} for "
         + ("the RLS role's BM25 and hybrid_search rows" if args.scale
            else "the exact scans and the postings join")
@@ -950,6 +962,11 @@ def main() -> None:
     parser.add_argument(
         "--suffix", default="", help="appended to the saved file's name (DATE-retrieval-SUFFIX.md)"
     )
+    parser.add_argument(
+        "--huge-pages",
+        action="store_true",
+        help="the cluster's shared memory on huge pages the kernel has reserved (common.py)",
+    )
     args = parser.parse_args()
     table, facts = run(
         args.docs,
@@ -959,6 +976,7 @@ def main() -> None:
         args.fusion_only,
         args.scale,
         args.port,
+        args.huge_pages,
     )
     report = render_fusion(args, table) if args.fusion_only else render(args, table, facts)
     print(report)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import psycopg
+from common import use_huge_pages
 from corpus import Corpus
 from hybrid_search_installer import database, extension_files
 from hybrid_search_installer.cluster import Cluster
@@ -142,6 +143,11 @@ def main() -> None:
         help="skip Seismic (at a million rows its builds outgrew 24 GiB beside the cluster)",
     )
     parser.add_argument("--churn", action="store_true", help="then churn 20%% (changes the data)")
+    parser.add_argument(
+        "--huge-pages",
+        action="store_true",
+        help="the cluster's shared memory on huge pages the kernel has reserved (common.py)",
+    )
     args = parser.parse_args()
     corpus = Corpus(args.docs, args.queries)
     corpus.build_references()
@@ -156,6 +162,8 @@ def main() -> None:
         cluster.init()
         with (cluster.data / "postgresql.conf").open("a") as conf:
             conf.write("shared_buffers = 2GB\nmaintenance_work_mem = 2GB\nmax_wal_size = 8GB\n")
+        if args.huge_pages:
+            use_huge_pages(cluster)
         cluster.start()
         database.recreate_database(cluster.dsn("postgres"), "bench")
         dsn = cluster.dsn("bench")
