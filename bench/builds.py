@@ -95,62 +95,91 @@ def cpu_per_query(dsn, sql, params, variant, library):
         return statistics.fmean(times), statistics.quantiles(times, n=20)[18], rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dsn", required=True, help="a cluster scan_legs.py kept (--keep)")
+def parse_kept_cluster_arguments(
+    parser: argparse.ArgumentParser, rounds: int
+) -> argparse.Namespace:
+    """Adds what every comparison on a kept cluster takes (this script, restarts.py)
+    to parser's own arguments, and parses them."""
+    parser.add_argument(
+        "--dsn", required=True, help="a cluster retrieval.py or scan_legs.py kept (--keep)"
+    )
     parser.add_argument("--docs", type=int, default=100_000, help="the kept cluster's corpus")
     parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=rounds)
     parser.add_argument("--k", type=int, default=K, help="rows each query asks for")
+    args = parser.parse_args()
+    if args.queries < 2:
+        parser.error("--queries: at least 2 (a p95 needs two queries)")
+    return args
+
+
+class Comparison:
+    """Each leg's (mean, p95) per round under each column, and whether the column
+    returned the first column's rows."""
+
+    def __init__(self, legs: dict, columns: list, args: argparse.Namespace):
+        self.legs, self.columns, self.args = legs, columns, args
+        self.corpus = Corpus(args.docs, args.queries)
+        self.cpu = {(name, c): [] for name in legs for c in columns}
+        self.same = {(name, c): True for name in legs for c in columns}
+        self.reference = {}  # each leg's rows under the first column
+
+    def time_legs(self, column, variant: str, library: Path) -> None:
+        """One round of every leg under column, in new connections with variant's settings."""
+        a = self.args
+        for name, (leg, tenant) in self.legs.items():
+            sql, params = leg(self.corpus, a.k, Jsonb({"tenant": tenant}) if tenant else None)
+            mean, p95, rows = cpu_per_query(
+                a.dsn, sql, [params(q) for q in range(a.queries)], variant, library
+            )
+            self.cpu[name, column].append((mean, p95))
+            self.same[name, column] &= rows == self.reference.setdefault(name, rows)
+
+    def print(self, labels: list[str], note: str = "") -> None:
+        print(f"| leg | {' | '.join(labels)} |")
+        print(f"|---|{'---|' * len(labels)}")
+        for name in self.legs:
+            cells = [
+                " / ".join(
+                    f"{statistics.median(m):.2f}" for m in zip(*self.cpu[name, c], strict=True)
+                )
+                + ("" if self.same[name, c] else " (other rows)")
+                for c in self.columns
+            ]
+            print(f"| {name} | {' | '.join(cells)} |")
+        print(
+            f"\nbackend CPU ms per query (k = {self.args.k}), mean / p95, medians of"
+            f" {self.args.rounds} rounds of {self.args.queries} queries{note}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--variant",
         action="append",
         help="settings a column runs under, name=value[,name=value]; repeat for more",
     )
     parser.add_argument("builds", nargs="+", type=Path, help="hybrid_search.so files")
-    args = parser.parse_args()
-    if args.queries < 2:
-        parser.error("--queries: at least 2 (a p95 needs two queries)")
+    args = parse_kept_cluster_arguments(parser, rounds=4)
     columns = [(b, v) for b in args.builds for v in args.variant or [""]]
-    corpus = Corpus(args.docs, args.queries)
     target = installed_library()
     with psycopg.connect(args.dsn) as conn:
         has_dense_index = conn.execute(
             "select to_regclass('documents_dense_idx') is not null"
         ).fetchone()[0]
     legs = {name: leg for name, leg in LEGS.items() if name != "hybrid_search" or has_dense_index}
+    comparison = Comparison(legs, columns, args)
     saved = Path(tempfile.mkdtemp()) / "hybrid_search.so"
     shutil.copyfile(target, saved)
-    cpu = {(name, *c): [] for name in legs for c in columns}
-    same = {(name, *c): True for name in legs for c in columns}
-    reference = {}  # each leg's rows from the first build
     try:
         for _ in range(args.rounds):
             for build, variant in columns:
                 install(build, target)
-                for name, (leg, tenant) in legs.items():
-                    sql, params = leg(corpus, args.k, Jsonb({"tenant": tenant}) if tenant else None)
-                    mean, p95, rows = cpu_per_query(
-                        args.dsn, sql, [params(q) for q in range(args.queries)], variant, target
-                    )
-                    cpu[name, build, variant].append((mean, p95))
-                    same[name, build, variant] &= rows == reference.setdefault(name, rows)
+                comparison.time_legs((build, variant), variant, target)
     finally:
         install(saved, target)
-    labels = [b.name + (f" ({v})" if v else "") for b, v in columns]
-    print(f"| leg | {' | '.join(labels)} |")
-    print(f"|---|{'---|' * len(columns)}")
-    for name in legs:
-        cells = [
-            " / ".join(f"{statistics.median(m):.2f}" for m in zip(*cpu[(name, *c)], strict=True))
-            + ("" if same[(name, *c)] else " (other rows)")
-            for c in columns
-        ]
-        print(f"| {name} | {' | '.join(cells)} |")
-    print(
-        f"\nbackend CPU ms per query (k = {args.k}), mean / p95, medians of {args.rounds}"
-        f" rounds of {args.queries} queries"
-    )
+    comparison.print([b.name + (f" ({v})" if v else "") for b, v in columns])
 
 
 if __name__ == "__main__":

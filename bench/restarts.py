@@ -18,16 +18,13 @@ settings it changed are reset and the cluster restarted.
 """
 
 import argparse
-import statistics
 from pathlib import Path
 
 import psycopg
-from builds import LEGS, cpu_per_query, installed_library
-from corpus import Corpus
+from builds import LEGS, Comparison, installed_library, parse_kept_cluster_arguments
 from hybrid_search_installer.cluster import Cluster
 from psycopg import sql
-from psycopg.types.json import Jsonb
-from retrieval import TENANT, K, dense_leg, hybrid_leg
+from retrieval import TENANT, dense_leg, hybrid_leg
 
 RESTART_LEGS = {
     "dense": (dense_leg, None),
@@ -62,58 +59,28 @@ def apply(dsn: str, cluster: Cluster, settings: dict[str, str], reset: bool = Fa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dsn", required=True, help="a cluster retrieval.py kept (--keep)")
-    parser.add_argument("--docs", type=int, default=100_000, help="the kept cluster's corpus")
-    parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--k", type=int, default=K, help="rows each query asks for")
     parser.add_argument(
         "--config",
         action="append",
         required=True,
         help="name=value[,name=value] set by ALTER SYSTEM; repeat for each configuration",
     )
-    args = parser.parse_args()
-    if args.queries < 2:
-        parser.error("--queries: at least 2 (a p95 needs two queries)")
+    args = parse_kept_cluster_arguments(parser, rounds=3)
     configs = [settings_of(c) for c in args.config]
     with psycopg.connect(args.dsn) as conn:
         data = Path(conn.execute("show data_directory").fetchone()[0])
         port = int(conn.execute("show port").fetchone()[0])
     cluster = Cluster(data.parent, port=port)
-    corpus = Corpus(args.docs, args.queries)
+    comparison = Comparison(RESTART_LEGS, args.config, args)
     library = installed_library()
-    cpu = {(name, c): [] for name in RESTART_LEGS for c in args.config}
-    same = {(name, c): True for name in RESTART_LEGS for c in args.config}
-    reference = {}  # each leg's rows under the first configuration
     try:
         for _ in range(args.rounds):
             for config, settings in zip(args.config, configs, strict=True):
                 apply(args.dsn, cluster, settings)
-                for name, (leg, tenant) in RESTART_LEGS.items():
-                    query, params = leg(
-                        corpus, args.k, Jsonb({"tenant": tenant}) if tenant else None
-                    )
-                    mean, p95, rows = cpu_per_query(
-                        args.dsn, query, [params(q) for q in range(args.queries)], "", library
-                    )
-                    cpu[name, config].append((mean, p95))
-                    same[name, config] &= rows == reference.setdefault(name, rows)
+                comparison.time_legs(config, "", library)
     finally:
         apply(args.dsn, cluster, {name: "" for s in configs for name in s}, reset=True)
-    print(f"| leg | {' | '.join(args.config)} |")
-    print(f"|---|{'---|' * len(args.config)}")
-    for name in RESTART_LEGS:
-        cells = [
-            " / ".join(f"{statistics.median(m):.2f}" for m in zip(*cpu[name, c], strict=True))
-            + ("" if same[name, c] else " (other rows)")
-            for c in args.config
-        ]
-        print(f"| {name} | {' | '.join(cells)} |")
-    print(
-        f"\nbackend CPU ms per query (k = {args.k}), mean / p95, medians of {args.rounds}"
-        f" rounds of {args.queries} queries, each after a restart and pg_prewarm"
-    )
+    comparison.print(args.config, ", each after a restart and pg_prewarm")
 
 
 if __name__ == "__main__":
