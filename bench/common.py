@@ -48,7 +48,7 @@ def use_huge_pages(cluster: Cluster) -> None:
     (huge_pages = on: 2 MB pages, so a backend walking shared buffers misses the
     TLB far less), after checking that enough are free, as the server would not
     start otherwise. Reserving them is the operator's step (docs/operations.md,
-    Tuning); a benchmark never changes the kernel's settings."""
+    Huge pages); a benchmark never changes the kernel's settings."""
     cluster.configure({"huge_pages": "on"}, "benchmark: --huge-pages")
     needed = int(cluster.setting("shared_memory_size_in_huge_pages"))
     meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())

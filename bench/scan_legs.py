@@ -149,6 +149,8 @@ def main() -> None:
         help="the cluster's shared memory on huge pages the kernel has reserved (common.py)",
     )
     args = parser.parse_args()
+    if args.huge_pages and args.dsn:
+        parser.error("--huge-pages: for the cluster this script makes, not one given by --dsn")
     corpus = Corpus(args.docs, args.queries)
     corpus.build_references()
     peers = None if args.no_peers else build_peers(corpus, {}, seismic=not args.no_seismic)
