@@ -35,7 +35,7 @@ from corpus import Corpus
 from hybrid_search_installer.layout import Layout, pg_config
 from pgvector.psycopg import register_vector
 from psycopg.types.json import Jsonb
-from retrieval import TENANT, K, bm25_leg, hybrid_leg, sparse_leg
+from retrieval import TENANT, K, bm25_leg, dense_leg, hybrid_leg, sparse_leg
 
 LEGS = {
     "sparse": (sparse_leg, None),
@@ -118,10 +118,20 @@ class Comparison:
     returned the first column's rows."""
 
     def __init__(self, legs: dict, columns: list, args: argparse.Namespace):
-        self.legs, self.columns, self.args = legs, columns, args
+        with psycopg.connect(args.dsn) as conn:
+            has_dense_index = conn.execute(
+                "select to_regclass('documents_dense_idx') is not null"
+            ).fetchone()[0]
+        # a cluster scan_legs.py kept has no dense index: its dense leg would be an exact scan
+        self.legs = {
+            name: (leg, tenant)
+            for name, (leg, tenant) in legs.items()
+            if has_dense_index or leg not in (dense_leg, hybrid_leg)
+        }
+        self.columns, self.args = columns, args
         self.corpus = Corpus(args.docs, args.queries)
-        self.cpu = {(name, c): [] for name in legs for c in columns}
-        self.same = {(name, c): True for name in legs for c in columns}
+        self.cpu = {(name, c): [] for name in self.legs for c in columns}
+        self.same = {(name, c): True for name in self.legs for c in columns}
         self.reference = {}  # each leg's rows under the first column
 
     def time_legs(self, column, variant: str, library: Path) -> None:
@@ -164,12 +174,7 @@ def main() -> None:
     args = parse_kept_cluster_arguments(parser, rounds=4)
     columns = [(b, v) for b in args.builds for v in args.variant or [""]]
     target = installed_library()
-    with psycopg.connect(args.dsn) as conn:
-        has_dense_index = conn.execute(
-            "select to_regclass('documents_dense_idx') is not null"
-        ).fetchone()[0]
-    legs = {name: leg for name, leg in LEGS.items() if name != "hybrid_search" or has_dense_index}
-    comparison = Comparison(legs, columns, args)
+    comparison = Comparison(LEGS, columns, args)
     saved = Path(tempfile.mkdtemp()) / "hybrid_search.so"
     shutil.copyfile(target, saved)
     try:

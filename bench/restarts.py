@@ -40,13 +40,16 @@ def settings_of(config: str) -> dict[str, str]:
     return dict(pairs)
 
 
-def apply(dsn: str, cluster: Cluster, settings: dict[str, str], reset: bool = False) -> None:
-    """The settings (or their reset) through ALTER SYSTEM, a restart, then the
-    table and its indexes read into shared buffers."""
+def alter_system(dsn: str, settings: dict[str, str | None]) -> None:
+    """ALTER SYSTEM SET each setting (RESET where its value is None)."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         for name, value in settings.items():
-            statement = "alter system reset {}" if reset else "alter system set {} = {}"
+            statement = "alter system reset {}" if value is None else "alter system set {} = {}"
             conn.execute(sql.SQL(statement).format(sql.Identifier(name), sql.Literal(value)))
+
+
+def restart_warm(dsn: str, cluster: Cluster) -> None:
+    """A restart, then the table and its indexes read into shared buffers."""
     cluster.restart()
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("create extension if not exists pg_prewarm")
@@ -76,10 +79,12 @@ def main() -> None:
     try:
         for _ in range(args.rounds):
             for config, settings in zip(args.config, configs, strict=True):
-                apply(args.dsn, cluster, settings)
+                alter_system(args.dsn, settings)
+                restart_warm(args.dsn, cluster)
                 comparison.time_legs(config, "", library)
     finally:
-        apply(args.dsn, cluster, {name: "" for s in configs for name in s}, reset=True)
+        alter_system(args.dsn, dict.fromkeys(name for s in configs for name in s))
+        cluster.restart()
     comparison.print(args.config, ", each after a restart and pg_prewarm")
 
 
