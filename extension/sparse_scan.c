@@ -591,7 +591,7 @@ pending_then_lists(IndexScanDesc scan, pending_fn fn, void *arg, SparseMetaPageD
 typedef struct BatchArg
 {
 	SparseScanOpaque so;
-	TopN	   *heap;
+	TopN	   *top;
 } BatchArg;
 
 static void
@@ -601,7 +601,7 @@ batch_pending_fn(double key, double low, bool isnull, uint64 tid, void *arg)
 
 	if (isnull || key <= 0 || !after_cursor(ba->so, key, tid))
 		return;
-	topn_push(ba->heap, key, low, tid);
+	topn_push(ba->top, key, low, tid);
 }
 
 typedef struct PendingArg
@@ -1014,7 +1014,7 @@ slot_low(const double *restrict sums, const double *restrict absSums, double c, 
  * worst.
  */
 static pg_attribute_always_inline double
-push_slots(SparseScanOpaque so, TopN *heap, int64 from, int64 to, double worst, bool mixed)
+push_slots(SparseScanOpaque so, TopN *top, int64 from, int64 to, double worst, bool mixed)
 {
 	for (int64 slot = from; slot < to; slot++)
 	{
@@ -1026,9 +1026,9 @@ push_slots(SparseScanOpaque so, TopN *heap, int64 from, int64 to, double worst, 
 		tid = SparseSlotKey(slot, so->slotOffsets);
 		if (after_cursor(so, key, tid))
 		{
-			topn_push(heap, key, slot_low(so->sums, so->absSums, so->c, slot, mixed), tid);
-			if (heap->full)
-				worst = heap->worst.key;
+			topn_push(top, key, slot_low(so->sums, so->absSums, so->c, slot, mixed), tid);
+			if (top->full)
+				worst = top->worst.key;
 		}
 	}
 	return worst;
@@ -1044,7 +1044,7 @@ push_slots(SparseScanOpaque so, TopN *heap, int64 from, int64 to, double worst, 
 #define SLOT_CHUNK 16
 
 static pg_attribute_always_inline double
-pass_slots(SparseScanOpaque so, TopN *heap, double worst, int64 start, int64 end, bool mixed)
+pass_slots(SparseScanOpaque so, TopN *top, double worst, int64 start, int64 end, bool mixed)
 {
 	const double *restrict sums = so->sums;
 	const double *restrict absSums = so->absSums;
@@ -1057,7 +1057,7 @@ pass_slots(SparseScanOpaque so, TopN *heap, double worst, int64 start, int64 end
 		for (from = start; from < end; from += 8)
 		{
 			from = next_entering_avx512(sums, c, from, end, worst);
-			worst = push_slots(so, heap, from, Min(from + 8, end), worst, false);
+			worst = push_slots(so, top, from, Min(from + 8, end), worst, false);
 		}
 		return worst;
 	}
@@ -1073,43 +1073,43 @@ pass_slots(SparseScanOpaque so, TopN *heap, double worst, int64 start, int64 end
 			enter |= (key > 0) & (key >= worst);
 		}
 		if (enter)
-			worst = push_slots(so, heap, from, from + SLOT_CHUNK, worst, mixed);
+			worst = push_slots(so, top, from, from + SLOT_CHUNK, worst, mixed);
 	}
-	return push_slots(so, heap, from, end, worst, mixed);
+	return push_slots(so, top, from, end, worst, mixed);
 }
 
 /*
- * A batch's heap of the best so->batchN rows, with the pending rows after
+ * A batch's best so->batchN rows (TopN), with the pending rows after
  * the cursor in it; its worst key once it is full, else 0.
  */
 static double
-batch_begin(SparseScanOpaque so, TopN *heap)
+batch_begin(SparseScanOpaque so, TopN *top)
 {
-	topn_init(heap, so->batchN);
+	topn_init(top, so->batchN);
 	for (int64 i = 0; i < so->npending; i++)
 		if (after_cursor(so, so->pendingRows[i].key, so->pendingRows[i].tid))
-			topn_push(heap, so->pendingRows[i].key, so->pendingRows[i].low, so->pendingRows[i].tid);
-	topn_cut(heap);
-	return heap->full ? heap->worst.key : 0;
+			topn_push(top, so->pendingRows[i].key, so->pendingRows[i].low, so->pendingRows[i].tid);
+	topn_cut(top);
+	return top->full ? top->worst.key : 0;
 }
 
 /* the rows of slots [start, end) that enter the batch; the new worst key */
 static double
-batch_add_slots(SparseScanOpaque so, TopN *heap, double worst, int64 start, int64 end)
+batch_add_slots(SparseScanOpaque so, TopN *top, double worst, int64 start, int64 end)
 {
 	if (so->absSums)
-		return pass_slots(so, heap, worst, start, end, true);
-	return pass_slots(so, heap, worst, start, end, false);
+		return pass_slots(so, top, worst, start, end, true);
+	return pass_slots(so, top, worst, start, end, false);
 }
 
 /* the batch's rows, best first, are the scan's next rows */
 static void
-batch_end(SparseScanOpaque so, TopN *heap)
+batch_end(SparseScanOpaque so, TopN *top)
 {
-	topn_cut(heap);
-	qsort(heap->rows, heap->n, sizeof(ScanRow), row_cmp);
-	so->rows = heap->rows;
-	so->nrows = heap->n;
+	topn_cut(top);
+	qsort(top->rows, top->n, sizeof(ScanRow), row_cmp);
+	so->rows = top->rows;
+	so->nrows = top->n;
 	so->pos = 0;
 }
 
@@ -1157,24 +1157,24 @@ sample_floor(SparseScanOpaque so)
 static void
 batch_from_sums(SparseScanOpaque so)
 {
-	TopN		heap;
-	double		worst = batch_begin(so, &heap);
+	TopN		top;
+	double		worst = batch_begin(so, &top);
 	double		sampled = sample_floor(so);
 
 	if (sampled > worst)
 	{
-		batch_add_slots(so, &heap, sampled, 0, so->nslots);
-		topn_cut(&heap);
-		if (heap.full && heap.worst.key >= sampled)
+		batch_add_slots(so, &top, sampled, 0, so->nslots);
+		topn_cut(&top);
+		if (top.full && top.worst.key >= sampled)
 		{
-			batch_end(so, &heap);
+			batch_end(so, &top);
 			return;
 		}
-		pfree(heap.rows);
-		worst = batch_begin(so, &heap);
+		pfree(top.rows);
+		worst = batch_begin(so, &top);
 	}
-	batch_add_slots(so, &heap, worst, 0, so->nslots);
-	batch_end(so, &heap);
+	batch_add_slots(so, &top, worst, 0, so->nslots);
+	batch_end(so, &top);
 }
 
 /*
@@ -1183,11 +1183,11 @@ batch_from_sums(SparseScanOpaque so)
  * slots (65536 by default: 512 kB of sums, which stay in a core's L2 cache)
  * at a time: at a million rows the array is 13 MB, and a term at a time over
  * all of it would sweep it from memory once per term. With zero a window is
- * zeroed first; with heap its rows are offered to the batch once its terms
+ * zeroed first; with top its rows are offered to the batch once its terms
  * are in (*worst: the batch's worst key). Returns false on a conflict.
  */
 static bool
-add_terms(SparseScanOpaque so, SparseReader *r, int from, int to, bool zero, TopN *heap, double *worst)
+add_terms(SparseScanOpaque so, SparseReader *r, int from, int to, bool zero, TopN *top, double *worst)
 {
 	int64		window = sparse_window_slots;
 
@@ -1214,8 +1214,8 @@ add_terms(SparseScanOpaque so, SparseReader *r, int from, int to, bool zero, Top
 			if (!add_list_window(so, r, &so->cursors[qi], qi, postingsEnd))
 				return false;
 		}
-		if (heap)
-			*worst = batch_add_slots(so, heap, *worst, start, end);
+		if (top)
+			*worst = batch_add_slots(so, top, *worst, start, end);
 	}
 	return true;
 }
@@ -1274,14 +1274,14 @@ choose_order(SparseScanOpaque so, const SparseDirEntry *entries, const bool *fou
 static double
 nth_key(SparseScanOpaque so)
 {
-	TopN		heap;
+	TopN		top;
 	double		nth;
 
-	topn_init(&heap, so->batchN);
-	batch_add_slots(so, &heap, 0, 0, so->nslots);
-	topn_cut(&heap);
-	nth = heap.full ? heap.worst.key : 0;
-	pfree(heap.rows);
+	topn_init(&top, so->batchN);
+	batch_add_slots(so, &top, 0, 0, so->nslots);
+	topn_cut(&top);
+	nth = top.full ? top.worst.key : 0;
+	pfree(top.rows);
 	return nth;
 }
 
@@ -1375,14 +1375,14 @@ keep_candidates(SparseScanOpaque so, Candidate *cands, int64 n, double bound, do
 
 	if (n >= so->batchN)
 	{
-		TopN		heap;
+		TopN		top;
 
-		topn_init(&heap, so->batchN);
+		topn_init(&top, so->batchN);
 		for (int64 i = 0; i < n; i++)
-			topn_push(&heap, candidate_key(&cands[i], so->c), 0, cands[i].slot);
-		topn_cut(&heap);
-		*theta = Max(*theta, heap.worst.key);
-		pfree(heap.rows);
+			topn_push(&top, candidate_key(&cands[i], so->c), 0, cands[i].slot);
+		topn_cut(&top);
+		*theta = Max(*theta, top.worst.key);
+		pfree(top.rows);
 	}
 	for (int64 i = 0; i < n; i++)
 		if (may_reach(candidate_key(&cands[i], so->c), bound, *theta))
@@ -1522,7 +1522,7 @@ probe_list(SparseScanOpaque so, SparseReader *r, int qi, const SparseDirEntry *e
  */
 static bool
 rank_skipping(IndexScanDesc scan, SparseReader *r, int nshort, const double *bounds,
-			  const SparseDirEntry *entries, TopN *heap, double worst)
+			  const SparseDirEntry *entries, TopN *top, double worst)
 {
 	SparseScanOpaque so = (SparseScanOpaque) scan->opaque;
 	int			nq = so->nq;
@@ -1579,12 +1579,12 @@ rank_skipping(IndexScanDesc scan, SparseReader *r, int nshort, const double *bou
 
 				if (key > 0 && key >= worst && after_cursor(so, key, tid))
 				{
-					topn_push(heap, key, cands[i].s - so->c * cands[i].s, tid);
-					if (heap->full)
-						worst = heap->worst.key;
+					topn_push(top, key, cands[i].s - so->c * cands[i].s, tid);
+					if (top->full)
+						worst = top->worst.key;
 				}
 			}
-			batch_end(so, heap);
+			batch_end(so, top);
 			so->added = skipFrom;
 			so->ranked = RANKED_PARTIAL;
 			return true;
@@ -1592,8 +1592,8 @@ rank_skipping(IndexScanDesc scan, SparseReader *r, int nshort, const double *bou
 	}
 	if (!add_terms(so, r, skipFrom, nq, false, NULL, NULL))
 		return false;
-	batch_add_slots(so, heap, worst, 0, so->nslots);
-	batch_end(so, heap);
+	batch_add_slots(so, top, worst, 0, so->nslots);
+	batch_end(so, top);
 	so->ranked = RANKED_ALL;
 	return true;
 }
@@ -1633,7 +1633,7 @@ rank_all(IndexScanDesc scan)
 	int			nshort = 0;
 	MemoryContext oldcxt;
 	int64		nslots;
-	TopN		heap;
+	TopN		top;
 	double		worst;
 
 	SparseReadMeta(index, &meta);
@@ -1697,22 +1697,22 @@ rank_all(IndexScanDesc scan)
 		so->cursors[i].left = found[i] ? entries[i].nblocks : 0;
 		so->cursors[i].pos = 0;
 	}
-	worst = batch_begin(so, &heap);
+	worst = batch_begin(so, &top);
 	if (skip)
 	{
-		if (!rank_skipping(scan, &r, nshort, bounds, entries, &heap, worst))
+		if (!rank_skipping(scan, &r, nshort, bounds, entries, &top, worst))
 		{
 			return_slots(so);
 			return false;
 		}
 		return true;
 	}
-	if (!add_terms(so, &r, 0, so->nq, true, &heap, &worst))
+	if (!add_terms(so, &r, 0, so->nq, true, &top, &worst))
 	{
 		return_slots(so);
 		return false;
 	}
-	batch_end(so, &heap);
+	batch_end(so, &top);
 	so->ranked = RANKED_ALL;
 	return true;
 }
@@ -1749,7 +1749,7 @@ run_batch(IndexScanDesc scan)
 	SparseScanOpaque so = (SparseScanOpaque) scan->opaque;
 	SparseMetaPageData meta;
 	SparseReader r;
-	TopN		heap;
+	TopN		top;
 	BatchArg	ba;
 	ListPos    *lists;
 	int			nl;
@@ -1772,9 +1772,9 @@ run_batch(IndexScanDesc scan)
 		return true;
 	}
 
-	topn_init(&heap, so->batchN);
+	topn_init(&top, so->batchN);
 	ba.so = so;
-	ba.heap = &heap;
+	ba.top = &top;
 
 	lists = pending_then_lists(scan, batch_pending_fn, &ba, &meta, &r, &nl);
 	so->totalDocs = meta.segDocs + meta.pendingDocs;
@@ -1790,7 +1790,7 @@ run_batch(IndexScanDesc scan)
 
 	/* lists[0..e-1] cannot bring a row in alone */
 	e = 0;
-	while (e < nl && cannot_enter(&heap, prefix[e + 1]))
+	while (e < nl && cannot_enter(&top, prefix[e + 1]))
 		e++;
 
 	for (;;)
@@ -1822,7 +1822,7 @@ run_batch(IndexScanDesc scan)
 		{
 			double		bub;
 
-			if (cannot_enter(&heap, partial + prefix[i + 1]))
+			if (cannot_enter(&top, partial + prefix[i + 1]))
 			{
 				dropped = true;
 				break;
@@ -1830,7 +1830,7 @@ run_batch(IndexScanDesc scan)
 			if (!list_seek(&lists[i], d))
 				continue;
 			bub = term_bound(so, lists[i].qi, lists[i].it.block->maxw, lists[i].it.block->minw);
-			if (cannot_enter(&heap, partial + prefix[i] + Max(bub, 0)))
+			if (cannot_enter(&top, partial + prefix[i] + Max(bub, 0)))
 			{
 				dropped = true;
 				break;
@@ -1848,8 +1848,8 @@ run_batch(IndexScanDesc scan)
 			key = row_key(contrib, so->order, so->nq, so->c, &low);
 			if (key > 0 && after_cursor(so, key, d))
 			{
-				topn_push(&heap, key, low, d);
-				while (e < nl && cannot_enter(&heap, prefix[e + 1]))
+				topn_push(&top, key, low, d);
+				while (e < nl && cannot_enter(&top, prefix[e + 1]))
 					e++;
 			}
 		}
@@ -1858,7 +1858,7 @@ run_batch(IndexScanDesc scan)
 	}
 	if (r.conflict)
 		return false;
-	batch_end(so, &heap);
+	batch_end(so, &top);
 	return true;
 }
 
