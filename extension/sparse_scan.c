@@ -298,11 +298,14 @@ topn_select(ScanRow *rows, int64 lo, int64 hi, int64 k)
 	}
 }
 
-/* the buffer cut to its best max rows, and worst set, once max are offered */
+/*
+ * The buffer cut to its best max rows, and worst set, once max are offered;
+ * nothing to do when no row came in since the last cut.
+ */
 static void
 topn_cut(TopN *h)
 {
-	if (h->n < h->max)
+	if (h->n < h->max || (h->full && h->n == h->max))
 		return;
 	topn_select(h->rows, 0, h->n - 1, h->max - 1);
 	h->n = h->max;
@@ -313,16 +316,16 @@ topn_cut(TopN *h)
 static inline void
 topn_push(TopN *h, double key, double low, uint64 tid)
 {
-	ScanRow    *r;
+	/* written past the rows kept (n < cap), and kept if better than worst */
+	ScanRow    *r = &h->rows[h->n];
 
-	if (h->full && (key < h->worst.key || (key == h->worst.key && tid >= h->worst.tid)))
-		return;
-	r = &h->rows[h->n++];
 	r->key = key;
 	r->low = low;
 	r->tid = tid;
 	r->isnull = false;
-	if (h->n == h->cap)
+	if (h->full && !worse(&h->worst, r))
+		return;
+	if (++h->n == h->cap)
 		topn_cut(h);
 }
 
