@@ -1,5 +1,6 @@
 """What the benchmarks share: a throwaway cluster with the extension, and a table printer."""
 
+import argparse
 import shutil
 import tempfile
 import threading
@@ -41,6 +42,15 @@ def scratch_database(
     finally:
         cluster.destroy()
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def add_huge_pages_argument(parser: argparse.ArgumentParser) -> None:
+    """--huge-pages, for a script that makes its cluster (use_huge_pages)."""
+    parser.add_argument(
+        "--huge-pages",
+        action="store_true",
+        help="the cluster's shared memory on huge pages the kernel has reserved (common.py)",
+    )
 
 
 def use_huge_pages(cluster: Cluster) -> None:

@@ -59,7 +59,7 @@ from pathlib import Path
 
 import numpy as np
 import psycopg
-from common import use_huge_pages
+from common import add_huge_pages_argument, use_huge_pages
 from corpus import DIM, VOCAB, Corpus
 from hybrid_search_installer import database, extension_files
 from hybrid_search_installer.cluster import Cluster
@@ -962,11 +962,7 @@ def main() -> None:
     parser.add_argument(
         "--suffix", default="", help="appended to the saved file's name (DATE-retrieval-SUFFIX.md)"
     )
-    parser.add_argument(
-        "--huge-pages",
-        action="store_true",
-        help="the cluster's shared memory on huge pages the kernel has reserved (common.py)",
-    )
+    add_huge_pages_argument(parser)
     args = parser.parse_args()
     table, facts = run(
         args.docs,

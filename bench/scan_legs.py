@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import psycopg
-from common import use_huge_pages
+from common import add_huge_pages_argument, use_huge_pages
 from corpus import Corpus
 from hybrid_search_installer import database, extension_files
 from hybrid_search_installer.cluster import Cluster
@@ -143,11 +143,7 @@ def main() -> None:
         help="skip Seismic (at a million rows its builds outgrew 24 GiB beside the cluster)",
     )
     parser.add_argument("--churn", action="store_true", help="then churn 20%% (changes the data)")
-    parser.add_argument(
-        "--huge-pages",
-        action="store_true",
-        help="the cluster's shared memory on huge pages the kernel has reserved (common.py)",
-    )
+    add_huge_pages_argument(parser)
     args = parser.parse_args()
     if args.huge_pages and args.dsn:
         parser.error("--huge-pages: for the cluster this script makes, not one given by --dsn")

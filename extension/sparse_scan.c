@@ -242,7 +242,8 @@ topn_init(TopN *h, int64 max)
 	h->cap = max + Min(max, TOPN_SLACK);
 	h->n = 0;
 	h->full = false;
-	h->rows = palloc(sizeof(ScanRow) * h->cap);
+	/* a huge allocation: a batch of a table of some 67M rows passes 1 GB */
+	h->rows = MemoryContextAllocHuge(CurrentMemoryContext, sizeof(ScanRow) * h->cap);
 }
 
 static int	row_cmp(const void *a, const void *b);
