@@ -858,6 +858,18 @@ def latency_table(table: Table) -> list[str]:
     ]
 
 
+def command_line(args) -> str:
+    """The run's command, as a report names it."""
+    flags = "".join(
+        f" --{name.replace('_', '-')}"
+        for name in ("scale", "fusion_only", "huge_pages")
+        if getattr(args, name)
+    )
+    return (
+        f"`.venv/bin/python bench/retrieval.py --docs {args.docs} --queries {args.queries}{flags}`"
+    )
+
+
 def render_fusion(args, table: Table) -> str:
     """--fusion-only: the rows and hybrid_search's ratios to the legs of the same run."""
     r = table.ratio
@@ -874,8 +886,7 @@ def render_fusion(args, table: Table) -> str:
         f"# Retrieval benchmark, fusion rows only: {args.docs:,} documents",
         "",
         f"- date: {datetime.date.today()}; machine: {machine()}",
-        f"- command: `.venv/bin/python bench/retrieval.py --docs {args.docs} --queries"
-        f" {args.queries} --fusion-only{' --huge-pages' * args.huge_pages}`",
+        f"- command: {command_line(args)}",
         "",
         *latency_table(table),
         "",
@@ -894,8 +905,7 @@ def render(args, table: Table, facts) -> str:
         f"- date: {datetime.date.today()}; machine: {machine()}",
         f"- load average (1, 5, 15 min) at start {start[0]:.1f} {start[1]:.1f} {start[2]:.1f},"
         f" at end {end[0]:.1f} {end[1]:.1f} {end[2]:.1f}",
-        f"- command: `.venv/bin/python bench/retrieval.py --docs {args.docs} --queries {args.queries}"
-        f"{' --scale' * args.scale}{' --huge-pages' * args.huge_pages}`",
+        f"- command: {command_line(args)}",
         f"- {args.queries} queries ({args.slow_queries} for "
         + ("the RLS role's BM25 and hybrid_search rows" if args.scale
            else "the exact scans and the postings join")
