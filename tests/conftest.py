@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from helpers import connect, create_database
+from hybrid_search_installer import extension_files
 from hybrid_search_installer.cluster import Cluster
 from hybrid_search_installer.layout import Layout
 
@@ -24,6 +25,9 @@ def layout() -> Layout:
     layout = Layout.from_environment()
     if not (layout.venv / ".hybrid_search_module").exists():
         pytest.exit("the PL/Python virtualenv is missing: run `make test` (it runs setup first)", 2)
+    # the tree's extension built and installed, as `make test`'s setup does: a bare
+    # pytest after a change to the C or SQL would otherwise test the last installed copy
+    extension_files.ensure_extension_files(layout)
     return layout
 
 
