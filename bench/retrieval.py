@@ -42,9 +42,9 @@ the visible rows' BM25 statistics (a pass over them per query) use the slow
 query count.
 
 With --scale or --fusion-only no row is loaded after the build, so the process
-then drops its documents (some 6 GB at a million rows), keeping each query's
-exact dense top 100: the page cache, not the benchmark, holds the database
-while the legs are timed.
+then drops its documents (resident memory 8 GB -> 1.5 GB at a million rows),
+keeping each query's exact dense top 100: the page cache, not the benchmark,
+holds the database while the legs are timed.
 
     .venv/bin/python bench/retrieval.py --docs 1000000 --scale --save --suffix 1m
 """
