@@ -678,20 +678,21 @@ def insert_throughput(conn, corpus, rows=2000, rounds=3, restore=False):
     return {mode: statistics.median(r) for mode, r in rates.items()}
 
 
-def relation_mb(conn, name):
-    """Its total size, or None where the run did not build it."""
-    size = conn.execute("select pg_total_relation_size(to_regclass(%s))", [name]).fetchone()[0]
+def relation_mb(conn, name, size_function):
+    """Its size by size_function, or None where the run did not build it."""
+    size = conn.execute(f"select {size_function}(to_regclass(%s))", [name]).fetchone()[0]
     return None if size is None else size / 2**20
 
 
 SIZES = [
-    ("documents (heap + TOAST)", "documents"),
-    ("dense HNSW index", "documents_dense_idx"),
-    ("full-text GIN index", "documents_fts_idx"),
-    ("sparse_inverted index (documents_sparse_idx)", "documents_sparse_idx"),
-    ("sparse_inverted BM25 index (documents_fts_bm25_idx)", "documents_fts_bm25_idx"),
-    ("plain postings table + btree (baseline)", "bench_postings"),
-]
+    ("documents (heap + TOAST)", "documents", "pg_table_size"),
+    ("dense HNSW index", "documents_dense_idx", "pg_relation_size"),
+    ("full-text GIN index", "documents_fts_idx", "pg_relation_size"),
+    ("sparse_inverted index (documents_sparse_idx)", "documents_sparse_idx", "pg_relation_size"),
+    ("sparse_inverted BM25 index (documents_fts_bm25_idx)", "documents_fts_bm25_idx",
+     "pg_relation_size"),
+    ("plain postings table + btree (baseline)", "bench_postings", "pg_total_relation_size"),
+]  # fmt: skip
 
 
 # --------------------------------------------------------------------------- the run
@@ -773,8 +774,8 @@ def run(
             measure_row_security(conn, table, corpus, fast, few if scale else fast)
             if fusion_only:
                 return table, facts
-            for name, relation in SIZES:
-                if (size := relation_mb(conn, relation)) is not None:
+            for name, relation, size_function in SIZES:
+                if (size := relation_mb(conn, relation, size_function)) is not None:
                     facts[f"size: {name}"] = size
             if scale:
                 return table, facts
