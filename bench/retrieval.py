@@ -42,7 +42,7 @@ the visible rows' BM25 statistics (a pass over them per query) use the slow
 query count.
 
 With --scale or --fusion-only no row is loaded after the build, so the process
-then drops its documents (resident memory 8 GB -> 1.5 GB at a million rows),
+then drops its documents (resident memory 8 GB -> 1.4 GB at a million rows),
 keeping each query's exact dense top 100: the page cache, not the benchmark,
 holds the database while the legs are timed.
 
@@ -764,7 +764,7 @@ def run(
                 timed_step(facts, "build: exact dense references kept, documents released",
                            corpus.release_documents, [None, corpus.tenant == TENANT],
                            CANDIDATES)  # fmt: skip
-            facts["resident GB"] = resident_gb()
+                facts["resident GB"] = resident_gb()
             for filtered in (False, True):
                 if fusion_only:
                     measure_fusion_pass(conn, table, corpus, fast, filtered)
