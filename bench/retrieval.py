@@ -64,7 +64,7 @@ from pathlib import Path
 
 import numpy as np
 import psycopg
-from common import add_huge_pages_argument, use_huge_pages
+from common import add_huge_pages_argument, rollup, use_huge_pages
 from corpus import DIM, VOCAB, Corpus
 from hybrid_search_installer import database, extension_files
 from hybrid_search_installer.cluster import Cluster
@@ -718,13 +718,6 @@ def build_peers(corpus, facts, seismic=True):
     return {"seismic": seismic, "tantivy": tantivy}
 
 
-def resident_gb():
-    """This process's resident memory now, which the page cache cannot use."""
-    status = Path("/proc/self/status").read_text()
-    kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
-    return kb / 2**20
-
-
 def run(
     docs,
     queries,
@@ -764,7 +757,8 @@ def run(
                 timed_step(facts, "build: exact dense references kept, documents released",
                            corpus.release_documents, [None, corpus.tenant == TENANT],
                            CANDIDATES)  # fmt: skip
-                facts["resident GB"] = resident_gb()
+                # what the page cache cannot use while the legs are timed
+                facts["resident GB"] = rollup(os.getpid())["Rss"] / 1024
             for filtered in (False, True):
                 if fusion_only:
                     measure_fusion_pass(conn, table, corpus, fast, filtered)
