@@ -1010,6 +1010,7 @@ sparse_build(Relation heap, Relation index, IndexInfo *indexInfo)
 
 	if (RelationGetNumberOfBlocks(index) != 0)
 		elog(ERROR, "index \"%s\" already contains data", RelationGetRelationName(index));
+	SparseCheckColumns(index);
 	write_metapage(index, MAIN_FORKNUM);
 
 	memset(&bs, 0, sizeof(bs));

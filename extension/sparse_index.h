@@ -406,6 +406,41 @@ extern void sparse_rescan(IndexScanDesc scan, ScanKey keys, int nkeys, ScanKey o
 extern bool sparse_gettuple(IndexScanDesc scan, ScanDirection dir);
 extern void sparse_endscan(IndexScanDesc scan);
 
+/*
+ * sparse_filter.c: the rows a scan's conditions on later columns may match,
+ * from another index of the table. Per column: its rows' TID keys (sorted)
+ * and the heap blocks the bitmap kept lossy (any row there may match).
+ */
+typedef struct SparseFilterSet
+{
+	uint64	   *keys;
+	int64		nkeys;
+	BlockNumber *lossy;
+	int64		nlossy;
+} SparseFilterSet;
+
+typedef struct SparseFilter
+{
+	bool		empty;			/* nothing matches */
+	int			nsets;
+	SparseFilterSet *sets;		/* a row matches if it is in every set */
+	/* a bit per slot of the segment of this geometry (SparseFilterSlots) */
+	uint64	   *bits;
+	uint32		offsets;
+	int64		nslots;
+} SparseFilter;
+
+extern void SparseCheckColumns(Relation index);
+extern SparseFilter *SparseFilterBegin(IndexScanDesc scan);
+extern bool SparseFilterTid(const SparseFilter *f, uint64 key);
+extern void SparseFilterSlots(SparseFilter *f, uint32 offsets, int64 nslots);
+
+static inline bool
+SparseFilterSlot(const SparseFilter *f, int64 slot)
+{
+	return (f->bits[slot / 64] >> (slot % 64)) & 1;
+}
+
 /* sparse_vacuum.c */
 extern IndexBulkDeleteResult *sparse_bulkdelete(IndexVacuumInfo *info, IndexBulkDeleteResult *stats,
 												IndexBulkDeleteCallback callback, void *callback_state);

@@ -130,6 +130,8 @@ typedef struct SparseScanOpaqueData
 	int			added;
 	ListCursor *cursors;		/* where each query term's list stands */
 	SparseMetaPageData segMeta; /* the segment they were read from */
+	/* the rows the conditions on later columns may match; NULL: every row */
+	SparseFilter *filter;
 } SparseScanOpaqueData;
 
 #define RANKED_NOT_YET	0
@@ -138,6 +140,20 @@ typedef struct SparseScanOpaqueData
 #define RANKED_PARTIAL	3		/* sums lack the terms skipped (rank_all) */
 
 typedef SparseScanOpaqueData *SparseScanOpaque;
+
+/* whether the row of a segment slot may pass the scan's conditions */
+static inline bool
+slot_passes(SparseScanOpaque so, int64 slot)
+{
+	return so->filter == NULL || SparseFilterSlot(so->filter, slot);
+}
+
+/* whether the row at TID key may pass the scan's conditions */
+static inline bool
+tid_passes(SparseScanOpaque so, uint64 tid)
+{
+	return so->filter == NULL || SparseFilterTid(so->filter, tid);
+}
 
 /*
  * key of a row from its per-term contributions (by query term), summed in
@@ -382,6 +398,12 @@ pending_row_emit(PendingRow *pr)
 
 	if (!pr->haveDoc)
 		return;
+	if (!tid_passes(so, pr->docTid))
+	{
+		memset(pr->weights, 0, sizeof(float4) * Max(so->nq, 1));
+		pr->docLength = 0;
+		return;
+	}
 	for (int qj = 0; qj < so->nq; qj++)
 		pr->contrib[qj] = pr->weights[qj] != 0 ? term_score(so, qj, pr->weights[qj], (float4) pr->docLength) : 0;
 	if (pr->docNull)
@@ -1025,7 +1047,7 @@ push_slots(SparseScanOpaque so, TopN *top, int64 from, int64 to, double worst, b
 		double		key = slot_key(so->sums, so->absSums, so->c, slot, mixed);
 		uint64		tid;
 
-		if (key <= 0 || key < worst)
+		if (key <= 0 || key < worst || !slot_passes(so, slot))
 			continue;
 		tid = SparseSlotKey(slot, so->slotOffsets);
 		if (after_cursor(so, key, tid))
@@ -1138,7 +1160,7 @@ sample_floor(SparseScanOpaque so)
 		double		key = slot_key(so->sums, so->absSums, so->c, slot, so->absSums != NULL);
 		int			i;
 
-		if (key <= 0 || (so->haveCursor && key >= so->curKey) ||
+		if (key <= 0 || !slot_passes(so, slot) || (so->haveCursor && key >= so->curKey) ||
 			(nbest == FLOOR_SAMPLE_RANK && key <= best[nbest - 1]))
 			continue;
 		if (nbest < FLOOR_SAMPLE_RANK)
@@ -1345,7 +1367,7 @@ collect_candidates(SparseScanOpaque so, double bound, double *theta, int64 *ncan
 		{
 			double		key = slot_key(so->sums, NULL, so->c, slot, false);
 
-			if (key <= 0 || key < threshold)
+			if (key <= 0 || key < threshold || !slot_passes(so, slot))
 				continue;
 			if (n == max)
 			{
@@ -1691,6 +1713,12 @@ rank_all(IndexScanDesc scan)
 	so->nslots = nslots;
 	so->slotOffsets = meta.segMaxOffset;
 	so->segMeta = meta;
+	if (so->filter)
+	{
+		oldcxt = MemoryContextSwitchTo(so->cxt);
+		SparseFilterSlots(so->filter, so->slotOffsets, nslots);
+		MemoryContextSwitchTo(oldcxt);
+	}
 	so->sums = SparseBorrowSlots(so->cxt, nslots);
 	so->absSums = mixed ? SparseBorrowSlots(so->cxt, nslots) : NULL;
 	so->cursors = MemoryContextAlloc(so->cxt, sizeof(ListCursor) * Max(so->nq, 1));
@@ -1850,7 +1878,7 @@ run_batch(IndexScanDesc scan)
 		if (!dropped)
 		{
 			key = row_key(contrib, so->order, so->nq, so->c, &low);
-			if (key > 0 && after_cursor(so, key, d))
+			if (key > 0 && after_cursor(so, key, d) && tid_passes(so, d))
 			{
 				topn_push(&top, key, low, d);
 				while (e < nl && cannot_enter(&top, prefix[e + 1]))
@@ -1880,6 +1908,8 @@ rest_add(RestArg *ra, double key, bool isnull, uint64 tid)
 	if (!isnull && !after_cursor(ra->so, key, tid))
 		return;
 	if (ra->so->positiveOnly && (isnull || key <= 0))
+		return;
+	if (!tid_passes(ra->so, tid))
 		return;
 	if (ra->n == ra->max)
 	{
@@ -2093,6 +2123,7 @@ sparse_rescan(IndexScanDesc scan, ScanKey keys, int nkeys, ScanKey orderbys, int
 	so->nslots = 0;
 	so->pendingRows = NULL;
 	so->npending = 0;
+	so->filter = NULL;
 }
 
 /*
@@ -2172,7 +2203,8 @@ sparse_gettuple(IndexScanDesc scan, ScanDirection dir)
 			ScanRow    *row = &so->rows[so->pos++];
 
 			SparseKeyTid(row->tid, &scan->xs_heaptid);
-			scan->xs_recheck = false;
+			/* the filter is a superset: the executor tests the conditions */
+			scan->xs_recheck = scan->numberOfKeys > 0;
 			if (scan->numberOfOrderBys > 0)
 			{
 				scan->xs_recheckorderby = !order_certain(so, row);
@@ -2230,8 +2262,21 @@ sparse_gettuple(IndexScanDesc scan, ScanDirection dir)
 		}
 		else
 		{
+			MemoryContext oldcxt;
+
 			/* pg_stat_user_indexes.idx_scan: a DBA looks there for unused indexes */
 			pgstat_count_index_scan(scan->indexRelation);
+			if (scan->numberOfKeys > 0)
+			{
+				oldcxt = MemoryContextSwitchTo(so->cxt);
+				so->filter = SparseFilterBegin(scan);
+				MemoryContextSwitchTo(oldcxt);
+				if (so->filter && so->filter->empty)
+				{
+					so->done = true;
+					return false;
+				}
+			}
 		}
 		so->started = true;
 		if (so->queryNull)

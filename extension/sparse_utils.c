@@ -691,7 +691,8 @@ SparseReadSkip(SparseReader *r, const SparseDirEntry *entry, SparseSkipEntry *ou
 
 /*
  * Cost: an ordered scan reads the posting lists of the query's terms, a
- * small part of the index; without ORDER BY the index is useless.
+ * small part of the index; without ORDER BY the index is useless. Conditions
+ * on later columns narrow the rows returned (sparse_filter.c).
  */
 static void
 sparse_costestimate(PlannerInfo *root, IndexPath *path, double loop_count,
@@ -718,7 +719,7 @@ sparse_costestimate(PlannerInfo *root, IndexPath *path, double loop_count,
 	*indexStartupCost = 0.02 * pages * random_page_cost +
 		0.02 * path->indexinfo->tuples * cpu_operator_cost;
 	*indexTotalCost = *indexStartupCost + costs.indexTotalCost;
-	*indexSelectivity = 1.0;
+	*indexSelectivity = costs.indexSelectivity;
 	*indexCorrelation = 0;
 	*indexPages = pages;
 }
@@ -750,7 +751,7 @@ sparse_inverted_handler(PG_FUNCTION_ARGS)
 	amroutine->amcanorderbyop = true;
 	amroutine->amcanbackward = false;
 	amroutine->amcanunique = false;
-	amroutine->amcanmulticol = false;
+	amroutine->amcanmulticol = true;
 	amroutine->amoptionalkey = true;
 	amroutine->amsearcharray = false;
 	amroutine->amsearchnulls = false;

@@ -39,6 +39,43 @@ end;
 $block$;
 
 -------------------------------------------------------------------------------
+-- Filter columns: a sparse_inverted index ranks its first column; later
+-- columns store nothing and take these operator classes, so that the planner
+-- hands the scan a condition on them (a WHERE clause, a row-level-security
+-- policy). The scan finds the rows that may match in another index of the
+-- table over the same column or expression (a GIN index for jsonb @>, a
+-- btree for =) and ranks only those; the executor rechecks the condition
+-- (extension/sparse_filter.c).
+do $block$
+declare
+    filter_class record;
+begin
+    for filter_class in
+        select c.name, c.type, c.operator
+        from (
+            values
+            ('jsonb_filter_ops', 'jsonb', '@>'),
+            ('int4_filter_ops', 'integer', '='),
+            ('int8_filter_ops', 'bigint', '='),
+            ('text_filter_ops', 'text', '=')
+        ) as c (name, type, operator)
+    loop
+        if not exists (
+            select from pg_catalog.pg_opclass as c
+            inner join pg_catalog.pg_am as a on c.opcmethod = a.oid
+            where a.amname = 'sparse_inverted' and c.opcname = filter_class.name
+        ) then
+            execute pg_catalog.format(
+                'create operator class @extschema@.%1$I default for type %2$s using sparse_inverted as '
+                'operator 1 pg_catalog.%3$s (%2$s, %2$s)',
+                filter_class.name, filter_class.type, filter_class.operator
+            );
+        end if;
+    end loop;
+end;
+$block$;
+
+-------------------------------------------------------------------------------
 -- sparse_inverted_check
 -- amcheck for a sparse_inverted index: its structure, then every row the
 -- caller's snapshot sees indexed with exactly its weights, and every other
@@ -56,6 +93,7 @@ comment on function @extschema@.sparse_inverted_check(regclass) is
 revoke all on function @extschema@.sparse_inverted_check(regclass) from public;
 
 -------------------------------------------------------------------------------
--- documents_sparse_idx: the sparse leg's index.
+-- documents_sparse_idx: the sparse leg's index; a metadata @> filter ranks
+-- only the rows documents_metadata_idx finds.
 create index if not exists documents_sparse_idx on @extschema@.documents
-using sparse_inverted (sparse @extschema@.sparsevec_ip_ops);
+using sparse_inverted (sparse @extschema@.sparsevec_ip_ops, metadata @extschema@.jsonb_filter_ops);

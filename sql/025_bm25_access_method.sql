@@ -23,6 +23,7 @@ end;
 $block$;
 
 -------------------------------------------------------------------------------
--- documents_fts_bm25_idx: the keyword leg's index.
+-- documents_fts_bm25_idx: the keyword leg's index, with metadata as
+-- documents_sparse_idx has it.
 create index if not exists documents_fts_bm25_idx on @extschema@.documents
-using sparse_inverted (fts @extschema@.tsvector_bm25_ops);
+using sparse_inverted (fts @extschema@.tsvector_bm25_ops, metadata @extschema@.jsonb_filter_ops);

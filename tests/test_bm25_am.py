@@ -6,6 +6,7 @@ deletes, VACUUM, concurrent writers, a WHERE filter and row-level security."""
 
 import json
 import math
+import re
 
 import numpy as np
 import psycopg
@@ -321,6 +322,39 @@ def test_filter_returns_k_rows_whenever_k_match(docs):
     for query in queries(rng, 4):
         for k in [10, 100, 300]:
             assert_exact(conn, rows, query, k, where="tenant = 3", visible=tenant3)
+
+
+def test_a_metadata_filter_column_ranks_only_the_rows_gin_finds(docs):
+    """(fts, metadata jsonb_filter_ops): metadata @> x is the scan's condition, the
+    GIN index on metadata finds its rows, and the top k stays exact."""
+    conn, rows, rng = docs
+    conn.execute("alter table am_docs add column metadata jsonb")
+    conn.execute("update am_docs set metadata = jsonb_build_object('tenant', tenant, 'even', id % 2 = 0)")
+    conn.execute("vacuum am_docs")
+    conn.execute("drop index am_docs_fts_idx")
+    conn.execute("create index am_docs_fts_idx on am_docs using sparse_inverted (fts, metadata)")
+    conn.execute("create index am_docs_metadata_idx on am_docs using gin (metadata jsonb_path_ops)")
+    conn.execute("set enable_bitmapscan = off")
+    conn.execute("set enable_sort = off")
+    conn.execute("set hybrid_search.sparse_batch_size = 10")
+    try:
+        for where, visible in [
+            ("""metadata @> '{"tenant": 3}'""", {i for i in rows if i % 10 == 3}),
+            ("""metadata @> '{"tenant": 3, "even": true}'""", set()),
+            ("""metadata @> '{"tenant": 4}' and metadata @> '{"even": true}'""",
+             {i for i in rows if i % 10 == 4}),
+        ]:
+            sql = f"explain (analyze, costs off, timing off, summary off) select id from am_docs where {where}"
+            sql += " order by fts <&> to_bm25query('am_docs_fts_idx', 'w1 w2', 'simple') limit 10"
+            plan = "\n".join(r[0] for r in conn.execute(sql))
+            assert re.search(r"Index Cond: \(+metadata @>", plan), plan
+            assert "Rows Removed by Index Recheck" not in plan, plan
+            for query in queries(rng, 3):
+                for k in [10, 100, 1000]:
+                    assert_exact(conn, rows, query, k, where=where, visible=visible)
+    finally:
+        conn.execute("reset enable_bitmapscan")
+        conn.execute("reset enable_sort")
 
 
 VISIBLE_QUERY = (

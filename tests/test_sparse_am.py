@@ -7,6 +7,7 @@ uses it; hybrid_search_check() reports it and finds damage."""
 
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -145,6 +146,8 @@ def items(db):
     yield db, rows, rng
     db.execute("reset role")
     db.execute("reset enable_seqscan")
+    db.execute("reset enable_bitmapscan")
+    db.execute("reset enable_sort")
     db.execute("drop table if exists am_items")
 
 
@@ -578,6 +581,164 @@ def test_filter_returns_k_rows_whenever_k_match(items):
     for query in queries(rng, 4):
         for k in [10, 100, 300, 400]:
             assert_exact(conn, rows, query, k, where="tenant = 3", visible=tenant3)
+
+
+def filter_column_index(conn, column="tenant", opclass="int4_filter_ops"):
+    """am_items_v_idx again with a filter column, so a condition on it is an
+    index condition; a btree on tenant finds its rows."""
+    conn.execute("drop index am_items_v_idx")
+    conn.execute(f"create index am_items_v_idx on am_items using sparse_inverted (v, {column} {opclass})")
+    conn.execute("create index if not exists am_items_tenant_idx on am_items (tenant)")
+    # a scan of that btree and a sort is the planner's other choice
+    conn.execute("set enable_bitmapscan = off")
+    conn.execute("set enable_sort = off")
+
+
+def index_condition(conn, query, where):
+    return "\n".join(
+        r[0]
+        for r in conn.execute(
+            f"explain (costs off) select id from am_items where {where}"
+            " order by v <#> %s::sparsevec limit 10",
+            [literal(query)],
+        )
+    )
+
+
+def rows_rechecked_away(conn, query, k, where):
+    """Rows the index scan returned that its condition's recheck dropped."""
+    plan = "\n".join(
+        r[0]
+        for r in conn.execute(
+            "explain (analyze, costs off, timing off, summary off) select id from am_items"
+            f" where {where} order by v <#> %s::sparsevec limit %s",
+            [literal(query), k],
+        )
+    )
+    assert "am_items_v_idx" in plan, plan
+    removed = re.search(r"Rows Removed by Index Recheck: (\d+)", plan)
+    return int(removed.group(1)) if removed else 0
+
+
+def test_a_filter_column_ranks_only_the_rows_another_index_finds(items):
+    """With tenant as a filter column, tenant = x is the index scan's condition:
+    exact for every k, through batches, the pending list, updates and deletes,
+    and with no other index to find the rows."""
+    conn, rows, rng = items
+    filter_column_index(conn)
+    conn.execute("set hybrid_search.sparse_batch_size = 10")
+    query = queries(rng, 1)[0]
+    assert "Index Cond: (tenant = 3)" in index_condition(conn, query, "tenant = 3")
+    # the btree's rows only: none for the executor to drop
+    assert rows_rechecked_away(conn, query, 10, "tenant = 3") == 0
+    tenant3 = {i for i in rows if i % 10 == 3}
+    for query in queries(rng, 3):
+        for k in [1, 10, 100, 400]:
+            assert_exact(conn, rows, query, k, where="tenant = 3", visible=tenant3)
+        # a condition no row meets, and one that is NULL (a generic plan's parameter)
+        assert by_index(conn, query, 10, "tenant = 11") == []
+    conn.execute("set plan_cache_mode = force_generic_plan")
+    try:
+        conn.execute(
+            "prepare null_tenant (int, sparsevec) as select id from am_items where tenant = $1"
+            " order by v <#> $2 limit 10"
+        )
+        vector = f"'{literal(query)}'"
+        plan = conn.execute(f"explain (costs off) execute null_tenant (null, {vector})")
+        assert "Index Cond: (tenant = $1)" in "\n".join(r[0] for r in plan)
+        assert conn.execute(f"execute null_tenant (null, {vector})").fetchall() == []
+        assert conn.execute(f"execute null_tenant (3, {vector})").fetchall()
+    finally:
+        conn.execute("deallocate null_tenant")
+        conn.execute("reset plan_cache_mode")
+    # rows the pending list holds, rows moved to tenant 3, rows deleted
+    new_rows = random_vectors(rng, 200)
+    with conn.cursor().copy("copy am_items (id, tenant, v) from stdin") as copy:
+        for i, v in enumerate(new_rows, start=len(rows)):
+            copy.write_row((i, 3, literal(v)))
+            rows[i] = v
+    conn.execute("update am_items set tenant = 3 where id % 10 = 4 and id < 1000")
+    conn.execute("delete from am_items where tenant = 3 and id % 7 = 0")
+    visible = {r[0] for r in conn.execute("select id from am_items where tenant = 3")}
+    for query in queries(rng, 3):
+        for k in [10, 100, 1000]:
+            assert_exact(conn, rows, query, k, where="tenant = 3", visible=visible)
+    conn.execute("vacuum am_items")
+    conn.execute("drop index am_items_tenant_idx")
+    # nothing finds the rows now: every row is ranked and the executor filters
+    assert rows_rechecked_away(conn, query, 10, "tenant = 3") > 0
+    for query in queries(rng, 2):
+        assert_exact(conn, rows, query, 100, where="tenant = 3", visible=visible)
+    assert check(conn)["consistent"]
+
+
+def test_a_filter_column_is_exact_when_the_bitmap_is_lossy(db):
+    """A bitmap past work_mem keeps whole heap pages: every row there is ranked and
+    the executor's recheck drops those that do not match."""
+    rng = np.random.default_rng(7)
+    # a few rows per heap page: the bitmap of one tenant spans more pages than
+    # 64 kB of work_mem holds exactly
+    rows = create_items(db, random_vectors(rng, 20000, 1, 8))
+    db.execute("alter table am_items set (fillfactor = 10)")
+    db.execute("vacuum full am_items")
+    filter_column_index(db)
+    db.execute("set hybrid_search.sparse_batch_size = 10")
+    tenant3 = {i for i in rows if i % 10 == 3}
+    try:
+        db.execute("set work_mem = '64kB'")
+        assert rows_rechecked_away(db, queries(rng, 1)[0], 1000, "tenant = 3") > 0
+        for work_mem in ["64kB", "4MB"]:
+            db.execute(f"set work_mem = '{work_mem}'")
+            for query in queries(rng, 2):
+                for k in [10, 1000]:
+                    assert_exact(db, rows, query, k, where="tenant = 3", visible=tenant3)
+    finally:
+        db.execute("reset work_mem")
+        db.execute("reset enable_seqscan")
+        db.execute("reset enable_bitmapscan")
+        db.execute("reset enable_sort")
+        db.execute("drop table am_items")
+
+
+def test_a_policy_on_an_indexed_expression_is_the_scans_condition(items):
+    """A row-level-security policy on an expression that is both a filter column and
+    a btree's column: the role's scan ranks only its rows, exactly."""
+    conn, rows, rng = items
+    conn.execute("alter table am_items add column meta jsonb")
+    conn.execute("update am_items set meta = jsonb_build_object('tenant', tenant)")
+    expression = "((meta->>'tenant')::int)"
+    filter_column_index(conn, expression)
+    conn.execute(f"create index am_items_meta_tenant_idx on am_items ({expression})")
+    conn.execute("alter table am_items enable row level security")
+    conn.execute(f"create policy tenant3 on am_items using ({expression} = 3)")
+    conn.execute("drop role if exists am_reader")
+    conn.execute("create role am_reader")
+    conn.execute("grant select on am_items to am_reader")
+    try:
+        conn.execute("set role am_reader")
+        query = queries(rng, 1)[0]
+        assert "Index Cond: (((meta ->> 'tenant'::text))::integer = 3)" in index_condition(
+            conn, query, "true"
+        )
+        assert rows_rechecked_away(conn, query, 10, "true") == 0
+        tenant3 = {i for i in rows if i % 10 == 3}
+        for query in queries(rng, 3):
+            for k in [10, 100, 1000]:
+                assert_exact(conn, rows, query, k, visible=tenant3)
+    finally:
+        conn.execute("reset role")
+        conn.execute("drop policy tenant3 on am_items")
+        conn.execute("alter table am_items disable row level security")
+        conn.execute("revoke all on am_items from am_reader")
+        conn.execute("drop role am_reader")
+
+
+def test_only_the_first_column_is_ranked(items):
+    conn, _, _ = items
+    with pytest.raises(psycopg.errors.InvalidObjectDefinition, match="must be a ranked one"):
+        conn.execute("create index on am_items using sparse_inverted (tenant, v)")
+    with pytest.raises(psycopg.errors.InvalidObjectDefinition, match="must be a filter column"):
+        conn.execute("create index on am_items using sparse_inverted (v, v)")
 
 
 def test_row_level_security_returns_k_visible_rows(items):

@@ -30,14 +30,9 @@ drop table if exists @extschema@.hybrid_search_keyword_segment;
 drop table if exists @extschema@.hybrid_search_keyword_changes;
 
 -- Posting blocks and the metapage gained BM25 fields (zero for a sparsevec
--- index): rebuild the sparse index in this library's format.
-do $block$
-begin
-    if pg_catalog.to_regclass('@extschema@.documents_sparse_idx') is not null then
-        reindex index @extschema@.documents_sparse_idx;
-    end if;
-end;
-$block$;
+-- index), and the index a metadata column: the script creates it again in
+-- this library's format.
+drop index if exists @extschema@.documents_sparse_idx;
 
 -- pack_weights: bf16 weights packed for oneDNN in each backend (bge_m3.py). The
 -- setting's column, and hybrid_search_configure gains its parameter: the script

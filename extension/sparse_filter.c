@@ -1,0 +1,383 @@
+/*
+ * sparse_filter.c: the rows a scan's conditions on the index's later
+ * columns may match, found in another index of the table.
+ *
+ * A sparse_inverted index ranks its first column. Its later columns (a
+ * filter operator class: jsonb_filter_ops, int4_filter_ops, ...) store
+ * nothing; they only let the planner hand the scan a condition such as
+ * metadata @> '{"tenant": 3}' or, from a row-level-security policy,
+ * ((metadata->>'tenant')::int) = 3. The scan looks for another valid index
+ * of the table, without a predicate, whose first column is the same column
+ * or expression and whose operator family has the condition's operator (the
+ * GIN index on metadata, a btree on the policy's expression), and runs a
+ * bitmap scan of it: every row version that may match. The scan then ranks
+ * only those rows, so a row a filter rejects costs no heap fetch, and the
+ * executor rechecks the condition on each row returned. Without such an
+ * index a condition narrows nothing here and the executor alone applies it.
+ *
+ * The bitmap holds every row version the other index has an entry for,
+ * visible or not, so it holds every row the scan's snapshot sees that
+ * matches: an index entry is made before the row's transaction commits, and
+ * a HOT chain's root, which both indexes name, matches as its members do
+ * (the chain's members share every indexed column, ours included).
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/relscan.h"
+#include "access/relation.h"
+#include "access/stratnum.h"
+#include "catalog/pg_amop.h"
+#include "catalog/pg_index.h"
+#include "miscadmin.h"
+#include "nodes/tidbitmap.h"
+#include "utils/catcache.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/relcache.h"
+#include "utils/syscache.h"
+
+#include "sparse_index.h"
+
+/* whether an operator family has an ordering operator */
+static bool
+family_orders(Oid opfamily)
+{
+	CatCList   *ops = SearchSysCacheList1(AMOPSTRATEGY, ObjectIdGetDatum(opfamily));
+	bool		orders = false;
+
+	for (int i = 0; i < ops->n_members && !orders; i++)
+	{
+		Form_pg_amop op = (Form_pg_amop) GETSTRUCT(&ops->members[i]->tuple);
+
+		orders = op->amoppurpose == AMOP_ORDER;
+	}
+	ReleaseSysCacheList(ops);
+	return orders;
+}
+
+/*
+ * The index's first column is the one ranked (an ordering operator class),
+ * every later one a filter: else the build would read a filter column as
+ * the ranked one.
+ */
+void
+SparseCheckColumns(Relation index)
+{
+	int			natts = IndexRelationGetNumberOfKeyAttributes(index);
+
+	for (int i = 0; i < natts; i++)
+	{
+		bool		orders = family_orders(index->rd_opfamily[i]);
+
+		if (i == 0 && !orders)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
+					 errmsg("the first column of sparse_inverted index \"%s\" must be a ranked one",
+							RelationGetRelationName(index)),
+					 errhint("Index a sparsevec (sparsevec_ip_ops) or a tsvector (tsvector_bm25_ops) first, "
+							 "then filter columns.")));
+		if (i > 0 && orders)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
+					 errmsg("column %d of sparse_inverted index \"%s\" must be a filter column",
+							i + 1, RelationGetRelationName(index)),
+					 errhint("A sparse_inverted index ranks its first column only; later columns take a "
+							 "filter operator class such as jsonb_filter_ops.")));
+	}
+}
+
+/* the expression of index column attno (1-based), which is not a plain column */
+static Node *
+column_expression(Relation index, int attno)
+{
+	List	   *exprs = RelationGetIndexExpressions(index);
+	int			nth = 0;
+
+	for (int i = 0; i < attno - 1; i++)
+		if (index->rd_index->indkey.values[i] == 0)
+			nth++;
+	return (Node *) list_nth(exprs, nth);
+}
+
+/*
+ * Whether other, an index of the same table, can find the rows of index
+ * column attno: its first column is the same column or expression with the
+ * same collation, it can make a bitmap, and it covers every row. Sets
+ * *strategy to opno's strategy in its operator family (0: none).
+ */
+static bool
+covers_column(Relation other, Relation index, int attno, Oid opno, int *strategy)
+{
+	int16		heapatt = index->rd_index->indkey.values[attno - 1];
+
+	*strategy = 0;
+	if (other->rd_rel->relkind != RELKIND_INDEX || !other->rd_index->indisvalid ||
+		other->rd_indam->amgetbitmap == NULL ||
+		!heap_attisnull(other->rd_indextuple, Anum_pg_index_indpred, NULL) ||
+		other->rd_index->indkey.values[0] != heapatt ||
+		other->rd_indcollation[0] != index->rd_indcollation[attno - 1])
+		return false;
+	if (heapatt == 0 &&
+		!equal(column_expression(other, 1), column_expression(index, attno)))
+		return false;
+	*strategy = get_op_opfamily_strategy(opno, other->rd_opfamily[0]);
+	return *strategy != 0;
+}
+
+/* a filter set made from a TID bitmap: its exact rows and its lossy pages */
+static void
+set_from_bitmap(SparseFilterSet *set, TIDBitmap *tbm)
+{
+	TBMIterator *it = tbm_begin_iterate(tbm);
+	TBMIterateResult *page;
+	int64		maxKeys = 1024,
+				maxLossy = 16;
+
+	set->keys = palloc(sizeof(uint64) * maxKeys);
+	set->lossy = palloc(sizeof(BlockNumber) * maxLossy);
+	set->nkeys = set->nlossy = 0;
+	while ((page = tbm_iterate(it)) != NULL)
+	{
+		if (page->ntuples < 0)
+		{
+			if (set->nlossy == maxLossy)
+			{
+				maxLossy *= 2;
+				set->lossy = repalloc_huge(set->lossy, sizeof(BlockNumber) * maxLossy);
+			}
+			set->lossy[set->nlossy++] = page->blockno;
+			continue;
+		}
+		for (int i = 0; i < page->ntuples; i++)
+		{
+			ItemPointerData tid;
+
+			if (set->nkeys == maxKeys)
+			{
+				maxKeys *= 2;
+				set->keys = repalloc_huge(set->keys, sizeof(uint64) * maxKeys);
+			}
+			ItemPointerSet(&tid, page->blockno, page->offsets[i]);
+			set->keys[set->nkeys++] = SparseTidKey(&tid);
+		}
+	}
+	tbm_end_iterate(it);
+}
+
+/*
+ * The filter set of index column attno's conditions (the scan keys keys[0 ..
+ * n-1]), or false when no other index can find their rows.
+ */
+static bool
+column_set(IndexScanDesc scan, int attno, ScanKey keys, int n, SparseFilterSet *set)
+{
+	Relation	index = scan->indexRelation;
+	Relation	heap = scan->heapRelation;
+	List	   *oids;
+	ListCell   *lc;
+	Oid		   *opnos = palloc(sizeof(Oid) * n);
+
+	for (int i = 0; i < n; i++)
+	{
+		Oid			lefttype = index->rd_opcintype[attno - 1];
+
+		opnos[i] = get_opfamily_member(index->rd_opfamily[attno - 1], lefttype,
+									   OidIsValid(keys[i].sk_subtype) ? keys[i].sk_subtype : lefttype,
+									   keys[i].sk_strategy);
+		if (!OidIsValid(opnos[i]))
+			elog(ERROR, "sparse_inverted index \"%s\" has no operator of strategy %d for column %d",
+				 RelationGetRelationName(index), keys[i].sk_strategy, attno);
+	}
+	if (heap == NULL)
+		return false;
+	oids = RelationGetIndexList(heap);
+	foreach(lc, oids)
+	{
+		Oid			oid = lfirst_oid(lc);
+		Relation	other;
+		ScanKey		otherKeys;
+		int			nother = 0;
+		IndexScanDesc os;
+		TIDBitmap  *tbm;
+
+		if (oid == RelationGetRelid(index))
+			continue;
+		/* held to the transaction's end, as the planner holds the indexes it looks at */
+		other = try_relation_open(oid, AccessShareLock);
+		if (other == NULL)
+			continue;
+		otherKeys = palloc(sizeof(ScanKeyData) * n);
+		for (int i = 0; i < n; i++)
+		{
+			int			strategy;
+
+			if (covers_column(other, index, attno, opnos[i], &strategy))
+				ScanKeyEntryInitialize(&otherKeys[nother++], 0, 1, strategy, keys[i].sk_subtype,
+									   keys[i].sk_collation, get_opcode(opnos[i]), keys[i].sk_argument);
+		}
+		if (nother == 0)
+		{
+			relation_close(other, NoLock);
+			continue;
+		}
+		os = index_beginscan_bitmap(other, scan->xs_snapshot, nother);
+		index_rescan(os, otherKeys, nother, NULL, 0);
+		tbm = tbm_create(work_mem * 1024L, NULL);
+		index_getbitmap(os, tbm);
+		index_endscan(os);
+		relation_close(other, NoLock);
+		set_from_bitmap(set, tbm);
+		tbm_free(tbm);
+		list_free(oids);
+		return true;
+	}
+	list_free(oids);
+	return false;
+}
+
+/*
+ * The rows the scan's keys (conditions on columns after the first) may
+ * match, or NULL when no other index narrows them. A key with a NULL
+ * argument matches nothing (every filter operator is strict).
+ */
+SparseFilter *
+SparseFilterBegin(IndexScanDesc scan)
+{
+	SparseFilter *f = palloc0(sizeof(SparseFilter));
+
+	f->sets = palloc(sizeof(SparseFilterSet) * Max(scan->numberOfKeys, 1));
+	for (int i = 0; i < scan->numberOfKeys; i++)
+	{
+		if (scan->keyData[i].sk_flags & SK_ISNULL)
+		{
+			f->empty = true;
+			return f;
+		}
+	}
+	/* keys come ordered by column */
+	for (int i = 0; i < scan->numberOfKeys;)
+	{
+		int			attno = scan->keyData[i].sk_attno;
+		int			n = 1;
+
+		while (i + n < scan->numberOfKeys && scan->keyData[i + n].sk_attno == attno)
+			n++;
+		if (column_set(scan, attno, &scan->keyData[i], n, &f->sets[f->nsets]))
+		{
+			if (f->sets[f->nsets].nkeys == 0 && f->sets[f->nsets].nlossy == 0)
+				f->empty = true;
+			f->nsets++;
+		}
+		i += n;
+	}
+	if (f->nsets == 0 && !f->empty)
+	{
+		pfree(f->sets);
+		pfree(f);
+		return NULL;
+	}
+	return f;
+}
+
+static bool
+set_has(const SparseFilterSet *set, uint64 key)
+{
+	int64		lo = 0,
+				hi = set->nlossy;
+	BlockNumber blk = (BlockNumber) (key >> 16);
+
+	while (lo < hi)
+	{
+		int64		mid = lo + (hi - lo) / 2;
+
+		if (set->lossy[mid] < blk)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo < set->nlossy && set->lossy[lo] == blk)
+		return true;
+	lo = 0;
+	hi = set->nkeys;
+	while (lo < hi)
+	{
+		int64		mid = lo + (hi - lo) / 2;
+
+		if (set->keys[mid] < key)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < set->nkeys && set->keys[lo] == key;
+}
+
+/* whether the row at TID key may match every condition */
+bool
+SparseFilterTid(const SparseFilter *f, uint64 key)
+{
+	if (f->empty)
+		return false;
+	for (int i = 0; i < f->nsets; i++)
+		if (!set_has(&f->sets[i], key))
+			return false;
+	return true;
+}
+
+/* the bits of set's rows in a segment of offsets slots per block, nslots slots */
+static void
+set_bits(const SparseFilterSet *set, uint64 *bits, uint32 offsets, int64 nslots)
+{
+	for (int64 i = 0; i < set->nkeys; i++)
+	{
+		uint64		key = set->keys[i];
+		uint32		off = key & 0xFFFF;
+		int64		slot;
+
+		if (off < 1 || off > offsets)
+			continue;			/* not a segment position: a pending row's */
+		slot = SparseKeySlot(key, offsets);
+		if (slot < nslots)
+			bits[slot / 64] |= UINT64CONST(1) << (slot % 64);
+	}
+	for (int64 i = 0; i < set->nlossy; i++)
+		for (int64 slot = (int64) set->lossy[i] * offsets;
+			 slot < Min(((int64) set->lossy[i] + 1) * offsets, nslots); slot++)
+			bits[slot / 64] |= UINT64CONST(1) << (slot % 64);
+}
+
+/*
+ * f->bits: a bit per slot of a segment with offsets slots per heap block
+ * and nslots slots, set where the slot's row may match (SparseFilterSlot).
+ */
+void
+SparseFilterSlots(SparseFilter *f, uint32 offsets, int64 nslots)
+{
+	Size		words = nslots / 64 + 1;
+
+	if (f->bits != NULL && f->offsets == offsets && f->nslots == nslots)
+		return;
+	if (f->bits != NULL)
+		pfree(f->bits);
+	f->offsets = offsets;
+	f->nslots = nslots;
+	f->bits = MemoryContextAllocHuge(CurrentMemoryContext, sizeof(uint64) * words);
+	memset(f->bits, 0, sizeof(uint64) * words);
+	if (f->empty || offsets == 0)
+		return;
+	set_bits(&f->sets[0], f->bits, offsets, nslots);
+	if (f->nsets > 1)
+	{
+		uint64	   *other = MemoryContextAllocHuge(CurrentMemoryContext, sizeof(uint64) * words);
+
+		for (int i = 1; i < f->nsets; i++)
+		{
+			memset(other, 0, sizeof(uint64) * words);
+			set_bits(&f->sets[i], other, offsets, nslots);
+			for (Size w = 0; w < words; w++)
+				f->bits[w] &= other[w];
+		}
+		pfree(other);
+	}
+}
