@@ -37,11 +37,12 @@ from pgvector.psycopg import register_vector
 from psycopg.types.json import Jsonb
 from retrieval import TENANT, K, bm25_leg, dense_leg, hybrid_leg, sparse_leg
 
+# each leg: its SQL (retrieval.py) and its metadata filter (None: none)
 LEGS = {
     "sparse": (sparse_leg, None),
-    "sparse, 10% filter": (sparse_leg, TENANT),
+    "sparse, 10% filter": (sparse_leg, {"tenant": TENANT}),
     "BM25": (bm25_leg, None),
-    "BM25, 10% filter": (bm25_leg, TENANT),
+    "BM25, 10% filter": (bm25_leg, {"tenant": TENANT}),
     "hybrid_search": (hybrid_leg, None),
 }
 
@@ -124,8 +125,8 @@ class Comparison:
             ).fetchone()[0]
         # a cluster scan_legs.py kept has no dense index: its dense leg would be an exact scan
         self.legs = {
-            name: (leg, tenant)
-            for name, (leg, tenant) in legs.items()
+            name: (leg, metadata)
+            for name, (leg, metadata) in legs.items()
             if has_dense_index or leg not in (dense_leg, hybrid_leg)
         }
         self.columns, self.args = columns, args
@@ -137,8 +138,8 @@ class Comparison:
     def time_legs(self, column, variant: str, library: Path) -> None:
         """One round of every leg under column, in new connections with variant's settings."""
         a = self.args
-        for name, (leg, tenant) in self.legs.items():
-            sql, params = leg(self.corpus, a.k, Jsonb({"tenant": tenant}) if tenant else None)
+        for name, (leg, metadata) in self.legs.items():
+            sql, params = leg(self.corpus, a.k, Jsonb(metadata) if metadata else None)
             mean, p95, rows = cpu_per_query(
                 a.dsn, sql, [params(q) for q in range(a.queries)], variant, library
             )

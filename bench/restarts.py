@@ -29,7 +29,7 @@ from retrieval import TENANT, dense_leg, hybrid_leg
 RESTART_LEGS = {
     "dense": (dense_leg, None),
     **LEGS,
-    "hybrid_search, 10% filter": (hybrid_leg, TENANT),
+    "hybrid_search, 10% filter": (hybrid_leg, {"tenant": TENANT}),
 }
 
 

@@ -307,11 +307,14 @@ def timed_step(facts, key, step, *args):
     return result
 
 
+# as the extension creates them (021, 025): metadata is their filter column
 SPARSE_INDEX = (
-    "create index documents_sparse_idx on documents using sparse_inverted (sparse sparsevec_ip_ops)"
+    "create index documents_sparse_idx on documents"
+    " using sparse_inverted (sparse sparsevec_ip_ops, metadata jsonb_filter_ops)"
 )
 BM25_INDEX = (
-    "create index documents_fts_bm25_idx on documents using sparse_inverted (fts tsvector_bm25_ops)"
+    "create index documents_fts_bm25_idx on documents"
+    " using sparse_inverted (fts tsvector_bm25_ops, metadata jsonb_filter_ops)"
 )
 
 

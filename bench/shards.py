@@ -32,7 +32,7 @@ from hybrid_search_installer import models, shards
 from hybrid_search_installer.cluster import Cluster
 from hybrid_search_installer.layout import Layout
 from pgvector.psycopg import register_vector
-from retrieval import RESULTS, load, prepare_documents, sparse_param
+from retrieval import BM25_INDEX, RESULTS, SPARSE_INDEX, load, prepare_documents, sparse_param
 
 SEARCH = (
     "select id, score from hybrid_search(%s, %s::vector, %s::sparsevec, 10, filter => %s::jsonb)"
@@ -46,14 +46,8 @@ CONF = "shared_buffers = 2GB\nmaintenance_work_mem = 2GB\nmax_wal_size = 8GB\n"
 def finish(conn) -> float:
     started = time.perf_counter()
     conn.execute("vacuum analyze documents")
-    conn.execute(
-        "create index documents_sparse_idx on documents"
-        " using sparse_inverted (sparse sparsevec_ip_ops)"
-    )
-    conn.execute(
-        "create index documents_fts_bm25_idx on documents"
-        " using sparse_inverted (fts tsvector_bm25_ops)"
-    )
+    conn.execute(SPARSE_INDEX)
+    conn.execute(BM25_INDEX)
     conn.execute("select hybrid_search_create_dense_index()")
     return time.perf_counter() - started
 

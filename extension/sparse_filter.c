@@ -36,6 +36,7 @@
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/relcache.h"
+#include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
 #include "sparse_index.h"
@@ -104,8 +105,10 @@ column_expression(Relation index, int attno)
 /*
  * Whether other, an index of the same table, can find the rows of index
  * column attno: its first column is the same column or expression with the
- * same collation, it can make a bitmap, and it covers every row. Sets
- * *strategy to opno's strategy in its operator family (0: none).
+ * same collation, it can make a bitmap, it covers every row, and this
+ * transaction may use it (as the planner asks: an index built over broken
+ * HOT chains is not for snapshots older than it). Sets *strategy to opno's
+ * strategy in its operator family (0: none).
  */
 static bool
 covers_column(Relation other, Relation index, int attno, Oid opno, int *strategy)
@@ -118,6 +121,9 @@ covers_column(Relation other, Relation index, int attno, Oid opno, int *strategy
 		!heap_attisnull(other->rd_indextuple, Anum_pg_index_indpred, NULL) ||
 		other->rd_index->indkey.values[0] != heapatt ||
 		other->rd_indcollation[0] != index->rd_indcollation[attno - 1])
+		return false;
+	if (other->rd_index->indcheckxmin &&
+		!TransactionIdPrecedes(HeapTupleHeaderGetXmin(other->rd_indextuple->t_data), TransactionXmin))
 		return false;
 	if (heapatt == 0 &&
 		!equal(column_expression(other, 1), column_expression(index, attno)))
@@ -238,9 +244,8 @@ column_set(IndexScanDesc scan, int attno, ScanKey keys, int n, SparseFilterSet *
 }
 
 /*
- * The rows the scan's keys (conditions on columns after the first) may
- * match, or NULL when no other index narrows them. A key with a NULL
- * argument matches nothing (every filter operator is strict).
+ * The rows the scan's keys (conditions on columns after the first, none of
+ * them NULL) may match, or NULL when no other index narrows them.
  */
 SparseFilter *
 SparseFilterBegin(IndexScanDesc scan)
@@ -248,14 +253,6 @@ SparseFilterBegin(IndexScanDesc scan)
 	SparseFilter *f = palloc0(sizeof(SparseFilter));
 
 	f->sets = palloc(sizeof(SparseFilterSet) * Max(scan->numberOfKeys, 1));
-	for (int i = 0; i < scan->numberOfKeys; i++)
-	{
-		if (scan->keyData[i].sk_flags & SK_ISNULL)
-		{
-			f->empty = true;
-			return f;
-		}
-	}
 	/* keys come ordered by column */
 	for (int i = 0; i < scan->numberOfKeys;)
 	{
@@ -272,7 +269,7 @@ SparseFilterBegin(IndexScanDesc scan)
 		}
 		i += n;
 	}
-	if (f->nsets == 0 && !f->empty)
+	if (f->nsets == 0)
 	{
 		pfree(f->sets);
 		pfree(f);

@@ -319,6 +319,7 @@ extern bool sparse_simd;
 extern int	sparse_skip_lists;
 extern int	sparse_window_slots;
 extern int	sparse_kept_memory;
+extern int	sparse_filter_after;
 
 /* sparse_utils.c */
 extern void sparse_init(void);

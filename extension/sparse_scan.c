@@ -132,6 +132,8 @@ typedef struct SparseScanOpaqueData
 	SparseMetaPageData segMeta; /* the segment they were read from */
 	/* the rows the conditions on later columns may match; NULL: every row */
 	SparseFilter *filter;
+	bool		filterBegun;
+	int			batches;		/* batches ranked so far */
 } SparseScanOpaqueData;
 
 #define RANKED_NOT_YET	0
@@ -2032,6 +2034,32 @@ run_rest(IndexScanDesc scan)
 	return true;
 }
 
+/*
+ * After hybrid_search.sparse_filter_after batches (3), a scan with
+ * conditions on later columns ranks only the rows another index of the table
+ * finds for them (sparse_filter.c). The bitmap costs something per row it
+ * holds, however few of them the scan would have met, so it pays for a
+ * condition that rejects nearly every row returned, not for one that a
+ * tenth of the rows meet: the first three batches (B, 4B and 16B rows, B
+ * about 1.25 k from the search functions) find the k rows of such a
+ * condition, and a condition still short of k rows after them has passed
+ * under 4% of the 21B rows returned (performance.md, December 6, session
+ * 27). False if no row can meet the conditions.
+ */
+static bool
+begin_filter(IndexScanDesc scan)
+{
+	SparseScanOpaque so = (SparseScanOpaque) scan->opaque;
+	MemoryContext oldcxt = MemoryContextSwitchTo(so->cxt);
+
+	so->filterBegun = true;
+	so->filter = SparseFilterBegin(scan);
+	if (so->filter && so->sums)
+		SparseFilterSlots(so->filter, so->slotOffsets, so->nslots);
+	MemoryContextSwitchTo(oldcxt);
+	return so->filter == NULL || !so->filter->empty;
+}
+
 IndexScanDesc
 sparse_beginscan(Relation index, int nkeys, int norderbys)
 {
@@ -2124,6 +2152,8 @@ sparse_rescan(IndexScanDesc scan, ScanKey keys, int nkeys, ScanKey orderbys, int
 	so->pendingRows = NULL;
 	so->npending = 0;
 	so->filter = NULL;
+	so->filterBegun = false;
+	so->batches = 0;
 }
 
 /*
@@ -2262,23 +2292,27 @@ sparse_gettuple(IndexScanDesc scan, ScanDirection dir)
 		}
 		else
 		{
-			MemoryContext oldcxt;
-
 			/* pg_stat_user_indexes.idx_scan: a DBA looks there for unused indexes */
 			pgstat_count_index_scan(scan->indexRelation);
-			if (scan->numberOfKeys > 0)
+			for (int i = 0; i < scan->numberOfKeys; i++)
 			{
-				oldcxt = MemoryContextSwitchTo(so->cxt);
-				so->filter = SparseFilterBegin(scan);
-				MemoryContextSwitchTo(oldcxt);
-				if (so->filter && so->filter->empty)
+				/* every filter operator is strict */
+				if (scan->keyData[i].sk_flags & SK_ISNULL)
 				{
 					so->done = true;
 					return false;
 				}
 			}
 		}
+		if (so->batches >= sparse_filter_after && scan->numberOfKeys > 0 && !so->filterBegun &&
+			!begin_filter(scan))
+		{
+			/* no row can meet the conditions */
+			so->done = true;
+			return false;
+		}
 		so->started = true;
+		so->batches++;
 		if (so->queryNull)
 		{
 			if (so->positiveOnly)

@@ -46,6 +46,7 @@ static const struct config_enum_entry skip_lists_options[] = {
 };
 int			sparse_window_slots = 65536;
 int			sparse_kept_memory = 32768;
+int			sparse_filter_after = 3;
 
 void
 sparse_init(void)
@@ -105,6 +106,16 @@ sparse_init(void)
 							&sparse_kept_memory,
 							32768, 0, 1024 * 1024,
 							PGC_USERSET, GUC_UNIT_KB,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("hybrid_search.sparse_filter_after",
+							"Batches a sparse_inverted scan ranks before it ranks only the rows its filter columns' "
+							"conditions may match.",
+							"Those rows come from a bitmap scan of another index of the table, at a cost per row it "
+							"holds: it pays for a condition that has rejected nearly every row the first batches "
+							"returned. 0 narrows from the first batch; a large value never.",
+							&sparse_filter_after,
+							3, 0, 1000,
+							PGC_USERSET, 0,
 							NULL, NULL, NULL);
 	SparseSlotArraysInit();
 }

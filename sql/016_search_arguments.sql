@@ -77,11 +77,15 @@ set search_path to pg_catalog, pg_temp;
 -- leg): HNSW's ef_search raised to rows, iterative index scans that keep
 -- going until rows rows pass a filter, and sequential scans off (the
 -- planner's cost model often prefers one on tables of some ten thousand rows,
--- at 50x the latency); and, when generic is true as well, a generic plan,
--- planned once instead of at every call (the plan cache keeps custom plans,
--- which drop "filter is null" and so look cheaper). Only with sequential
--- scans off: a generic plan does not know k, and under a row-level-security
--- policy it chose a sequential scan over the index (BM25 leg 1.5 -> 116 ms).
+-- at 50x the latency); and, unless the statement is filtered, a generic
+-- plan, planned once instead of at every call (the plan cache keeps custom
+-- plans, which drop "filter is null" and so look cheaper). Only with
+-- sequential scans off: a generic plan does not know k, and under a
+-- row-level-security policy it chose a sequential scan over the index (BM25
+-- leg 1.5 -> 116 ms). A filtered statement is planned at every call: with
+-- the filter's value in the plan, "filter is null or metadata @> filter" is
+-- metadata @> value, an index condition of the sparse_inverted indexes
+-- (their filter column), which a generic plan would leave to the executor.
 -- Set locally: a change made inside a function lasts until the transaction
 -- ends, so the caller hands the returned settings (name, value to put back,
 -- in pairs) to _search_settings_pop after its statement. (A fixed value,
@@ -90,7 +94,7 @@ set search_path to pg_catalog, pg_temp;
 create or replace function @extschema@._search_settings_push(
     rows integer,
     ef_search integer default null,
-    generic boolean default false
+    filtered boolean default false
 )
 returns text[]
 as $func$
@@ -113,10 +117,12 @@ begin
         perform pg_catalog.set_config('hnsw.ef_search', least(greatest(ef_search, rows), 1000)::text, true);
         perform pg_catalog.set_config('hnsw.iterative_scan', 'relaxed_order', true);
         perform pg_catalog.set_config('enable_seqscan', 'off', true);
-        if generic then
-            saved := saved || array['plan_cache_mode', pg_catalog.current_setting('plan_cache_mode')];
-            perform pg_catalog.set_config('plan_cache_mode', 'force_generic_plan', true);
-        end if;
+    end if;
+    if filtered or ef_search is not null then
+        saved := saved || array['plan_cache_mode', pg_catalog.current_setting('plan_cache_mode')];
+        perform pg_catalog.set_config(
+            'plan_cache_mode', case when filtered then 'force_custom_plan' else 'force_generic_plan' end, true
+        );
     end if;
     return saved;
 end;

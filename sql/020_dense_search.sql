@@ -35,7 +35,7 @@ begin
         from @extschema@._coordinator_legs('dense_search', null, query_dense, null, k, filter, ef_search) as l;
         return;
     end if;
-    saved := @extschema@._search_settings_push(k, ef_search, filter is null);
+    saved := @extschema@._search_settings_push(k, ef_search, filter is not null);
     if half_dimensions is null then
         return query
         select

@@ -3,8 +3,9 @@
 -- The k documents with the highest lexical matching score (sparse_dot) for a
 -- sparse query vector, exact; documents sharing no weighted token are left
 -- out. Through documents_sparse_idx (sparse_inverted, 016) when it exists: an
--- index scan in <#> order, filter and row-level security checked row by row
--- as the scan goes on (so k rows come back whenever k visible matching rows
+-- index scan in <#> order that ranks only the rows documents_metadata_idx
+-- finds for the filter (from its second batch; sparse_filter.c), policy and
+-- filter checked row by row as the scan goes on (so k rows come back whenever k visible matching rows
 -- exist), ties at the k-th score all read (WITH TIES) and broken by id;
 -- hybrid_search.sparse_positive_only ends the scan after the rows that share
 -- a token with the query; its first batch is sized for k
@@ -29,7 +30,7 @@ begin
         from @extschema@._coordinator_legs('sparse_search', null, null, query_sparse, k, filter, 100) as l;
         return;
     end if;
-    saved := @extschema@._search_settings_push(k);
+    saved := @extschema@._search_settings_push(k, null, filter is not null);
     return query
     select
         n.id,

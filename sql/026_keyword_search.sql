@@ -165,7 +165,7 @@ create or replace function @extschema@._keyword_search_bm25query(
 as $func$
 #variable_conflict use_column
 declare
-    saved text[] := @extschema@._search_settings_push(k);
+    saved text[] := @extschema@._search_settings_push(k, null, filter is not null);
 begin
     return query
     select

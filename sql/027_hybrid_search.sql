@@ -230,9 +230,9 @@ declare
     saved text[];
 begin
     -- sequential scans off for every leg (ef_search, when there is no dense leg,
-    -- is unchecked and unused); a filter's selectivity may change the plan, so
-    -- filtered calls keep the plan mode
-    saved := @extschema@._search_settings_push(p.per_leg, coalesce(p.ef_search, 100), p.filter is null);
+    -- is unchecked and unused); a filtered call is planned with its filter's
+    -- value, which the sparse and BM25 legs take as an index condition
+    saved := @extschema@._search_settings_push(p.per_leg, coalesce(p.ef_search, 100), p.filter is not null);
     return query
     with shard_legs as materialized (
         select l.leg, l.id, l.rank, l.score

@@ -206,3 +206,25 @@ RESET enable_seqscan;
 REINDEX INDEX items_v_idx;
 SELECT (sparse_inverted_check('items_v_idx') ->> 'consistent')::bool AS consistent_after_reindex;
 SELECT pg_temp.same(pg_temp.vec(3), 100) AS same_after_reindex;
+
+-- filter columns: a condition on a later column ranks only the rows another
+-- index of the table finds (the btree on tenant), from the fourth batch on
+CREATE TABLE tenanted (id int, tenant int, v sparsevec);
+INSERT INTO tenanted SELECT i, i % 10, format('{1:%s,2:%s}/3', i % 97 + 1, i % 13 + 1)::sparsevec
+FROM generate_series(1, 2000) AS i;
+CREATE INDEX tenanted_v_idx ON tenanted USING sparse_inverted (v, tenant int4_filter_ops);
+CREATE INDEX tenanted_tenant_idx ON tenanted (tenant);
+ANALYZE tenanted;
+SET enable_seqscan = off;
+SET enable_bitmapscan = off;
+SET enable_sort = off;
+SET hybrid_search.sparse_batch_size = 5;
+EXPLAIN (COSTS OFF) SELECT id FROM tenanted WHERE tenant = 3 ORDER BY v <#> '{1:1,2:1}/3' LIMIT 5;
+SELECT id, v <#> '{1:1,2:1}/3' AS d FROM tenanted WHERE tenant = 3 ORDER BY v <#> '{1:1,2:1}/3' LIMIT 5;
+SELECT count(*) FROM (SELECT id FROM tenanted WHERE tenant = 3 ORDER BY v <#> '{1:1,2:1}/3' LIMIT 1000) AS t;
+SELECT count(*) FROM (SELECT id FROM tenanted WHERE tenant = 11 ORDER BY v <#> '{1:1,2:1}/3' LIMIT 5) AS t;
+RESET hybrid_search.sparse_batch_size;
+RESET enable_sort;
+RESET enable_bitmapscan;
+RESET enable_seqscan;
+DROP TABLE tenanted;
