@@ -23,6 +23,8 @@
  *   pending list    rows inserted since the last merge, one item (or a few
  *                   chunks) per row, appended by aminsert and scored
  *                   exhaustively by every scan
+ * Only the first column is indexed; later ones are filter columns, which
+ * store nothing (sparse_filter.c).
  * A merge (VACUUM, a pending list past hybrid_search.sparse_pending_limit,
  * or CREATE INDEX in batches of maintenance_work_mem) writes a new segment
  * from the old one plus the pending rows, less dead rows, switches the

@@ -42,6 +42,12 @@
  * batches before the one full pass over the query terms' postings and the
  * row list.
  *
+ * Conditions on the index's filter columns (scan keys) narrow the rows a
+ * batch may take, after hybrid_search.sparse_filter_after batches, to those
+ * another index of the table finds for them (begin_filter, sparse_filter.c):
+ * every place a row enters a batch tests it, so each batch holds the best N
+ * rows that may match, and the executor rechecks the conditions.
+ *
  * Where the CPU runs AVX-512 (and hybrid_search.sparse_simd is on), rank_all
  * adds eight postings at a time and the pass over the slots tests eight at a
  * time, with the scalar loops' arithmetic: the same keys, bit for bit.
@@ -1114,8 +1120,10 @@ static double
 batch_begin(SparseScanOpaque so, TopN *top)
 {
 	topn_init(top, so->batchN);
+	/* kept before the scan narrowed, if it has: tested again */
 	for (int64 i = 0; i < so->npending; i++)
-		if (after_cursor(so, so->pendingRows[i].key, so->pendingRows[i].tid))
+		if (after_cursor(so, so->pendingRows[i].key, so->pendingRows[i].tid) &&
+			tid_passes(so, so->pendingRows[i].tid))
 			topn_push(top, so->pendingRows[i].key, so->pendingRows[i].low, so->pendingRows[i].tid);
 	topn_cut(top);
 	return top->full ? top->worst.key : 0;
