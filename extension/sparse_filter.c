@@ -24,10 +24,12 @@
 #include "postgres.h"
 
 #include "access/genam.h"
+#include "access/gin.h"
 #include "access/htup_details.h"
 #include "access/relscan.h"
 #include "access/relation.h"
 #include "access/stratnum.h"
+#include "catalog/pg_am_d.h"
 #include "catalog/pg_amop.h"
 #include "catalog/pg_index.h"
 #include "miscadmin.h"
@@ -105,10 +107,11 @@ column_expression(Relation index, int attno)
 /*
  * Whether other, an index of the same table, can find the rows of index
  * column attno: its first column is the same column or expression with the
- * same collation, it can make a bitmap, it covers every row, and this
- * transaction may use it (as the planner asks: an index built over broken
- * HOT chains is not for snapshots older than it). Sets *strategy to opno's
- * strategy in its operator family (0: none).
+ * same collation; it makes a bitmap of every row that may match (it has no
+ * predicate, and no gin_fuzzy_search_limit samples it); and this transaction
+ * may use it (as the planner asks: an index built over broken HOT chains is
+ * not for snapshots older than it). Sets *strategy to opno's strategy in its
+ * operator family (0: none).
  */
 static bool
 covers_column(Relation other, Relation index, int attno, Oid opno, int *strategy)
@@ -121,6 +124,8 @@ covers_column(Relation other, Relation index, int attno, Oid opno, int *strategy
 		!heap_attisnull(other->rd_indextuple, Anum_pg_index_indpred, NULL) ||
 		other->rd_index->indkey.values[0] != heapatt ||
 		other->rd_indcollation[0] != index->rd_indcollation[attno - 1])
+		return false;
+	if (other->rd_rel->relam == GIN_AM_OID && GinFuzzySearchLimit > 0)
 		return false;
 	if (other->rd_index->indcheckxmin &&
 		!TransactionIdPrecedes(HeapTupleHeaderGetXmin(other->rd_indextuple->t_data), TransactionXmin))

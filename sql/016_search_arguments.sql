@@ -69,7 +69,9 @@ set search_path to pg_catalog, pg_temp;
 
 -------------------------------------------------------------------------------
 -- _search_settings_push
--- What a search function sets for its statement: a sparse_inverted scan's
+-- What a search function sets for its statement: no gin_fuzzy_search_limit
+-- (a GIN scan under it returns a sample of its rows, and a filtered leg may
+-- read documents_metadata_idx); a sparse_inverted scan's
 -- first batch that holds the rows rows it returns and those past them that
 -- WITH TIES (and the executor's reordering) look at, so that no second batch,
 -- four times as large, is ranked (never below the session's own
@@ -102,12 +104,14 @@ declare
     -- a setting not defined yet is put back at its library's default
     saved text[] := array[
         'hybrid_search.sparse_batch_size',
-        coalesce(pg_catalog.current_setting('hybrid_search.sparse_batch_size', true), '100')
+        coalesce(pg_catalog.current_setting('hybrid_search.sparse_batch_size', true), '100'),
+        'gin_fuzzy_search_limit', pg_catalog.current_setting('gin_fuzzy_search_limit')
     ];
 begin
     perform pg_catalog.set_config(
         'hybrid_search.sparse_batch_size', greatest(saved[2]::integer, rows + rows / 4 + 8)::text, true
     );
+    perform pg_catalog.set_config('gin_fuzzy_search_limit', '0', true);
     if ef_search is not null then
         saved := saved || array[
             'hnsw.ef_search', coalesce(pg_catalog.current_setting('hnsw.ef_search', true), '40'),

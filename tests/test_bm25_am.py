@@ -361,7 +361,14 @@ def test_a_metadata_filter_column_ranks_only_the_rows_gin_finds(docs):
             for query in queries(rng, 3):
                 for k in [10, 100, 1000]:
                     assert_exact(conn, rows, query, k, where=where, visible=visible)
+        # a GIN scan under gin_fuzzy_search_limit returns a sample: not narrowed by it
+        conn.execute("set gin_fuzzy_search_limit = 1")
+        conn.execute("set hybrid_search.sparse_filter_after = 0")
+        for query in queries(rng, 2):
+            assert_exact(conn, rows, query, 100, where=where, visible=visible)
     finally:
+        conn.execute("reset gin_fuzzy_search_limit")
+        conn.execute("reset hybrid_search.sparse_filter_after")
         conn.execute("reset enable_bitmapscan")
         conn.execute("reset enable_sort")
 
