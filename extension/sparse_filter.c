@@ -147,7 +147,7 @@ set_from_bitmap(SparseFilterSet *set, TIDBitmap *tbm)
 				maxLossy = 16;
 
 	set->keys = palloc(sizeof(uint64) * maxKeys);
-	set->lossy = palloc(sizeof(BlockNumber) * maxLossy);
+	set->lossy = palloc(sizeof(uint64) * maxLossy);
 	set->nkeys = set->nlossy = 0;
 	while ((page = tbm_iterate(it)) != NULL)
 	{
@@ -156,7 +156,7 @@ set_from_bitmap(SparseFilterSet *set, TIDBitmap *tbm)
 			if (set->nlossy == maxLossy)
 			{
 				maxLossy *= 2;
-				set->lossy = repalloc_huge(set->lossy, sizeof(BlockNumber) * maxLossy);
+				set->lossy = repalloc_huge(set->lossy, sizeof(uint64) * maxLossy);
 			}
 			set->lossy[set->nlossy++] = page->blockno;
 			continue;
@@ -283,36 +283,35 @@ SparseFilterBegin(IndexScanDesc scan)
 	return f;
 }
 
+/* the first of a[0 .. n-1] (sorted) not below x: n if none */
+static int64
+lower_bound(const uint64 *a, int64 n, uint64 x)
+{
+	int64		lo = 0,
+				hi = n;
+
+	while (lo < hi)
+	{
+		int64		mid = lo + (hi - lo) / 2;
+
+		if (a[mid] < x)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
 static bool
 set_has(const SparseFilterSet *set, uint64 key)
 {
-	int64		lo = 0,
-				hi = set->nlossy;
-	BlockNumber blk = (BlockNumber) (key >> 16);
+	uint64		blk = key >> 16;
+	int64		at = lower_bound(set->lossy, set->nlossy, blk);
 
-	while (lo < hi)
-	{
-		int64		mid = lo + (hi - lo) / 2;
-
-		if (set->lossy[mid] < blk)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	if (lo < set->nlossy && set->lossy[lo] == blk)
+	if (at < set->nlossy && set->lossy[at] == blk)
 		return true;
-	lo = 0;
-	hi = set->nkeys;
-	while (lo < hi)
-	{
-		int64		mid = lo + (hi - lo) / 2;
-
-		if (set->keys[mid] < key)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo < set->nkeys && set->keys[lo] == key;
+	at = lower_bound(set->keys, set->nkeys, key);
+	return at < set->nkeys && set->keys[at] == key;
 }
 
 /* whether the row at TID key may match every condition */

@@ -418,7 +418,7 @@ typedef struct SparseFilterSet
 {
 	uint64	   *keys;
 	int64		nkeys;
-	BlockNumber *lossy;
+	uint64	   *lossy;			/* heap block numbers */
 	int64		nlossy;
 } SparseFilterSet;
 

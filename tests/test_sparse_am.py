@@ -5,6 +5,7 @@ concurrent writers, a WHERE filter and row-level security; a kill -9 during a
 COPY leaves an index that sparse_inverted_check() calls consistent; sparse_search
 uses it; hybrid_search_check() reports it and finds damage."""
 
+import contextlib
 import json
 import os
 import re
@@ -583,6 +584,25 @@ def test_filter_returns_k_rows_whenever_k_match(items):
             assert_exact(conn, rows, query, k, where="tenant = 3", visible=tenant3)
 
 
+@contextlib.contextmanager
+def tenant3_reader(conn, policy):
+    """The connection as am_reader, a role whose policy on am_items is policy."""
+    conn.execute("alter table am_items enable row level security")
+    conn.execute(f"create policy tenant3 on am_items using ({policy})")
+    conn.execute("drop role if exists am_reader")
+    conn.execute("create role am_reader")
+    conn.execute("grant select on am_items to am_reader")
+    try:
+        conn.execute("set role am_reader")
+        yield
+    finally:
+        conn.execute("reset role")
+        conn.execute("drop policy tenant3 on am_items")
+        conn.execute("alter table am_items disable row level security")
+        conn.execute("revoke all on am_items from am_reader")
+        conn.execute("drop role am_reader")
+
+
 def filter_column_index(conn, column="tenant", opclass="int4_filter_ops"):
     """am_items_v_idx again with a filter column, so a condition on it is an
     index condition; a btree on tenant finds its rows."""
@@ -718,13 +738,7 @@ def test_a_policy_on_an_indexed_expression_is_the_scans_condition(items):
     expression = "((meta->>'tenant')::int)"
     filter_column_index(conn, expression)
     conn.execute(f"create index am_items_meta_tenant_idx on am_items ({expression})")
-    conn.execute("alter table am_items enable row level security")
-    conn.execute(f"create policy tenant3 on am_items using ({expression} = 3)")
-    conn.execute("drop role if exists am_reader")
-    conn.execute("create role am_reader")
-    conn.execute("grant select on am_items to am_reader")
-    try:
-        conn.execute("set role am_reader")
+    with tenant3_reader(conn, f"{expression} = 3"):
         conn.execute("set hybrid_search.sparse_batch_size = 10")
         query = queries(rng, 1)[0]
         assert "Index Cond: (((meta ->> 'tenant'::text))::integer = 3)" in index_condition(
@@ -735,12 +749,6 @@ def test_a_policy_on_an_indexed_expression_is_the_scans_condition(items):
         for query in queries(rng, 3):
             for k in [10, 100, 1000]:
                 assert_exact(conn, rows, query, k, visible=tenant3)
-    finally:
-        conn.execute("reset role")
-        conn.execute("drop policy tenant3 on am_items")
-        conn.execute("alter table am_items disable row level security")
-        conn.execute("revoke all on am_items from am_reader")
-        conn.execute("drop role am_reader")
 
 
 def test_only_the_first_column_is_ranked(items):
@@ -753,23 +761,11 @@ def test_only_the_first_column_is_ranked(items):
 
 def test_row_level_security_returns_k_visible_rows(items):
     conn, rows, rng = items
-    conn.execute("alter table am_items enable row level security")
-    conn.execute("create policy tenant3 on am_items using (tenant = 3)")
-    conn.execute("drop role if exists am_reader")
-    conn.execute("create role am_reader")
-    conn.execute("grant select on am_items to am_reader")
-    try:
-        conn.execute("set role am_reader")
+    with tenant3_reader(conn, "tenant = 3"):
         tenant3 = {i for i in rows if i % 10 == 3}
         for query in queries(rng, 4):
             for k in [10, 100, 300, 1000]:
                 assert_exact(conn, rows, query, k, visible=tenant3)
-    finally:
-        conn.execute("reset role")
-        conn.execute("drop policy tenant3 on am_items")
-        conn.execute("alter table am_items disable row level security")
-        conn.execute("revoke all on am_items from am_reader")
-        conn.execute("drop role am_reader")
 
 
 def test_concurrent_writers_and_merges(items, dsn):
