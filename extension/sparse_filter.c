@@ -10,7 +10,8 @@
  * of the table, without a predicate, whose first column is the same column
  * or expression and whose operator family has the condition's operator (the
  * GIN index on metadata, a btree on the policy's expression), and runs a
- * bitmap scan of it: every row version that may match. The scan then ranks
+ * bitmap scan of it: every row version that may match. From then on (after
+ * hybrid_search.sparse_filter_after batches, sparse_scan.c) the scan ranks
  * only those rows, so a row a filter rejects costs no heap fetch, and the
  * executor rechecks the condition on each row returned. Without such an
  * index a condition narrows nothing here and the executor alone applies it.
