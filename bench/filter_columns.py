@@ -6,8 +6,8 @@ one kept cluster.
 
 retrieval.py's cluster (--keep) has one key in metadata, the tenant (10% of the
 rows each). This script first marks 1% of the rows {"p1": true} and 0.1% of them
-{"p01": true} (by id, spread over the heap), then VACUUMs, as builds.py runs its
-rounds: each leg's queries in a new connection per setting, timed by the
+{"p01": true} (by id, spread over the heap) and VACUUMs. Then it runs rounds as
+builds.py does: each leg's queries in a new connection per setting, timed by the
 backend's CPU (builds.py's cpu_per_query). Every setting must return the same
 rows; a cell says "(other rows)" where one did not.
 
