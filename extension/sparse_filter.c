@@ -111,15 +111,14 @@ column_expression(Relation index, int attno)
  * same collation; it makes a bitmap of every row that may match (it has no
  * predicate, and no gin_fuzzy_search_limit samples it); and this transaction
  * may use it (as the planner asks: an index built over broken HOT chains is
- * not for snapshots older than it). Sets *strategy to opno's strategy in its
- * operator family (0: none).
+ * not for snapshots older than it). Which conditions it serves is its
+ * operator family's say (column_set).
  */
 static bool
-covers_column(Relation other, Relation index, int attno, Oid opno, int *strategy)
+covers_column(Relation other, Relation index, int attno)
 {
 	int16		heapatt = index->rd_index->indkey.values[attno - 1];
 
-	*strategy = 0;
 	if (other->rd_rel->relkind != RELKIND_INDEX || !other->rd_index->indisvalid ||
 		other->rd_indam->amgetbitmap == NULL ||
 		!heap_attisnull(other->rd_indextuple, Anum_pg_index_indpred, NULL) ||
@@ -131,11 +130,7 @@ covers_column(Relation other, Relation index, int attno, Oid opno, int *strategy
 	if (other->rd_index->indcheckxmin &&
 		!TransactionIdPrecedes(HeapTupleHeaderGetXmin(other->rd_indextuple->t_data), TransactionXmin))
 		return false;
-	if (heapatt == 0 &&
-		!equal(column_expression(other, 1), column_expression(index, attno)))
-		return false;
-	*strategy = get_op_opfamily_strategy(opno, other->rd_opfamily[0]);
-	return *strategy != 0;
+	return heapatt != 0 || equal(column_expression(other, 1), column_expression(index, attno));
 }
 
 /* a filter set made from a TID bitmap: its exact rows and its lossy pages */
@@ -220,12 +215,17 @@ column_set(IndexScanDesc scan, int attno, ScanKey keys, int n, SparseFilterSet *
 		other = try_relation_open(oid, AccessShareLock);
 		if (other == NULL)
 			continue;
+		if (!covers_column(other, index, attno))
+		{
+			relation_close(other, NoLock);
+			continue;
+		}
 		otherKeys = palloc(sizeof(ScanKeyData) * n);
 		for (int i = 0; i < n; i++)
 		{
-			int			strategy;
+			int			strategy = get_op_opfamily_strategy(opnos[i], other->rd_opfamily[0]);
 
-			if (covers_column(other, index, attno, opnos[i], &strategy))
+			if (strategy != 0)
 				ScanKeyEntryInitialize(&otherKeys[nother++], 0, 1, strategy, keys[i].sk_subtype,
 									   keys[i].sk_collation, get_opcode(opnos[i]), keys[i].sk_argument);
 		}

@@ -156,6 +156,19 @@ slot_passes(SparseScanOpaque so, int64 slot)
 	return so->filter == NULL || SparseFilterSlot(so->filter, slot);
 }
 
+/* the filter's bits for the slots of the segment the sums were made from */
+static void
+narrow_slots(SparseScanOpaque so)
+{
+	MemoryContext oldcxt;
+
+	if (so->filter == NULL)
+		return;
+	oldcxt = MemoryContextSwitchTo(so->cxt);
+	SparseFilterSlots(so->filter, so->slotOffsets, so->nslots);
+	MemoryContextSwitchTo(oldcxt);
+}
+
 /* whether the row at TID key may pass the scan's conditions */
 static inline bool
 tid_passes(SparseScanOpaque so, uint64 tid)
@@ -1723,14 +1736,9 @@ rank_all(IndexScanDesc scan)
 	so->nslots = nslots;
 	so->slotOffsets = meta.segMaxOffset;
 	so->segMeta = meta;
-	if (so->filter)
-	{
-		oldcxt = MemoryContextSwitchTo(so->cxt);
-		SparseFilterSlots(so->filter, so->slotOffsets, nslots);
-		MemoryContextSwitchTo(oldcxt);
-	}
 	so->sums = SparseBorrowSlots(so->cxt, nslots);
 	so->absSums = mixed ? SparseBorrowSlots(so->cxt, nslots) : NULL;
+	narrow_slots(so);
 	so->cursors = MemoryContextAlloc(so->cxt, sizeof(ListCursor) * Max(so->nq, 1));
 	for (int i = 0; i < so->nq; i++)
 	{
@@ -2062,9 +2070,9 @@ begin_filter(IndexScanDesc scan)
 
 	so->filterBegun = true;
 	so->filter = SparseFilterBegin(scan);
-	if (so->filter && so->sums)
-		SparseFilterSlots(so->filter, so->slotOffsets, so->nslots);
 	MemoryContextSwitchTo(oldcxt);
+	if (so->sums)
+		narrow_slots(so);
 	return so->filter == NULL || !so->filter->empty;
 }
 
