@@ -455,11 +455,19 @@ def measure_pass(conn, table, corpus, peers, fast, few, filtered):
     measure_candidate_legs(conn, table, corpus, fast, filtered)
 
 
-def measure_candidate_legs(conn, table, corpus, fast, filtered):
+def pass_names(filtered, own_indexes=False):
+    """A pass's label in the table's rows (without parentheses) and its rows' key prefix:
+    unfiltered, the 10% filter, or that filter served by its own indexes."""
+    if own_indexes:
+        return "10% filter, its own indexes", "own filtered "
+    return ("10% filter", "filtered ") if filtered else ("", "")
+
+
+def measure_candidate_legs(conn, table, corpus, fast, filtered, own_indexes=False):
     """Each leg alone asked for CANDIDATES rows, hybrid_search's default per leg:
     about what the fused call spends in that leg (recall against the exact top 10)."""
-    label = f" ({CANDIDATES} candidates{', 10% filter' if filtered else ''})"
-    tag = "filtered " if filtered else ""
+    name, tag = pass_names(filtered, own_indexes)
+    label = f" ({CANDIDATES} candidates{', ' + name if name else ''})"
     jflt = Jsonb({"tenant": TENANT}) if filtered else None
     mask = corpus.tenant == TENANT if filtered else None
     for key, name, leg, reference in [
@@ -486,11 +494,11 @@ def bm25_score_error(corpus, rows_per_query, qs):
     return max(errors)
 
 
-def measure_fusion_pass(conn, table, corpus, fast, filtered):
+def measure_fusion_pass(conn, table, corpus, fast, filtered, own_indexes=False):
     """--fusion-only: the three legs and hybrid_search, unfiltered or with the 10%
     metadata filter (hybrid_search's p95 against the legs' in the same run)."""
-    label = " (10% filter)" if filtered else ""
-    tag = "filtered " if filtered else ""
+    name, tag = pass_names(filtered, own_indexes)
+    label = f" ({name})" if name else ""
     jflt = Jsonb({"tenant": TENANT}) if filtered else None
     mask = corpus.tenant == TENANT if filtered else None
     for key, name, leg, reference in [
@@ -503,7 +511,51 @@ def measure_fusion_pass(conn, table, corpus, fast, filtered):
                   lambda q, reference=reference: reference(q, K, mask))  # fmt: skip
     table.sql(conn, tag + "hybrid", "hybrid_search, three legs, RRF" + label,
               hybrid_leg(corpus, K, jflt), fast, exact_hybrid(corpus, mask))  # fmt: skip
-    measure_candidate_legs(conn, table, corpus, fast, filtered)
+    measure_candidate_legs(conn, table, corpus, fast, filtered, own_indexes)
+
+
+FILTER_INDEXES = "bench_tenant"  # hybrid_search_create_filter_indexes' name for the TENANT's
+
+
+def measure_filter_indexes(conn, table, corpus, fast, facts):
+    """The 10% filter's legs and hybrid_search again, with the filter's own indexes
+    (hybrid_search_create_filter_indexes: copies of the three search indexes holding
+    its rows only); their build time and sizes; dropped afterwards."""
+    started = time.perf_counter()
+    names = [
+        r[0]
+        for r in conn.execute(
+            "select * from hybrid_search_create_filter_indexes(%s, %s)",
+            [FILTER_INDEXES, Jsonb({"tenant": TENANT})],
+        )
+    ]
+    facts["filter indexes"] = (
+        time.perf_counter() - started,
+        {name: relation_mb(conn, name, "pg_relation_size") for name in names},
+    )
+    try:
+        measure_fusion_pass(conn, table, corpus, fast, True, own_indexes=True)
+    finally:
+        conn.execute("select hybrid_search_drop_filter_indexes(%s)", [FILTER_INDEXES])
+
+
+def filter_index_line(facts) -> list[str]:
+    """The report's line on the filter's own indexes: build time and sizes."""
+    seconds, sizes = facts["filter indexes"]
+    listed = ", ".join(f"{name} {mb:.0f} MB" for name, mb in sizes.items())
+    return [f"- the 10% filter's own indexes (hybrid_search_create_filter_indexes): built in"
+            f" {seconds:.1f} s; {listed}"]  # fmt: skip
+
+
+def filter_index_ratios(table: Table) -> list[tuple[str, float | None]]:
+    """Each leg and hybrid_search with the 10% filter served by its own indexes, over
+    its unfiltered p95."""
+    return [
+        (f"{name}, 10% filter with its own indexes, p95 / unfiltered p95 (goal ≤ 1.5)",
+         table.ratio(f"own filtered {key}", key))
+        for key, name in [("dense", "dense"), ("sparse", "sparse_inverted"),
+                          ("bm25", "BM25 leg"), ("hybrid", "hybrid_search")]
+    ]  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -768,6 +820,7 @@ def run(
                 else:
                     measure_pass(conn, table, corpus, peers, fast, range(0) if scale else few,
                                  filtered)  # fmt: skip
+            measure_filter_indexes(conn, table, corpus, fast, facts)
             measure_row_security(conn, table, corpus, fast, few if scale else fast)
             if fusion_only:
                 return table, facts
@@ -826,7 +879,7 @@ def ratio_rows(table: Table, facts) -> list[str]:
             (f"{name}, after churn p95 / clean p95, after VACUUM (goal ≤ 1.1)",
              r(f"churn after VACUUM {key}", key)),
         ]  # fmt: skip
-    rows += candidate_ratios(table) + indexed_policy_ratios(table)
+    rows += candidate_ratios(table) + filter_index_ratios(table) + indexed_policy_ratios(table)
     out = [f"| {name} | {value:.2f} |" for name, value in rows if value is not None]
     out += [
         f"| BM25 leg and tantivy: mean top-10 overlap | {table.bm25_tantivy_overlap:.3f} |",
@@ -897,7 +950,7 @@ def render_fusion(args, table: Table, facts) -> str:
     """--fusion-only: the rows and hybrid_search's ratios to the legs of the same run."""
     r = table.ratio
     ratios = [("hybrid_search p95 / dense-only p95 (goal ≤ 2)", r("hybrid", "dense"))]
-    ratios += candidate_ratios(table) + indexed_policy_ratios(table)
+    ratios += candidate_ratios(table) + filter_index_ratios(table) + indexed_policy_ratios(table)
     for tag, name in [("filtered ", "10% filter"), ("rls ", "RLS role seeing 10%")]:
         ratios += [
             (f"hybrid_search, {name}, p95 / dense-only p95 unfiltered", r(tag + "hybrid", "dense")),
@@ -911,6 +964,7 @@ def render_fusion(args, table: Table, facts) -> str:
         f"- date: {datetime.date.today()}; machine: {machine()}",
         f"- command: {command_line(args)}",
         *resident_line(facts),
+        *filter_index_line(facts),
         "",
         *latency_table(table),
         "",
@@ -937,6 +991,7 @@ def render(args, table: Table, facts) -> str:
         " query embedding excluded (vectors passed in); recall@10 against the exact top 10"
         " (numpy); full lists: queries that got as many rows as the exact answer has",
         *resident_line(facts),
+        *filter_index_line(facts),
         "",
         *latency_table(table),
         "",

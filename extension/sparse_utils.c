@@ -703,7 +703,10 @@ SparseReadSkip(SparseReader *r, const SparseDirEntry *entry, SparseSkipEntry *ou
 /*
  * Cost: an ordered scan reads the posting lists of the query's terms, a
  * small part of the index; without ORDER BY the index is useless. Conditions
- * on later columns narrow the rows returned (sparse_filter.c).
+ * on later columns narrow the rows returned (sparse_filter.c), not the lists
+ * read: so the entries read are a share of the index's whatever the
+ * selectivity, and a partial index holding only the rows a condition allows
+ * costs less than a full one with that condition.
  */
 static void
 sparse_costestimate(PlannerInfo *root, IndexPath *path, double loop_count,
@@ -724,9 +727,10 @@ sparse_costestimate(PlannerInfo *root, IndexPath *path, double loop_count,
 		return;
 	}
 	MemSet(&costs, 0, sizeof(costs));
+	/* the first batch reads a fraction of the entries and pages; assume 2% */
+	costs.numIndexTuples = Max(1.0, 0.02 * path->indexinfo->tuples);
 	genericcostestimate(root, path, loop_count, &costs);
 	pages = Max(1.0, path->indexinfo->pages);
-	/* the first batch reads a fraction of the pages; assume 2% */
 	*indexStartupCost = 0.02 * pages * random_page_cost +
 		0.02 * path->indexinfo->tuples * cpu_operator_cost;
 	*indexTotalCost = *indexStartupCost + costs.indexTotalCost;

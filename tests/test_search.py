@@ -1,5 +1,6 @@
 """The three legs and their fusion, against references computed in Python."""
 
+import contextlib
 import json
 import time
 
@@ -316,35 +317,145 @@ def test_dense_index_methods_give_the_exact_ranking_here(corpus, method):
         corpus.execute("select hybrid_search_create_dense_index()")
 
 
+@contextlib.contextmanager
+def nested_plans(conn, *settings):
+    """The plans of the statements run in the block and of those they run in turn
+    (auto_explain), under these (setting, value) pairs too."""
+    plans = []
+    conn.add_notice_handler(lambda d: plans.append(d.message_primary))
+    conn.execute("load 'auto_explain'")
+    for setting, value in [
+        ("auto_explain.log_min_duration", "0"),
+        ("auto_explain.log_nested_statements", "on"),
+        ("client_min_messages", "log"),
+        *settings,
+    ]:
+        conn.execute("select set_config(%s, %s, false)", [setting, value])
+    try:
+        yield plans
+    finally:
+        conn.execute("reset client_min_messages")
+        conn.execute("reset auto_explain.log_min_duration")
+        for setting, _ in settings:
+            conn.execute(f"reset {setting}")
+
+
 def test_search_statements_are_not_jit_compiled(corpus):
     """With sequential scans off, a leg the dense index cannot serve (a halfvec index, a
     row-level-security policy) costs over jit_above_cost; JIT-compiling the fusion
     statement took 0.7 s a call. Forced on here, JIT compiles the outer statement only."""
     if not corpus.execute("select pg_jit_available()").fetchone()[0]:
         pytest.skip("this server has no JIT provider")
-    plans = []
-    corpus.add_notice_handler(lambda d: plans.append(d.message_primary))
     corpus.execute("select hybrid_search_create_dense_index('hnsw_halfvec')")
-    corpus.execute("load 'auto_explain'")
-    for setting, value in [
-        ("auto_explain.log_min_duration", "0"),
-        ("auto_explain.log_nested_statements", "on"),
-        ("auto_explain.log_analyze", "on"),
-        ("client_min_messages", "log"),
-        ("jit", "on"),
-        ("jit_above_cost", "0"),
-    ]:
-        corpus.execute("select set_config(%s, %s, false)", [setting, value])
+    jit = [("auto_explain.log_analyze", "on"), ("jit", "on"), ("jit_above_cost", "0")]
     try:
-        hybrid(corpus, "index without blocking", 5)
-        leg(corpus, "dense_search", "index without blocking", 5)
+        with nested_plans(corpus, *jit) as plans:
+            hybrid(corpus, "index without blocking", 5)
+            leg(corpus, "dense_search", "index without blocking", 5)
     finally:
-        corpus.execute("reset client_min_messages")
         corpus.execute("select hybrid_search_create_dense_index()")
     nested = [p for p in plans if "with shard_legs" in p or "order by d.dense" in p]
     assert len(nested) >= 2, plans
     assert not [p for p in nested if "JIT:" in p]
     assert [p for p in plans if "from hybrid_search(" in p and "JIT:" in p]
+
+
+FILTER_INDEXES = [
+    "documents_dense_topic_indexes_idx",
+    "documents_sparse_topic_indexes_idx",
+    "documents_fts_bm25_topic_indexes_idx",
+]
+
+
+def searches(conn, query, flt):
+    """Every search function's rows for query under filter flt (HNSW's ef_search at its
+    most: over these few rows, exact)."""
+    found = {
+        name: conn.execute(
+            f"select id, rank, score from {name}(%s, 10, filter => %s::jsonb{extra})",
+            [query, flt],
+        ).fetchall()
+        for name, extra in [
+            ("dense_search", ", ef_search => 1000"),
+            ("sparse_search", ""),
+            ("keyword_search", ""),
+        ]
+    }
+    found["hybrid_search"] = hybrid(conn, query, 10, filter=flt, ef_search=1000)
+    return found
+
+
+@pytest.mark.parametrize("method", ["hnsw", "hnsw_halfvec"])
+def test_a_filters_own_indexes_serve_its_searches(corpus, method):
+    """hybrid_search_create_filter_indexes: copies of the three search indexes holding
+    the filter's rows only. Searches with that filter scan them and return what the full
+    indexes return, new rows enter them, other filters leave them alone, a restore
+    re-creates them, and they are dropped by name."""
+    flt, other = json.dumps({"topic": "indexes"}), json.dumps({"topic": "locks"})
+    # enough rows that an index scan beats reading and sorting the filter's rows, and
+    # rows of other topics, so that the copies are smaller than the indexes
+    # (varied rows: HNSW graphs of near-duplicates lose nodes)
+    words = " ".join(content for content, _ in CORPUS).split()
+    rng = np.random.default_rng(5)
+
+    def texts(n):
+        return [" ".join(rng.choice(words, 8)) for _ in range(n)]
+
+    insert(corpus, *texts(400), metadata={"topic": "indexes"})
+    insert(corpus, *texts(1600), metadata={"topic": "other"})
+    corpus.execute("analyze documents")
+    corpus.execute("select hybrid_search_create_dense_index(%s)", [method])
+    try:
+        expected = searches(corpus, "index", flt)
+        created = corpus.execute(
+            "select * from hybrid_search_create_filter_indexes('topic_indexes', %s)", [flt]
+        ).fetchall()
+        assert [r[0] for r in created] == FILTER_INDEXES
+        with nested_plans(corpus) as plans:
+            assert searches(corpus, "index", flt) == expected
+        for name in FILTER_INDEXES:
+            assert [p for p in plans if f"Index Scan using {name} " in p], name
+        with nested_plans(corpus) as plans:
+            searches(corpus, "index", other)
+        assert not [p for p in plans if "topic_indexes_idx" in p]
+        # a new row of the filter is found through its indexes
+        (new,) = insert(corpus, "an index built without blocking", metadata={"topic": "indexes"})
+        for name, rows in searches(corpus, "index without blocking", flt).items():
+            assert new in [r[0] for r in rows], name
+        remembered = "\n".join(
+            r[0] for r in corpus.execute("select statement from hybrid_search_documents_ddl")
+        )
+        for name in FILTER_INDEXES:
+            assert f"CREATE INDEX {name} ON" in remembered
+        assert """WHERE (metadata @> '{"topic": "indexes"}'::jsonb)""" in remembered
+        dropped = corpus.execute("select * from hybrid_search_drop_filter_indexes('topic_indexes')")
+        assert [r[0] for r in dropped] == FILTER_INDEXES
+        assert not corpus.execute(
+            "select * from hybrid_search_drop_filter_indexes('topic_indexes')"
+        ).fetchall()
+    finally:
+        corpus.execute("select hybrid_search_drop_filter_indexes('topic_indexes')")
+        corpus.execute("select hybrid_search_create_dense_index()")
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        ("hybrid_search_create_filter_indexes('Tenant-3', '{\"t\": 3}')", "name must be 1 to 32"),
+        ("hybrid_search_create_filter_indexes(null, '{\"t\": 3}')", "name must be 1 to 32"),
+        ("hybrid_search_create_filter_indexes(repeat('a', 33), '{\"t\": 3}')", "name must be"),
+        ("hybrid_search_create_filter_indexes('t3', null)", "non-empty JSON object"),
+        ("hybrid_search_create_filter_indexes('t3', '{}')", "non-empty JSON object"),
+        ("hybrid_search_create_filter_indexes('t3', '[3]')", "non-empty JSON object"),
+        ("hybrid_search_drop_filter_indexes('x; drop table documents')", "name must be"),
+    ],
+)
+def test_filter_indexes_refuse_bad_names_and_filters(corpus, call, message):
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match=message):
+        corpus.execute(f"select * from {call}")
+    assert not corpus.execute(
+        "select from pg_indexes where indexname like 'documents%%t3%%'"
+    ).fetchall()
 
 
 def test_index_scans_are_counted_for_the_dba(corpus):
