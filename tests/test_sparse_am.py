@@ -759,7 +759,9 @@ def test_a_partial_index_holds_and_ranks_only_its_rows(items):
     rows only."""
     conn, rows, rng = items
     filter_column_index(conn)
-    conn.execute("create index am_items_t3_idx on am_items using sparse_inverted (v) where tenant = 3")
+    conn.execute(
+        "create index am_items_t3_idx on am_items using sparse_inverted (v) where tenant = 3"
+    )
     conn.execute("set hybrid_search.sparse_batch_size = 10")
 
     def tenant3():
