@@ -72,7 +72,9 @@ def conn(dsn):
 @pytest.fixture
 def db(conn):
     """The shared connection on an empty documents table with default settings
-    (but for the venv and model the session configured)."""
+    (but for the venv and model the session configured), and no setting an earlier
+    test left on the connection."""
+    conn.execute("reset all")
     conn.execute("truncate documents restart identity")
     conn.execute(
         "update hybrid_search_config set device = null, dtype = null, batch_size = null,"

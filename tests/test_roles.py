@@ -11,6 +11,9 @@ OWNER_ONLY = {
     "hybrid_search_configure",
     "hybrid_search_set_model",
     "hybrid_search_create_dense_index",
+    "hybrid_search_create_filter_indexes",
+    "hybrid_search_drop_filter_indexes",
+    "_filter_index_names",
     "hybrid_search_refresh",
     "hybrid_search_reembed",
     "hybrid_search_check",
@@ -171,6 +174,8 @@ def assert_owner_only(conn):
     denied(conn, "select hybrid_search_refresh()")
     denied(conn, "select hybrid_search_reembed()")
     denied(conn, "select hybrid_search_create_dense_index('none')")
+    denied(conn, "select hybrid_search_create_filter_indexes('t3', '{\"tenant\": 3}')")
+    denied(conn, "select hybrid_search_drop_filter_indexes('t3')")
     denied(conn, "select * from hybrid_search_check()")
     denied(conn, "select hybrid_search_grant(current_user::regrole, 'write')")
     denied(conn, "select pg_read_file('/etc/passwd')")

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import psycopg
 import pytest
-from helpers import insert, model_calls, parse_sparse, toast_blocks_read
+from helpers import insert, model_calls, parse_sparse, tenant_policy, toast_blocks_read
 
 CORPUS = [
     ("CREATE INDEX CONCURRENTLY builds an index without blocking writes", {"topic": "indexes"}),
@@ -385,6 +385,21 @@ def searches(conn, query, flt):
     return found
 
 
+def insert_filter_rows(conn, metadata, other_metadata):
+    """400 rows of metadata and 1,600 of other_metadata: enough that an index scan beats
+    reading and sorting the filter's rows, and that a filter's copies are smaller than
+    the indexes. Varied: HNSW graphs of near-duplicates lose nodes."""
+    words = " ".join(content for content, _ in CORPUS).split()
+    rng = np.random.default_rng(5)
+
+    def texts(n):
+        return [" ".join(rng.choice(words, 8)) for _ in range(n)]
+
+    insert(conn, *texts(400), metadata=metadata)
+    insert(conn, *texts(1600), metadata=other_metadata)
+    conn.execute("analyze documents")
+
+
 @pytest.mark.parametrize("method", ["hnsw", "hnsw_halfvec"])
 def test_a_filters_own_indexes_serve_its_searches(corpus, method):
     """hybrid_search_create_filter_indexes: copies of the three search indexes holding
@@ -392,18 +407,7 @@ def test_a_filters_own_indexes_serve_its_searches(corpus, method):
     indexes return, new rows enter them, other filters leave them alone, a restore
     re-creates them, and they are dropped by name."""
     flt, other = json.dumps({"topic": "indexes"}), json.dumps({"topic": "locks"})
-    # enough rows that an index scan beats reading and sorting the filter's rows, and
-    # rows of other topics, so that the copies are smaller than the indexes
-    # (varied rows: HNSW graphs of near-duplicates lose nodes)
-    words = " ".join(content for content, _ in CORPUS).split()
-    rng = np.random.default_rng(5)
-
-    def texts(n):
-        return [" ".join(rng.choice(words, 8)) for _ in range(n)]
-
-    insert(corpus, *texts(400), metadata={"topic": "indexes"})
-    insert(corpus, *texts(1600), metadata={"topic": "other"})
-    corpus.execute("analyze documents")
+    insert_filter_rows(corpus, {"topic": "indexes"}, {"topic": "other"})
     corpus.execute("select hybrid_search_create_dense_index(%s)", [method])
     try:
         expected = searches(corpus, "index", flt)
@@ -436,6 +440,37 @@ def test_a_filters_own_indexes_serve_its_searches(corpus, method):
     finally:
         corpus.execute("select hybrid_search_drop_filter_indexes('topic_indexes')")
         corpus.execute("select hybrid_search_create_dense_index()")
+
+
+def test_a_role_whose_policy_is_the_filter_scans_its_own_indexes(corpus):
+    """A row-level-security policy metadata @> (a constant) for a role implies the
+    copies' predicate: every leg of that role scans them, with the rows and scores it
+    gets without them (the BM25 leg with its visible rows' statistics)."""
+    flt = {"tenant": "fi_reader"}
+    insert_filter_rows(corpus, flt, {"tenant": "someone else"})
+    with tenant_policy(corpus, ["fi_reader"]):
+        corpus.execute(
+            "create policy fi_reader_rows on documents as restrictive to fi_reader"
+            f" using (metadata @> '{json.dumps(flt)}'::jsonb)"
+        )
+        try:
+            corpus.execute("set role fi_reader")
+            expected = searches(corpus, "index", None)
+            corpus.execute("reset role")
+            corpus.execute(
+                "select * from hybrid_search_create_filter_indexes('fi', %s)", [json.dumps(flt)]
+            )
+            with nested_plans(corpus) as plans:
+                corpus.execute("set role fi_reader")
+                assert searches(corpus, "index", None) == expected
+                corpus.execute("reset role")
+            for name in ["documents_dense_fi_idx", "documents_sparse_fi_idx",
+                         "documents_fts_bm25_fi_idx"]:  # fmt: skip
+                assert [p for p in plans if f"Index Scan using {name} " in p], name
+        finally:
+            corpus.execute("reset role")
+            corpus.execute("select hybrid_search_drop_filter_indexes('fi')")
+            corpus.execute("drop policy fi_reader_rows on documents")
 
 
 @pytest.mark.parametrize(
