@@ -169,6 +169,7 @@ PARALLEL_SAFE = {
     "_bm25_visible_statistics(tsvector,tsvector)",  # the aggregate of the above
     "_dense_index_halfvec_dimensions()",  # reads the catalog
     "_role_functions(text)",
+    "_filter_index_names(text,text)",
     "_sparse_index_relations()",
     "_token_stats_rows()",  # reads documents, no PL/Python
     "sparse_dot(jsonb,jsonb)",
@@ -200,6 +201,7 @@ IMMUTABLE = {
     "_bm25_visible_statistics(tsvector,tsvector)",
     "_check_filter(text,jsonb)",
     "_role_functions(text)",
+    "_filter_index_names(text,text)",
     "sparse_dot(jsonb,jsonb)",
     "sparse_dot(sparsevec,sparsevec)",
     "sparse_entries(sparsevec)",
