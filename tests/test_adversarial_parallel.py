@@ -169,7 +169,6 @@ PARALLEL_SAFE = {
     "_bm25_visible_statistics(tsvector,tsvector)",  # the aggregate of the above
     "_dense_index_halfvec_dimensions()",  # reads the catalog
     "_role_functions(text)",
-    "_filter_index_names(text,text)",
     "_sparse_index_relations()",
     "_token_stats_rows()",  # reads documents, no PL/Python
     "sparse_dot(jsonb,jsonb)",
