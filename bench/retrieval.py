@@ -466,8 +466,8 @@ def pass_names(filtered, own_indexes=False):
 def measure_candidate_legs(conn, table, corpus, fast, filtered, own_indexes=False):
     """Each leg alone asked for CANDIDATES rows, hybrid_search's default per leg:
     about what the fused call spends in that leg (recall against the exact top 10)."""
-    name, tag = pass_names(filtered, own_indexes)
-    label = f" ({CANDIDATES} candidates{', ' + name if name else ''})"
+    described, tag = pass_names(filtered, own_indexes)
+    label = f" ({CANDIDATES} candidates{', ' + described if described else ''})"
     jflt = Jsonb({"tenant": TENANT}) if filtered else None
     mask = corpus.tenant == TENANT if filtered else None
     for key, name, leg, reference in [
@@ -497,8 +497,8 @@ def bm25_score_error(corpus, rows_per_query, qs):
 def measure_fusion_pass(conn, table, corpus, fast, filtered, own_indexes=False):
     """--fusion-only: the three legs and hybrid_search, unfiltered or with the 10%
     metadata filter (hybrid_search's p95 against the legs' in the same run)."""
-    name, tag = pass_names(filtered, own_indexes)
-    label = f" ({name})" if name else ""
+    described, tag = pass_names(filtered, own_indexes)
+    label = f" ({described})" if described else ""
     jflt = Jsonb({"tenant": TENANT}) if filtered else None
     mask = corpus.tenant == TENANT if filtered else None
     for key, name, leg, reference in [
