@@ -473,9 +473,50 @@ def test_a_role_whose_policy_is_the_filter_scans_its_own_indexes(corpus):
             corpus.execute("drop policy fi_reader_rows on documents")
 
 
+def test_filter_index_statements_build_the_copies_concurrently(corpus):
+    """hybrid_search_filter_index_statements: the same copies with CREATE INDEX
+    CONCURRENTLY, run one by one as psql's \\gexec does; run again, they drop the copies
+    concurrently first. The event trigger remembers them."""
+    flt = json.dumps({"topic": "indexes"})
+
+    def statements():
+        return [
+            r[0]
+            for r in corpus.execute(
+                "select * from hybrid_search_filter_index_statements('topic_indexes', %s)", [flt]
+            )
+        ]
+
+    try:
+        first = statements()
+        assert [s.split(" ON ")[0] for s in first] == [
+            f"CREATE INDEX CONCURRENTLY {name}" for name in FILTER_INDEXES
+        ]
+        for statement in first:
+            corpus.execute(statement)
+        again = statements()
+        assert [s for s in again if s.startswith("DROP INDEX CONCURRENTLY")] == [
+            f"DROP INDEX CONCURRENTLY public.{name}" for name in FILTER_INDEXES
+        ]
+        for statement in again:
+            corpus.execute(statement)
+        valid = corpus.execute(
+            "select c.relname from pg_index as i join pg_class as c on c.oid = i.indexrelid"
+            " where i.indisvalid and c.relname like '%%topic_indexes%%' order by c.relname"
+        ).fetchall()
+        assert sorted(r[0] for r in valid) == sorted(FILTER_INDEXES)
+        remembered = "\n".join(
+            r[0] for r in corpus.execute("select statement from hybrid_search_documents_ddl")
+        )
+        assert all(f"CREATE INDEX {name} ON" in remembered for name in FILTER_INDEXES)
+    finally:
+        corpus.execute("select hybrid_search_drop_filter_indexes('topic_indexes')")
+
+
 @pytest.mark.parametrize(
     "call, message",
     [
+        ("hybrid_search_filter_index_statements('t3', '{\"t\": 3}', null)", "must not be NULL"),
         ("hybrid_search_create_filter_indexes('Tenant-3', '{\"t\": 3}')", "name must be 1 to 32"),
         ("hybrid_search_create_filter_indexes(null, '{\"t\": 3}')", "name must be 1 to 32"),
         ("hybrid_search_create_filter_indexes(repeat('a', 33), '{\"t\": 3}')", "name must be"),
