@@ -476,7 +476,8 @@ def test_a_role_whose_policy_is_the_filter_scans_its_own_indexes(corpus):
 def test_filter_index_statements_build_the_copies_concurrently(corpus):
     """hybrid_search_filter_index_statements: the same copies with CREATE INDEX
     CONCURRENTLY, run one by one as psql's \\gexec does; run again, they drop the copies
-    concurrently first. The event trigger remembers them."""
+    concurrently first. The event trigger remembers them, and hybrid_search_check()
+    checks them."""
     flt = json.dumps({"topic": "indexes"})
 
     def statements():
@@ -509,6 +510,16 @@ def test_filter_index_statements_build_the_copies_concurrently(corpus):
             r[0] for r in corpus.execute("select statement from hybrid_search_documents_ddl")
         )
         assert all(f"CREATE INDEX {name} ON" in remembered for name in FILTER_INDEXES)
+        # hybrid_search_check() checks each copy, and tells an interrupted build
+        checks = {r[0]: r[1:] for r in corpus.execute("select * from hybrid_search_check()")}
+        assert [checks[f"filter_index {name}"][0] for name in FILTER_INDEXES] == ["ok"] * 3
+        corpus.execute(
+            "update pg_index set indisvalid = false"
+            f" where indexrelid = '{FILTER_INDEXES[0]}'::regclass"
+        )
+        checks = {r[0]: r[1:] for r in corpus.execute("select * from hybrid_search_check()")}
+        status, detail = checks[f"filter_index {FILTER_INDEXES[0]}"]
+        assert status == "error" and "invalid (an interrupted build)" in detail, detail
     finally:
         corpus.execute("select hybrid_search_drop_filter_indexes('topic_indexes')")
 

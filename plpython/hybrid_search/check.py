@@ -64,6 +64,7 @@ def run(plpy) -> list[tuple[str, str, str]]:
         ),
         _dense_index(plpy, ours),
         *(_access_method_index(plpy, ours, *index) for index in _ACCESS_METHOD_INDEXES),
+        *_filter_indexes(plpy, ours),
         _token_stats(plpy, ours),
         _privileges(plpy, ours),
         _preload(plpy, ours),
@@ -250,8 +251,8 @@ def _access_method_index(plpy, ours, check_name, index, definition, missing):
         " where i.indexrelid = pg_catalog.to_regclass($1)",
         name,
     )
-    column, opclass = definition.split()
     if not rows:
+        column, opclass = definition.split()
         status, consequence = missing
         return (
             check_name,
@@ -282,6 +283,39 @@ def _access_method_index(plpy, ours, check_name, index, definition, missing):
         f" ({report['merged_rows']} merged, {report['pending_rows']} pending,"
         f" {report['rows_not_visible']} dead or uncommitted awaiting VACUUM)",
     )
+
+
+def _filter_indexes(plpy, ours):
+    """The copies hybrid_search_create_filter_indexes made (partial indexes of documents
+    named documents_<index>_<name>_idx): each valid (a CONCURRENTLY build that failed
+    leaves an invalid one, written by every write and never scanned), and each
+    sparse_inverted one agreeing with the rows its predicate admits."""
+    copies = _query(
+        plpy,
+        "select c.relname as name, i.indisvalid as valid, am.amname as method"
+        " from pg_catalog.pg_index as i"
+        " join pg_catalog.pg_class as c on c.oid = i.indexrelid"
+        " join pg_catalog.pg_am as am on am.oid = c.relam"
+        " where i.indrelid = $1::regclass and i.indpred is not null"
+        " and c.relname ~ '^documents_(dense|sparse|fts_bm25)_[a-z0-9_]+_idx$'"
+        " order by c.relname",
+        f"{ours}.documents",
+    )
+    checks = []
+    for copy in copies:
+        check_name = f"filter_index {copy['name']}"
+        if copy["method"] == "sparse_inverted":
+            checks.append(_access_method_index(plpy, ours, check_name, copy["name"], None, None))
+        elif copy["valid"]:
+            checks.append((check_name, "ok", f"{copy['name']} ({copy['method']}) is valid"))
+        else:
+            checks.append((
+                check_name,
+                "error",
+                f"{copy['name']} is invalid (an interrupted build):"
+                f" reindex index {ours}.{copy['name']}",
+            ))  # fmt: skip
+    return checks
 
 
 def _token_stats(plpy, ours):
