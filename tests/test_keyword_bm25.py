@@ -6,7 +6,7 @@ import json
 
 import psycopg
 import pytest
-from helpers import bm25, insert, terms
+from helpers import bm25, insert, nested_plans, terms
 
 TEXTS = [
     "CREATE INDEX CONCURRENTLY builds an index without blocking writes",
@@ -66,18 +66,9 @@ def test_index_is_exact_bm25(corpus, query, k):
 
 
 def test_keyword_search_is_an_index_scan(corpus):
-    plans = []
-    corpus.add_notice_handler(lambda d: plans.append(d.message_primary))
-    corpus.execute("load 'auto_explain'")
-    corpus.execute("set auto_explain.log_min_duration = 0")
-    corpus.execute("set auto_explain.log_nested_statements = on")
-    corpus.execute("set auto_explain.log_level = notice")
-    corpus.execute("set enable_seqscan = off")  # a few rows: a sequential scan would be cheaper
-    try:
+    # a few rows: a sequential scan would be cheaper
+    with nested_plans(corpus, ("enable_seqscan", "off")) as plans:
         search(corpus, "index lock")
-    finally:
-        corpus.execute("reset enable_seqscan")
-        corpus.execute("reset auto_explain.log_min_duration")
     assert any("Index Scan using documents_fts_bm25_idx" in p for p in plans), "\n\n".join(plans)
 
 

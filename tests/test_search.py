@@ -1,13 +1,19 @@
 """The three legs and their fusion, against references computed in Python."""
 
-import contextlib
 import json
 import time
 
 import numpy as np
 import psycopg
 import pytest
-from helpers import insert, model_calls, parse_sparse, tenant_policy, toast_blocks_read
+from helpers import (
+    insert,
+    model_calls,
+    nested_plans,
+    parse_sparse,
+    tenant_policy,
+    toast_blocks_read,
+)
 
 CORPUS = [
     ("CREATE INDEX CONCURRENTLY builds an index without blocking writes", {"topic": "indexes"}),
@@ -315,29 +321,6 @@ def test_dense_index_methods_give_the_exact_ranking_here(corpus, method):
             assert corpus.execute(scans).fetchone()[0] > before
     finally:
         corpus.execute("select hybrid_search_create_dense_index()")
-
-
-@contextlib.contextmanager
-def nested_plans(conn, *settings):
-    """The plans of the statements run in the block and of those they run in turn
-    (auto_explain), under these (setting, value) pairs too."""
-    plans = []
-    conn.add_notice_handler(lambda d: plans.append(d.message_primary))
-    conn.execute("load 'auto_explain'")
-    for setting, value in [
-        ("auto_explain.log_min_duration", "0"),
-        ("auto_explain.log_nested_statements", "on"),
-        ("client_min_messages", "log"),
-        *settings,
-    ]:
-        conn.execute("select set_config(%s, %s, false)", [setting, value])
-    try:
-        yield plans
-    finally:
-        conn.execute("reset client_min_messages")
-        conn.execute("reset auto_explain.log_min_duration")
-        for setting, _ in settings:
-            conn.execute(f"reset {setting}")
 
 
 def test_search_statements_are_not_jit_compiled(corpus):

@@ -22,6 +22,7 @@ from helpers import (
     connect,
     create_database,
     insert,
+    nested_plans,
     own_cluster,
     read_while_writing,
     toast_blocks_read,
@@ -839,20 +840,11 @@ def test_concurrent_writers_and_merges(items, dsn):
 
 def test_sparse_search_uses_the_index(db):
     insert(db, "index scans", "vacuum dead tuples", "replica lag index", "nothing shared")
-    plans = []
-    db.add_notice_handler(lambda d: plans.append(d.message_primary))
-    db.execute("load 'auto_explain'")
-    db.execute("set auto_explain.log_min_duration = 0")
-    db.execute("set auto_explain.log_nested_statements = on")
-    db.execute("set auto_explain.log_level = notice")
-    db.execute("set enable_seqscan = off")  # four rows: a sequential scan would be cheaper
-    try:
+    # four rows: a sequential scan would be cheaper
+    with nested_plans(db, ("enable_seqscan", "off")) as plans:
         found = db.execute(
             "select id, score from sparse_search(embed_sparse('index'), 10)"
         ).fetchall()
-    finally:
-        db.execute("reset enable_seqscan")
-        db.execute("reset auto_explain.log_min_duration")
     assert any("Index Scan using documents_sparse_idx" in p for p in plans), plans
     expected = db.execute(
         "select id, score from sparse_search_scan(embed_sparse('index'), 10)"
