@@ -459,7 +459,9 @@ make_query(TSVector tq, double k1, double b, double documents, double avgdl, con
 /*
  * _bm25query(index, query tsvector, k1, b): the query's lexemes weighted
  * with the index's statistics now. Reading them needs SELECT on the index's
- * table, and no row-level security there: they count every row.
+ * table, and no row-level security there (they count every row) unless the
+ * index is partial with the role's policies as its predicate
+ * (sparse_policy.c): then they count only rows of the role's.
  */
 PG_FUNCTION_INFO_V1(bm25query_make);
 Datum
@@ -491,18 +493,19 @@ bm25query_make(PG_FUNCTION_ARGS)
 	aclresult = pg_class_aclcheck(heapoid, GetUserId(), ACL_SELECT);
 	if (aclresult != ACLCHECK_OK)
 		aclcheck_error(aclresult, OBJECT_TABLE, get_rel_name(heapoid));
-	if (check_enable_rls(heapoid, InvalidOid, false) == RLS_ENABLED)
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("row-level security applies to table \"%s\": its index's statistics count rows the role cannot see",
-						get_rel_name(heapoid)),
-				 errhint("Compute the statistics of the visible rows and use _bm25query_statistics().")));
 	heap = table_open(heapoid, AccessShareLock);
 	index = index_open(indexoid, AccessShareLock);
 	if (index->rd_indam->ambuild != sparse_build || !SparseIsBM25(index))
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
 				 errmsg("\"%s\" is not a sparse_inverted index over tsvector", RelationGetRelationName(index))));
+	if (check_enable_rls(heapoid, InvalidOid, false) == RLS_ENABLED &&
+		!SparsePolicyIsPredicate(heap, index))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("row-level security applies to table \"%s\": the statistics of index \"%s\" count rows the role cannot see",
+						get_rel_name(heapoid), RelationGetRelationName(index)),
+				 errhint("Compute the statistics of the visible rows and use _bm25query_statistics(), or use a partial index whose predicate is exactly the role's policies.")));
 
 	terms = palloc(sizeof(int32) * Max(n, 1));
 	for (int i = 0; i < n; i++)

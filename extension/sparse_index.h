@@ -494,4 +494,7 @@ extern bool SparseListSeekBlock(SparseListIter *it, uint64 target);
 extern const char *SparseReadSkip(SparseReader *r, const SparseDirEntry *entry, SparseSkipEntry *out,
 								  BlockNumber *blk, OffsetNumber *off);
 
+/* sparse_policy.c */
+extern bool SparsePolicyIsPredicate(Relation heap, Relation index);
+
 #endif							/* SPARSE_INDEX_H */

@@ -47,7 +47,9 @@ $block$;
 -- The lexemes of query (a tsvector: its positions count repetitions)
 -- weighted with the statistics the index holds now. Needs SELECT on the
 -- index's table and no row-level security there (the statistics count every
--- row: they would tell a role which words the rows it cannot see use).
+-- row: they would tell a role which words the rows it cannot see use), unless
+-- the index is partial with exactly the role's policies as its predicate
+-- (_bm25_policy_index).
 create or replace function @extschema@._bm25query(
     index regclass, query tsvector, k1 double precision, b double precision
 ) returns @extschema@.bm25query
@@ -57,6 +59,22 @@ set search_path to pg_catalog, pg_temp;
 
 comment on function @extschema@._bm25query(regclass, tsvector, double precision, double precision) is
 'a bm25query of the tsvector''s lexemes with the statistics of a sparse_inverted index over tsvector';
+
+-------------------------------------------------------------------------------
+-- _bm25_policy_index
+-- For a role under row-level security on the index's table: a valid partial
+-- index indexing what this one does whose predicate is exactly the role's
+-- policies (extension/sparse_policy.c proves both implications with the
+-- planner's prover), or NULL. Its statistics count only the role's rows, so
+-- _bm25query gives them to the role; NULL without row-level security.
+create or replace function @extschema@._bm25_policy_index(index regclass)
+returns regclass
+as '$libdir/hybrid_search', 'bm25_policy_index'
+language c stable strict parallel safe
+set search_path to pg_catalog, pg_temp;
+
+comment on function @extschema@._bm25_policy_index(regclass) is
+'a partial copy of a BM25 index whose predicate is exactly the calling role''s row-level-security policies, or NULL';
 
 -------------------------------------------------------------------------------
 -- _bm25query_statistics

@@ -66,8 +66,13 @@ set search_path to pg_catalog, pg_temp;
 -- of the table unless an index serves them), counting each one's fts:
 -- O(visible rows), against O(query lexemes) from the index. Caching the
 -- result is sound only if the policies depend on the role alone, not on
--- settings or other tables. With bm25_statistics 'index' (the owner's
--- opt-in) such a role gets the index's statistics instead (_bm25query_shared).
+-- settings or other tables. Unless a copy of the index holds exactly the
+-- role's rows: a filter's own BM25 index (hybrid_search_create_filter_indexes)
+-- whose filter is the role's policies (_bm25_policy_index). Its statistics
+-- are then the role's rows as an index counts them (deleted rows count until
+-- VACUUM), read in O(query lexemes). With bm25_statistics 'index' (the
+-- owner's opt-in) such a role gets the index's statistics instead
+-- (_bm25query_shared).
 -- PARALLEL UNSAFE: the EXCEPTION block is a subtransaction.
 create or replace function @extschema@._keyword_bm25query(
     caller text, query text, config regconfig
@@ -76,6 +81,7 @@ as $func$
 declare
     lexemes tsvector;
     settings record;
+    policy_index regclass;
 begin
     select s.bm25_k1, s.bm25_b, s.bm25_statistics into settings
     from @extschema@.hybrid_search_settings as s;
@@ -93,6 +99,10 @@ begin
     end if;
     if settings.bm25_statistics = 'index' then
         return @extschema@._bm25query_shared(lexemes, settings.bm25_k1, settings.bm25_b);
+    end if;
+    policy_index := @extschema@._bm25_policy_index('@extschema@.documents_fts_bm25_idx'::regclass);
+    if policy_index is not null then
+        return @extschema@._bm25query(policy_index, lexemes, settings.bm25_k1, settings.bm25_b);
     end if;
     return @extschema@._bm25query_rows(lexemes, settings.bm25_k1, settings.bm25_b, null);
 end;

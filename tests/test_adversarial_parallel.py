@@ -179,6 +179,7 @@ PARALLEL_SAFE = {
     "bm25query_out(bm25query)",
     "bm25_distance(tsvector,bm25query)",
     "_bm25query(regclass,tsvector,double precision,double precision)",  # reads the index
+    "_bm25_policy_index(regclass)",  # reads the catalog and the role's policies
     "_bm25query_statistics(tsvector,double precision,double precision,bigint,double precision,"
     "text[],bigint[])",
     "to_bm25query(regclass,text,regconfig)",  # reads settings and the index

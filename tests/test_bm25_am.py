@@ -419,6 +419,128 @@ def test_row_level_security_returns_k_visible_rows(docs):
         conn.execute("drop role am_bm25_reader")
 
 
+def index_query(index):
+    """The bm25query expression of index's statistics (k1 1.2, b 0.75)."""
+    return f"_bm25query('{index}', to_tsvector('simple', %(q)s), 1.2, 0.75)"
+
+
+def statistics_of(conn, index, query):
+    """The documents and df _bm25query gives the current role from index."""
+    q = bm25query(conn, query, index_query(index))
+    return q["documents"], {t["lexeme"]: t["df"] for t in q["terms"]}
+
+
+def test_a_partial_index_of_exactly_the_roles_policies_gives_it_its_statistics(docs):
+    """Under row-level security a role may read the statistics of a partial index whose
+    predicate is exactly its policies (the planner's prover, both ways): they count its
+    rows only, as an index counts them (deleted ones until VACUUM). Any other index is
+    refused, and _bm25_policy_index finds the one that fits, or none."""
+    conn, rows, rng = docs
+    conn.execute("alter table am_docs enable row level security")
+    conn.execute("drop role if exists am_bm25_tenant")
+    conn.execute("create role am_bm25_tenant")
+    conn.execute("create policy tenant3 on am_docs to am_bm25_tenant using (tenant = 3)")
+    conn.execute("grant select, delete on am_docs to am_bm25_tenant")
+    functions = "_bm25query, _bm25_policy_index, bm25_distance, bm25query_out"
+    conn.execute(f"grant execute on function {functions} to am_bm25_tenant")
+    # the right rows under another key (and the lowest OID): never what
+    # _bm25_policy_index finds
+    conn.execute("create index am_docs_body_t3 on am_docs using sparse_inverted"
+                 " (to_tsvector('simple', body)) where tenant = 3")  # fmt: skip
+    for name, predicate in [
+        ("t3", "tenant = 3"),
+        ("t34", "tenant in (3, 4)"),
+        ("t3b", "tenant >= 3 and tenant <= 3"),
+        ("body", "body is not null"),
+    ]:
+        conn.execute(
+            f"create index am_docs_fts_idx_{name} on am_docs using sparse_inverted (fts)"
+            f" where {predicate}"
+        )
+
+    def policy_index():
+        row = conn.execute("select _bm25_policy_index('am_docs_fts_idx')::text").fetchone()
+        return row[0]
+
+    def refused(index):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
+            statistics_of(conn, index, "w1")
+
+    try:
+        assert policy_index() is None  # not under row-level security: the table's owner
+        conn.execute("set role am_bm25_tenant")
+        # t3 proves it both ways. The prover is conservative: it does not combine
+        # t3b's two bounds into an equality
+        assert policy_index() == "am_docs_fts_idx_t3"
+        for index in ["am_docs_fts_idx", "am_docs_fts_idx_t34", "am_docs_fts_idx_t3b",
+                      "am_docs_fts_idx_body"]:  # fmt: skip
+            refused(index)
+        tenant3 = {i for i in rows if i % 10 == 3}
+        for query in queries(rng, 3):
+            n, _, dfs = expected_statistics([rows[i] for i in tenant3], query)
+            assert statistics_of(conn, "am_docs_fts_idx_t3", query) == (n, dfs)
+            assert_exact(
+                conn,
+                rows,
+                query,
+                100,
+                visible=tenant3,
+                expression=index_query("am_docs_fts_idx_t3"),
+            )
+        # deleted rows count until VACUUM, as in every index's statistics
+        gone = sorted(i for i in tenant3 if rows[i] is not None)[:5]
+        conn.execute("delete from am_docs where id = any(%s)", [gone])
+        held = len([i for i in tenant3 if rows[i] is not None])
+        assert statistics_of(conn, "am_docs_fts_idx_t3", "w1")[0] == held
+        conn.execute("reset role")
+        conn.execute("vacuum am_docs")
+        conn.execute("set role am_bm25_tenant")
+        assert statistics_of(conn, "am_docs_fts_idx_t3", "w1")[0] == held - len(gone)
+        # the policy's constants are folded first, as the planner folds them
+        conn.execute("reset role")
+        conn.execute("alter policy tenant3 on am_docs using (tenant = 1 + 2)")
+        conn.execute("set role am_bm25_tenant")
+        assert policy_index() == "am_docs_fts_idx_t3"
+        # a second permissive policy widens the rows to tenants 3 and 4: t34 fits
+        conn.execute("reset role")
+        conn.execute("create policy tenant4 on am_docs to am_bm25_tenant using (tenant = 4)")
+        conn.execute("set role am_bm25_tenant")
+        assert policy_index() == "am_docs_fts_idx_t34"
+        refused("am_docs_fts_idx_t3")
+        # a restrictive policy narrows them: nothing fits
+        conn.execute("reset role")
+        conn.execute("create policy odd on am_docs as restrictive to am_bm25_tenant"
+                     " using (id % 2 = 1)")  # fmt: skip
+        conn.execute("set role am_bm25_tenant")
+        assert policy_index() is None
+        refused("am_docs_fts_idx_t34")
+        # a policy that depends on a setting proves nothing an index could hold
+        conn.execute("reset role")
+        conn.execute("drop policy odd on am_docs")
+        conn.execute("drop policy tenant4 on am_docs")
+        conn.execute("alter policy tenant3 on am_docs"
+                     " using (tenant = current_setting('am.tenant')::int)")  # fmt: skip
+        conn.execute("set am.tenant = '3'")
+        conn.execute("set role am_bm25_tenant")
+        assert policy_index() is None
+        refused("am_docs_fts_idx_t3")
+        # and a role no policy applies to sees no row: nothing fits either
+        conn.execute("reset role")
+        conn.execute("alter policy tenant3 on am_docs to current_user using (tenant = 3)")
+        conn.execute("set role am_bm25_tenant")
+        assert policy_index() is None
+        refused("am_docs_fts_idx_t3")
+    finally:
+        conn.execute("reset role")
+        conn.execute("reset am.tenant")
+        for policy in ["tenant3", "tenant4", "odd"]:
+            conn.execute(f"drop policy if exists {policy} on am_docs")
+        conn.execute("alter table am_docs disable row level security")
+        conn.execute("revoke all on am_docs from am_bm25_tenant")
+        conn.execute(f"revoke all on function {functions} from am_bm25_tenant")
+        conn.execute("drop role am_bm25_tenant")
+
+
 def test_a_lexeme_of_a_query_lexemes_hash_does_not_move_its_row_up(db):
     """The index keeps lexemes as 32-bit hashes, so a row with another lexeme of a
     query lexeme's hash (two such words are found here among 300,000, as anyone

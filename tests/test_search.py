@@ -456,6 +456,71 @@ def test_a_role_whose_policy_is_the_filter_scans_its_own_indexes(corpus):
             corpus.execute("drop policy fi_reader_rows on documents")
 
 
+def test_a_role_whose_policy_is_a_filter_gets_its_copys_bm25_statistics(corpus):
+    """A role whose only row-level-security policy is metadata @> a filter with its own
+    indexes gets the BM25 statistics of the filter's copy of the BM25 index, read from
+    the copy (_bm25_policy_index), not counted over its rows at each query: the same
+    statistics, rows and scores while none of its rows is deleted, and a deleted row
+    counted until VACUUM, as the index counts it."""
+    flt = {"tenant": "fi_policy"}
+    insert_filter_rows(corpus, flt, {"tenant": "someone else"})
+    corpus.execute("drop role if exists fi_policy_reader")
+    corpus.execute("create role fi_policy_reader")
+    corpus.execute("select hybrid_search_grant('fi_policy_reader')")
+    corpus.execute("alter table documents enable row level security")
+    corpus.execute(
+        "create policy fi_policy_rows on documents to fi_policy_reader"
+        f" using (metadata @> '{json.dumps(flt)}'::jsonb)"
+    )
+    config = corpus.execute("select text_search_config from hybrid_search_settings").fetchone()[0]
+
+    def statistics(sql):
+        """The role's bm25query of 'index query' by sql, as JSON."""
+        corpus.execute("set role fi_policy_reader")
+        try:
+            return json.loads(corpus.execute(sql, {"q": "index query", "c": config}).fetchone()[0])
+        finally:
+            corpus.execute("reset role")
+
+    keyword = "select _keyword_bm25query('t', %(q)s, %(c)s::regconfig)::text"
+    counted = "select _bm25query_rows(to_tsvector(%(c)s::regconfig, %(q)s), 1.2, 0.75, null)::text"
+    try:
+        corpus.execute("set role fi_policy_reader")
+        expected = searches(corpus, "index", None)
+        corpus.execute("reset role")
+        before = statistics(keyword)
+        assert before["documents"] == 400
+        corpus.execute(
+            "select * from hybrid_search_create_filter_indexes('fip', %s)", [json.dumps(flt)]
+        )
+        assert corpus.execute(
+            "select _bm25_policy_index('documents_fts_bm25_idx')::text"
+        ).fetchone() == (None,)  # the owner is not under row-level security
+        corpus.execute("set role fi_policy_reader")
+        assert corpus.execute(
+            "select _bm25_policy_index('documents_fts_bm25_idx')::text"
+        ).fetchone() == ("documents_fts_bm25_fip_idx",)
+        assert searches(corpus, "index", None) == expected
+        corpus.execute("reset role")
+        assert statistics(keyword) == before
+        corpus.execute(
+            "delete from documents where id = (select min(id) from documents"
+            " where metadata @> %s::jsonb)", [json.dumps(flt)]
+        )  # fmt: skip
+        assert statistics(keyword)["documents"] == 400  # the copy's count, a dead row in it
+        assert statistics(counted)["documents"] == 399  # what the rows' pass counts
+        corpus.execute("vacuum documents")
+        assert statistics(keyword)["documents"] == 399
+    finally:
+        corpus.execute("reset role")
+        corpus.execute("select hybrid_search_drop_filter_indexes('fip')")
+        corpus.execute("drop policy fi_policy_rows on documents")
+        corpus.execute("alter table documents disable row level security")
+        corpus.execute("select hybrid_search_revoke('fi_policy_reader')")
+        corpus.execute("drop owned by fi_policy_reader")
+        corpus.execute("drop role fi_policy_reader")
+
+
 def test_filter_index_statements_build_the_copies_concurrently(corpus):
     """hybrid_search_filter_index_statements: the same copies with CREATE INDEX
     CONCURRENTLY, run one by one as psql's \\gexec does; run again, they drop the copies
