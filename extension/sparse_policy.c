@@ -10,7 +10,9 @@
  * policies' quals, as the rewriter would add them to the role's SELECT,
  * imply the predicate, and the predicate implies them. The prover is
  * conservative (a proof it cannot make is a refusal) and sees through no
- * function, so the proof holds for every row, now and later.
+ * function. The policies' stable parts are evaluated first (a policy on
+ * current_user is one tenant's constant for the statement), so the proof
+ * holds for every row while the statement runs.
  *
  * What such an index counts beyond the rows the role sees now are versions
  * of its own rows: deleted or updated away and not yet vacuumed, or written
@@ -38,14 +40,18 @@
 /*
  * The quals row-level security adds to the current role's SELECT of heap,
  * implicitly ANDed (a default-deny policy is a constant false), simplified as
- * the planner simplifies quals before it proves a partial index; NIL when a
- * qual holds a sub-select, which the prover cannot see into.
+ * the planner simplifies quals before it proves a partial index, and with
+ * their stable parts (current_user, current_setting()) evaluated now, as the
+ * planner estimates them: the statement that uses what the proof allows sees
+ * the same values. NIL when a qual holds a sub-select, which the prover
+ * cannot see into.
  */
 static List *
 select_policy_quals(Relation heap)
 {
 	Query	   *query = makeNode(Query);
 	RangeTblEntry *rte = makeNode(RangeTblEntry);
+	PlannerInfo *root = makeNode(PlannerInfo);
 	List	   *quals = NIL;
 	List	   *withCheckOptions = NIL;
 	bool		hasRowSecurity = false;
@@ -64,7 +70,8 @@ select_policy_quals(Relation heap)
 							  &hasRowSecurity, &hasSubLinks);
 	if (hasSubLinks)
 		return NIL;
-	return (List *) eval_const_expressions(NULL, (Node *) quals);
+	root->glob = makeNode(PlannerGlobal);
+	return (List *) estimate_expression_value(root, (Node *) quals);
 }
 
 /*

@@ -159,31 +159,40 @@ def read_while_writing(
 
 
 @contextlib.contextmanager
+def notices(conn):
+    """The primary messages of the notices conn receives in the block. The handler goes
+    with the block: the connection is shared, and a later test's notices are not these."""
+    lines = []
+
+    def collect(diagnostic):
+        lines.append(diagnostic.message_primary)
+
+    conn.add_notice_handler(collect)
+    try:
+        yield lines
+    finally:
+        conn.remove_notice_handler(collect)
+
+
+@contextlib.contextmanager
 def nested_plans(conn, *settings):
     """The plans of the statements run in the block and of those they run in turn
     (auto_explain), under these (setting, value) pairs too."""
-    plans = []
-
-    def collect(diagnostic):
-        plans.append(diagnostic.message_primary)
-
     settings = [
         ("auto_explain.log_min_duration", "0"),
         ("auto_explain.log_nested_statements", "on"),
         ("client_min_messages", "log"),
         *settings,
     ]
-    conn.add_notice_handler(collect)
-    conn.execute("load 'auto_explain'")
-    for setting, value in settings:
-        conn.execute("select set_config(%s, %s, false)", [setting, value])
-    try:
-        yield plans
-    finally:
-        for setting, _ in settings:
-            conn.execute(f"reset {setting}")
-        # the connection is shared: a later test's notices are not this block's plans
-        conn.remove_notice_handler(collect)
+    with notices(conn) as plans:
+        conn.execute("load 'auto_explain'")
+        for setting, value in settings:
+            conn.execute("select set_config(%s, %s, false)", [setting, value])
+        try:
+            yield plans
+        finally:
+            for setting, _ in settings:
+                conn.execute(f"reset {setting}")
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ import re
 import numpy as np
 import psycopg
 import pytest
-from helpers import SCAN_SETTINGS, assert_setting_agrees, read_while_writing
+from helpers import SCAN_SETTINGS, assert_setting_agrees, notices, read_while_writing
 
 KS = [1, 10, 100, 1000]
 VOCABULARY = 400
@@ -270,12 +270,11 @@ def test_exact_for_rare_words_beside_a_common_one(docs):
     added; exact at every k, under a filter, with pending rows."""
     conn, rows, _ = docs
     tenant3 = {i for i in rows if i % 10 == 3}
-    lines = []
-    conn.add_notice_handler(lambda d: lines.append(d.message_primary))
     conn.execute("set client_min_messages = debug1")
     conn.execute("set hybrid_search.sparse_skip_lists = on")
     try:
-        assert_exact_with_small_batches(conn, rows, common_and_rare_queries(rows), tenant3)
+        with notices(conn) as lines:
+            assert_exact_with_small_batches(conn, rows, common_and_rare_queries(rows), tenant3)
     finally:
         conn.execute("reset client_min_messages")
         conn.execute("reset hybrid_search.sparse_skip_lists")
@@ -432,7 +431,8 @@ def statistics_of(conn, index, query):
 
 def test_a_partial_index_of_exactly_the_roles_policies_gives_it_its_statistics(docs):
     """Under row-level security a role may read the statistics of a partial index whose
-    predicate is exactly its policies (the planner's prover, both ways): they count its
+    predicate is exactly its policies (the planner's prover, both ways, after the
+    policies' constants are folded and their stable parts evaluated): they count its
     rows only, as an index counts them (deleted ones until VACUUM). Any other index is
     refused, and _bm25_policy_index finds the one that fits, or none."""
     conn, rows, rng = docs
@@ -514,13 +514,23 @@ def test_a_partial_index_of_exactly_the_roles_policies_gives_it_its_statistics(d
         conn.execute("set role am_bm25_tenant")
         assert policy_index() is None
         refused("am_docs_fts_idx_t34")
-        # a policy that depends on a setting proves nothing an index could hold
+        # a policy on a setting is proven with the setting's value at the call: the
+        # role may change it (the policy trusts it), and then it is another tenant's
         conn.execute("reset role")
         conn.execute("drop policy odd on am_docs")
         conn.execute("drop policy tenant4 on am_docs")
         conn.execute("alter policy tenant3 on am_docs"
                      " using (tenant = current_setting('am.tenant')::int)")  # fmt: skip
+        conn.execute("set role am_bm25_tenant")
         conn.execute("set am.tenant = '3'")
+        assert policy_index() == "am_docs_fts_idx_t3"
+        assert statistics_of(conn, "am_docs_fts_idx_t3", "w1")[0] == held - len(gone)
+        conn.execute("set am.tenant = '4'")
+        assert policy_index() is None
+        refused("am_docs_fts_idx_t3")
+        # a volatile function is never evaluated for the proof
+        conn.execute("reset role")
+        conn.execute("alter policy tenant3 on am_docs using (tenant = (random() * 0 + 3)::int)")
         conn.execute("set role am_bm25_tenant")
         assert policy_index() is None
         refused("am_docs_fts_idx_t3")

@@ -456,21 +456,28 @@ def test_a_role_whose_policy_is_the_filter_scans_its_own_indexes(corpus):
             corpus.execute("drop policy fi_reader_rows on documents")
 
 
-def test_a_role_whose_policy_is_a_filter_gets_its_copys_bm25_statistics(corpus):
+@pytest.mark.parametrize(
+    "policy",
+    [
+        """metadata @> '{"tenant": "fi_policy_reader"}'::jsonb""",
+        "metadata @> jsonb_build_object('tenant', current_user)",  # every tenant's policy
+    ],
+)
+def test_a_role_whose_policy_is_a_filter_gets_its_copys_bm25_statistics(corpus, policy):
     """A role whose only row-level-security policy is metadata @> a filter with its own
-    indexes gets the BM25 statistics of the filter's copy of the BM25 index, read from
-    the copy (_bm25_policy_index), not counted over its rows at each query: the same
-    statistics, rows and scores while none of its rows is deleted, and a deleted row
-    counted until VACUUM, as the index counts it."""
-    flt = {"tenant": "fi_policy"}
+    indexes (a constant, or one per role: current_user is evaluated for the proof) gets
+    the BM25 statistics of the filter's copy of the BM25 index, read from the copy
+    (_bm25_policy_index), not counted over its rows at each query: the same statistics,
+    rows and scores while none of its rows is deleted, and a deleted row counted until
+    VACUUM, as the index counts it."""
+    flt = {"tenant": "fi_policy_reader"}
     insert_filter_rows(corpus, flt, {"tenant": "someone else"})
     corpus.execute("drop role if exists fi_policy_reader")
     corpus.execute("create role fi_policy_reader")
     corpus.execute("select hybrid_search_grant('fi_policy_reader')")
     corpus.execute("alter table documents enable row level security")
     corpus.execute(
-        "create policy fi_policy_rows on documents to fi_policy_reader"
-        f" using (metadata @> '{json.dumps(flt)}'::jsonb)"
+        f"create policy fi_policy_rows on documents to fi_policy_reader using ({policy})"
     )
     config = corpus.execute("select text_search_config from hybrid_search_settings").fetchone()[0]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from helpers import connect
+from helpers import connect, notices
 from hybrid_search_installer.cluster import Cluster
 
 CLI = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "hybrid-search"
@@ -492,9 +492,8 @@ def test_a_stopped_shard(by_tenant):
                 results(coordinator, "cats near rivers")
             assert "shards_partial" in (failure.value.diag.message_hint or "")
             coordinator.execute("set hybrid_search.shards_partial = on")
-            warnings = []
-            coordinator.add_notice_handler(lambda d: warnings.append(d.message_primary))
-            partial = results(coordinator, "cats near rivers")
+            with notices(coordinator) as warnings:
+                partial = results(coordinator, "cats near rivers")
             assert any("shard shard_2 is missing" in w for w in warnings)
             missing = coordinator.execute(
                 "select current_setting('hybrid_search.shards_missing')"

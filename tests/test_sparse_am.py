@@ -23,6 +23,7 @@ from helpers import (
     create_database,
     insert,
     nested_plans,
+    notices,
     own_cluster,
     read_while_writing,
     toast_blocks_read,
@@ -180,34 +181,33 @@ def test_a_first_batch_leaving_long_lists_out_is_exact(db):
     rows = create_items(db, random_vectors(rng, 20000))
     # a small first batch: few rows may enter it, so the lookups pay
     db.execute("set hybrid_search.sparse_batch_size = 10")
-    lines = []
-    db.add_notice_handler(lambda d: lines.append(d.message_primary))
-    tenant3 = {i for i in rows if i % 10 == 3}
-    try:
-        # 'auto' (the default) leaves lists out only in indexes of 2^19 row positions and more
-        db.execute("set client_min_messages = debug1")
-        for query in queries(rng, 3):
-            assert_exact(db, rows, query, 10)
-        assert not [m for m in lines if "lists looked up at" in m], lines
-        db.execute("set hybrid_search.sparse_skip_lists = on")
-        for _merged in (False, True):
-            lines.clear()
+    with notices(db) as lines:
+        tenant3 = {i for i in rows if i % 10 == 3}
+        try:
+            # 'auto' (the default) leaves lists out only in indexes of 2^19 row positions and more
             db.execute("set client_min_messages = debug1")
-            for query in queries(rng, 6):
-                for k in KS:
-                    assert_exact(db, rows, query, k)
-                assert_exact(db, rows, query, 100, where="tenant = 3", visible=tenant3)
+            for query in queries(rng, 3):
+                assert_exact(db, rows, query, 10)
+            assert not [m for m in lines if "lists looked up at" in m], lines
+            db.execute("set hybrid_search.sparse_skip_lists = on")
+            for _merged in (False, True):
+                lines.clear()
+                db.execute("set client_min_messages = debug1")
+                for query in queries(rng, 6):
+                    for k in KS:
+                        assert_exact(db, rows, query, k)
+                    assert_exact(db, rows, query, 100, where="tenant = 3", visible=tenant3)
+                db.execute("reset client_min_messages")
+                assert sum("lists looked up at" in m for m in lines) >= 4, lines
+                assert check(db)["consistent"]
+                db.execute("update am_items set v = v where id % 7 = 0")
+                db.execute("vacuum am_items")
+        finally:
             db.execute("reset client_min_messages")
-            assert sum("lists looked up at" in m for m in lines) >= 4, lines
-            assert check(db)["consistent"]
-            db.execute("update am_items set v = v where id % 7 = 0")
-            db.execute("vacuum am_items")
-    finally:
-        db.execute("reset client_min_messages")
-        db.execute("reset hybrid_search.sparse_batch_size")
-        db.execute("reset hybrid_search.sparse_skip_lists")
-        db.execute("reset enable_seqscan")
-        db.execute("drop table am_items")
+            db.execute("reset hybrid_search.sparse_batch_size")
+            db.execute("reset hybrid_search.sparse_skip_lists")
+            db.execute("reset enable_seqscan")
+            db.execute("drop table am_items")
 
 
 def test_a_first_batch_whose_first_rows_score_highest_is_exact(db):
@@ -225,20 +225,19 @@ def test_a_first_batch_whose_first_rows_score_highest_is_exact(db):
     rows = create_items(db, vectors)
     db.execute("set hybrid_search.sparse_batch_size = 10")
     db.execute("set hybrid_search.sparse_skip_lists = on")
-    lines = []
-    db.add_notice_handler(lambda d: lines.append(d.message_primary))
-    try:
-        db.execute("set client_min_messages = debug1")
-        for k in (3, 10, 100):
-            found = assert_exact(db, rows, {0: 1.0, 1: 1.0}, k)
-            assert [i for i, _ in found[:3]] == [0, 3, 2]
-        assert any("1 of 2 query terms' lists looked up" in m for m in lines), lines
-    finally:
-        db.execute("reset client_min_messages")
-        db.execute("reset hybrid_search.sparse_batch_size")
-        db.execute("reset hybrid_search.sparse_skip_lists")
-        db.execute("reset enable_seqscan")
-        db.execute("drop table am_items")
+    with notices(db) as lines:
+        try:
+            db.execute("set client_min_messages = debug1")
+            for k in (3, 10, 100):
+                found = assert_exact(db, rows, {0: 1.0, 1: 1.0}, k)
+                assert [i for i, _ in found[:3]] == [0, 3, 2]
+            assert any("1 of 2 query terms' lists looked up" in m for m in lines), lines
+        finally:
+            db.execute("reset client_min_messages")
+            db.execute("reset hybrid_search.sparse_batch_size")
+            db.execute("reset hybrid_search.sparse_skip_lists")
+            db.execute("reset enable_seqscan")
+            db.execute("drop table am_items")
 
 
 def test_a_batch_whose_sampled_floor_is_too_high_is_exact(db):

@@ -236,3 +236,28 @@ SELECT _bm25_visible_statistics(fts, NULL) FROM (VALUES ('a:1'::tsvector)) AS r 
 SELECT _bm25_visible_statistics(fts, q)
 FROM (VALUES ('a:1'::tsvector, 'a'::tsvector), ('a:1', 'a b')) AS r (fts, q);
 SELECT _bm25_visible_statistics_add(NULL, 'a:1', 'a');
+
+-- a role under row-level security reads the statistics of a partial index
+-- whose predicate is exactly its policies (both implications proven), and
+-- of no other index
+CREATE ROLE bm25_tenant3;
+GRANT SELECT ON docs TO bm25_tenant3;
+GRANT EXECUTE ON FUNCTION _bm25query, _bm25_policy_index, bm25query_out TO bm25_tenant3;
+ALTER TABLE docs ENABLE ROW LEVEL SECURITY;
+CREATE POLICY tenant3 ON docs TO bm25_tenant3 USING (tenant = 3);
+CREATE INDEX docs_tenant34_idx ON docs USING sparse_inverted (fts) WHERE tenant IN (3, 4);
+CREATE INDEX docs_tenant3_idx ON docs USING sparse_inverted (fts) WHERE tenant = 3;
+SELECT _bm25_policy_index('docs_idx') IS NULL AS not_for_the_owner;
+SET ROLE bm25_tenant3;
+SELECT _bm25_policy_index('docs_idx');
+SELECT (_bm25query('docs_tenant3_idx', 'w1', 1.2, 0.75)::text::jsonb ->> 'documents')::int
+    = (SELECT count(*) FROM docs WHERE fts IS NOT NULL) AS its_rows_counted;
+SELECT _bm25query('docs_tenant34_idx', 'w1', 1.2, 0.75);
+SELECT _bm25query('docs_idx', 'w1', 1.2, 0.75);
+RESET ROLE;
+DROP INDEX docs_tenant34_idx, docs_tenant3_idx;
+DROP POLICY tenant3 ON docs;
+ALTER TABLE docs DISABLE ROW LEVEL SECURITY;
+REVOKE ALL ON docs FROM bm25_tenant3;
+REVOKE ALL ON FUNCTION _bm25query, _bm25_policy_index, bm25query_out FROM bm25_tenant3;
+DROP ROLE bm25_tenant3;
