@@ -457,6 +457,34 @@ make_query(TSVector tq, double k1, double b, double documents, double avgdl, con
 }
 
 /*
+ * A sparse_inverted index over tsvector opened by OID, with its table (both
+ * AccessShareLock), for a caller that may SELECT from the table; errors
+ * otherwise.
+ */
+Relation
+SparseOpenBM25Index(Oid indexoid, Relation *heap)
+{
+	Oid			heapoid = IndexGetRelation(indexoid, true);
+	AclResult	aclresult;
+	Relation	index;
+
+	if (!OidIsValid(heapoid))
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("\"%s\" is not an index", get_rel_name(indexoid) ? get_rel_name(indexoid) : "?")));
+	aclresult = pg_class_aclcheck(heapoid, GetUserId(), ACL_SELECT);
+	if (aclresult != ACLCHECK_OK)
+		aclcheck_error(aclresult, OBJECT_TABLE, get_rel_name(heapoid));
+	*heap = table_open(heapoid, AccessShareLock);
+	index = index_open(indexoid, AccessShareLock);
+	if (index->rd_indam->ambuild != sparse_build || !SparseIsBM25(index))
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("\"%s\" is not a sparse_inverted index over tsvector", RelationGetRelationName(index))));
+	return index;
+}
+
+/*
  * _bm25query(index, query tsvector, k1, b): the query's lexemes weighted
  * with the index's statistics now. Reading them needs SELECT on the index's
  * table, and no row-level security there (they count every row) unless the
@@ -467,14 +495,12 @@ PG_FUNCTION_INFO_V1(bm25query_make);
 Datum
 bm25query_make(PG_FUNCTION_ARGS)
 {
-	Oid			indexoid = PG_GETARG_OID(0);
 	TSVector	tq = checked_tsvector(PG_GETARG_DATUM(1));
 	double		k1 = PG_GETARG_FLOAT8(2);
 	double		b = PG_GETARG_FLOAT8(3);
 	Oid			heapoid;
 	Relation	heap,
 				index;
-	AclResult	aclresult;
 	int			n = tq->size;
 	int32	   *terms;
 	int			nterms = 0;
@@ -485,20 +511,8 @@ bm25query_make(PG_FUNCTION_ARGS)
 	BM25Query  *q;
 
 	check_parameters(k1, b);
-	heapoid = IndexGetRelation(indexoid, true);
-	if (!OidIsValid(heapoid))
-		ereport(ERROR,
-				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("\"%s\" is not an index", get_rel_name(indexoid) ? get_rel_name(indexoid) : "?")));
-	aclresult = pg_class_aclcheck(heapoid, GetUserId(), ACL_SELECT);
-	if (aclresult != ACLCHECK_OK)
-		aclcheck_error(aclresult, OBJECT_TABLE, get_rel_name(heapoid));
-	heap = table_open(heapoid, AccessShareLock);
-	index = index_open(indexoid, AccessShareLock);
-	if (index->rd_indam->ambuild != sparse_build || !SparseIsBM25(index))
-		ereport(ERROR,
-				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("\"%s\" is not a sparse_inverted index over tsvector", RelationGetRelationName(index))));
+	index = SparseOpenBM25Index(PG_GETARG_OID(0), &heap);
+	heapoid = RelationGetRelid(heap);
 	if (check_enable_rls(heapoid, InvalidOid, false) == RLS_ENABLED &&
 		!SparsePolicyIsPredicate(heap, index))
 		ereport(ERROR,

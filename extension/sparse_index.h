@@ -331,6 +331,7 @@ extern void SparseReadMeta(Relation index, SparseMetaPageData *meta);
 extern uint32 SparseGenerationAfterConflict(Relation index, const uint32 *began);
 extern void SparseCheckSparsevec(Relation index, Datum value, int32 *nnz, int32 **indices, float4 **values);
 extern bool SparseIsBM25(Relation index);
+extern Relation SparseOpenBM25Index(Oid indexoid, Relation *heap);
 extern void SparseRowEntries(Relation index, Datum value, int32 *nnz, int32 **indices, float4 **values);
 
 /* sparse_bm25.c */

@@ -22,16 +22,11 @@
 
 #include "access/relation.h"
 #include "access/table.h"
-#include "catalog/index.h"
-#include "catalog/pg_class.h"
 #include "fmgr.h"
-#include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "nodes/parsenodes.h"
 #include "optimizer/optimizer.h"
 #include "rewrite/rowsecurity.h"
-#include "utils/acl.h"
-#include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/rls.h"
 
@@ -122,31 +117,18 @@ PG_FUNCTION_INFO_V1(bm25_policy_index);
 Datum
 bm25_policy_index(PG_FUNCTION_ARGS)
 {
-	Oid			indexoid = PG_GETARG_OID(0);
-	Oid			heapoid = IndexGetRelation(indexoid, true);
 	Oid			found = InvalidOid;
-	AclResult	aclresult;
-	Relation	heap,
-				index;
+	Relation	heap;
+	Relation	index = SparseOpenBM25Index(PG_GETARG_OID(0), &heap);
 	List	   *indexes;
 	ListCell   *lc;
 
-	if (!OidIsValid(heapoid))
-		ereport(ERROR,
-				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("\"%s\" is not an index", get_rel_name(indexoid) ? get_rel_name(indexoid) : "?")));
-	aclresult = pg_class_aclcheck(heapoid, GetUserId(), ACL_SELECT);
-	if (aclresult != ACLCHECK_OK)
-		aclcheck_error(aclresult, OBJECT_TABLE, get_rel_name(heapoid));
-	if (check_enable_rls(heapoid, InvalidOid, false) != RLS_ENABLED)
+	if (check_enable_rls(RelationGetRelid(heap), InvalidOid, false) != RLS_ENABLED)
+	{
+		index_close(index, AccessShareLock);
+		table_close(heap, AccessShareLock);
 		PG_RETURN_NULL();
-
-	heap = table_open(heapoid, AccessShareLock);
-	index = index_open(indexoid, AccessShareLock);
-	if (index->rd_indam->ambuild != sparse_build || !SparseIsBM25(index))
-		ereport(ERROR,
-				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("\"%s\" is not a sparse_inverted index over tsvector", RelationGetRelationName(index))));
+	}
 	indexes = RelationGetIndexList(heap);
 	foreach(lc, indexes)
 	{

@@ -141,6 +141,12 @@ def create_items(db, vectors):
     return dict(enumerate(vectors))
 
 
+def drop_items(db):
+    """am_items dropped, and every setting a test changed put back."""
+    db.execute("reset all")
+    db.execute("drop table am_items")
+
+
 @pytest.fixture
 def items(db):
     """A table of random sparse vectors with a sparse_inverted index, and its rows."""
@@ -203,11 +209,7 @@ def test_a_first_batch_leaving_long_lists_out_is_exact(db):
                 db.execute("update am_items set v = v where id % 7 = 0")
                 db.execute("vacuum am_items")
         finally:
-            db.execute("reset client_min_messages")
-            db.execute("reset hybrid_search.sparse_batch_size")
-            db.execute("reset hybrid_search.sparse_skip_lists")
-            db.execute("reset enable_seqscan")
-            db.execute("drop table am_items")
+            drop_items(db)
 
 
 def test_a_first_batch_whose_first_rows_score_highest_is_exact(db):
@@ -233,11 +235,7 @@ def test_a_first_batch_whose_first_rows_score_highest_is_exact(db):
                 assert [i for i, _ in found[:3]] == [0, 3, 2]
             assert any("1 of 2 query terms' lists looked up" in m for m in lines), lines
         finally:
-            db.execute("reset client_min_messages")
-            db.execute("reset hybrid_search.sparse_batch_size")
-            db.execute("reset hybrid_search.sparse_skip_lists")
-            db.execute("reset enable_seqscan")
-            db.execute("drop table am_items")
+            drop_items(db)
 
 
 def test_a_batch_whose_sampled_floor_is_too_high_is_exact(db):
@@ -263,10 +261,7 @@ def test_a_batch_whose_sampled_floor_is_too_high_is_exact(db):
         found = assert_exact(db, rows, {0: 1.0, 1: 1.0}, 300)
         assert len({i for i, _ in found if i % 64 == 32}) == len(range(32, 10000, 64))
     finally:
-        db.execute("reset hybrid_search.sparse_batch_size")
-        db.execute("reset hybrid_search.sparse_positive_only")
-        db.execute("reset enable_seqscan")
-        db.execute("drop table am_items")
+        drop_items(db)
 
 
 def test_open_scans_never_share_slot_arrays(items):
@@ -432,9 +427,7 @@ def test_exact_when_the_heap_is_sparser_than_its_indexed_rows(db):
                              visible=tenant0)  # fmt: skip
         assert check(db, "am_items_v_idx")["consistent"]
     finally:
-        db.execute("reset hybrid_search.sparse_batch_size")
-        db.execute("reset enable_seqscan")
-        db.execute("drop table am_items")
+        drop_items(db)
 
 
 def test_exact_when_a_tokens_rows_lie_far_apart(db):
@@ -494,9 +487,7 @@ def test_exact_when_a_tokens_rows_lie_far_apart(db):
                 assert_exact(db, rows, query, k)
         assert check(db, "am_items_v_idx")["consistent"]
     finally:
-        db.execute("reset hybrid_search.sparse_simd")
-        db.execute("reset enable_seqscan")
-        db.execute("drop table am_items")
+        drop_items(db)
 
 
 def test_rows_whose_place_is_certain_are_not_rechecked(db):
@@ -722,11 +713,7 @@ def test_a_filter_column_is_exact_when_the_bitmap_is_lossy(db):
                 for k in [10, 1000]:
                     assert_exact(db, rows, query, k, where="tenant = 3", visible=tenant3)
     finally:
-        db.execute("reset work_mem")
-        db.execute("reset enable_seqscan")
-        db.execute("reset enable_bitmapscan")
-        db.execute("reset enable_sort")
-        db.execute("drop table am_items")
+        drop_items(db)
 
 
 def test_a_policy_on_an_indexed_expression_is_the_scans_condition(items):
