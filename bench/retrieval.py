@@ -170,9 +170,11 @@ def exact_hybrid(corpus, mask):
 
 
 def timed(conn, sql, params_list):
-    """(latencies in ms, row lists) of running sql once per parameter tuple, after a
-    few untimed runs (plan caching, the backend's first PL/Python import)."""
-    for params in params_list[:3]:
+    """(latencies in ms, row lists) of running sql once per parameter tuple, after an
+    untimed run of each (plan caching, the backend's first PL/Python import, and the
+    pages the queries read: the timings are of warm caches, as the in-process peers'
+    are, not of what the build or the previous row evicted)."""
+    for params in params_list:
         conn.execute(sql, params, prepare=True).fetchall()
     latencies, results = [], []
     for params in params_list:
