@@ -49,12 +49,13 @@ $block$;
 -- index's table and no row-level security there (the statistics count every
 -- row: they would tell a role which words the rows it cannot see use), unless
 -- the index is partial with exactly the role's policies as its predicate
--- (_bm25_policy_index).
+-- (_bm25_policy_index). PARALLEL RESTRICTED: the proof evaluates the
+-- policies' stable functions, which may be a user's parallel-unsafe ones.
 create or replace function @extschema@._bm25query(
     index regclass, query tsvector, k1 double precision, b double precision
 ) returns @extschema@.bm25query
 as '$libdir/hybrid_search', 'bm25query_make'
-language c stable strict parallel safe
+language c stable strict parallel restricted
 set search_path to pg_catalog, pg_temp;
 
 comment on function @extschema@._bm25query(regclass, tsvector, double precision, double precision) is
@@ -67,10 +68,11 @@ comment on function @extschema@._bm25query(regclass, tsvector, double precision,
 -- policies (extension/sparse_policy.c proves both implications with the
 -- planner's prover), or NULL. Its statistics count only the role's rows, so
 -- _bm25query gives them to the role; NULL without row-level security.
+-- PARALLEL RESTRICTED, as _bm25query.
 create or replace function @extschema@._bm25_policy_index(index regclass)
 returns regclass
 as '$libdir/hybrid_search', 'bm25_policy_index'
-language c stable strict parallel safe
+language c stable strict parallel restricted
 set search_path to pg_catalog, pg_temp;
 
 comment on function @extschema@._bm25_policy_index(regclass) is
@@ -147,7 +149,7 @@ as $func$
     )
     from @extschema@.hybrid_search_settings as s
 $func$
-language sql stable parallel safe security invoker
+language sql stable parallel restricted security invoker
 set search_path to pg_catalog, pg_temp;
 
 comment on function @extschema@.to_bm25query(regclass, text, regconfig) is

@@ -178,11 +178,8 @@ PARALLEL_SAFE = {
     "bm25query_in(cstring)",
     "bm25query_out(bm25query)",
     "bm25_distance(tsvector,bm25query)",
-    "_bm25query(regclass,tsvector,double precision,double precision)",  # reads the index
-    "_bm25_policy_index(regclass)",  # reads the catalog and the role's policies
     "_bm25query_statistics(tsvector,double precision,double precision,bigint,double precision,"
     "text[],bigint[])",
-    "to_bm25query(regclass,text,regconfig)",  # reads settings and the index
     "_is_coordinator()",  # reads hybrid_search_coordinator
     "_coordinator_route(jsonb)",  # reads the shard tables, satisfies_hash_partition
     "_shard_documents(bigint[],jsonb)",  # reads documents
@@ -192,6 +189,11 @@ PARALLEL_SAFE = {
 PARALLEL_RESTRICTED = {
     "hybrid_search_score_run(hybrid_search_run_row[],regclass,integer,text[])",  # qrels may be
     # a temporary table, which parallel workers cannot read
+    # under row-level security these evaluate the policies' stable functions (a user's may
+    # be parallel unsafe) to prove a partial index's predicate
+    "_bm25query(regclass,tsvector,double precision,double precision)",
+    "_bm25_policy_index(regclass)",
+    "to_bm25query(regclass,text,regconfig)",  # calls _bm25query
 }
 IMMUTABLE = {
     "_check_query_text(text,text)",
