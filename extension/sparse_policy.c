@@ -69,23 +69,26 @@ select_policy_quals(Relation heap)
 	return (List *) estimate_expression_value(root, (Node *) quals);
 }
 
+/* whether index's predicate admits exactly the rows quals (select_policy_quals) do */
+static bool
+predicate_is(Relation index, List *quals)
+{
+	List	   *predicate = RelationGetIndexPredicate(index);
+
+	return predicate != NIL && predicate_implied_by(quals, predicate, false) &&
+		predicate_implied_by(predicate, quals, false);
+}
+
 /*
  * Whether index (on heap, which the caller holds locked) is a partial index
  * whose predicate admits exactly the rows the current role's row-level-
- * security policies let it select from heap. No quals (none apply, or a
- * sub-select) imply no predicate.
+ * security policies let it select from heap. No quals (a sub-select) imply
+ * no predicate.
  */
 bool
 SparsePolicyIsPredicate(Relation heap, Relation index)
 {
-	List	   *predicate = RelationGetIndexPredicate(index);
-	List	   *quals;
-
-	if (predicate == NIL)
-		return false;
-	quals = select_policy_quals(heap);
-	return predicate_implied_by(quals, predicate, false) &&
-		predicate_implied_by(predicate, quals, false);
+	return predicate_is(index, select_policy_quals(heap));
 }
 
 /* whether two indexes on one table index the same columns the same way */
@@ -120,6 +123,7 @@ bm25_policy_index(PG_FUNCTION_ARGS)
 	Oid			found = InvalidOid;
 	Relation	heap;
 	Relation	index = SparseOpenBM25Index(PG_GETARG_OID(0), &heap);
+	List	   *quals;
 	List	   *indexes;
 	ListCell   *lc;
 
@@ -129,13 +133,15 @@ bm25_policy_index(PG_FUNCTION_ARGS)
 		table_close(heap, AccessShareLock);
 		PG_RETURN_NULL();
 	}
+	/* the policies once: every index is proven against the same quals */
+	quals = select_policy_quals(heap);
 	indexes = RelationGetIndexList(heap);
 	foreach(lc, indexes)
 	{
 		Relation	other = index_open(lfirst_oid(lc), AccessShareLock);
 		bool		match = other->rd_index->indisvalid && other->rd_index->indisready &&
 			other->rd_index->indislive && same_key(index, other) &&
-			SparsePolicyIsPredicate(heap, other);
+			predicate_is(other, quals);
 
 		index_close(other, AccessShareLock);
 		if (match)
