@@ -248,6 +248,9 @@ CREATE POLICY tenant3 ON docs TO bm25_tenant3 USING (tenant = 3);
 CREATE INDEX docs_tenant34_idx ON docs USING sparse_inverted (fts) WHERE tenant IN (3, 4);
 CREATE INDEX docs_tenant3_idx ON docs USING sparse_inverted (fts) WHERE tenant = 3;
 SELECT _bm25_policy_index('docs_idx') IS NULL AS not_for_the_owner;
+SELECT _bm25_policy_index(NULL) IS NULL AS null_for_null;
+SELECT _bm25_policy_index('docs');
+SELECT _bm25_policy_index('docs_pkey');
 SET ROLE bm25_tenant3;
 SELECT _bm25_policy_index('docs_idx');
 SELECT (_bm25query('docs_tenant3_idx', 'w1', 1.2, 0.75)::text::jsonb ->> 'documents')::int
