@@ -614,8 +614,9 @@ def measure_row_security(conn, table, corpus, fast, visible_statistics_queries=N
     label = " (RLS role seeing 10%)"
     with row_security_reader(conn):
         measure_reader_legs(conn, table, corpus, fast, visible, "rls ", label)
-        # what a DBA adds for such a policy: its expression indexed, so that the visible
-        # rows' statistics read those rows only, not every row to test the policy
+        # what a DBA adds for such a policy: its expression in a btree, which names the
+        # role's rows, so that their BM25 statistics are counted in the BM25 index
+        # (_bm25query_policy_rows) instead of a pass over them: every query, as the owner's
         conn.execute("reset role")
         conn.execute(f"create index bench_tenant_idx on documents ({POLICY_EXPRESSION})")
         conn.execute("analyze documents")
@@ -623,9 +624,9 @@ def measure_row_security(conn, table, corpus, fast, visible_statistics_queries=N
             conn.execute("set role bench_reader")
             indexed = ", policy's expression indexed"
             table.sql(conn, "rls indexed bm25", "BM25 leg" + label + indexed,
-                      bm25_leg(corpus, K, None), visible, lambda q: corpus.exact_bm25(q, K, mask))  # fmt: skip
+                      bm25_leg(corpus, K, None), fast, lambda q: corpus.exact_bm25(q, K, mask))  # fmt: skip
             table.sql(conn, "rls indexed hybrid", "hybrid_search" + label + indexed,
-                      hybrid_leg(corpus, K, None), visible, exact_hybrid(corpus, mask))  # fmt: skip
+                      hybrid_leg(corpus, K, None), fast, exact_hybrid(corpus, mask))  # fmt: skip
         finally:
             conn.execute("reset role")
             conn.execute("drop index bench_tenant_idx")
@@ -925,8 +926,8 @@ def candidate_ratios(table: Table) -> list[tuple[str, float | None]]:
 
 
 def indexed_policy_ratios(table: Table) -> list[tuple[str, float | None]]:
-    """The RLS role's BM25 leg and hybrid_search (the visible rows' statistics) with
-    the policy's expression indexed, over their unfiltered p95."""
+    """The RLS role's BM25 leg and hybrid_search with the policy's expression in a btree
+    (its rows' statistics counted in the BM25 index), over their unfiltered p95."""
     return [
         (f"{name}, RLS role, policy's expression indexed, p95 / unfiltered p95 (goal ≤ 1.5)",
          table.ratio(f"rls indexed {key}", key))

@@ -456,6 +456,38 @@ make_query(TSVector tq, double k1, double b, double documents, double avgdl, con
 	return q;
 }
 
+/* the distinct terms of tq's lexemes, sorted, into *terms; their number */
+static int
+query_terms(TSVector tq, int32 **terms)
+{
+	int			n = 0;
+
+	*terms = palloc(sizeof(int32) * Max(tq->size, 1));
+	for (int i = 0; i < tq->size; i++)
+		(*terms)[i] = SparseLexemeTerm(STRPTR(tq) + ARRPTR(tq)[i].pos, ARRPTR(tq)[i].len);
+	qsort(*terms, tq->size, sizeof(int32), int32_cmp);
+	for (int i = 0; i < tq->size; i++)
+		if (n == 0 || (*terms)[n - 1] != (*terms)[i])
+			(*terms)[n++] = (*terms)[i];
+	return n;
+}
+
+/* the df of each of tq's lexemes: that of its term, df[i] of terms[i] */
+static uint32 *
+lexeme_dfs(TSVector tq, const int32 *terms, int nterms, const uint32 *df)
+{
+	uint32	   *lexemeDf = palloc(sizeof(uint32) * Max(tq->size, 1));
+
+	for (int i = 0; i < tq->size; i++)
+	{
+		int32		term = SparseLexemeTerm(STRPTR(tq) + ARRPTR(tq)[i].pos, ARRPTR(tq)[i].len);
+		int32	   *hit = bsearch(&term, terms, nterms, sizeof(int32), int32_cmp);
+
+		lexemeDf[i] = df[hit - terms];
+	}
+	return lexemeDf;
+}
+
 /*
  * A sparse_inverted index over tsvector opened by OID, with its table (both
  * AccessShareLock), for a caller that may SELECT from the table; errors
@@ -501,11 +533,9 @@ bm25query_make(PG_FUNCTION_ARGS)
 	Oid			heapoid;
 	Relation	heap,
 				index;
-	int			n = tq->size;
 	int32	   *terms;
-	int			nterms = 0;
+	int			nterms;
 	uint32	   *df;
-	uint32	   *lexemeDf;
 	SparseMetaPageData meta;
 	double		documents;
 	BM25Query  *q;
@@ -521,13 +551,7 @@ bm25query_make(PG_FUNCTION_ARGS)
 						get_rel_name(heapoid), RelationGetRelationName(index)),
 				 errhint("Compute the statistics of the visible rows and use _bm25query_statistics(), or use a partial index whose predicate is exactly the role's policies.")));
 
-	terms = palloc(sizeof(int32) * Max(n, 1));
-	for (int i = 0; i < n; i++)
-		terms[i] = SparseLexemeTerm(STRPTR(tq) + ARRPTR(tq)[i].pos, ARRPTR(tq)[i].len);
-	qsort(terms, n, sizeof(int32), int32_cmp);
-	for (int i = 0; i < n; i++)
-		if (nterms == 0 || terms[nterms - 1] != terms[i])
-			terms[nterms++] = terms[i];
+	nterms = query_terms(tq, &terms);
 	df = palloc0(sizeof(uint32) * Max(nterms, 1));
 
 	/* the pending list, then the segment of the same generation */
@@ -555,21 +579,226 @@ bm25query_make(PG_FUNCTION_ARGS)
 							RelationGetRelationName(index)),
 					 errhint("Retry the query.")));
 	}
-	lexemeDf = palloc(sizeof(uint32) * Max(n, 1));
-	for (int i = 0; i < n; i++)
-	{
-		int32		term = SparseLexemeTerm(STRPTR(tq) + ARRPTR(tq)[i].pos, ARRPTR(tq)[i].len);
-		int32	   *hit = bsearch(&term, terms, nterms, sizeof(int32), int32_cmp);
-
-		lexemeDf[i] = df[hit - terms];
-	}
 	documents = (double) (meta.segRows + meta.pendingRows);
 	q = make_query(tq, k1, b, documents,
 				   documents > 0 ? (double) (meta.segLength + meta.pendingLength) / documents : 0,
-				   lexemeDf);
+				   lexeme_dfs(tq, terms, nterms, df));
 	index_close(index, AccessShareLock);
 	table_close(heap, AccessShareLock);
 	PG_RETURN_POINTER(q);
+}
+
+/* the statistics of a set of rows, as bm25query_policy_rows counts them */
+typedef struct RowsCount
+{
+	SparseFilter *rows;
+	PendingDf	pd;				/* the query terms and their df */
+	uint64		documents;		/* non-null rows */
+	double		length;
+	bool		counting;		/* the pending row being walked is in rows */
+} RowsCount;
+
+static void
+pending_rows_item(SparsePendingItem *item, BlockNumber blk, OffsetNumber off, void *arg)
+{
+	RowsCount  *rc = arg;
+
+	if (item->flags & SPARSE_PENDING_FIRST)
+	{
+		rc->counting = !(item->flags & SPARSE_DOC_NULL) && SparseFilterTid(rc->rows, SparseTidKey(&item->tid));
+		if (rc->counting)
+			rc->documents++;
+	}
+	if (!rc->counting)
+		return;
+	for (int j = 0; j < item->nnz; j++)
+		rc->length += SPARSE_PENDING_VALUES(item)[j];
+	pending_df_item(item, blk, off, &rc->pd);
+}
+
+/* corrupt: the chunk at (blk, off) of index's row list */
+static void
+check_chunk(Relation index, SparseDocChunk *c, Size len, BlockNumber blk, OffsetNumber off)
+{
+	if (len < offsetof(SparseDocChunk, data) || len != SPARSE_DOCCHUNK_SIZE_LENGTHS(c->n))
+		ereport(ERROR,
+				(errcode(ERRCODE_INDEX_CORRUPTED),
+				 errmsg("malformed row-list chunk in sparse_inverted index \"%s\" (block %u, item %u)",
+						RelationGetRelationName(index), blk, off)));
+}
+
+/*
+ * Add the segment's non-null rows with their slot's bit set in rc->rows
+ * (SparseFilterSlots done), and their length, to rc; false on a conflict
+ * with a merge.
+ */
+static bool
+count_segment_rows(SparseReader *r, const SparseMetaPageData *meta, RowsCount *rc)
+{
+	BlockNumber blk = meta->docListHead;
+
+	while (BlockNumberIsValid(blk))
+	{
+		Buffer		buf;
+		Page		page = SparseReaderPage(r, blk, SPARSE_PAGE_DOCLIST, &buf);
+
+		if (page == NULL)
+			return false;
+		for (OffsetNumber off = FirstOffsetNumber; off <= PageGetMaxOffsetNumber(page); off++)
+		{
+			ItemId		iid = PageGetItemId(page, off);
+			SparseDocChunk *c = (SparseDocChunk *) PageGetItem(page, iid);
+
+			check_chunk(r->index, c, ItemIdGetLength(iid), blk, off);
+			for (int j = 0; j < c->n; j++)
+			{
+				uint64		slot = SparseKeySlot(SparseTidKey(&SPARSE_DOCCHUNK_TIDS(c)[j]), r->slotOffsets);
+
+				if (!(SPARSE_DOCCHUNK_FLAGS(c)[j] & SPARSE_DOC_NULL) &&
+					slot < (uint64) rc->rows->nslots && SparseFilterSlot(rc->rows, slot))
+				{
+					rc->documents++;
+					rc->length += SPARSE_DOCCHUNK_LENGTHS(c)[j];
+				}
+			}
+		}
+		blk = SparsePageGetOpaque(page)->next;
+		UnlockReleaseBuffer(buf);
+	}
+	return true;
+}
+
+/*
+ * Add the postings of entry's list whose slot's bit is set in rows to *df;
+ * false on a conflict with a merge. Read in place: no block is copied.
+ */
+static bool
+count_list_rows(SparseReader *r, const SparseDirEntry *entry, const SparseFilter *rows, uint32 *df)
+{
+	BlockNumber blk = entry->firstBlk;
+	OffsetNumber off = entry->firstOff;
+	uint32		left = entry->nblocks;
+
+	while (left > 0)
+	{
+		Buffer		buf;
+		Page		page = SparseReaderPage(r, blk, SPARSE_PAGE_POSTING, &buf);
+
+		if (page == NULL)
+			return false;
+		for (; off <= PageGetMaxOffsetNumber(page) && left > 0; off++, left--)
+		{
+			ItemId		iid = PageGetItemId(page, off);
+			SparsePostingBlock *b = (SparsePostingBlock *) PageGetItem(page, iid);
+
+			if (!SparseBlockOk(b, ItemIdGetLength(iid), SPARSE_BLOCK_LENGTHS, r->slotOffsets))
+				ereport(ERROR,
+						(errcode(ERRCODE_INDEX_CORRUPTED),
+						 errmsg("malformed posting block in sparse_inverted index \"%s\" (block %u, item %u)",
+								RelationGetRelationName(r->index), blk, off)));
+			for (int j = 0; j < b->n; j++)
+			{
+				uint64		slot = SparseBlockSlot(b, j);
+
+				if (slot < (uint64) rows->nslots && SparseFilterSlot(rows, slot))
+					(*df)++;
+			}
+		}
+		blk = SparsePageGetOpaque(page)->next;
+		off = FirstOffsetNumber;
+		UnlockReleaseBuffer(buf);
+	}
+	return true;
+}
+
+/*
+ * _bm25query_policy_rows(index, query tsvector, k1, b): for a role under
+ * row-level security whose policies another index names exactly
+ * (SparsePolicyRows: tenant = 3 with a btree on tenant), the query's lexemes
+ * weighted with the statistics of those rows, counted in index: its pending
+ * rows among them, then one pass over its row list (each row's length) and
+ * over the query lexemes' postings. No table row is read. Counted as index
+ * counts rows: versions of the role's rows deleted or updated away count
+ * until VACUUM (or until the other index drops their entries), and none of
+ * anyone else's. NULL when no index names the policies' rows exactly, no
+ * policy applies, or index keeps no row lengths (REINDEX adds them).
+ */
+PG_FUNCTION_INFO_V1(bm25query_policy_rows);
+Datum
+bm25query_policy_rows(PG_FUNCTION_ARGS)
+{
+	TSVector	tq = checked_tsvector(PG_GETARG_DATUM(1));
+	double		k1 = PG_GETARG_FLOAT8(2);
+	double		b = PG_GETARG_FLOAT8(3);
+	Relation	heap,
+				index;
+	RowsCount	rc;
+	int32	   *terms;
+	int			nterms;
+	SparseMetaPageData meta;
+
+	check_parameters(k1, b);
+	index = SparseOpenBM25Index(PG_GETARG_OID(0), &heap);
+	memset(&rc, 0, sizeof(rc));
+	if (check_enable_rls(RelationGetRelid(heap), InvalidOid, false) != RLS_ENABLED ||
+		(rc.rows = SparsePolicyRows(heap, index)) == NULL)
+	{
+		index_close(index, AccessShareLock);
+		table_close(heap, AccessShareLock);
+		PG_RETURN_NULL();
+	}
+	nterms = query_terms(tq, &terms);
+	rc.pd.n = nterms;
+	rc.pd.terms = terms;
+	rc.pd.df = palloc0(sizeof(uint32) * Max(nterms, 1));
+
+	/* the pending list, then the segment of the same generation */
+	for (int attempt = 0;; attempt++)
+	{
+		SparseDirEntry *entries = palloc(sizeof(SparseDirEntry) * Max(nterms, 1));
+		bool	   *found = palloc(sizeof(bool) * Max(nterms, 1));
+		Buffer		metabuf = SparseLockMeta(index, BUFFER_LOCK_SHARE, &meta);
+		SparseReader r;
+		bool		done;
+
+		if (meta.segDocs > 0 && !(meta.flags & SPARSE_META_DOC_LENGTHS))
+		{
+			UnlockReleaseBuffer(metabuf);
+			index_close(index, AccessShareLock);
+			table_close(heap, AccessShareLock);
+			PG_RETURN_NULL();
+		}
+		rc.documents = 0;
+		rc.length = 0;
+		rc.counting = false;
+		memset(rc.pd.df, 0, sizeof(uint32) * Max(nterms, 1));
+		SparseWalkPending(index, &meta, InvalidBlockNumber, InvalidOffsetNumber,
+						  pending_rows_item, NULL, &rc);
+		UnlockReleaseBuffer(metabuf);
+		SparseReaderInit(&r, index, &meta);
+		SparseFilterSlots(rc.rows, meta.segMaxOffset,
+						  meta.segDocs == 0 ? 0 : ((int64) meta.segMaxBlock + 1) * meta.segMaxOffset);
+		done = meta.segDocs == 0 ||
+			(count_segment_rows(&r, &meta, &rc) &&
+			 SparseLookupTerms(&r, &meta, nterms, terms, entries, found));
+		for (int i = 0; done && i < nterms && meta.segDocs > 0; i++)
+			if (found[i])
+				done = count_list_rows(&r, &entries[i], rc.rows, &rc.pd.df[i]);
+		if (done)
+			break;
+		SparseGenerationAfterConflict(index, &meta.generation);
+		if (attempt >= 100)
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("sparse_inverted index \"%s\" was merged too often while reading its statistics",
+							RelationGetRelationName(index)),
+					 errhint("Retry the query.")));
+	}
+	index_close(index, AccessShareLock);
+	table_close(heap, AccessShareLock);
+	PG_RETURN_POINTER(make_query(tq, k1, b, (double) rc.documents,
+								 rc.documents > 0 ? rc.length / rc.documents : 0,
+								 lexeme_dfs(tq, terms, nterms, rc.pd.df)));
 }
 
 /*

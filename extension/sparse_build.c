@@ -61,6 +61,7 @@ SparseMergeInputAdd(SparseMergeInput *in, ItemPointer tid, bool newdoc, bool isn
 		}
 		in->docs[in->ndocs].key = key;
 		in->docs[in->ndocs].flags = isnull ? SPARSE_DOC_NULL : 0;
+		in->docs[in->ndocs].length = 0;
 		in->ndocs++;
 		in->memUsed += sizeof(SparseDoc);
 		in->docStart = in->npostings;
@@ -85,8 +86,11 @@ SparseMergeInputAdd(SparseMergeInput *in, ItemPointer tid, bool newdoc, bool isn
 	}
 	in->memUsed += nnz * sizeof(SparsePosting);
 	if (in->bm25)
+	{
 		for (int64 i = in->docStart; i < in->npostings; i++)
 			in->postings[i].length = (float4) in->docLength;
+		in->docs[in->ndocs - 1].length = (float4) in->docLength;
+	}
 }
 
 static int
@@ -532,6 +536,7 @@ SparseMerge(Relation index, bool withPending, IndexBulkDeleteCallback callback,
 				segPostings = 0;
 	BlockNumber segMaxBlock = 0;
 	OffsetNumber segMaxOffset = 0;
+	bool		withLengths;
 	MemoryContext mcxt,
 				oldcxt;
 
@@ -632,12 +637,18 @@ SparseMerge(Relation index, bool withPending, IndexBulkDeleteCallback callback,
 	}
 	*removed = ndead;
 
-	/* the row list, first: its largest offset numbers the postings' slots */
+	/*
+	 * The row list, first: its largest offset numbers the postings' slots.
+	 * A BM25 index's rows carry their lengths unless the old segment has rows
+	 * without them (written before lengths were kept: REINDEX adds them).
+	 */
+	withLengths = in->bm25 && (meta.segDocs == 0 || (meta.flags & SPARSE_META_DOC_LENGTHS));
 	writer_init(&lw, index, SPARSE_PAGE_DOCLIST, newgen);
 	{
-		SparseDocChunk *out = palloc(SPARSE_DOCCHUNK_SIZE(SPARSE_DOCLIST_CHUNK));
+		SparseDocChunk *out = palloc(SPARSE_DOCCHUNK_SIZE_LENGTHS(SPARSE_DOCLIST_CHUNK));
 		ItemPointerData otids[SPARSE_DOCLIST_CHUNK];
 		uint8		oflags[SPARSE_DOCLIST_CHUNK];
+		float4		olengths[SPARSE_DOCLIST_CHUNK];
 		int			on = 0;
 		BlockNumber blk = meta.docListHead;
 		SparseDocChunk *c = NULL;
@@ -654,7 +665,10 @@ SparseMerge(Relation index, bool withPending, IndexBulkDeleteCallback callback,
 				out->unused = 0; \
 				memcpy(SPARSE_DOCCHUNK_TIDS(out), otids, on * sizeof(ItemPointerData)); \
 				memcpy(SPARSE_DOCCHUNK_FLAGS(out), oflags, on); \
-				writer_add(&lw, out, SPARSE_DOCCHUNK_SIZE(on), NULL, NULL); \
+				if (withLengths) \
+					memcpy(SPARSE_DOCCHUNK_LENGTHS(out), olengths, on * sizeof(float4)); \
+				writer_add(&lw, out, withLengths ? SPARSE_DOCCHUNK_SIZE_LENGTHS(on) : SPARSE_DOCCHUNK_SIZE(on), \
+						   NULL, NULL); \
 				on = 0; \
 			} \
 		} while (0)
@@ -663,6 +677,7 @@ SparseMerge(Relation index, bool withPending, IndexBulkDeleteCallback callback,
 		{
 			uint64		okey = 0;
 			uint8		oflag = 0;
+			float4		olength = 0;
 			bool		haveO = false;
 			bool		haveN = ni < in->ndocs;
 
@@ -697,6 +712,8 @@ SparseMerge(Relation index, bool withPending, IndexBulkDeleteCallback callback,
 			{
 				okey = SparseTidKey(&SPARSE_DOCCHUNK_TIDS(c)[cpos]);
 				oflag = SPARSE_DOCCHUNK_FLAGS(c)[cpos];
+				if (withLengths && meta.segDocs > 0)
+					olength = SPARSE_DOCCHUNK_LENGTHS(c)[cpos];
 				haveO = true;
 			}
 			if (!haveO && !haveN)
@@ -714,12 +731,14 @@ SparseMerge(Relation index, bool withPending, IndexBulkDeleteCallback callback,
 			{
 				okey = in->docs[ni].key;
 				oflag = in->docs[ni].flags;
+				olength = in->docs[ni].length;
 				ni++;
 			}
 			if (key_is_dead(okey, dead, ndead))
 				continue;
 			SparseKeyTid(okey, &otids[on]);
 			oflags[on] = oflag;
+			olengths[on] = olength;
 			on++;
 			segDocs++;
 			segMaxBlock = Max(segMaxBlock, (BlockNumber) (okey >> 16));
@@ -892,6 +911,7 @@ SparseMerge(Relation index, bool withPending, IndexBulkDeleteCallback callback,
 		m->segPostings = segPostings;
 		m->segRows = segRows;
 		m->segLength = in->bm25 ? (uint64) tw.sumWeights : 0;
+		m->flags = withLengths ? (m->flags | SPARSE_META_DOC_LENGTHS) : (m->flags & ~SPARSE_META_DOC_LENGTHS);
 		if (withPending && BlockNumberIsValid(lastBlk))
 		{
 			m->pendingHead = lastBlk;
@@ -928,7 +948,7 @@ init_empty_metapage(Relation index, Buffer buf, Page page)
 	m->magic = SPARSE_MAGIC;
 	m->version = SPARSE_VERSION;
 	m->generation = 1;
-	m->flags = SparseIsBM25(index) ? SPARSE_META_BM25 : 0;
+	m->flags = SparseIsBM25(index) ? SPARSE_META_BM25 | SPARSE_META_DOC_LENGTHS : 0;
 	m->dirIndexHead = InvalidBlockNumber;
 	m->dirHead = InvalidBlockNumber;
 	m->postingHead = InvalidBlockNumber;

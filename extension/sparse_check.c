@@ -15,8 +15,9 @@
  *
  * For a BM25 index (over tsvector) the entries are the lexemes' hashes with
  * their tf, every posting must carry its row's length (the sum of the row's
- * tf), and the metapage's statistics (non-null rows, their total length)
- * must be those of the rows the index holds, dead ones included.
+ * tf), as must the row list's length of a merged row where the row list
+ * keeps lengths, and the metapage's statistics (non-null rows, their total
+ * length) must be those of the rows the index holds, dead ones included.
  */
 #include "postgres.h"
 
@@ -55,6 +56,7 @@ typedef struct CheckDoc
 	uint32		n;
 	double		sumw;			/* of its weights (BM25: its length) */
 	float4		length;			/* the length its postings carry, or -1 */
+	float4		listLength;		/* the row list's length for it, or -1 */
 	uint8		flags;			/* SPARSE_DOC_NULL */
 	bool		inDocList;
 	bool		inPending;
@@ -121,6 +123,7 @@ get_doc(CheckState *cs, uint64 key)
 		d->n = 0;
 		d->sumw = 0;
 		d->length = -1;
+		d->listLength = -1;
 		d->flags = 0;
 		d->inDocList = false;
 		d->inPending = false;
@@ -354,12 +357,24 @@ check_segment(CheckState *cs, const SparseMetaPageData *meta)
 		}
 		for (OffsetNumber off = FirstOffsetNumber; off <= PageGetMaxOffsetNumber(page); off++)
 		{
-			SparseDocChunk *c = (SparseDocChunk *) PageGetItem(page, PageGetItemId(page, off));
+			ItemId		iid = PageGetItemId(page, off);
+			SparseDocChunk *c = (SparseDocChunk *) PageGetItem(page, iid);
+			bool		lengths = (meta->flags & SPARSE_META_DOC_LENGTHS) != 0;
 
+			if (ItemIdGetLength(iid) < offsetof(SparseDocChunk, data) ||
+				ItemIdGetLength(iid) != (lengths ? SPARSE_DOCCHUNK_SIZE_LENGTHS(c->n) : SPARSE_DOCCHUNK_SIZE(c->n)))
+			{
+				problem(cs, "row list page %u item %u: %u bytes, not a chunk of rows", blk, off,
+						ItemIdGetLength(iid));
+				continue;
+			}
 			for (int j = 0; j < c->n; j++)
 			{
 				uint64		k = SparseTidKey(&SPARSE_DOCCHUNK_TIDS(c)[j]);
 				CheckDoc   *d = get_doc(cs, k);
+
+				if (lengths)
+					d->listLength = SPARSE_DOCCHUNK_LENGTHS(c)[j];
 
 				if (!first && k <= lastDoc)
 					problem(cs, "row list: " TIDFMT " follows " TIDFMT, TIDARGS(k), TIDARGS(lastDoc));
@@ -596,6 +611,9 @@ sparse_inverted_check(PG_FUNCTION_ARGS)
 		if (cs.bm25 && d->hasPostings && d->length != (float4) d->sumw)
 			problem(&cs, "row " TIDFMT ": its postings carry length %g, its tf add up to %g",
 					TIDARGS(d->key), d->length, d->sumw);
+		if (d->listLength >= 0 && d->listLength != (float4) d->sumw)
+			problem(&cs, "row " TIDFMT ": the row list gives length %g, its tf add up to %g",
+					TIDARGS(d->key), d->listLength, d->sumw);
 	}
 	if (cs.bm25 &&
 		(meta.segRows != cs.segRows || (double) meta.segLength != cs.segLength ||

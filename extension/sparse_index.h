@@ -86,7 +86,7 @@ typedef struct SparseMetaPageData
 	uint32		magic;
 	uint32		version;
 	uint32		generation;
-	uint32		flags;			/* SPARSE_META_BM25 */
+	uint32		flags;			/* SPARSE_META_BM25, SPARSE_META_DOC_LENGTHS */
 	/* segment: four chains of pages */
 	BlockNumber dirIndexHead;	/* directory index */
 	BlockNumber dirHead;		/* directory, in term order */
@@ -113,6 +113,8 @@ typedef struct SparseMetaPageData
 } SparseMetaPageData;
 
 #define SPARSE_META_BM25		0x0001
+/* the row list's chunks carry each row's length (SparseDocChunk) */
+#define SPARSE_META_DOC_LENGTHS 0x0002
 
 typedef SparseMetaPageData *SparseMetaPage;
 
@@ -206,7 +208,13 @@ SparseBlockSlot(const SparsePostingBlock *b, int i)
 	return b->firstSlot + ((b->flags & SPARSE_BLOCK_WIDE) ? SPARSE_BLOCK_DELTAS32(b)[i] : SPARSE_BLOCK_DELTAS16(b)[i]);
 }
 
-/* a doc-list item: n rows in TID order and a flag byte each */
+/*
+ * A doc-list item: n rows in TID order and a flag byte each, then, in a
+ * BM25 index whose metapage has SPARSE_META_DOC_LENGTHS, each row's length
+ * (float4, after padding to 4 bytes): what a row's postings carry, kept once
+ * per row so that the statistics of a set of rows need no posting
+ * (sparse_policy.c).
+ */
 #define SPARSE_DOC_NULL			0x01
 #define SPARSE_DOCLIST_CHUNK	512
 typedef struct SparseDocChunk
@@ -219,6 +227,8 @@ typedef struct SparseDocChunk
 #define SPARSE_DOCCHUNK_TIDS(c) ((ItemPointerData *) (c)->data)
 #define SPARSE_DOCCHUNK_FLAGS(c) ((uint8 *) ((c)->data + (c)->n * sizeof(ItemPointerData)))
 #define SPARSE_DOCCHUNK_SIZE(n) (offsetof(SparseDocChunk, data) + (n) * (sizeof(ItemPointerData) + 1))
+#define SPARSE_DOCCHUNK_LENGTHS(c) ((float4 *) ((char *) (c) + INTALIGN(SPARSE_DOCCHUNK_SIZE((c)->n))))
+#define SPARSE_DOCCHUNK_SIZE_LENGTHS(n) (INTALIGN(SPARSE_DOCCHUNK_SIZE(n)) + (n) * sizeof(float4))
 
 /*
  * A pending item: a row, or one chunk of a row too large for a page
@@ -284,6 +294,7 @@ typedef struct SparseDoc
 {
 	uint64		key;
 	uint8		flags;
+	float4		length;			/* BM25: the row's length */
 } SparseDoc;
 
 /* rows (and their postings) to merge into the segment */
@@ -439,6 +450,10 @@ extern SparseFilter *SparseFilterBegin(IndexScanDesc scan);
 extern bool SparseFilterTid(const SparseFilter *f, uint64 key);
 extern void SparseFilterSlots(SparseFilter *f, uint32 offsets, int64 nslots);
 
+/* sparse_policy.c */
+extern bool SparsePolicyIsPredicate(Relation heap, Relation index);
+extern SparseFilter *SparsePolicyRows(Relation heap, Relation index);
+
 static inline bool
 SparseFilterSlot(const SparseFilter *f, int64 slot)
 {
@@ -494,8 +509,5 @@ extern bool SparseListNextBlock(SparseListIter *it);
 extern bool SparseListSeekBlock(SparseListIter *it, uint64 target);
 extern const char *SparseReadSkip(SparseReader *r, const SparseDirEntry *entry, SparseSkipEntry *out,
 								  BlockNumber *blk, OffsetNumber *off);
-
-/* sparse_policy.c */
-extern bool SparsePolicyIsPredicate(Relation heap, Relation index);
 
 #endif							/* SPARSE_INDEX_H */

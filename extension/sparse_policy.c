@@ -1,6 +1,6 @@
 /*
  * sparse_policy.c: a role's row-level-security policies against a partial
- * index's predicate.
+ * index's predicate, or as the rows another index finds.
  *
  * A BM25 index's statistics count every row it holds, so a role under
  * row-level security may not read them: they would tell it which words the
@@ -17,18 +17,33 @@
  * What such an index counts beyond the rows the role sees now are versions
  * of its own rows: deleted or updated away and not yet vacuumed, or written
  * by a transaction not yet committed. Rows of other tenants never enter it.
+ *
+ * Without such a copy, policies that come to one condition "expression op
+ * constant" (tenant = 3, or metadata->>'tenant' = current_user once
+ * evaluated) name their rows exactly through a btree on that expression
+ * (SparsePolicyRows): its entries for that constant are every version of
+ * the role's rows, in the same sense, and no other row.
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/htup_details.h"
 #include "access/relation.h"
+#include "access/relscan.h"
 #include "access/table.h"
+#include "access/stratnum.h"
+#include "catalog/pg_am_d.h"
+#include "catalog/pg_index.h"
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "nodes/parsenodes.h"
 #include "optimizer/optimizer.h"
 #include "rewrite/rowsecurity.h"
+#include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/rls.h"
+#include "utils/snapmgr.h"
 
 #include "sparse_index.h"
 
@@ -155,4 +170,197 @@ bm25_policy_index(PG_FUNCTION_ARGS)
 	if (!OidIsValid(found))
 		PG_RETURN_NULL();
 	PG_RETURN_OID(found);
+}
+
+/*
+ * The one condition "expression op constant" that quals come to: the
+ * expression (a relabeling stripped, as the planner matches index columns),
+ * the operator with the expression on its left, and the constant; false if
+ * quals are anything else or the constant is NULL.
+ */
+static bool
+policy_condition(List *quals, Node **expr, Oid *opno, Const **value, Oid *collation)
+{
+	OpExpr	   *op;
+	Node	   *left,
+			   *right;
+
+	if (list_length(quals) != 1 || !IsA(linitial(quals), OpExpr))
+		return false;
+	op = linitial(quals);
+	if (list_length(op->args) != 2)
+		return false;
+	left = linitial(op->args);
+	right = lsecond(op->args);
+	*opno = op->opno;
+	if (IsA(left, Const) && !IsA(right, Const))
+	{
+		Node	   *t = left;
+
+		left = right;
+		right = t;
+		*opno = get_commutator(op->opno);
+	}
+	if (!IsA(right, Const) || ((Const *) right)->constisnull || !OidIsValid(*opno))
+		return false;
+	while (IsA(left, RelabelType))
+		left = (Node *) ((RelabelType *) left)->arg;
+	*expr = left;
+	*value = (Const *) right;
+	*collation = op->inputcollid;
+	return true;
+}
+
+/*
+ * Whether other, an index of heap, has expr as its first column, holds every
+ * row (no predicate), and may be used by this transaction (as the planner
+ * asks: an index built over broken HOT chains is not for snapshots older
+ * than it).
+ */
+static bool
+indexes_expression(Relation other, Node *expr)
+{
+	int16		attno = other->rd_index->indkey.values[0];
+
+	if (!other->rd_index->indisvalid || other->rd_indam->amgettuple == NULL ||
+		!heap_attisnull(other->rd_indextuple, Anum_pg_index_indpred, NULL))
+		return false;
+	if (other->rd_index->indcheckxmin &&
+		!TransactionIdPrecedes(HeapTupleHeaderGetXmin(other->rd_indextuple->t_data), TransactionXmin))
+		return false;
+	if (attno != 0)
+		return IsA(expr, Var) && ((Var *) expr)->varno == 1 && ((Var *) expr)->varlevelsup == 0 &&
+			((Var *) expr)->varattno == attno;
+	return equal(expr, linitial(RelationGetIndexExpressions(other)));
+}
+
+/*
+ * Whether other's first column, searched with strategy, compares as the
+ * condition's collation does: the same collation, or none, or btree
+ * equality under two deterministic collations, which is equality of bytes
+ * under both (metadata->>'tenant' = current_user compares under "C", name's
+ * collation, and a btree on the text has the default one).
+ */
+static bool
+collation_fits(Relation other, int strategy, Oid collation)
+{
+	Oid			indexed = other->rd_indcollation[0];
+
+	if (!OidIsValid(indexed) || indexed == collation)
+		return true;
+	return other->rd_rel->relam == BTREE_AM_OID && strategy == BTEqualStrategyNumber &&
+		OidIsValid(collation) && get_collation_isdeterministic(indexed) &&
+		get_collation_isdeterministic(collation);
+}
+
+static int
+key_cmp(const void *a, const void *b)
+{
+	uint64		x = *(const uint64 *) a;
+	uint64		y = *(const uint64 *) b;
+
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * The TID keys (sorted) of the entries of other that satisfy the condition
+ * (compared under the index's own collation, which collation_fits allows),
+ * into set; false if the index's answer is not exact (it asks for a
+ * recheck).
+ */
+static bool
+exact_rows(Relation heap, Relation other, int strategy, Oid subtype, Oid opno, Datum value,
+		   SparseFilterSet *set)
+{
+	ScanKeyData key;
+	IndexScanDesc scan;
+	ItemPointer tid;
+	int64		max = 1024;
+	bool		sorted = true;
+	bool		exact = true;
+
+	ScanKeyEntryInitialize(&key, 0, 1, strategy, subtype, other->rd_indcollation[0], get_opcode(opno), value);
+	set->keys = palloc(sizeof(uint64) * max);
+	set->nkeys = 0;
+	set->lossy = NULL;
+	set->nlossy = 0;
+	scan = index_beginscan(heap, other, GetActiveSnapshot(), 1, 0);
+	index_rescan(scan, &key, 1, NULL, 0);
+	while ((tid = index_getnext_tid(scan, ForwardScanDirection)) != NULL)
+	{
+		if (scan->xs_recheck)
+		{
+			exact = false;
+			break;
+		}
+		if (set->nkeys == max)
+		{
+			max *= 2;
+			set->keys = repalloc_huge(set->keys, sizeof(uint64) * max);
+		}
+		set->keys[set->nkeys] = SparseTidKey(tid);
+		if (set->nkeys > 0 && set->keys[set->nkeys] < set->keys[set->nkeys - 1])
+			sorted = false;
+		set->nkeys++;
+		CHECK_FOR_INTERRUPTS();
+	}
+	index_endscan(scan);
+	if (exact && !sorted)
+		qsort(set->keys, set->nkeys, sizeof(uint64), key_cmp);
+	return exact;
+}
+
+/*
+ * The rows of heap the current role's row-level-security policies admit,
+ * found by another index of heap (not index): every version of them it has
+ * an entry for, visible or not, and no other row. NULL when the policies are
+ * not one condition "expression op constant" that a valid index on that
+ * expression, with op in its operator family, answers exactly (a btree).
+ */
+SparseFilter *
+SparsePolicyRows(Relation heap, Relation index)
+{
+	Node	   *expr;
+	Oid			opno;
+	Const	   *value;
+	Oid			collation;
+	List	   *indexes;
+	ListCell   *lc;
+	SparseFilter *rows = NULL;
+
+	if (!policy_condition(select_policy_quals(heap), &expr, &opno, &value, &collation))
+		return NULL;
+	indexes = RelationGetIndexList(heap);
+	foreach(lc, indexes)
+	{
+		Relation	other;
+		int			strategy;
+		Oid			lefttype,
+					righttype;
+		SparseFilterSet set;
+
+		if (lfirst_oid(lc) == RelationGetRelid(index))
+			continue;
+		other = index_open(lfirst_oid(lc), AccessShareLock);
+		if (!indexes_expression(other, expr) || !op_in_opfamily(opno, other->rd_opfamily[0]))
+		{
+			index_close(other, AccessShareLock);
+			continue;
+		}
+		get_op_opfamily_properties(opno, other->rd_opfamily[0], false, &strategy, &lefttype, &righttype);
+		if (lefttype == other->rd_opcintype[0] && collation_fits(other, strategy, collation) &&
+			exact_rows(heap, other, strategy, righttype, opno, value->constvalue, &set))
+		{
+			rows = palloc0(sizeof(SparseFilter));
+			rows->nsets = 1;
+			rows->sets = palloc(sizeof(SparseFilterSet));
+			rows->sets[0] = set;
+			rows->empty = set.nkeys == 0;
+		}
+		index_close(other, AccessShareLock);
+		if (rows != NULL)
+			break;
+	}
+	list_free(indexes);
+	return rows;
 }

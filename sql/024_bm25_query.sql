@@ -79,6 +79,31 @@ comment on function @extschema@._bm25_policy_index(regclass) is
 'a partial copy of a BM25 index whose predicate is exactly the calling role''s row-level-security policies, or NULL';
 
 -------------------------------------------------------------------------------
+-- _bm25query_policy_rows
+-- For a role under row-level security whose policies come to one condition
+-- "expression op constant" (tenant = 3, or metadata->>'tenant' = current_user
+-- once evaluated) with a btree on that expression: the lexemes of query
+-- weighted with the statistics of the rows that btree names for it, counted
+-- in the index (extension/sparse_bm25.c: its row list's lengths and the
+-- query lexemes' postings, no table row). They count the role's rows as an
+-- index does: versions deleted or updated away count until VACUUM, no other
+-- tenant's row ever. NULL when the policies are not such a condition, no such
+-- btree exists, no policy applies, or the index keeps no row lengths (one
+-- written by hybrid_search 0.2.0 or earlier: REINDEX). PARALLEL RESTRICTED, as _bm25query.
+create or replace function @extschema@._bm25query_policy_rows(
+    index regclass, query tsvector, k1 double precision, b double precision
+) returns @extschema@.bm25query
+as '$libdir/hybrid_search', 'bm25query_policy_rows'
+language c stable strict parallel restricted
+set search_path to pg_catalog, pg_temp;
+
+comment on function @extschema@._bm25query_policy_rows(
+    regclass, tsvector, double precision, double precision
+) is
+'a bm25query with the statistics of the calling role''s rows, counted in the index over the rows '
+'a btree on its policy''s expression names, or NULL';
+
+-------------------------------------------------------------------------------
 -- _bm25query_statistics
 -- The lexemes of query weighted with statistics given by the caller: rows,
 -- their total length, and the df of each lexeme (0 for one not listed). What

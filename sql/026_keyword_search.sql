@@ -70,7 +70,11 @@ set search_path to pg_catalog, pg_temp;
 -- role's rows: a filter's own BM25 index (hybrid_search_create_filter_indexes)
 -- whose filter is the role's policies (_bm25_policy_index). Its statistics
 -- are then the role's rows as an index counts them (deleted rows count until
--- VACUUM), read in O(query lexemes). With bm25_statistics 'index' (the
+-- VACUUM), read in O(query lexemes). Else, when the policies are one
+-- condition on an expression a btree indexes (tenant = 3), they are counted
+-- in the BM25 index over the rows that btree names (_bm25query_policy_rows):
+-- one pass over its row list and the query lexemes' postings, no table row
+-- read, the same rows counted the same way. With bm25_statistics 'index' (the
 -- owner's opt-in) such a role gets the index's statistics instead
 -- (_bm25query_shared).
 -- PARALLEL UNSAFE: the EXCEPTION block is a subtransaction.
@@ -82,6 +86,7 @@ declare
     lexemes tsvector;
     settings record;
     policy_index regclass;
+    counted @extschema@.bm25query;
 begin
     select s.bm25_k1, s.bm25_b, s.bm25_statistics into settings
     from @extschema@.hybrid_search_settings as s;
@@ -103,6 +108,12 @@ begin
     policy_index := @extschema@._bm25_policy_index('@extschema@.documents_fts_bm25_idx'::regclass);
     if policy_index is not null then
         return @extschema@._bm25query(policy_index, lexemes, settings.bm25_k1, settings.bm25_b);
+    end if;
+    counted := @extschema@._bm25query_policy_rows(
+        '@extschema@.documents_fts_bm25_idx'::regclass, lexemes, settings.bm25_k1, settings.bm25_b
+    );
+    if counted is not null then
+        return counted;
     end if;
     return @extschema@._bm25query_rows(lexemes, settings.bm25_k1, settings.bm25_b, null);
 end;

@@ -24,7 +24,7 @@ as $func$
             'colbert_rerank', '_colbert_query', '_colbert_check_encoders', '_query_cache_prune',
             '_query_cache_put', '_query_cache_count', 'to_bm25query', '_bm25query', 'bm25_distance',
             '_bm25query_statistics', '_keyword_bm25query', '_bm25query_rows', 'bm25query_out', '_bm25query_shared',
-            '_bm25_visible_statistics', '_bm25_policy_index',
+            '_bm25_visible_statistics', '_bm25_policy_index', '_bm25query_policy_rows',
             '_hybrid_search', '_hybrid_search_plan', '_hybrid_search_fuse', '_hybrid_search_rerank',
             '_keyword_search_bm25query', '_search_settings_push', '_search_settings_pop',
             '_is_coordinator', '_coordinator_legs', '_coordinator_documents', '_coordinator_fanout',

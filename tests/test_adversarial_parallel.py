@@ -193,6 +193,7 @@ PARALLEL_RESTRICTED = {
     # be parallel unsafe) to prove a partial index's predicate
     "_bm25query(regclass,tsvector,double precision,double precision)",
     "_bm25_policy_index(regclass)",
+    "_bm25query_policy_rows(regclass,tsvector,double precision,double precision)",
     "to_bm25query(regclass,text,regconfig)",  # calls _bm25query
 }
 IMMUTABLE = {

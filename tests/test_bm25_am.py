@@ -551,6 +551,132 @@ def test_a_partial_index_of_exactly_the_roles_policies_gives_it_its_statistics(d
         conn.execute("drop role am_bm25_tenant")
 
 
+POLICY_ROWS_QUERY = (
+    "_bm25query_policy_rows('am_docs_fts_idx', to_tsvector('simple', %(q)s), 1.2, 0.75)"
+)
+
+
+def test_a_btree_on_the_policys_expression_gives_a_role_its_rows_statistics(docs):
+    """Policies that come to one condition on an expression a btree indexes give a role
+    under row-level security the statistics of its rows, counted in the BM25 index over
+    the TIDs that btree finds (_bm25query_policy_rows): pending and merged rows alike,
+    deleted ones until VACUUM, exact scores. Any other policy, index or role gets NULL
+    (the caller then counts the visible rows)."""
+    conn, rows, rng = docs
+    conn.execute("alter table am_docs enable row level security")
+    conn.execute("drop role if exists am_bm25_tenant")
+    conn.execute("create role am_bm25_tenant")
+    conn.execute("create policy tenant3 on am_docs to am_bm25_tenant using (tenant = 3)")
+    conn.execute("grant select on am_docs to am_bm25_tenant")
+    functions = "_bm25query_policy_rows, bm25_distance, bm25query_out"
+    conn.execute(f"grant execute on function {functions} to am_bm25_tenant")
+
+    def counted(query="w1 w2 w3"):
+        """The role's statistics from _bm25query_policy_rows: (documents, total, dfs)."""
+        conn.execute("set role am_bm25_tenant")
+        try:
+            row = conn.execute(f"select ({POLICY_ROWS_QUERY})::text", {"q": query}).fetchone()
+        finally:
+            conn.execute("reset role")
+        if row[0] is None:
+            return None
+        q = json.loads(row[0])
+        dfs = {t["lexeme"]: t["df"] for t in q["terms"]}
+        return q["documents"], q["avgdl"] * q["documents"], dfs
+
+    def expected(tenant, query="w1 w2 w3"):
+        n, avgdl, dfs = expected_statistics([v for i, v in rows.items() if tenant(i)], query)
+        return n, avgdl * n, dfs
+
+    def assert_counted(tenant, query="w1 w2 w3"):
+        n, total, dfs = counted(query)
+        e_n, e_total, e_dfs = expected(tenant, query)
+        assert (n, dfs) == (e_n, e_dfs)
+        assert total == pytest.approx(e_total, rel=1e-12)
+
+    tenants = {i: i % 10 for i in rows}
+    try:
+        assert counted() is None  # no index finds the policy's rows
+        conn.execute("create index am_docs_tenant_idx on am_docs (tenant)")
+        assert_counted(lambda i: tenants[i] == 3)
+        # the same bm25query, weights to the bit, as the brute force's statistics give
+        # (test_row_level_security_returns_k_visible_rows: those rank exactly)
+        for query in queries(rng, 3):
+            n, total, dfs = expected(lambda i: tenants[i] == 3, query)
+            params = {"n": n, "total": total, "lexemes": list(dfs), "dfs": list(dfs.values())}
+            brute = bm25query(conn, query, VISIBLE_QUERY, params)
+            conn.execute("set role am_bm25_tenant")
+            try:
+                assert bm25query(conn, query, POLICY_ROWS_QUERY) == brute
+            finally:
+                conn.execute("reset role")
+        # rows in the pending list count as merged ones do; other tenants' never
+        for i, (tenant, text) in enumerate(
+            [(3, "w1 w1 w2 w9"), (3, None), (3, "w3 w400"), (4, "w1 w2 w3 w3"), (3, "")]
+        ):
+            conn.execute(
+                "insert into am_docs values (%s, %s, %s, to_tsvector('simple', %s))",
+                [5000 + i, tenant, text, text],
+            )
+            rows[5000 + i] = lexemes(text)
+            tenants[5000 + i] = tenant
+        assert check(conn)["pending_rows"] > 0
+        assert_counted(lambda i: tenants[i] == 3)
+        # a deleted row counts until VACUUM, as in every index's statistics
+        gone = sorted(i for i in rows if tenants[i] == 3 and rows[i])[:5]
+        conn.execute("delete from am_docs where id = any(%s)", [gone])
+        assert counted()[0] == expected(lambda i: tenants[i] == 3)[0]
+        conn.execute("vacuum am_docs")
+        for i in gone:
+            del rows[i]
+        assert_counted(lambda i: tenants[i] == 3)
+        report = check(conn)
+        assert report["consistent"], report
+        # any operator of the btree's family, and a setting's value at the call
+        conn.execute("alter policy tenant3 on am_docs using (tenant >= 8)")
+        assert_counted(lambda i: tenants[i] >= 8)
+        conn.execute("alter policy tenant3 on am_docs"
+                     " using (current_setting('am.tenant')::int = tenant)")  # fmt: skip
+        conn.execute("set am.tenant = '4'")
+        assert_counted(lambda i: tenants[i] == 4)
+        # what no btree answers exactly: NULL
+        for using in [
+            "tenant + 0 = 4",  # an expression not indexed
+            "tenant = 4 or tenant = 5",
+            "tenant = (random() * 0 + 4)::int",
+            "tenant = (select 4)",
+            "id = 4 and tenant = 4",
+        ]:
+            conn.execute(f"alter policy tenant3 on am_docs using ({using})")
+            assert counted() is None, using
+        conn.execute("alter policy tenant3 on am_docs using (tenant = 4)")
+        conn.execute("create policy other on am_docs to am_bm25_tenant using (tenant = 5)")
+        assert counted() is None  # two permissive policies: tenant = 4 or tenant = 5
+        conn.execute("drop policy other on am_docs")
+        # a hash index asks for a recheck, a partial btree holds some rows only
+        conn.execute("drop index am_docs_tenant_idx")
+        conn.execute("create index am_docs_tenant_hash on am_docs using hash (tenant)")
+        conn.execute("create index am_docs_tenant_part on am_docs (tenant) where id > 100")
+        assert counted() is None
+        conn.execute("create index am_docs_tenant_idx on am_docs (tenant)")
+        assert_counted(lambda i: tenants[i] == 4)
+        # not under row-level security (the owner), or a role no policy applies to
+        assert conn.execute(f"select ({POLICY_ROWS_QUERY})::text", {"q": "w1"}).fetchone() == (
+            None,
+        )
+        conn.execute("alter policy tenant3 on am_docs to current_user")
+        assert counted() is None
+    finally:
+        conn.execute("reset role")
+        conn.execute("reset am.tenant")
+        for policy in ["tenant3", "other"]:
+            conn.execute(f"drop policy if exists {policy} on am_docs")
+        conn.execute("alter table am_docs disable row level security")
+        conn.execute("revoke all on am_docs from am_bm25_tenant")
+        conn.execute(f"revoke all on function {functions} from am_bm25_tenant")
+        conn.execute("drop role am_bm25_tenant")
+
+
 def test_a_lexeme_of_a_query_lexemes_hash_does_not_move_its_row_up(db):
     """The index keeps lexemes as 32-bit hashes, so a row with another lexeme of a
     query lexeme's hash (two such words are found here among 300,000, as anyone

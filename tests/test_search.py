@@ -528,6 +528,76 @@ def test_a_role_whose_policy_is_a_filter_gets_its_copys_bm25_statistics(corpus, 
         corpus.execute("drop role fi_policy_reader")
 
 
+@pytest.mark.parametrize(
+    "policy",
+    [
+        "metadata->>'tenant' = current_user",  # the README's policy: text = name
+        "(metadata->>'tenant') = 'fi_policy_reader'",
+    ],
+)
+def test_a_role_whose_policy_a_btree_serves_gets_its_bm25_statistics_from_the_index(corpus, policy):
+    """A role whose policy is one condition on an expression a btree indexes gets the BM25
+    statistics of its rows counted in the BM25 index over the TIDs that btree names
+    (_bm25query_policy_rows), not over its rows in the table: the same statistics, rows
+    and scores as the pass over its rows while none is deleted, and a deleted row
+    counted until VACUUM, as the index counts it."""
+    flt = {"tenant": "fi_policy_reader"}
+    insert_filter_rows(corpus, flt, {"tenant": "someone else"})
+    corpus.execute("drop role if exists fi_policy_reader")
+    corpus.execute("create role fi_policy_reader")
+    corpus.execute("select hybrid_search_grant('fi_policy_reader')")
+    corpus.execute("alter table documents enable row level security")
+    corpus.execute(
+        f"create policy fi_policy_rows on documents to fi_policy_reader using ({policy})"
+    )
+    config = corpus.execute("select text_search_config from hybrid_search_settings").fetchone()[0]
+
+    def statistics(sql):
+        """The role's bm25query of 'index query' by sql, as JSON."""
+        corpus.execute("set role fi_policy_reader")
+        try:
+            row = corpus.execute(sql, {"q": "index query", "c": config}).fetchone()
+            return row[0] and json.loads(row[0])
+        finally:
+            corpus.execute("reset role")
+
+    keyword = "select _keyword_bm25query('t', %(q)s, %(c)s::regconfig)::text"
+    passed = "select _bm25query_rows(to_tsvector(%(c)s::regconfig, %(q)s), 1.2, 0.75, null)::text"
+    in_index = (
+        "select _bm25query_policy_rows('documents_fts_bm25_idx',"
+        " to_tsvector(%(c)s::regconfig, %(q)s), 1.2, 0.75)::text"
+    )
+    try:
+        corpus.execute("set role fi_policy_reader")
+        expected = searches(corpus, "index", None)
+        corpus.execute("reset role")
+        before = statistics(passed)
+        assert before["documents"] == 400
+        assert statistics(in_index) is None  # no btree on the policy's expression yet
+        corpus.execute("create index fi_tenant_idx on documents ((metadata->>'tenant'))")
+        assert statistics(in_index) == before
+        assert statistics(keyword) == before
+        corpus.execute("set role fi_policy_reader")
+        assert searches(corpus, "index", None) == expected
+        corpus.execute("reset role")
+        corpus.execute(
+            "delete from documents where id = (select min(id) from documents"
+            " where metadata @> %s::jsonb)", [json.dumps(flt)]
+        )  # fmt: skip
+        assert statistics(keyword)["documents"] == 400  # counted in the index: a dead row
+        assert statistics(passed)["documents"] == 399
+        corpus.execute("vacuum documents")
+        assert statistics(keyword)["documents"] == 399
+    finally:
+        corpus.execute("reset role")
+        corpus.execute("drop index if exists fi_tenant_idx")
+        corpus.execute("drop policy fi_policy_rows on documents")
+        corpus.execute("alter table documents disable row level security")
+        corpus.execute("select hybrid_search_revoke('fi_policy_reader')")
+        corpus.execute("drop owned by fi_policy_reader")
+        corpus.execute("drop role fi_policy_reader")
+
+
 def test_filter_index_statements_build_the_copies_concurrently(corpus):
     """hybrid_search_filter_index_statements: the same copies with CREATE INDEX
     CONCURRENTLY, run one by one as psql's \\gexec does; run again, they drop the copies

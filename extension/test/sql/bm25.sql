@@ -264,3 +264,36 @@ ALTER TABLE docs DISABLE ROW LEVEL SECURITY;
 REVOKE ALL ON docs FROM bm25_tenant3;
 REVOKE ALL ON FUNCTION _bm25query, _bm25_policy_index, bm25query_out FROM bm25_tenant3;
 DROP ROLE bm25_tenant3;
+
+-- without such a copy, a btree on the policy's expression names the role's
+-- rows, and their statistics are counted in the BM25 index; NULL (the caller
+-- then counts the visible rows) for the owner, without the btree, or for a
+-- policy that is not one condition on it
+CREATE ROLE bm25_tenant3;
+GRANT SELECT ON docs TO bm25_tenant3;
+GRANT EXECUTE ON FUNCTION _bm25query_policy_rows, bm25query_out TO bm25_tenant3;
+ALTER TABLE docs ENABLE ROW LEVEL SECURITY;
+CREATE POLICY tenant3 ON docs TO bm25_tenant3 USING (tenant = 3);
+SELECT _bm25query_policy_rows('docs_idx', 'w1', 1.2, 0.75) IS NULL AS not_for_the_owner;
+SELECT _bm25query_policy_rows(NULL, 'w1', 1.2, 0.75) IS NULL AS null_for_null;
+SELECT _bm25query_policy_rows('docs', 'w1', 1.2, 0.75);
+SELECT _bm25query_policy_rows('docs_pkey', 'w1', 1.2, 0.75);
+SET ROLE bm25_tenant3;
+SELECT _bm25query_policy_rows('docs_idx', 'w1', 1.2, 0.75) IS NULL AS no_btree;
+RESET ROLE;
+CREATE INDEX docs_tenant_idx ON docs (tenant);
+SET ROLE bm25_tenant3;
+SELECT (_bm25query_policy_rows('docs_idx', 'w1', 1.2, 0.75)::text::jsonb ->> 'documents')::int
+    = (SELECT count(*) FROM docs WHERE fts IS NOT NULL) AS its_rows_counted;
+SELECT _bm25query_policy_rows('docs_idx', 'w1', -1, 0.75);
+RESET ROLE;
+ALTER POLICY tenant3 ON docs USING (tenant = 3 OR tenant = 4);
+SET ROLE bm25_tenant3;
+SELECT _bm25query_policy_rows('docs_idx', 'w1', 1.2, 0.75) IS NULL AS not_one_condition;
+RESET ROLE;
+DROP INDEX docs_tenant_idx;
+DROP POLICY tenant3 ON docs;
+ALTER TABLE docs DISABLE ROW LEVEL SECURITY;
+REVOKE ALL ON docs FROM bm25_tenant3;
+REVOKE ALL ON FUNCTION _bm25query_policy_rows, bm25query_out FROM bm25_tenant3;
+DROP ROLE bm25_tenant3;
