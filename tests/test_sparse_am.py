@@ -10,6 +10,7 @@ import json
 import os
 import re
 import signal
+import struct
 import threading
 import time
 
@@ -1159,6 +1160,75 @@ def test_a_damaged_skip_array_is_reported(
             conn.execute(query).fetchall()
         conn.execute("set hybrid_search.sparse_skip_lists = off")
         assert [r[0] for r in conn.execute(query)] == [18003, 16003, 14003, 12003, 10003]
+
+
+META_DOC_LIST_HEAD_AT = 24 + 28  # SparseMetaPageData.docListHead, after the page header
+
+
+def test_a_damaged_row_list_of_a_bm25_index_is_reported(am_crash_cluster, layout, model_dir):
+    """A BM25 index's row list keeps each row's length: sparse_inverted_check reports a
+    length its postings do not add up to, and a chunk whose count does not fit its size;
+    counting a role's statistics over the rows raises index corruption at such a chunk
+    instead of reading past it."""
+    dsn = create_database(am_crash_cluster, layout, model_dir, "am_row_list")
+    with connect(dsn) as conn:
+        conn.execute("create table am_docs (id int primary key, tenant int, fts tsvector)")
+        conn.execute(
+            "insert into am_docs select i, i % 10, to_tsvector('simple',"
+            " format('w%s w%s w%s', i % 7, i % 13, i % 7)) from generate_series(1, 2000) as i"
+        )
+        conn.execute("create index am_docs_fts_idx on am_docs using sparse_inverted (fts)")
+        conn.execute("create index am_docs_tenant_idx on am_docs (tenant)")
+        conn.execute("alter table am_docs enable row level security")
+        conn.execute("create role am_row_list_tenant")
+        conn.execute("create policy tenant3 on am_docs to am_row_list_tenant using (tenant = 3)")
+        conn.execute("grant select on am_docs to am_row_list_tenant")
+        conn.execute("grant execute on function _bm25query_policy_rows to am_row_list_tenant")
+        assert check(conn, "am_docs_fts_idx")["consistent"]
+        path = conn.execute("select pg_relation_filepath('am_docs_fts_idx')").fetchone()[0]
+        conn.execute("checkpoint")
+    am_crash_cluster.stop()
+    with open(am_crash_cluster.data / path, "r+b") as f:
+        f.seek(META_DOC_LIST_HEAD_AT)
+        page = int.from_bytes(f.read(4), "little") * 8192
+        f.seek(page + 8192 - 16 + 8)  # the page's type and id
+        assert f.read(4) == (5).to_bytes(2, "little") + (0xFF85).to_bytes(2, "little")
+        f.seek(page + 24)  # the first line pointer: 15 bits of offset
+        item = page + (int.from_bytes(f.read(4), "little") & 0x7FFF)
+        f.seek(item)
+        n = int.from_bytes(f.read(2), "little")
+        assert n == 512
+        f.seek(item + 4 + 7 * n)  # the first row's length, after the TIDs and flags
+        assert struct.unpack("<f", f.read(4)) == (3.0,)
+        f.seek(item + 4 + 7 * n)
+        f.write(struct.pack("<f", 999.0))
+    am_crash_cluster.start()
+    query = (
+        "select _bm25query_policy_rows('am_docs_fts_idx', to_tsvector('simple', 'w3'), 1.2, 0.75)"
+    )
+    with connect(dsn) as conn:
+        report = check(conn, "am_docs_fts_idx")
+        assert not report["consistent"]
+        assert "row (0,1): the row list gives length 999, its tf add up to 3" in report["problems"]
+        conn.execute("set role am_row_list_tenant")
+        assert conn.execute(query).fetchone()[0] is not None
+    am_crash_cluster.stop()
+    with open(am_crash_cluster.data / path, "r+b") as f:
+        f.seek(item)
+        f.write((n + 1).to_bytes(2, "little"))
+    am_crash_cluster.start()
+    with connect(dsn) as conn:
+        report = check(conn, "am_docs_fts_idx")
+        assert any("not a chunk of rows" in p for p in report["problems"]), report
+        conn.execute("set role am_row_list_tenant")
+        with pytest.raises(psycopg.errors.IndexCorrupted, match="malformed row-list chunk"):
+            conn.execute(query)
+        conn.execute("reset role")
+        conn.execute("reindex index am_docs_fts_idx")
+        assert check(conn, "am_docs_fts_idx")["consistent"]
+        conn.execute("drop table am_docs")
+        conn.execute("drop owned by am_row_list_tenant")
+        conn.execute("drop role am_row_list_tenant")
 
 
 @pytest.mark.parametrize(
