@@ -362,23 +362,6 @@ pending_df_item(SparsePendingItem *item, BlockNumber blk, OffsetNumber off, void
 	}
 }
 
-/*
- * Rows of the pending list that contain each of the sorted terms, added to
- * df; the metapage as read into meta. Holds the metapage's share lock, so
- * the list and the counters are one state.
- */
-static void
-pending_df(Relation index, int n, const int32 *terms, uint32 *df, SparseMetaPageData *meta)
-{
-	Buffer		metabuf = SparseLockMeta(index, BUFFER_LOCK_SHARE, meta);
-	PendingDf	pd = {n, terms, df};
-
-	if (n > 0)
-		SparseWalkPending(index, meta, InvalidBlockNumber, InvalidOffsetNumber,
-						  pending_df_item, NULL, &pd);
-	UnlockReleaseBuffer(metabuf);
-}
-
 /* the entry of lexeme in t (entries are sorted by tsCompareString), or -1 */
 static int
 find_lexeme(TSVector t, char *lexeme, int len)
@@ -517,103 +500,44 @@ SparseOpenBM25Index(Oid indexoid, Relation *heap)
 }
 
 /*
- * _bm25query(index, query tsvector, k1, b): the query's lexemes weighted
- * with the index's statistics now. Reading them needs SELECT on the index's
- * table, and no row-level security there (they count every row) unless the
- * index is partial with the role's policies as its predicate
- * (sparse_policy.c): then they count only rows of the role's.
+ * The statistics of an index's non-null rows, or of those among them in
+ * rows: their number, their total length, and the df of each query term.
  */
-PG_FUNCTION_INFO_V1(bm25query_make);
-Datum
-bm25query_make(PG_FUNCTION_ARGS)
+typedef struct IndexStatistics
 {
-	TSVector	tq = checked_tsvector(PG_GETARG_DATUM(1));
-	double		k1 = PG_GETARG_FLOAT8(2);
-	double		b = PG_GETARG_FLOAT8(3);
-	Oid			heapoid;
-	Relation	heap,
-				index;
-	int32	   *terms;
-	int			nterms;
-	uint32	   *df;
-	SparseMetaPageData meta;
-	double		documents;
-	BM25Query  *q;
-
-	check_parameters(k1, b);
-	index = SparseOpenBM25Index(PG_GETARG_OID(0), &heap);
-	heapoid = RelationGetRelid(heap);
-	if (check_enable_rls(heapoid, InvalidOid, false) == RLS_ENABLED &&
-		!SparsePolicyIsPredicate(heap, index))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("row-level security applies to table \"%s\": the statistics of index \"%s\" count rows the role cannot see",
-						get_rel_name(heapoid), RelationGetRelationName(index)),
-				 errhint("Compute the statistics of the visible rows and use _bm25query_statistics(), or use a partial index whose predicate is exactly the role's policies.")));
-
-	nterms = query_terms(tq, &terms);
-	df = palloc0(sizeof(uint32) * Max(nterms, 1));
-
-	/* the pending list, then the segment of the same generation */
-	for (int attempt = 0;; attempt++)
-	{
-		SparseDirEntry *entries = palloc(sizeof(SparseDirEntry) * Max(nterms, 1));
-		bool	   *found = palloc(sizeof(bool) * Max(nterms, 1));
-		SparseReader r;
-
-		memset(df, 0, sizeof(uint32) * Max(nterms, 1));
-		pending_df(index, nterms, terms, df, &meta);
-		SparseReaderInit(&r, index, &meta);
-		if (SparseLookupTerms(&r, &meta, nterms, terms, entries, found))
-		{
-			for (int i = 0; i < nterms; i++)
-				if (found[i])
-					df[i] += entries[i].df;
-			break;
-		}
-		SparseGenerationAfterConflict(index, &meta.generation);
-		if (attempt >= 100)
-			ereport(ERROR,
-					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-					 errmsg("sparse_inverted index \"%s\" was merged too often while reading its statistics",
-							RelationGetRelationName(index)),
-					 errhint("Retry the query.")));
-	}
-	documents = (double) (meta.segRows + meta.pendingRows);
-	q = make_query(tq, k1, b, documents,
-				   documents > 0 ? (double) (meta.segLength + meta.pendingLength) / documents : 0,
-				   lexeme_dfs(tq, terms, nterms, df));
-	index_close(index, AccessShareLock);
-	table_close(heap, AccessShareLock);
-	PG_RETURN_POINTER(q);
-}
-
-/* the statistics of a set of rows, as bm25query_policy_rows counts them */
-typedef struct RowsCount
-{
-	SparseFilter *rows;
+	SparseFilter *rows;			/* NULL: every row */
 	PendingDf	pd;				/* the query terms and their df */
-	uint64		documents;		/* non-null rows */
+	uint64		documents;
 	double		length;
 	bool		counting;		/* the pending row being walked is in rows */
-} RowsCount;
+} IndexStatistics;
+
+static void
+statistics_init(IndexStatistics *st, SparseFilter *rows, int nterms, const int32 *terms)
+{
+	memset(st, 0, sizeof(*st));
+	st->rows = rows;
+	st->pd.n = nterms;
+	st->pd.terms = terms;
+	st->pd.df = palloc0(sizeof(uint32) * Max(nterms, 1));
+}
 
 static void
 pending_rows_item(SparsePendingItem *item, BlockNumber blk, OffsetNumber off, void *arg)
 {
-	RowsCount  *rc = arg;
+	IndexStatistics *st = arg;
 
 	if (item->flags & SPARSE_PENDING_FIRST)
 	{
-		rc->counting = !(item->flags & SPARSE_DOC_NULL) && SparseFilterTid(rc->rows, SparseTidKey(&item->tid));
-		if (rc->counting)
-			rc->documents++;
+		st->counting = !(item->flags & SPARSE_DOC_NULL) && SparseFilterTid(st->rows, SparseTidKey(&item->tid));
+		if (st->counting)
+			st->documents++;
 	}
-	if (!rc->counting)
+	if (!st->counting)
 		return;
 	for (int j = 0; j < item->nnz; j++)
-		rc->length += SPARSE_PENDING_VALUES(item)[j];
-	pending_df_item(item, blk, off, &rc->pd);
+		st->length += SPARSE_PENDING_VALUES(item)[j];
+	pending_df_item(item, blk, off, &st->pd);
 }
 
 /* corrupt: the chunk at (blk, off) of index's row list */
@@ -628,12 +552,12 @@ check_chunk(Relation index, SparseDocChunk *c, Size len, BlockNumber blk, Offset
 }
 
 /*
- * Add the segment's non-null rows with their slot's bit set in rc->rows
- * (SparseFilterSlots done), and their length, to rc; false on a conflict
+ * Add the segment's non-null rows with their slot's bit set in st->rows
+ * (SparseFilterSlots done), and their length, to st; false on a conflict
  * with a merge.
  */
 static bool
-count_segment_rows(SparseReader *r, const SparseMetaPageData *meta, RowsCount *rc)
+count_segment_rows(SparseReader *r, const SparseMetaPageData *meta, IndexStatistics *st)
 {
 	BlockNumber blk = meta->docListHead;
 
@@ -655,10 +579,10 @@ count_segment_rows(SparseReader *r, const SparseMetaPageData *meta, RowsCount *r
 				uint64		slot = SparseKeySlot(SparseTidKey(&SPARSE_DOCCHUNK_TIDS(c)[j]), r->slotOffsets);
 
 				if (!(SPARSE_DOCCHUNK_FLAGS(c)[j] & SPARSE_DOC_NULL) &&
-					slot < (uint64) rc->rows->nslots && SparseFilterSlot(rc->rows, slot))
+					slot < (uint64) st->rows->nslots && SparseFilterSlot(st->rows, slot))
 				{
-					rc->documents++;
-					rc->length += SPARSE_DOCCHUNK_LENGTHS(c)[j];
+					st->documents++;
+					st->length += SPARSE_DOCCHUNK_LENGTHS(c)[j];
 				}
 			}
 		}
@@ -712,6 +636,121 @@ count_list_rows(SparseReader *r, const SparseDirEntry *entry, const SparseFilter
 }
 
 /*
+ * Count st's statistics: the pending list under the metapage's lock, then
+ * the segment of the same generation, all again after a concurrent merge.
+ * Every row's from the metapage's counters and the directory's df; the rows
+ * of st->rows counted in the pending list, the row list and the query
+ * terms' postings. False when st->rows is given and the row list keeps no
+ * lengths.
+ */
+static bool
+count_statistics(Relation index, IndexStatistics *st)
+{
+	int			n = Max(st->pd.n, 1);
+
+	for (int attempt = 0;; attempt++)
+	{
+		SparseDirEntry *entries = palloc(sizeof(SparseDirEntry) * n);
+		bool	   *found = palloc(sizeof(bool) * n);
+		SparseMetaPageData meta;
+		Buffer		metabuf = SparseLockMeta(index, BUFFER_LOCK_SHARE, &meta);
+		SparseReader r;
+		bool		done;
+
+		if (st->rows != NULL && meta.segDocs > 0 && !(meta.flags & SPARSE_META_DOC_LENGTHS))
+		{
+			UnlockReleaseBuffer(metabuf);
+			return false;
+		}
+		st->documents = 0;
+		st->length = 0;
+		st->counting = false;
+		memset(st->pd.df, 0, sizeof(uint32) * n);
+		if (st->rows != NULL)
+			SparseWalkPending(index, &meta, InvalidBlockNumber, InvalidOffsetNumber,
+							  pending_rows_item, NULL, st);
+		else if (st->pd.n > 0)
+			SparseWalkPending(index, &meta, InvalidBlockNumber, InvalidOffsetNumber,
+							  pending_df_item, NULL, &st->pd);
+		UnlockReleaseBuffer(metabuf);
+		SparseReaderInit(&r, index, &meta);
+		if (st->rows == NULL)
+		{
+			st->documents = meta.segRows + meta.pendingRows;
+			st->length = (double) (meta.segLength + meta.pendingLength);
+			done = SparseLookupTerms(&r, &meta, st->pd.n, st->pd.terms, entries, found);
+			for (int i = 0; done && i < st->pd.n; i++)
+				if (found[i])
+					st->pd.df[i] += entries[i].df;
+		}
+		else
+		{
+			SparseFilterSlots(st->rows, meta.segMaxOffset,
+							  meta.segDocs == 0 ? 0 : ((int64) meta.segMaxBlock + 1) * meta.segMaxOffset);
+			done = meta.segDocs == 0 ||
+				(count_segment_rows(&r, &meta, st) &&
+				 SparseLookupTerms(&r, &meta, st->pd.n, st->pd.terms, entries, found));
+			for (int i = 0; done && i < st->pd.n && meta.segDocs > 0; i++)
+				if (found[i])
+					done = count_list_rows(&r, &entries[i], st->rows, &st->pd.df[i]);
+		}
+		if (done)
+			return true;
+		SparseGenerationAfterConflict(index, &meta.generation);
+		if (attempt >= 100)
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("sparse_inverted index \"%s\" was merged too often while reading its statistics",
+							RelationGetRelationName(index)),
+					 errhint("Retry the query.")));
+	}
+}
+
+/*
+ * _bm25query(index, query tsvector, k1, b): the query's lexemes weighted
+ * with the index's statistics now. Reading them needs SELECT on the index's
+ * table, and no row-level security there (they count every row) unless the
+ * index is partial with the role's policies as its predicate
+ * (sparse_policy.c): then they count only rows of the role's.
+ */
+PG_FUNCTION_INFO_V1(bm25query_make);
+Datum
+bm25query_make(PG_FUNCTION_ARGS)
+{
+	TSVector	tq = checked_tsvector(PG_GETARG_DATUM(1));
+	double		k1 = PG_GETARG_FLOAT8(2);
+	double		b = PG_GETARG_FLOAT8(3);
+	Oid			heapoid;
+	Relation	heap,
+				index;
+	int32	   *terms;
+	int			nterms;
+	IndexStatistics st;
+	BM25Query  *q;
+
+	check_parameters(k1, b);
+	index = SparseOpenBM25Index(PG_GETARG_OID(0), &heap);
+	heapoid = RelationGetRelid(heap);
+	if (check_enable_rls(heapoid, InvalidOid, false) == RLS_ENABLED &&
+		!SparsePolicyIsPredicate(heap, index))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("row-level security applies to table \"%s\": the statistics of index \"%s\" count rows the role cannot see",
+						get_rel_name(heapoid), RelationGetRelationName(index)),
+				 errhint("Compute the statistics of the visible rows and use _bm25query_statistics(), or use a partial index whose predicate is exactly the role's policies.")));
+
+	nterms = query_terms(tq, &terms);
+	statistics_init(&st, NULL, nterms, terms);
+	count_statistics(index, &st);
+	q = make_query(tq, k1, b, (double) st.documents,
+				   st.documents > 0 ? st.length / st.documents : 0,
+				   lexeme_dfs(tq, terms, nterms, st.pd.df));
+	index_close(index, AccessShareLock);
+	table_close(heap, AccessShareLock);
+	PG_RETURN_POINTER(q);
+}
+
+/*
  * _bm25query_policy_rows(index, query tsvector, k1, b): for a role under
  * row-level security whose policies another index names exactly
  * (SparsePolicyRows: tenant = 3 with a btree on tenant), the query's lexemes
@@ -732,73 +771,30 @@ bm25query_policy_rows(PG_FUNCTION_ARGS)
 	double		b = PG_GETARG_FLOAT8(3);
 	Relation	heap,
 				index;
-	RowsCount	rc;
+	SparseFilter *rows = NULL;
 	int32	   *terms;
 	int			nterms;
-	SparseMetaPageData meta;
+	IndexStatistics st;
+	BM25Query  *q = NULL;
 
 	check_parameters(k1, b);
 	index = SparseOpenBM25Index(PG_GETARG_OID(0), &heap);
-	memset(&rc, 0, sizeof(rc));
-	if (check_enable_rls(RelationGetRelid(heap), InvalidOid, false) != RLS_ENABLED ||
-		(rc.rows = SparsePolicyRows(heap, index)) == NULL)
+	if (check_enable_rls(RelationGetRelid(heap), InvalidOid, false) == RLS_ENABLED)
+		rows = SparsePolicyRows(heap, index);
+	if (rows != NULL)
 	{
-		index_close(index, AccessShareLock);
-		table_close(heap, AccessShareLock);
-		PG_RETURN_NULL();
-	}
-	nterms = query_terms(tq, &terms);
-	rc.pd.n = nterms;
-	rc.pd.terms = terms;
-	rc.pd.df = palloc0(sizeof(uint32) * Max(nterms, 1));
-
-	/* the pending list, then the segment of the same generation */
-	for (int attempt = 0;; attempt++)
-	{
-		SparseDirEntry *entries = palloc(sizeof(SparseDirEntry) * Max(nterms, 1));
-		bool	   *found = palloc(sizeof(bool) * Max(nterms, 1));
-		Buffer		metabuf = SparseLockMeta(index, BUFFER_LOCK_SHARE, &meta);
-		SparseReader r;
-		bool		done;
-
-		if (meta.segDocs > 0 && !(meta.flags & SPARSE_META_DOC_LENGTHS))
-		{
-			UnlockReleaseBuffer(metabuf);
-			index_close(index, AccessShareLock);
-			table_close(heap, AccessShareLock);
-			PG_RETURN_NULL();
-		}
-		rc.documents = 0;
-		rc.length = 0;
-		rc.counting = false;
-		memset(rc.pd.df, 0, sizeof(uint32) * Max(nterms, 1));
-		SparseWalkPending(index, &meta, InvalidBlockNumber, InvalidOffsetNumber,
-						  pending_rows_item, NULL, &rc);
-		UnlockReleaseBuffer(metabuf);
-		SparseReaderInit(&r, index, &meta);
-		SparseFilterSlots(rc.rows, meta.segMaxOffset,
-						  meta.segDocs == 0 ? 0 : ((int64) meta.segMaxBlock + 1) * meta.segMaxOffset);
-		done = meta.segDocs == 0 ||
-			(count_segment_rows(&r, &meta, &rc) &&
-			 SparseLookupTerms(&r, &meta, nterms, terms, entries, found));
-		for (int i = 0; done && i < nterms && meta.segDocs > 0; i++)
-			if (found[i])
-				done = count_list_rows(&r, &entries[i], rc.rows, &rc.pd.df[i]);
-		if (done)
-			break;
-		SparseGenerationAfterConflict(index, &meta.generation);
-		if (attempt >= 100)
-			ereport(ERROR,
-					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-					 errmsg("sparse_inverted index \"%s\" was merged too often while reading its statistics",
-							RelationGetRelationName(index)),
-					 errhint("Retry the query.")));
+		nterms = query_terms(tq, &terms);
+		statistics_init(&st, rows, nterms, terms);
+		if (count_statistics(index, &st))
+			q = make_query(tq, k1, b, (double) st.documents,
+						   st.documents > 0 ? st.length / st.documents : 0,
+						   lexeme_dfs(tq, terms, nterms, st.pd.df));
 	}
 	index_close(index, AccessShareLock);
 	table_close(heap, AccessShareLock);
-	PG_RETURN_POINTER(make_query(tq, k1, b, (double) rc.documents,
-								 rc.documents > 0 ? rc.length / rc.documents : 0,
-								 lexeme_dfs(tq, terms, nterms, rc.pd.df)));
+	if (q == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_POINTER(q);
 }
 
 /*

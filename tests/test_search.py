@@ -1,5 +1,6 @@
 """The three legs and their fusion, against references computed in Python."""
 
+import contextlib
 import json
 import time
 
@@ -456,6 +457,54 @@ def test_a_role_whose_policy_is_the_filter_scans_its_own_indexes(corpus):
             corpus.execute("drop policy fi_reader_rows on documents")
 
 
+@contextlib.contextmanager
+def policy_reader(corpus, policy):
+    """The role fi_policy_reader under row-level security with policy as its only one,
+    over 400 rows of its tenant among 2,000; yields statistics(sql), the role's
+    bm25query of 'index query' by sql (parameters q and c, the text search config) as
+    JSON, or None. All taken back afterwards."""
+    insert_filter_rows(corpus, {"tenant": "fi_policy_reader"}, {"tenant": "someone else"})
+    corpus.execute("drop role if exists fi_policy_reader")
+    corpus.execute("create role fi_policy_reader")
+    corpus.execute("select hybrid_search_grant('fi_policy_reader')")
+    corpus.execute("alter table documents enable row level security")
+    corpus.execute(
+        f"create policy fi_policy_rows on documents to fi_policy_reader using ({policy})"
+    )
+    config = corpus.execute("select text_search_config from hybrid_search_settings").fetchone()[0]
+
+    def statistics(sql):
+        corpus.execute("set role fi_policy_reader")
+        try:
+            row = corpus.execute(sql, {"q": "index query", "c": config}).fetchone()
+            return row[0] and json.loads(row[0])
+        finally:
+            corpus.execute("reset role")
+
+    try:
+        yield statistics
+    finally:
+        corpus.execute("reset role")
+        corpus.execute("drop policy fi_policy_rows on documents")
+        corpus.execute("alter table documents disable row level security")
+        corpus.execute("select hybrid_search_revoke('fi_policy_reader')")
+        corpus.execute("drop owned by fi_policy_reader")
+        corpus.execute("drop role fi_policy_reader")
+
+
+KEYWORD_BM25QUERY = "select _keyword_bm25query('t', %(q)s, %(c)s::regconfig)::text"
+ROWS_BM25QUERY = (
+    "select _bm25query_rows(to_tsvector(%(c)s::regconfig, %(q)s), 1.2, 0.75, null)::text"
+)
+
+
+def delete_a_tenant_row(corpus):
+    corpus.execute(
+        "delete from documents where id = (select min(id) from documents"
+        ' where metadata @> \'{"tenant": "fi_policy_reader"}\')'
+    )
+
+
 @pytest.mark.parametrize(
     "policy",
     [
@@ -470,62 +519,34 @@ def test_a_role_whose_policy_is_a_filter_gets_its_copys_bm25_statistics(corpus, 
     (_bm25_policy_index), not counted over its rows at each query: the same statistics,
     rows and scores while none of its rows is deleted, and a deleted row counted until
     VACUUM, as the index counts it."""
-    flt = {"tenant": "fi_policy_reader"}
-    insert_filter_rows(corpus, flt, {"tenant": "someone else"})
-    corpus.execute("drop role if exists fi_policy_reader")
-    corpus.execute("create role fi_policy_reader")
-    corpus.execute("select hybrid_search_grant('fi_policy_reader')")
-    corpus.execute("alter table documents enable row level security")
-    corpus.execute(
-        f"create policy fi_policy_rows on documents to fi_policy_reader using ({policy})"
-    )
-    config = corpus.execute("select text_search_config from hybrid_search_settings").fetchone()[0]
-
-    def statistics(sql):
-        """The role's bm25query of 'index query' by sql, as JSON."""
-        corpus.execute("set role fi_policy_reader")
-        try:
-            return json.loads(corpus.execute(sql, {"q": "index query", "c": config}).fetchone()[0])
-        finally:
-            corpus.execute("reset role")
-
-    keyword = "select _keyword_bm25query('t', %(q)s, %(c)s::regconfig)::text"
-    counted = "select _bm25query_rows(to_tsvector(%(c)s::regconfig, %(q)s), 1.2, 0.75, null)::text"
-    try:
+    flt = json.dumps({"tenant": "fi_policy_reader"})
+    with policy_reader(corpus, policy) as statistics:
         corpus.execute("set role fi_policy_reader")
         expected = searches(corpus, "index", None)
         corpus.execute("reset role")
-        before = statistics(keyword)
+        before = statistics(KEYWORD_BM25QUERY)
         assert before["documents"] == 400
-        corpus.execute(
-            "select * from hybrid_search_create_filter_indexes('fip', %s)", [json.dumps(flt)]
-        )
-        assert corpus.execute(
-            "select _bm25_policy_index('documents_fts_bm25_idx')::text"
-        ).fetchone() == (None,)  # the owner is not under row-level security
-        corpus.execute("set role fi_policy_reader")
-        assert corpus.execute(
-            "select _bm25_policy_index('documents_fts_bm25_idx')::text"
-        ).fetchone() == ("documents_fts_bm25_fip_idx",)
-        assert searches(corpus, "index", None) == expected
-        corpus.execute("reset role")
-        assert statistics(keyword) == before
-        corpus.execute(
-            "delete from documents where id = (select min(id) from documents"
-            " where metadata @> %s::jsonb)", [json.dumps(flt)]
-        )  # fmt: skip
-        assert statistics(keyword)["documents"] == 400  # the copy's count, a dead row in it
-        assert statistics(counted)["documents"] == 399  # what the rows' pass counts
-        corpus.execute("vacuum documents")
-        assert statistics(keyword)["documents"] == 399
-    finally:
-        corpus.execute("reset role")
-        corpus.execute("select hybrid_search_drop_filter_indexes('fip')")
-        corpus.execute("drop policy fi_policy_rows on documents")
-        corpus.execute("alter table documents disable row level security")
-        corpus.execute("select hybrid_search_revoke('fi_policy_reader')")
-        corpus.execute("drop owned by fi_policy_reader")
-        corpus.execute("drop role fi_policy_reader")
+        corpus.execute("select * from hybrid_search_create_filter_indexes('fip', %s)", [flt])
+        try:
+            assert corpus.execute(
+                "select _bm25_policy_index('documents_fts_bm25_idx')::text"
+            ).fetchone() == (None,)  # the owner is not under row-level security
+            corpus.execute("set role fi_policy_reader")
+            assert corpus.execute(
+                "select _bm25_policy_index('documents_fts_bm25_idx')::text"
+            ).fetchone() == ("documents_fts_bm25_fip_idx",)
+            assert searches(corpus, "index", None) == expected
+            corpus.execute("reset role")
+            assert statistics(KEYWORD_BM25QUERY) == before
+            delete_a_tenant_row(corpus)
+            # the copy's count, a dead row in it, and what the rows' pass counts
+            assert statistics(KEYWORD_BM25QUERY)["documents"] == 400
+            assert statistics(ROWS_BM25QUERY)["documents"] == 399
+            corpus.execute("vacuum documents")
+            assert statistics(KEYWORD_BM25QUERY)["documents"] == 399
+        finally:
+            corpus.execute("reset role")
+            corpus.execute("select hybrid_search_drop_filter_indexes('fip')")
 
 
 @pytest.mark.parametrize(
@@ -541,61 +562,33 @@ def test_a_role_whose_policy_a_btree_serves_gets_its_bm25_statistics_from_the_in
     (_bm25query_policy_rows), not over its rows in the table: the same statistics, rows
     and scores as the pass over its rows while none is deleted, and a deleted row
     counted until VACUUM, as the index counts it."""
-    flt = {"tenant": "fi_policy_reader"}
-    insert_filter_rows(corpus, flt, {"tenant": "someone else"})
-    corpus.execute("drop role if exists fi_policy_reader")
-    corpus.execute("create role fi_policy_reader")
-    corpus.execute("select hybrid_search_grant('fi_policy_reader')")
-    corpus.execute("alter table documents enable row level security")
-    corpus.execute(
-        f"create policy fi_policy_rows on documents to fi_policy_reader using ({policy})"
-    )
-    config = corpus.execute("select text_search_config from hybrid_search_settings").fetchone()[0]
-
-    def statistics(sql):
-        """The role's bm25query of 'index query' by sql, as JSON."""
-        corpus.execute("set role fi_policy_reader")
-        try:
-            row = corpus.execute(sql, {"q": "index query", "c": config}).fetchone()
-            return row[0] and json.loads(row[0])
-        finally:
-            corpus.execute("reset role")
-
-    keyword = "select _keyword_bm25query('t', %(q)s, %(c)s::regconfig)::text"
-    passed = "select _bm25query_rows(to_tsvector(%(c)s::regconfig, %(q)s), 1.2, 0.75, null)::text"
     in_index = (
         "select _bm25query_policy_rows('documents_fts_bm25_idx',"
         " to_tsvector(%(c)s::regconfig, %(q)s), 1.2, 0.75)::text"
     )
-    try:
+    with policy_reader(corpus, policy) as statistics:
         corpus.execute("set role fi_policy_reader")
         expected = searches(corpus, "index", None)
         corpus.execute("reset role")
-        before = statistics(passed)
+        before = statistics(ROWS_BM25QUERY)
         assert before["documents"] == 400
         assert statistics(in_index) is None  # no btree on the policy's expression yet
         corpus.execute("create index fi_tenant_idx on documents ((metadata->>'tenant'))")
-        assert statistics(in_index) == before
-        assert statistics(keyword) == before
-        corpus.execute("set role fi_policy_reader")
-        assert searches(corpus, "index", None) == expected
-        corpus.execute("reset role")
-        corpus.execute(
-            "delete from documents where id = (select min(id) from documents"
-            " where metadata @> %s::jsonb)", [json.dumps(flt)]
-        )  # fmt: skip
-        assert statistics(keyword)["documents"] == 400  # counted in the index: a dead row
-        assert statistics(passed)["documents"] == 399
-        corpus.execute("vacuum documents")
-        assert statistics(keyword)["documents"] == 399
-    finally:
-        corpus.execute("reset role")
-        corpus.execute("drop index if exists fi_tenant_idx")
-        corpus.execute("drop policy fi_policy_rows on documents")
-        corpus.execute("alter table documents disable row level security")
-        corpus.execute("select hybrid_search_revoke('fi_policy_reader')")
-        corpus.execute("drop owned by fi_policy_reader")
-        corpus.execute("drop role fi_policy_reader")
+        try:
+            assert statistics(in_index) == before
+            assert statistics(KEYWORD_BM25QUERY) == before
+            corpus.execute("set role fi_policy_reader")
+            assert searches(corpus, "index", None) == expected
+            corpus.execute("reset role")
+            delete_a_tenant_row(corpus)
+            # counted in the index, a dead row in it; the pass counts the rows it sees
+            assert statistics(KEYWORD_BM25QUERY)["documents"] == 400
+            assert statistics(ROWS_BM25QUERY)["documents"] == 399
+            corpus.execute("vacuum documents")
+            assert statistics(KEYWORD_BM25QUERY)["documents"] == 399
+        finally:
+            corpus.execute("reset role")
+            corpus.execute("drop index fi_tenant_idx")
 
 
 def test_filter_index_statements_build_the_copies_concurrently(corpus):
