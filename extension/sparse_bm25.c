@@ -572,24 +572,75 @@ count_segment_rows(SparseReader *r, const SparseMetaPageData *meta, IndexStatist
 		{
 			ItemId		iid = PageGetItemId(page, off);
 			SparseDocChunk *c = (SparseDocChunk *) PageGetItem(page, iid);
+			const uint64 *bits = st->rows->bits;
+			uint64		documents = 0;
+			double		length = 0;
 
 			check_chunk(r->index, c, ItemIdGetLength(iid), blk, off);
 			for (int j = 0; j < c->n; j++)
 			{
 				uint64		slot = SparseKeySlot(SparseTidKey(&SPARSE_DOCCHUNK_TIDS(c)[j]), r->slotOffsets);
+				uint64		in;
 
-				if (!(SPARSE_DOCCHUNK_FLAGS(c)[j] & SPARSE_DOC_NULL) &&
-					slot < (uint64) st->rows->nslots && SparseFilterSlot(st->rows, slot))
-				{
-					st->documents++;
-					st->length += SPARSE_DOCCHUNK_LENGTHS(c)[j];
-				}
+				if (unlikely(slot >= (uint64) st->rows->nslots))
+					continue;
+				/* without a branch: about one row in ten is in, at random */
+				in = (bits[slot / 64] >> (slot % 64)) & 1 & !(SPARSE_DOCCHUNK_FLAGS(c)[j] & SPARSE_DOC_NULL);
+				documents += in;
+				length += in ? SPARSE_DOCCHUNK_LENGTHS(c)[j] : 0;
 			}
+			st->documents += documents;
+			st->length += length;
 		}
 		blk = SparsePageGetOpaque(page)->next;
 		UnlockReleaseBuffer(buf);
 	}
 	return true;
+}
+
+/*
+ * The postings of b whose slot's bit is set in rows, counted without a
+ * branch per posting (about one in ten is, at random, and a branch on it
+ * cost more than the rest of the loop); a block's slots ascend, so its last
+ * tells whether every bit it names is in the array.
+ */
+static uint32
+count_block_rows(const SparsePostingBlock *b, const SparseFilter *rows)
+{
+	const uint64 *bits = rows->bits;
+	uint64		count = 0;
+
+	if (b->n == 0)
+		return 0;
+	if (SparseBlockSlot(b, b->n - 1) >= (uint64) rows->nslots)
+	{
+		for (int j = 0; j < b->n; j++)
+			if (SparseBlockSlot(b, j) < (uint64) rows->nslots && SparseFilterSlot(rows, SparseBlockSlot(b, j)))
+				count++;
+	}
+	else if (b->flags & SPARSE_BLOCK_WIDE)
+	{
+		const uint32 *deltas = SPARSE_BLOCK_DELTAS32(b);
+
+		for (int j = 0; j < b->n; j++)
+		{
+			uint64		slot = b->firstSlot + deltas[j];
+
+			count += (bits[slot / 64] >> (slot % 64)) & 1;
+		}
+	}
+	else
+	{
+		const uint16 *deltas = SPARSE_BLOCK_DELTAS16(b);
+
+		for (int j = 0; j < b->n; j++)
+		{
+			uint64		slot = b->firstSlot + deltas[j];
+
+			count += (bits[slot / 64] >> (slot % 64)) & 1;
+		}
+	}
+	return (uint32) count;
 }
 
 /*
@@ -620,13 +671,7 @@ count_list_rows(SparseReader *r, const SparseDirEntry *entry, const SparseFilter
 						(errcode(ERRCODE_INDEX_CORRUPTED),
 						 errmsg("malformed posting block in sparse_inverted index \"%s\" (block %u, item %u)",
 								RelationGetRelationName(r->index), blk, off)));
-			for (int j = 0; j < b->n; j++)
-			{
-				uint64		slot = SparseBlockSlot(b, j);
-
-				if (slot < (uint64) rows->nslots && SparseFilterSlot(rows, slot))
-					(*df)++;
-			}
+			*df += count_block_rows(b, rows);
 		}
 		blk = SparsePageGetOpaque(page)->next;
 		off = FirstOffsetNumber;

@@ -266,7 +266,8 @@ key_cmp(const void *a, const void *b)
  * The TID keys (sorted) of the entries of other that satisfy the condition
  * (compared under the index's own collation, which collation_fits allows),
  * into set; false if the index's answer is not exact (it asks for a
- * recheck).
+ * recheck), or if the keys would take more than work_mem, as a sort or a
+ * hash would spill (the caller then passes over the rows instead).
  */
 static bool
 exact_rows(Relation heap, Relation other, int strategy, Oid subtype, Oid opno, Datum value,
@@ -276,8 +277,9 @@ exact_rows(Relation heap, Relation other, int strategy, Oid subtype, Oid opno, D
 	IndexScanDesc scan;
 	ItemPointer tid;
 	int64		max = 1024;
+	int64		limit = (int64) work_mem * 1024 / sizeof(uint64);
 	bool		sorted = true;
-	bool		exact = true;
+	bool		usable = true;
 
 	ScanKeyEntryInitialize(&key, 0, 1, strategy, subtype, other->rd_indcollation[0], get_opcode(opno), value);
 	set->keys = palloc(sizeof(uint64) * max);
@@ -288,9 +290,9 @@ exact_rows(Relation heap, Relation other, int strategy, Oid subtype, Oid opno, D
 	index_rescan(scan, &key, 1, NULL, 0);
 	while ((tid = index_getnext_tid(scan, ForwardScanDirection)) != NULL)
 	{
-		if (scan->xs_recheck)
+		if (scan->xs_recheck || set->nkeys >= limit)
 		{
-			exact = false;
+			usable = false;
 			break;
 		}
 		if (set->nkeys == max)
@@ -305,9 +307,9 @@ exact_rows(Relation heap, Relation other, int strategy, Oid subtype, Oid opno, D
 		CHECK_FOR_INTERRUPTS();
 	}
 	index_endscan(scan);
-	if (exact && !sorted)
+	if (usable && !sorted)
 		qsort(set->keys, set->nkeys, sizeof(uint64), key_cmp);
-	return exact;
+	return usable;
 }
 
 /*

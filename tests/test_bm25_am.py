@@ -660,6 +660,15 @@ def test_a_btree_on_the_policys_expression_gives_a_role_its_rows_statistics(docs
         assert counted() is None
         conn.execute("create index am_docs_tenant_idx on am_docs (tenant)")
         assert_counted(lambda i: tenants[i] == 4)
+        # the TIDs must fit in work_mem (64 kB: 8,192 of them)
+        conn.execute(
+            "insert into am_docs select i, 4, 'w1', to_tsvector('simple', 'w1')"
+            " from generate_series(10000, 18999) as i"
+        )
+        conn.execute("set work_mem = '64kB'")
+        assert counted() is None
+        conn.execute("reset work_mem")
+        assert counted()[0] == expected(lambda i: tenants[i] == 4)[0] + 9000
         # not under row-level security (the owner), or a role no policy applies to
         assert conn.execute(f"select ({POLICY_ROWS_QUERY})::text", {"q": "w1"}).fetchone() == (
             None,
