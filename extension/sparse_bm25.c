@@ -804,8 +804,9 @@ bm25query_make(PG_FUNCTION_ARGS)
  * over the query lexemes' postings. No table row is read. Counted as index
  * counts rows: versions of the role's rows deleted or updated away count
  * until VACUUM (or until the other index drops their entries), and none of
- * anyone else's. NULL when no index names the policies' rows exactly, no
- * policy applies, or index keeps no row lengths (REINDEX adds them).
+ * anyone else's. NULL when no index names the policies' rows exactly (or
+ * their TIDs would exceed work_mem), no policy applies, or index keeps no
+ * row lengths (REINDEX adds them).
  */
 PG_FUNCTION_INFO_V1(bm25query_policy_rows);
 Datum

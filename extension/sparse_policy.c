@@ -317,7 +317,8 @@ exact_rows(Relation heap, Relation other, int strategy, Oid subtype, Oid opno, D
  * found by another index of heap (not index): every version of them it has
  * an entry for, visible or not, and no other row. NULL when the policies are
  * not one condition "expression op constant" that a valid index on that
- * expression, with op in its operator family, answers exactly (a btree).
+ * expression, with op in its operator family, answers exactly (a btree)
+ * within work_mem.
  */
 SparseFilter *
 SparsePolicyRows(Relation heap, Relation index)

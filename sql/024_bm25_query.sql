@@ -88,8 +88,9 @@ comment on function @extschema@._bm25_policy_index(regclass) is
 -- query lexemes' postings, no table row). They count the role's rows as an
 -- index does: versions deleted or updated away count until VACUUM, no other
 -- tenant's row ever. NULL when the policies are not such a condition, no such
--- btree exists, no policy applies, or the index keeps no row lengths (one
--- written by hybrid_search 0.2.0 or earlier: REINDEX). PARALLEL RESTRICTED, as _bm25query.
+-- btree exists, the rows' TIDs (8 bytes each) exceed work_mem, no policy
+-- applies, or the index keeps no row lengths (one written by hybrid_search
+-- 0.2.0 or earlier: REINDEX). PARALLEL RESTRICTED, as _bm25query.
 create or replace function @extschema@._bm25query_policy_rows(
     index regclass, query tsvector, k1 double precision, b double precision
 ) returns @extschema@.bm25query
