@@ -212,8 +212,8 @@ SparseBlockSlot(const SparsePostingBlock *b, int i)
  * A doc-list item: n rows in TID order and a flag byte each, then, in a
  * BM25 index whose metapage has SPARSE_META_DOC_LENGTHS, each row's length
  * (float4, after padding to 4 bytes): what a row's postings carry, kept once
- * per row so that the statistics of a set of rows need no posting
- * (sparse_policy.c).
+ * per row so that the statistics of a set of rows read no posting but the
+ * query's (_bm25query_policy_rows, sparse_bm25.c).
  */
 #define SPARSE_DOC_NULL			0x01
 #define SPARSE_DOCLIST_CHUNK	512
