@@ -512,14 +512,17 @@ typedef struct IndexStatistics
 	bool		counting;		/* the pending row being walked is in rows */
 } IndexStatistics;
 
+/* st for the terms of tq's lexemes, over rows (NULL: every row) */
 static void
-statistics_init(IndexStatistics *st, SparseFilter *rows, int nterms, const int32 *terms)
+statistics_init(IndexStatistics *st, TSVector tq, SparseFilter *rows)
 {
+	int32	   *terms;
+
 	memset(st, 0, sizeof(*st));
 	st->rows = rows;
-	st->pd.n = nterms;
+	st->pd.n = query_terms(tq, &terms);
 	st->pd.terms = terms;
-	st->pd.df = palloc0(sizeof(uint32) * Max(nterms, 1));
+	st->pd.df = palloc0(sizeof(uint32) * Max(st->pd.n, 1));
 }
 
 static void
@@ -751,6 +754,15 @@ count_statistics(Relation index, IndexStatistics *st)
 	}
 }
 
+/* the bm25query of tq's lexemes (statistics_init's) with st's counted statistics */
+static BM25Query *
+statistics_query(TSVector tq, double k1, double b, const IndexStatistics *st)
+{
+	return make_query(tq, k1, b, (double) st->documents,
+					  st->documents > 0 ? st->length / st->documents : 0,
+					  lexeme_dfs(tq, st->pd.terms, st->pd.n, st->pd.df));
+}
+
 /*
  * _bm25query(index, query tsvector, k1, b): the query's lexemes weighted
  * with the index's statistics now. Reading them needs SELECT on the index's
@@ -768,8 +780,6 @@ bm25query_make(PG_FUNCTION_ARGS)
 	Oid			heapoid;
 	Relation	heap,
 				index;
-	int32	   *terms;
-	int			nterms;
 	IndexStatistics st;
 	BM25Query  *q;
 
@@ -784,12 +794,9 @@ bm25query_make(PG_FUNCTION_ARGS)
 						get_rel_name(heapoid), RelationGetRelationName(index)),
 				 errhint("Compute the statistics of the visible rows and use _bm25query_statistics(), or use a partial index whose predicate is exactly the role's policies.")));
 
-	nterms = query_terms(tq, &terms);
-	statistics_init(&st, NULL, nterms, terms);
+	statistics_init(&st, tq, NULL);
 	count_statistics(index, &st);
-	q = make_query(tq, k1, b, (double) st.documents,
-				   st.documents > 0 ? st.length / st.documents : 0,
-				   lexeme_dfs(tq, terms, nterms, st.pd.df));
+	q = statistics_query(tq, k1, b, &st);
 	index_close(index, AccessShareLock);
 	table_close(heap, AccessShareLock);
 	PG_RETURN_POINTER(q);
@@ -818,8 +825,6 @@ bm25query_policy_rows(PG_FUNCTION_ARGS)
 	Relation	heap,
 				index;
 	SparseFilter *rows = NULL;
-	int32	   *terms;
-	int			nterms;
 	IndexStatistics st;
 	BM25Query  *q = NULL;
 
@@ -829,12 +834,9 @@ bm25query_policy_rows(PG_FUNCTION_ARGS)
 		rows = SparsePolicyRows(heap, index);
 	if (rows != NULL)
 	{
-		nterms = query_terms(tq, &terms);
-		statistics_init(&st, rows, nterms, terms);
+		statistics_init(&st, tq, rows);
 		if (count_statistics(index, &st))
-			q = make_query(tq, k1, b, (double) st.documents,
-						   st.documents > 0 ? st.length / st.documents : 0,
-						   lexeme_dfs(tq, terms, nterms, st.pd.df));
+			q = statistics_query(tq, k1, b, &st);
 	}
 	index_close(index, AccessShareLock);
 	table_close(heap, AccessShareLock);
