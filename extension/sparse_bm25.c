@@ -543,17 +543,6 @@ pending_rows_item(SparsePendingItem *item, BlockNumber blk, OffsetNumber off, vo
 	pending_df_item(item, blk, off, &st->pd);
 }
 
-/* corrupt: the chunk at (blk, off) of index's row list */
-static void
-check_chunk(Relation index, SparseDocChunk *c, Size len, BlockNumber blk, OffsetNumber off)
-{
-	if (len < offsetof(SparseDocChunk, data) || len != SPARSE_DOCCHUNK_SIZE_LENGTHS(c->n))
-		ereport(ERROR,
-				(errcode(ERRCODE_INDEX_CORRUPTED),
-				 errmsg("malformed row-list chunk in sparse_inverted index \"%s\" (block %u, item %u)",
-						RelationGetRelationName(index), blk, off)));
-}
-
 /*
  * Add the segment's non-null rows with their slot's bit set in st->rows
  * (SparseFilterSlots done), and their length, to st; false on a conflict
@@ -579,7 +568,11 @@ count_segment_rows(SparseReader *r, const SparseMetaPageData *meta, IndexStatist
 			uint64		documents = 0;
 			double		length = 0;
 
-			check_chunk(r->index, c, ItemIdGetLength(iid), blk, off);
+			if (!SparseDocChunkOk(c, ItemIdGetLength(iid), true))
+				ereport(ERROR,
+						(errcode(ERRCODE_INDEX_CORRUPTED),
+						 errmsg("malformed row-list chunk in sparse_inverted index \"%s\" (block %u, item %u)",
+								RelationGetRelationName(r->index), blk, off)));
 			for (int j = 0; j < c->n; j++)
 			{
 				uint64		slot = SparseKeySlot(SparseTidKey(&SPARSE_DOCCHUNK_TIDS(c)[j]), r->slotOffsets);
@@ -665,17 +658,7 @@ count_list_rows(SparseReader *r, const SparseDirEntry *entry, const SparseFilter
 		if (page == NULL)
 			return false;
 		for (; off <= PageGetMaxOffsetNumber(page) && left > 0; off++, left--)
-		{
-			ItemId		iid = PageGetItemId(page, off);
-			SparsePostingBlock *b = (SparsePostingBlock *) PageGetItem(page, iid);
-
-			if (!SparseBlockOk(b, ItemIdGetLength(iid), SPARSE_BLOCK_LENGTHS, r->slotOffsets))
-				ereport(ERROR,
-						(errcode(ERRCODE_INDEX_CORRUPTED),
-						 errmsg("malformed posting block in sparse_inverted index \"%s\" (block %u, item %u)",
-								RelationGetRelationName(r->index), blk, off)));
-			*df += count_block_rows(b, rows);
-		}
+			*df += count_block_rows(SparseReaderBlock(r, buf, blk, off, SPARSE_BLOCK_LENGTHS), rows);
 		blk = SparsePageGetOpaque(page)->next;
 		off = FirstOffsetNumber;
 		UnlockReleaseBuffer(buf);

@@ -361,8 +361,7 @@ check_segment(CheckState *cs, const SparseMetaPageData *meta)
 			SparseDocChunk *c = (SparseDocChunk *) PageGetItem(page, iid);
 			bool		lengths = (meta->flags & SPARSE_META_DOC_LENGTHS) != 0;
 
-			if (ItemIdGetLength(iid) < offsetof(SparseDocChunk, data) ||
-				ItemIdGetLength(iid) != (lengths ? SPARSE_DOCCHUNK_SIZE_LENGTHS(c->n) : SPARSE_DOCCHUNK_SIZE(c->n)))
+			if (!SparseDocChunkOk(c, ItemIdGetLength(iid), lengths))
 			{
 				problem(cs, "row list page %u item %u: %u bytes, not a chunk of rows", blk, off,
 						ItemIdGetLength(iid));

@@ -230,6 +230,14 @@ typedef struct SparseDocChunk
 #define SPARSE_DOCCHUNK_LENGTHS(c) ((float4 *) ((char *) (c) + INTALIGN(SPARSE_DOCCHUNK_SIZE((c)->n))))
 #define SPARSE_DOCCHUNK_SIZE_LENGTHS(n) (INTALIGN(SPARSE_DOCCHUNK_SIZE(n)) + (n) * sizeof(float4))
 
+/* whether an item of len bytes is a whole chunk c, with lengths or without */
+static inline bool
+SparseDocChunkOk(const SparseDocChunk *c, Size len, bool lengths)
+{
+	return len >= offsetof(SparseDocChunk, data) &&
+		len == (lengths ? SPARSE_DOCCHUNK_SIZE_LENGTHS(c->n) : SPARSE_DOCCHUNK_SIZE(c->n));
+}
+
 /*
  * A pending item: a row, or one chunk of a row too large for a page
  * (chunks of one row are consecutive). Followed by nnz int32 indices and
@@ -483,6 +491,8 @@ typedef struct SparseReader
 extern void SparseReaderInit(SparseReader *r, Relation index, const SparseMetaPageData *meta);
 extern Page SparseReaderPage(SparseReader *r, BlockNumber blk, uint16 type, Buffer *buf);
 extern Page SparseReaderLockPage(SparseReader *r, Buffer buf, uint16 type);
+extern SparsePostingBlock *SparseReaderBlock(SparseReader *r, Buffer buf, BlockNumber blk, OffsetNumber off,
+											 uint16 flags);
 
 extern bool SparseLookupTerms(SparseReader *r, const SparseMetaPageData *meta, int nterms,
 							  const int32 *terms, SparseDirEntry *entries, bool *found);

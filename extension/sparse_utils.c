@@ -556,6 +556,28 @@ SparseReaderLockPage(SparseReader *r, Buffer buf, uint16 type)
 	return page;
 }
 
+/*
+ * The posting block at item off of page blk, which the caller holds pinned
+ * and locked in buf: a well-formed block of r's segment (flags: its
+ * SPARSE_BLOCK_LENGTHS), or an index-corruption error, buf released first.
+ */
+SparsePostingBlock *
+SparseReaderBlock(SparseReader *r, Buffer buf, BlockNumber blk, OffsetNumber off, uint16 flags)
+{
+	ItemId		iid = PageGetItemId(BufferGetPage(buf), off);
+	SparsePostingBlock *b = (SparsePostingBlock *) PageGetItem(BufferGetPage(buf), iid);
+
+	if (!SparseBlockOk(b, ItemIdGetLength(iid), flags, r->slotOffsets))
+	{
+		UnlockReleaseBuffer(buf);
+		ereport(ERROR,
+				(errcode(ERRCODE_INDEX_CORRUPTED),
+				 errmsg("malformed posting block in sparse_inverted index \"%s\" (block %u, item %u)",
+						RelationGetRelationName(r->index), blk, off)));
+	}
+	return b;
+}
+
 void
 SparseReaderInit(SparseReader *r, Relation index, const SparseMetaPageData *meta)
 {
@@ -623,16 +645,8 @@ SparseListSeekBlock(SparseListIter *it, uint64 target)
 		}
 		for (; it->off <= PageGetMaxOffsetNumber(page) && it->blocksLeft > 0; it->off++, it->blocksLeft--)
 		{
+			b = SparseReaderBlock(it->reader, buf, it->blk, it->off, flags);
 			iid = PageGetItemId(page, it->off);
-			b = (SparsePostingBlock *) PageGetItem(page, iid);
-			if (!SparseBlockOk(b, ItemIdGetLength(iid), flags, it->reader->slotOffsets))
-			{
-				UnlockReleaseBuffer(buf);
-				ereport(ERROR,
-						(errcode(ERRCODE_INDEX_CORRUPTED),
-						 errmsg("malformed posting block in sparse_inverted index \"%s\" (block %u, item %u)",
-								RelationGetRelationName(it->reader->index), it->blk, it->off)));
-			}
 			if (b->lastKey < target)
 				continue;
 			memcpy(it->block, b, ItemIdGetLength(iid));
