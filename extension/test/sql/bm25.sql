@@ -286,6 +286,11 @@ SET ROLE bm25_tenant3;
 SELECT (_bm25query_policy_rows('docs_idx', 'w1', 1.2, 0.75)::text::jsonb ->> 'documents')::int
     = (SELECT count(*) FROM docs WHERE fts IS NOT NULL) AS its_rows_counted;
 SELECT _bm25query_policy_rows('docs_idx', 'w1', -1, 0.75);
+SELECT _bm25query_policy_rows('docs_idx', 'w1', 'NaN', 0.75);
+SELECT _bm25query_policy_rows('docs_idx', 'w1', 1.2, 2);
+-- an empty query: the role's rows counted, no lexeme
+SELECT (_bm25query_policy_rows('docs_idx', '', 1.2, 0.75)::text::jsonb ->> 'documents')::int
+    = (SELECT count(*) FROM docs WHERE fts IS NOT NULL) AS empty_query_counts_its_rows;
 RESET ROLE;
 ALTER POLICY tenant3 ON docs USING (tenant = 3 OR tenant = 4);
 SET ROLE bm25_tenant3;
