@@ -544,6 +544,20 @@ pending_rows_item(SparsePendingItem *item, BlockNumber blk, OffsetNumber off, vo
 }
 
 /*
+ * Whether slot's bit is set in rows, 0 or 1, without a branch: a slot past
+ * the array (a damaged block: the deltas' order is not checked) reads bit 0
+ * and counts nothing.
+ */
+static inline uint64
+slot_bit(const SparseFilter *rows, uint64 slot)
+{
+	uint64		in = slot < (uint64) rows->nslots;
+	uint64		safe = in ? slot : 0;
+
+	return in & (rows->bits[safe / 64] >> (safe % 64));
+}
+
+/*
  * Add the segment's non-null rows with their slot's bit set in st->rows
  * (SparseFilterSlots done), and their length, to st; false on a conflict
  * with a merge.
@@ -564,7 +578,6 @@ count_segment_rows(SparseReader *r, const SparseMetaPageData *meta, IndexStatist
 		{
 			ItemId		iid = PageGetItemId(page, off);
 			SparseDocChunk *c = (SparseDocChunk *) PageGetItem(page, iid);
-			const uint64 *bits = st->rows->bits;
 			uint64		documents = 0;
 			double		length = 0;
 
@@ -576,12 +589,8 @@ count_segment_rows(SparseReader *r, const SparseMetaPageData *meta, IndexStatist
 			for (int j = 0; j < c->n; j++)
 			{
 				uint64		slot = SparseKeySlot(SparseTidKey(&SPARSE_DOCCHUNK_TIDS(c)[j]), r->slotOffsets);
-				uint64		in;
+				uint64		in = slot_bit(st->rows, slot) & !(SPARSE_DOCCHUNK_FLAGS(c)[j] & SPARSE_DOC_NULL);
 
-				if (unlikely(slot >= (uint64) st->rows->nslots))
-					continue;
-				/* without a branch: about one row in ten is in, at random */
-				in = (bits[slot / 64] >> (slot % 64)) & 1 & !(SPARSE_DOCCHUNK_FLAGS(c)[j] & SPARSE_DOC_NULL);
 				documents += in;
 				length += in ? SPARSE_DOCCHUNK_LENGTHS(c)[j] : 0;
 			}
@@ -597,45 +606,19 @@ count_segment_rows(SparseReader *r, const SparseMetaPageData *meta, IndexStatist
 /*
  * The postings of b whose slot's bit is set in rows, counted without a
  * branch per posting (about one in ten is, at random, and a branch on it
- * cost more than the rest of the loop); a block's slots ascend, so its last
- * tells whether every bit it names is in the array.
+ * cost more than the rest of the loop).
  */
 static uint32
 count_block_rows(const SparsePostingBlock *b, const SparseFilter *rows)
 {
-	const uint64 *bits = rows->bits;
 	uint64		count = 0;
 
-	if (b->n == 0)
-		return 0;
-	if (SparseBlockSlot(b, b->n - 1) >= (uint64) rows->nslots)
-	{
+	if (b->flags & SPARSE_BLOCK_WIDE)
 		for (int j = 0; j < b->n; j++)
-			if (SparseBlockSlot(b, j) < (uint64) rows->nslots && SparseFilterSlot(rows, SparseBlockSlot(b, j)))
-				count++;
-	}
-	else if (b->flags & SPARSE_BLOCK_WIDE)
-	{
-		const uint32 *deltas = SPARSE_BLOCK_DELTAS32(b);
-
-		for (int j = 0; j < b->n; j++)
-		{
-			uint64		slot = b->firstSlot + deltas[j];
-
-			count += (bits[slot / 64] >> (slot % 64)) & 1;
-		}
-	}
+			count += slot_bit(rows, b->firstSlot + SPARSE_BLOCK_DELTAS32(b)[j]);
 	else
-	{
-		const uint16 *deltas = SPARSE_BLOCK_DELTAS16(b);
-
 		for (int j = 0; j < b->n; j++)
-		{
-			uint64		slot = b->firstSlot + deltas[j];
-
-			count += (bits[slot / 64] >> (slot % 64)) & 1;
-		}
-	}
+			count += slot_bit(rows, b->firstSlot + SPARSE_BLOCK_DELTAS16(b)[j]);
 	return (uint32) count;
 }
 
