@@ -32,6 +32,7 @@
 #include "access/stratnum.h"
 #include "catalog/pg_am_d.h"
 #include "catalog/pg_amop.h"
+#include "commands/defrem.h"
 #include "catalog/pg_index.h"
 #include "miscadmin.h"
 #include "nodes/tidbitmap.h"
@@ -64,12 +65,13 @@ family_orders(Oid opfamily)
 /*
  * The index's first column is the one ranked (an ordering operator class),
  * every later one a filter: else the build would read a filter column as
- * the ranked one.
+ * the ranked one. firstHint names the first column's operator classes.
  */
 void
-SparseCheckColumns(Relation index)
+FilterCheckColumns(Relation index, const char *firstHint)
 {
 	int			natts = IndexRelationGetNumberOfKeyAttributes(index);
+	char	   *am = get_am_name(index->rd_rel->relam);
 
 	for (int i = 0; i < natts; i++)
 	{
@@ -78,18 +80,24 @@ SparseCheckColumns(Relation index)
 		if (i == 0 && !orders)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
-					 errmsg("the first column of sparse_inverted index \"%s\" must be a ranked one",
-							RelationGetRelationName(index)),
-					 errhint("Index a sparsevec (sparsevec_ip_ops) or a tsvector (tsvector_bm25_ops) first, "
-							 "then filter columns.")));
+					 errmsg("the first column of %s index \"%s\" must be a ranked one",
+							am, RelationGetRelationName(index)),
+					 errhint("%s", firstHint)));
 		if (i > 0 && orders)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
-					 errmsg("column %d of sparse_inverted index \"%s\" must be a filter column",
-							i + 1, RelationGetRelationName(index)),
-					 errhint("A sparse_inverted index ranks its first column only; later columns take a "
-							 "filter operator class such as jsonb_filter_ops.")));
+					 errmsg("column %d of %s index \"%s\" must be a filter column",
+							i + 1, am, RelationGetRelationName(index)),
+					 errhint("A %s index ranks its first column only; later columns take a "
+							 "filter operator class such as jsonb_filter_ops.", am)));
 	}
+}
+
+void
+SparseCheckColumns(Relation index)
+{
+	FilterCheckColumns(index, "Index a sparsevec (sparsevec_ip_ops) or a tsvector (tsvector_bm25_ops) first, "
+					   "then filter columns.");
 }
 
 /* the expression of index column attno (1-based), which is not a plain column */
@@ -194,7 +202,7 @@ column_set(IndexScanDesc scan, int attno, ScanKey keys, int n, SparseFilterSet *
 									   OidIsValid(keys[i].sk_subtype) ? keys[i].sk_subtype : lefttype,
 									   keys[i].sk_strategy);
 		if (!OidIsValid(opnos[i]))
-			elog(ERROR, "sparse_inverted index \"%s\" has no operator of strategy %d for column %d",
+			elog(ERROR, "index \"%s\" has no operator of strategy %d for column %d",
 				 RelationGetRelationName(index), keys[i].sk_strategy, attno);
 	}
 	if (heap == NULL)

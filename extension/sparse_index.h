@@ -424,6 +424,9 @@ extern double *SparseBorrowSlots(MemoryContext cxt, int64 nslots);
 extern void SparseReturnSlots(double *sums);
 
 /* sparse_scan.c */
+#if defined(__x86_64__) && defined(__GNUC__)
+extern bool SparseAvx512Usable(void);
+#endif
 extern IndexScanDesc sparse_beginscan(Relation index, int nkeys, int norderbys);
 extern void sparse_rescan(IndexScanDesc scan, ScanKey keys, int nkeys, ScanKey orderbys, int norderbys);
 extern bool sparse_gettuple(IndexScanDesc scan, ScanDirection dir);
@@ -453,6 +456,7 @@ typedef struct SparseFilter
 	int64		nslots;
 } SparseFilter;
 
+extern void FilterCheckColumns(Relation index, const char *firstHint);
 extern void SparseCheckColumns(Relation index);
 extern SparseFilter *SparseFilterBegin(IndexScanDesc scan);
 extern bool SparseFilterTid(const SparseFilter *f, uint64 key);

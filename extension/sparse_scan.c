@@ -684,8 +684,8 @@ keep_pending_fn(double key, double low, bool isnull, uint64 tid, void *arg)
  * else): the CPU reports it, and the OS saves the opmask and ZMM registers
  * (XCR0 bits 1, 2, 5-7).
  */
-static bool
-avx512_usable(void)
+bool
+SparseAvx512Usable(void)
 {
 	unsigned int eax,
 				ebx,
@@ -701,7 +701,7 @@ avx512_usable(void)
 	return __builtin_cpu_supports("avx512f");
 }
 
-/* whether avx512_usable(); -1: not asked yet */
+/* whether SparseAvx512Usable(); -1: not asked yet */
 static int	cpu_avx512 = -1;
 
 /* whether a loop runs its AVX-512 form: not with absSums, nor when turned off */
@@ -711,7 +711,7 @@ use_avx512(bool mixed)
 	if (mixed || !sparse_simd)
 		return false;
 	if (cpu_avx512 < 0)
-		cpu_avx512 = avx512_usable() ? 1 : 0;
+		cpu_avx512 = SparseAvx512Usable() ? 1 : 0;
 	return cpu_avx512 == 1;
 }
 

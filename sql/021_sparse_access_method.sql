@@ -39,14 +39,18 @@ end;
 $block$;
 
 -------------------------------------------------------------------------------
--- Filter columns: a sparse_inverted index ranks its first column; later
--- columns store nothing and take these operator classes, so that the planner
--- hands the scan a condition on them (a WHERE clause, a row-level-security
--- policy). The scan finds the rows that may match in another index of the
--- table over the same column or expression (a GIN index for jsonb @>, a
--- btree for =) and ranks only those; the executor rechecks the condition
--- (extension/sparse_filter.c).
-do $block$
+-- _create_filter_operator_classes
+-- Filter columns: a sparse_inverted (or dense_flat) index ranks its first
+-- column; later columns store nothing and take these operator classes, so
+-- that the planner hands the scan a condition on them (a WHERE clause, a
+-- row-level-security policy). The scan finds the rows that may match in
+-- another index of the table over the same column or expression (a GIN index
+-- for jsonb @>, a btree for =) and ranks only those; the executor rechecks
+-- the condition (extension/sparse_filter.c). CREATE OPERATOR CLASS has no IF
+-- NOT EXISTS, and this script is re-run by upgrades.
+create or replace function @extschema@._create_filter_operator_classes(access_method name)
+returns void
+as $func$
 declare
     filter_class record;
 begin
@@ -63,17 +67,24 @@ begin
         if not exists (
             select from pg_catalog.pg_opclass as c
             inner join pg_catalog.pg_am as a on c.opcmethod = a.oid
-            where a.amname = 'sparse_inverted' and c.opcname = filter_class.name
+            where a.amname = access_method and c.opcname = filter_class.name
         ) then
             execute pg_catalog.format(
-                'create operator class @extschema@.%1$I default for type %2$s using sparse_inverted as '
+                'create operator class @extschema@.%1$I default for type %2$s using %4$I as '
                 'operator 1 pg_catalog.%3$s (%2$s, %2$s)',
-                filter_class.name, filter_class.type, filter_class.operator
+                filter_class.name, filter_class.type, filter_class.operator, access_method
             );
         end if;
     end loop;
 end;
-$block$;
+$func$
+language plpgsql volatile security invoker
+set search_path to pg_catalog, pg_temp;
+
+comment on function @extschema@._create_filter_operator_classes(name) is
+'creates the filter operator classes (jsonb @>, integer, bigint and text =) of an index access method';
+
+select @extschema@._create_filter_operator_classes('sparse_inverted');
 
 -------------------------------------------------------------------------------
 -- sparse_inverted_check

@@ -1,0 +1,438 @@
+/*
+ * dense_scan.c: ORDER BY col <=> q, exactly, through the executor's
+ * reordering.
+ *
+ * The first call scores every row the scan's filter conditions allow
+ * (sparse_filter.c finds them in another index; without one, every row):
+ * est = scale * sum(q[i] * codes[i]), a float sum. The row's true product
+ * q.x lies within |q| * error of q.x' (x' = scale * codes, Cauchy-Schwarz),
+ * and est and pgvector's own float sums within dims * FLT_EPSILON of the
+ * exact ones relative to |q| |x|, so
+ *   similarity <= est / (|q| |x|) + error / |x| + slack
+ * and 1 - that (pgvector clamps similarity to [-1, 1]) is a lower bound of
+ * pgvector's cosine distance. Rows come out in the order of that bound with
+ * xs_recheckorderby: the executor computes each one's exact distance and
+ * returns a row only once no later row's bound is below it, so the order
+ * and distances are a sequential scan's. A row or query of a norm where
+ * float squares under- or overflow gets the bound 0, which always holds;
+ * a zero vector's distance is NaN, and its bound infinity.
+ */
+#include "postgres.h"
+
+#include <float.h>
+#include <math.h>
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define DENSE_HAVE_AVX512 1
+#endif
+
+#include "access/relscan.h"
+#include "pgstat.h"
+#include "utils/float.h"
+#include "utils/memutils.h"
+
+#include "dense_flat.h"
+#include "sparse_index.h"
+
+typedef struct Candidate
+{
+	double		bound;
+	ItemPointerData tid;
+} Candidate;
+
+typedef struct DenseScanOpaqueData
+{
+	MemoryContext cxt;
+	bool		started;
+	bool		queryNull;
+	DenseVector *query;
+	double		queryNorm;
+	Candidate  *heap;			/* a min-heap by bound */
+	int64		n;
+	int64		max;
+	/* per filter set: where the last row's key was found */
+	int64	   *cursors;
+	uint64		lastKey;
+} DenseScanOpaqueData;
+
+typedef DenseScanOpaqueData *DenseScanOpaque;
+
+IndexScanDesc
+dense_beginscan(Relation index, int nkeys, int norderbys)
+{
+	IndexScanDesc scan = RelationGetIndexScan(index, nkeys, norderbys);
+	DenseScanOpaque so = palloc0(sizeof(DenseScanOpaqueData));
+
+	so->cxt = AllocSetContextCreate(CurrentMemoryContext, "dense_flat scan", ALLOCSET_DEFAULT_SIZES);
+	scan->opaque = so;
+	if (norderbys > 0)
+	{
+		scan->xs_orderbyvals = palloc0(sizeof(Datum) * norderbys);
+		scan->xs_orderbynulls = palloc(sizeof(bool) * norderbys);
+		for (int i = 0; i < norderbys; i++)
+			scan->xs_orderbynulls[i] = true;
+	}
+	return scan;
+}
+
+void
+dense_rescan(IndexScanDesc scan, ScanKey keys, int nkeys, ScanKey orderbys, int norderbys)
+{
+	DenseScanOpaque so = (DenseScanOpaque) scan->opaque;
+
+	MemoryContextReset(so->cxt);
+	if (keys && scan->numberOfKeys > 0)
+		memmove(scan->keyData, keys, scan->numberOfKeys * sizeof(ScanKeyData));
+	if (orderbys && scan->numberOfOrderBys > 0)
+		memmove(scan->orderByData, orderbys, scan->numberOfOrderBys * sizeof(ScanKeyData));
+	so->started = false;
+	so->queryNull = scan->numberOfOrderBys == 0 || (scan->orderByData[0].sk_flags & SK_ISNULL);
+	so->query = NULL;
+	so->heap = NULL;
+	so->n = so->max = 0;
+	so->cursors = NULL;
+	so->lastKey = 0;
+}
+
+/* the first of a[0 .. n-1] (sorted) not below x, searched from a[from] on */
+static int64
+gallop(const uint64 *a, int64 n, int64 from, uint64 x)
+{
+	int64		step = 1,
+				lo = from,
+				hi;
+
+	while (lo + step < n && a[lo + step] < x)
+	{
+		lo += step;
+		step *= 2;
+	}
+	hi = Min(lo + step, n);
+	while (lo < hi)
+	{
+		int64		mid = lo + (hi - lo) / 2;
+
+		if (a[mid] < x)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/*
+ * Whether the row at TID key may match the filter: SparseFilterTid's
+ * answer, found by walking forward from the last key's place in each set
+ * (rows come mostly in TID order), from the start when a key goes back.
+ */
+static bool
+filter_has(DenseScanOpaque so, const SparseFilter *f, uint64 key)
+{
+	if (f->empty)
+		return false;
+	if (key < so->lastKey)
+		memset(so->cursors, 0, sizeof(int64) * f->nsets);
+	so->lastKey = key;
+	for (int i = 0; i < f->nsets; i++)
+	{
+		const SparseFilterSet *set = &f->sets[i];
+		bool		found = false;
+
+		if (set->nlossy > 0)
+		{
+			int64		at = gallop(set->lossy, set->nlossy, 0, key >> 16);
+
+			found = at < set->nlossy && set->lossy[at] == key >> 16;
+		}
+		if (!found)
+		{
+			so->cursors[i] = gallop(set->keys, set->nkeys, so->cursors[i], key);
+			found = so->cursors[i] < set->nkeys && set->keys[so->cursors[i]] == key;
+		}
+		if (!found)
+			return false;
+	}
+	return true;
+}
+
+/* sum(q[i] * codes[i]) in float */
+static float4
+dot_codes(const float4 *q, const int8 *codes, int dims)
+{
+	float4		s0 = 0,
+				s1 = 0,
+				s2 = 0,
+				s3 = 0;
+	int			i = 0;
+
+	for (; i + 4 <= dims; i += 4)
+	{
+		s0 += q[i] * codes[i];
+		s1 += q[i + 1] * codes[i + 1];
+		s2 += q[i + 2] * codes[i + 2];
+		s3 += q[i + 3] * codes[i + 3];
+	}
+	for (; i < dims; i++)
+		s0 += q[i] * codes[i];
+	return (s0 + s1) + (s2 + s3);
+}
+
+#ifdef DENSE_HAVE_AVX512
+/* the same sum, sixteen dimensions at a time */
+__attribute__((target("avx512f")))
+static float4
+dot_codes_avx512(const float4 *q, const int8 *codes, int dims)
+{
+	__m512		acc0 = _mm512_setzero_ps(),
+				acc1 = _mm512_setzero_ps();
+	int			i = 0;
+
+	for (; i + 32 <= dims; i += 32)
+	{
+		__m512		c0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *) (codes + i))));
+		__m512		c1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *) (codes + i + 16))));
+
+		acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(q + i), c0, acc0);
+		acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(q + i + 16), c1, acc1);
+	}
+	return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) + dot_codes(q + i, codes + i, dims - i);
+}
+
+/* whether SparseAvx512Usable(); -1: not asked yet */
+static int	cpu_avx512 = -1;
+#endif
+
+static inline float4
+dot(const float4 *q, const int8 *codes, int dims)
+{
+#ifdef DENSE_HAVE_AVX512
+	if (cpu_avx512 < 0)
+		cpu_avx512 = SparseAvx512Usable() ? 1 : 0;
+	if (cpu_avx512 == 1 && sparse_simd)
+		return dot_codes_avx512(q, codes, dims);
+#endif
+	return dot_codes(q, codes, dims);
+}
+
+/* whether float squares and products of a vector of this norm are exact enough */
+static inline bool
+norm_in_range(double norm)
+{
+	return norm >= 1e-12 && norm <= 1e12;
+}
+
+/* the lower bound of the row's cosine distance (the file's comment) */
+static double
+row_bound(DenseScanOpaque so, const DenseCodes *c)
+{
+	int			dims = so->query->dim;
+	double		sim;
+
+	if (c->norm == 0 || so->queryNorm == 0)
+		return get_float8_infinity();
+	if (!norm_in_range(c->norm) || !norm_in_range(so->queryNorm))
+		return 0;
+	sim = (double) c->scale * dot(so->query->x, c->codes, dims) / (so->queryNorm * c->norm) +
+		c->error / c->norm +
+		2.0 * (dims + 4) * FLT_EPSILON * (1 + c->error / c->norm);
+	return sim >= 1 ? 0 : 1 - sim;
+}
+
+static void
+add_candidate(DenseScanOpaque so, double bound, ItemPointer tid)
+{
+	if (so->n == so->max)
+	{
+		so->max = Max(so->max * 2, 1024);
+		so->heap = so->heap == NULL ?
+			MemoryContextAllocHuge(so->cxt, sizeof(Candidate) * so->max) :
+			repalloc_huge(so->heap, sizeof(Candidate) * so->max);
+	}
+	so->heap[so->n].bound = bound;
+	so->heap[so->n].tid = *tid;
+	so->n++;
+}
+
+static void
+sift_down(Candidate *h, int64 n, int64 i)
+{
+	for (;;)
+	{
+		int64		least = i,
+					l = 2 * i + 1,
+					r = l + 1;
+		Candidate	t;
+
+		if (l < n && h[l].bound < h[least].bound)
+			least = l;
+		if (r < n && h[r].bound < h[least].bound)
+			least = r;
+		if (least == i)
+			return;
+		t = h[i];
+		h[i] = h[least];
+		h[least] = t;
+		i = least;
+	}
+}
+
+/* the codes of a row at blk/off of a locked code page */
+static const DenseCodes *
+row_codes(Relation index, Buffer buf, Page page, OffsetNumber off, int dims)
+{
+	ItemId		iid;
+
+	if (off < FirstOffsetNumber || off > PageGetMaxOffsetNumber(page) ||
+		!ItemIdIsNormal(iid = PageGetItemId(page, off)) ||
+		ItemIdGetLength(iid) != DENSE_CODES_SIZE(dims))
+		ereport(ERROR,
+				(errcode(ERRCODE_INDEX_CORRUPTED),
+				 errmsg("dense_flat index \"%s\" names codes that page %u does not hold",
+						RelationGetRelationName(index), BufferGetBlockNumber(buf)),
+				 errhint("REINDEX it.")));
+	return (const DenseCodes *) PageGetItem(page, iid);
+}
+
+/* score the rows of one row page (copied out), reading their codes */
+static void
+score_rows(IndexScanDesc scan, const DenseRow *rows, int n, const SparseFilter *filter, int dims)
+{
+	DenseScanOpaque so = (DenseScanOpaque) scan->opaque;
+	Relation	index = scan->indexRelation;
+	Buffer		buf = InvalidBuffer;
+	Page		page = NULL;
+
+	for (int i = 0; i < n; i++)
+	{
+		const DenseRow *row = &rows[i];
+		ItemPointerData tid = row->tid;
+
+		if (!ItemPointerIsValid(&tid))
+			continue;
+		if (filter != NULL && !filter_has(so, filter, SparseTidKey(&tid)))
+			continue;
+		if (so->queryNull)
+		{
+			add_candidate(so, 0, &tid);
+			continue;
+		}
+		if (!BufferIsValid(buf) || BufferGetBlockNumber(buf) != row->codesBlk)
+		{
+			if (BufferIsValid(buf))
+				UnlockReleaseBuffer(buf);
+			if (row->codesBlk >= RelationGetNumberOfBlocks(index))
+				ereport(ERROR,
+						(errcode(ERRCODE_INDEX_CORRUPTED),
+						 errmsg("dense_flat index \"%s\" names codes past its end",
+								RelationGetRelationName(index)),
+						 errhint("REINDEX it.")));
+			buf = ReadBuffer(index, row->codesBlk);
+			LockBuffer(buf, BUFFER_LOCK_SHARE);
+			page = DensePage(index, buf, DENSE_PAGE_CODES);
+		}
+		add_candidate(so, row_bound(so, row_codes(index, buf, page, row->codesOff, dims)), &tid);
+	}
+	if (BufferIsValid(buf))
+		UnlockReleaseBuffer(buf);
+}
+
+/* every candidate, in a heap */
+static void
+score_all(IndexScanDesc scan)
+{
+	DenseScanOpaque so = (DenseScanOpaque) scan->opaque;
+	Relation	index = scan->indexRelation;
+	DenseMetaPageData meta;
+	SparseFilter *filter = NULL;
+	DenseRow   *rows;
+	MemoryContext oldcxt = MemoryContextSwitchTo(so->cxt);
+
+	if (scan->numberOfKeys > 0)
+	{
+		filter = SparseFilterBegin(scan);
+		if (filter != NULL)
+			so->cursors = palloc0(sizeof(int64) * Max(filter->nsets, 1));
+	}
+	DenseReadMeta(index, &meta);
+	if (!so->queryNull)
+	{
+		so->query = DatumGetDenseVector(scan->orderByData[0].sk_argument);
+		if (meta.dims != 0 && so->query->dim != meta.dims)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_EXCEPTION),
+					 errmsg("different vector dimensions %d and %d", meta.dims, so->query->dim)));
+		so->queryNorm = 0;
+		for (int i = 0; i < so->query->dim; i++)
+			so->queryNorm += (double) so->query->x[i] * so->query->x[i];
+		so->queryNorm = sqrt(so->queryNorm);
+	}
+	rows = palloc(sizeof(DenseRow) * DENSE_ROWS_PER_PAGE);
+	for (BlockNumber blk = meta.rowsHead; BlockNumberIsValid(blk);)
+	{
+		Buffer		buf;
+		Page		page;
+		int			n;
+
+		CHECK_FOR_INTERRUPTS();
+		if (blk >= RelationGetNumberOfBlocks(index))
+			ereport(ERROR,
+					(errcode(ERRCODE_INDEX_CORRUPTED),
+					 errmsg("dense_flat index \"%s\" links to a page past its end",
+							RelationGetRelationName(index)),
+					 errhint("REINDEX it.")));
+		buf = ReadBuffer(index, blk);
+		LockBuffer(buf, BUFFER_LOCK_SHARE);
+		page = DensePage(index, buf, DENSE_PAGE_ROWS);
+		n = DensePageNRows(page);
+		memcpy(rows, DensePageRows(page), sizeof(DenseRow) * n);
+		blk = DensePageGetOpaque(page)->next;
+		UnlockReleaseBuffer(buf);
+		/* no code page is locked while a row page is */
+		score_rows(scan, rows, n, filter, meta.dims);
+	}
+	for (int64 i = so->n / 2 - 1; i >= 0; i--)
+		sift_down(so->heap, so->n, i);
+	MemoryContextSwitchTo(oldcxt);
+}
+
+bool
+dense_gettuple(IndexScanDesc scan, ScanDirection dir)
+{
+	DenseScanOpaque so = (DenseScanOpaque) scan->opaque;
+
+	if (dir != ForwardScanDirection)
+		elog(ERROR, "dense_flat supports only forward scans");
+	if (!so->started)
+	{
+		so->started = true;
+		pgstat_count_index_scan(scan->indexRelation);
+		for (int i = 0; i < scan->numberOfKeys; i++)
+			if (scan->keyData[i].sk_flags & SK_ISNULL)
+				return false;	/* every filter operator is strict */
+		score_all(scan);
+	}
+	if (so->n == 0)
+		return false;
+	scan->xs_heaptid = so->heap[0].tid;
+	/* the filter is a superset: the executor tests the conditions */
+	scan->xs_recheck = scan->numberOfKeys > 0;
+	if (scan->numberOfOrderBys > 0)
+	{
+		scan->xs_recheckorderby = !so->queryNull;
+		scan->xs_orderbyvals[0] = Float8GetDatum(so->heap[0].bound);
+		scan->xs_orderbynulls[0] = so->queryNull;
+	}
+	so->heap[0] = so->heap[--so->n];
+	sift_down(so->heap, so->n, 0);
+	return true;
+}
+
+void
+dense_endscan(IndexScanDesc scan)
+{
+	DenseScanOpaque so = (DenseScanOpaque) scan->opaque;
+
+	MemoryContextDelete(so->cxt);
+	pfree(so);
+	scan->opaque = NULL;
+}

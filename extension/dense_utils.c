@@ -1,0 +1,168 @@
+/*
+ * dense_utils.c: the dense_flat handler, its cost estimate and the
+ * metapage.
+ */
+#include "postgres.h"
+
+#include "access/reloptions.h"
+#include "optimizer/cost.h"
+#include "optimizer/optimizer.h"
+#include "utils/float.h"
+#include "utils/selfuncs.h"
+
+#include "dense_flat.h"
+#include "sparse_index.h"
+
+/* the page at buf (locked), checked to be one of ours of the type given */
+Page
+DensePage(Relation index, Buffer buf, uint16 type)
+{
+	Page		page = BufferGetPage(buf);
+
+	if (PageIsNew(page) ||
+		PageGetSpecialSize(page) != MAXALIGN(sizeof(DensePageOpaqueData)) ||
+		DensePageGetOpaque(page)->page_id != DENSE_PAGE_ID ||
+		DensePageGetOpaque(page)->type != type ||
+		(type == DENSE_PAGE_ROWS &&
+		 (((PageHeader) page)->pd_lower < MAXALIGN(SizeOfPageHeaderData) ||
+		  DensePageNRows(page) > DENSE_ROWS_PER_PAGE)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INDEX_CORRUPTED),
+				 errmsg("dense_flat index \"%s\" has a damaged page %u",
+						RelationGetRelationName(index), BufferGetBlockNumber(buf)),
+				 errhint("REINDEX it.")));
+	return page;
+}
+
+void
+DenseReadMeta(Relation index, DenseMetaPageData *meta)
+{
+	Buffer		buf = ReadBuffer(index, DENSE_METAPAGE_BLKNO);
+	Page		page;
+
+	LockBuffer(buf, BUFFER_LOCK_SHARE);
+	page = DensePage(index, buf, DENSE_PAGE_META);
+	memcpy(meta, DensePageGetMeta(page), sizeof(DenseMetaPageData));
+	UnlockReleaseBuffer(buf);
+	if (meta->magic != DENSE_MAGIC || meta->version != DENSE_VERSION)
+		ereport(ERROR,
+				(errcode(ERRCODE_INDEX_CORRUPTED),
+				 errmsg("dense_flat index \"%s\" is not of this version's format",
+						RelationGetRelationName(index)),
+				 errhint("REINDEX it.")));
+}
+
+void
+DenseCheckColumns(Relation index)
+{
+	FilterCheckColumns(index, "Index a vector (vector_cosine_ops) first, then filter columns.");
+}
+
+/*
+ * Cost: a scan reads every row's TID (the row pages, a small part of the
+ * index), then scores the rows the conditions on filter columns allow,
+ * reading their codes: a share of the code pages and a product per
+ * dimension. It returns nothing before it has scored them all. Without a
+ * condition it scores every row, which an HNSW index does far cheaper; it
+ * is made for the filtered case.
+ */
+static void
+dense_costestimate(PlannerInfo *root, IndexPath *path, double loop_count,
+				   Cost *indexStartupCost, Cost *indexTotalCost,
+				   Selectivity *indexSelectivity, double *indexCorrelation,
+				   double *indexPages)
+{
+	GenericCosts costs;
+	double		tuples = Max(1.0, path->indexinfo->tuples);
+	double		pages = Max(1.0, path->indexinfo->pages);
+	double		rowPages = Min(pages, ceil(tuples / DENSE_ROWS_PER_PAGE));
+	double		scored;
+	double		dims;
+
+	if (path->indexorderbys == NIL)
+	{
+		*indexStartupCost = get_float8_infinity();
+		*indexTotalCost = get_float8_infinity();
+		*indexSelectivity = 0;
+		*indexCorrelation = 0;
+		*indexPages = 0;
+		return;
+	}
+	MemSet(&costs, 0, sizeof(costs));
+	genericcostestimate(root, path, loop_count, &costs);
+	scored = path->indexclauses != NIL ? costs.indexSelectivity : 1.0;
+	/* a code page holds BLCKSZ / (dims + 16) rows */
+	dims = Max(1.0, (pages - rowPages) * BLCKSZ / tuples - 16);
+	*indexStartupCost = rowPages * seq_page_cost + tuples * cpu_index_tuple_cost +
+		scored * ((pages - rowPages) * seq_page_cost + tuples * cpu_operator_cost * dims / 16);
+	*indexTotalCost = *indexStartupCost + costs.numIndexTuples * cpu_tuple_cost;
+	*indexSelectivity = costs.indexSelectivity;
+	*indexCorrelation = 0;
+	*indexPages = pages;
+}
+
+static bytea *
+dense_options(Datum reloptions, bool validate)
+{
+	/* no options: anything given is an error */
+	(void) build_reloptions(reloptions, validate, RELOPT_KIND_LOCAL, 0, NULL, 0);
+	return NULL;
+}
+
+static bool
+dense_validate(Oid opclassoid)
+{
+	return true;
+}
+
+PG_FUNCTION_INFO_V1(dense_flat_handler);
+Datum
+dense_flat_handler(PG_FUNCTION_ARGS)
+{
+	IndexAmRoutine *amroutine = makeNode(IndexAmRoutine);
+
+	amroutine->amstrategies = 0;
+	amroutine->amsupport = 0;
+	amroutine->amoptsprocnum = 0;
+	amroutine->amcanorder = false;
+	amroutine->amcanorderbyop = true;
+	amroutine->amcanbackward = false;
+	amroutine->amcanunique = false;
+	amroutine->amcanmulticol = true;
+	amroutine->amoptionalkey = true;
+	amroutine->amsearcharray = false;
+	amroutine->amsearchnulls = false;
+	amroutine->amstorage = false;
+	amroutine->amclusterable = false;
+	amroutine->ampredlocks = false;
+	amroutine->amcanparallel = false;
+	amroutine->amcaninclude = false;
+	amroutine->amusemaintenanceworkmem = false;
+	amroutine->amparallelvacuumoptions = 0;
+	amroutine->amkeytype = InvalidOid;
+
+	amroutine->ambuild = dense_build;
+	amroutine->ambuildempty = dense_buildempty;
+	amroutine->aminsert = dense_insert;
+	amroutine->ambulkdelete = dense_bulkdelete;
+	amroutine->amvacuumcleanup = dense_vacuumcleanup;
+	amroutine->amcanreturn = NULL;
+	amroutine->amcostestimate = dense_costestimate;
+	amroutine->amoptions = dense_options;
+	amroutine->amproperty = NULL;
+	amroutine->ambuildphasename = NULL;
+	amroutine->amvalidate = dense_validate;
+	amroutine->amadjustmembers = NULL;
+	amroutine->ambeginscan = dense_beginscan;
+	amroutine->amrescan = dense_rescan;
+	amroutine->amgettuple = dense_gettuple;
+	amroutine->amgetbitmap = NULL;
+	amroutine->amendscan = dense_endscan;
+	amroutine->ammarkpos = NULL;
+	amroutine->amrestrpos = NULL;
+	amroutine->amestimateparallelscan = NULL;
+	amroutine->aminitparallelscan = NULL;
+	amroutine->amparallelrescan = NULL;
+
+	PG_RETURN_POINTER(amroutine);
+}
