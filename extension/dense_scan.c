@@ -53,6 +53,7 @@ typedef struct DenseScanOpaqueData
 	/* per filter set: where the last row's key was found */
 	int64	   *cursors;
 	uint64		lastKey;
+	BlockNumber nblocks;		/* the index's size when last asked */
 } DenseScanOpaqueData;
 
 typedef DenseScanOpaqueData *DenseScanOpaque;
@@ -92,6 +93,7 @@ dense_rescan(IndexScanDesc scan, ScanKey keys, int nkeys, ScanKey orderbys, int 
 	so->n = so->max = 0;
 	so->cursors = NULL;
 	so->lastKey = 0;
+	so->nblocks = 0;
 }
 
 /* the first of a[0 .. n-1] (sorted) not below x, searched from a[from] on */
@@ -276,6 +278,28 @@ sift_down(Candidate *h, int64 n, int64 i)
 	}
 }
 
+/*
+ * Check that blk lies in the index, asking its size again only when blk is
+ * past what was last seen (an insert may have added pages since): a lseek
+ * per code page was most of a scan's time.
+ */
+static void
+check_block(IndexScanDesc scan, BlockNumber blk, const char *what)
+{
+	DenseScanOpaque so = (DenseScanOpaque) scan->opaque;
+	Relation	index = scan->indexRelation;
+
+	if (blk < so->nblocks)
+		return;
+	so->nblocks = RelationGetNumberOfBlocks(index);
+	if (blk >= so->nblocks)
+		ereport(ERROR,
+				(errcode(ERRCODE_INDEX_CORRUPTED),
+				 errmsg("dense_flat index \"%s\" links to %s past its end",
+						RelationGetRelationName(index), what),
+				 errhint("REINDEX it.")));
+}
+
 /* the codes of a row at blk/off of a locked code page */
 static const DenseCodes *
 row_codes(Relation index, Buffer buf, Page page, OffsetNumber off, int dims)
@@ -320,12 +344,7 @@ score_rows(IndexScanDesc scan, const DenseRow *rows, int n, const SparseFilter *
 		{
 			if (BufferIsValid(buf))
 				UnlockReleaseBuffer(buf);
-			if (row->codesBlk >= RelationGetNumberOfBlocks(index))
-				ereport(ERROR,
-						(errcode(ERRCODE_INDEX_CORRUPTED),
-						 errmsg("dense_flat index \"%s\" names codes past its end",
-								RelationGetRelationName(index)),
-						 errhint("REINDEX it.")));
+			check_block(scan, row->codesBlk, "codes");
 			buf = ReadBuffer(index, row->codesBlk);
 			LockBuffer(buf, BUFFER_LOCK_SHARE);
 			page = DensePage(index, buf, DENSE_PAGE_CODES);
@@ -374,12 +393,7 @@ score_all(IndexScanDesc scan)
 		int			n;
 
 		CHECK_FOR_INTERRUPTS();
-		if (blk >= RelationGetNumberOfBlocks(index))
-			ereport(ERROR,
-					(errcode(ERRCODE_INDEX_CORRUPTED),
-					 errmsg("dense_flat index \"%s\" links to a page past its end",
-							RelationGetRelationName(index)),
-					 errhint("REINDEX it.")));
+		check_block(scan, blk, "a row page");
 		buf = ReadBuffer(index, blk);
 		LockBuffer(buf, BUFFER_LOCK_SHARE);
 		page = DensePage(index, buf, DENSE_PAGE_ROWS);

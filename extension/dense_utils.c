@@ -61,10 +61,11 @@ DenseCheckColumns(Relation index)
 /*
  * Cost: a scan reads every row's TID (the row pages, a small part of the
  * index), then scores the rows the conditions on filter columns allow,
- * reading their codes: a share of the code pages and a product per
- * dimension. It returns nothing before it has scored them all. Without a
- * condition it scores every row, which an HNSW index does far cheaper; it
- * is made for the filtered case.
+ * reading their codes: that share of the code pages, and an operator per
+ * row (as the planner charges <=> for a row of the table). It returns
+ * nothing before it has scored them all. Without a condition it would score
+ * every row, which pgvector's indexes do far cheaper: it is never chosen
+ * then, so that an unfiltered ORDER BY is planned as it was without it.
  */
 static void
 dense_costestimate(PlannerInfo *root, IndexPath *path, double loop_count,
@@ -77,9 +78,8 @@ dense_costestimate(PlannerInfo *root, IndexPath *path, double loop_count,
 	double		pages = Max(1.0, path->indexinfo->pages);
 	double		rowPages = Min(pages, ceil(tuples / DENSE_ROWS_PER_PAGE));
 	double		scored;
-	double		dims;
 
-	if (path->indexorderbys == NIL)
+	if (path->indexorderbys == NIL || path->indexclauses == NIL)
 	{
 		*indexStartupCost = get_float8_infinity();
 		*indexTotalCost = get_float8_infinity();
@@ -90,11 +90,9 @@ dense_costestimate(PlannerInfo *root, IndexPath *path, double loop_count,
 	}
 	MemSet(&costs, 0, sizeof(costs));
 	genericcostestimate(root, path, loop_count, &costs);
-	scored = path->indexclauses != NIL ? costs.indexSelectivity : 1.0;
-	/* a code page holds BLCKSZ / (dims + 16) rows */
-	dims = Max(1.0, (pages - rowPages) * BLCKSZ / tuples - 16);
+	scored = costs.indexSelectivity;
 	*indexStartupCost = rowPages * seq_page_cost + tuples * cpu_index_tuple_cost +
-		scored * ((pages - rowPages) * seq_page_cost + tuples * cpu_operator_cost * dims / 16);
+		scored * ((pages - rowPages) * seq_page_cost + tuples * cpu_operator_cost);
 	*indexTotalCost = *indexStartupCost + costs.numIndexTuples * cpu_tuple_cost;
 	*indexSelectivity = costs.indexSelectivity;
 	*indexCorrelation = 0;

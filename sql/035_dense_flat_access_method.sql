@@ -5,8 +5,8 @@
 -- condition on a filter column allows (found in another index of the table,
 -- as sparse_inverted's filter columns are), and returns them in the order of
 -- a lower bound of the cosine distance, which the executor rechecks: the
--- results are a sequential scan's. Without a condition the planner keeps
--- pgvector's HNSW (dense_flat would score every row). Inserts are found by
+-- results are a sequential scan's. Without a condition it is never chosen
+-- (it would score every row): the planner keeps pgvector's index. Inserts are found by
 -- the next query, VACUUM marks dead rows, every change is WAL-logged.
 create or replace function @extschema@.dense_flat_handler(internal)
 returns index_am_handler

@@ -39,7 +39,7 @@ as $func$
             i.indrelid = '@extschema@.documents'::regclass
             and c.relname not in (
                 'documents_fts_idx', 'documents_metadata_idx', 'documents_model_idx', 'documents_sparse_idx',
-                'documents_fts_bm25_idx'
+                'documents_fts_bm25_idx', 'documents_dense_filter_idx'
             )
             -- constraints' indexes come with the table, from the extension script
             and not exists (
