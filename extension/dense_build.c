@@ -125,6 +125,21 @@ new_page(Relation index, uint16 type)
 }
 
 static void
+append_row(BuildState *bs, ItemPointer tid, BlockNumber codesBlk, OffsetNumber codesOff)
+{
+	if (bs->nrows == bs->maxRows)
+	{
+		bs->maxRows *= 2;
+		bs->rows = repalloc_huge(bs->rows, sizeof(DenseRow) * bs->maxRows);
+	}
+	bs->rows[bs->nrows].tid = *tid;
+	bs->rows[bs->nrows].codesBlk = codesBlk;
+	bs->rows[bs->nrows].codesOff = codesOff;
+	bs->nrows++;
+	bs->indtuples += 1;
+}
+
+static void
 build_callback(Relation index, ItemPointer tid, Datum *values, bool *isnull,
 			   bool tupleIsAlive, void *state)
 {
@@ -137,7 +152,10 @@ build_callback(Relation index, ItemPointer tid, Datum *values, bool *isnull,
 	Page		page;
 
 	if (isnull[0])
+	{
+		append_row(bs, tid, InvalidBlockNumber, InvalidOffsetNumber);
 		return;
+	}
 	oldcxt = MemoryContextSwitchTo(bs->tmpCtx);
 	v = DatumGetDenseVector(values[0]);
 	DenseCheckDims(index, bs->dims, v->dim);
@@ -158,16 +176,7 @@ build_callback(Relation index, ItemPointer tid, Datum *values, bool *isnull,
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextReset(bs->tmpCtx);
 
-	if (bs->nrows == bs->maxRows)
-	{
-		bs->maxRows *= 2;
-		bs->rows = repalloc_huge(bs->rows, sizeof(DenseRow) * bs->maxRows);
-	}
-	bs->rows[bs->nrows].tid = *tid;
-	bs->rows[bs->nrows].codesBlk = BufferGetBlockNumber(bs->codesBuf);
-	bs->rows[bs->nrows].codesOff = off;
-	bs->nrows++;
-	bs->indtuples += 1;
+	append_row(bs, tid, BufferGetBlockNumber(bs->codesBuf), off);
 }
 
 /* the row chain of bs->rows; sets the metapage's head and tail */

@@ -17,7 +17,7 @@
  *
  * On disk (every page WAL-logged: generic WAL, or whole pages after a build):
  *   block 0         metapage
- *   row pages       a chain of DenseRow items: each row's heap TID (invalid
+ *   row pages       a chain of DenseRow arrays: each row's heap TID (invalid
  *                   once VACUUM found it dead) and where its codes lie
  *   code pages      DenseCodes items, in no chain: only rows point to them
  * Rows and codes are appended, at the build or by aminsert; VACUUM marks
@@ -67,19 +67,21 @@ typedef struct DenseMetaPageData
 	BlockNumber codesTail;		/* the code page appended to, or invalid */
 	uint32		unused2;
 	uint64		rows;			/* rows appended, dead ones included */
-	uint64		deadRows;
 } DenseMetaPageData;
 
 typedef DenseMetaPageData *DenseMetaPage;
 
 #define DensePageGetMeta(page) ((DenseMetaPage) PageGetContents(page))
 
-/* a row: its heap TID and its codes' place; items of a row page, 12 bytes */
+/*
+ * A row: its heap TID and its codes' place (none for a NULL vector, which
+ * a scan returns last, as a sequential scan's ORDER BY does); 12 bytes.
+ */
 typedef struct DenseRow
 {
 	ItemPointerData tid;		/* invalid: a dead row */
 	uint16		codesOff;
-	BlockNumber codesBlk;
+	BlockNumber codesBlk;		/* InvalidBlockNumber: a NULL vector */
 } DenseRow;
 
 /*
@@ -142,6 +144,7 @@ extern IndexBulkDeleteResult *dense_vacuumcleanup(IndexVacuumInfo *info, IndexBu
 
 /* dense_utils.c */
 extern void DenseReadMeta(Relation index, DenseMetaPageData *meta);
+extern void DenseCheckChainStep(Relation index, BlockNumber blk, BlockNumber pages);
 extern Page DensePage(Relation index, Buffer buf, uint16 type);
 extern void DenseCheckColumns(Relation index);
 

@@ -1,7 +1,7 @@
 /*
- * dense_insert.c: aminsert appends the row's codes and its DenseRow, in one
- * generic WAL record, under the metapage's lock (inserts are serialised;
- * each is a few hundred bytes).
+ * dense_insert.c: aminsert appends the row's codes (none for a NULL vector)
+ * and its DenseRow, in one generic WAL record, under the metapage's lock
+ * (inserts are serialised; each writes about a kilobyte).
  */
 #include "postgres.h"
 
@@ -22,68 +22,77 @@ extend(Relation index)
 	return buf;
 }
 
+/*
+ * The code page with room for size bytes, locked and registered in state
+ * (a new one the metapage then names), and the offset of codes added there.
+ */
+static Buffer
+add_codes(Relation index, GenericXLogState *state, DenseMetaPage meta, const DenseCodes *c,
+		  Size size, OffsetNumber *off)
+{
+	Buffer		buf = InvalidBuffer;
+	Page		page;
+
+	if (BlockNumberIsValid(meta->codesTail))
+	{
+		buf = ReadBuffer(index, meta->codesTail);
+		LockBuffer(buf, BUFFER_LOCK_EXCLUSIVE);
+		if (PageGetFreeSpace(DensePage(index, buf, DENSE_PAGE_CODES)) < size)
+		{
+			UnlockReleaseBuffer(buf);
+			buf = InvalidBuffer;
+		}
+	}
+	if (BufferIsValid(buf))
+		page = GenericXLogRegisterBuffer(state, buf, 0);
+	else
+	{
+		buf = extend(index);
+		page = GenericXLogRegisterBuffer(state, buf, GENERIC_XLOG_FULL_IMAGE);
+		DenseInitPage(page, DENSE_PAGE_CODES);
+		meta->codesTail = BufferGetBlockNumber(buf);
+	}
+	*off = PageAddItem(page, (Item) c, size, InvalidOffsetNumber, false, false);
+	if (*off == InvalidOffsetNumber)
+		elog(ERROR, "could not add codes to dense_flat index \"%s\"", RelationGetRelationName(index));
+	return buf;
+}
+
 bool
 dense_insert(Relation index, Datum *values, bool *isnull, ItemPointer heap_tid,
 			 Relation heap, IndexUniqueCheck checkUnique, bool indexUnchanged,
 			 IndexInfo *indexInfo)
 {
-	DenseVector *v;
-	DenseCodes *c;
-	Size		size;
+	DenseVector *v = NULL;
+	DenseCodes *c = NULL;
 	Buffer		metaBuf,
-				codesBuf,
+				codesBuf = InvalidBuffer,
 				rowsBuf,
 				newRowsBuf = InvalidBuffer;
-	Page		metaPage,
-				codesPage,
-				rowsPage;
+	Page		rowsPage;
 	DenseMetaPage meta;
 	GenericXLogState *state;
-	OffsetNumber off;
+	OffsetNumber off = InvalidOffsetNumber;
 	DenseRow   *row;
 
-	if (isnull[0])
-		return false;
-	v = DatumGetDenseVector(values[0]);
-	c = DenseQuantize(index, v);
-	size = DENSE_CODES_SIZE(v->dim);
+	if (!isnull[0])
+	{
+		v = DatumGetDenseVector(values[0]);
+		c = DenseQuantize(index, v);
+	}
 
 	metaBuf = ReadBuffer(index, DENSE_METAPAGE_BLKNO);
 	LockBuffer(metaBuf, BUFFER_LOCK_EXCLUSIVE);
 	(void) DensePage(index, metaBuf, DENSE_PAGE_META);
-	DenseCheckDims(index, DensePageGetMeta(BufferGetPage(metaBuf))->dims, v->dim);
-
-	/* the code page with room, or a new one */
-	codesBuf = InvalidBuffer;
-	{
-		BlockNumber tail = DensePageGetMeta(BufferGetPage(metaBuf))->codesTail;
-
-		if (BlockNumberIsValid(tail))
-		{
-			codesBuf = ReadBuffer(index, tail);
-			LockBuffer(codesBuf, BUFFER_LOCK_EXCLUSIVE);
-			if (PageGetFreeSpace(DensePage(index, codesBuf, DENSE_PAGE_CODES)) < size)
-			{
-				UnlockReleaseBuffer(codesBuf);
-				codesBuf = InvalidBuffer;
-			}
-		}
-	}
+	if (v != NULL)
+		DenseCheckDims(index, DensePageGetMeta(BufferGetPage(metaBuf))->dims, v->dim);
 	state = GenericXLogStart(index);
-	metaPage = GenericXLogRegisterBuffer(state, metaBuf, 0);
-	meta = DensePageGetMeta(metaPage);
-	if (BufferIsValid(codesBuf))
-		codesPage = GenericXLogRegisterBuffer(state, codesBuf, 0);
-	else
+	meta = DensePageGetMeta(GenericXLogRegisterBuffer(state, metaBuf, 0));
+	if (c != NULL)
 	{
-		codesBuf = extend(index);
-		codesPage = GenericXLogRegisterBuffer(state, codesBuf, GENERIC_XLOG_FULL_IMAGE);
-		DenseInitPage(codesPage, DENSE_PAGE_CODES);
-		meta->codesTail = BufferGetBlockNumber(codesBuf);
+		codesBuf = add_codes(index, state, meta, c, DENSE_CODES_SIZE(v->dim), &off);
+		meta->dims = v->dim;
 	}
-	off = PageAddItem(codesPage, (Item) c, size, InvalidOffsetNumber, false, false);
-	if (off == InvalidOffsetNumber)
-		elog(ERROR, "could not add codes to dense_flat index \"%s\"", RelationGetRelationName(index));
 
 	/* the row chain's tail with room, or a new tail */
 	if (BlockNumberIsValid(meta->rowsTail))
@@ -110,17 +119,17 @@ dense_insert(Relation index, Datum *values, bool *isnull, ItemPointer heap_tid,
 	}
 	row = &DensePageRows(rowsPage)[DensePageNRows(rowsPage)];
 	row->tid = *heap_tid;
-	row->codesBlk = BufferGetBlockNumber(codesBuf);
+	row->codesBlk = BufferIsValid(codesBuf) ? BufferGetBlockNumber(codesBuf) : InvalidBlockNumber;
 	row->codesOff = off;
 	((PageHeader) rowsPage)->pd_lower += sizeof(DenseRow);
-	meta->dims = v->dim;
 	meta->rows++;
 	GenericXLogFinish(state);
 
 	if (BufferIsValid(newRowsBuf))
 		UnlockReleaseBuffer(newRowsBuf);
 	UnlockReleaseBuffer(rowsBuf);
-	UnlockReleaseBuffer(codesBuf);
+	if (BufferIsValid(codesBuf))
+		UnlockReleaseBuffer(codesBuf);
 	UnlockReleaseBuffer(metaBuf);
 	return false;
 }

@@ -34,6 +34,23 @@ DensePage(Relation index, Buffer buf, uint16 type)
 	return page;
 }
 
+/*
+ * A walk of the row chain about to read blk after reading pages pages: blk
+ * must lie in the index, and a chain longer than the index has a loop.
+ */
+void
+DenseCheckChainStep(Relation index, BlockNumber blk, BlockNumber pages)
+{
+	BlockNumber nblocks = RelationGetNumberOfBlocks(index);
+
+	if (blk == DENSE_METAPAGE_BLKNO || blk >= nblocks || pages >= nblocks)
+		ereport(ERROR,
+				(errcode(ERRCODE_INDEX_CORRUPTED),
+				 errmsg("dense_flat index \"%s\" has a row chain that leads to page %u, past its end or around a loop",
+						RelationGetRelationName(index), blk),
+				 errhint("REINDEX it.")));
+}
+
 void
 DenseReadMeta(Relation index, DenseMetaPageData *meta)
 {
@@ -65,8 +82,29 @@ DenseCheckColumns(Relation index)
  * row (as the planner charges <=> for a row of the table). It returns
  * nothing before it has scored them all. Without a condition it would score
  * every row, which pgvector's indexes do far cheaper: it is never chosen
- * then, so that an unfiltered ORDER BY is planned as it was without it.
+ * then, so that an unfiltered ORDER BY is planned as it was without it. Nor
+ * when a partial index of another access method that can order the rows
+ * holds only rows the query's conditions allow (its predicate is proved):
+ * such an index was made for this filter (hybrid_search_create_filter_indexes'
+ * HNSW copy walks a graph of the filter's rows in a fraction of the time).
  */
+/* whether another access method's partial index orders the rows of a proved predicate */
+static bool
+filter_has_own_index(IndexOptInfo *index)
+{
+	ListCell   *lc;
+
+	foreach(lc, index->rel->indexlist)
+	{
+		IndexOptInfo *other = (IndexOptInfo *) lfirst(lc);
+
+		if (other->relam != index->relam && other->indpred != NIL && other->predOK &&
+			other->amcanorderbyop)
+			return true;
+	}
+	return false;
+}
+
 static void
 dense_costestimate(PlannerInfo *root, IndexPath *path, double loop_count,
 				   Cost *indexStartupCost, Cost *indexTotalCost,
@@ -79,7 +117,7 @@ dense_costestimate(PlannerInfo *root, IndexPath *path, double loop_count,
 	double		rowPages = Min(pages, ceil(tuples / DENSE_ROWS_PER_PAGE));
 	double		scored;
 
-	if (path->indexorderbys == NIL || path->indexclauses == NIL)
+	if (path->indexorderbys == NIL || path->indexclauses == NIL || filter_has_own_index(path->indexinfo))
 	{
 		*indexStartupCost = get_float8_infinity();
 		*indexTotalCost = get_float8_infinity();

@@ -10,16 +10,6 @@
 
 #include "dense_flat.h"
 
-static void
-fill_stats(Relation index, IndexBulkDeleteResult *stats)
-{
-	DenseMetaPageData meta;
-
-	DenseReadMeta(index, &meta);
-	stats->num_pages = RelationGetNumberOfBlocks(index);
-	stats->num_index_tuples = (double) (meta.rows - meta.deadRows);
-	stats->estimated_count = false;
-}
 
 IndexBulkDeleteResult *
 dense_bulkdelete(IndexVacuumInfo *info, IndexBulkDeleteResult *stats,
@@ -28,20 +18,24 @@ dense_bulkdelete(IndexVacuumInfo *info, IndexBulkDeleteResult *stats,
 	Relation	index = info->index;
 	DenseMetaPageData meta;
 	BlockNumber blk;
-	int64		removed = 0;
+	BlockNumber pages = 0;
+	int64		removed = 0,
+				live = 0;
 
 	if (stats == NULL)
 		stats = (IndexBulkDeleteResult *) palloc0(sizeof(IndexBulkDeleteResult));
 	DenseReadMeta(index, &meta);
-	for (blk = meta.rowsHead; BlockNumberIsValid(blk);)
+	for (blk = meta.rowsHead; BlockNumberIsValid(blk); pages++)
 	{
-		Buffer		buf = ReadBufferExtended(index, MAIN_FORKNUM, blk, RBM_NORMAL, info->strategy);
+		Buffer		buf;
 		Page		page;
 		DenseRow   *rows;
 		int			n;
 		int			dead = 0;
 
 		vacuum_delay_point();
+		DenseCheckChainStep(index, blk, pages);
+		buf = ReadBufferExtended(index, MAIN_FORKNUM, blk, RBM_NORMAL, info->strategy);
 		LockBuffer(buf, BUFFER_LOCK_EXCLUSIVE);
 		page = DensePage(index, buf, DENSE_PAGE_ROWS);
 		rows = DensePageRows(page);
@@ -63,27 +57,19 @@ dense_bulkdelete(IndexVacuumInfo *info, IndexBulkDeleteResult *stats,
 					dead++;
 				}
 			GenericXLogFinish(state);
+			page = BufferGetPage(buf);
+			rows = DensePageRows(page);
 			removed += dead;
 		}
+		for (int i = 0; i < n; i++)
+			live += ItemPointerIsValid(&rows[i].tid);
 		blk = DensePageGetOpaque(page)->next;
 		UnlockReleaseBuffer(buf);
 	}
-	if (removed > 0)
-	{
-		Buffer		buf = ReadBuffer(index, DENSE_METAPAGE_BLKNO);
-		GenericXLogState *state;
-		Page		page;
-
-		LockBuffer(buf, BUFFER_LOCK_EXCLUSIVE);
-		(void) DensePage(index, buf, DENSE_PAGE_META);
-		state = GenericXLogStart(index);
-		page = GenericXLogRegisterBuffer(state, buf, 0);
-		DensePageGetMeta(page)->deadRows += removed;
-		GenericXLogFinish(state);
-		UnlockReleaseBuffer(buf);
-	}
 	stats->tuples_removed += removed;
-	fill_stats(index, stats);
+	stats->num_pages = RelationGetNumberOfBlocks(index);
+	stats->num_index_tuples = live;
+	stats->estimated_count = false;
 	return stats;
 }
 
@@ -93,7 +79,15 @@ dense_vacuumcleanup(IndexVacuumInfo *info, IndexBulkDeleteResult *stats)
 	if (info->analyze_only)
 		return stats;
 	if (stats == NULL)
+	{
+		DenseMetaPageData meta;
+
+		/* no bulk delete ran: the rows appended, dead ones included */
+		DenseReadMeta(info->index, &meta);
 		stats = (IndexBulkDeleteResult *) palloc0(sizeof(IndexBulkDeleteResult));
-	fill_stats(info->index, stats);
+		stats->num_pages = RelationGetNumberOfBlocks(info->index);
+		stats->num_index_tuples = (double) meta.rows;
+		stats->estimated_count = true;
+	}
 	return stats;
 }

@@ -47,8 +47,6 @@
 
 #include "sparse_index.h"
 
-#define MAX_PROBLEMS 20
-
 typedef struct CheckDoc
 {
 	uint64		key;			/* hash key: TID */
@@ -69,8 +67,7 @@ typedef struct CheckState
 	Relation	index;
 	Relation	heap;
 	HTAB	   *docs;
-	StringInfoData problems;
-	int64		nproblems;
+	CheckProblems problems;
 	int64		visible;
 	int64		postings;
 	bool		bm25;
@@ -89,17 +86,10 @@ static void
 problem(CheckState *cs, const char *fmt,...)
 {
 	va_list		args;
-	char		buf[512];
 
-	cs->nproblems++;
-	if (cs->nproblems > MAX_PROBLEMS)
-		return;
 	va_start(args, fmt);
-	vsnprintf(buf, sizeof(buf), fmt, args);
+	CheckProblemV(&cs->problems, fmt, args);
 	va_end(args);
-	if (cs->problems.len > 0)
-		appendStringInfoString(&cs->problems, ", ");
-	escape_json(&cs->problems, buf);
 }
 
 static inline uint64
@@ -133,8 +123,6 @@ get_doc(CheckState *cs, uint64 key)
 	return d;
 }
 
-#define TIDFMT "(%u,%u)"
-#define TIDARGS(k) (unsigned) ((k) >> 16), (unsigned) ((k) & 0xFFFF)
 
 /*
  * A copy of page blk; zeroes (no page of any type, which the caller reports)
@@ -580,7 +568,7 @@ sparse_inverted_check(PG_FUNCTION_ARGS)
 	cs.index = index;
 	cs.bm25 = SparseIsBM25(index);
 	cs.heap = heap;
-	initStringInfo(&cs.problems);
+	initStringInfo(&cs.problems.text);
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = sizeof(uint64);
 	ctl.entrysize = sizeof(CheckDoc);
@@ -698,7 +686,7 @@ sparse_inverted_check(PG_FUNCTION_ARGS)
 					 "\"pending_rows\": %llu, \"rows_not_visible\": %lld, \"postings\": %lld, "
 					 "\"terms\": %u, \"generation\": %u, \"documents\": %llu, \"total_length\": %llu, "
 					 "\"problem_count\": %lld, \"problems\": [%s]}",
-					 cs.nproblems == 0 ? "true" : "false",
+					 cs.problems.count == 0 ? "true" : "false",
 					 (long long) cs.visible,
 					 (unsigned long long) meta.segDocs,
 					 (unsigned long long) pmeta.pendingDocs,
@@ -707,7 +695,7 @@ sparse_inverted_check(PG_FUNCTION_ARGS)
 					 meta.nterms, meta.generation,
 					 (unsigned long long) (meta.segRows + pmeta.pendingRows),
 					 (unsigned long long) (meta.segLength + pmeta.pendingLength),
-					 (long long) cs.nproblems, cs.problems.data);
+					 (long long) cs.problems.count, cs.problems.text.data);
 	index_close(index, AccessShareLock);
 	table_close(heap, lockmode);
 	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data)));

@@ -43,6 +43,7 @@
 #include "access/amapi.h"
 #include "access/generic_xlog.h"
 #include "access/itup.h"
+#include "lib/stringinfo.h"
 #include "nodes/execnodes.h"
 #include "nodes/pathnodes.h"
 #include "storage/bufmgr.h"
@@ -422,6 +423,19 @@ extern void SparseAppendPending(Relation index, SparseMetaPageData *metaOut, Ite
 extern void SparseSlotArraysInit(void);
 extern double *SparseBorrowSlots(MemoryContext cxt, int64 nslots);
 extern void SparseReturnSlots(double *sums);
+
+/* sparse_utils.c: a check function's problems */
+#define CHECK_MAX_PROBLEMS 20
+/* a TID key in a problem */
+#define TIDFMT "(%u,%u)"
+#define TIDARGS(k) (unsigned) ((k) >> 16), (unsigned) ((k) & 0xFFFF)
+typedef struct CheckProblems
+{
+	StringInfoData text;
+	int64		count;
+} CheckProblems;
+
+extern void CheckProblemV(CheckProblems *p, const char *fmt, va_list args) pg_attribute_printf(2, 0);
 
 /* sparse_scan.c */
 #if defined(__x86_64__) && defined(__GNUC__)

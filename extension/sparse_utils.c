@@ -21,6 +21,7 @@
 #include "storage/lmgr.h"
 #include "utils/float.h"
 #include "utils/guc.h"
+#include "utils/json.h"
 #include "utils/selfuncs.h"
 
 #include "sparse_index.h"
@@ -817,4 +818,22 @@ sparse_inverted_handler(PG_FUNCTION_ARGS)
 	amroutine->amparallelrescan = NULL;
 
 	PG_RETURN_POINTER(amroutine);
+}
+
+/*
+ * A check function's problems: counted, and the first CHECK_MAX_PROBLEMS
+ * kept as a JSON array's elements (escaped strings, comma-separated).
+ */
+void
+CheckProblemV(CheckProblems *p, const char *fmt, va_list args)
+{
+	char		buf[512];
+
+	p->count++;
+	if (p->count > CHECK_MAX_PROBLEMS)
+		return;
+	vsnprintf(buf, sizeof(buf), fmt, args);
+	if (p->text.len > 0)
+		appendStringInfoString(&p->text, ", ");
+	escape_json(&p->text, buf);
 }

@@ -48,3 +48,20 @@ select @extschema@._create_filter_operator_classes('dense_flat');
 -- filter; it scores only the rows documents_metadata_idx finds.
 create index if not exists documents_dense_filter_idx on @extschema@.documents
 using dense_flat (dense @extschema@.vector_cosine_ops, metadata @extschema@.jsonb_filter_ops);
+
+-------------------------------------------------------------------------------
+-- dense_flat_check
+-- amcheck for a dense_flat index: its row chain, then every row the caller's
+-- snapshot sees indexed with codes within their stated error of its vector,
+-- and every other indexed row a dead or uncommitted one. Blocks VACUUM of the
+-- table while it runs, not writes.
+create or replace function @extschema@.dense_flat_check(index regclass)
+returns jsonb
+as '$libdir/hybrid_search', 'dense_flat_check'
+language c strict volatile
+set search_path to pg_catalog, pg_temp;
+
+comment on function @extschema@.dense_flat_check(regclass) is
+'compare a dense_flat index with its table: {"consistent": bool, "problems": [...], counts}';
+
+revoke all on function @extschema@.dense_flat_check(regclass) from public;

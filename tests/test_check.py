@@ -29,6 +29,7 @@ def test_clean_data_is_all_ok(corpus):
         "fts",
         "dense_index",
         "sparse_access_method",
+        "dense_filter_access_method",
         "token_stats",
     } <= set(found)
     # writes after the refresh are in the index at once; the statistics say they are behind

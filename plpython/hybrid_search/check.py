@@ -220,30 +220,41 @@ def _dense_index(plpy, ours):
     return ("dense_index", "ok", f"documents_dense_idx ({rows[0]['method']}) is valid")
 
 
-# the sparse_inverted indexes: check name, index, its column and opclass, and the
-# status and consequence of its absence
+# the indexes of our access methods: check name, index, its access method, column and
+# opclass, and the status and consequence of its absence
 _ACCESS_METHOD_INDEXES = [
     (
         "sparse_access_method",
         "documents_sparse_idx",
+        "sparse_inverted",
         "sparse sparsevec_ip_ops",
         ("warning", "sparse_search scans every row (exact, slower)"),
     ),
     (
         "keyword_access_method",
         "documents_fts_bm25_idx",
+        "sparse_inverted",
         "fts tsvector_bm25_ops",
         ("error", "keyword_search fails"),
+    ),
+    (
+        "dense_filter_access_method",
+        "documents_dense_filter_idx",
+        "dense_flat",
+        "dense vector_cosine_ops, metadata jsonb_filter_ops",
+        ("warning", "a filtered dense leg walks the HNSW graph past the rows the filter rejects"),
     ),
 ]
 
 
-def _access_method_index(plpy, ours, check_name, index, definition, missing):
-    """A sparse_inverted index (documents_sparse_idx for sparse_search,
-    documents_fts_bm25_idx for keyword_search) against documents, by
-    sparse_inverted_check(): structure, every visible row indexed with exactly its
-    weights (or lexemes' tf and length), every other indexed row a dead or
-    uncommitted one, and the BM25 statistics those of the rows it holds."""
+def _access_method_index(plpy, ours, check_name, index, method, definition, missing):
+    """An index of our access methods against documents, by its check function:
+    sparse_inverted_check() for documents_sparse_idx (sparse_search) and
+    documents_fts_bm25_idx (keyword_search): structure, every visible row indexed with
+    exactly its weights (or lexemes' tf and length), every other indexed row a dead or
+    uncommitted one, and the BM25 statistics those of the rows it holds;
+    dense_flat_check() for documents_dense_filter_idx (a filtered dense leg): every
+    visible row's codes within their bound of its vector."""
     name = f"{ours}.{index}"
     rows = _query(
         plpy,
@@ -252,13 +263,16 @@ def _access_method_index(plpy, ours, check_name, index, definition, missing):
         name,
     )
     if not rows:
-        column, opclass = definition.split()
+        columns = ", ".join(
+            f"{column} {ours}.{opclass}"
+            for column, opclass in (c.split() for c in definition.split(", "))
+        )
         status, consequence = missing
         return (
             check_name,
             status,
             f"no {index}: {consequence}; create it with: create index {index}"
-            f" on {ours}.documents using sparse_inverted ({column} {ours}.{opclass})",
+            f" on {ours}.documents using {method} ({columns})",
         )
     if not rows[0]["valid"]:
         return (
@@ -267,7 +281,7 @@ def _access_method_index(plpy, ours, check_name, index, definition, missing):
             f"{index} is invalid (an interrupted build): reindex index {name}",
         )
     report = json.loads(
-        _query(plpy, f"select {ours}.sparse_inverted_check($1::regclass) as r", name)[0]["r"]
+        _query(plpy, f"select {ours}.{method}_check($1::regclass) as r", name)[0]["r"]
     )
     if not report["consistent"]:
         return (
@@ -276,12 +290,16 @@ def _access_method_index(plpy, ours, check_name, index, definition, missing):
             f"{index} disagrees with documents ({report['problem_count']} problems:"
             f" {'; '.join(report['problems'][:SAMPLE])}): reindex index {name}",
         )
+    held = (
+        f"{report['merged_rows']} merged, {report['pending_rows']} pending"
+        if method == "sparse_inverted"
+        else f"{report['dead_rows']} marked dead"
+    )
     return (
         check_name,
         "ok",
         f"{index} agrees with documents: {report['visible_rows']} rows"
-        f" ({report['merged_rows']} merged, {report['pending_rows']} pending,"
-        f" {report['rows_not_visible']} dead or uncommitted awaiting VACUUM)",
+        f" ({held}, {report['rows_not_visible']} dead or uncommitted awaiting VACUUM)",
     )
 
 

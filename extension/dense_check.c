@@ -1,0 +1,324 @@
+/*
+ * dense_check.c: dense_flat_check(index), an amcheck-style comparison of a
+ * dense_flat index with its table.
+ *
+ * Reads the row chain (each page a row page, no loop, as many rows as the
+ * metapage counts, no TID twice, each live row's codes where it says, of
+ * the index's dimensions). Then it scans the table under an MVCC snapshot:
+ * every visible row must be indexed, with codes within their stated error
+ * of its vector and its norm the vector's, or as NULL if it has no vector.
+ * An indexed row the snapshot
+ * does not see must point at a used line pointer (dead, not yet vacuumed, or
+ * not committed). VACUUM is kept out (ShareUpdateExclusiveLock on the
+ * table); writes go on. On a hot standby line pointers are not tested.
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "access/relation.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xlog.h"
+#include "catalog/index.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "utils/hsearch.h"
+#include "utils/lsyscache.h"
+#include "utils/snapmgr.h"
+
+#include "dense_flat.h"
+#include "sparse_index.h"
+
+typedef struct CheckRow
+{
+	uint64		key;			/* hash key: TID */
+	DenseCodes *codes;			/* NULL: unreadable (reported), or a NULL vector */
+	bool		isnull;			/* indexed as a NULL vector */
+	bool		seen;
+} CheckRow;
+
+typedef struct CheckState
+{
+	Relation	index;
+	HTAB	   *rows;
+	int32		dims;
+	CheckProblems problems;
+	int64		visible;
+} CheckState;
+
+static void
+problem(CheckState *cs, const char *fmt,...)
+pg_attribute_printf(2, 3);
+
+static void
+problem(CheckState *cs, const char *fmt,...)
+{
+	va_list		args;
+
+	va_start(args, fmt);
+	CheckProblemV(&cs->problems, fmt, args);
+	va_end(args);
+}
+
+/* a copy of the codes a row names, or NULL (a problem) */
+static DenseCodes *
+read_codes(CheckState *cs, const DenseRow *row, BlockNumber nblocks)
+{
+	Relation	index = cs->index;
+	Buffer		buf;
+	Page		page;
+	DenseCodes *copy = NULL;
+	uint64		key = SparseTidKey((ItemPointer) &row->tid);
+
+	if (row->codesBlk == DENSE_METAPAGE_BLKNO || row->codesBlk >= nblocks)
+	{
+		problem(cs, "row " TIDFMT " names codes on page %u, not the index's", TIDARGS(key), row->codesBlk);
+		return NULL;
+	}
+	buf = ReadBuffer(index, row->codesBlk);
+	LockBuffer(buf, BUFFER_LOCK_SHARE);
+	page = BufferGetPage(buf);
+	if (PageIsNew(page) || PageGetSpecialSize(page) != MAXALIGN(sizeof(DensePageOpaqueData)) ||
+		DensePageGetOpaque(page)->type != DENSE_PAGE_CODES)
+		problem(cs, "row " TIDFMT " names codes on page %u, not a code page", TIDARGS(key), row->codesBlk);
+	else if (row->codesOff < FirstOffsetNumber || row->codesOff > PageGetMaxOffsetNumber(page) ||
+			 !ItemIdIsNormal(PageGetItemId(page, row->codesOff)) ||
+			 ItemIdGetLength(PageGetItemId(page, row->codesOff)) != DENSE_CODES_SIZE(cs->dims))
+		problem(cs, "row " TIDFMT " names item %u of page %u, which holds no codes of %d dimensions",
+				TIDARGS(key), row->codesOff, row->codesBlk, cs->dims);
+	else
+	{
+		copy = palloc(DENSE_CODES_SIZE(cs->dims));
+		memcpy(copy, PageGetItem(page, PageGetItemId(page, row->codesOff)), DENSE_CODES_SIZE(cs->dims));
+	}
+	UnlockReleaseBuffer(buf);
+	return copy;
+}
+
+/* the row chain; returns the rows it holds and counts the dead ones */
+static int64
+check_chain(CheckState *cs, const DenseMetaPageData *meta, int64 *dead)
+{
+	Relation	index = cs->index;
+	BlockNumber nblocks = RelationGetNumberOfBlocks(index);
+	BlockNumber blk = meta->rowsHead;
+	BlockNumber pages = 0;
+	int64		rows = 0;
+
+	*dead = 0;
+	while (BlockNumberIsValid(blk))
+	{
+		Buffer		buf;
+		Page		page;
+		DenseRow   *copy;
+		int			n;
+
+		CHECK_FOR_INTERRUPTS();
+		if (blk == DENSE_METAPAGE_BLKNO || blk >= nblocks || ++pages > nblocks)
+		{
+			problem(cs, "the row chain leads to page %u, past the index's end or around a loop", blk);
+			break;
+		}
+		buf = ReadBuffer(index, blk);
+		LockBuffer(buf, BUFFER_LOCK_SHARE);
+		page = BufferGetPage(buf);
+		if (PageIsNew(page) || PageGetSpecialSize(page) != MAXALIGN(sizeof(DensePageOpaqueData)) ||
+			DensePageGetOpaque(page)->type != DENSE_PAGE_ROWS ||
+			((PageHeader) page)->pd_lower < MAXALIGN(SizeOfPageHeaderData) ||
+			DensePageNRows(page) > DENSE_ROWS_PER_PAGE)
+		{
+			problem(cs, "page %u of the row chain is not a row page", blk);
+			UnlockReleaseBuffer(buf);
+			break;
+		}
+		n = DensePageNRows(page);
+		copy = palloc(sizeof(DenseRow) * Max(n, 1));
+		memcpy(copy, DensePageRows(page), sizeof(DenseRow) * n);
+		blk = DensePageGetOpaque(page)->next;
+		UnlockReleaseBuffer(buf);
+		for (int i = 0; i < n; i++)
+		{
+			uint64		key;
+			bool		found;
+			CheckRow   *r;
+
+			rows++;
+			if (!ItemPointerIsValid(&copy[i].tid))
+			{
+				(*dead)++;
+				continue;
+			}
+			key = SparseTidKey(&copy[i].tid);
+			r = hash_search(cs->rows, &key, HASH_ENTER, &found);
+			if (found)
+			{
+				problem(cs, "row " TIDFMT " is indexed twice", TIDARGS(key));
+				continue;
+			}
+			r->seen = false;
+			r->isnull = !BlockNumberIsValid(copy[i].codesBlk);
+			r->codes = r->isnull ? NULL : read_codes(cs, &copy[i], nblocks);
+		}
+		pfree(copy);
+	}
+	return rows;
+}
+
+static void
+heap_callback(Relation index, ItemPointer tid, Datum *values, bool *isnull,
+			  bool tupleIsAlive, void *state)
+{
+	CheckState *cs = (CheckState *) state;
+	uint64		key = SparseTidKey(tid);
+	CheckRow   *r = hash_search(cs->rows, &key, HASH_FIND, NULL);
+	DenseVector *v;
+	double		err2 = 0,
+				norm2 = 0;
+
+	cs->visible++;
+	if (r == NULL)
+	{
+		problem(cs, "row " TIDFMT " is not in the index", TIDARGS(key));
+		return;
+	}
+	r->seen = true;
+	if (isnull[0] != r->isnull)
+	{
+		problem(cs, "row " TIDFMT " %s a vector but is indexed %s", TIDARGS(key),
+				isnull[0] ? "has no" : "has", isnull[0] ? "with codes" : "as NULL");
+		return;
+	}
+	if (isnull[0] || r->codes == NULL)
+		return;					/* nothing to compare, or reported */
+	v = DatumGetDenseVector(values[0]);
+	if (v->dim != cs->dims)
+	{
+		problem(cs, "row " TIDFMT " has %d dimensions, the index %d", TIDARGS(key), v->dim, cs->dims);
+		return;
+	}
+	for (int i = 0; i < v->dim; i++)
+	{
+		double		diff = (double) v->x[i] - (double) r->codes->scale * r->codes->codes[i];
+
+		err2 += diff * diff;
+		norm2 += (double) v->x[i] * v->x[i];
+	}
+	if (!(sqrt(err2) <= r->codes->error))
+		problem(cs, "row " TIDFMT ": its codes are %g from its vector, beyond their bound %g",
+				TIDARGS(key), sqrt(err2), r->codes->error);
+	if (!(fabs(sqrt(norm2) - r->codes->norm) <= 1e-6 * sqrt(norm2)))
+		problem(cs, "row " TIDFMT ": the index gives its norm as %g, its vector's is %g",
+				TIDARGS(key), r->codes->norm, sqrt(norm2));
+}
+
+PG_FUNCTION_INFO_V1(dense_flat_check);
+Datum
+dense_flat_check(PG_FUNCTION_ARGS)
+{
+	Oid			indexoid = PG_GETARG_OID(0);
+	Oid			heapoid;
+	Relation	heap,
+				index;
+	CheckState	cs;
+	HASHCTL		ctl;
+	DenseMetaPageData meta;
+	IndexInfo  *indexInfo;
+	Snapshot	snapshot;
+	TableScanDesc scan;
+	HASH_SEQ_STATUS seq;
+	CheckRow   *r;
+	int64		rows,
+				dead,
+				invisible = 0;
+	StringInfoData out;
+	bool		standby;
+	LOCKMODE	lockmode;
+
+	heapoid = IndexGetRelation(indexoid, true);
+	if (!OidIsValid(heapoid))
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("\"%s\" is not an index", get_rel_name(indexoid))));
+	standby = RecoveryInProgress();
+	lockmode = standby ? AccessShareLock : ShareUpdateExclusiveLock;
+	heap = table_open(heapoid, lockmode);
+	index = index_open(indexoid, AccessShareLock);
+	if (index->rd_indam->ambuild != dense_build)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("\"%s\" is not a dense_flat index", RelationGetRelationName(index))));
+	if (!index->rd_index->indisvalid)
+		ereport(ERROR,
+				(errcode(ERRCODE_INDEX_CORRUPTED),
+				 errmsg("index \"%s\" is not valid", RelationGetRelationName(index)),
+				 errhint("REINDEX it.")));
+
+	memset(&cs, 0, sizeof(cs));
+	cs.index = index;
+	initStringInfo(&cs.problems.text);
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(uint64);
+	ctl.entrysize = sizeof(CheckRow);
+	ctl.hcxt = CurrentMemoryContext;
+	cs.rows = hash_create("dense_flat check", 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+
+	DenseReadMeta(index, &meta);
+	cs.dims = meta.dims;
+	rows = check_chain(&cs, &meta, &dead);
+	/* inserts go on (more rows than the metapage counted); VACUUM does not */
+	if (rows < (int64) meta.rows)
+		problem(&cs, "the metapage counts %llu rows, the row chain holds %lld",
+				(unsigned long long) meta.rows, (long long) rows);
+
+	indexInfo = BuildIndexInfo(index);
+	indexInfo->ii_Concurrent = true;
+	snapshot = RegisterSnapshot(ActiveSnapshotSet() ? GetActiveSnapshot() : GetTransactionSnapshot());
+	scan = table_beginscan_strat(heap, snapshot, 0, NULL, true, false);
+	table_index_build_scan(heap, index, indexInfo, true, false, heap_callback, (void *) &cs, scan);
+	UnregisterSnapshot(snapshot);
+
+	hash_seq_init(&seq, cs.rows);
+	while ((r = hash_seq_search(&seq)) != NULL)
+	{
+		ItemPointerData tid;
+		Buffer		buf;
+		Page		page;
+		OffsetNumber off;
+
+		if (r->seen)
+			continue;
+		invisible++;
+		if (standby)
+			continue;
+		SparseKeyTid(r->key, &tid);
+		if (ItemPointerGetBlockNumber(&tid) >= RelationGetNumberOfBlocks(heap))
+		{
+			problem(&cs, "indexed row " TIDFMT " is beyond the table's end", TIDARGS(r->key));
+			continue;
+		}
+		buf = ReadBuffer(heap, ItemPointerGetBlockNumber(&tid));
+		LockBuffer(buf, BUFFER_LOCK_SHARE);
+		page = BufferGetPage(buf);
+		off = ItemPointerGetOffsetNumber(&tid);
+		if (off < FirstOffsetNumber || off > PageGetMaxOffsetNumber(page) ||
+			!ItemIdIsUsed(PageGetItemId(page, off)))
+			problem(&cs, "indexed row " TIDFMT " points at an unused line pointer", TIDARGS(r->key));
+		UnlockReleaseBuffer(buf);
+	}
+
+	initStringInfo(&out);
+	appendStringInfo(&out,
+					 "{\"consistent\": %s, \"visible_rows\": %lld, \"rows\": %lld, \"dead_rows\": %lld, "
+					 "\"rows_not_visible\": %lld, \"dimensions\": %d, \"problem_count\": %lld, "
+					 "\"problems\": [%s]}",
+					 cs.problems.count == 0 ? "true" : "false",
+					 (long long) cs.visible, (long long) rows, (long long) dead,
+					 (long long) invisible, meta.dims,
+					 (long long) cs.problems.count, cs.problems.text.data);
+	index_close(index, AccessShareLock);
+	table_close(heap, lockmode);
+	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data)));
+}
