@@ -465,6 +465,14 @@ def pass_names(filtered, own_indexes=False):
     return ("10% filter", "filtered ") if filtered else ("", "")
 
 
+def dense_leg_name(filtered, own_indexes=False):
+    """What serves dense_search: pgvector's HNSW, or under the 10% filter (without its
+    own indexes, and with the HNSW index on the vector column) dense_flat."""
+    if filtered and not own_indexes:
+        return "dense, dense_search (dense_flat at 100k; halfvec HNSW at 1M)"
+    return "dense, pgvector HNSW (ef_search 100)"
+
+
 def measure_candidate_legs(conn, table, corpus, fast, filtered, own_indexes=False):
     """Each leg alone asked for CANDIDATES rows, hybrid_search's default per leg:
     about what the fused call spends in that leg (recall against the exact top 10)."""
@@ -473,7 +481,7 @@ def measure_candidate_legs(conn, table, corpus, fast, filtered, own_indexes=Fals
     jflt = Jsonb({"tenant": TENANT}) if filtered else None
     mask = corpus.tenant == TENANT if filtered else None
     for key, name, leg, reference in [
-        ("dense", "dense, pgvector HNSW (ef_search 100)", dense_leg, corpus.exact_dense),
+        ("dense", dense_leg_name(filtered, own_indexes), dense_leg, corpus.exact_dense),
         (
             "sparse",
             "sparse, sparse_search",
@@ -504,7 +512,7 @@ def measure_fusion_pass(conn, table, corpus, fast, filtered, own_indexes=False):
     jflt = Jsonb({"tenant": TENANT}) if filtered else None
     mask = corpus.tenant == TENANT if filtered else None
     for key, name, leg, reference in [
-        ("dense", "dense, pgvector HNSW (ef_search 100)", dense_leg, corpus.exact_dense),
+        ("dense", dense_leg_name(filtered, own_indexes), dense_leg, corpus.exact_dense),
         ("sparse", "sparse, sparse_inverted index (ORDER BY <#> LIMIT 10)", sparse_leg,
          corpus.exact_sparse),
         ("bm25", "BM25 leg (OR over lexemes)", bm25_leg, corpus.exact_bm25),
@@ -514,6 +522,26 @@ def measure_fusion_pass(conn, table, corpus, fast, filtered, own_indexes=False):
     table.sql(conn, tag + "hybrid", "hybrid_search, three legs, RRF" + label,
               hybrid_leg(corpus, K, jflt), fast, exact_hybrid(corpus, mask))  # fmt: skip
     measure_candidate_legs(conn, table, corpus, fast, filtered, own_indexes)
+
+
+def measure_hnsw_walk(conn, table, corpus, fast):
+    """The 10% filter's dense leg and hybrid_search with documents_dense_filter_idx out
+    of the way (dropped in a transaction rolled back afterwards): pgvector's HNSW walking
+    past the rows the filter rejects, which dense_flat replaces, in the same run. (At a
+    million rows the dense index is on halfvec, and a filtered leg walks it either way.)"""
+    jflt = Jsonb({"tenant": TENANT})
+    mask = corpus.tenant == TENANT
+    label = " (10% filter, HNSW walk: dense_flat dropped)"
+    with conn.transaction(force_rollback=True):
+        conn.execute("drop index documents_dense_filter_idx")
+        table.sql(conn, "filtered walk dense", "dense, pgvector HNSW (ef_search 100)" + label,
+                  dense_leg(corpus, K, jflt), fast, lambda q: corpus.exact_dense(q, K, mask))  # fmt: skip
+        table.sql(conn, "filtered walk dense candidates",
+                  f"dense, pgvector HNSW (ef_search 100) ({CANDIDATES} candidates{label[2:]}",
+                  dense_leg(corpus, CANDIDATES, jflt), fast,
+                  lambda q: corpus.exact_dense(q, K, mask))  # fmt: skip
+        table.sql(conn, "filtered walk hybrid", "hybrid_search, three legs, RRF" + label,
+                  hybrid_leg(corpus, K, jflt), fast, exact_hybrid(corpus, mask))  # fmt: skip
 
 
 FILTER_INDEXES = "bench_tenant"  # hybrid_search_create_filter_indexes' name for the TENANT's
@@ -627,8 +655,21 @@ def measure_row_security(conn, table, corpus, fast, visible_statistics_queries=N
                       bm25_leg(corpus, K, None), fast, lambda q: corpus.exact_bm25(q, K, mask))  # fmt: skip
             table.sql(conn, "rls indexed hybrid", "hybrid_search" + label + indexed,
                       hybrid_leg(corpus, K, None), fast, exact_hybrid(corpus, mask))  # fmt: skip
+            # and a dense_flat index with that expression as its filter column: the
+            # policy's condition is then the dense scan's, which scores the role's rows only
+            conn.execute("reset role")
+            conn.execute("create index bench_tenant_dense_idx on documents using dense_flat"
+                         f" (dense, ({POLICY_EXPRESSION}) int4_filter_ops)")  # fmt: skip
+            conn.execute("set role bench_reader")
+            flat = indexed + ", dense_flat on it"
+            table.sql(conn, "rls flat dense", "dense, dense_search" + label + flat,
+                      dense_leg(corpus, CANDIDATES, None), fast,
+                      lambda q: corpus.exact_dense(q, K, mask))  # fmt: skip
+            table.sql(conn, "rls flat hybrid", "hybrid_search" + label + flat,
+                      hybrid_leg(corpus, K, None), fast, exact_hybrid(corpus, mask))  # fmt: skip
         finally:
             conn.execute("reset role")
+            conn.execute("drop index if exists bench_tenant_dense_idx")
             conn.execute("drop index bench_tenant_idx")
         # the owner's opt-in: the index's statistics for the role (the reference's too)
         conn.execute("reset role")
@@ -838,6 +879,7 @@ def run(
                 else:
                     measure_pass(conn, table, corpus, peers, fast, range(0) if scale else few,
                                  filtered)  # fmt: skip
+            measure_hnsw_walk(conn, table, corpus, fast)
             measure_filter_indexes(conn, table, corpus, fast, facts)
             measure_row_security(conn, table, corpus, fast, few if scale else fast)
             if fusion_only:
@@ -932,6 +974,23 @@ def indexed_policy_ratios(table: Table) -> list[tuple[str, float | None]]:
         (f"{name}, RLS role, policy's expression indexed, p95 / unfiltered p95 (goal ≤ 1.5)",
          table.ratio(f"rls indexed {key}", key))
         for key, name in [("bm25", "BM25 leg"), ("hybrid", "hybrid_search")]
+    ] + [
+        ("hybrid_search, RLS role, dense_flat on the policy's expression, p95 / unfiltered p95"
+         " (goal ≤ 1.5)", table.ratio("rls flat hybrid", "hybrid")),
+    ]  # fmt: skip
+
+
+def dense_flat_ratios(table: Table) -> list[tuple[str, float | None]]:
+    """The 10% filter's dense leg and hybrid_search through dense_flat over the same
+    with pgvector's HNSW walk (documents_dense_filter_idx dropped), same run."""
+    return [
+        ("dense, 10% filter, dense_flat p95 / HNSW walk p95", table.ratio("filtered dense", "filtered walk dense")),
+        ("dense at 100 candidates, 10% filter, dense_flat p95 / HNSW walk p95",
+         table.ratio("filtered dense candidates", "filtered walk dense candidates")),
+        ("hybrid_search, 10% filter, dense_flat p95 / HNSW walk p95",
+         table.ratio("filtered hybrid", "filtered walk hybrid")),
+        ("hybrid_search, 10% filter, HNSW walk, p95 / its unfiltered p95 (goal ≤ 1.5)",
+         table.ratio("filtered walk hybrid", "hybrid")),
     ]  # fmt: skip
 
 
@@ -969,6 +1028,7 @@ def render_fusion(args, table: Table, facts) -> str:
     r = table.ratio
     ratios = [("hybrid_search p95 / dense-only p95 (goal ≤ 2)", r("hybrid", "dense"))]
     ratios += candidate_ratios(table) + filter_index_ratios(table) + indexed_policy_ratios(table)
+    ratios += dense_flat_ratios(table)
     for tag, name in [("filtered ", "10% filter"), ("rls ", "RLS role seeing 10%")]:
         ratios += [
             (f"hybrid_search, {name}, p95 / dense-only p95 unfiltered", r(tag + "hybrid", "dense")),

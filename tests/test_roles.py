@@ -21,6 +21,9 @@ OWNER_ONLY = {
     "hybrid_search_check",
     "sparse_inverted_check",  # reads every row of the table: owner only
     "sparse_inverted_handler",  # called by the server, needs no EXECUTE
+    "dense_flat_check",  # reads every row of the table: owner only
+    "dense_flat_handler",  # called by the server, needs no EXECUTE
+    "_create_filter_operator_classes",  # the install script's: creates operator classes
     # an aggregate's transition: the server checks EXECUTE on it for the aggregate's
     # owner, not the caller, and it refuses any call but its aggregate's
     "_bm25_visible_statistics_add",

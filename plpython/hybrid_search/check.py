@@ -307,7 +307,7 @@ def _filter_indexes(plpy, ours):
     """The copies hybrid_search_create_filter_indexes made (partial indexes of documents
     named documents_<index>_<name>_idx): each valid (a CONCURRENTLY build that failed
     leaves an invalid one, written by every write and never scanned), and each
-    sparse_inverted one agreeing with the rows its predicate admits."""
+    sparse_inverted or dense_flat one agreeing with the rows its predicate admits."""
     copies = _query(
         plpy,
         "select c.relname as name, i.indisvalid as valid, am.amname as method"
@@ -322,8 +322,12 @@ def _filter_indexes(plpy, ours):
     checks = []
     for copy in copies:
         check_name = f"filter_index {copy['name']}"
-        if copy["method"] == "sparse_inverted":
-            checks.append(_access_method_index(plpy, ours, check_name, copy["name"], None, None))
+        if copy["method"] in ("sparse_inverted", "dense_flat"):
+            checks.append(
+                _access_method_index(
+                    plpy, ours, check_name, copy["name"], copy["method"], None, None
+                )
+            )
         elif copy["valid"]:
             checks.append((check_name, "ok", f"{copy['name']} ({copy['method']}) is valid"))
         else:
