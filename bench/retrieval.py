@@ -537,7 +537,7 @@ def measure_hnsw_walk(conn, table, corpus, fast):
         table.sql(conn, "filtered walk dense", "dense, pgvector HNSW (ef_search 100)" + label,
                   dense_leg(corpus, K, jflt), fast, lambda q: corpus.exact_dense(q, K, mask))  # fmt: skip
         table.sql(conn, "filtered walk dense candidates",
-                  f"dense, pgvector HNSW (ef_search 100) ({CANDIDATES} candidates{label[2:]}",
+                  f"dense, pgvector HNSW (ef_search 100) ({CANDIDATES} candidates, {label[2:]}",
                   dense_leg(corpus, CANDIDATES, jflt), fast,
                   lambda q: corpus.exact_dense(q, K, mask))  # fmt: skip
         table.sql(conn, "filtered walk hybrid", "hybrid_search, three legs, RRF" + label,
