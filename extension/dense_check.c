@@ -219,7 +219,6 @@ Datum
 dense_flat_check(PG_FUNCTION_ARGS)
 {
 	Oid			indexoid = PG_GETARG_OID(0);
-	Oid			heapoid;
 	Relation	heap,
 				index;
 	CheckState	cs;
@@ -237,24 +236,7 @@ dense_flat_check(PG_FUNCTION_ARGS)
 	bool		standby;
 	LOCKMODE	lockmode;
 
-	heapoid = IndexGetRelation(indexoid, true);
-	if (!OidIsValid(heapoid))
-		ereport(ERROR,
-				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("\"%s\" is not an index", get_rel_name(indexoid))));
-	standby = RecoveryInProgress();
-	lockmode = standby ? AccessShareLock : ShareUpdateExclusiveLock;
-	heap = table_open(heapoid, lockmode);
-	index = index_open(indexoid, AccessShareLock);
-	if (index->rd_indam->ambuild != dense_build)
-		ereport(ERROR,
-				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("\"%s\" is not a dense_flat index", RelationGetRelationName(index))));
-	if (!index->rd_index->indisvalid)
-		ereport(ERROR,
-				(errcode(ERRCODE_INDEX_CORRUPTED),
-				 errmsg("index \"%s\" is not valid", RelationGetRelationName(index)),
-				 errhint("REINDEX it.")));
+	standby = CheckOpen(indexoid, dense_build, "dense_flat", &heap, &index, &lockmode);
 
 	memset(&cs, 0, sizeof(cs));
 	cs.index = index;

@@ -60,9 +60,7 @@ typedef struct DenseScanOpaqueData
 	int64		nnulls;
 	int64		maxNulls;
 	int64		nextNull;
-	/* per filter set: where the last row's key was found */
-	int64	   *cursors;
-	uint64		lastKey;
+	SparseFilterCursor cursor;	/* where the last row's key was found */
 	BlockNumber nblocks;		/* the index's size when last asked */
 } DenseScanOpaqueData;
 
@@ -103,70 +101,9 @@ dense_rescan(IndexScanDesc scan, ScanKey keys, int nkeys, ScanKey orderbys, int 
 	so->n = so->max = 0;
 	so->nulls = NULL;
 	so->nnulls = so->maxNulls = so->nextNull = 0;
-	so->cursors = NULL;
-	so->lastKey = 0;
+	so->cursor.at = NULL;
+	so->cursor.lastKey = 0;
 	so->nblocks = 0;
-}
-
-/* the first of a[0 .. n-1] (sorted) not below x, searched from a[from] on */
-static int64
-gallop(const uint64 *a, int64 n, int64 from, uint64 x)
-{
-	int64		step = 1,
-				lo = from,
-				hi;
-
-	while (lo + step < n && a[lo + step] < x)
-	{
-		lo += step;
-		step *= 2;
-	}
-	hi = Min(lo + step, n);
-	while (lo < hi)
-	{
-		int64		mid = lo + (hi - lo) / 2;
-
-		if (a[mid] < x)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo;
-}
-
-/*
- * Whether the row at TID key may match the filter: SparseFilterTid's
- * answer, found by walking forward from the last key's place in each set
- * (rows come mostly in TID order), from the start when a key goes back.
- */
-static bool
-filter_has(DenseScanOpaque so, const SparseFilter *f, uint64 key)
-{
-	if (f->empty)
-		return false;
-	if (key < so->lastKey)
-		memset(so->cursors, 0, sizeof(int64) * f->nsets);
-	so->lastKey = key;
-	for (int i = 0; i < f->nsets; i++)
-	{
-		const SparseFilterSet *set = &f->sets[i];
-		bool		found = false;
-
-		if (set->nlossy > 0)
-		{
-			int64		at = gallop(set->lossy, set->nlossy, 0, key >> 16);
-
-			found = at < set->nlossy && set->lossy[at] == key >> 16;
-		}
-		if (!found)
-		{
-			so->cursors[i] = gallop(set->keys, set->nkeys, so->cursors[i], key);
-			found = so->cursors[i] < set->nkeys && set->keys[so->cursors[i]] == key;
-		}
-		if (!found)
-			return false;
-	}
-	return true;
 }
 
 /* sum(q[i] * codes[i]) in float */
@@ -432,7 +369,7 @@ score_rows(IndexScanDesc scan, const DenseRow *rows, int n, const SparseFilter *
 
 		if (!ItemPointerIsValid(&tid))
 			continue;
-		if (filter != NULL && !filter_has(so, filter, SparseTidKey(&tid)))
+		if (filter != NULL && !SparseFilterTidFrom(filter, &so->cursor, SparseTidKey(&tid)))
 			continue;
 		if (so->queryNull)
 			add_candidate(so, 0, &tid);
@@ -524,11 +461,7 @@ score_all(IndexScanDesc scan)
 	MemoryContext oldcxt = MemoryContextSwitchTo(so->cxt);
 
 	if (scan->numberOfKeys > 0)
-	{
 		filter = SparseFilterBegin(scan);
-		if (filter != NULL)
-			so->cursors = palloc0(sizeof(int64) * Max(filter->nsets, 1));
-	}
 	DenseReadMeta(index, &meta);
 	if (!so->queryNull)
 	{

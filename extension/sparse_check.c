@@ -522,7 +522,6 @@ Datum
 sparse_inverted_check(PG_FUNCTION_ARGS)
 {
 	Oid			indexoid = PG_GETARG_OID(0);
-	Oid			heapoid;
 	Relation	heap,
 				index;
 	CheckState	cs;
@@ -540,29 +539,11 @@ sparse_inverted_check(PG_FUNCTION_ARGS)
 	bool		standby;
 	LOCKMODE	lockmode;
 
-	heapoid = IndexGetRelation(indexoid, true);
-	if (!OidIsValid(heapoid))
-		ereport(ERROR,
-				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("\"%s\" is not an index", get_rel_name(indexoid))));
 	/*
-	 * On a hot standby no lock keeps replay out: the weaker lock, no merge
-	 * lock, and no line-pointer test (replay of a VACUUM may free one that
-	 * the index listed a moment before).
+	 * On a hot standby: no merge lock, and no line-pointer test (replay of a
+	 * VACUUM may free one that the index listed a moment before).
 	 */
-	standby = RecoveryInProgress();
-	lockmode = standby ? AccessShareLock : ShareUpdateExclusiveLock;
-	heap = table_open(heapoid, lockmode);
-	index = index_open(indexoid, AccessShareLock);
-	if (index->rd_indam->ambuild != sparse_build)
-		ereport(ERROR,
-				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("\"%s\" is not a sparse_inverted index", RelationGetRelationName(index))));
-	if (!index->rd_index->indisvalid)
-		ereport(ERROR,
-				(errcode(ERRCODE_INDEX_CORRUPTED),
-				 errmsg("index \"%s\" is not valid", RelationGetRelationName(index)),
-				 errhint("REINDEX it.")));
+	standby = CheckOpen(indexoid, sparse_build, "sparse_inverted", &heap, &index, &lockmode);
 
 	memset(&cs, 0, sizeof(cs));
 	cs.index = index;

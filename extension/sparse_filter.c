@@ -292,13 +292,23 @@ SparseFilterBegin(IndexScanDesc scan)
 	return f;
 }
 
-/* the first of a[0 .. n-1] (sorted) not below x: n if none */
+/*
+ * The first of a[0 .. n-1] (sorted) not below x, n if none, searched from
+ * a[from] on (all before it below x): doubling steps, then halving.
+ */
 static int64
-lower_bound(const uint64 *a, int64 n, uint64 x)
+search_from(const uint64 *a, int64 n, int64 from, uint64 x)
 {
-	int64		lo = 0,
-				hi = n;
+	int64		step = 1,
+				lo = from,
+				hi;
 
+	while (lo + step < n && a[lo + step] < x)
+	{
+		lo += step;
+		step *= 2;
+	}
+	hi = Min(lo + step, n);
 	while (lo < hi)
 	{
 		int64		mid = lo + (hi - lo) / 2;
@@ -315,11 +325,11 @@ static bool
 set_has(const SparseFilterSet *set, uint64 key)
 {
 	uint64		blk = key >> 16;
-	int64		at = lower_bound(set->lossy, set->nlossy, blk);
+	int64		at = search_from(set->lossy, set->nlossy, 0, blk);
 
 	if (at < set->nlossy && set->lossy[at] == blk)
 		return true;
-	at = lower_bound(set->keys, set->nkeys, key);
+	at = search_from(set->keys, set->nkeys, 0, key);
 	return at < set->nkeys && set->keys[at] == key;
 }
 
@@ -332,6 +342,39 @@ SparseFilterTid(const SparseFilter *f, uint64 key)
 	for (int i = 0; i < f->nsets; i++)
 		if (!set_has(&f->sets[i], key))
 			return false;
+	return true;
+}
+
+/*
+ * SparseFilterTid's answer for keys that come mostly in TID order: each
+ * set's search starts where the last key's ended (c->at, one per set), and
+ * from the start when a key goes back. c is zeroed before the first key.
+ */
+bool
+SparseFilterTidFrom(const SparseFilter *f, SparseFilterCursor *c, uint64 key)
+{
+	if (f->empty)
+		return false;
+	if (c->at == NULL)
+		c->at = palloc0(sizeof(int64) * f->nsets);
+	if (key < c->lastKey)
+		memset(c->at, 0, sizeof(int64) * f->nsets);
+	c->lastKey = key;
+	for (int i = 0; i < f->nsets; i++)
+	{
+		const SparseFilterSet *set = &f->sets[i];
+		int64		at;
+
+		if (set->nlossy > 0)
+		{
+			at = search_from(set->lossy, set->nlossy, 0, key >> 16);
+			if (at < set->nlossy && set->lossy[at] == key >> 16)
+				continue;
+		}
+		c->at[i] = search_from(set->keys, set->nkeys, c->at[i], key);
+		if (c->at[i] >= set->nkeys || set->keys[c->at[i]] != key)
+			return false;
+	}
 	return true;
 }
 

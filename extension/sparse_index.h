@@ -47,6 +47,7 @@
 #include "nodes/execnodes.h"
 #include "nodes/pathnodes.h"
 #include "storage/bufmgr.h"
+#include "storage/lockdefs.h"
 #include "utils/relcache.h"
 
 #define SPARSE_MAGIC			0x53504958	/* "SPIX" */
@@ -436,6 +437,8 @@ typedef struct CheckProblems
 } CheckProblems;
 
 extern void CheckProblemV(CheckProblems *p, const char *fmt, va_list args) pg_attribute_printf(2, 0);
+extern bool CheckOpen(Oid indexoid, ambuild_function ambuild, const char *am, Relation *heap,
+					  Relation *index, LOCKMODE *lockmode);
 
 /* sparse_scan.c */
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -474,6 +477,15 @@ extern void FilterCheckColumns(Relation index, const char *firstHint);
 extern void SparseCheckColumns(Relation index);
 extern SparseFilter *SparseFilterBegin(IndexScanDesc scan);
 extern bool SparseFilterTid(const SparseFilter *f, uint64 key);
+
+/* where SparseFilterTidFrom's last search ended in each set */
+typedef struct SparseFilterCursor
+{
+	int64	   *at;
+	uint64		lastKey;
+} SparseFilterCursor;
+
+extern bool SparseFilterTidFrom(const SparseFilter *f, SparseFilterCursor *c, uint64 key);
 extern void SparseFilterSlots(SparseFilter *f, uint32 offsets, int64 nslots);
 
 /* sparse_policy.c */

@@ -9,6 +9,10 @@
 #include "access/amapi.h"
 #include "access/generic_xlog.h"
 #include "access/reloptions.h"
+#include "utils/lsyscache.h"
+#include "catalog/index.h"
+#include "access/xlog.h"
+#include "access/table.h"
 #include "catalog/pg_type.h"
 #include "utils/rel.h"
 #include "commands/vacuum.h"
@@ -836,4 +840,37 @@ CheckProblemV(CheckProblems *p, const char *fmt, va_list args)
 	if (p->text.len > 0)
 		appendStringInfoString(&p->text, ", ");
 	escape_json(&p->text, buf);
+}
+
+/*
+ * A check function's index, which must be a valid index of the access method
+ * whose build function is ambuild (named am), and its table: the table under
+ * ShareUpdateExclusiveLock, which keeps VACUUM out while writes go on, or on
+ * a hot standby, where no lock keeps replay out, AccessShareLock. Returns
+ * whether this is a standby.
+ */
+bool
+CheckOpen(Oid indexoid, ambuild_function ambuild, const char *am, Relation *heap, Relation *index,
+		  LOCKMODE *lockmode)
+{
+	Oid			heapoid = IndexGetRelation(indexoid, true);
+	bool		standby = RecoveryInProgress();
+
+	if (!OidIsValid(heapoid))
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("\"%s\" is not an index", get_rel_name(indexoid))));
+	*lockmode = standby ? AccessShareLock : ShareUpdateExclusiveLock;
+	*heap = table_open(heapoid, *lockmode);
+	*index = index_open(indexoid, AccessShareLock);
+	if ((*index)->rd_indam->ambuild != ambuild)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("\"%s\" is not a %s index", RelationGetRelationName(*index), am)));
+	if (!(*index)->rd_index->indisvalid)
+		ereport(ERROR,
+				(errcode(ERRCODE_INDEX_CORRUPTED),
+				 errmsg("index \"%s\" is not valid", RelationGetRelationName(*index)),
+				 errhint("REINDEX it.")));
+	return standby;
 }

@@ -2,6 +2,7 @@
 
 import contextlib
 import math
+import os
 import signal
 import subprocess
 import threading
@@ -261,3 +262,34 @@ def toast_blocks_read(conn, table):
         " (select toast_blks_hit + toast_blks_read from pg_statio_user_tables where relname = %s)",
         [table],
     ).fetchone()[1]
+
+
+def kill_midway(dsn: str, query_start: str, statement: Callable, seconds: float = 3.0) -> None:
+    """Run statement(connection), one that does not end on its own (a COPY of endless
+    rows), in a thread; find its backend by the start of its query, kill it with SIGKILL
+    seconds later, and wait for the thread (which sees the connection break)."""
+
+    def run():
+        try:
+            with connect(dsn) as c:
+                statement(c)
+        except psycopg.Error:
+            pass  # killed
+
+    with connect(dsn) as watcher:
+        t = threading.Thread(target=run)
+        t.start()
+        pid = None
+        for _ in range(200):
+            row = watcher.execute(
+                "select pid from pg_stat_activity where query like %s and pid <> pg_backend_pid()",
+                [query_start + "%"],
+            ).fetchone()
+            if row:
+                pid = row[0]
+                break
+            time.sleep(0.05)
+        assert pid, f"no backend ran {query_start!r}"
+        time.sleep(seconds)
+        os.kill(pid, signal.SIGKILL)
+        t.join()

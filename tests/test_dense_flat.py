@@ -10,17 +10,14 @@ pg_dump/pg_restore; and hostile inputs fail with pgvector's or the index's error
 import contextlib
 import json
 import math
-import os
 import re
-import signal
 import subprocess
-import threading
 import time
 
 import numpy as np
 import psycopg
 import pytest
-from helpers import connect, create_database, insert, own_cluster, read_while_writing
+from helpers import connect, create_database, insert, kill_midway, own_cluster, read_while_writing
 from hybrid_search_installer import database
 from hybrid_search_installer.cluster import Cluster
 from hybrid_search_installer.layout import pg_bin
@@ -960,33 +957,14 @@ def test_kill_9_during_copy_leaves_an_exact_index(df_crash_cluster, layout, mode
         copy_rows(conn, rows.values())
         committed = {i for (i,) in conn.execute("select id from df_items")}
 
-    def copy_forever():
-        try:
-            with connect(dsn) as c:
-                local = np.random.default_rng(1)
-                with c.cursor().copy("copy df_items (id, tenant, meta, v) from stdin") as copy:
-                    for i in range(10000, 10_000_000):
-                        copy.write_row((i, 0, "{}", literal(local.standard_normal(dim))))
-        except psycopg.Error:
-            pass  # killed
+    def copy_forever(c):
+        with c.cursor().copy("copy df_items (id, tenant, meta, v) from stdin") as copy:
+            local = np.random.default_rng(1)
+            for i in range(10000, 10_000_000):
+                copy.write_row((i, 0, "{}", literal(local.standard_normal(dim))))
 
-    with connect(dsn) as watcher:
-        t = threading.Thread(target=copy_forever)
-        t.start()
-        pid = None
-        for _ in range(200):
-            row = watcher.execute(
-                "select pid from pg_stat_activity where query like 'copy df_items%%'"
-                " and pid <> pg_backend_pid()"
-            ).fetchone()
-            if row:
-                pid = row[0]
-                break
-            time.sleep(0.05)
-        assert pid
-        time.sleep(3)  # well into the COPY: index pages filled and added
-        os.kill(pid, signal.SIGKILL)
-        t.join()
+    # well into the COPY: index pages filled and added
+    kill_midway(dsn, "copy df_items", copy_forever)
     with reconnect(dsn) as conn:
         assert {i for (i,) in conn.execute("select id from df_items")} == committed
         assert conn.execute("select pg_relation_size(%s) > 8192 * 4", [INDEX]).fetchone()[0]

@@ -7,11 +7,8 @@ uses it; hybrid_search_check() reports it and finds damage."""
 
 import contextlib
 import json
-import os
 import re
-import signal
 import struct
-import threading
 import time
 
 import numpy as np
@@ -23,6 +20,7 @@ from helpers import (
     connect,
     create_database,
     insert,
+    kill_midway,
     nested_plans,
     notices,
     own_cluster,
@@ -905,35 +903,15 @@ def test_kill_9_during_copy_leaves_a_consistent_index(am_crash_cluster, layout, 
                 copy.write_row((i, 0, literal(v)))
         committed = {i for (i,) in conn.execute("select id from am_items")}
 
-    def copy_forever():
-        try:
-            with connect(dsn) as c:
-                # merges all along, so that the kill can hit one
-                c.execute("set hybrid_search.sparse_pending_limit = 16")
-                with c.cursor().copy("copy am_items (id, tenant, v) from stdin") as copy:
-                    local = np.random.default_rng(1)
-                    for i in range(10000, 10_000_000):
-                        copy.write_row((i, 0, literal(random_vectors(local, 1)[0])))
-        except psycopg.Error:
-            pass  # killed
+    def copy_forever(c):
+        # merges all along, so that the kill can hit one
+        c.execute("set hybrid_search.sparse_pending_limit = 16")
+        with c.cursor().copy("copy am_items (id, tenant, v) from stdin") as copy:
+            local = np.random.default_rng(1)
+            for i in range(10000, 10_000_000):
+                copy.write_row((i, 0, literal(random_vectors(local, 1)[0])))
 
-    with connect(dsn) as watcher:
-        t = threading.Thread(target=copy_forever)
-        t.start()
-        pid = None
-        for _ in range(200):
-            row = watcher.execute(
-                "select pid from pg_stat_activity where query like 'copy am_items%%'"
-                " and pid <> pg_backend_pid()"
-            ).fetchone()
-            if row:
-                pid = row[0]
-                break
-            time.sleep(0.05)
-        assert pid
-        time.sleep(3)  # well into the COPY and its merges
-        os.kill(pid, signal.SIGKILL)
-        t.join()
+    kill_midway(dsn, "copy am_items", copy_forever)  # well into the COPY and its merges
     conn = None
     deadline = time.monotonic() + 60
     while conn is None:
