@@ -7,10 +7,9 @@
  * the index's dimensions). Then it scans the table under an MVCC snapshot:
  * every visible row must be indexed, with codes within their stated error
  * of its vector and its norm the vector's, or as NULL if it has no vector.
- * An indexed row the snapshot
- * does not see must point at a used line pointer (dead, not yet vacuumed, or
- * not committed). VACUUM is kept out (ShareUpdateExclusiveLock on the
- * table); writes go on. On a hot standby line pointers are not tested.
+ * An indexed row the snapshot does not see must point at a used line
+ * pointer (dead, not yet vacuumed, or not committed). VACUUM is kept out
+ * (CheckOpen); writes go on. On a hot standby line pointers are not tested.
  */
 #include "postgres.h"
 

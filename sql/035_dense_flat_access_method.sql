@@ -6,8 +6,9 @@
 -- as sparse_inverted's filter columns are), and returns them in the order of
 -- a lower bound of the cosine distance, which the executor rechecks: the
 -- results are a sequential scan's. Without a condition it is never chosen
--- (it would score every row): the planner keeps pgvector's index. Inserts are found by
--- the next query, VACUUM marks dead rows, every change is WAL-logged.
+-- (it would score every row): the planner keeps pgvector's index. Inserts
+-- are found by the next query, VACUUM marks dead rows, every change is
+-- WAL-logged.
 create or replace function @extschema@.dense_flat_handler(internal)
 returns index_am_handler
 as '$libdir/hybrid_search', 'dense_flat_handler'
