@@ -391,7 +391,7 @@ def measure_pass(conn, table, corpus, peers, fast, few, filtered):
     def bm25_ref(q):
         return corpus.exact_bm25(q, K, mask)
 
-    table.sql(conn, tag + "dense", "dense, pgvector HNSW (ef_search 100)" + label,
+    table.sql(conn, tag + "dense", dense_leg_name(filtered) + label,
               dense_leg(corpus, K, jflt), fast, dense_ref)  # fmt: skip
     table.sql(
         conn,
