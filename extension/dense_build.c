@@ -109,7 +109,6 @@ typedef struct BuildState
 	DenseRow   *rows;
 	int64		nrows;
 	int64		maxRows;
-	double		indtuples;
 	MemoryContext tmpCtx;
 } BuildState;
 
@@ -136,7 +135,6 @@ append_row(BuildState *bs, ItemPointer tid, BlockNumber codesBlk, OffsetNumber c
 	bs->rows[bs->nrows].codesBlk = codesBlk;
 	bs->rows[bs->nrows].codesOff = codesOff;
 	bs->nrows++;
-	bs->indtuples += 1;
 }
 
 static void
@@ -249,7 +247,7 @@ dense_build(Relation heap, Relation index, IndexInfo *indexInfo)
 
 	result = (IndexBuildResult *) palloc(sizeof(IndexBuildResult));
 	result->heap_tuples = reltuples;
-	result->index_tuples = bs.indtuples;
+	result->index_tuples = bs.nrows;
 	return result;
 }
 

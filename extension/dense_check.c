@@ -48,20 +48,6 @@ typedef struct CheckState
 	int64		visible;
 } CheckState;
 
-static void
-problem(CheckState *cs, const char *fmt,...)
-pg_attribute_printf(2, 3);
-
-static void
-problem(CheckState *cs, const char *fmt,...)
-{
-	va_list		args;
-
-	va_start(args, fmt);
-	CheckProblemV(&cs->problems, fmt, args);
-	va_end(args);
-}
-
 /* a copy of the codes a row names, or NULL (a problem) */
 static DenseCodes *
 read_codes(CheckState *cs, const DenseRow *row, BlockNumber nblocks)
@@ -74,7 +60,7 @@ read_codes(CheckState *cs, const DenseRow *row, BlockNumber nblocks)
 
 	if (row->codesBlk == DENSE_METAPAGE_BLKNO || row->codesBlk >= nblocks)
 	{
-		problem(cs, "row " TIDFMT " names codes on page %u, not the index's", TIDARGS(key), row->codesBlk);
+		CheckProblem(&cs->problems, "row " TIDFMT " names codes on page %u, not the index's", TIDARGS(key), row->codesBlk);
 		return NULL;
 	}
 	buf = ReadBuffer(index, row->codesBlk);
@@ -82,11 +68,11 @@ read_codes(CheckState *cs, const DenseRow *row, BlockNumber nblocks)
 	page = BufferGetPage(buf);
 	if (PageIsNew(page) || PageGetSpecialSize(page) != MAXALIGN(sizeof(DensePageOpaqueData)) ||
 		DensePageGetOpaque(page)->type != DENSE_PAGE_CODES)
-		problem(cs, "row " TIDFMT " names codes on page %u, not a code page", TIDARGS(key), row->codesBlk);
+		CheckProblem(&cs->problems, "row " TIDFMT " names codes on page %u, not a code page", TIDARGS(key), row->codesBlk);
 	else if (row->codesOff < FirstOffsetNumber || row->codesOff > PageGetMaxOffsetNumber(page) ||
 			 !ItemIdIsNormal(PageGetItemId(page, row->codesOff)) ||
 			 ItemIdGetLength(PageGetItemId(page, row->codesOff)) != DENSE_CODES_SIZE(cs->dims))
-		problem(cs, "row " TIDFMT " names item %u of page %u, which holds no codes of %d dimensions",
+		CheckProblem(&cs->problems, "row " TIDFMT " names item %u of page %u, which holds no codes of %d dimensions",
 				TIDARGS(key), row->codesOff, row->codesBlk, cs->dims);
 	else
 	{
@@ -118,7 +104,7 @@ check_chain(CheckState *cs, const DenseMetaPageData *meta, int64 *dead)
 		CHECK_FOR_INTERRUPTS();
 		if (blk == DENSE_METAPAGE_BLKNO || blk >= nblocks || ++pages > nblocks)
 		{
-			problem(cs, "the row chain leads to page %u, past the index's end or around a loop", blk);
+			CheckProblem(&cs->problems, "the row chain leads to page %u, past the index's end or around a loop", blk);
 			break;
 		}
 		buf = ReadBuffer(index, blk);
@@ -129,7 +115,7 @@ check_chain(CheckState *cs, const DenseMetaPageData *meta, int64 *dead)
 			((PageHeader) page)->pd_lower < MAXALIGN(SizeOfPageHeaderData) ||
 			DensePageNRows(page) > DENSE_ROWS_PER_PAGE)
 		{
-			problem(cs, "page %u of the row chain is not a row page", blk);
+			CheckProblem(&cs->problems, "page %u of the row chain is not a row page", blk);
 			UnlockReleaseBuffer(buf);
 			break;
 		}
@@ -154,7 +140,7 @@ check_chain(CheckState *cs, const DenseMetaPageData *meta, int64 *dead)
 			r = hash_search(cs->rows, &key, HASH_ENTER, &found);
 			if (found)
 			{
-				problem(cs, "row " TIDFMT " is indexed twice", TIDARGS(key));
+				CheckProblem(&cs->problems, "row " TIDFMT " is indexed twice", TIDARGS(key));
 				continue;
 			}
 			r->seen = false;
@@ -180,13 +166,13 @@ heap_callback(Relation index, ItemPointer tid, Datum *values, bool *isnull,
 	cs->visible++;
 	if (r == NULL)
 	{
-		problem(cs, "row " TIDFMT " is not in the index", TIDARGS(key));
+		CheckProblem(&cs->problems, "row " TIDFMT " is not in the index", TIDARGS(key));
 		return;
 	}
 	r->seen = true;
 	if (isnull[0] != r->isnull)
 	{
-		problem(cs, "row " TIDFMT " %s a vector but is indexed %s", TIDARGS(key),
+		CheckProblem(&cs->problems, "row " TIDFMT " %s a vector but is indexed %s", TIDARGS(key),
 				isnull[0] ? "has no" : "has", isnull[0] ? "with codes" : "as NULL");
 		return;
 	}
@@ -195,7 +181,7 @@ heap_callback(Relation index, ItemPointer tid, Datum *values, bool *isnull,
 	v = DatumGetDenseVector(values[0]);
 	if (v->dim != cs->dims)
 	{
-		problem(cs, "row " TIDFMT " has %d dimensions, the index %d", TIDARGS(key), v->dim, cs->dims);
+		CheckProblem(&cs->problems, "row " TIDFMT " has %d dimensions, the index %d", TIDARGS(key), v->dim, cs->dims);
 		return;
 	}
 	for (int i = 0; i < v->dim; i++)
@@ -206,10 +192,10 @@ heap_callback(Relation index, ItemPointer tid, Datum *values, bool *isnull,
 		norm2 += (double) v->x[i] * v->x[i];
 	}
 	if (!(sqrt(err2) <= r->codes->error))
-		problem(cs, "row " TIDFMT ": its codes are %g from its vector, beyond their bound %g",
+		CheckProblem(&cs->problems, "row " TIDFMT ": its codes are %g from its vector, beyond their bound %g",
 				TIDARGS(key), sqrt(err2), r->codes->error);
 	if (!(fabs(sqrt(norm2) - r->codes->norm) <= 1e-6 * sqrt(norm2)))
-		problem(cs, "row " TIDFMT ": the index gives its norm as %g, its vector's is %g",
+		CheckProblem(&cs->problems, "row " TIDFMT ": the index gives its norm as %g, its vector's is %g",
 				TIDARGS(key), r->codes->norm, sqrt(norm2));
 }
 
@@ -251,7 +237,7 @@ dense_flat_check(PG_FUNCTION_ARGS)
 	rows = check_chain(&cs, &meta, &dead);
 	/* inserts go on (more rows than the metapage counted); VACUUM does not */
 	if (rows < (int64) meta.rows)
-		problem(&cs, "the metapage counts %llu rows, the row chain holds %lld",
+		CheckProblem(&cs.problems, "the metapage counts %llu rows, the row chain holds %lld",
 				(unsigned long long) meta.rows, (long long) rows);
 
 	indexInfo = BuildIndexInfo(index);
@@ -277,7 +263,7 @@ dense_flat_check(PG_FUNCTION_ARGS)
 		SparseKeyTid(r->key, &tid);
 		if (ItemPointerGetBlockNumber(&tid) >= RelationGetNumberOfBlocks(heap))
 		{
-			problem(&cs, "indexed row " TIDFMT " is beyond the table's end", TIDARGS(r->key));
+			CheckProblem(&cs.problems, "indexed row " TIDFMT " is beyond the table's end", TIDARGS(r->key));
 			continue;
 		}
 		buf = ReadBuffer(heap, ItemPointerGetBlockNumber(&tid));
@@ -286,7 +272,7 @@ dense_flat_check(PG_FUNCTION_ARGS)
 		off = ItemPointerGetOffsetNumber(&tid);
 		if (off < FirstOffsetNumber || off > PageGetMaxOffsetNumber(page) ||
 			!ItemIdIsUsed(PageGetItemId(page, off)))
-			problem(&cs, "indexed row " TIDFMT " points at an unused line pointer", TIDARGS(r->key));
+			CheckProblem(&cs.problems, "indexed row " TIDFMT " points at an unused line pointer", TIDARGS(r->key));
 		UnlockReleaseBuffer(buf);
 	}
 

@@ -144,7 +144,7 @@ extern IndexBulkDeleteResult *dense_vacuumcleanup(IndexVacuumInfo *info, IndexBu
 
 /* dense_utils.c */
 extern void DenseReadMeta(Relation index, DenseMetaPageData *meta);
-extern void DenseCheckChainStep(Relation index, BlockNumber blk, BlockNumber pages);
+extern void DenseCheckBlock(Relation index, BlockNumber *nblocks, BlockNumber blk, BlockNumber pages);
 extern Page DensePage(Relation index, Buffer buf, uint16 type);
 extern void DenseCheckColumns(Relation index);
 

@@ -40,10 +40,12 @@
 #include "dense_flat.h"
 #include "sparse_index.h"
 
+/* a row to return: NULL vectors after every other, as ORDER BY puts them */
 typedef struct Candidate
 {
 	double		bound;
 	ItemPointerData tid;
+	bool		isnull;
 } Candidate;
 
 typedef struct DenseScanOpaqueData
@@ -53,15 +55,15 @@ typedef struct DenseScanOpaqueData
 	bool		queryNull;
 	DenseVector *query;
 	double		queryNorm;
-	Candidate  *heap;			/* a min-heap by bound */
+	Candidate  *heap;			/* a min-heap by (isnull, bound) */
 	int64		n;
 	int64		max;
-	ItemPointerData *nulls;		/* rows with a NULL vector: returned last */
-	int64		nnulls;
-	int64		maxNulls;
-	int64		nextNull;
 	SparseFilterCursor cursor;	/* where the last row's key was found */
 	BlockNumber nblocks;		/* the index's size when last asked */
+	/* score_rows' arrays, a row page's worth */
+	int		   *need;
+	int		   *groupStart;
+	Buffer	   *pinned;
 } DenseScanOpaqueData;
 
 typedef DenseScanOpaqueData *DenseScanOpaque;
@@ -99,8 +101,6 @@ dense_rescan(IndexScanDesc scan, ScanKey keys, int nkeys, ScanKey orderbys, int 
 	so->query = NULL;
 	so->heap = NULL;
 	so->n = so->max = 0;
-	so->nulls = NULL;
-	so->nnulls = so->maxNulls = so->nextNull = 0;
 	so->cursor.at = NULL;
 	so->cursor.lastKey = 0;
 	so->nblocks = 0;
@@ -190,7 +190,7 @@ row_bound(DenseScanOpaque so, const DenseCodes *c)
 }
 
 static void
-add_candidate(DenseScanOpaque so, double bound, ItemPointer tid)
+add_candidate(DenseScanOpaque so, double bound, ItemPointer tid, bool isnull)
 {
 	if (so->n == so->max)
 	{
@@ -201,20 +201,14 @@ add_candidate(DenseScanOpaque so, double bound, ItemPointer tid)
 	}
 	so->heap[so->n].bound = bound;
 	so->heap[so->n].tid = *tid;
+	so->heap[so->n].isnull = isnull;
 	so->n++;
 }
 
-static void
-add_null(DenseScanOpaque so, ItemPointer tid)
+static inline bool
+before(const Candidate *a, const Candidate *b)
 {
-	if (so->nnulls == so->maxNulls)
-	{
-		so->maxNulls = Max(so->maxNulls * 2, 64);
-		so->nulls = so->nulls == NULL ?
-			MemoryContextAllocHuge(so->cxt, sizeof(ItemPointerData) * so->maxNulls) :
-			repalloc_huge(so->nulls, sizeof(ItemPointerData) * so->maxNulls);
-	}
-	so->nulls[so->nnulls++] = *tid;
+	return a->isnull != b->isnull ? b->isnull : a->bound < b->bound;
 }
 
 static void
@@ -227,9 +221,9 @@ sift_down(Candidate *h, int64 n, int64 i)
 					r = l + 1;
 		Candidate	t;
 
-		if (l < n && h[l].bound < h[least].bound)
+		if (l < n && before(&h[l], &h[least]))
 			least = l;
-		if (r < n && h[r].bound < h[least].bound)
+		if (r < n && before(&h[r], &h[least]))
 			least = r;
 		if (least == i)
 			return;
@@ -238,28 +232,6 @@ sift_down(Candidate *h, int64 n, int64 i)
 		h[least] = t;
 		i = least;
 	}
-}
-
-/*
- * Check that blk lies in the index, asking its size again only when blk is
- * past what was last seen (an insert may have added pages since): a lseek
- * per code page was most of a scan's time.
- */
-static void
-check_block(IndexScanDesc scan, BlockNumber blk, const char *what)
-{
-	DenseScanOpaque so = (DenseScanOpaque) scan->opaque;
-	Relation	index = scan->indexRelation;
-
-	if (blk < so->nblocks)
-		return;
-	so->nblocks = RelationGetNumberOfBlocks(index);
-	if (blk >= so->nblocks)
-		ereport(ERROR,
-				(errcode(ERRCODE_INDEX_CORRUPTED),
-				 errmsg("dense_flat index \"%s\" links to %s past its end",
-						RelationGetRelationName(index), what),
-				 errhint("REINDEX it.")));
 }
 
 /* the codes of a row at blk/off of a locked code page */
@@ -356,9 +328,9 @@ score_rows(IndexScanDesc scan, const DenseRow *rows, int n, const SparseFilter *
 {
 	DenseScanOpaque so = (DenseScanOpaque) scan->opaque;
 	Relation	index = scan->indexRelation;
-	int		   *need = palloc(sizeof(int) * Max(n, 1));
-	int		   *groupStart = palloc(sizeof(int) * (Max(n, 1) + 1));
-	Buffer	   *pinned = palloc(sizeof(Buffer) * Max(n, 1));
+	int		   *need = so->need;
+	int		   *groupStart = so->groupStart;
+	Buffer	   *pinned = so->pinned;
 	int			nneed = 0,
 				ngroups = 0;
 
@@ -371,13 +343,11 @@ score_rows(IndexScanDesc scan, const DenseRow *rows, int n, const SparseFilter *
 			continue;
 		if (filter != NULL && !SparseFilterTidFrom(filter, &so->cursor, SparseTidKey(&tid)))
 			continue;
-		if (so->queryNull)
-			add_candidate(so, 0, &tid);
-		else if (!BlockNumberIsValid(row->codesBlk))
-			add_null(so, &tid);
+		if (so->queryNull || !BlockNumberIsValid(row->codesBlk))
+			add_candidate(so, 0, &tid, !so->queryNull);
 		else
 		{
-			check_block(scan, row->codesBlk, "codes");
+			DenseCheckBlock(index, &so->nblocks, row->codesBlk, 0);
 			if (nneed == 0 || row->codesBlk != rows[need[nneed - 1]].codesBlk)
 				groupStart[ngroups++] = nneed;
 			need[nneed++] = i;
@@ -440,13 +410,10 @@ score_rows(IndexScanDesc scan, const DenseRow *rows, int n, const SparseFilter *
 			const DenseRow *row = &rows[need[j]];
 			ItemPointerData tid = row->tid;
 
-			add_candidate(so, row_bound(so, row_codes(index, buf, page, row->codesOff, dims)), &tid);
+			add_candidate(so, row_bound(so, row_codes(index, buf, page, row->codesOff, dims)), &tid, false);
 		}
 		UnlockReleaseBuffer(buf);
 	}
-	pfree(need);
-	pfree(groupStart);
-	pfree(pinned);
 }
 
 /* every candidate, in a heap */
@@ -476,6 +443,9 @@ score_all(IndexScanDesc scan)
 		so->queryNorm = sqrt(so->queryNorm);
 	}
 	rows = palloc(sizeof(DenseRow) * DENSE_ROWS_PER_PAGE);
+	so->need = palloc(sizeof(int) * DENSE_ROWS_PER_PAGE);
+	so->groupStart = palloc(sizeof(int) * (DENSE_ROWS_PER_PAGE + 1));
+	so->pinned = palloc(sizeof(Buffer) * DENSE_ROWS_PER_PAGE);
 	for (BlockNumber blk = meta.rowsHead, pages = 0; BlockNumberIsValid(blk); pages++)
 	{
 		Buffer		buf;
@@ -483,8 +453,7 @@ score_all(IndexScanDesc scan)
 		int			n;
 
 		CHECK_FOR_INTERRUPTS();
-		/* (a chain past the index's size has a loop) */
-		check_block(scan, Max(blk, pages), "a row page");
+		DenseCheckBlock(index, &so->nblocks, blk, pages);
 		buf = ReadBuffer(index, blk);
 		LockBuffer(buf, BUFFER_LOCK_SHARE);
 		page = DensePage(index, buf, DENSE_PAGE_ROWS);
@@ -529,21 +498,13 @@ dense_gettuple(IndexScanDesc scan, ScanDirection dir)
 				return false;	/* every filter operator is strict */
 		score_all(scan);
 	}
-	if (so->n > 0)
-	{
-		scan->xs_heaptid = so->heap[0].tid;
-		set_order_value(scan, so->queryNull ? NULL : &so->heap[0].bound);
-		so->heap[0] = so->heap[--so->n];
-		sift_down(so->heap, so->n, 0);
-		return true;
-	}
-	if (so->nextNull < so->nnulls)
-	{
-		scan->xs_heaptid = so->nulls[so->nextNull++];
-		set_order_value(scan, NULL);
-		return true;
-	}
-	return false;
+	if (so->n == 0)
+		return false;
+	scan->xs_heaptid = so->heap[0].tid;
+	set_order_value(scan, so->queryNull || so->heap[0].isnull ? NULL : &so->heap[0].bound);
+	so->heap[0] = so->heap[--so->n];
+	sift_down(so->heap, so->n, 0);
+	return true;
 }
 
 void

@@ -35,18 +35,22 @@ DensePage(Relation index, Buffer buf, uint16 type)
 }
 
 /*
- * A walk of the row chain about to read blk after reading pages pages: blk
- * must lie in the index, and a chain longer than the index has a loop.
+ * Check that page blk, reached after pages pages of the row chain (0 for a
+ * code page), lies in the index past its metapage. *nblocks is the index's
+ * size as last asked, asked again only when blk or pages reaches it (an
+ * insert may have added pages; a lseek per code page was most of a scan's
+ * time). A chain longer than the index has a loop.
  */
 void
-DenseCheckChainStep(Relation index, BlockNumber blk, BlockNumber pages)
+DenseCheckBlock(Relation index, BlockNumber *nblocks, BlockNumber blk, BlockNumber pages)
 {
-	BlockNumber nblocks = RelationGetNumberOfBlocks(index);
-
-	if (blk == DENSE_METAPAGE_BLKNO || blk >= nblocks || pages >= nblocks)
+	if (blk != DENSE_METAPAGE_BLKNO && blk < *nblocks && pages < *nblocks)
+		return;
+	*nblocks = RelationGetNumberOfBlocks(index);
+	if (blk == DENSE_METAPAGE_BLKNO || blk >= *nblocks || pages >= *nblocks)
 		ereport(ERROR,
 				(errcode(ERRCODE_INDEX_CORRUPTED),
-				 errmsg("dense_flat index \"%s\" has a row chain that leads to page %u, past its end or around a loop",
+				 errmsg("dense_flat index \"%s\" links to page %u: its metapage, past its end or around a loop",
 						RelationGetRelationName(index), blk),
 				 errhint("REINDEX it.")));
 }

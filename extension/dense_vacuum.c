@@ -17,55 +17,55 @@ dense_bulkdelete(IndexVacuumInfo *info, IndexBulkDeleteResult *stats,
 {
 	Relation	index = info->index;
 	DenseMetaPageData meta;
-	BlockNumber blk;
-	BlockNumber pages = 0;
+	BlockNumber blk,
+				pages = 0,
+				nblocks = 0;
 	int64		removed = 0,
 				live = 0;
+	int		   *dead;
 
 	if (stats == NULL)
 		stats = (IndexBulkDeleteResult *) palloc0(sizeof(IndexBulkDeleteResult));
 	DenseReadMeta(index, &meta);
+	dead = palloc(sizeof(int) * DENSE_ROWS_PER_PAGE);
 	for (blk = meta.rowsHead; BlockNumberIsValid(blk); pages++)
 	{
 		Buffer		buf;
 		Page		page;
 		DenseRow   *rows;
-		int			n;
-		int			dead = 0;
+		int			n,
+					ndead = 0;
 
 		vacuum_delay_point();
-		DenseCheckChainStep(index, blk, pages);
+		DenseCheckBlock(index, &nblocks, blk, pages);
 		buf = ReadBufferExtended(index, MAIN_FORKNUM, blk, RBM_NORMAL, info->strategy);
 		LockBuffer(buf, BUFFER_LOCK_EXCLUSIVE);
 		page = DensePage(index, buf, DENSE_PAGE_ROWS);
 		rows = DensePageRows(page);
 		n = DensePageNRows(page);
-		for (int i = 0; i < n && dead == 0; i++)
-			if (ItemPointerIsValid(&rows[i].tid) && callback(&rows[i].tid, callback_state))
-				dead++;
-		if (dead > 0)
+		for (int i = 0; i < n; i++)
+		{
+			if (!ItemPointerIsValid(&rows[i].tid))
+				continue;
+			if (callback(&rows[i].tid, callback_state))
+				dead[ndead++] = i;
+			else
+				live++;
+		}
+		if (ndead > 0)
 		{
 			GenericXLogState *state = GenericXLogStart(index);
 
-			page = GenericXLogRegisterBuffer(state, buf, 0);
-			rows = DensePageRows(page);
-			dead = 0;
-			for (int i = 0; i < n; i++)
-				if (ItemPointerIsValid(&rows[i].tid) && callback(&rows[i].tid, callback_state))
-				{
-					ItemPointerSetInvalid(&rows[i].tid);
-					dead++;
-				}
+			rows = DensePageRows(GenericXLogRegisterBuffer(state, buf, 0));
+			for (int i = 0; i < ndead; i++)
+				ItemPointerSetInvalid(&rows[dead[i]].tid);
 			GenericXLogFinish(state);
-			page = BufferGetPage(buf);
-			rows = DensePageRows(page);
-			removed += dead;
+			removed += ndead;
 		}
-		for (int i = 0; i < n; i++)
-			live += ItemPointerIsValid(&rows[i].tid);
-		blk = DensePageGetOpaque(page)->next;
+		blk = DensePageGetOpaque(BufferGetPage(buf))->next;
 		UnlockReleaseBuffer(buf);
 	}
+	pfree(dead);
 	stats->tuples_removed += removed;
 	stats->num_pages = RelationGetNumberOfBlocks(index);
 	stats->num_index_tuples = live;

@@ -78,20 +78,6 @@ typedef struct CheckState
 	double		pendingLength;
 } CheckState;
 
-static void
-problem(CheckState *cs, const char *fmt,...)
-pg_attribute_printf(2, 3);
-
-static void
-problem(CheckState *cs, const char *fmt,...)
-{
-	va_list		args;
-
-	va_start(args, fmt);
-	CheckProblemV(&cs->problems, fmt, args);
-	va_end(args);
-}
-
 static inline uint64
 entry_fp(int32 term, float4 weight)
 {
@@ -176,7 +162,7 @@ check_segment(CheckState *cs, const SparseMetaPageData *meta)
 			read_page_copy(&r, blk, page);
 			if (!SparsePageOk(page, SPARSE_PAGE_DIRINDEX, meta->generation))
 			{
-				problem(cs, "page %u in the directory index chain is not a directory-index page", blk);
+				CheckProblem(&cs->problems, "page %u in the directory index chain is not a directory-index page", blk);
 				break;
 			}
 			for (OffsetNumber off = FirstOffsetNumber; off <= PageGetMaxOffsetNumber(page); off++)
@@ -184,7 +170,7 @@ check_segment(CheckState *cs, const SparseMetaPageData *meta)
 				SparseDirIndexEntry *e = (SparseDirIndexEntry *) PageGetItem(page, PageGetItemId(page, off));
 
 				if (e->blkno != dirblk)
-					problem(cs, "directory index entry (%u,%u) points at page %u, the directory chain has %u",
+					CheckProblem(&cs->problems, "directory index entry (%u,%u) points at page %u, the directory chain has %u",
 							blk, off, e->blkno, dirblk);
 				if (BlockNumberIsValid(dirblk))
 				{
@@ -196,7 +182,7 @@ check_segment(CheckState *cs, const SparseMetaPageData *meta)
 						SparseDirEntry *de = (SparseDirEntry *) PageGetItem(dp, PageGetItemId(dp, FirstOffsetNumber));
 
 						if (de->term != e->firstTerm)
-							problem(cs, "directory index entry (%u,%u) says term %d, directory page %u starts with %d",
+							CheckProblem(&cs->problems, "directory index entry (%u,%u) says term %d, directory page %u starts with %d",
 									blk, off, e->firstTerm, dirblk, de->term);
 					}
 					/* not a directory page (the walk below reports it): no link to trust */
@@ -207,7 +193,7 @@ check_segment(CheckState *cs, const SparseMetaPageData *meta)
 			blk = SparsePageGetOpaque(page)->next;
 		}
 		if (BlockNumberIsValid(dirblk))
-			problem(cs, "directory page %u is not in the directory index", dirblk);
+			CheckProblem(&cs->problems, "directory page %u is not in the directory index", dirblk);
 	}
 
 	/* the directory and every posting list */
@@ -218,7 +204,7 @@ check_segment(CheckState *cs, const SparseMetaPageData *meta)
 		read_page_copy(&r, blk, page);
 		if (!SparsePageOk(page, SPARSE_PAGE_DIR, meta->generation))
 		{
-			problem(cs, "page %u in the directory chain is not a directory page", blk);
+			CheckProblem(&cs->problems, "page %u in the directory chain is not a directory page", blk);
 			break;
 		}
 		for (OffsetNumber off = FirstOffsetNumber; off <= PageGetMaxOffsetNumber(page); off++)
@@ -236,7 +222,7 @@ check_segment(CheckState *cs, const SparseMetaPageData *meta)
 			CHECK_FOR_INTERRUPTS();
 			nterms++;
 			if (!first && e->term <= lastTerm)
-				problem(cs, "term %d follows term %d in the directory", e->term, lastTerm);
+				CheckProblem(&cs->problems, "term %d follows term %d in the directory", e->term, lastTerm);
 			first = false;
 			lastTerm = e->term;
 			if (e->nblocks >= SPARSE_SKIP_MIN_BLOCKS)
@@ -249,14 +235,14 @@ check_segment(CheckState *cs, const SparseMetaPageData *meta)
 				unread = SparseReadSkip(&r, e, skip, &skipBlk, &skipOff);
 				if (unread)
 				{
-					problem(cs, "term %d: %s (block %u, item %u)", e->term, unread, skipBlk, skipOff);
+					CheckProblem(&cs->problems, "term %d: %s (block %u, item %u)", e->term, unread, skipBlk, skipOff);
 					r.conflict = false;
 					pfree(skip);
 					skip = NULL;
 				}
 			}
 			else if (BlockNumberIsValid(e->skipBlk))
-				problem(cs, "term %d: a list of %u blocks has a skip array", e->term, e->nblocks);
+				CheckProblem(&cs->problems, "term %d: a list of %u blocks has a skip array", e->term, e->nblocks);
 			memset(&it, 0, sizeof(it));
 			SparseListBegin(&it, &r, e);
 			while (SparseListNextBlock(&it))
@@ -272,7 +258,7 @@ check_segment(CheckState *cs, const SparseMetaPageData *meta)
 				if (skip && nb <= e->nblocks &&
 					(skip[nb - 1].firstSlot != b->firstSlot || skip[nb - 1].blk != it.blk ||
 					 skip[nb - 1].off != it.off - 1))
-					problem(cs, "term %d: skip entry %u does not give its block", e->term, nb - 1);
+					CheckProblem(&cs->problems, "term %d: skip entry %u does not give its block", e->term, nb - 1);
 				for (int i = 0; i < b->n; i++)
 				{
 					uint64		k = SparseTidKey(&it.tids[i]);
@@ -280,9 +266,9 @@ check_segment(CheckState *cs, const SparseMetaPageData *meta)
 					CheckDoc   *d;
 
 					if (!firstPosting && k <= lastKey)
-						problem(cs, "term %d: posting " TIDFMT " follows " TIDFMT, e->term, TIDARGS(k), TIDARGS(lastKey));
+						CheckProblem(&cs->problems, "term %d: posting " TIDFMT " follows " TIDFMT, e->term, TIDARGS(k), TIDARGS(lastKey));
 					if (isnan(w) || isinf(w) || w == 0 || (cs->bm25 && (w < 1 || w != floorf(w))))
-						problem(cs, "term %d: posting " TIDFMT " has weight %g", e->term, TIDARGS(k), w);
+						CheckProblem(&cs->problems, "term %d: posting " TIDFMT " has weight %g", e->term, TIDARGS(k), w);
 					firstPosting = false;
 					lastKey = k;
 					bmax = Max(bmax, w);
@@ -294,7 +280,7 @@ check_segment(CheckState *cs, const SparseMetaPageData *meta)
 					if (cs->bm25)
 					{
 						if (d->length >= 0 && d->length != it.lengths[i])
-							problem(cs, "row " TIDFMT ": its postings carry lengths %g and %g",
+							CheckProblem(&cs->problems, "row " TIDFMT ": its postings carry lengths %g and %g",
 									TIDARGS(k), d->length, it.lengths[i]);
 						d->length = it.lengths[i];
 						cs->segLength += w;
@@ -304,7 +290,7 @@ check_segment(CheckState *cs, const SparseMetaPageData *meta)
 					cs->postings++;
 				}
 				if (b->maxw != bmax || b->minw != bmin || b->lastKey != SparseTidKey(&it.tids[b->n - 1]))
-					problem(cs, "term %d: a posting block's maximum, minimum or last row is wrong", e->term);
+					CheckProblem(&cs->problems, "term %d: a posting block's maximum, minimum or last row is wrong", e->term);
 				if (nb == 1)
 				{
 					maxw = bmax;
@@ -315,11 +301,11 @@ check_segment(CheckState *cs, const SparseMetaPageData *meta)
 			}
 			if (r.conflict)
 			{
-				problem(cs, "term %d: its posting list leaves the posting pages", e->term);
+				CheckProblem(&cs->problems, "term %d: its posting list leaves the posting pages", e->term);
 				r.conflict = false;
 			}
 			if (df != e->df || nb != e->nblocks || (nb > 0 && (maxw != e->maxw || minw != e->minw)))
-				problem(cs, "term %d: directory says %u postings in %u blocks, max %g; the list has %u in %u, max %g",
+				CheckProblem(&cs->problems, "term %d: directory says %u postings in %u blocks, max %g; the list has %u in %u, max %g",
 						e->term, e->df, e->nblocks, e->maxw, df, nb, maxw);
 			if (it.block)
 				pfree(it.block);
@@ -329,7 +315,7 @@ check_segment(CheckState *cs, const SparseMetaPageData *meta)
 		blk = SparsePageGetOpaque(page)->next;
 	}
 	if (nterms != meta->nterms)
-		problem(cs, "the metapage counts %u terms, the directory has %lld", meta->nterms, (long long) nterms);
+		CheckProblem(&cs->problems, "the metapage counts %u terms, the directory has %lld", meta->nterms, (long long) nterms);
 
 	/* the row list */
 	blk = meta->docListHead;
@@ -340,7 +326,7 @@ check_segment(CheckState *cs, const SparseMetaPageData *meta)
 		read_page_copy(&r, blk, page);
 		if (!SparsePageOk(page, SPARSE_PAGE_DOCLIST, meta->generation))
 		{
-			problem(cs, "page %u in the row list is not a row-list page", blk);
+			CheckProblem(&cs->problems, "page %u in the row list is not a row-list page", blk);
 			break;
 		}
 		for (OffsetNumber off = FirstOffsetNumber; off <= PageGetMaxOffsetNumber(page); off++)
@@ -351,7 +337,7 @@ check_segment(CheckState *cs, const SparseMetaPageData *meta)
 
 			if (!SparseDocChunkOk(c, ItemIdGetLength(iid), lengths))
 			{
-				problem(cs, "row list page %u item %u: %u bytes, not a chunk of rows", blk, off,
+				CheckProblem(&cs->problems, "row list page %u item %u: %u bytes, not a chunk of rows", blk, off,
 						ItemIdGetLength(iid));
 				continue;
 			}
@@ -364,7 +350,7 @@ check_segment(CheckState *cs, const SparseMetaPageData *meta)
 					d->listLength = SPARSE_DOCCHUNK_LENGTHS(c)[j];
 
 				if (!first && k <= lastDoc)
-					problem(cs, "row list: " TIDFMT " follows " TIDFMT, TIDARGS(k), TIDARGS(lastDoc));
+					CheckProblem(&cs->problems, "row list: " TIDFMT " follows " TIDFMT, TIDARGS(k), TIDARGS(lastDoc));
 				first = false;
 				lastDoc = k;
 				d->inDocList = true;
@@ -379,12 +365,12 @@ check_segment(CheckState *cs, const SparseMetaPageData *meta)
 		blk = SparsePageGetOpaque(page)->next;
 	}
 	if (ndocs != (int64) meta->segDocs)
-		problem(cs, "the metapage counts %llu merged rows, the row list has %lld",
+		CheckProblem(&cs->problems, "the metapage counts %llu merged rows, the row list has %lld",
 				(unsigned long long) meta->segDocs, (long long) ndocs);
 	/* 0 and 0: a segment merged before they were recorded (the scan ranks by batches) */
 	if ((meta->segMaxOffset != 0 || meta->segMaxBlock != 0) &&
 		(meta->segMaxOffset != maxOffset || meta->segMaxBlock != maxBlock))
-		problem(cs, "the metapage gives (%u,%u) as the rows' largest block and offset, the row list (%u,%u)",
+		CheckProblem(&cs->problems, "the metapage gives (%u,%u) as the rows' largest block and offset, the row list (%u,%u)",
 				meta->segMaxBlock, meta->segMaxOffset, maxBlock, maxOffset);
 	pfree(page);
 }
@@ -413,7 +399,7 @@ check_pending(CheckState *cs, SparseMetaPageData *meta)
 		page = BufferGetPage(buf);
 		if (!SparsePageOk(page, SPARSE_PAGE_PENDING, meta->generation))
 		{
-			problem(cs, "page %u in the pending list is not a pending page", blk);
+			CheckProblem(&cs->problems, "page %u in the pending list is not a pending page", blk);
 			UnlockReleaseBuffer(buf);
 			break;
 		}
@@ -425,7 +411,7 @@ check_pending(CheckState *cs, SparseMetaPageData *meta)
 			if (ItemIdGetLength(iid) < offsetof(SparsePendingItem, data) || item->nnz < 0 ||
 				ItemIdGetLength(iid) != SPARSE_PENDING_SIZE(item->nnz))
 			{
-				problem(cs, "pending item (%u,%u) is malformed", blk, off);
+				CheckProblem(&cs->problems, "pending item (%u,%u) is malformed", blk, off);
 				continue;
 			}
 			if (item->flags & SPARSE_PENDING_FIRST)
@@ -434,7 +420,7 @@ check_pending(CheckState *cs, SparseMetaPageData *meta)
 
 				cur = get_doc(cs, k);
 				if (cur->inDocList || cur->inPending || cur->hasPostings)
-					problem(cs, "row " TIDFMT " is in the index twice", TIDARGS(k));
+					CheckProblem(&cs->problems, "row " TIDFMT " is in the index twice", TIDARGS(k));
 				cur->inPending = true;
 				cur->flags = item->flags & SPARSE_DOC_NULL;
 				ndocs++;
@@ -443,7 +429,7 @@ check_pending(CheckState *cs, SparseMetaPageData *meta)
 			}
 			else if (cur == NULL || SparseTidKey(&item->tid) != cur->key)
 			{
-				problem(cs, "pending item (%u,%u) continues no row", blk, off);
+				CheckProblem(&cs->problems, "pending item (%u,%u) continues no row", blk, off);
 				continue;
 			}
 			for (int j = 0; j < item->nnz; j++)
@@ -461,7 +447,7 @@ check_pending(CheckState *cs, SparseMetaPageData *meta)
 	}
 	UnlockReleaseBuffer(metabuf);
 	if (ndocs != (int64) meta->pendingDocs)
-		problem(cs, "the metapage counts %llu pending rows, the pending list has %lld",
+		CheckProblem(&cs->problems, "the metapage counts %llu pending rows, the pending list has %lld",
 				(unsigned long long) meta->pendingDocs, (long long) ndocs);
 }
 
@@ -491,19 +477,19 @@ heap_callback(Relation index, ItemPointer tid, Datum *values, bool *isnull,
 	cs->visible++;
 	if (d == NULL)
 	{
-		problem(cs, "row " TIDFMT " is not in the index", TIDARGS(k));
+		CheckProblem(&cs->problems, "row " TIDFMT " is not in the index", TIDARGS(k));
 		return;
 	}
 	d->seen = true;
 	if (isnull[0])
 	{
 		if (!(d->flags & SPARSE_DOC_NULL) || d->n != 0)
-			problem(cs, "row " TIDFMT " is null but indexed with %u entries", TIDARGS(k), d->n);
+			CheckProblem(&cs->problems, "row " TIDFMT " is null but indexed with %u entries", TIDARGS(k), d->n);
 		return;
 	}
 	if (d->flags & SPARSE_DOC_NULL)
 	{
-		problem(cs, "row " TIDFMT " is indexed as null", TIDARGS(k));
+		CheckProblem(&cs->problems, "row " TIDFMT " is indexed as null", TIDARGS(k));
 		return;
 	}
 	{
@@ -512,7 +498,7 @@ heap_callback(Relation index, ItemPointer tid, Datum *values, bool *isnull,
 
 		fingerprint(index, values[0], &fp, &n);
 		if (fp != d->fp || n != d->n)
-			problem(cs, "row " TIDFMT ": the index has %u entries, the row %u, or their weights differ",
+			CheckProblem(&cs->problems, "row " TIDFMT ": the index has %u entries, the row %u, or their weights differ",
 					TIDARGS(k), d->n, n);
 	}
 }
@@ -563,7 +549,7 @@ sparse_inverted_check(PG_FUNCTION_ARGS)
 	check_segment(&cs, &meta);
 	check_pending(&cs, &pmeta);
 	if (pmeta.generation != meta.generation)
-		problem(&cs, "the index was merged during the check");
+		CheckProblem(&cs.problems, "the index was merged during the check");
 	if (!standby)
 		UnlockPage(index, SPARSE_MERGE_LOCK_BLKNO, ExclusiveLock);
 
@@ -571,22 +557,22 @@ sparse_inverted_check(PG_FUNCTION_ARGS)
 	while ((d = hash_seq_search(&seq)) != NULL)
 	{
 		if (d->hasPostings && !d->inDocList && !d->inPending)
-			problem(&cs, "row " TIDFMT " has postings but is not in the row list", TIDARGS(d->key));
+			CheckProblem(&cs.problems, "row " TIDFMT " has postings but is not in the row list", TIDARGS(d->key));
 		if (d->hasPostings && d->inPending)
-			problem(&cs, "row " TIDFMT " is both merged and pending", TIDARGS(d->key));
+			CheckProblem(&cs.problems, "row " TIDFMT " is both merged and pending", TIDARGS(d->key));
 		if ((d->flags & SPARSE_DOC_NULL) && d->n > 0)
-			problem(&cs, "row " TIDFMT " is null but has postings", TIDARGS(d->key));
+			CheckProblem(&cs.problems, "row " TIDFMT " is null but has postings", TIDARGS(d->key));
 		if (cs.bm25 && d->hasPostings && d->length != (float4) d->sumw)
-			problem(&cs, "row " TIDFMT ": its postings carry length %g, its tf add up to %g",
+			CheckProblem(&cs.problems, "row " TIDFMT ": its postings carry length %g, its tf add up to %g",
 					TIDARGS(d->key), d->length, d->sumw);
 		if (d->listLength >= 0 && d->listLength != (float4) d->sumw)
-			problem(&cs, "row " TIDFMT ": the row list gives length %g, its tf add up to %g",
+			CheckProblem(&cs.problems, "row " TIDFMT ": the row list gives length %g, its tf add up to %g",
 					TIDARGS(d->key), d->listLength, d->sumw);
 	}
 	if (cs.bm25 &&
 		(meta.segRows != cs.segRows || (double) meta.segLength != cs.segLength ||
 		 pmeta.pendingRows != cs.pendingRows || (double) pmeta.pendingLength != cs.pendingLength))
-		problem(&cs, "the metapage counts %llu + %llu rows of length %llu + %llu; the index holds %llu + %llu of length %.0f + %.0f",
+		CheckProblem(&cs.problems, "the metapage counts %llu + %llu rows of length %llu + %llu; the index holds %llu + %llu of length %.0f + %.0f",
 				(unsigned long long) meta.segRows, (unsigned long long) pmeta.pendingRows,
 				(unsigned long long) meta.segLength, (unsigned long long) pmeta.pendingLength,
 				(unsigned long long) cs.segRows, (unsigned long long) cs.pendingRows,
@@ -623,7 +609,7 @@ sparse_inverted_check(PG_FUNCTION_ARGS)
 			continue;
 		if (hblk >= RelationGetNumberOfBlocks(heap))
 		{
-			problem(&cs, "indexed row " TIDFMT " is beyond the table's end", TIDARGS(d->key));
+			CheckProblem(&cs.problems, "indexed row " TIDFMT " is beyond the table's end", TIDARGS(d->key));
 			continue;
 		}
 		buf = ReadBuffer(heap, hblk);
@@ -631,7 +617,7 @@ sparse_inverted_check(PG_FUNCTION_ARGS)
 		page = BufferGetPage(buf);
 		if (hoff < FirstOffsetNumber || hoff > PageGetMaxOffsetNumber(page) ||
 			!ItemIdIsUsed(lp = PageGetItemId(page, hoff)))
-			problem(&cs, "indexed row " TIDFMT " points at an unused line pointer", TIDARGS(d->key));
+			CheckProblem(&cs.problems, "indexed row " TIDFMT " points at an unused line pointer", TIDARGS(d->key));
 		else if (ItemIdIsNormal(lp) && attnum > 0)
 		{
 			HeapTupleData tuple;
@@ -644,7 +630,7 @@ sparse_inverted_check(PG_FUNCTION_ARGS)
 			tuple.t_self = tid;
 			value = heap_getattr(&tuple, attnum, RelationGetDescr(heap), &isnull);
 			if (isnull != ((d->flags & SPARSE_DOC_NULL) != 0))
-				problem(&cs, "indexed row " TIDFMT " (not visible): null differs", TIDARGS(d->key));
+				CheckProblem(&cs.problems, "indexed row " TIDFMT " (not visible): null differs", TIDARGS(d->key));
 			else if (!isnull && !VARATT_IS_EXTERNAL_ONDISK(DatumGetPointer(value)))
 			{
 				/* (a value in TOAST is not compared: a dead row's may be gone already) */
@@ -655,7 +641,7 @@ sparse_inverted_check(PG_FUNCTION_ARGS)
 				value = PointerGetDatum(PG_DETOAST_DATUM_COPY(value));
 				fingerprint(index, value, &fp, &n);
 				if (fp != d->fp || n != d->n)
-					problem(&cs, "indexed row " TIDFMT " (not visible): weights differ", TIDARGS(d->key));
+					CheckProblem(&cs.problems, "indexed row " TIDFMT " (not visible): weights differ", TIDARGS(d->key));
 			}
 		}
 		UnlockReleaseBuffer(buf);

@@ -436,7 +436,7 @@ typedef struct CheckProblems
 	int64		count;
 } CheckProblems;
 
-extern void CheckProblemV(CheckProblems *p, const char *fmt, va_list args) pg_attribute_printf(2, 0);
+extern void CheckProblem(CheckProblems *p, const char *fmt,...) pg_attribute_printf(2, 3);
 extern bool CheckOpen(Oid indexoid, ambuild_function ambuild, const char *am, Relation *heap,
 					  Relation *index, LOCKMODE *lockmode);
 

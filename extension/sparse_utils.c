@@ -829,14 +829,17 @@ sparse_inverted_handler(PG_FUNCTION_ARGS)
  * kept as a JSON array's elements (escaped strings, comma-separated).
  */
 void
-CheckProblemV(CheckProblems *p, const char *fmt, va_list args)
+CheckProblem(CheckProblems *p, const char *fmt,...)
 {
+	va_list		args;
 	char		buf[512];
 
 	p->count++;
 	if (p->count > CHECK_MAX_PROBLEMS)
 		return;
+	va_start(args, fmt);
 	vsnprintf(buf, sizeof(buf), fmt, args);
+	va_end(args);
 	if (p->text.len > 0)
 		appendStringInfoString(&p->text, ", ");
 	escape_json(&p->text, buf);
