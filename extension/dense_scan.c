@@ -234,7 +234,17 @@ sift_down(Candidate *h, int64 n, int64 i)
 	}
 }
 
-/* the codes of a row at blk/off of a locked code page */
+/*
+ * The codes of a row at blk/off of a pinned code page. The page is not
+ * locked: an item and its line pointer never change once written (an insert
+ * adds items below the last, VACUUM leaves code pages alone, nothing
+ * compacts them), and a row names its codes only once they are written, in
+ * the same WAL record, under the row page's lock the scan took to read the
+ * row; a pin keeps them readable, as it keeps a found heap tuple. Nor is the
+ * page's type checked (a cache miss at the page's end, for every row): a
+ * damaged index gives wrong rows here, never a read outside the page, and
+ * dense_flat_check finds it.
+ */
 static const DenseCodes *
 row_codes(Relation index, Buffer buf, Page page, OffsetNumber off, int dims)
 {
@@ -242,7 +252,9 @@ row_codes(Relation index, Buffer buf, Page page, OffsetNumber off, int dims)
 
 	if (off < FirstOffsetNumber || off > PageGetMaxOffsetNumber(page) ||
 		!ItemIdIsNormal(iid = PageGetItemId(page, off)) ||
-		ItemIdGetLength(iid) != DENSE_CODES_SIZE(dims))
+		ItemIdGetLength(iid) != DENSE_CODES_SIZE(dims) ||
+		ItemIdGetOffset(iid) < MAXALIGN(SizeOfPageHeaderData) ||
+		ItemIdGetOffset(iid) + DENSE_CODES_SIZE(dims) > BLCKSZ)
 		ereport(ERROR,
 				(errcode(ERRCODE_INDEX_CORRUPTED),
 				 errmsg("dense_flat index \"%s\" names codes that page %u does not hold",
@@ -379,9 +391,8 @@ score_rows(IndexScanDesc scan, const DenseRow *rows, int n, const SparseFilter *
 		if (g + DENSE_PIN_AHEAD / 2 < ngroups)
 		{
 			/*
-			 * The codes of a group a few ahead, asked for through their line
-			 * pointers read without the page's lock: a code page only gains
-			 * items, and a prefetch of a stale address is harmless.
+			 * The codes of a group a few ahead, every line of them, asked for
+			 * through their line pointers (row_codes).
 			 */
 			int			h = g + DENSE_PIN_AHEAD / 2;
 			Page		ahead_page = BufferGetPage(pinned[h]);
@@ -395,16 +406,15 @@ score_rows(IndexScanDesc scan, const DenseRow *rows, int n, const SparseFilter *
 				{
 					const char *item = ahead_page + (ItemIdGetOffset(PageGetItemId(ahead_page, off)) % BLCKSZ);
 
-					__builtin_prefetch(item);
-					__builtin_prefetch(item + 64);
+					for (int line = 0; line < DENSE_CODES_SIZE(dims); line += 64)
+						__builtin_prefetch(item + line);
 				}
 			}
 		}
 		if (g >= ngroups)
 			continue;
 		buf = pinned[g];
-		LockBuffer(buf, BUFFER_LOCK_SHARE);
-		page = DensePage(index, buf, DENSE_PAGE_CODES);
+		page = BufferGetPage(buf);
 		for (int j = groupStart[g]; j < groupStart[g + 1]; j++)
 		{
 			const DenseRow *row = &rows[need[j]];
@@ -412,7 +422,7 @@ score_rows(IndexScanDesc scan, const DenseRow *rows, int n, const SparseFilter *
 
 			add_candidate(so, row_bound(so, row_codes(index, buf, page, row->codesOff, dims)), &tid, false);
 		}
-		UnlockReleaseBuffer(buf);
+		ReleaseBuffer(buf);
 	}
 }
 
@@ -428,7 +438,7 @@ score_all(IndexScanDesc scan)
 	MemoryContext oldcxt = MemoryContextSwitchTo(so->cxt);
 
 	if (scan->numberOfKeys > 0)
-		filter = SparseFilterBegin(scan);
+		filter = SparseFilterBegin(scan, false);
 	DenseReadMeta(index, &meta);
 	if (!so->queryNull)
 	{

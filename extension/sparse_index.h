@@ -475,7 +475,7 @@ typedef struct SparseFilter
 
 extern void FilterCheckColumns(Relation index, const char *firstHint);
 extern void SparseCheckColumns(Relation index);
-extern SparseFilter *SparseFilterBegin(IndexScanDesc scan);
+extern SparseFilter *SparseFilterBegin(IndexScanDesc scan, bool cachedOnly);
 extern bool SparseFilterTid(const SparseFilter *f, uint64 key);
 
 /* where SparseFilterTidFrom's last search ended in each set */

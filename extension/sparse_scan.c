@@ -2060,17 +2060,23 @@ run_rest(IndexScanDesc scan)
  * about 1.25 k from the search functions) find the k rows of such a
  * condition, and a condition still short of k rows after them has passed
  * under 4% of the 21B rows returned (performance.md, December 6, session
- * 27). False if no row can meet the conditions.
+ * 27). Before that, the scan takes the rows at once if this transaction
+ * found them already for the same snapshot (cachedOnly: hybrid_search's
+ * dense leg did), as they cost nothing then. False if no row can meet the
+ * conditions.
  */
 static bool
-begin_filter(IndexScanDesc scan)
+begin_filter(IndexScanDesc scan, bool cachedOnly)
 {
 	SparseScanOpaque so = (SparseScanOpaque) scan->opaque;
 	MemoryContext oldcxt = MemoryContextSwitchTo(so->cxt);
+	SparseFilter *filter = SparseFilterBegin(scan, cachedOnly);
 
-	so->filterBegun = true;
-	so->filter = SparseFilterBegin(scan);
 	MemoryContextSwitchTo(oldcxt);
+	if (filter == NULL && cachedOnly)
+		return true;
+	so->filterBegun = true;
+	so->filter = filter;
 	if (so->sums)
 		narrow_slots(so);
 	return so->filter == NULL || !so->filter->empty;
@@ -2320,8 +2326,8 @@ sparse_gettuple(IndexScanDesc scan, ScanDirection dir)
 				}
 			}
 		}
-		if (so->batches >= sparse_filter_after && scan->numberOfKeys > 0 && !so->filterBegun &&
-			!begin_filter(scan))
+		if (scan->numberOfKeys > 0 && !so->filterBegun &&
+			!begin_filter(scan, so->batches < sparse_filter_after))
 		{
 			/* no row can meet the conditions */
 			so->done = true;

@@ -233,6 +233,17 @@ begin
     -- is unchecked and unused); a filtered call is planned with its filter's
     -- value, which the sparse and BM25 legs take as an index condition
     saved := @extschema@._search_settings_push(p.per_leg, coalesce(p.ef_search, 100), p.filter is not null);
+    if dense_scan and p.filter is not null
+        and pg_catalog.to_regclass('@extschema@.documents_dense_filter_idx') is not null then
+        -- the dense leg's dense_flat scan finds the filter's rows in the GIN
+        -- on metadata; the sparse legs take them from it at once, for nothing
+        -- (sparse_filter.c keeps them for the transaction)
+        saved := saved || array[
+            'hybrid_search.sparse_filter_after',
+            coalesce(pg_catalog.current_setting('hybrid_search.sparse_filter_after', true), '3')
+        ];
+        perform pg_catalog.set_config('hybrid_search.sparse_filter_after', '0', true);
+    end if;
     return query
     with shard_legs as materialized (
         select l.leg, l.id, l.rank, l.score

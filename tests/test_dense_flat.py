@@ -600,6 +600,45 @@ def test_a_jsonb_filter_found_by_a_gin_index(items):
     assert_consistent(conn)
 
 
+def test_a_filters_rows_are_reused_only_under_the_same_snapshot(items, dsn):
+    """A transaction keeps the rows a filter's GIN scan found for the next scan under
+    an equal snapshot (sparse_filter.c): another filter value is looked up anew; a row
+    the transaction inserted, or another session committed, since is found."""
+    conn, rows, rng = items
+    conn.execute("create index df_items_meta_idx on df_items using gin (meta)")
+    conn.execute("analyze df_items")
+    query = queries(rng, rows, 64, 1)[0]
+
+    def top(tenant):
+        return [r[0] for r in by_index(conn, query, 5, f"""meta @> '{{"tenant": {tenant}}}'""")]
+
+    def add_row(c, row_id):
+        c.execute(
+            """insert into df_items values (%s, 3, '{"tenant": 3}', %s::vector)""",
+            [row_id, literal(query)],
+        )
+
+    with conn.transaction():
+        conn.execute("set transaction isolation level repeatable read")
+        first = top(3)
+        assert len(first) == 5 and all(i % 10 == 3 for i in first), first
+        # the same snapshot and command, another value
+        fives = top(5)
+        assert len(fives) == 5 and all(i % 10 == 5 for i in fives), fives
+        assert top(3) == first
+        # the same snapshot but for its command id
+        add_row(conn, 9001)
+        assert top(3)[0] == 9001
+        raise psycopg.Rollback()
+    # a later snapshot of the same transaction, after another session's commit
+    with conn.transaction():
+        assert top(3) == first
+        with psycopg.connect(dsn, autocommit=True) as other:
+            add_row(other, 9002)
+        assert top(3)[0] == 9002
+    conn.execute("delete from df_items where id = 9002")
+
+
 def test_an_int4_filter_on_an_expression_found_by_a_btree(items):
     """(meta->>'tenant')::int = x on an int4_filter_ops expression column, with a btree
     on the same expression: exact for every k, NULL and absent values match nothing,
