@@ -9,14 +9,15 @@
  * ((metadata->>'tenant')::int) = 3. The scan looks for another valid index
  * of the table, without a predicate, whose first column is the same column
  * or expression and whose operator family has the condition's operator (the
- * GIN index on metadata, a btree on the policy's expression), and runs a
- * bitmap scan of it: every row version that may match. From then on (after
+ * GIN index on metadata, a btree on the policy's expression), and asks it
+ * for every row version that may match: a bitmap scan, or a btree's entries
+ * read in order (SparseIndexTids). From then on (after
  * hybrid_search.sparse_filter_after batches, sparse_scan.c) the scan ranks
  * only those rows, so a row a filter rejects costs no heap fetch, and the
  * executor rechecks the condition on each row returned. Without such an
  * index a condition narrows nothing here and the executor alone applies it.
  *
- * The bitmap holds every row version the other index has an entry for,
+ * The set holds every row version the other index has an entry for,
  * visible or not, so it holds every row the scan's snapshot sees that
  * matches: an index entry is made before the row's transaction commits, and
  * a HOT chain's root, which both indexes name, matches as its members do
@@ -184,6 +185,62 @@ set_from_bitmap(SparseFilterSet *set, TIDBitmap *tbm)
 	tbm_end_iterate(it);
 }
 
+static int
+key_cmp(const void *a, const void *b)
+{
+	uint64		x = *(const uint64 *) a;
+	uint64		y = *(const uint64 *) b;
+
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * The TID keys (sorted) of other's entries that meet its scan keys keys[0 ..
+ * n-1], read through amgettuple: a btree returns an equality's entries in TID
+ * order, so no bitmap is hashed and sorted. False if the index's answer is
+ * not exact (it asks for a recheck), or if the keys would take more than
+ * work_mem, as a sort or a hash would spill.
+ */
+bool
+SparseIndexTids(Relation heap, Relation other, Snapshot snapshot, ScanKey keys, int n, SparseFilterSet *set)
+{
+	IndexScanDesc scan;
+	ItemPointer tid;
+	int64		max = 1024;
+	int64		limit = (int64) work_mem * 1024 / sizeof(uint64);
+	bool		sorted = true;
+	bool		usable = true;
+
+	set->keys = palloc(sizeof(uint64) * max);
+	set->nkeys = 0;
+	set->lossy = NULL;
+	set->nlossy = 0;
+	scan = index_beginscan(heap, other, snapshot, n, 0);
+	index_rescan(scan, keys, n, NULL, 0);
+	while ((tid = index_getnext_tid(scan, ForwardScanDirection)) != NULL)
+	{
+		if (scan->xs_recheck || set->nkeys >= limit)
+		{
+			usable = false;
+			break;
+		}
+		if (set->nkeys == max)
+		{
+			max *= 2;
+			set->keys = repalloc_huge(set->keys, sizeof(uint64) * max);
+		}
+		set->keys[set->nkeys] = SparseTidKey(tid);
+		if (set->nkeys > 0 && set->keys[set->nkeys] < set->keys[set->nkeys - 1])
+			sorted = false;
+		set->nkeys++;
+		CHECK_FOR_INTERRUPTS();
+	}
+	index_endscan(scan);
+	if (usable && !sorted)
+		qsort(set->keys, set->nkeys, sizeof(uint64), key_cmp);
+	return usable;
+}
+
 /*
  * Filter sets made in this transaction, for a later scan that asks another
  * index the same conditions under an equal snapshot: hybrid_search's three
@@ -338,6 +395,20 @@ cache_set(Relation other, const ScanKeyData *keys, int n, const Oid *argTypes, S
 	setCache.head = c;
 }
 
+/* the set of other's entries that may meet its keys keys[0 .. n-1], from a bitmap scan */
+static void
+bitmap_set(Relation other, Snapshot snapshot, ScanKey keys, int n, SparseFilterSet *set)
+{
+	IndexScanDesc scan = index_beginscan_bitmap(other, snapshot, n);
+	TIDBitmap  *tbm = tbm_create(work_mem * 1024L, NULL);
+
+	index_rescan(scan, keys, n, NULL, 0);
+	index_getbitmap(scan, tbm);
+	index_endscan(scan);
+	set_from_bitmap(set, tbm);
+	tbm_free(tbm);
+}
+
 /*
  * The filter set of index column attno's conditions (the scan keys keys[0 ..
  * n-1]), or false when no other index can find their rows, or when
@@ -374,8 +445,6 @@ column_set(IndexScanDesc scan, int attno, ScanKey keys, int n, bool cachedOnly, 
 		Relation	other;
 		ScanKey		otherKeys;
 		int			nother = 0;
-		IndexScanDesc os;
-		TIDBitmap  *tbm;
 
 		if (oid == RelationGetRelid(index))
 			continue;
@@ -406,21 +475,17 @@ column_set(IndexScanDesc scan, int attno, ScanKey keys, int n, bool cachedOnly, 
 			relation_close(other, NoLock);
 			continue;
 		}
-		if (cachedOnly && !cached_set(other, otherKeys, nother, argTypes, scan->xs_snapshot, set))
+		if (!cached_set(other, otherKeys, nother, argTypes, scan->xs_snapshot, set))
 		{
-			*uncached = true;
-			relation_close(other, NoLock);
-			break;
-		}
-		if (!cachedOnly && !cached_set(other, otherKeys, nother, argTypes, scan->xs_snapshot, set))
-		{
-			os = index_beginscan_bitmap(other, scan->xs_snapshot, nother);
-			index_rescan(os, otherKeys, nother, NULL, 0);
-			tbm = tbm_create(work_mem * 1024L, NULL);
-			index_getbitmap(os, tbm);
-			index_endscan(os);
-			set_from_bitmap(set, tbm);
-			tbm_free(tbm);
+			if (cachedOnly)
+			{
+				*uncached = true;
+				relation_close(other, NoLock);
+				break;
+			}
+			if (other->rd_rel->relam != BTREE_AM_OID ||
+				!SparseIndexTids(heap, other, scan->xs_snapshot, otherKeys, nother, set))
+				bitmap_set(other, scan->xs_snapshot, otherKeys, nother, set);
 			cache_set(other, otherKeys, nother, argTypes, scan->xs_snapshot, set);
 		}
 		relation_close(other, NoLock);

@@ -476,6 +476,8 @@ typedef struct SparseFilter
 extern void FilterCheckColumns(Relation index, const char *firstHint);
 extern void SparseCheckColumns(Relation index);
 extern SparseFilter *SparseFilterBegin(IndexScanDesc scan, bool cachedOnly);
+extern bool SparseIndexTids(Relation heap, Relation other, Snapshot snapshot, ScanKey keys, int n,
+							SparseFilterSet *set);
 extern bool SparseFilterTid(const SparseFilter *f, uint64 key);
 
 /* where SparseFilterTidFrom's last search ended in each set */

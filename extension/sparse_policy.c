@@ -253,63 +253,20 @@ collation_fits(Relation other, int strategy, Oid collation)
 		get_collation_isdeterministic(collation);
 }
 
-static int
-key_cmp(const void *a, const void *b)
-{
-	uint64		x = *(const uint64 *) a;
-	uint64		y = *(const uint64 *) b;
-
-	return x < y ? -1 : x > y;
-}
-
 /*
  * The TID keys (sorted) of the entries of other that satisfy the condition
  * (compared under the index's own collation, which collation_fits allows),
- * into set; false if the index's answer is not exact (it asks for a
- * recheck), or if the keys would take more than work_mem, as a sort or a
- * hash would spill (the caller then passes over the rows instead).
+ * into set; false if SparseIndexTids cannot (the caller then passes over the
+ * rows instead).
  */
 static bool
 exact_rows(Relation heap, Relation other, int strategy, Oid subtype, Oid opno, Datum value,
 		   SparseFilterSet *set)
 {
 	ScanKeyData key;
-	IndexScanDesc scan;
-	ItemPointer tid;
-	int64		max = 1024;
-	int64		limit = (int64) work_mem * 1024 / sizeof(uint64);
-	bool		sorted = true;
-	bool		usable = true;
 
 	ScanKeyEntryInitialize(&key, 0, 1, strategy, subtype, other->rd_indcollation[0], get_opcode(opno), value);
-	set->keys = palloc(sizeof(uint64) * max);
-	set->nkeys = 0;
-	set->lossy = NULL;
-	set->nlossy = 0;
-	scan = index_beginscan(heap, other, GetActiveSnapshot(), 1, 0);
-	index_rescan(scan, &key, 1, NULL, 0);
-	while ((tid = index_getnext_tid(scan, ForwardScanDirection)) != NULL)
-	{
-		if (scan->xs_recheck || set->nkeys >= limit)
-		{
-			usable = false;
-			break;
-		}
-		if (set->nkeys == max)
-		{
-			max *= 2;
-			set->keys = repalloc_huge(set->keys, sizeof(uint64) * max);
-		}
-		set->keys[set->nkeys] = SparseTidKey(tid);
-		if (set->nkeys > 0 && set->keys[set->nkeys] < set->keys[set->nkeys - 1])
-			sorted = false;
-		set->nkeys++;
-		CHECK_FOR_INTERRUPTS();
-	}
-	index_endscan(scan);
-	if (usable && !sorted)
-		qsort(set->keys, set->nkeys, sizeof(uint64), key_cmp);
-	return usable;
+	return SparseIndexTids(heap, other, GetActiveSnapshot(), &key, 1, set);
 }
 
 /*
