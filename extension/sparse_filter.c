@@ -286,8 +286,8 @@ same_snapshot(const CachedSet *c, Snapshot s)
 	return c->xmin == s->xmin && c->xmax == s->xmax && c->curcid == s->curcid &&
 		c->xcnt == s->xcnt && c->subxcnt == s->subxcnt &&
 		c->suboverflowed == s->suboverflowed && c->takenDuringRecovery == s->takenDuringRecovery &&
-		memcmp(c->xip, s->xip, sizeof(TransactionId) * s->xcnt) == 0 &&
-		memcmp(c->subxip, s->subxip, sizeof(TransactionId) * s->subxcnt) == 0;
+		(s->xcnt == 0 || memcmp(c->xip, s->xip, sizeof(TransactionId) * s->xcnt) == 0) &&
+		(s->subxcnt <= 0 || memcmp(c->subxip, s->subxip, sizeof(TransactionId) * s->subxcnt) == 0);
 }
 
 /* keys[i]'s argument is of type argTypes[i] */
@@ -335,7 +335,8 @@ copy_array(const void *a, Size size)
 {
 	void	   *copy = MemoryContextAllocHuge(setCache.cxt, Max(size, 1));
 
-	memcpy(copy, a, size);
+	if (size > 0)
+		memcpy(copy, a, size);
 	return copy;
 }
 
