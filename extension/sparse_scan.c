@@ -2061,9 +2061,9 @@ run_rest(IndexScanDesc scan)
  * condition, and a condition still short of k rows after them has passed
  * under 4% of the 21B rows returned (performance.md, December 6, session
  * 27). Before that, the scan takes the rows at once if this transaction
- * found them already for the same snapshot (cachedOnly: hybrid_search's
- * dense leg did), as they cost nothing then. False if no row can meet the
- * conditions.
+ * found them already for the same snapshot (cachedOnly: another leg of
+ * hybrid_search did), as they cost nothing then. False if no row can meet
+ * the conditions.
  */
 static bool
 begin_filter(IndexScanDesc scan, bool cachedOnly)

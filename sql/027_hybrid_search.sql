@@ -235,9 +235,10 @@ begin
     saved := @extschema@._search_settings_push(p.per_leg, coalesce(p.ef_search, 100), p.filter is not null);
     if dense_scan and p.filter is not null
         and pg_catalog.to_regclass('@extschema@.documents_dense_filter_idx') is not null then
-        -- the dense leg's dense_flat scan finds the filter's rows in the GIN
-        -- on metadata; the sparse legs take them from it at once, for nothing
-        -- (sparse_filter.c keeps them for the transaction)
+        -- the dense leg's dense_flat scan needs the filter's rows from the GIN
+        -- on metadata anyway: the first leg to run finds them, and the others
+        -- take them from their first batch (sparse_filter.c keeps them for the
+        -- statement's snapshot)
         saved := saved || array[
             'hybrid_search.sparse_filter_after',
             coalesce(pg_catalog.current_setting('hybrid_search.sparse_filter_after', true), '3')

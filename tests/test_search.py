@@ -15,6 +15,7 @@ from helpers import (
     tenant_policy,
     toast_blocks_read,
 )
+from psycopg.types.json import Jsonb
 
 CORPUS = [
     ("CREATE INDEX CONCURRENTLY builds an index without blocking writes", {"topic": "indexes"}),
@@ -713,6 +714,8 @@ SEARCH_SETTINGS = (
     "hnsw.iterative_scan",
     "enable_seqscan",
     "hybrid_search.sparse_positive_only",
+    "hybrid_search.sparse_filter_after",
+    "enable_bitmapscan",
 )
 
 
@@ -738,4 +741,6 @@ def test_searching_leaves_the_sessions_settings_as_they_were(corpus):
                 assert rows, name
                 assert session_settings(corpus) == before, (name, filter_)
         assert hybrid(corpus, query, 5, candidates=1000)
+        assert session_settings(corpus) == before
+        assert hybrid(corpus, query, 5, candidates=1000, filter=Jsonb({"topic": "indexes"}))
         assert session_settings(corpus) == before
