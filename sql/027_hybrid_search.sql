@@ -233,12 +233,13 @@ begin
     -- is unchecked and unused); a filtered call is planned with its filter's
     -- value, which the sparse and BM25 legs take as an index condition
     saved := @extschema@._search_settings_push(p.per_leg, coalesce(p.ef_search, 100), p.filter is not null);
-    if dense_scan and p.filter is not null
-        and pg_catalog.to_regclass('@extschema@.documents_dense_filter_idx') is not null then
-        -- the dense leg's dense_flat scan needs the filter's rows from the GIN
-        -- on metadata anyway: the first leg to run finds them, and the others
-        -- take them from their first batch (sparse_filter.c keeps them for the
-        -- statement's snapshot)
+    if dense_scan and (p.filter is not null or pg_catalog.row_security_active('@extschema@.documents')) then
+        -- the legs run in one statement: the first to need the rows of the
+        -- filter or of the policy's condition finds them in another index,
+        -- and the others take them from their first batch (sparse_filter.c
+        -- keeps them for the statement's snapshot), cheaper at a 10% filter
+        -- than batches that fetch rows it rejects (performance.md, session
+        -- 32); with a halfvec HNSW index (a million rows) not measured
         saved := saved || array[
             'hybrid_search.sparse_filter_after',
             coalesce(pg_catalog.current_setting('hybrid_search.sparse_filter_after', true), '3')
