@@ -55,6 +55,7 @@ read_codes(CheckState *cs, const DenseRow *row, BlockNumber nblocks)
 	Relation	index = cs->index;
 	Buffer		buf;
 	Page		page;
+	const DenseCodes *codes;
 	DenseCodes *copy = NULL;
 	uint64		key = SparseTidKey((ItemPointer) &row->tid);
 
@@ -69,15 +70,13 @@ read_codes(CheckState *cs, const DenseRow *row, BlockNumber nblocks)
 	if (PageIsNew(page) || PageGetSpecialSize(page) != MAXALIGN(sizeof(DensePageOpaqueData)) ||
 		DensePageGetOpaque(page)->type != DENSE_PAGE_CODES)
 		CheckProblem(&cs->problems, "row " TIDFMT " names codes on page %u, not a code page", TIDARGS(key), row->codesBlk);
-	else if (row->codesOff < FirstOffsetNumber || row->codesOff > PageGetMaxOffsetNumber(page) ||
-			 !ItemIdIsNormal(PageGetItemId(page, row->codesOff)) ||
-			 ItemIdGetLength(PageGetItemId(page, row->codesOff)) != DENSE_CODES_SIZE(cs->dims))
+	else if ((codes = DensePageCodes(page, row->codesOff, cs->dims)) == NULL)
 		CheckProblem(&cs->problems, "row " TIDFMT " names item %u of page %u, which holds no codes of %d dimensions",
 				TIDARGS(key), row->codesOff, row->codesBlk, cs->dims);
 	else
 	{
 		copy = palloc(DENSE_CODES_SIZE(cs->dims));
-		memcpy(copy, PageGetItem(page, PageGetItemId(page, row->codesOff)), DENSE_CODES_SIZE(cs->dims));
+		memcpy(copy, codes, DENSE_CODES_SIZE(cs->dims));
 	}
 	UnlockReleaseBuffer(buf);
 	return copy;

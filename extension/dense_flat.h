@@ -146,6 +146,7 @@ extern IndexBulkDeleteResult *dense_vacuumcleanup(IndexVacuumInfo *info, IndexBu
 extern void DenseReadMeta(Relation index, DenseMetaPageData *meta);
 extern void DenseCheckBlock(Relation index, BlockNumber *nblocks, BlockNumber blk, BlockNumber pages);
 extern Page DensePage(Relation index, Buffer buf, uint16 type);
+extern const DenseCodes *DensePageCodes(Page page, OffsetNumber off, int dims);
 extern void DenseCheckColumns(Relation index);
 
 #endif

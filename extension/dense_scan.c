@@ -248,19 +248,15 @@ sift_down(Candidate *h, int64 n, int64 i)
 static const DenseCodes *
 row_codes(Relation index, Buffer buf, Page page, OffsetNumber off, int dims)
 {
-	ItemId		iid;
+	const DenseCodes *codes = DensePageCodes(page, off, dims);
 
-	if (off < FirstOffsetNumber || off > PageGetMaxOffsetNumber(page) ||
-		!ItemIdIsNormal(iid = PageGetItemId(page, off)) ||
-		ItemIdGetLength(iid) != DENSE_CODES_SIZE(dims) ||
-		ItemIdGetOffset(iid) < MAXALIGN(SizeOfPageHeaderData) ||
-		ItemIdGetOffset(iid) + DENSE_CODES_SIZE(dims) > BLCKSZ)
+	if (codes == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INDEX_CORRUPTED),
 				 errmsg("dense_flat index \"%s\" names codes that page %u does not hold",
 						RelationGetRelationName(index), BufferGetBlockNumber(buf)),
 				 errhint("REINDEX it.")));
-	return (const DenseCodes *) PageGetItem(page, iid);
+	return codes;
 }
 
 /* code pages pinned ahead of the one scored, and their descriptors read ahead of that */

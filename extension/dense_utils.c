@@ -35,6 +35,25 @@ DensePage(Relation index, Buffer buf, uint16 type)
 }
 
 /*
+ * The codes item off of a code page, if it is one of dims dimensions lying
+ * within the page, else NULL.
+ */
+const DenseCodes *
+DensePageCodes(Page page, OffsetNumber off, int dims)
+{
+	ItemId		iid;
+
+	if (off < FirstOffsetNumber || off > PageGetMaxOffsetNumber(page))
+		return NULL;
+	iid = PageGetItemId(page, off);
+	if (!ItemIdIsNormal(iid) || ItemIdGetLength(iid) != DENSE_CODES_SIZE(dims) ||
+		ItemIdGetOffset(iid) < MAXALIGN(SizeOfPageHeaderData) ||
+		ItemIdGetOffset(iid) + DENSE_CODES_SIZE(dims) > BLCKSZ)
+		return NULL;
+	return (const DenseCodes *) PageGetItem(page, iid);
+}
+
+/*
  * Check that page blk, reached after pages pages of the row chain (0 for a
  * code page), lies in the index past its metapage. *nblocks is the index's
  * size as last asked, asked again only when blk or pages reaches it (an

@@ -117,15 +117,6 @@ doc_cmp(const void *a, const void *b)
 	return 0;
 }
 
-static int
-key_cmp(const void *a, const void *b)
-{
-	uint64		ka = *(const uint64 *) a;
-	uint64		kb = *(const uint64 *) b;
-
-	return ka < kb ? -1 : (ka > kb ? 1 : 0);
-}
-
 /*
  * Writes items into a chain of new pages, each WAL-logged as a full image
  * when it is done.
@@ -347,7 +338,7 @@ static inline bool
 key_is_dead(uint64 key, const uint64 *dead, int64 ndead)
 {
 	return ndead > 0 &&
-		bsearch(&key, dead, ndead, sizeof(uint64), key_cmp) != NULL;
+		bsearch(&key, dead, ndead, sizeof(uint64), SparseKeyCmp) != NULL;
 }
 
 /* the directory entries of the old segment, read in term order */
@@ -633,7 +624,7 @@ SparseMerge(Relation index, bool withPending, IndexBulkDeleteCallback callback,
 			UnlockReleaseBuffer(buf);
 		}
 		if (ndead > 0)
-			qsort(dead, ndead, sizeof(uint64), key_cmp);
+			qsort(dead, ndead, sizeof(uint64), SparseKeyCmp);
 	}
 	*removed = ndead;
 

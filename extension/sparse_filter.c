@@ -185,15 +185,6 @@ set_from_bitmap(SparseFilterSet *set, TIDBitmap *tbm)
 	tbm_end_iterate(it);
 }
 
-static int
-key_cmp(const void *a, const void *b)
-{
-	uint64		x = *(const uint64 *) a;
-	uint64		y = *(const uint64 *) b;
-
-	return x < y ? -1 : x > y;
-}
-
 /*
  * The TID keys (sorted) of other's entries that meet its scan keys keys[0 ..
  * n-1], read through amgettuple: a btree returns an equality's entries in TID
@@ -237,7 +228,7 @@ SparseIndexTids(Relation heap, Relation other, Snapshot snapshot, ScanKey keys, 
 	}
 	index_endscan(scan);
 	if (usable && !sorted)
-		qsort(set->keys, set->nkeys, sizeof(uint64), key_cmp);
+		qsort(set->keys, set->nkeys, sizeof(uint64), SparseKeyCmp);
 	return usable;
 }
 

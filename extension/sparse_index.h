@@ -270,6 +270,16 @@ SparseTidKey(ItemPointer tid)
 		ItemPointerGetOffsetNumberNoCheck(tid);
 }
 
+/* qsort's and bsearch's order of TID keys */
+static inline int
+SparseKeyCmp(const void *a, const void *b)
+{
+	uint64		x = *(const uint64 *) a;
+	uint64		y = *(const uint64 *) b;
+
+	return x < y ? -1 : x > y;
+}
+
 static inline void
 SparseKeyTid(uint64 key, ItemPointer tid)
 {
