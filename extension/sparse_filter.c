@@ -402,6 +402,24 @@ bitmap_set(Relation other, Snapshot snapshot, ScanKey keys, int n, SparseFilterS
 }
 
 /*
+ * The set read in TID order, with no bitmap, where other's access method
+ * allows: false when the bitmap scan must make it.
+ */
+static bool
+ordered_set(Relation heap, Relation other, Snapshot snapshot, ScanKey keys, int n, SparseFilterSet *set)
+{
+	switch (other->rd_rel->relam)
+	{
+		case BTREE_AM_OID:
+			return SparseIndexTids(heap, other, snapshot, keys, n, set);
+		case GIN_AM_OID:
+			return SparseGinTids(other, snapshot, keys, n, set);
+		default:
+			return false;
+	}
+}
+
+/*
  * The filter set of index column attno's conditions (the scan keys keys[0 ..
  * n-1]), or false when no other index can find their rows, or when
  * cachedOnly and this transaction has not made the set yet (*uncached).
@@ -475,8 +493,7 @@ column_set(IndexScanDesc scan, int attno, ScanKey keys, int n, bool cachedOnly, 
 				relation_close(other, NoLock);
 				break;
 			}
-			if (other->rd_rel->relam != BTREE_AM_OID ||
-				!SparseIndexTids(heap, other, scan->xs_snapshot, otherKeys, nother, set))
+			if (!ordered_set(heap, other, scan->xs_snapshot, otherKeys, nother, set))
 				bitmap_set(other, scan->xs_snapshot, otherKeys, nother, set);
 			cache_set(other, otherKeys, nother, argTypes, scan->xs_snapshot, set);
 		}

@@ -488,6 +488,9 @@ extern void SparseCheckColumns(Relation index);
 extern SparseFilter *SparseFilterBegin(IndexScanDesc scan, bool cachedOnly);
 extern bool SparseIndexTids(Relation heap, Relation other, Snapshot snapshot, ScanKey keys, int n,
 							SparseFilterSet *set);
+
+/* sparse_gin.c */
+extern bool SparseGinTids(Relation other, Snapshot snapshot, ScanKey keys, int n, SparseFilterSet *set);
 extern bool SparseFilterTid(const SparseFilter *f, uint64 key);
 
 /* where SparseFilterTidFrom's last search ended in each set */

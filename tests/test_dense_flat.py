@@ -600,6 +600,48 @@ def test_a_jsonb_filter_found_by_a_gin_index(items):
     assert_consistent(conn)
 
 
+@pytest.mark.parametrize("opclass", ["jsonb_path_ops", "jsonb_ops"])
+def test_a_gin_filters_rows_come_from_its_posting_lists(db, opclass):
+    """With GIN's pending list empty, the filter's rows are read from the posting lists
+    of the condition's entries, intersected (sparse_gin.c): a posting tree (2,000 rows),
+    a list inside its entry (20 rows), two entries, a value no row has; with rows in the
+    pending list, from GIN's bitmap scan. Every answer is the brute force's, and no row
+    outside the condition is ranked."""
+    rng = np.random.default_rng(11)
+    rows = create_items(db, random_vectors(rng, 20000, 16), dim=16)
+    db.execute("""update df_items set meta = meta || '{"rare": true}' where id % 1000 = 7""")
+    db.execute("vacuum df_items")
+    db.execute(f"create index df_items_meta_idx on df_items using gin (meta {opclass})")
+    db.execute("analyze df_items")
+    conditions = [
+        """meta @> '{"tenant": 3}'""",
+        """meta @> '{"rare": true}'""",
+        """meta @> '{"tenant": 3, "odd": true}'""",
+        """meta @> '{"tenant": 4, "odd": true}'""",
+        """meta @> '{"tenant": 3}' and meta @> '{"rare": true}'""",
+        """meta @> '{"tenant": 11}'""",
+    ]
+
+    def assert_conditions_exact(sizes):
+        for where, size in zip(conditions, sizes, strict=True):
+            matching = db.execute(f"select count(*) from df_items where {where}").fetchone()[0]
+            assert matching == size, where
+            assert rows_rechecked_away(db, queries(rng, rows, 16, 1)[0], 1000, where) == 0
+            for query in queries(rng, rows, 16, 2):
+                for k in [10, 1000, 2500]:
+                    assert len(assert_exact(db, query, k, where)) == min(k, matching)
+
+    assert_conditions_exact([2000, 20, 2000, 0, 0, 0])
+    # rows GIN keeps in its pending list: new ones, and ones moved into tenant 3
+    copy_rows(db, random_vectors(rng, 300, 16), start=20000)
+    db.execute("""update df_items set meta = '{"tenant": 3, "rare": true}' where id < 30""")
+    moved = [2057, 49, 2027, 0, 30, 0]
+    assert_conditions_exact(moved)
+    # merged into the posting lists
+    assert db.execute("select gin_clean_pending_list('df_items_meta_idx')").fetchone()[0] > 0
+    assert_conditions_exact(moved)
+
+
 def test_a_filters_rows_are_reused_only_under_the_same_snapshot(items, dsn):
     """A transaction keeps the rows a filter's GIN scan found for the next scan under
     an equal snapshot (sparse_filter.c): another filter value is looked up anew; a row
@@ -817,7 +859,8 @@ def test_the_planner_picks_dense_flat_for_a_filter_and_hnsw_without(db):
 
 def test_documents_has_a_dense_flat_index_with_a_metadata_filter(db):
     """The extension's index on documents (dense, metadata jsonb_filter_ops): a
-    metadata filter's ORDER BY dense <=> q uses it, exactly."""
+    metadata filter's ORDER BY dense <=> q uses it, exactly; the GIN index that finds
+    the filter's rows has no pending list."""
     name = db.execute(
         "select c.relname from pg_index i join pg_class c on c.oid = i.indexrelid"
         " join pg_am a on a.oid = c.relam"
@@ -833,6 +876,9 @@ def test_documents_has_a_dense_flat_index_with_a_metadata_filter(db):
         [index],
     ).fetchone()
     assert columns == (["dense", "metadata"], ["vector_cosine_ops", "jsonb_filter_ops"]), columns
+    # its filter's rows come from GIN's posting lists, never held back in a pending list
+    gin_options = "select reloptions from pg_class where oid = 'documents_metadata_idx'::regclass"
+    assert db.execute(gin_options).fetchone()[0] == ["fastupdate=off"]
     for tenant in range(3):
         insert(db, *[f"note {i} on vacuum and index {tenant}" for i in range(15)],
                metadata={"tenant": tenant})  # fmt: skip
