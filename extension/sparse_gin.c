@@ -34,7 +34,6 @@
 #include "access/genam.h"
 #include "access/gin_private.h"
 #include "access/relscan.h"
-#include "miscadmin.h"
 #include "pgstat.h"
 
 #include "sparse_index.h"
@@ -152,7 +151,6 @@ read_posting_tree(Relation index, BlockNumber root, Snapshot snapshot, KeyReader
 		if (!fits || GinPageRightMost(page))
 			break;
 		buffer = ginStepRight(buffer, index, GIN_SHARE);
-		CHECK_FOR_INTERRUPTS();
 	}
 	UnlockReleaseBuffer(buffer);
 	return fits;
