@@ -434,7 +434,7 @@ score_all(IndexScanDesc scan)
 	MemoryContext oldcxt = MemoryContextSwitchTo(so->cxt);
 
 	if (scan->numberOfKeys > 0)
-		filter = SparseFilterBegin(scan, false);
+		filter = SparseFilterBegin(scan, SPARSE_FILTER_ANY, 0);
 	DenseReadMeta(index, &meta);
 	if (!so->queryNull)
 	{

@@ -185,20 +185,27 @@ set_from_bitmap(SparseFilterSet *set, TIDBitmap *tbm)
 	tbm_end_iterate(it);
 }
 
+/* how many TID keys fit in work_mem, as a sort or a hash would spill past it */
+int64
+SparseWorkMemKeys(void)
+{
+	return (int64) work_mem * 1024 / sizeof(uint64);
+}
+
 /*
  * The TID keys (sorted) of other's entries that meet its scan keys keys[0 ..
  * n-1], read through amgettuple: a btree returns an equality's entries in TID
  * order, so no bitmap is hashed and sorted. False if the index's answer is
- * not exact (it asks for a recheck), or if the keys would take more than
- * work_mem, as a sort or a hash would spill.
+ * not exact (it asks for a recheck), or if there are more than maxKeys.
  */
 bool
-SparseIndexTids(Relation heap, Relation other, Snapshot snapshot, ScanKey keys, int n, SparseFilterSet *set)
+SparseIndexTids(Relation heap, Relation other, Snapshot snapshot, ScanKey keys, int n, int64 maxKeys,
+				SparseFilterSet *set)
 {
 	IndexScanDesc scan;
 	ItemPointer tid;
 	int64		max = 1024;
-	int64		limit = (int64) work_mem * 1024 / sizeof(uint64);
+	int64		limit = maxKeys;
 	bool		sorted = true;
 	bool		usable = true;
 
@@ -406,14 +413,15 @@ bitmap_set(Relation other, Snapshot snapshot, ScanKey keys, int n, SparseFilterS
  * allows: false when the bitmap scan must make it.
  */
 static bool
-ordered_set(Relation heap, Relation other, Snapshot snapshot, ScanKey keys, int n, SparseFilterSet *set)
+ordered_set(Relation heap, Relation other, Snapshot snapshot, ScanKey keys, int n, int64 maxKeys,
+			SparseFilterSet *set)
 {
 	switch (other->rd_rel->relam)
 	{
 		case BTREE_AM_OID:
-			return SparseIndexTids(heap, other, snapshot, keys, n, set);
+			return SparseIndexTids(heap, other, snapshot, keys, n, maxKeys, set);
 		case GIN_AM_OID:
-			return SparseGinTids(other, snapshot, keys, n, set);
+			return SparseGinTids(other, snapshot, keys, n, maxKeys, set);
 		default:
 			return false;
 	}
@@ -421,12 +429,12 @@ ordered_set(Relation heap, Relation other, Snapshot snapshot, ScanKey keys, int 
 
 /*
  * The filter set of index column attno's conditions (the scan keys keys[0 ..
- * n-1]), or false when no other index can find their rows, or when
- * cachedOnly and this transaction has not made the set yet (*uncached).
+ * n-1]), or false when no other index can find their rows, or when way does
+ * not let it be made now (*deferred): SparseFilterBegin.
  */
 static bool
-column_set(IndexScanDesc scan, int attno, ScanKey keys, int n, bool cachedOnly, bool *uncached,
-		   SparseFilterSet *set)
+column_set(IndexScanDesc scan, int attno, ScanKey keys, int n, SparseFilterWay way, int64 orderedKeys,
+		   bool *deferred, SparseFilterSet *set)
 {
 	Relation	index = scan->indexRelation;
 	Relation	heap = scan->heapRelation;
@@ -487,14 +495,22 @@ column_set(IndexScanDesc scan, int attno, ScanKey keys, int n, bool cachedOnly, 
 		}
 		if (!cached_set(other, otherKeys, nother, argTypes, scan->xs_snapshot, set))
 		{
-			if (cachedOnly)
+			int64		maxKeys = way == SPARSE_FILTER_ORDERED ?
+				Min(orderedKeys, SparseWorkMemKeys()) : SparseWorkMemKeys();
+			bool		made = way != SPARSE_FILTER_CACHED &&
+				ordered_set(heap, other, scan->xs_snapshot, otherKeys, nother, maxKeys, set);
+
+			if (!made && way == SPARSE_FILTER_ANY)
 			{
-				*uncached = true;
+				bitmap_set(other, scan->xs_snapshot, otherKeys, nother, set);
+				made = true;
+			}
+			if (!made)
+			{
+				*deferred = true;
 				relation_close(other, NoLock);
 				break;
 			}
-			if (!ordered_set(heap, other, scan->xs_snapshot, otherKeys, nother, set))
-				bitmap_set(other, scan->xs_snapshot, otherKeys, nother, set);
 			cache_set(other, otherKeys, nother, argTypes, scan->xs_snapshot, set);
 		}
 		relation_close(other, NoLock);
@@ -507,25 +523,28 @@ column_set(IndexScanDesc scan, int attno, ScanKey keys, int n, bool cachedOnly, 
 
 /*
  * The rows the scan's keys (conditions on columns after the first, none of
- * them NULL) may match, or NULL when no other index narrows them, or when
- * cachedOnly and a set is not one this transaction made already.
+ * them NULL) may match, or NULL when no other index narrows them, or when a
+ * set is one that way does not make now: SPARSE_FILTER_CACHED takes only a
+ * set this transaction made already, SPARSE_FILTER_ORDERED also one read in
+ * TID order (a btree's entries, a GIN index's posting lists) of at most
+ * orderedKeys keys, SPARSE_FILTER_ANY any (a bitmap scan's at worst).
  */
 SparseFilter *
-SparseFilterBegin(IndexScanDesc scan, bool cachedOnly)
+SparseFilterBegin(IndexScanDesc scan, SparseFilterWay way, int64 orderedKeys)
 {
 	SparseFilter *f = palloc0(sizeof(SparseFilter));
-	bool		uncached = false;
+	bool		deferred = false;
 
 	f->sets = palloc(sizeof(SparseFilterSet) * Max(scan->numberOfKeys, 1));
 	/* keys come ordered by column */
-	for (int i = 0; i < scan->numberOfKeys && !uncached;)
+	for (int i = 0; i < scan->numberOfKeys && !deferred;)
 	{
 		int			attno = scan->keyData[i].sk_attno;
 		int			n = 1;
 
 		while (i + n < scan->numberOfKeys && scan->keyData[i + n].sk_attno == attno)
 			n++;
-		if (column_set(scan, attno, &scan->keyData[i], n, cachedOnly, &uncached, &f->sets[f->nsets]))
+		if (column_set(scan, attno, &scan->keyData[i], n, way, orderedKeys, &deferred, &f->sets[f->nsets]))
 		{
 			if (f->sets[f->nsets].nkeys == 0 && f->sets[f->nsets].nlossy == 0)
 				f->empty = true;
@@ -533,7 +552,7 @@ SparseFilterBegin(IndexScanDesc scan, bool cachedOnly)
 		}
 		i += n;
 	}
-	if (f->nsets == 0 || uncached)
+	if (f->nsets == 0 || deferred)
 	{
 		pfree(f->sets);
 		pfree(f);

@@ -26,8 +26,8 @@
  * it. It is checked before the tree, as GIN's own scan reads it first: an
  * entry the cleanup moves goes into the tree before it leaves the list. Any
  * other case (a search mode that reads the whole index, no required entry
- * that is an exact key, a list longer than work_mem holds) also goes to the
- * bitmap.
+ * that is an exact key, a list longer than the caller's bound: work_mem's
+ * worth, or less early in a scan, sparse_scan.c) also goes to the bitmap.
  */
 #include "postgres.h"
 
@@ -96,7 +96,7 @@ typedef struct KeyReader
 	uint64	   *keys;
 	int64		n;
 	int64		max;			/* room for */
-	int64		limit;			/* work_mem's worth */
+	int64		limit;			/* the caller's bound */
 	bool		sorted;			/* as a posting list is */
 } KeyReader;
 
@@ -224,10 +224,10 @@ intersect(uint64 *a, int64 *na, const uint64 *b, int64 nb)
  * The TID keys (sorted) of a superset of the rows that meet GIN index
  * other's scan keys keys[0 .. n-1], from its required entries' posting
  * lists; false when the bitmap scan must find them instead (the file's
- * comment).
+ * comment), or when a list holds more than maxKeys.
  */
 bool
-SparseGinTids(Relation other, Snapshot snapshot, ScanKey keys, int n, SparseFilterSet *set)
+SparseGinTids(Relation other, Snapshot snapshot, ScanKey keys, int n, int64 maxKeys, SparseFilterSet *set)
 {
 	IndexScanDesc scan = index_beginscan_bitmap(other, snapshot, n);
 	GinScanOpaque so = (GinScanOpaque) scan->opaque;
@@ -257,8 +257,7 @@ SparseGinTids(Relation other, Snapshot snapshot, ScanKey keys, int n, SparseFilt
 	pgstat_count_index_scan(other);
 	for (int i = 0; i < nentries && usable; i++)
 	{
-		KeyReader	r = {palloc(sizeof(uint64) * 1024), 0, 1024,
-		(int64) work_mem * 1024 / sizeof(uint64), true};
+		KeyReader	r = {palloc(sizeof(uint64) * 1024), 0, 1024, maxKeys, true};
 
 		usable = read_entry(other, &so->ginstate, entries[i], snapshot, &r);
 		if (!usable)

@@ -483,14 +483,20 @@ typedef struct SparseFilter
 	int64		nslots;
 } SparseFilter;
 
+/* the sets SparseFilterBegin may make, besides one this transaction made already */
+typedef enum SparseFilterWay
+{
+	SPARSE_FILTER_CACHED,		/* none */
+	SPARSE_FILTER_ORDERED,		/* one read in TID order, of up to a given number of keys */
+	SPARSE_FILTER_ANY			/* that (within work_mem), or else a bitmap scan's */
+} SparseFilterWay;
+
 extern void FilterCheckColumns(Relation index, const char *firstHint);
 extern void SparseCheckColumns(Relation index);
-extern SparseFilter *SparseFilterBegin(IndexScanDesc scan, bool cachedOnly);
+extern SparseFilter *SparseFilterBegin(IndexScanDesc scan, SparseFilterWay way, int64 orderedKeys);
+extern int64 SparseWorkMemKeys(void);
 extern bool SparseIndexTids(Relation heap, Relation other, Snapshot snapshot, ScanKey keys, int n,
-							SparseFilterSet *set);
-
-/* sparse_gin.c */
-extern bool SparseGinTids(Relation other, Snapshot snapshot, ScanKey keys, int n, SparseFilterSet *set);
+							int64 maxKeys, SparseFilterSet *set);
 extern bool SparseFilterTid(const SparseFilter *f, uint64 key);
 
 /* where SparseFilterTidFrom's last search ended in each set */
@@ -502,6 +508,10 @@ typedef struct SparseFilterCursor
 
 extern bool SparseFilterTidFrom(const SparseFilter *f, SparseFilterCursor *c, uint64 key);
 extern void SparseFilterSlots(SparseFilter *f, uint32 offsets, int64 nslots);
+
+/* sparse_gin.c */
+extern bool SparseGinTids(Relation other, Snapshot snapshot, ScanKey keys, int n, int64 maxKeys,
+						  SparseFilterSet *set);
 
 /* sparse_policy.c */
 extern bool SparsePolicyIsPredicate(Relation heap, Relation index);

@@ -266,7 +266,7 @@ exact_rows(Relation heap, Relation other, int strategy, Oid subtype, Oid opno, D
 	ScanKeyData key;
 
 	ScanKeyEntryInitialize(&key, 0, 1, strategy, subtype, other->rd_indcollation[0], get_opcode(opno), value);
-	return SparseIndexTids(heap, other, GetActiveSnapshot(), &key, 1, set);
+	return SparseIndexTids(heap, other, GetActiveSnapshot(), &key, 1, SparseWorkMemKeys(), set);
 }
 
 /*

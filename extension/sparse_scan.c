@@ -43,8 +43,9 @@
  * row list.
  *
  * Conditions on the index's filter columns (scan keys) narrow the rows a
- * batch may take, after hybrid_search.sparse_filter_after batches, to those
- * another index of the table finds for them (begin_filter, sparse_filter.c):
+ * batch may take, from the first batch or after
+ * hybrid_search.sparse_filter_after batches, to those another index of the
+ * table finds for them (begin_filter, sparse_filter.c):
  * every place a row enters a batch tests it, so each batch holds the best N
  * rows that may match, and the executor rechecks the conditions.
  *
@@ -2051,29 +2052,43 @@ run_rest(IndexScanDesc scan)
 }
 
 /*
- * After hybrid_search.sparse_filter_after batches (3), a scan with
- * conditions on later columns ranks only the rows another index of the table
- * finds for them (sparse_filter.c). The bitmap costs something per row it
- * holds, however few of them the scan would have met, so it pays for a
- * condition that rejects nearly every row returned, not for one that a
- * tenth of the rows meet: the first three batches (B, 4B and 16B rows, B
- * about 1.25 k from the search functions) find the k rows of such a
- * condition, and a condition still short of k rows after them has passed
- * under 4% of the 21B rows returned (performance.md, December 6, session
- * 27). Before that, the scan takes the rows at once if this transaction
- * found them already for the same snapshot (cachedOnly: another leg of
- * hybrid_search did), as they cost nothing then. False if no row can meet
- * the conditions.
+ * Keys per row of the first batch a set read in TID order may hold for the
+ * scan to take it at that batch. Reading a GIN posting list costs about 6 ns
+ * a key (ad hoc, session 33: 10,000 keys in 0.06 ms); a row a condition
+ * rejects costs the batch a heap fetch, about 1-2 us. So a set of up to 256
+ * keys per batch row costs at most about what the first batch spends on
+ * rows that do not match: 34,000 keys at k = 100 (a 10% filter up to 340,000
+ * rows).
+ */
+#define SPARSE_ORDERED_KEYS_PER_ROW 256
+
+/*
+ * A scan with conditions on later columns ranks only the rows another index
+ * of the table finds for them (sparse_filter.c), from the first batch when
+ * they are cheap to read (a btree's entries or a GIN index's posting lists,
+ * in TID order, up to SPARSE_ORDERED_KEYS_PER_ROW keys per batch row, or a
+ * set this transaction made already for the same snapshot: another leg of
+ * hybrid_search), else after hybrid_search.sparse_filter_after batches (3).
+ * A bitmap costs something per row it holds, however few of them the scan
+ * would have met, so it pays for a condition that rejects nearly every row
+ * returned, not for one that a tenth of the rows meet: the first three
+ * batches (B, 4B and 16B rows, B about 1.25 k from the search functions)
+ * find the k rows of such a condition, and a condition still short of k
+ * rows after them has passed under 4% of the 21B rows returned
+ * (performance.md, December 6, session 27). False if no row can meet the
+ * conditions.
  */
 static bool
-begin_filter(IndexScanDesc scan, bool cachedOnly)
+begin_filter(IndexScanDesc scan)
 {
 	SparseScanOpaque so = (SparseScanOpaque) scan->opaque;
+	SparseFilterWay way = so->batches >= sparse_filter_after ? SPARSE_FILTER_ANY :
+		so->batches == 0 ? SPARSE_FILTER_ORDERED : SPARSE_FILTER_CACHED;
 	MemoryContext oldcxt = MemoryContextSwitchTo(so->cxt);
-	SparseFilter *filter = SparseFilterBegin(scan, cachedOnly);
+	SparseFilter *filter = SparseFilterBegin(scan, way, so->batchN * SPARSE_ORDERED_KEYS_PER_ROW);
 
 	MemoryContextSwitchTo(oldcxt);
-	if (filter == NULL && cachedOnly)
+	if (filter == NULL && way != SPARSE_FILTER_ANY)
 		return true;
 	so->filterBegun = true;
 	so->filter = filter;
@@ -2327,7 +2342,7 @@ sparse_gettuple(IndexScanDesc scan, ScanDirection dir)
 			}
 		}
 		if (scan->numberOfKeys > 0 && !so->filterBegun &&
-			!begin_filter(scan, so->batches < sparse_filter_after))
+			!begin_filter(scan))
 		{
 			/* no row can meet the conditions */
 			so->done = true;

@@ -117,7 +117,9 @@ sparse_init(void)
 							"conditions may match.",
 							"Those rows come from a bitmap scan of another index of the table, at a cost per row it "
 							"holds: it pays for a condition that has rejected nearly every row the first batches "
-							"returned. 0 narrows from the first batch; a large value never.",
+							"returned. A few rows read in TID order (a btree's entries, a GIN index's posting lists) "
+							"narrow from the first batch whatever this is. 0 narrows from the first batch; a large "
+							"value never by a bitmap.",
 							&sparse_filter_after,
 							3, 0, 1000,
 							PGC_USERSET, 0,

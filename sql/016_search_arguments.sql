@@ -79,11 +79,13 @@ set search_path to pg_catalog, pg_temp;
 -- leg): HNSW's ef_search raised to rows, iterative index scans that keep
 -- going until rows rows pass a filter, and sequential scans off (the
 -- planner's cost model often prefers one on tables of some ten thousand rows,
--- at 50x the latency); with a filter and documents_dense_filter_idx, bitmap
--- scans off too (a bitmap scan of the filter's rows and a sort computes the
--- distance of every one from its TOASTed vector, which the planner does not
--- cost: 19 ms against dense_flat's 5 at 3,000 rows of 1024 dimensions, ad
--- hoc); and, unless the statement is filtered, a generic
+-- at 50x the latency); with a filter or a row-level-security policy and
+-- documents_dense_filter_idx, bitmap scans off too (a bitmap scan of the
+-- filter's or the policy's rows and a sort computes the distance of every
+-- one from its vector, which the planner does not cost: 19 ms against
+-- dense_flat's 5 at 3,000 rows of 1024 dimensions, ad hoc; and a policy's
+-- condition on metadata, estimated at a few rows, put it before the
+-- policy's own HNSW copy); and, unless the statement is filtered, a generic
 -- plan, planned once instead of at every call (the plan cache keeps custom
 -- plans, which drop "filter is null" and so look cheaper). Only with
 -- sequential scans off: a generic plan does not know k, and under a
@@ -125,7 +127,10 @@ begin
         perform pg_catalog.set_config('hnsw.ef_search', least(greatest(ef_search, rows), 1000)::text, true);
         perform pg_catalog.set_config('hnsw.iterative_scan', 'relaxed_order', true);
         perform pg_catalog.set_config('enable_seqscan', 'off', true);
-        if filtered and pg_catalog.to_regclass('@extschema@.documents_dense_filter_idx') is not null then
+        if
+            (filtered or pg_catalog.row_security_active('@extschema@.documents'))
+            and pg_catalog.to_regclass('@extschema@.documents_dense_filter_idx') is not null
+        then
             saved := saved || array['enable_bitmapscan', pg_catalog.current_setting('enable_bitmapscan')];
             perform pg_catalog.set_config('enable_bitmapscan', 'off', true);
         end if;
