@@ -26,8 +26,9 @@
  * it. It is checked before the tree, as GIN's own scan reads it first: an
  * entry the cleanup moves goes into the tree before it leaves the list. Any
  * other case (a search mode that reads the whole index, no required entry
- * that is an exact key, a list longer than the caller's bound: work_mem's
- * worth, or less early in a scan, sparse_scan.c) also goes to the bitmap.
+ * that is an exact key, every required list longer than the caller's bound:
+ * work_mem's worth, or less early in a scan, sparse_scan.c) also goes to the
+ * bitmap.
  */
 #include "postgres.h"
 
@@ -223,8 +224,8 @@ intersect(uint64 *a, int64 *na, const uint64 *b, int64 nb)
 /*
  * The TID keys (sorted) of a superset of the rows that meet GIN index
  * other's scan keys keys[0 .. n-1], from its required entries' posting
- * lists; false when the bitmap scan must find them instead (the file's
- * comment), or when a list holds more than maxKeys.
+ * lists, leaving out any that holds more than maxKeys; false when the bitmap
+ * scan must find them instead (the file's comment), or when every list does.
  */
 bool
 SparseGinTids(Relation other, Snapshot snapshot, ScanKey keys, int n, int64 maxKeys, SparseFilterSet *set)
@@ -233,7 +234,7 @@ SparseGinTids(Relation other, Snapshot snapshot, ScanKey keys, int n, int64 maxK
 	GinScanOpaque so = (GinScanOpaque) scan->opaque;
 	GinScanEntry *entries;
 	int			nentries;
-	bool		usable = true;
+	bool		made = false;
 
 	set->keys = NULL;
 	set->nkeys = 0;
@@ -255,20 +256,27 @@ SparseGinTids(Relation other, Snapshot snapshot, ScanKey keys, int n, int64 maxK
 		return false;
 	}
 	pgstat_count_index_scan(other);
-	for (int i = 0; i < nentries && usable; i++)
+	for (int i = 0; i < nentries && !(made && set->nkeys == 0); i++)
 	{
 		KeyReader	r = {palloc(sizeof(uint64) * 1024), 0, 1024, maxKeys, true};
 
-		usable = read_entry(other, &so->ginstate, entries[i], snapshot, &r);
-		if (!usable)
-			break;
+		if (!read_entry(other, &so->ginstate, entries[i], snapshot, &r))
+		{
+			/*
+			 * Past the bound (jsonb_ops' entry for a key every row has): the
+			 * other entries' intersection is a superset all the same.
+			 */
+			pfree(r.keys);
+			continue;
+		}
 		/* a posting list is in TID order; a set must be */
 		if (!r.sorted)
 			qsort(r.keys, r.n, sizeof(uint64), SparseKeyCmp);
-		if (i == 0)
+		if (!made)
 		{
 			set->keys = r.keys;
 			set->nkeys = r.n;
+			made = true;
 		}
 		else
 		{
@@ -277,5 +285,5 @@ SparseGinTids(Relation other, Snapshot snapshot, ScanKey keys, int n, int64 maxK
 		}
 	}
 	index_endscan(scan);
-	return usable;
+	return made;
 }
