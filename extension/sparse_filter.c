@@ -151,12 +151,12 @@ set_from_bitmap(SparseFilterSet *set, TIDBitmap *tbm)
 {
 	TBMIterator *it = tbm_begin_iterate(tbm);
 	TBMIterateResult *page;
-	int64		maxKeys = 1024,
-				maxLossy = 16;
+	SparseKeyList keys;
+	int64		maxLossy = 16;
 
-	set->keys = palloc(sizeof(uint64) * maxKeys);
+	SparseKeyListInit(&keys, PG_INT64_MAX);
 	set->lossy = palloc(sizeof(uint64) * maxLossy);
-	set->nkeys = set->nlossy = 0;
+	set->nlossy = 0;
 	while ((page = tbm_iterate(it)) != NULL)
 	{
 		if (page->ntuples < 0)
@@ -173,16 +173,14 @@ set_from_bitmap(SparseFilterSet *set, TIDBitmap *tbm)
 		{
 			ItemPointerData tid;
 
-			if (set->nkeys == maxKeys)
-			{
-				maxKeys *= 2;
-				set->keys = repalloc_huge(set->keys, sizeof(uint64) * maxKeys);
-			}
 			ItemPointerSet(&tid, page->blockno, page->offsets[i]);
-			set->keys[set->nkeys++] = SparseTidKey(&tid);
+			SparseKeyListAdd(&keys, &tid);
 		}
 	}
 	tbm_end_iterate(it);
+	/* the bitmap's pages come in order */
+	set->keys = keys.keys;
+	set->nkeys = keys.n;
 }
 
 /* how many TID keys fit in work_mem, as a sort or a hash would spill past it */
@@ -204,38 +202,28 @@ SparseIndexTids(Relation heap, Relation other, Snapshot snapshot, ScanKey keys, 
 {
 	IndexScanDesc scan;
 	ItemPointer tid;
-	int64		max = 1024;
-	int64		limit = maxKeys;
-	bool		sorted = true;
+	SparseKeyList list;
 	bool		usable = true;
 
-	set->keys = palloc(sizeof(uint64) * max);
-	set->nkeys = 0;
-	set->lossy = NULL;
-	set->nlossy = 0;
+	SparseKeyListInit(&list, maxKeys);
 	scan = index_beginscan(heap, other, snapshot, n, 0);
 	index_rescan(scan, keys, n, NULL, 0);
 	while ((tid = index_getnext_tid(scan, ForwardScanDirection)) != NULL)
 	{
-		if (scan->xs_recheck || set->nkeys >= limit)
+		if (scan->xs_recheck || !SparseKeyListAdd(&list, tid))
 		{
 			usable = false;
 			break;
 		}
-		if (set->nkeys == max)
-		{
-			max *= 2;
-			set->keys = repalloc_huge(set->keys, sizeof(uint64) * max);
-		}
-		set->keys[set->nkeys] = SparseTidKey(tid);
-		if (set->nkeys > 0 && set->keys[set->nkeys] < set->keys[set->nkeys - 1])
-			sorted = false;
-		set->nkeys++;
 		CHECK_FOR_INTERRUPTS();
 	}
 	index_endscan(scan);
-	if (usable && !sorted)
-		qsort(set->keys, set->nkeys, sizeof(uint64), SparseKeyCmp);
+	if (usable)
+		SparseKeyListSort(&list);
+	set->keys = list.keys;
+	set->nkeys = list.n;
+	set->lossy = NULL;
+	set->nlossy = 0;
 	return usable;
 }
 

@@ -91,41 +91,19 @@ pending_list_empty(Relation index)
 	return empty;
 }
 
-/* one entry's TID keys as they are read */
-typedef struct KeyReader
-{
-	uint64	   *keys;
-	int64		n;
-	int64		max;			/* room for */
-	int64		limit;			/* the caller's bound */
-	bool		sorted;			/* as a posting list is */
-} KeyReader;
-
-/* append items[0 .. n-1]; false once they would pass the limit */
+/* append items[0 .. n-1]; false once they would pass the list's bound */
 static bool
-add_items(KeyReader *r, const ItemPointerData *items, int n)
+add_items(SparseKeyList *l, ItemPointer items, int n)
 {
-	if (r->n + n > r->limit)
-		return false;
-	if (r->n + n > r->max)
-	{
-		r->max = Max(r->max * 2, r->n + n);
-		r->keys = repalloc_huge(r->keys, sizeof(uint64) * r->max);
-	}
 	for (int i = 0; i < n; i++)
-	{
-		uint64		key = SparseTidKey((ItemPointer) &items[i]);
-
-		if (r->n > 0 && key <= r->keys[r->n - 1])
-			r->sorted = false;
-		r->keys[r->n++] = key;
-	}
+		if (!SparseKeyListAdd(l, &items[i]))
+			return false;
 	return true;
 }
 
 /* the TIDs of the posting tree at root; false past the limit */
 static bool
-read_posting_tree(Relation index, BlockNumber root, Snapshot snapshot, KeyReader *r)
+read_posting_tree(Relation index, BlockNumber root, Snapshot snapshot, SparseKeyList *r)
 {
 	GinBtreeData btree;
 	GinBtreeStack *stack = ginScanBeginPostingTree(&btree, index, root, snapshot);
@@ -159,7 +137,7 @@ read_posting_tree(Relation index, BlockNumber root, Snapshot snapshot, KeyReader
 
 /* entry's TIDs, sorted; false past the limit */
 static bool
-read_entry(Relation index, GinState *ginstate, GinScanEntry entry, Snapshot snapshot, KeyReader *r)
+read_entry(Relation index, GinState *ginstate, GinScanEntry entry, Snapshot snapshot, SparseKeyList *r)
 {
 	GinBtreeData btree;
 	GinBtreeStack *stack;
@@ -258,8 +236,9 @@ SparseGinTids(Relation other, Snapshot snapshot, ScanKey keys, int n, int64 maxK
 	pgstat_count_index_scan(other);
 	for (int i = 0; i < nentries && !(made && set->nkeys == 0); i++)
 	{
-		KeyReader	r = {palloc(sizeof(uint64) * 1024), 0, 1024, maxKeys, true};
+		SparseKeyList r;
 
+		SparseKeyListInit(&r, maxKeys);
 		if (!read_entry(other, &so->ginstate, entries[i], snapshot, &r))
 		{
 			/*
@@ -270,8 +249,7 @@ SparseGinTids(Relation other, Snapshot snapshot, ScanKey keys, int n, int64 maxK
 			continue;
 		}
 		/* a posting list is in TID order; a set must be */
-		if (!r.sorted)
-			qsort(r.keys, r.n, sizeof(uint64), SparseKeyCmp);
+		SparseKeyListSort(&r);
 		if (!made)
 		{
 			set->keys = r.keys;

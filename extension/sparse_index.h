@@ -472,6 +472,54 @@ typedef struct SparseFilterSet
 	int64		nlossy;
 } SparseFilterSet;
 
+/* TID keys as another index gives them, up to a bound, sorted at the end */
+typedef struct SparseKeyList
+{
+	uint64	   *keys;
+	int64		n;
+	int64		max;			/* room for */
+	int64		limit;			/* the caller's bound */
+	bool		sorted;			/* so far */
+} SparseKeyList;
+
+static inline void
+SparseKeyListInit(SparseKeyList *l, int64 limit)
+{
+	l->max = 1024;
+	l->keys = palloc(sizeof(uint64) * l->max);
+	l->n = 0;
+	l->limit = limit;
+	l->sorted = true;
+}
+
+/* append tid's key; false, and nothing appended, once there are limit keys */
+static inline bool
+SparseKeyListAdd(SparseKeyList *l, ItemPointer tid)
+{
+	uint64		key = SparseTidKey(tid);
+
+	if (l->n >= l->limit)
+		return false;
+	if (l->n == l->max)
+	{
+		l->max *= 2;
+		l->keys = repalloc_huge(l->keys, sizeof(uint64) * l->max);
+	}
+	if (l->n > 0 && key < l->keys[l->n - 1])
+		l->sorted = false;
+	l->keys[l->n++] = key;
+	return true;
+}
+
+/* the keys in order (a btree's equality and a posting list give them so) */
+static inline void
+SparseKeyListSort(SparseKeyList *l)
+{
+	if (!l->sorted)
+		qsort(l->keys, l->n, sizeof(uint64), SparseKeyCmp);
+	l->sorted = true;
+}
+
 typedef struct SparseFilter
 {
 	bool		empty;			/* nothing matches */
