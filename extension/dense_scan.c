@@ -3,12 +3,15 @@
  * reordering.
  *
  * The first call scores every row the scan's filter conditions allow
- * (sparse_filter.c finds them in another index; without one, every row):
- * est = scale * sum(q[i] * codes[i]), a float sum. The row's true product
- * q.x lies within |q| * error of q.x' (x' = scale * codes, Cauchy-Schwarz),
- * and est and pgvector's own float sums within dims * FLT_EPSILON of the
- * exact ones relative to |q| |x|, so
- *   similarity <= est / (|q| |x|) + error / |x| + slack
+ * (sparse_filter.c finds them in another index; without one, every row).
+ * The query is coded once as int16, q = step * qc + d, and a row's
+ * est = step * scale * sum(qc[i] * codes[i]) is an integer sum times two
+ * factors. With x' = scale * codes, q.x = est + d.x' + q.(x - x'), and
+ * Cauchy-Schwarz bounds the last two by |d| (|x| + error) and |q| error;
+ * pgvector's own float sums lie within dims * FLT_EPSILON of the exact ones
+ * relative to |q| |x|, so
+ *   similarity <= est / (|q| |x|) + error / |x| + |d| / |q| (1 + error / |x|)
+ *                 + slack
  * and 1 - that (pgvector clamps similarity to [-1, 1]) is a lower bound of
  * pgvector's cosine distance. Rows come out in the order of that bound with
  * xs_recheckorderby: the executor computes each one's exact distance and
@@ -55,12 +58,18 @@ typedef struct DenseScanOpaqueData
 	bool		queryNull;
 	DenseVector *query;
 	double		queryNorm;
+	int16	   *queryCodes;		/* query ~ queryStep * queryCodes */
+	double		queryStep;
+	double		queryError;		/* |query - that| */
 	Candidate  *heap;			/* a min-heap by (isnull, bound) */
 	int64		n;
 	int64		max;
 	SparseFilterCursor cursor;	/* where the last row's key was found */
 	BlockNumber nblocks;		/* the index's size when last asked */
 	/* score_rows' arrays, a row page's worth */
+	int		   *live;			/* the rows not marked dead */
+	uint64	   *liveKeys;		/* their TID keys */
+	bool	   *allowed;		/* whether the filter allows them */
 	int		   *need;
 	int		   *groupStart;
 	Buffer	   *pinned;
@@ -106,59 +115,60 @@ dense_rescan(IndexScanDesc scan, ScanKey keys, int nkeys, ScanKey orderbys, int 
 	so->nblocks = 0;
 }
 
-/* sum(q[i] * codes[i]) in float */
-static float4
-dot_codes(const float4 *q, const int8 *codes, int dims)
-{
-	float4		s0 = 0,
-				s1 = 0,
-				s2 = 0,
-				s3 = 0;
-	int			i = 0;
+/*
+ * The query as int16 codes, q ~ step * codes (|codes| <= DENSE_QUERY_MAX),
+ * so a row's sum of products is an integer the scan computes exactly: at
+ * most 2 * 2^14 * 128 per pair of dimensions and DENSE_MAX_DIMS / 64 pairs
+ * per AVX-512 lane, well inside int32.
+ */
+#define DENSE_QUERY_MAX 16383
 
-	for (; i + 4 <= dims; i += 4)
-	{
-		s0 += q[i] * codes[i];
-		s1 += q[i + 1] * codes[i + 1];
-		s2 += q[i + 2] * codes[i + 2];
-		s3 += q[i + 3] * codes[i + 3];
-	}
-	for (; i < dims; i++)
-		s0 += q[i] * codes[i];
-	return (s0 + s1) + (s2 + s3);
+/* sum(q[i] * codes[i]) */
+static int64
+dot_codes(const int16 *q, const int8 *codes, int dims)
+{
+	int64		s = 0;
+
+	for (int i = 0; i < dims; i++)
+		s += (int32) q[i] * codes[i];
+	return s;
 }
 
 #ifdef DENSE_HAVE_AVX512
-/* the same sum, sixteen dimensions at a time */
-__attribute__((target("avx512f")))
-static float4
-dot_codes_avx512(const float4 *q, const int8 *codes, int dims)
+/* the same sum, 64 dimensions at a time: pairs of int16 products (vpmaddwd) */
+__attribute__((target("avx512f,avx512bw")))
+static int64
+dot_codes_avx512(const int16 *q, const int8 *codes, int dims)
 {
-	__m512		acc0 = _mm512_setzero_ps(),
-				acc1 = _mm512_setzero_ps();
+	__m512i		acc0 = _mm512_setzero_si512(),
+				acc1 = _mm512_setzero_si512();
 	int			i = 0;
 
-	for (; i + 32 <= dims; i += 32)
+	for (; i + 64 <= dims; i += 64)
 	{
-		__m512		c0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *) (codes + i))));
-		__m512		c1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *) (codes + i + 16))));
+		__m512i		c0 = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *) (codes + i)));
+		__m512i		c1 = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *) (codes + i + 32)));
 
-		acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(q + i), c0, acc0);
-		acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(q + i + 16), c1, acc1);
+		acc0 = _mm512_add_epi32(acc0, _mm512_madd_epi16(_mm512_loadu_si512(q + i), c0));
+		acc1 = _mm512_add_epi32(acc1, _mm512_madd_epi16(_mm512_loadu_si512(q + i + 32), c1));
 	}
-	return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) + dot_codes(q + i, codes + i, dims - i);
+	return _mm512_reduce_add_epi64(_mm512_cvtepi32_epi64(_mm512_castsi512_si256(acc0))) +
+		_mm512_reduce_add_epi64(_mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(acc0, 1))) +
+		_mm512_reduce_add_epi64(_mm512_cvtepi32_epi64(_mm512_castsi512_si256(acc1))) +
+		_mm512_reduce_add_epi64(_mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(acc1, 1))) +
+		dot_codes(q + i, codes + i, dims - i);
 }
 
-/* whether SparseAvx512Usable(); -1: not asked yet */
+/* whether SparseAvx512Usable() and AVX-512 BW; -1: not asked yet */
 static int	cpu_avx512 = -1;
 #endif
 
-static inline float4
-dot(const float4 *q, const int8 *codes, int dims)
+static inline int64
+dot(const int16 *q, const int8 *codes, int dims)
 {
 #ifdef DENSE_HAVE_AVX512
 	if (cpu_avx512 < 0)
-		cpu_avx512 = SparseAvx512Usable() ? 1 : 0;
+		cpu_avx512 = SparseAvx512Usable() && __builtin_cpu_supports("avx512bw") ? 1 : 0;
 	if (cpu_avx512 == 1 && sparse_simd)
 		return dot_codes_avx512(q, codes, dims);
 #endif
@@ -177,16 +187,47 @@ static double
 row_bound(DenseScanOpaque so, const DenseCodes *c)
 {
 	int			dims = so->query->dim;
-	double		sim;
+	double		rowError,
+				sim;
 
 	if (c->norm == 0 || so->queryNorm == 0)
 		return get_float8_infinity();
 	if (!norm_in_range(c->norm) || !norm_in_range(so->queryNorm))
 		return 0;
-	sim = (double) c->scale * dot(so->query->x, c->codes, dims) / (so->queryNorm * c->norm) +
-		c->error / c->norm +
-		2.0 * (dims + 4) * FLT_EPSILON * (1 + c->error / c->norm);
+	rowError = c->error / c->norm;
+	sim = so->queryStep * c->scale * dot(so->queryCodes, c->codes, dims) / (so->queryNorm * c->norm) +
+		rowError +
+		so->queryError / so->queryNorm * (1 + rowError) +
+		2.0 * (dims + 4) * FLT_EPSILON * (1 + rowError);
 	return sim >= 1 ? 0 : 1 - sim;
+}
+
+/* the query's norm, and its int16 codes with their step and error */
+static void
+encode_query(DenseScanOpaque so)
+{
+	const DenseVector *q = so->query;
+	double		max = 0,
+				error = 0,
+				norm = 0;
+
+	so->queryCodes = palloc(sizeof(int16) * q->dim);
+	for (int i = 0; i < q->dim; i++)
+	{
+		norm += (double) q->x[i] * q->x[i];
+		max = Max(max, fabs((double) q->x[i]));
+	}
+	so->queryNorm = sqrt(norm);
+	so->queryStep = max / DENSE_QUERY_MAX;
+	for (int i = 0; i < q->dim; i++)
+	{
+		double		code = so->queryStep > 0 ? rint(q->x[i] / so->queryStep) : 0;
+		double		diff = q->x[i] - so->queryStep * code;
+
+		so->queryCodes[i] = (int16) code;
+		error += diff * diff;
+	}
+	so->queryError = sqrt(error);
 }
 
 static void
@@ -342,14 +383,27 @@ score_rows(IndexScanDesc scan, const DenseRow *rows, int n, const SparseFilter *
 	int			nneed = 0,
 				ngroups = 0;
 
+	int			nlive = 0;
+
 	for (int i = 0; i < n; i++)
 	{
+		ItemPointerData tid = rows[i].tid;
+
+		if (ItemPointerIsValid(&tid))
+		{
+			so->live[nlive] = i;
+			so->liveKeys[nlive++] = SparseTidKey(&tid);
+		}
+	}
+	if (filter != NULL)
+		SparseFilterTidsFrom(filter, &so->cursor, so->liveKeys, nlive, so->allowed);
+	for (int l = 0; l < nlive; l++)
+	{
+		int			i = so->live[l];
 		const DenseRow *row = &rows[i];
 		ItemPointerData tid = row->tid;
 
-		if (!ItemPointerIsValid(&tid))
-			continue;
-		if (filter != NULL && !SparseFilterTidFrom(filter, &so->cursor, SparseTidKey(&tid)))
+		if (filter != NULL && !so->allowed[l])
 			continue;
 		if (so->queryNull || !BlockNumberIsValid(row->codesBlk))
 			add_candidate(so, 0, &tid, !so->queryNull);
@@ -443,12 +497,12 @@ score_all(IndexScanDesc scan)
 			ereport(ERROR,
 					(errcode(ERRCODE_DATA_EXCEPTION),
 					 errmsg("different vector dimensions %d and %d", meta.dims, so->query->dim)));
-		so->queryNorm = 0;
-		for (int i = 0; i < so->query->dim; i++)
-			so->queryNorm += (double) so->query->x[i] * so->query->x[i];
-		so->queryNorm = sqrt(so->queryNorm);
+		encode_query(so);
 	}
 	rows = palloc(sizeof(DenseRow) * DENSE_ROWS_PER_PAGE);
+	so->live = palloc(sizeof(int) * DENSE_ROWS_PER_PAGE);
+	so->liveKeys = palloc(sizeof(uint64) * DENSE_ROWS_PER_PAGE);
+	so->allowed = palloc(sizeof(bool) * DENSE_ROWS_PER_PAGE);
 	so->need = palloc(sizeof(int) * DENSE_ROWS_PER_PAGE);
 	so->groupStart = palloc(sizeof(int) * (DENSE_ROWS_PER_PAGE + 1));
 	so->pinned = palloc(sizeof(Buffer) * DENSE_ROWS_PER_PAGE);

@@ -603,36 +603,49 @@ SparseFilterTid(const SparseFilter *f, uint64 key)
 }
 
 /*
- * SparseFilterTid's answer for keys that come mostly in TID order: each
- * set's search starts where the last key's ended (c->at, one per set), and
- * from the start when a key goes back. c is zeroed before the first key.
+ * SparseFilterTid's answer for each of n keys that come mostly in TID order
+ * (a dense_flat row page's rows), in allowed[]: each set's search starts
+ * where the last key's ended (c->at, one per set), and from the start when
+ * a key goes back. c is zeroed before the first call.
  */
-bool
-SparseFilterTidFrom(const SparseFilter *f, SparseFilterCursor *c, uint64 key)
+void
+SparseFilterTidsFrom(const SparseFilter *f, SparseFilterCursor *c, const uint64 *keys, int n,
+					 bool *allowed)
 {
 	if (f->empty)
-		return false;
+	{
+		memset(allowed, 0, sizeof(bool) * n);
+		return;
+	}
 	if (c->at == NULL)
 		c->at = palloc0(sizeof(int64) * f->nsets);
-	if (key < c->lastKey)
-		memset(c->at, 0, sizeof(int64) * f->nsets);
-	c->lastKey = key;
-	for (int i = 0; i < f->nsets; i++)
+	for (int k = 0; k < n; k++)
 	{
-		const SparseFilterSet *set = &f->sets[i];
-		int64		at;
+		uint64		key = keys[k];
+		bool		all = true;
 
-		if (set->nlossy > 0)
+		if (key < c->lastKey)
+			memset(c->at, 0, sizeof(int64) * f->nsets);
+		c->lastKey = key;
+		for (int i = 0; i < f->nsets && all; i++)
 		{
-			at = search_from(set->lossy, set->nlossy, 0, key >> 16);
-			if (at < set->nlossy && set->lossy[at] == key >> 16)
-				continue;
+			const SparseFilterSet *set = &f->sets[i];
+			int64		at = c->at[i];
+
+			if (set->nlossy > 0)
+			{
+				int64		blk = search_from(set->lossy, set->nlossy, 0, key >> 16);
+
+				if (blk < set->nlossy && set->lossy[blk] == key >> 16)
+					continue;
+			}
+			if (at < set->nkeys && set->keys[at] < key)
+				at = search_from(set->keys, set->nkeys, at, key);
+			c->at[i] = at;
+			all = at < set->nkeys && set->keys[at] == key;
 		}
-		c->at[i] = search_from(set->keys, set->nkeys, c->at[i], key);
-		if (c->at[i] >= set->nkeys || set->keys[c->at[i]] != key)
-			return false;
+		allowed[k] = all;
 	}
-	return true;
 }
 
 /* the bits of set's rows in a segment of offsets slots per block, nslots slots */

@@ -547,14 +547,15 @@ extern bool SparseIndexTids(Relation heap, Relation other, Snapshot snapshot, Sc
 							int64 maxKeys, SparseFilterSet *set);
 extern bool SparseFilterTid(const SparseFilter *f, uint64 key);
 
-/* where SparseFilterTidFrom's last search ended in each set */
+/* where SparseFilterTidsFrom's last search ended in each set */
 typedef struct SparseFilterCursor
 {
 	int64	   *at;
 	uint64		lastKey;
 } SparseFilterCursor;
 
-extern bool SparseFilterTidFrom(const SparseFilter *f, SparseFilterCursor *c, uint64 key);
+extern void SparseFilterTidsFrom(const SparseFilter *f, SparseFilterCursor *c, const uint64 *keys,
+								 int n, bool *allowed);
 extern void SparseFilterSlots(SparseFilter *f, uint32 offsets, int64 nslots);
 
 /* sparse_gin.c */

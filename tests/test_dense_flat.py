@@ -435,6 +435,30 @@ def test_extreme_magnitudes_are_exact(db):
         db.execute("drop table df_items")
 
 
+def test_a_query_coded_coarsely_is_exact(db):
+    """Rows of integers whose largest component is 127: their int8 codes are exact,
+    so the only gap between a row's bound and its distance is the query's own int16
+    coding, which rounds components up to 2,000 by up to half a step. The rows'
+    distances lie closer together than that rounding moves them. The results are the
+    brute force's, with the AVX-512 sums and without."""
+    rng = np.random.default_rng(41)
+    dim = 64
+    rows = rng.integers(-126, 127, (3000, dim)).astype(np.float32)
+    rows[:, 0] = 127
+    create_items(db, list(rows))
+    try:
+        for _ in range(3):
+            query = rng.uniform(-2000, 2000, dim).astype(np.float32)
+            query[0] = 16383.0  # a step of 1: every other component rounds by up to 0.5
+            for simd in ("on", "off"):
+                db.execute(f"set hybrid_search.sparse_simd = {simd}")
+                for k in [1, 10, 100, 1000]:
+                    assert_exact(db, query, k)
+    finally:
+        db.execute("reset hybrid_search.sparse_simd")
+        db.execute("drop table df_items")
+
+
 def test_exact_under_writes_and_vacuum(items):
     """Inserts (duplicates and NULLs among them), updates (to and from NULL, to
     another vector), deletes: each found by the next query; exact before and after
