@@ -19,7 +19,10 @@
  * the conditions on each row returned. An entry is read as ginget.c's
  * startScanEntry reads an exact one: the entry page locked to find it, then
  * its posting tree's leaves left to right, each locked before the last is
- * released, or the list in its entry tuple.
+ * released, or the list in its entry tuple. The lists are read from the
+ * shortest, by GIN's own prediction of their sizes, and one much longer
+ * than the set so far is left out with the rest (SPARSE_KEYS_PER_HEAP_FETCH):
+ * a key that every row has costs only finding its entry.
  *
  * The pending list (fastupdate) holds entries not yet in the tree in no
  * order: when it is not empty the caller takes the bitmap scan, which reads
@@ -135,14 +138,31 @@ read_posting_tree(Relation index, BlockNumber root, Snapshot snapshot, SparseKey
 	return fits;
 }
 
-/* entry's TIDs, sorted; false past the limit */
-static bool
-read_entry(Relation index, GinState *ginstate, GinScanEntry entry, Snapshot snapshot, SparseKeyList *r)
+/*
+ * A required entry, found: a list's items (read at once, under the entry
+ * page's lock) or a posting tree's root, and how many items it holds: exact
+ * for a list; for a tree, the leaves its leftmost path predicts times the
+ * items of its first leaf, as ginget.c predicts an entry's size.
+ */
+typedef struct FoundEntry
+{
+	SparseKeyList list;
+	bool		fits;			/* the list is within the caller's bound */
+	BlockNumber tree;			/* InvalidBlockNumber: a list, or no entry */
+	double		predicted;
+} FoundEntry;
+
+static void
+find_entry(Relation index, GinState *ginstate, GinScanEntry entry, Snapshot snapshot, int64 maxKeys,
+		   FoundEntry *f)
 {
 	GinBtreeData btree;
 	GinBtreeStack *stack;
-	bool		fits = true;
 
+	SparseKeyListInit(&f->list, maxKeys);
+	f->fits = true;
+	f->tree = InvalidBlockNumber;
+	f->predicted = 0;
 	ginPrepareEntryScan(&btree, entry->attnum, entry->queryKey, entry->queryCategory, ginstate);
 	stack = ginFindLeafPage(&btree, true, false, snapshot);
 	if (btree.findItem(&btree, stack))
@@ -151,31 +171,48 @@ read_entry(Relation index, GinState *ginstate, GinScanEntry entry, Snapshot snap
 		IndexTuple	itup = (IndexTuple) PageGetItem(page, PageGetItemId(page, stack->off));
 
 		if (GinIsPostingTree(itup))
-		{
-			BlockNumber root = GinGetPostingTree(itup);
-
-			/*
-			 * An entry is never deleted and its posting tree never becomes a
-			 * list again, so the entry page is released first, as GIN's scan
-			 * does (a lock held down into the tree could deadlock with VACUUM).
-			 */
-			LockBuffer(stack->buffer, GIN_UNLOCK);
-			fits = read_posting_tree(index, root, snapshot, r);
-			freeGinBtreeStack(stack);
-			return fits;
-		}
-		if (GinGetNPosting(itup) > 0)
+			f->tree = GinGetPostingTree(itup);
+		else if (GinGetNPosting(itup) > 0)
 		{
 			int			n;
 			ItemPointer items = ginReadTuple(ginstate, entry->attnum, itup, &n);
 
-			fits = add_items(r, items, n);
+			f->fits = add_items(&f->list, items, n);
+			f->predicted = n;
 			pfree(items);
 		}
 	}
+	/*
+	 * An entry is never deleted and its posting tree never becomes a list
+	 * again, so the entry page is released before the tree is read, as GIN's
+	 * scan does (a lock held down into the tree could deadlock with VACUUM).
+	 */
 	LockBuffer(stack->buffer, GIN_UNLOCK);
 	freeGinBtreeStack(stack);
-	return fits;
+	if (BlockNumberIsValid(f->tree))
+	{
+		GinBtreeData tree;
+		GinBtreeStack *leaf = ginScanBeginPostingTree(&tree, index, f->tree, snapshot);
+		ItemPointerData min;
+		ItemPointer items;
+		int			n;
+
+		ItemPointerSetMin(&min);
+		items = GinDataLeafPageGetItems(BufferGetPage(leaf->buffer), &n, min);
+		f->predicted = (double) leaf->predictNumber * Max(n, 1);
+		pfree(items);
+		LockBuffer(leaf->buffer, GIN_UNLOCK);
+		freeGinBtreeStack(leaf);
+	}
+}
+
+static int
+by_predicted_size(const void *a, const void *b)
+{
+	double		x = ((const FoundEntry *) a)->predicted;
+	double		y = ((const FoundEntry *) b)->predicted;
+
+	return x < y ? -1 : x > y ? 1 : 0;
 }
 
 /* the keys of a[0 .. *na-1] also in b[0 .. nb-1] (both sorted), kept in a */
@@ -212,6 +249,7 @@ SparseGinTids(Relation other, Snapshot snapshot, ScanKey keys, int n, int64 maxK
 	GinScanOpaque so = (GinScanOpaque) scan->opaque;
 	GinScanEntry *entries;
 	int			nentries;
+	FoundEntry *found;
 	bool		made = false;
 
 	set->keys = NULL;
@@ -234,33 +272,41 @@ SparseGinTids(Relation other, Snapshot snapshot, ScanKey keys, int n, int64 maxK
 		return false;
 	}
 	pgstat_count_index_scan(other);
+	found = palloc(sizeof(FoundEntry) * nentries);
+	for (int i = 0; i < nentries; i++)
+		find_entry(other, &so->ginstate, entries[i], snapshot, maxKeys, &found[i]);
+	qsort(found, nentries, sizeof(FoundEntry), by_predicted_size);
 	for (int i = 0; i < nentries && !(made && set->nkeys == 0); i++)
 	{
-		SparseKeyList r;
+		FoundEntry *f = &found[i];
 
-		SparseKeyListInit(&r, maxKeys);
-		if (!read_entry(other, &so->ginstate, entries[i], snapshot, &r))
+		/*
+		 * The smallest first. A list much longer than the set costs more to
+		 * read than the heap fetches of the rows it would take out (the
+		 * executor rechecks each row the set holds), and the rest are longer.
+		 */
+		if (made && f->predicted > (double) set->nkeys * SPARSE_KEYS_PER_HEAP_FETCH)
+			break;
+		if (BlockNumberIsValid(f->tree))
+			f->fits = read_posting_tree(other, f->tree, snapshot, &f->list);
+		if (!f->fits)
 		{
 			/*
 			 * Past the bound (jsonb_ops' entry for a key every row has): the
 			 * other entries' intersection is a superset all the same.
 			 */
-			pfree(r.keys);
 			continue;
 		}
 		/* a posting list is in TID order; a set must be */
-		SparseKeyListSort(&r);
+		SparseKeyListSort(&f->list);
 		if (!made)
 		{
-			set->keys = r.keys;
-			set->nkeys = r.n;
+			set->keys = f->list.keys;
+			set->nkeys = f->list.n;
 			made = true;
 		}
 		else
-		{
-			intersect(set->keys, &set->nkeys, r.keys, r.n);
-			pfree(r.keys);
-		}
+			intersect(set->keys, &set->nkeys, f->list.keys, f->list.n);
 	}
 	index_endscan(scan);
 	return made;

@@ -2052,21 +2052,10 @@ run_rest(IndexScanDesc scan)
 }
 
 /*
- * Keys per row of the first batch a set read in TID order may hold for the
- * scan to take it at that batch. Reading a GIN posting list costs about 6 ns
- * a key (ad hoc, session 33: 10,000 keys in 0.06 ms); a row a condition
- * rejects costs the batch a heap fetch, about 1-2 us. So a set of up to 256
- * keys per batch row costs at most about what the first batch spends on
- * rows that do not match: 34,000 keys at k = 100 (a 10% filter up to 340,000
- * rows).
- */
-#define SPARSE_ORDERED_KEYS_PER_ROW 256
-
-/*
  * A scan with conditions on later columns ranks only the rows another index
  * of the table finds for them (sparse_filter.c), from the first batch when
  * they are cheap to read (a btree's entries or a GIN index's posting lists,
- * in TID order, up to SPARSE_ORDERED_KEYS_PER_ROW keys per batch row, or a
+ * in TID order, up to SPARSE_KEYS_PER_HEAP_FETCH keys per batch row, or a
  * set this transaction made already for the same snapshot: another leg of
  * hybrid_search), else after hybrid_search.sparse_filter_after batches (3).
  * A bitmap costs something per row it holds, however few of them the scan
@@ -2085,7 +2074,7 @@ begin_filter(IndexScanDesc scan)
 	SparseFilterWay way = so->batches >= sparse_filter_after ? SPARSE_FILTER_ANY :
 		so->batches == 0 ? SPARSE_FILTER_ORDERED : SPARSE_FILTER_CACHED;
 	MemoryContext oldcxt = MemoryContextSwitchTo(so->cxt);
-	SparseFilter *filter = SparseFilterBegin(scan, way, so->batchN * SPARSE_ORDERED_KEYS_PER_ROW);
+	SparseFilter *filter = SparseFilterBegin(scan, way, so->batchN * SPARSE_KEYS_PER_HEAP_FETCH);
 
 	MemoryContextSwitchTo(oldcxt);
 	if (filter == NULL && way != SPARSE_FILTER_ANY)
