@@ -380,10 +380,9 @@ score_rows(IndexScanDesc scan, const DenseRow *rows, int n, const SparseFilter *
 	int		   *need = so->need;
 	int		   *groupStart = so->groupStart;
 	Buffer	   *pinned = so->pinned;
-	int			nneed = 0,
+	int			nlive = 0,
+				nneed = 0,
 				ngroups = 0;
-
-	int			nlive = 0;
 
 	for (int i = 0; i < n; i++)
 	{

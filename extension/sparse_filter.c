@@ -578,16 +578,20 @@ search_from(const uint64 *a, int64 n, int64 from, uint64 x)
 	return lo;
 }
 
+/*
+ * Whether set holds key (its row, or its heap block as lossy); the search of
+ * its keys starts at *at, which is left where it ended.
+ */
 static bool
-set_has(const SparseFilterSet *set, uint64 key)
+set_has_from(const SparseFilterSet *set, int64 *at, uint64 key)
 {
 	uint64		blk = key >> 16;
-	int64		at = search_from(set->lossy, set->nlossy, 0, blk);
+	int64		lossyAt = search_from(set->lossy, set->nlossy, 0, blk);
 
-	if (at < set->nlossy && set->lossy[at] == blk)
+	if (lossyAt < set->nlossy && set->lossy[lossyAt] == blk)
 		return true;
-	at = search_from(set->keys, set->nkeys, 0, key);
-	return at < set->nkeys && set->keys[at] == key;
+	*at = search_from(set->keys, set->nkeys, *at, key);
+	return *at < set->nkeys && set->keys[*at] == key;
 }
 
 /* whether the row at TID key may match every condition */
@@ -597,8 +601,12 @@ SparseFilterTid(const SparseFilter *f, uint64 key)
 	if (f->empty)
 		return false;
 	for (int i = 0; i < f->nsets; i++)
-		if (!set_has(&f->sets[i], key))
+	{
+		int64		at = 0;
+
+		if (!set_has_from(&f->sets[i], &at, key))
 			return false;
+	}
 	return true;
 }
 
@@ -628,22 +636,7 @@ SparseFilterTidsFrom(const SparseFilter *f, SparseFilterCursor *c, const uint64 
 			memset(c->at, 0, sizeof(int64) * f->nsets);
 		c->lastKey = key;
 		for (int i = 0; i < f->nsets && all; i++)
-		{
-			const SparseFilterSet *set = &f->sets[i];
-			int64		at = c->at[i];
-
-			if (set->nlossy > 0)
-			{
-				int64		blk = search_from(set->lossy, set->nlossy, 0, key >> 16);
-
-				if (blk < set->nlossy && set->lossy[blk] == key >> 16)
-					continue;
-			}
-			if (at < set->nkeys && set->keys[at] < key)
-				at = search_from(set->keys, set->nkeys, at, key);
-			c->at[i] = at;
-			all = at < set->nkeys && set->keys[at] == key;
-		}
+			all = set_has_from(&f->sets[i], &c->at[i], key);
 		allowed[k] = all;
 	}
 }
