@@ -869,16 +869,17 @@ def run(
     cluster = Cluster(scratch / "cluster", port=port)
     table, facts = Table(), {"load average at start": os.getloadavg()}
     fast, few = range(queries), range(min(slow_queries, queries))
-    corpus = timed_step(facts, "build: generate corpus (numpy)", Corpus, docs, queries)
-    timed_step(facts, "build: exact numpy references", corpus.build_references)
-    peers = None if fusion_only else build_peers(corpus, facts, seismic=not scale)
+    peers = None
     try:
         cluster.init()
         with (cluster.data / "postgresql.conf").open("a") as conf:
             conf.write("shared_buffers = 4GB\nmaintenance_work_mem = 4GB\nmax_wal_size = 8GB\n")
             conf.write("checkpoint_timeout = 30min\nmax_parallel_maintenance_workers = 2\n")
-        if huge_pages:
+        if huge_pages:  # checked before the minutes the corpus takes
             use_huge_pages(cluster)
+        corpus = timed_step(facts, "build: generate corpus (numpy)", Corpus, docs, queries)
+        timed_step(facts, "build: exact numpy references", corpus.build_references)
+        peers = None if fusion_only else build_peers(corpus, facts, seismic=not scale)
         cluster.start()
         database.recreate_database(cluster.dsn("postgres"), "bench")
         dsn = cluster.dsn("bench")

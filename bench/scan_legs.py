@@ -147,10 +147,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.huge_pages and args.dsn:
         parser.error("--huge-pages: for the cluster this script makes, not one given by --dsn")
-    corpus = Corpus(args.docs, args.queries)
-    corpus.build_references()
-    peers = None if args.no_peers else build_peers(corpus, {}, seismic=not args.no_seismic)
-    cluster = scratch = None
+    cluster = scratch = peers = None
     dsn = args.dsn
     if dsn is None:
         extension_files.ensure_extension_files(Layout.from_environment())  # never a stale library
@@ -160,13 +157,17 @@ def main() -> None:
         cluster.init()
         with (cluster.data / "postgresql.conf").open("a") as conf:
             conf.write("shared_buffers = 2GB\nmaintenance_work_mem = 2GB\nmax_wal_size = 8GB\n")
-        if args.huge_pages:
-            use_huge_pages(cluster)
-        cluster.start()
-        database.recreate_database(cluster.dsn("postgres"), "bench")
-        dsn = cluster.dsn("bench")
-        database.ensure_extension(dsn, Layout.from_environment(), None)
     try:
+        if args.huge_pages:  # checked before the minutes the corpus takes
+            use_huge_pages(cluster)
+        corpus = Corpus(args.docs, args.queries)
+        corpus.build_references()
+        peers = None if args.no_peers else build_peers(corpus, {}, seismic=not args.no_seismic)
+        if cluster is not None:
+            cluster.start()
+            database.recreate_database(cluster.dsn("postgres"), "bench")
+            dsn = cluster.dsn("bench")
+            database.ensure_extension(dsn, Layout.from_environment(), None)
         with psycopg.connect(dsn, autocommit=True) as conn:
             register_vector(conn)
             if args.dsn is None:
@@ -175,7 +176,7 @@ def main() -> None:
     finally:
         if peers:
             peers["tantivy"].close()
-        if cluster is not None and args.keep:
+        if cluster is not None and args.keep and dsn is not None:
             print(f'kept: --dsn "{dsn}"')
         elif cluster is not None:
             cluster.destroy()
