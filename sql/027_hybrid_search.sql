@@ -233,18 +233,25 @@ begin
     -- is unchecked and unused); a filtered call is planned with its filter's
     -- value, which the sparse and BM25 legs take as an index condition
     saved := @extschema@._search_settings_push(p.per_leg, coalesce(p.ef_search, 100), p.filter is not null);
-    if dense_scan and (p.filter is not null or pg_catalog.row_security_active('@extschema@.documents')) then
+    if p.filter is not null or pg_catalog.row_security_active('@extschema@.documents') then
         -- the legs run in one statement: the first to need the rows of the
         -- filter or of the policy's condition finds them in another index,
         -- and the others take them from their first batch (sparse_filter.c
-        -- keeps them for the statement's snapshot), cheaper at a 10% filter
-        -- than batches that fetch rows it rejects (performance.md, session
-        -- 32); with a halfvec HNSW index (a million rows) not measured
+        -- keeps them for the statement's snapshot). From the second batch
+        -- on, not the fourth: at a million rows a 10% filter's rows are too
+        -- many for the first batch (more than 256 keys a row) and two more
+        -- batches of rows it rejects cost more than finding them; a filter
+        -- every row meets fills the first batch and finds none
+        -- (performance.md, session 35)
         saved := saved || array[
             'hybrid_search.sparse_filter_after',
             coalesce(pg_catalog.current_setting('hybrid_search.sparse_filter_after', true), '3')
         ];
-        perform pg_catalog.set_config('hybrid_search.sparse_filter_after', '0', true);
+        perform pg_catalog.set_config(
+            'hybrid_search.sparse_filter_after',
+            least(saved[pg_catalog.cardinality(saved)]::integer, 1)::text,
+            true
+        );
     end if;
     return query
     with shard_legs as materialized (
