@@ -476,10 +476,11 @@ typedef struct SparseFilterSet
  * Keys of a set read in TID order that cost about one heap fetch. Reading a
  * GIN posting list costs about 6 ns a key (ad hoc, session 33: 10,000 keys
  * in 0.06 ms); a row a condition rejects costs a scan a heap fetch, about
- * 1-2 us. So a scan's first batch takes a set of up to this many keys per
- * row of the batch (34,000 keys at k = 100: a 10% filter up to 340,000
- * rows), and a GIN filter set leaves out a posting list this many times
- * longer than the set it would narrow.
+ * 1-2 us. So a scan's first batch takes a set of at least this many keys
+ * per row of the batch (34,000 keys at k = 100: a 10% filter up to 340,000
+ * rows; more in a larger index, sparse_scan.c's first_batch_keys), and a GIN
+ * filter set leaves out a posting list this many times longer than the set
+ * it would narrow.
  */
 #define SPARSE_KEYS_PER_HEAP_FETCH 256
 

@@ -2052,15 +2052,39 @@ run_rest(IndexScanDesc scan)
 }
 
 /*
+ * The most keys a condition's rows, read in TID order, may have for the
+ * first batch to rank only them: what the heap fetches of the batch's rows
+ * cost (SPARSE_KEYS_PER_HEAP_FETCH keys a row), or, if more, what those of
+ * the rows the condition would reject cost: where S of the index's N rows
+ * meet it, about batchN * N / S rows are returned before a batch's worth
+ * pass, so the set pays while S * S <= SPARSE_KEYS_PER_HEAP_FETCH * batchN
+ * * N (at a million rows and k = 100, 184,000 keys: a 10% filter's set is
+ * read for the first batch, where three batches of rows it rejects cost
+ * more; performance.md, December 7, session 37).
+ */
+static int64
+first_batch_keys(IndexScanDesc scan)
+{
+	SparseScanOpaque so = (SparseScanOpaque) scan->opaque;
+	SparseMetaPageData meta;
+	double		keys = (double) so->batchN * SPARSE_KEYS_PER_HEAP_FETCH;
+
+	SparseReadMeta(scan->indexRelation, &meta);
+	keys = Max(keys, sqrt(keys * (double) (meta.segDocs + meta.pendingDocs)));
+	return (int64) Min(keys, (double) PG_INT64_MAX / 2);
+}
+
+/*
  * A scan with conditions on later columns ranks only the rows another index
  * of the table finds for them (sparse_filter.c), from the first batch when
  * they are cheap to read (a btree's entries or a GIN index's posting lists,
- * in TID order, up to SPARSE_KEYS_PER_HEAP_FETCH keys per batch row, or a
- * set this transaction made already for the same snapshot: another leg of
- * hybrid_search), else after hybrid_search.sparse_filter_after batches (3).
+ * in TID order, up to first_batch_keys keys, or a set this transaction made
+ * already for the same snapshot: another leg of hybrid_search), else after
+ * hybrid_search.sparse_filter_after batches (3).
  * A bitmap costs something per row it holds, however few of them the scan
  * would have met, so it pays for a condition that rejects nearly every row
- * returned, not for one that a tenth of the rows meet: the first three
+ * returned, not for one that a tenth of the rows meet (unless read in TID
+ * order for the first batch, as above): the first three
  * batches (B, 4B and 16B rows, B about 1.25 k from the search functions)
  * find the k rows of such a condition, and a condition still short of k
  * rows after them has passed under 4% of the 21B rows returned
@@ -2073,8 +2097,9 @@ begin_filter(IndexScanDesc scan)
 	SparseScanOpaque so = (SparseScanOpaque) scan->opaque;
 	SparseFilterWay way = so->batches >= sparse_filter_after ? SPARSE_FILTER_ANY :
 		so->batches == 0 ? SPARSE_FILTER_ORDERED : SPARSE_FILTER_CACHED;
+	int64		orderedKeys = way == SPARSE_FILTER_ORDERED ? first_batch_keys(scan) : 0;
 	MemoryContext oldcxt = MemoryContextSwitchTo(so->cxt);
-	SparseFilter *filter = SparseFilterBegin(scan, way, so->batchN * SPARSE_KEYS_PER_HEAP_FETCH);
+	SparseFilter *filter = SparseFilterBegin(scan, way, orderedKeys);
 
 	MemoryContextSwitchTo(oldcxt);
 	if (filter == NULL && way != SPARSE_FILTER_ANY)

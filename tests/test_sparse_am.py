@@ -643,11 +643,12 @@ def test_a_filter_column_ranks_only_the_rows_another_index_finds(items):
     query = queries(rng, 1)[0]
     assert "Index Cond: (tenant = 3)" in index_condition(conn, query, "tenant = 3")
     # the btree's 300 rows, read in TID order, narrow from the first batch: none is
-    # rechecked away; not when they pass 256 per first-batch row (batches of 1 row):
-    # then the first three batches (1, 4 and 16 rows) take any row
+    # rechecked away; at batches of 1 row too, past 256 keys a first-batch row, as
+    # 300 * 300 <= 256 * 1 * 3,000: the condition would reject about nine rows a
+    # row it passes (first_batch_keys)
     assert rows_rechecked_away(conn, query, 1000, "tenant = 3") == 0
     conn.execute("set hybrid_search.sparse_batch_size = 1")
-    assert 0 < rows_rechecked_away(conn, query, 1000, "tenant = 3") <= 21
+    assert rows_rechecked_away(conn, query, 1000, "tenant = 3") == 0
     conn.execute("set hybrid_search.sparse_batch_size = 10")
     tenant3 = {i for i in rows if i % 10 == 3}
     for query in queries(rng, 3):
@@ -688,6 +689,13 @@ def test_a_filter_column_ranks_only_the_rows_another_index_finds(items):
     conn.execute("set hybrid_search.sparse_filter_after = 0")
     assert rows_rechecked_away(conn, query, 1000, "tenant = 3") == 0
     conn.execute("reset hybrid_search.sparse_filter_after")
+    # a condition most rows meet is not read for a first batch of 1 row (its rows
+    # squared pass 256 * 1 * 3,200): the first three batches (1, 4 and 16 rows) take
+    # any row, and the executor rechecks away those of tenant 3
+    conn.execute("update am_items set tenant = 20 where tenant <> 3")
+    conn.execute("set hybrid_search.sparse_batch_size = 1")
+    assert 0 < rows_rechecked_away(conn, query, 1000, "tenant = 20") <= 21
+    conn.execute("set hybrid_search.sparse_batch_size = 10")
     conn.execute("vacuum am_items")
     conn.execute("drop index am_items_tenant_idx")
     # nothing finds the rows now: every row is ranked and the executor filters
