@@ -238,11 +238,11 @@ begin
         -- filter or of the policy's condition finds them in another index,
         -- and the others take them from their first batch (sparse_filter.c
         -- keeps them for the statement's snapshot). From the second batch
-        -- on, not the fourth: at a million rows a 10% filter's rows are too
-        -- many for the first batch (more than 256 keys a row) and two more
-        -- batches of rows it rejects cost more than finding them; a filter
-        -- every row meets fills the first batch and finds none
-        -- (performance.md, session 35)
+        -- on, not the fourth: where a filter's rows are too many for the
+        -- first batch (sparse_scan.c's first_batch_keys; before session 37,
+        -- a 10% filter's at a million rows), two more batches of rows it
+        -- rejects cost more than finding them; a filter every row meets
+        -- fills the first batch and finds none (performance.md, session 35)
         saved := saved || array[
             'hybrid_search.sparse_filter_after',
             coalesce(pg_catalog.current_setting('hybrid_search.sparse_filter_after', true), '3')
