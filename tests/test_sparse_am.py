@@ -689,9 +689,10 @@ def test_a_filter_column_ranks_only_the_rows_another_index_finds(items):
     conn.execute("set hybrid_search.sparse_filter_after = 0")
     assert rows_rechecked_away(conn, query, 1000, "tenant = 3") == 0
     conn.execute("reset hybrid_search.sparse_filter_after")
-    # a condition most rows meet is not read for a first batch of 1 row (its rows
-    # squared pass 256 * 1 * 3,200): the first three batches (1, 4 and 16 rows) take
-    # any row, and the executor rechecks away those of tenant 3
+    # a condition most rows meet is not read for a first batch of 1 row (its 2,600
+    # rows squared pass 256 * 1 * the index's rows, the old versions included): the
+    # first three batches (1, 4 and 16 rows) take any row, and the executor rechecks
+    # away those of tenant 3
     conn.execute("update am_items set tenant = 20 where tenant <> 3")
     conn.execute("set hybrid_search.sparse_batch_size = 1")
     assert 0 < rows_rechecked_away(conn, query, 1000, "tenant = 20") <= 21
