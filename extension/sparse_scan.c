@@ -2070,8 +2070,8 @@ first_batch_keys(IndexScanDesc scan)
 	double		keys = (double) so->batchN * SPARSE_KEYS_PER_HEAP_FETCH;
 
 	SparseReadMeta(scan->indexRelation, &meta);
-	keys = Max(keys, sqrt(keys * (double) (meta.segDocs + meta.pendingDocs)));
-	return (int64) Min(keys, (double) PG_INT64_MAX / 2);
+	/* at most 2^40 * 256 keys, and its root times 2^64 rows: an int64 either way */
+	return (int64) Max(keys, sqrt(keys * (double) (meta.segDocs + meta.pendingDocs)));
 }
 
 /*
