@@ -559,11 +559,14 @@ extern bool SparseIndexTids(Relation heap, Relation other, Snapshot snapshot, Sc
 							int64 maxKeys, SparseFilterSet *set);
 extern bool SparseFilterTid(const SparseFilter *f, uint64 key);
 
-/* where SparseFilterTidsFrom's last search ended in each set */
+/* SparseFilterTidsFrom's state: where its last search ended in each set, or its bits */
 typedef struct SparseFilterCursor
 {
 	int64	   *at;
 	uint64		lastKey;
+	uint64	   *bits;			/* a bit per slot of offsets per heap block */
+	uint32		offsets;
+	int64		nslots;
 } SparseFilterCursor;
 
 extern void SparseFilterTidsFrom(const SparseFilter *f, SparseFilterCursor *c, const uint64 *keys,
