@@ -124,7 +124,7 @@ new_page(Relation index, uint16 type)
 }
 
 static void
-append_row(BuildState *bs, ItemPointer tid, BlockNumber codesBlk, OffsetNumber codesOff)
+append_row(BuildState *bs, ItemPointer tid, BlockNumber codesBlk, uint16 codesAt)
 {
 	if (bs->nrows == bs->maxRows)
 	{
@@ -133,7 +133,7 @@ append_row(BuildState *bs, ItemPointer tid, BlockNumber codesBlk, OffsetNumber c
 	}
 	bs->rows[bs->nrows].tid = *tid;
 	bs->rows[bs->nrows].codesBlk = codesBlk;
-	bs->rows[bs->nrows].codesOff = codesOff;
+	bs->rows[bs->nrows].codesAt = codesAt;
 	bs->nrows++;
 }
 
@@ -151,7 +151,7 @@ build_callback(Relation index, ItemPointer tid, Datum *values, bool *isnull,
 
 	if (isnull[0])
 	{
-		append_row(bs, tid, InvalidBlockNumber, InvalidOffsetNumber);
+		append_row(bs, tid, InvalidBlockNumber, 0);
 		return;
 	}
 	oldcxt = MemoryContextSwitchTo(bs->tmpCtx);
@@ -174,7 +174,7 @@ build_callback(Relation index, ItemPointer tid, Datum *values, bool *isnull,
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextReset(bs->tmpCtx);
 
-	append_row(bs, tid, BufferGetBlockNumber(bs->codesBuf), off);
+	append_row(bs, tid, BufferGetBlockNumber(bs->codesBuf), ItemIdGetOffset(PageGetItemId(page, off)));
 }
 
 /* the row chain of bs->rows; sets the metapage's head and tail */

@@ -70,9 +70,9 @@ read_codes(CheckState *cs, const DenseRow *row, BlockNumber nblocks)
 	if (PageIsNew(page) || PageGetSpecialSize(page) != MAXALIGN(sizeof(DensePageOpaqueData)) ||
 		DensePageGetOpaque(page)->type != DENSE_PAGE_CODES)
 		CheckProblem(&cs->problems, "row " TIDFMT " names codes on page %u, not a code page", TIDARGS(key), row->codesBlk);
-	else if ((codes = DensePageCodes(page, row->codesOff, cs->dims)) == NULL)
-		CheckProblem(&cs->problems, "row " TIDFMT " names item %u of page %u, which holds no codes of %d dimensions",
-				TIDARGS(key), row->codesOff, row->codesBlk, cs->dims);
+	else if ((codes = DensePageCodes(page, row->codesAt, cs->dims)) == NULL)
+		CheckProblem(&cs->problems, "row " TIDFMT " names byte %u of page %u, where no codes of %d dimensions start",
+				TIDARGS(key), row->codesAt, row->codesBlk, cs->dims);
 	else
 	{
 		copy = palloc(DENSE_CODES_SIZE(cs->dims));

@@ -36,7 +36,7 @@
 #include "utils/relcache.h"
 
 #define DENSE_MAGIC				0x44464C54	/* "DFLT" */
-#define DENSE_VERSION			1
+#define DENSE_VERSION			2
 #define DENSE_METAPAGE_BLKNO	0
 
 #define DENSE_PAGE_META			1
@@ -74,13 +74,16 @@ typedef DenseMetaPageData *DenseMetaPage;
 #define DensePageGetMeta(page) ((DenseMetaPage) PageGetContents(page))
 
 /*
- * A row: its heap TID and its codes' place (none for a NULL vector, which
- * a scan returns last, as a sequential scan's ORDER BY does); 12 bytes.
+ * A row: its heap TID and its codes' place, their page and where in it they
+ * start (none for a NULL vector, which a scan returns last, as a sequential
+ * scan's ORDER BY does); 12 bytes. The place is a byte offset, not a line
+ * pointer's number, so that a scan reads no line pointer, a cache miss a
+ * row (format version 2, session 38).
  */
 typedef struct DenseRow
 {
 	ItemPointerData tid;		/* invalid: a dead row */
-	uint16		codesOff;
+	uint16		codesAt;		/* the codes' byte offset in their page */
 	BlockNumber codesBlk;		/* InvalidBlockNumber: a NULL vector */
 } DenseRow;
 
@@ -107,6 +110,21 @@ typedef struct DenseCodes
 #define DENSE_MAX_ITEM_SIZE \
 	MAXALIGN_DOWN(BLCKSZ - SizeOfPageHeaderData - sizeof(ItemIdData) - MAXALIGN(sizeof(DensePageOpaqueData)))
 #define DENSE_MAX_DIMS ((int) (DENSE_MAX_ITEM_SIZE - offsetof(DenseCodes, codes)))
+
+/*
+ * The codes of dims dimensions at byte at of a code page, or NULL where
+ * they would not lie between its first line pointer and its special space: a
+ * damaged row gives wrong codes, never a read outside the page
+ * (dense_flat_check finds it: DensePageCodes).
+ */
+static inline const DenseCodes *
+DenseCodesAt(Page page, uint16 at, int dims)
+{
+	if (at < MAXALIGN(SizeOfPageHeaderData + sizeof(ItemIdData)) || at % MAXIMUM_ALIGNOF != 0 ||
+		at + DENSE_CODES_SIZE(dims) > BLCKSZ - MAXALIGN(sizeof(DensePageOpaqueData)))
+		return NULL;
+	return (const DenseCodes *) (page + at);
+}
 
 /* pgvector's vector */
 typedef struct DenseVector
@@ -146,7 +164,7 @@ extern IndexBulkDeleteResult *dense_vacuumcleanup(IndexVacuumInfo *info, IndexBu
 extern void DenseReadMeta(Relation index, DenseMetaPageData *meta);
 extern void DenseCheckBlock(Relation index, BlockNumber *nblocks, BlockNumber blk, BlockNumber pages);
 extern Page DensePage(Relation index, Buffer buf, uint16 type);
-extern const DenseCodes *DensePageCodes(Page page, OffsetNumber off, int dims);
+extern const DenseCodes *DensePageCodes(Page page, uint16 at, int dims);
 extern void DenseCheckColumns(Relation index);
 
 #endif

@@ -24,14 +24,16 @@ extend(Relation index)
 
 /*
  * The code page with room for size bytes, locked and registered in state
- * (a new one the metapage then names), and the offset of codes added there.
+ * (a new one the metapage then names), and the byte offset of codes added
+ * there.
  */
 static Buffer
 add_codes(Relation index, GenericXLogState *state, DenseMetaPage meta, const DenseCodes *c,
-		  Size size, OffsetNumber *off)
+		  Size size, uint16 *at)
 {
 	Buffer		buf = InvalidBuffer;
 	Page		page;
+	OffsetNumber off;
 
 	if (BlockNumberIsValid(meta->codesTail))
 	{
@@ -52,9 +54,10 @@ add_codes(Relation index, GenericXLogState *state, DenseMetaPage meta, const Den
 		DenseInitPage(page, DENSE_PAGE_CODES);
 		meta->codesTail = BufferGetBlockNumber(buf);
 	}
-	*off = PageAddItem(page, (Item) c, size, InvalidOffsetNumber, false, false);
-	if (*off == InvalidOffsetNumber)
+	off = PageAddItem(page, (Item) c, size, InvalidOffsetNumber, false, false);
+	if (off == InvalidOffsetNumber)
 		elog(ERROR, "could not add codes to dense_flat index \"%s\"", RelationGetRelationName(index));
+	*at = ItemIdGetOffset(PageGetItemId(page, off));
 	return buf;
 }
 
@@ -72,7 +75,7 @@ dense_insert(Relation index, Datum *values, bool *isnull, ItemPointer heap_tid,
 	Page		rowsPage;
 	DenseMetaPage meta;
 	GenericXLogState *state;
-	OffsetNumber off = InvalidOffsetNumber;
+	uint16		at = 0;
 	DenseRow   *row;
 
 	if (!isnull[0])
@@ -90,7 +93,7 @@ dense_insert(Relation index, Datum *values, bool *isnull, ItemPointer heap_tid,
 	meta = DensePageGetMeta(GenericXLogRegisterBuffer(state, metaBuf, 0));
 	if (c != NULL)
 	{
-		codesBuf = add_codes(index, state, meta, c, DENSE_CODES_SIZE(v->dim), &off);
+		codesBuf = add_codes(index, state, meta, c, DENSE_CODES_SIZE(v->dim), &at);
 		meta->dims = v->dim;
 	}
 
@@ -120,7 +123,7 @@ dense_insert(Relation index, Datum *values, bool *isnull, ItemPointer heap_tid,
 	row = &DensePageRows(rowsPage)[DensePageNRows(rowsPage)];
 	row->tid = *heap_tid;
 	row->codesBlk = BufferIsValid(codesBuf) ? BufferGetBlockNumber(codesBuf) : InvalidBlockNumber;
-	row->codesOff = off;
+	row->codesAt = at;
 	((PageHeader) rowsPage)->pd_lower += sizeof(DenseRow);
 	meta->rows++;
 	GenericXLogFinish(state);

@@ -274,7 +274,7 @@ sift_down(Candidate *h, int64 n, int64 i)
 }
 
 /*
- * The codes of a row at blk/off of a pinned code page. The page is not
+ * The codes of a row at byte at of a pinned code page. The page is not
  * locked: an item and its line pointer never change once written (an insert
  * adds items below the last, VACUUM leaves code pages alone, nothing
  * compacts them), and a row names its codes only once they are written, in
@@ -285,9 +285,9 @@ sift_down(Candidate *h, int64 n, int64 i)
  * dense_flat_check finds it.
  */
 static const DenseCodes *
-row_codes(Relation index, Buffer buf, Page page, OffsetNumber off, int dims)
+row_codes(Relation index, Buffer buf, Page page, uint16 at, int dims)
 {
-	const DenseCodes *codes = DensePageCodes(page, off, dims);
+	const DenseCodes *codes = DenseCodesAt(page, at, dims);
 
 	if (codes == NULL)
 		ereport(ERROR,
@@ -300,13 +300,12 @@ row_codes(Relation index, Buffer buf, Page page, OffsetNumber off, int dims)
 
 /*
  * How far ahead of the group scored its memory is asked for: a code page's
- * buffer descriptor, its line pointers, then its codes. Only the page scored
- * is pinned: a backend keeps 8 pins in an array and the rest in a hash table
- * that every pin and release then searches (pinning 8 pages ahead cost a
- * filtered scan about 3% more, ad hoc, session 38).
+ * buffer descriptor, then its codes. Only the page scored is pinned: a
+ * backend keeps 8 pins in an array and the rest in a hash table that every
+ * pin and release then searches (pinning 8 pages ahead cost a filtered scan
+ * about 3% more, ad hoc, session 38).
  */
 #define DENSE_DESCRIPTOR_AHEAD 16
-#define DENSE_PAGE_AHEAD 8
 #define DENSE_CODES_AHEAD 4
 
 /*
@@ -393,10 +392,8 @@ prefetch_descriptor(BlockNumber blk)
 }
 
 /*
- * Ask the CPU for every line of the codes of rows need[from .. to - 1],
- * found through the line pointers of their page's buffer as last found: an
- * offset read while another backend may be replacing the page is wrong at
- * worst, and kept inside the page.
+ * Ask the CPU for every line of the codes of rows need[from .. to - 1] in
+ * their page's buffer as last found.
  */
 static inline void
 prefetch_codes(const DenseRow *rows, const int *need, int from, int to, int dims)
@@ -407,16 +404,10 @@ prefetch_codes(const DenseRow *rows, const int *need, int from, int to, int dims
 		return;
 	for (int j = from; j < to; j++)
 	{
-		OffsetNumber off = rows[need[j]].codesOff;
+		const char *item = page + rows[need[j]].codesAt % BLCKSZ;
 
-		if (off >= FirstOffsetNumber && off <= MaxOffsetNumber &&
-			offsetof(PageHeaderData, pd_linp) + off * sizeof(ItemIdData) <= BLCKSZ)
-		{
-			const char *item = page + (ItemIdGetOffset(PageGetItemId(page, off)) % BLCKSZ);
-
-			for (int line = 0; line < DENSE_CODES_SIZE(dims); line += 64)
-				__builtin_prefetch(item + line);
-		}
+		for (int line = 0; line < DENSE_CODES_SIZE(dims); line += 64)
+			__builtin_prefetch(item + line);
 	}
 }
 
@@ -479,13 +470,6 @@ score_rows(IndexScanDesc scan, const DenseRow *rows, int n, const SparseFilter *
 
 		if (g + DENSE_DESCRIPTOR_AHEAD < ngroups)
 			prefetch_descriptor(rows[need[groupStart[g + DENSE_DESCRIPTOR_AHEAD]]].codesBlk);
-		if (g + DENSE_PAGE_AHEAD < ngroups)
-		{
-			Page		ahead = recent_page(rows[need[groupStart[g + DENSE_PAGE_AHEAD]]].codesBlk);
-
-			if (ahead != NULL)
-				__builtin_prefetch(ahead);
-		}
 		if (g + DENSE_CODES_AHEAD < ngroups)
 			prefetch_codes(rows, need, groupStart[g + DENSE_CODES_AHEAD],
 						   groupStart[g + DENSE_CODES_AHEAD + 1], dims);
@@ -496,7 +480,7 @@ score_rows(IndexScanDesc scan, const DenseRow *rows, int n, const SparseFilter *
 			const DenseRow *row = &rows[need[j]];
 			ItemPointerData tid = row->tid;
 
-			add_candidate(so, row_bound(so, row_codes(index, buf, page, row->codesOff, dims)), &tid, false);
+			add_candidate(so, row_bound(so, row_codes(index, buf, page, row->codesAt, dims)), &tid, false);
 		}
 		ReleaseBuffer(buf);
 	}

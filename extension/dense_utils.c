@@ -35,22 +35,23 @@ DensePage(Relation index, Buffer buf, uint16 type)
 }
 
 /*
- * The codes item off of a code page, if it is one of dims dimensions lying
- * within the page, else NULL.
+ * The codes at byte at of a code page, if an item of codes of dims
+ * dimensions starts there (one of its line pointers says so), else NULL.
  */
 const DenseCodes *
-DensePageCodes(Page page, OffsetNumber off, int dims)
+DensePageCodes(Page page, uint16 at, int dims)
 {
-	ItemId		iid;
+	OffsetNumber max = Min(PageGetMaxOffsetNumber(page),
+						   (BLCKSZ - SizeOfPageHeaderData) / sizeof(ItemIdData));
 
-	if (off < FirstOffsetNumber || off > PageGetMaxOffsetNumber(page))
-		return NULL;
-	iid = PageGetItemId(page, off);
-	if (!ItemIdIsNormal(iid) || ItemIdGetLength(iid) != DENSE_CODES_SIZE(dims) ||
-		ItemIdGetOffset(iid) < MAXALIGN(SizeOfPageHeaderData) ||
-		ItemIdGetOffset(iid) + DENSE_CODES_SIZE(dims) > BLCKSZ)
-		return NULL;
-	return (const DenseCodes *) PageGetItem(page, iid);
+	for (OffsetNumber off = FirstOffsetNumber; off <= max; off++)
+	{
+		ItemId		iid = PageGetItemId(page, off);
+
+		if (ItemIdIsNormal(iid) && ItemIdGetOffset(iid) == at)
+			return ItemIdGetLength(iid) == DENSE_CODES_SIZE(dims) ? DenseCodesAt(page, at, dims) : NULL;
+	}
+	return NULL;
 }
 
 /*
