@@ -7,6 +7,7 @@ deletes, VACUUM, concurrent writers, a WHERE filter and row-level security."""
 import json
 import math
 import re
+import time
 
 import numpy as np
 import psycopg
@@ -492,9 +493,15 @@ def test_a_partial_index_of_exactly_the_roles_policies_gives_it_its_statistics(d
         conn.execute("delete from am_docs where id = any(%s)", [gone])
         held = len([i for i in tenant3 if rows[i] is not None])
         assert statistics_of(conn, "am_docs_fts_idx_t3", "w1")[0] == held
-        conn.execute("reset role")
-        conn.execute("vacuum am_docs")
-        conn.execute("set role am_bm25_tenant")
+        # another backend's snapshot (an autovacuum worker's ANALYZE of another
+        # table, under load) can keep one VACUUM from removing them: a few tries
+        for _ in range(50):
+            conn.execute("reset role")
+            conn.execute("vacuum am_docs")
+            conn.execute("set role am_bm25_tenant")
+            if statistics_of(conn, "am_docs_fts_idx_t3", "w1")[0] != held:
+                break
+            time.sleep(0.2)
         assert statistics_of(conn, "am_docs_fts_idx_t3", "w1")[0] == held - len(gone)
         # the policy's constants are folded first, as the planner folds them
         conn.execute("reset role")
