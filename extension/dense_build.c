@@ -146,7 +146,7 @@ build_callback(Relation index, ItemPointer tid, Datum *values, bool *isnull,
 	DenseVector *v;
 	DenseCodes *c;
 	Size		size;
-	OffsetNumber off;
+	uint16		at;
 	Page		page;
 
 	if (isnull[0])
@@ -167,14 +167,12 @@ build_callback(Relation index, ItemPointer tid, Datum *values, bool *isnull,
 		bs->codesBuf = new_page(index, DENSE_PAGE_CODES);
 		page = BufferGetPage(bs->codesBuf);
 	}
-	off = PageAddItem(page, (Item) c, size, InvalidOffsetNumber, false, false);
-	if (off == InvalidOffsetNumber)
-		elog(ERROR, "could not add codes to dense_flat index \"%s\"", RelationGetRelationName(index));
+	at = DensePageAddCodes(index, page, c, size);
 	MarkBufferDirty(bs->codesBuf);
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextReset(bs->tmpCtx);
 
-	append_row(bs, tid, BufferGetBlockNumber(bs->codesBuf), ItemIdGetOffset(PageGetItemId(page, off)));
+	append_row(bs, tid, BufferGetBlockNumber(bs->codesBuf), at);
 }
 
 /* the row chain of bs->rows; sets the metapage's head and tail */

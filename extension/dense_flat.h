@@ -164,6 +164,7 @@ extern IndexBulkDeleteResult *dense_vacuumcleanup(IndexVacuumInfo *info, IndexBu
 extern void DenseReadMeta(Relation index, DenseMetaPageData *meta);
 extern void DenseCheckBlock(Relation index, BlockNumber *nblocks, BlockNumber blk, BlockNumber pages);
 extern Page DensePage(Relation index, Buffer buf, uint16 type);
+extern uint16 DensePageAddCodes(Relation index, Page page, const DenseCodes *c, Size size);
 extern const DenseCodes *DensePageCodes(Page page, uint16 at, int dims);
 extern void DenseCheckColumns(Relation index);
 

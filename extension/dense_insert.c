@@ -33,7 +33,6 @@ add_codes(Relation index, GenericXLogState *state, DenseMetaPage meta, const Den
 {
 	Buffer		buf = InvalidBuffer;
 	Page		page;
-	OffsetNumber off;
 
 	if (BlockNumberIsValid(meta->codesTail))
 	{
@@ -54,10 +53,7 @@ add_codes(Relation index, GenericXLogState *state, DenseMetaPage meta, const Den
 		DenseInitPage(page, DENSE_PAGE_CODES);
 		meta->codesTail = BufferGetBlockNumber(buf);
 	}
-	off = PageAddItem(page, (Item) c, size, InvalidOffsetNumber, false, false);
-	if (off == InvalidOffsetNumber)
-		elog(ERROR, "could not add codes to dense_flat index \"%s\"", RelationGetRelationName(index));
-	*at = ItemIdGetOffset(PageGetItemId(page, off));
+	*at = DensePageAddCodes(index, page, c, size);
 	return buf;
 }
 

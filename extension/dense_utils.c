@@ -35,6 +35,20 @@ DensePage(Relation index, Buffer buf, uint16 type)
 }
 
 /*
+ * Add codes c, size bytes, to code page page (which has room for them);
+ * returns the byte offset where they start, which a row names.
+ */
+uint16
+DensePageAddCodes(Relation index, Page page, const DenseCodes *c, Size size)
+{
+	OffsetNumber off = PageAddItem(page, (Item) c, size, InvalidOffsetNumber, false, false);
+
+	if (off == InvalidOffsetNumber)
+		elog(ERROR, "could not add codes to dense_flat index \"%s\"", RelationGetRelationName(index));
+	return ItemIdGetOffset(PageGetItemId(page, off));
+}
+
+/*
  * The codes at byte at of a code page, if an item of codes of dims
  * dimensions starts there (one of its line pointers says so), else NULL.
  */
