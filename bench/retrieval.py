@@ -354,7 +354,7 @@ def build(conn, corpus, facts, baseline=True, dense_method="hnsw"):
     for name, sql in [
         ("sparse_inverted index (CREATE INDEX documents_sparse_idx)", SPARSE_INDEX),
         (
-            f"dense HNSW index ({dense_method}, m 16, ef_construction 64)",
+            f"dense index ({dense_method}, m 16, ef_construction 64)",
             f"select hybrid_search_create_dense_index('{dense_method}')",
         ),
         ("sparse_inverted BM25 index (CREATE INDEX documents_fts_bm25_idx)", BM25_INDEX),
@@ -475,7 +475,7 @@ def dense_leg_name(filtered, own_indexes=False):
     own indexes, and with the HNSW index on the vector column) dense_flat."""
     if filtered and not own_indexes:
         return "dense, dense_search (dense_flat at 100k; halfvec HNSW at 1M)"
-    return "dense, pgvector HNSW (ef_search 100)"
+    return f"dense, {DENSE_NAME[0]} (ef_search 100)"
 
 
 def measure_candidate_legs(conn, table, corpus, fast, filtered, own_indexes=False):
@@ -533,6 +533,12 @@ def measure_fusion_pass(conn, table, corpus, fast, filtered, own_indexes=False):
     measure_candidate_legs(conn, table, corpus, fast, filtered, own_indexes)
 
 
+# what serves the unfiltered dense leg, by hybrid_search_create_dense_index's method
+DENSE_NAMES = {"hnsw": "pgvector HNSW", "hnsw_halfvec": "pgvector HNSW (halfvec)",
+               "graph": "dense_flat graph"}  # fmt: skip
+DENSE_NAME = ["pgvector HNSW"]  # the run's, set by run()
+
+
 def measure_hnsw_walk(conn, table, corpus, fast):
     """The 10% filter's dense leg and hybrid_search with documents_dense_filter_idx out
     of the way (dropped in a transaction rolled back afterwards): pgvector's HNSW walking
@@ -541,6 +547,8 @@ def measure_hnsw_walk(conn, table, corpus, fast):
     jflt = Jsonb({"tenant": TENANT})
     mask = corpus.tenant == TENANT
     label = " (10% filter, HNSW walk: dense_flat dropped)"
+    if conn.execute("select to_regclass('documents_dense_filter_idx') is null").fetchone()[0]:
+        return  # the graph method: documents_dense_idx is dense_flat, filtered or not
     with conn.transaction(force_rollback=True):
         conn.execute("drop index documents_dense_filter_idx")
         table.sql(conn, "filtered walk dense", "dense, pgvector HNSW (ef_search 100)" + label,
@@ -631,7 +639,7 @@ def measure_reader_legs(conn, table, corpus, fast, visible, prefix, label):
     rows), the BM25 leg and hybrid_search on the queries `visible`."""
     mask = corpus.tenant == TENANT
     for key, name, leg, reference, qs in [
-        ("dense", "dense, pgvector HNSW", dense_leg, corpus.exact_dense, fast),
+        ("dense", f"dense, {DENSE_NAME[0]}", dense_leg, corpus.exact_dense, fast),
         ("sparse", "sparse, sparse_inverted index (ORDER BY <#> LIMIT 10)", sparse_leg,
          corpus.exact_sparse, fast),
         ("bm25", "BM25 leg", bm25_leg, corpus.exact_bm25, visible),
@@ -747,7 +755,7 @@ def measure_concurrency(dsn, corpus, qs):
     return {
         name: [queries_per_second(dsn, leg(corpus, K, None), qs, c) for c in CLIENTS]
         for name, leg in [
-            ("dense (pgvector HNSW)", dense_leg),
+            (f"dense ({DENSE_NAME[0]})", dense_leg),
             ("sparse (sparse_inverted)", sparse_leg),
             ("BM25 leg", bm25_leg),
             ("hybrid_search", hybrid_leg),
@@ -770,7 +778,7 @@ def measure_churn(conn, table, corpus, fast, facts):
         conn.execute("checkpoint")  # the writes' dirty buffers, before the timings
         label = f" (after 20% churn, {stage})"
         for key, name, leg, reference in [
-            ("dense", "dense, pgvector HNSW", dense_leg, corpus.exact_dense),
+            ("dense", f"dense, {DENSE_NAME[0]}", dense_leg, corpus.exact_dense),
             ("sparse", "sparse, sparse_inverted index (ORDER BY <#> LIMIT 10)", sparse_leg,
              corpus.exact_sparse),
             ("bm25", "BM25 leg", bm25_leg, corpus.exact_bm25),
@@ -785,8 +793,8 @@ OUR_INDEXES = ("documents_sparse_idx", "documents_fts_bm25_idx")
 
 
 def insert_throughput(conn, corpus, rows=2000, rounds=3, restore=False):
-    """rows/s with all indexes, with all but the dense HNSW (the most a dense index
-    that deferred its inserts could give), with only the two sparse_inverted ones, and
+    """rows/s with all indexes, with all but the dense index documents_dense_idx (with
+    HNSW, the most a dense index that deferred its inserts could give), with only the two sparse_inverted ones, and
     without any: the median of `rounds` COPYs of `rows` rows with vectors supplied.
     Indexes of the primary key and unique constraints always stay. The last measure of the
     run, as it drops the indexes; with restore (a kept cluster, which builds.py
@@ -829,7 +837,7 @@ def relation_mb(conn, name, size_function):
 
 SIZES = [
     ("documents (heap + TOAST)", "documents", "pg_table_size"),
-    ("dense HNSW index", "documents_dense_idx", "pg_relation_size"),
+    ("dense index (documents_dense_idx)", "documents_dense_idx", "pg_relation_size"),
     ("full-text GIN index", "documents_fts_idx", "pg_relation_size"),
     ("sparse_inverted index (documents_sparse_idx)", "documents_sparse_idx", "pg_relation_size"),
     ("sparse_inverted BM25 index (documents_fts_bm25_idx)", "documents_fts_bm25_idx",
@@ -870,7 +878,10 @@ def run(
     scale=False,
     port=5432,
     huge_pages=False,
+    dense_method=None,
 ):
+    dense_method = dense_method or ("hnsw_halfvec" if scale else "hnsw")
+    DENSE_NAME[0] = DENSE_NAMES[dense_method]
     layout = Layout.from_environment()
     extension_files.ensure_extension_files(layout)  # never a stale library
     scratch = Path(tempfile.mkdtemp(prefix="hybrid_search_bench_"))
@@ -896,7 +907,7 @@ def run(
         with psycopg.connect(dsn, autocommit=True) as conn:
             register_vector(conn)
             build(conn, corpus, facts, baseline=not (fusion_only or scale),
-                  dense_method="hnsw_halfvec" if scale else "hnsw")  # fmt: skip
+                  dense_method=dense_method)  # fmt: skip
             if fusion_only or scale:  # no later COPY (insert_throughput) reads the rows
                 timed_step(facts, "build: exact dense references kept, documents released",
                            corpus.release_documents, [None, corpus.tenant == TENANT],
@@ -982,7 +993,7 @@ def ratio_rows(table: Table, facts) -> list[str]:
     if rate := facts.get("insert rows/s"):
         out += [
             f"| COPY rows/s with all indexes / without any (goal ≥ 0.7) | {rate['all']:.0f} / {rate['none']:.0f} = {rate['all'] / rate['none']:.2f} |",
-            f"| COPY rows/s with all indexes but the dense HNSW / without any | {rate['no hnsw']:.0f} / {rate['none']:.0f} = {rate['no hnsw'] / rate['none']:.2f} |",
+            f"| COPY rows/s with all indexes but the dense index / without any | {rate['no hnsw']:.0f} / {rate['none']:.0f} = {rate['no hnsw'] / rate['none']:.2f} |",
             f"| COPY rows/s with the two sparse_inverted indexes only / without any | {rate['ours']:.0f} / {rate['none']:.0f} = {rate['ours'] / rate['none']:.2f} |",
         ]
     return out
@@ -1043,6 +1054,8 @@ def command_line(args) -> str:
         for name in ("scale", "fusion_only", "huge_pages")
         if getattr(args, name)
     )
+    if args.dense_index:
+        flags += f" --dense-index {args.dense_index}"
     return (
         f"`.venv/bin/python bench/retrieval.py --docs {args.docs} --queries {args.queries}{flags}`"
     )
@@ -1165,6 +1178,11 @@ def main() -> None:
     parser.add_argument(
         "--suffix", default="", help="appended to the saved file's name (DATE-retrieval-SUFFIX.md)"
     )
+    parser.add_argument(
+        "--dense-index",
+        choices=sorted(DENSE_NAMES),
+        help="hybrid_search_create_dense_index's method (default hnsw; hnsw_halfvec with --scale)",
+    )
     add_huge_pages_argument(parser)
     args = parser.parse_args()
     table, facts = run(
@@ -1176,6 +1194,7 @@ def main() -> None:
         args.scale,
         args.port,
         args.huge_pages,
+        args.dense_index,
     )
     report = render_fusion(args, table, facts) if args.fusion_only else render(args, table, facts)
     print(report)

@@ -44,13 +44,62 @@ typedef struct CheckState
 	Relation	index;
 	HTAB	   *rows;
 	int32		dims;
+	int			degree;
 	CheckProblems problems;
 	int64		visible;
 } CheckState;
 
-/* a copy of the codes a row names, or NULL (a problem) */
+/* whether a node's link names the codes of a node */
+static bool
+link_valid(CheckState *cs, const DenseRef *link, BlockNumber nblocks)
+{
+	BlockNumber blk = DenseRefBlock(link);
+	Buffer		buf;
+	Page		page;
+	bool		valid;
+
+	if (blk == DENSE_METAPAGE_BLKNO || blk >= nblocks)
+		return false;
+	buf = ReadBuffer(cs->index, blk);
+	LockBuffer(buf, BUFFER_LOCK_SHARE);
+	page = BufferGetPage(buf);
+	valid = !PageIsNew(page) && PageGetSpecialSize(page) == MAXALIGN(sizeof(DensePageOpaqueData)) &&
+		DensePageGetOpaque(page)->type == DENSE_PAGE_CODES &&
+		DensePageCodes(page, link->at, cs->dims, cs->degree) != NULL;
+	UnlockReleaseBuffer(buf);
+	return valid;
+}
+
+/*
+ * A graph node's links: it names its row where the row lies, has no more
+ * links than the degree, and each names a node.
+ */
+static void
+check_links(CheckState *cs, const DenseCodes *item, BlockNumber rowBlk, int rowIndex, uint64 key,
+			BlockNumber nblocks)
+{
+	const DenseLinks *links = DenseCodesLinks(item, cs->dims);
+
+	if (links->rowBlk != rowBlk || DenseLinksRowIndex(links) != rowIndex)
+		CheckProblem(&cs->problems, "row " TIDFMT ": its node names row %d of page %u, not %d of page %u",
+				TIDARGS(key), DenseLinksRowIndex(links), links->rowBlk, rowIndex, rowBlk);
+	if (links->rowIndex & DENSE_ROW_DEAD)
+		CheckProblem(&cs->problems, "row " TIDFMT " is live, its node marked dead", TIDARGS(key));
+	if (links->nlinks > cs->degree)
+	{
+		CheckProblem(&cs->problems, "row " TIDFMT ": its node has %d links, more than the degree %d",
+				TIDARGS(key), links->nlinks, cs->degree);
+		return;
+	}
+	for (int l = 0; l < links->nlinks; l++)
+		if (!link_valid(cs, &links->links[l], nblocks))
+			CheckProblem(&cs->problems, "row " TIDFMT ": its node links to byte %u of page %u, where no node starts",
+					TIDARGS(key), links->links[l].at, DenseRefBlock(&links->links[l]));
+}
+
+/* a copy of the codes a row (row rowIndex of page rowBlk) names, or NULL (a problem) */
 static DenseCodes *
-read_codes(CheckState *cs, const DenseRow *row, BlockNumber nblocks)
+read_codes(CheckState *cs, const DenseRow *row, BlockNumber rowBlk, int rowIndex, BlockNumber nblocks)
 {
 	Relation	index = cs->index;
 	Buffer		buf;
@@ -70,15 +119,17 @@ read_codes(CheckState *cs, const DenseRow *row, BlockNumber nblocks)
 	if (PageIsNew(page) || PageGetSpecialSize(page) != MAXALIGN(sizeof(DensePageOpaqueData)) ||
 		DensePageGetOpaque(page)->type != DENSE_PAGE_CODES)
 		CheckProblem(&cs->problems, "row " TIDFMT " names codes on page %u, not a code page", TIDARGS(key), row->codesBlk);
-	else if ((codes = DensePageCodes(page, row->codesAt, cs->dims)) == NULL)
+	else if ((codes = DensePageCodes(page, row->codesAt, cs->dims, cs->degree)) == NULL)
 		CheckProblem(&cs->problems, "row " TIDFMT " names byte %u of page %u, where no codes of %d dimensions start",
 				TIDARGS(key), row->codesAt, row->codesBlk, cs->dims);
 	else
 	{
-		copy = palloc(DENSE_CODES_SIZE(cs->dims));
-		memcpy(copy, codes, DENSE_CODES_SIZE(cs->dims));
+		copy = palloc(DENSE_ITEM_SIZE(cs->dims, cs->degree));
+		memcpy(copy, codes, DENSE_ITEM_SIZE(cs->dims, cs->degree));
 	}
 	UnlockReleaseBuffer(buf);
+	if (copy != NULL && cs->degree > 0)
+		check_links(cs, copy, rowBlk, rowIndex, key, nblocks);
 	return copy;
 }
 
@@ -98,6 +149,7 @@ check_chain(CheckState *cs, const DenseMetaPageData *meta, int64 *dead)
 		Buffer		buf;
 		Page		page;
 		DenseRow   *copy;
+		BlockNumber rowBlk;
 		int			n;
 
 		CHECK_FOR_INTERRUPTS();
@@ -121,6 +173,7 @@ check_chain(CheckState *cs, const DenseMetaPageData *meta, int64 *dead)
 		n = DensePageNRows(page);
 		copy = palloc(sizeof(DenseRow) * Max(n, 1));
 		memcpy(copy, DensePageRows(page), sizeof(DenseRow) * n);
+		rowBlk = blk;
 		blk = DensePageGetOpaque(page)->next;
 		UnlockReleaseBuffer(buf);
 		for (int i = 0; i < n; i++)
@@ -144,7 +197,7 @@ check_chain(CheckState *cs, const DenseMetaPageData *meta, int64 *dead)
 			}
 			r->seen = false;
 			r->isnull = !BlockNumberIsValid(copy[i].codesBlk);
-			r->codes = r->isnull ? NULL : read_codes(cs, &copy[i], nblocks);
+			r->codes = r->isnull ? NULL : read_codes(cs, &copy[i], rowBlk, i, nblocks);
 		}
 		pfree(copy);
 	}
@@ -208,6 +261,7 @@ dense_flat_check(PG_FUNCTION_ARGS)
 	CheckState	cs;
 	HASHCTL		ctl;
 	DenseMetaPageData meta;
+	DenseRef   *entries;
 	IndexInfo  *indexInfo;
 	Snapshot	snapshot;
 	TableScanDesc scan;
@@ -231,8 +285,14 @@ dense_flat_check(PG_FUNCTION_ARGS)
 	ctl.hcxt = CurrentMemoryContext;
 	cs.rows = hash_create("dense_flat check", 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 
-	DenseReadMeta(index, &meta);
+	entries = palloc(sizeof(DenseRef) * DENSE_MAX_ENTRIES);
+	DenseReadMeta(index, &meta, entries);
 	cs.dims = meta.dims;
+	cs.degree = meta.degree;
+	for (int e = 0; e < meta.nentries; e++)
+		if (!link_valid(&cs, &entries[e], RelationGetNumberOfBlocks(index)))
+			CheckProblem(&cs.problems, "the graph's entry %d names byte %u of page %u, where no node starts",
+					e, entries[e].at, DenseRefBlock(&entries[e]));
 	rows = check_chain(&cs, &meta, &dead);
 	/* inserts go on (more rows than the metapage counted); VACUUM does not */
 	if (rows < (int64) meta.rows)
@@ -278,11 +338,12 @@ dense_flat_check(PG_FUNCTION_ARGS)
 	initStringInfo(&out);
 	appendStringInfo(&out,
 					 "{\"consistent\": %s, \"visible_rows\": %lld, \"rows\": %lld, \"dead_rows\": %lld, "
-					 "\"rows_not_visible\": %lld, \"dimensions\": %d, \"problem_count\": %lld, "
-					 "\"problems\": [%s]}",
+					 "\"rows_not_visible\": %lld, \"dimensions\": %d, \"graph_degree\": %d, "
+					 "\"graph_tail_rows\": %lld, \"problem_count\": %lld, \"problems\": [%s]}",
 					 cs.problems.count == 0 ? "true" : "false",
 					 (long long) cs.visible, (long long) rows, (long long) dead,
-					 (long long) invisible, meta.dims,
+					 (long long) invisible, meta.dims, meta.degree,
+					 (long long) (meta.degree > 0 ? rows - (int64) meta.graphRows : 0),
 					 (long long) cs.problems.count, cs.problems.text.data);
 	index_close(index, AccessShareLock);
 	table_close(heap, lockmode);

@@ -1,7 +1,9 @@
 /*
  * dense_insert.c: aminsert appends the row's codes (none for a NULL vector)
  * and its DenseRow, in one generic WAL record, under the metapage's lock
- * (inserts are serialised; each writes about a kilobyte).
+ * (inserts are serialised; each writes about a kilobyte). With a graph the
+ * codes have room for links, and none: the row is in the graph's tail,
+ * which every walk scores.
  */
 #include "postgres.h"
 
@@ -24,12 +26,12 @@ extend(Relation index)
 
 /*
  * The code page with room for size bytes, locked and registered in state
- * (a new one the metapage then names), and the byte offset of codes added
- * there.
+ * (a new one the metapage then names), its image, and the byte offset of
+ * codes added there.
  */
 static Buffer
 add_codes(Relation index, GenericXLogState *state, DenseMetaPage meta, const DenseCodes *c,
-		  Size size, uint16 *at)
+		  Size size, Page *image, uint16 *at)
 {
 	Buffer		buf = InvalidBuffer;
 	Page		page;
@@ -54,6 +56,7 @@ add_codes(Relation index, GenericXLogState *state, DenseMetaPage meta, const Den
 		meta->codesTail = BufferGetBlockNumber(buf);
 	}
 	*at = DensePageAddCodes(index, page, c, size);
+	*image = page;
 	return buf;
 }
 
@@ -68,7 +71,8 @@ dense_insert(Relation index, Datum *values, bool *isnull, ItemPointer heap_tid,
 				codesBuf = InvalidBuffer,
 				rowsBuf,
 				newRowsBuf = InvalidBuffer;
-	Page		rowsPage;
+	Page		rowsPage,
+				codesPage = NULL;
 	DenseMetaPage meta;
 	GenericXLogState *state;
 	uint16		at = 0;
@@ -77,19 +81,30 @@ dense_insert(Relation index, Datum *values, bool *isnull, ItemPointer heap_tid,
 	if (!isnull[0])
 	{
 		v = DatumGetDenseVector(values[0]);
-		c = DenseQuantize(index, v);
+		c = DenseQuantize(index, v, 0);
 	}
 
 	metaBuf = ReadBuffer(index, DENSE_METAPAGE_BLKNO);
 	LockBuffer(metaBuf, BUFFER_LOCK_EXCLUSIVE);
 	(void) DensePage(index, metaBuf, DENSE_PAGE_META);
 	if (v != NULL)
-		DenseCheckDims(index, DensePageGetMeta(BufferGetPage(metaBuf))->dims, v->dim);
+		DenseCheckDims(index, DensePageGetMeta(BufferGetPage(metaBuf))->dims, v->dim,
+					   DensePageGetMeta(BufferGetPage(metaBuf))->degree);
 	state = GenericXLogStart(index);
 	meta = DensePageGetMeta(GenericXLogRegisterBuffer(state, metaBuf, 0));
 	if (c != NULL)
 	{
-		codesBuf = add_codes(index, state, meta, c, DENSE_CODES_SIZE(v->dim), &at);
+		Size		size = DENSE_ITEM_SIZE(v->dim, meta->degree);
+
+		if (meta->degree > 0)
+		{
+			/* room for its links, which its row's place starts (it is the graph's tail) */
+			DenseCodes *item = palloc0(size);
+
+			memcpy(item, c, DENSE_CODES_SIZE(v->dim));
+			c = item;
+		}
+		codesBuf = add_codes(index, state, meta, c, size, &codesPage, &at);
 		meta->dims = v->dim;
 	}
 
@@ -120,6 +135,13 @@ dense_insert(Relation index, Datum *values, bool *isnull, ItemPointer heap_tid,
 	row->tid = *heap_tid;
 	row->codesBlk = BufferIsValid(codesBuf) ? BufferGetBlockNumber(codesBuf) : InvalidBlockNumber;
 	row->codesAt = at;
+	if (BufferIsValid(codesBuf) && meta->degree > 0)
+	{
+		DenseLinks *links = DenseCodesLinks(codesPage + at, v->dim);
+
+		links->rowBlk = BufferGetBlockNumber(BufferIsValid(newRowsBuf) ? newRowsBuf : rowsBuf);
+		links->rowIndex = (uint16) DensePageNRows(rowsPage);
+	}
 	((PageHeader) rowsPage)->pd_lower += sizeof(DenseRow);
 	meta->rows++;
 	GenericXLogFinish(state);

@@ -2,7 +2,9 @@
  * dense_scan.c: ORDER BY col <=> q, exactly, through the executor's
  * reordering.
  *
- * The first call scores every row the scan's filter conditions allow
+ * Without conditions, an index with a graph walks it instead (dense_walk.c)
+ * and scores only the graph's tail here; what follows is the scoring both
+ * share. The first call scores every row the scan's filter conditions allow
  * (sparse_filter.c finds them in another index; without one, every row).
  * The query is coded once as int16, q = step * qc + d, and a row's
  * est = step * scale * sum(qc[i] * codes[i]) is an integer sum times two
@@ -56,17 +58,17 @@ typedef struct DenseScanOpaqueData
 	MemoryContext cxt;
 	bool		started;
 	bool		queryNull;
-	DenseVector *query;
-	double		queryNorm;
-	int16	   *queryCodes;		/* query ~ queryStep * queryCodes */
-	double		queryStep;
-	double		queryError;		/* |query - that| */
+	DenseQuery	query;
+	DenseMetaPageData meta;		/* as the scan began */
+	DenseWalk  *walk;			/* a graph's, without conditions */
+	bool		restScored;		/* the rows the walk did not reach, once it is done */
 	Candidate  *heap;			/* a min-heap by (isnull, bound) */
 	int64		n;
 	int64		max;
 	SparseFilterCursor cursor;	/* where the last row's key was found */
 	BlockNumber nblocks;		/* the index's size when last asked */
 	/* score_rows' arrays, a row page's worth */
+	DenseRow   *rows;
 	int		   *live;			/* the rows not marked dead */
 	uint64	   *liveKeys;		/* their TID keys */
 	bool	   *allowed;		/* whether the filter allows them */
@@ -106,7 +108,9 @@ dense_rescan(IndexScanDesc scan, ScanKey keys, int nkeys, ScanKey orderbys, int 
 		memmove(scan->orderByData, orderbys, scan->numberOfOrderBys * sizeof(ScanKeyData));
 	so->started = false;
 	so->queryNull = scan->numberOfOrderBys == 0 || (scan->orderByData[0].sk_flags & SK_ISNULL);
-	so->query = NULL;
+	memset(&so->query, 0, sizeof(so->query));
+	so->walk = NULL;
+	so->restScored = false;
 	so->heap = NULL;
 	so->n = so->max = 0;
 	memset(&so->cursor, 0, sizeof(so->cursor));
@@ -156,18 +160,13 @@ dot_codes_avx512(const int16 *q, const int8 *codes, int dims)
 		_mm512_reduce_add_epi64(_mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(acc1, 1))) +
 		dot_codes(q + i, codes + i, dims - i);
 }
-
-/* whether SparseAvx512Usable() and AVX-512 BW; -1: not asked yet */
-static int	cpu_avx512 = -1;
 #endif
 
 static inline int64
 dot(const int16 *q, const int8 *codes, int dims)
 {
 #ifdef DENSE_HAVE_AVX512
-	if (cpu_avx512 < 0)
-		cpu_avx512 = SparseAvx512Usable() && __builtin_cpu_supports("avx512bw") ? 1 : 0;
-	if (cpu_avx512 == 1 && sparse_simd)
+	if (DenseSimd())
 		return dot_codes_avx512(q, codes, dims);
 #endif
 	return dot_codes(q, codes, dims);
@@ -180,52 +179,67 @@ norm_in_range(double norm)
 	return norm >= 1e-12 && norm <= 1e12;
 }
 
-/* the lower bound of the row's cosine distance (the file's comment) */
-static double
-row_bound(DenseScanOpaque so, const DenseCodes *c)
+/*
+ * The lower bound of the row's cosine distance (the file's comment), and
+ * where estimate is not NULL the distance of the codes themselves, which a
+ * graph walk follows (1 for a zero vector).
+ */
+double
+DenseQueryBound(const DenseQuery *q, const DenseCodes *c, float4 *estimate)
 {
-	int			dims = so->query->dim;
+	int			dims = q->vector->dim;
 	double		rowError,
+				est,
 				sim;
 
-	if (c->norm == 0 || so->queryNorm == 0)
+	if (c->norm == 0 || q->norm == 0)
+	{
+		if (estimate != NULL)
+			*estimate = 1;
 		return get_float8_infinity();
-	if (!norm_in_range(c->norm) || !norm_in_range(so->queryNorm))
+	}
+	if (!norm_in_range(c->norm) || !norm_in_range(q->norm))
+	{
+		if (estimate != NULL)
+			*estimate = 1;
 		return 0;
+	}
+	est = q->step * c->scale * dot(q->codes, c->codes, dims) / (q->norm * c->norm);
+	if (estimate != NULL)
+		*estimate = (float4) (1 - est);
 	rowError = c->error / c->norm;
-	sim = so->queryStep * c->scale * dot(so->queryCodes, c->codes, dims) / (so->queryNorm * c->norm) +
-		rowError +
-		so->queryError / so->queryNorm * (1 + rowError) +
+	sim = est + rowError +
+		q->error / q->norm * (1 + rowError) +
 		2.0 * (dims + 4) * FLT_EPSILON * (1 + rowError);
 	return sim >= 1 ? 0 : 1 - sim;
 }
 
 /* the query's norm, and its int16 codes with their step and error */
-static void
-encode_query(DenseScanOpaque so)
+void
+DenseQueryEncode(DenseQuery *q, const DenseVector *v)
 {
-	const DenseVector *q = so->query;
 	double		max = 0,
 				error = 0,
 				norm = 0;
 
-	so->queryCodes = palloc(sizeof(int16) * q->dim);
-	for (int i = 0; i < q->dim; i++)
+	q->vector = v;
+	q->codes = palloc(sizeof(int16) * v->dim);
+	for (int i = 0; i < v->dim; i++)
 	{
-		norm += (double) q->x[i] * q->x[i];
-		max = Max(max, fabs((double) q->x[i]));
+		norm += (double) v->x[i] * v->x[i];
+		max = Max(max, fabs((double) v->x[i]));
 	}
-	so->queryNorm = sqrt(norm);
-	so->queryStep = max / DENSE_QUERY_MAX;
-	for (int i = 0; i < q->dim; i++)
+	q->norm = sqrt(norm);
+	q->step = max / DENSE_QUERY_MAX;
+	for (int i = 0; i < v->dim; i++)
 	{
-		double		code = so->queryStep > 0 ? rint(q->x[i] / so->queryStep) : 0;
-		double		diff = q->x[i] - so->queryStep * code;
+		double		code = q->step > 0 ? rint(v->x[i] / q->step) : 0;
+		double		diff = v->x[i] - q->step * code;
 
-		so->queryCodes[i] = (int16) code;
+		q->codes[i] = (int16) code;
 		error += diff * diff;
 	}
-	so->queryError = sqrt(error);
+	q->error = sqrt(error);
 }
 
 static void
@@ -360,6 +374,14 @@ pin_codes(Relation index, BlockNumber blk)
 	return buf;
 }
 
+/* pin code page blk of an index of nblocks pages (blk is below) */
+Buffer
+DensePinCodes(Relation index, BlockNumber blk, BlockNumber nblocks)
+{
+	recent_buffers(index, nblocks);
+	return pin_codes(index, blk);
+}
+
 /* code page blk's shared buffer as last found, not pinned, or InvalidBuffer */
 static inline Buffer
 recent_shared(BlockNumber blk)
@@ -412,24 +434,26 @@ prefetch_codes(const DenseRow *rows, const int *need, int from, int to, int dims
 }
 
 /*
- * Score the rows of one row page (copied out), reading their codes: the
- * rows whose codes share a page form a group, and the memory of the groups
- * ahead of the one scored is asked for, so that the cache misses of many
- * pages overlap (a filter's rows lie one in a page or so: the scan waits on
- * memory, not on the sums).
+ * Score rows from .. n - 1 of one row page (copied out), reading their
+ * codes, except those a walk met: the rows whose codes share a page form a
+ * group, and the memory of the groups ahead of the one scored is asked
+ * for, so that the cache misses of many pages overlap (a filter's rows lie
+ * one in a page or so: the scan waits on memory, not on the sums).
  */
 static void
-score_rows(IndexScanDesc scan, const DenseRow *rows, int n, const SparseFilter *filter, int dims)
+score_rows(IndexScanDesc scan, const DenseRow *rows, int from, int n, const SparseFilter *filter,
+		   const DenseWalk *walk)
 {
 	DenseScanOpaque so = (DenseScanOpaque) scan->opaque;
 	Relation	index = scan->indexRelation;
+	int			dims = so->meta.dims;
 	int		   *need = so->need;
 	int		   *groupStart = so->groupStart;
 	int			nlive = 0,
 				nneed = 0,
 				ngroups = 0;
 
-	for (int i = 0; i < n; i++)
+	for (int i = from; i < n; i++)
 	{
 		ItemPointerData tid = rows[i].tid;
 
@@ -451,7 +475,7 @@ score_rows(IndexScanDesc scan, const DenseRow *rows, int n, const SparseFilter *
 			continue;
 		if (so->queryNull || !BlockNumberIsValid(row->codesBlk))
 			add_candidate(so, 0, &tid, !so->queryNull);
-		else
+		else if (walk == NULL || !DenseWalkMet(walk, row->codesBlk, row->codesAt))
 		{
 			DenseCheckBlock(index, &so->nblocks, row->codesBlk, 0);
 			if (nneed == 0 || row->codesBlk != rows[need[nneed - 1]].codesBlk)
@@ -480,61 +504,92 @@ score_rows(IndexScanDesc scan, const DenseRow *rows, int n, const SparseFilter *
 			const DenseRow *row = &rows[need[j]];
 			ItemPointerData tid = row->tid;
 
-			add_candidate(so, row_bound(so, row_codes(index, buf, page, row->codesAt, dims)), &tid, false);
+			add_candidate(so, DenseQueryBound(&so->query, row_codes(index, buf, page, row->codesAt, dims), NULL),
+						  &tid, false);
 		}
 		ReleaseBuffer(buf);
 	}
 }
 
-/* every candidate, in a heap */
+/*
+ * Add the candidates of the row chain from row (startBlk, startIndex) to
+ * row (endBlk, endIndex), that one excluded (InvalidBlockNumber: the
+ * chain's end), then make them all a heap.
+ */
 static void
-score_all(IndexScanDesc scan)
+score_chain(IndexScanDesc scan, BlockNumber startBlk, int startIndex, BlockNumber endBlk, int endIndex,
+			const SparseFilter *filter, const DenseWalk *walk)
 {
 	DenseScanOpaque so = (DenseScanOpaque) scan->opaque;
 	Relation	index = scan->indexRelation;
-	DenseMetaPageData meta;
-	SparseFilter *filter = NULL;
-	DenseRow   *rows;
+	DenseRow   *rows = so->rows;
 	MemoryContext oldcxt = MemoryContextSwitchTo(so->cxt);
+
+	for (BlockNumber blk = startBlk, pages = 0; BlockNumberIsValid(blk); pages++)
+	{
+		int			from = blk == startBlk ? startIndex : 0,
+					n;
+		bool		last = blk == endBlk;
+
+		CHECK_FOR_INTERRUPTS();
+		DenseCheckBlock(index, &so->nblocks, blk, pages);
+		n = DenseCopyRowPage(index, blk, rows, &blk);
+		if (last)
+			n = Min(n, endIndex);
+		/* no code page is locked while a row page is */
+		score_rows(scan, rows, from, n, filter, walk);
+		if (last)
+			break;
+	}
+	for (int64 i = so->n / 2 - 1; i >= 0; i--)
+		sift_down(so->heap, so->n, i);
+	MemoryContextSwitchTo(oldcxt);
+}
+
+/*
+ * Begin: without conditions, on an index with a graph, walk it and score
+ * the graph's tail (the rows inserted since the build); else score every
+ * row the conditions allow.
+ */
+static void
+begin(IndexScanDesc scan)
+{
+	DenseScanOpaque so = (DenseScanOpaque) scan->opaque;
+	Relation	index = scan->indexRelation;
+	DenseMetaPageData *meta = &so->meta;
+	SparseFilter *filter = NULL;
+	MemoryContext oldcxt = MemoryContextSwitchTo(so->cxt);
+	DenseRef   *entries = palloc(sizeof(DenseRef) * DENSE_MAX_ENTRIES);
 
 	if (scan->numberOfKeys > 0)
 		filter = SparseFilterBegin(scan, SPARSE_FILTER_ANY, 0);
-	DenseReadMeta(index, &meta);
+	DenseReadMeta(index, meta, entries);
 	if (!so->queryNull)
 	{
-		so->query = DatumGetDenseVector(scan->orderByData[0].sk_argument);
-		if (meta.dims != 0 && so->query->dim != meta.dims)
+		const DenseVector *v = DatumGetDenseVector(scan->orderByData[0].sk_argument);
+
+		if (meta->dims != 0 && v->dim != meta->dims)
 			ereport(ERROR,
 					(errcode(ERRCODE_DATA_EXCEPTION),
-					 errmsg("different vector dimensions %d and %d", meta.dims, so->query->dim)));
-		encode_query(so);
+					 errmsg("different vector dimensions %d and %d", meta->dims, v->dim)));
+		DenseQueryEncode(&so->query, v);
 	}
-	rows = palloc(sizeof(DenseRow) * DENSE_ROWS_PER_PAGE);
+	so->rows = palloc(sizeof(DenseRow) * DENSE_ROWS_PER_PAGE);
 	so->live = palloc(sizeof(int) * DENSE_ROWS_PER_PAGE);
 	so->liveKeys = palloc(sizeof(uint64) * DENSE_ROWS_PER_PAGE);
 	so->allowed = palloc(sizeof(bool) * DENSE_ROWS_PER_PAGE);
 	so->need = palloc(sizeof(int) * DENSE_ROWS_PER_PAGE);
 	so->groupStart = palloc(sizeof(int) * (DENSE_ROWS_PER_PAGE + 1));
-	for (BlockNumber blk = meta.rowsHead, pages = 0; BlockNumberIsValid(blk); pages++)
+	if (meta->degree > 0 && scan->numberOfKeys == 0 && !so->queryNull)
 	{
-		Buffer		buf;
-		Page		page;
-		int			n;
-
-		CHECK_FOR_INTERRUPTS();
-		DenseCheckBlock(index, &so->nblocks, blk, pages);
-		buf = ReadBuffer(index, blk);
-		LockBuffer(buf, BUFFER_LOCK_SHARE);
-		page = DensePage(index, buf, DENSE_PAGE_ROWS);
-		n = DensePageNRows(page);
-		memcpy(rows, DensePageRows(page), sizeof(DenseRow) * n);
-		blk = DensePageGetOpaque(page)->next;
-		UnlockReleaseBuffer(buf);
-		/* no code page is locked while a row page is */
-		score_rows(scan, rows, n, filter, meta.dims);
+		so->walk = DenseWalkBegin(index, meta, entries, &so->query);
+		if (BlockNumberIsValid(meta->graphEndBlk))
+			score_chain(scan, meta->graphEndBlk, meta->graphEndIndex, InvalidBlockNumber, 0, NULL, NULL);
+		else
+			score_chain(scan, meta->rowsHead, 0, InvalidBlockNumber, 0, NULL, NULL);
 	}
-	for (int64 i = so->n / 2 - 1; i >= 0; i--)
-		sift_down(so->heap, so->n, i);
+	else
+		score_chain(scan, meta->rowsHead, 0, InvalidBlockNumber, 0, filter, NULL);
 	MemoryContextSwitchTo(oldcxt);
 }
 
@@ -551,6 +606,60 @@ set_order_value(IndexScanDesc scan, const double *bound)
 	scan->xs_orderbynulls[0] = bound == NULL;
 }
 
+/* return the heap's first candidate */
+static bool
+return_candidate(IndexScanDesc scan)
+{
+	DenseScanOpaque so = (DenseScanOpaque) scan->opaque;
+
+	if (so->n == 0)
+		return false;
+	scan->xs_heaptid = so->heap[0].tid;
+	set_order_value(scan, so->queryNull || so->heap[0].isnull ? NULL : &so->heap[0].bound);
+	so->heap[0] = so->heap[--so->n];
+	sift_down(so->heap, so->n, 0);
+	return true;
+}
+
+/*
+ * With a walk: its nodes and the tail's candidates, merged by bound; once
+ * the walk has met every node it reaches, also the rows of the graph it did
+ * not reach (and those without a vector), scored as a flat scan scores them.
+ */
+static bool
+walk_gettuple(IndexScanDesc scan)
+{
+	DenseScanOpaque so = (DenseScanOpaque) scan->opaque;
+
+	for (;;)
+	{
+		const DenseWalkNode *node = DenseWalkPeek(so->walk);
+		ItemPointerData tid;
+
+		/*
+		 * Once the walk has met all it reaches, the rest join its last batch
+		 * by bound: a walk met whole in its first batch is a flat scan's order.
+		 */
+		if (DenseWalkExhausted(so->walk) && !so->restScored)
+		{
+			so->restScored = true;
+			if (BlockNumberIsValid(so->meta.graphEndBlk))
+				score_chain(scan, so->meta.rowsHead, 0, so->meta.graphEndBlk, so->meta.graphEndIndex, NULL,
+							so->walk);
+		}
+		if (so->n > 0 && (node == NULL || (!so->heap[0].isnull && so->heap[0].bound <= node->bound)))
+			return return_candidate(scan);
+		if (node == NULL)
+			return false;
+		if (DenseWalkTake(so->walk, &tid))
+		{
+			scan->xs_heaptid = tid;
+			set_order_value(scan, &node->bound);
+			return true;
+		}
+	}
+}
+
 bool
 dense_gettuple(IndexScanDesc scan, ScanDirection dir)
 {
@@ -565,15 +674,18 @@ dense_gettuple(IndexScanDesc scan, ScanDirection dir)
 		for (int i = 0; i < scan->numberOfKeys; i++)
 			if (scan->keyData[i].sk_flags & SK_ISNULL)
 				return false;	/* every filter operator is strict */
-		score_all(scan);
+		begin(scan);
 	}
-	if (so->n == 0)
-		return false;
-	scan->xs_heaptid = so->heap[0].tid;
-	set_order_value(scan, so->queryNull || so->heap[0].isnull ? NULL : &so->heap[0].bound);
-	so->heap[0] = so->heap[--so->n];
-	sift_down(so->heap, so->n, 0);
-	return true;
+	if (so->walk != NULL)
+	{
+		/* the walk grows its arrays as it goes */
+		MemoryContext oldcxt = MemoryContextSwitchTo(so->cxt);
+		bool		found = walk_gettuple(scan);
+
+		MemoryContextSwitchTo(oldcxt);
+		return found;
+	}
+	return return_candidate(scan);
 }
 
 void

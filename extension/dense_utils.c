@@ -5,13 +5,40 @@
 #include "postgres.h"
 
 #include "access/reloptions.h"
+#include "access/genam.h"
+#include "access/relation.h"
 #include "optimizer/cost.h"
 #include "optimizer/optimizer.h"
 #include "utils/float.h"
+#include "utils/guc.h"
 #include "utils/selfuncs.h"
 
 #include "dense_flat.h"
 #include "sparse_index.h"
+
+int			dense_ef_search = 40;
+
+static relopt_kind dense_relopt_kind;
+
+void
+dense_init(void)
+{
+	dense_relopt_kind = add_reloption_kind();
+	add_int_reloption(dense_relopt_kind, "graph_degree",
+					  "Links of each node of the graph an ORDER BY without a condition walks (0: no graph, every row is scored).",
+					  0, 0, DENSE_MAX_DEGREE, AccessExclusiveLock);
+	add_int_reloption(dense_relopt_kind, "graph_build_ef",
+					  "Nodes the build's search for each node's links keeps.",
+					  128, 8, 1000, AccessExclusiveLock);
+	DefineCustomIntVariable("hybrid_search.dense_ef_search",
+							"Nodes a dense_flat graph walk keeps before it returns its first rows.",
+							"Each further batch a scan is asked for is twice as wide. Raise it to at least the LIMIT "
+							"for that many rows near the exact ones.",
+							&dense_ef_search,
+							40, 1, 10000,
+							PGC_USERSET, 0,
+							NULL, NULL, NULL);
+}
 
 /* the page at buf (locked), checked to be one of ours of the type given */
 Page
@@ -50,10 +77,11 @@ DensePageAddCodes(Relation index, Page page, const DenseCodes *c, Size size)
 
 /*
  * The codes at byte at of a code page, if an item of codes of dims
- * dimensions starts there (one of its line pointers says so), else NULL.
+ * dimensions (with links for a graph of degree) starts there (one of its
+ * line pointers says so), else NULL.
  */
 const DenseCodes *
-DensePageCodes(Page page, uint16 at, int dims)
+DensePageCodes(Page page, uint16 at, int dims, int degree)
 {
 	OffsetNumber max = Min(PageGetMaxOffsetNumber(page),
 						   (BLCKSZ - SizeOfPageHeaderData) / sizeof(ItemIdData));
@@ -63,7 +91,8 @@ DensePageCodes(Page page, uint16 at, int dims)
 		ItemId		iid = PageGetItemId(page, off);
 
 		if (ItemIdIsNormal(iid) && ItemIdGetOffset(iid) == at)
-			return ItemIdGetLength(iid) == DENSE_CODES_SIZE(dims) ? DenseCodesAt(page, at, dims) : NULL;
+			return ItemIdGetLength(iid) == DENSE_ITEM_SIZE(dims, degree) ?
+				DenseItemAt(page, at, DENSE_ITEM_SIZE(dims, degree)) : NULL;
 	}
 	return NULL;
 }
@@ -89,15 +118,40 @@ DenseCheckBlock(Relation index, BlockNumber *nblocks, BlockNumber blk, BlockNumb
 				 errhint("REINDEX it.")));
 }
 
+/* the metapage, and its graph's entries where entries is not NULL (DENSE_MAX_ENTRIES of room) */
+/*
+ * Copy the rows of row page blk (DENSE_ROWS_PER_PAGE of room) under its share
+ * lock; returns how many, and the chain's next page in *next.
+ */
+int
+DenseCopyRowPage(Relation index, BlockNumber blk, DenseRow *rows, BlockNumber *next)
+{
+	Buffer		buf = ReadBuffer(index, blk);
+	Page		page;
+	int			n;
+
+	LockBuffer(buf, BUFFER_LOCK_SHARE);
+	page = DensePage(index, buf, DENSE_PAGE_ROWS);
+	n = DensePageNRows(page);
+	memcpy(rows, DensePageRows(page), sizeof(DenseRow) * n);
+	*next = DensePageGetOpaque(page)->next;
+	UnlockReleaseBuffer(buf);
+	return n;
+}
+
 void
-DenseReadMeta(Relation index, DenseMetaPageData *meta)
+DenseReadMeta(Relation index, DenseMetaPageData *meta, DenseRef *entries)
 {
 	Buffer		buf = ReadBuffer(index, DENSE_METAPAGE_BLKNO);
 	Page		page;
+	DenseMetaPage m;
 
 	LockBuffer(buf, BUFFER_LOCK_SHARE);
 	page = DensePage(index, buf, DENSE_PAGE_META);
-	memcpy(meta, DensePageGetMeta(page), sizeof(DenseMetaPageData));
+	m = DensePageGetMeta(page);
+	memcpy(meta, m, sizeof(DenseMetaPageData));
+	if (entries != NULL && meta->nentries <= DENSE_MAX_ENTRIES)
+		memcpy(entries, DenseMetaEntries(m), sizeof(DenseRef) * meta->nentries);
 	UnlockReleaseBuffer(buf);
 	if (meta->magic != DENSE_MAGIC || meta->version != DENSE_VERSION)
 		ereport(ERROR,
@@ -105,6 +159,50 @@ DenseReadMeta(Relation index, DenseMetaPageData *meta)
 				 errmsg("dense_flat index \"%s\" is not of this version's format",
 						RelationGetRelationName(index)),
 				 errhint("REINDEX it.")));
+	if (meta->nentries > DENSE_MAX_ENTRIES || meta->degree > DENSE_MAX_DEGREE)
+		ereport(ERROR,
+				(errcode(ERRCODE_INDEX_CORRUPTED),
+				 errmsg("dense_flat index \"%s\" has a damaged metapage", RelationGetRelationName(index)),
+				 errhint("REINDEX it.")));
+}
+
+void
+DenseRefSet(DenseRef *ref, BlockNumber blk, uint16 at)
+{
+	BlockIdSet(&ref->blk, blk);
+	ref->at = at;
+}
+
+/* the graph_degree option: the build's (a scan reads the metapage's) */
+int
+DenseGraphDegree(Relation index)
+{
+	DenseOptions *options = (DenseOptions *) index->rd_options;
+
+	return options != NULL ? options->graphDegree : 0;
+}
+
+int
+DenseGraphBuildEf(Relation index)
+{
+	DenseOptions *options = (DenseOptions *) index->rd_options;
+
+	return options != NULL ? options->graphBuildEf : 128;
+}
+
+/* whether sums may use AVX-512 BW: the CPU has it and hybrid_search.sparse_simd is on */
+bool
+DenseSimd(void)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+	static int	usable = -1;
+
+	if (usable < 0)
+		usable = SparseAvx512Usable() && __builtin_cpu_supports("avx512bw") ? 1 : 0;
+	return usable == 1 && sparse_simd;
+#else
+	return false;
+#endif
 }
 
 void
@@ -118,9 +216,10 @@ DenseCheckColumns(Relation index)
  * index), then scores the rows the conditions on filter columns allow,
  * reading their codes: that share of the code pages, and an operator per
  * row (as the planner charges <=> for a row of the table). It returns
- * nothing before it has scored them all. Without a condition it would score
- * every row, which pgvector's indexes do far cheaper: it is never chosen
- * then, so that an unfiltered ORDER BY is planned as it was without it. Nor
+ * nothing before it has scored them all. Without a condition, an index with
+ * a graph walks it (graph_costestimate); one without would score every row,
+ * which pgvector's indexes do far cheaper: it is never chosen then, so that
+ * an unfiltered ORDER BY is planned as it was without it. Nor
  * when a partial index of another access method that can order the rows
  * holds only rows the query's conditions allow (its predicate is proved):
  * such an index was made for this filter (hybrid_search_create_filter_indexes'
@@ -143,6 +242,26 @@ filter_has_own_index(IndexOptInfo *index)
 	return false;
 }
 
+/*
+ * With a graph and no condition: a walk meets about ef_search x degree
+ * nodes, each a code page read (most of them cached) and an operator.
+ */
+static void
+graph_costestimate(PlannerInfo *root, IndexPath *path, double loop_count, int degree,
+				   Cost *indexStartupCost, Cost *indexTotalCost,
+				   Selectivity *indexSelectivity, double *indexCorrelation,
+				   double *indexPages)
+{
+	double		tuples = Max(1.0, path->indexinfo->tuples);
+	double		met = Min(tuples, (double) dense_ef_search * degree);
+
+	*indexStartupCost = met * (cpu_operator_cost + cpu_index_tuple_cost) + met / 4 * random_page_cost;
+	*indexTotalCost = *indexStartupCost + dense_ef_search * cpu_tuple_cost;
+	*indexSelectivity = 1;
+	*indexCorrelation = 0;
+	*indexPages = met / 4;
+}
+
 static void
 dense_costestimate(PlannerInfo *root, IndexPath *path, double loop_count,
 				   Cost *indexStartupCost, Cost *indexTotalCost,
@@ -154,7 +273,21 @@ dense_costestimate(PlannerInfo *root, IndexPath *path, double loop_count,
 	double		pages = Max(1.0, path->indexinfo->pages);
 	double		rowPages = Min(pages, ceil(tuples / DENSE_ROWS_PER_PAGE));
 	double		scored;
+	int			degree = 0;
 
+	if (path->indexorderbys != NIL && path->indexclauses == NIL)
+	{
+		Relation	index = index_open(path->indexinfo->indexoid, NoLock);
+
+		degree = DenseGraphDegree(index);
+		index_close(index, NoLock);
+	}
+	if (degree > 0)
+	{
+		graph_costestimate(root, path, loop_count, degree, indexStartupCost, indexTotalCost,
+						   indexSelectivity, indexCorrelation, indexPages);
+		return;
+	}
 	if (path->indexorderbys == NIL || path->indexclauses == NIL || filter_has_own_index(path->indexinfo))
 	{
 		*indexStartupCost = get_float8_infinity();
@@ -178,9 +311,13 @@ dense_costestimate(PlannerInfo *root, IndexPath *path, double loop_count,
 static bytea *
 dense_options(Datum reloptions, bool validate)
 {
-	/* no options: anything given is an error */
-	(void) build_reloptions(reloptions, validate, RELOPT_KIND_LOCAL, 0, NULL, 0);
-	return NULL;
+	static const relopt_parse_elt table[] = {
+		{"graph_degree", RELOPT_TYPE_INT, offsetof(DenseOptions, graphDegree)},
+		{"graph_build_ef", RELOPT_TYPE_INT, offsetof(DenseOptions, graphBuildEf)},
+	};
+
+	return (bytea *) build_reloptions(reloptions, validate, dense_relopt_kind, sizeof(DenseOptions),
+									  table, lengthof(table));
 }
 
 static bool

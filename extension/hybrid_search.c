@@ -25,6 +25,7 @@
 #include "storage/ipc.h"
 #include "utils/guc.h"
 
+#include "dense_flat.h"
 #include "sparse_index.h"
 
 /* as PL/Python does: the Python headers redefine these */
@@ -193,6 +194,7 @@ _PG_init(void)
 	int			threads;
 
 	sparse_init();
+	dense_init();
 	/* read-only: for hybrid_search_check() and a DBA's SHOW */
 	DefineCustomBoolVariable("hybrid_search.preloaded",
 							 "Whether the postmaster imported the model stack at its start.",

@@ -76,11 +76,12 @@ set search_path to pg_catalog, pg_temp;
 -- WITH TIES (and the executor's reordering) look at, so that no second batch,
 -- four times as large, is ranked (never below the session's own
 -- hybrid_search.sparse_batch_size). With ef_search (a statement with a dense
--- leg): HNSW's ef_search raised to rows, iterative index scans that keep
+-- leg): HNSW's ef_search (and a dense_flat graph's walk width) raised to rows,
+-- iterative index scans that keep
 -- going until rows rows pass a filter, and sequential scans off (the
 -- planner's cost model often prefers one on tables of some ten thousand rows,
 -- at 50x the latency); with a filter or a row-level-security policy and
--- documents_dense_filter_idx, bitmap scans off too (a bitmap scan of the
+-- documents_dense_filter_idx (or a graph documents_dense_idx), bitmap scans off too (a bitmap scan of the
 -- filter's or the policy's rows and a sort computes the distance of every
 -- one from its vector, which the planner does not cost: 19 ms against
 -- dense_flat's 5 at 3,000 rows of 1024 dimensions, ad hoc; and a policy's
@@ -122,14 +123,26 @@ begin
         saved := saved || array[
             'hnsw.ef_search', coalesce(pg_catalog.current_setting('hnsw.ef_search', true), '40'),
             'hnsw.iterative_scan', coalesce(pg_catalog.current_setting('hnsw.iterative_scan', true), 'off'),
+            'hybrid_search.dense_ef_search',
+            coalesce(pg_catalog.current_setting('hybrid_search.dense_ef_search', true), '40'),
             'enable_seqscan', pg_catalog.current_setting('enable_seqscan')
         ];
         perform pg_catalog.set_config('hnsw.ef_search', least(greatest(ef_search, rows), 1000)::text, true);
         perform pg_catalog.set_config('hnsw.iterative_scan', 'relaxed_order', true);
+        perform pg_catalog.set_config(
+            'hybrid_search.dense_ef_search', least(greatest(ef_search, rows), 1000)::text, true
+        );
         perform pg_catalog.set_config('enable_seqscan', 'off', true);
         if
             (filtered or pg_catalog.row_security_active('@extschema@.documents'))
-            and pg_catalog.to_regclass('@extschema@.documents_dense_filter_idx') is not null
+            and (
+                pg_catalog.to_regclass('@extschema@.documents_dense_filter_idx') is not null
+                or exists (
+                    select from pg_catalog.pg_class as c
+                    inner join pg_catalog.pg_am as a on c.relam = a.oid
+                    where c.oid = pg_catalog.to_regclass('@extschema@.documents_dense_idx') and a.amname = 'dense_flat'
+                )
+            )
         then
             saved := saved || array['enable_bitmapscan', pg_catalog.current_setting('enable_bitmapscan')];
             perform pg_catalog.set_config('enable_bitmapscan', 'off', true);

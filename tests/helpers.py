@@ -41,6 +41,22 @@ def own_cluster(directory: Path, port: int):
     cluster.destroy()
 
 
+def own_primary_and_standby(directory: Path, port: int):
+    """A primary of the test's own on port and a streaming hot standby of it on
+    port + 1 (a fixture's generator), destroyed when the fixture ends."""
+    primary = Cluster(directory / "primary", port=port)
+    standby = Cluster(directory / "standby", port=port + 1)
+    try:
+        primary.init()
+        primary.start()
+        standby.init_standby(primary)
+        standby.start()
+        yield primary, standby
+    finally:
+        standby.destroy()
+        primary.destroy()
+
+
 def model_calls(conn) -> int:
     """Model calls this connection's backend has made so far."""
     return conn.execute("select encode_calls from hybrid_search_model_stats()").fetchone()[0]

@@ -17,9 +17,16 @@ import time
 import numpy as np
 import psycopg
 import pytest
-from helpers import connect, create_database, insert, kill_midway, own_cluster, read_while_writing
+from helpers import (
+    connect,
+    create_database,
+    insert,
+    kill_midway,
+    own_cluster,
+    own_primary_and_standby,
+    read_while_writing,
+)
 from hybrid_search_installer import database
-from hybrid_search_installer.cluster import Cluster
 from hybrid_search_installer.layout import pg_bin
 
 KS = [1, 2, 10, 57, 100, 500, 1000]
@@ -1151,18 +1158,7 @@ def test_an_index_built_before_a_crash_is_recovered(df_crash_cluster, layout, mo
 
 @pytest.fixture(scope="module")
 def primary_and_standby(scratch):
-    """A primary of our own and a streaming hot standby of it."""
-    primary = Cluster(scratch / "df-primary", port=5442)
-    standby = Cluster(scratch / "df-standby", port=5443)
-    try:
-        primary.init()
-        primary.start()
-        standby.init_standby(primary)
-        standby.start()
-        yield primary, standby
-    finally:
-        standby.destroy()
-        primary.destroy()
+    yield from own_primary_and_standby(scratch / "df-replication", 5442)
 
 
 def wait_for_replay(primary, standby, timeout=60):

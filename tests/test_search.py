@@ -272,7 +272,7 @@ def test_vector_overload_equals_text_search(corpus):
         ("dense_search('x', 10, ef_search => 0)", "ef_search must be between 1 and 1000"),
         (
             "hybrid_search_create_dense_index('diskann')",
-            "method must be hnsw, hnsw_halfvec, ivfflat or none",
+            "method must be hnsw, hnsw_halfvec, ivfflat, graph or none",
         ),
         ("hybrid_search_create_dense_index('hnsw', m => null)", "must not be NULL"),
     ],

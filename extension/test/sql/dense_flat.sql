@@ -81,6 +81,41 @@ SELECT count(*) AS rows_with_null_distance FROM (
 WHERE d IS NULL;
 SELECT dense_flat_check('dense_items');
 CREATE INDEX ON dense_loose USING dense_flat (tenant int4_filter_ops, v);
+
+-- a graph (graph_degree): an ORDER BY without a condition walks it. A walk
+-- as wide as the table meets every node, so its order is a sequential
+-- scan's; inserted rows are the graph's tail until VACUUM links them in
+CREATE INDEX dense_items_graph_idx ON dense_items USING dense_flat (v) WITH (graph_degree = 8);
+CREATE INDEX ON dense_loose USING dense_flat (v) WITH (graph_degree = 65);
+SET hybrid_search.dense_ef_search = 5000;
+CREATE FUNCTION pg_temp.same_unfiltered(q vector, k int) RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE a text[]; b text[];
+BEGIN
+    SELECT array_agg(d::text ORDER BY n) INTO a FROM (
+        SELECT v <=> q AS d, row_number() OVER () AS n FROM (
+            SELECT v FROM dense_items ORDER BY v <=> q LIMIT k) AS s) AS r;
+    SET LOCAL enable_indexscan = off;
+    SET LOCAL enable_seqscan = on;
+    SET LOCAL enable_sort = on;
+    SELECT array_agg(d::text ORDER BY n) INTO b FROM (
+        SELECT v <=> q AS d, row_number() OVER () AS n FROM (
+            SELECT v FROM dense_items ORDER BY v <=> q LIMIT k) AS s) AS r;
+    RETURN a IS NOT DISTINCT FROM b;
+END
+$$;
+EXPLAIN (COSTS OFF) SELECT id FROM dense_items ORDER BY v <=> (SELECT v FROM dense_items WHERE id = 1) LIMIT 10;
+SELECT bool_and(pg_temp.same_unfiltered(pg_temp.vec(q), k)) AS graph_exact
+FROM generate_series(1, 20) AS q, unnest(ARRAY[1, 10, 100]) AS k;
+INSERT INTO dense_items SELECT i, i % 10, pg_temp.vec(i) FROM generate_series(2301, 2600) AS i;
+SELECT (dense_flat_check('dense_items_graph_idx') ->> 'graph_tail_rows')::int AS tail_before_vacuum;
+SELECT bool_and(pg_temp.same_unfiltered(pg_temp.vec(q), 100)) AS graph_exact_with_a_tail
+FROM generate_series(2290, 2310) AS q;
+VACUUM dense_items;
+SELECT (dense_flat_check('dense_items_graph_idx') ->> 'consistent')::bool AS consistent,
+    (dense_flat_check('dense_items_graph_idx') ->> 'graph_tail_rows')::int AS tail_after_vacuum;
+SELECT bool_and(pg_temp.same_unfiltered(pg_temp.vec(q), 100)) AS graph_exact_after_vacuum
+FROM generate_series(2290, 2310) AS q;
+RESET hybrid_search.dense_ef_search;
 RESET enable_seqscan;
 RESET enable_bitmapscan;
 RESET enable_sort;
