@@ -243,18 +243,8 @@ merge_node(MergeState *ms, const DenseRef *p, BlockNumber rowBlk, uint16 rowInde
 		ms->cand[ncand].codes = NULL;
 		ncand++;
 	}
+	/* a node found and expanded is there twice: the rule drops the second */
 	qsort(ms->cand, ncand, sizeof(Candidate), candidate_cmp);
-	/* a node found and expanded is there twice, side by side */
-	for (int i = 1, kept = 1; i <= ncand; i++)
-	{
-		if (i == ncand)
-		{
-			ncand = Min(ncand, kept);
-			break;
-		}
-		if (!ref_equal(&ms->cand[i].ref, &ms->cand[kept - 1].ref))
-			ms->cand[kept++] = ms->cand[i];
-	}
 	nchosen = choose_links(ms, ms->cand, ncand, chosen);
 	write_links(ms, p, chosen, nchosen);
 	for (int i = 0; i < nchosen; i++)
@@ -264,8 +254,11 @@ merge_node(MergeState *ms, const DenseRef *p, BlockNumber rowBlk, uint16 rowInde
 		/* no neighbour kept p: its nearest takes it in place of its farthest */
 		int			n = read_links(ms, &chosen[0]);
 
-		ms->links[n - 1] = *p;
-		write_links(ms, &chosen[0], ms->links, n);
+		if (n > 0)
+		{
+			ms->links[n - 1] = *p;
+			write_links(ms, &chosen[0], ms->links, n);
+		}
 	}
 }
 

@@ -118,7 +118,6 @@ DenseCheckBlock(Relation index, BlockNumber *nblocks, BlockNumber blk, BlockNumb
 				 errhint("REINDEX it.")));
 }
 
-/* the metapage, and its graph's entries where entries is not NULL (DENSE_MAX_ENTRIES of room) */
 /*
  * Copy the rows of row page blk (DENSE_ROWS_PER_PAGE of room) under its share
  * lock; returns how many, and the chain's next page in *next.
@@ -139,6 +138,7 @@ DenseCopyRowPage(Relation index, BlockNumber blk, DenseRow *rows, BlockNumber *n
 	return n;
 }
 
+/* the metapage, and its graph's entries where entries is not NULL (DENSE_MAX_ENTRIES of room) */
 void
 DenseReadMeta(Relation index, DenseMetaPageData *meta, DenseRef *entries)
 {

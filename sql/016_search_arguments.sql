@@ -68,6 +68,27 @@ language plpgsql immutable parallel safe security invoker
 set search_path to pg_catalog, pg_temp;
 
 -------------------------------------------------------------------------------
+-- _dense_index_is_graph
+-- Whether documents_dense_idx is a dense_flat index
+-- (hybrid_search_create_dense_index('graph')): it then serves a filtered
+-- dense leg too, in place of documents_dense_filter_idx.
+create or replace function @extschema@._dense_index_is_graph()
+returns boolean
+as $func$
+begin
+    return exists (
+        select from pg_catalog.pg_class as c
+        inner join pg_catalog.pg_am as a on c.relam = a.oid
+        where
+            c.oid = pg_catalog.to_regclass('@extschema@.documents_dense_idx')
+            and a.amname = 'dense_flat'
+    );
+end;
+$func$
+language plpgsql stable parallel safe security invoker
+set search_path to pg_catalog, pg_temp;
+
+-------------------------------------------------------------------------------
 -- _search_settings_push
 -- What a search function sets for its statement: no gin_fuzzy_search_limit
 -- (a GIN scan under it returns a sample of its rows, and a filtered leg may
@@ -137,11 +158,7 @@ begin
             (filtered or pg_catalog.row_security_active('@extschema@.documents'))
             and (
                 pg_catalog.to_regclass('@extschema@.documents_dense_filter_idx') is not null
-                or exists (
-                    select from pg_catalog.pg_class as c
-                    inner join pg_catalog.pg_am as a on c.relam = a.oid
-                    where c.oid = pg_catalog.to_regclass('@extschema@.documents_dense_idx') and a.amname = 'dense_flat'
-                )
+                or @extschema@._dense_index_is_graph()
             )
         then
             saved := saved || array['enable_bitmapscan', pg_catalog.current_setting('enable_bitmapscan')];

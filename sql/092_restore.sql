@@ -187,6 +187,11 @@ begin
     if pg_catalog.to_regclass('@extschema@.documents_dense_idx') is null then
         return next 'dense index ' || @extschema@.hybrid_search_create_dense_index() || ' created';
     end if;
+    -- this script brought documents_dense_filter_idx back beside a saved graph, which serves filters
+    if @extschema@._dense_index_is_graph() and pg_catalog.to_regclass('@extschema@.documents_dense_filter_idx') is not null then
+        drop index @extschema@.documents_dense_filter_idx;
+        return next 'documents_dense_filter_idx dropped: the graph documents_dense_idx serves filters';
+    end if;
     update @extschema@.documents as d
     set fts = pg_catalog.to_tsvector(s.text_search_config, d.content)
     from @extschema@.hybrid_search_settings as s

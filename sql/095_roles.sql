@@ -18,7 +18,7 @@ as $func$
             'sparse_dot', 'sparse_to_jsonb', 'sparse_entries', 'query_tokens', 'sparse_explain',
             'hybrid_search_model_info', 'hybrid_search_model_stats', 'hybrid_search_load_python',
             '_check_search_arguments', '_check_filter', '_check_query_text', '_check_query_vector',
-            '_dense_index_halfvec_dimensions',
+            '_dense_index_halfvec_dimensions', '_dense_index_is_graph',
             'keyword_search_scan', '_check_query_model', '_source_filter',
             'hybrid_search_evaluate', 'hybrid_search_score_run', '_check_table_columns',
             'colbert_rerank', '_colbert_query', '_colbert_check_encoders', '_query_cache_prune',

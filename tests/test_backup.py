@@ -46,19 +46,24 @@ def reader_role(conn):
     conn.execute("create role hs_dump_reader")
     yield "hs_dump_reader"
     # the role's grants go with the databases
-    conn.execute("drop database if exists hybrid_search_dump_src with (force)")
-    conn.execute("drop database if exists hybrid_search_dump_dst with (force)")
+    for (name,) in conn.execute(
+        "select datname from pg_database where datname like 'hybrid_search_dump_%'"
+    ).fetchall():
+        conn.execute(f"drop database {name} with (force)")
     conn.execute("drop role hs_dump_reader")
 
 
-def test_dump_and_restore_keep_vectors_and_search(cluster, layout, model_dir, scratch, reader_role):
-    source = create_database(cluster, layout, model_dir, "hybrid_search_dump_src")
+@pytest.mark.parametrize("dense_method", ["hnsw_halfvec", "graph"])
+def test_dump_and_restore_keep_vectors_and_search(
+    cluster, layout, model_dir, scratch, reader_role, dense_method
+):
+    source = create_database(cluster, layout, model_dir, f"hybrid_search_dump_src_{dense_method}")
     with connect(source) as src:
         src.execute("select hybrid_search_configure(text_search_config => 'simple')")
         insert(src, *[f"index {i} about vacuum dead tuples" for i in range(30)], metadata={"a": 1})
         insert(src, "a streaming replica replays WAL")
         src.execute("select hybrid_search_refresh()")
-        src.execute("select hybrid_search_create_dense_index('hnsw_halfvec', m => 8)")
+        src.execute(f"select hybrid_search_create_dense_index('{dense_method}', m => 8)")
         src.execute("create index documents_embedded_at_idx on documents (embedded_at)")
         src.execute("alter table documents enable row level security")
         src.execute(
@@ -71,11 +76,11 @@ def test_dump_and_restore_keep_vectors_and_search(cluster, layout, model_dir, sc
         rows, found = src.execute(ROW + " order by id").fetchall(), results(src)
         legs = {leg: results(src, leg) for leg in ("dense_search", "sparse_search")}
         keyword = results(src, "keyword_search")
-    dump = scratch / "hybrid_search.dump"
+    dump = scratch / f"hybrid_search_{dense_method}.dump"
     subprocess.run([pg_bin() / "pg_dump", "-Fc", "-f", dump, "-d", source], check=True)
 
-    database.recreate_database(cluster.dsn("postgres"), "hybrid_search_dump_dst")
-    target = cluster.dsn("hybrid_search_dump_dst")
+    database.recreate_database(cluster.dsn("postgres"), f"hybrid_search_dump_dst_{dense_method}")
+    target = cluster.dsn(f"hybrid_search_dump_dst_{dense_method}")
     subprocess.run(
         [pg_bin() / "pg_restore", "--exit-on-error", "-d", target, dump],
         check=True,
@@ -104,6 +109,9 @@ def test_dump_and_restore_keep_vectors_and_search(cluster, layout, model_dir, sc
         assert any(line.startswith("fts rewritten for 31 rows: run VACUUM") for line in done)
         assert any("create policy only_a" in line.lower() for line in done)
         assert dst.execute(DDL).fetchall() == ddl  # and brought back
+        # a graph serves filters: the extension script's documents_dense_filter_idx goes
+        filter_index = "select to_regclass('documents_dense_filter_idx') is not null"
+        assert dst.execute(filter_index).fetchone()[0] == (dense_method != "graph")
         assert dst.execute("select * from hybrid_search_restore()").fetchall() == [
             ("hybrid_search_token_stats refreshed",)
         ]  # a second run has nothing left to re-create

@@ -36,7 +36,7 @@ from test_dense_flat import (
 EVERYTHING = "true"
 
 
-def create_graph_items(conn, vectors, degree=16, where_built=None):
+def create_graph_items(conn, vectors, degree=16):
     """df_items (as test_dense_flat's) under a dense_flat index with a graph; plans
     prefer index scans."""
     conn.execute("drop table if exists df_items")
@@ -349,16 +349,7 @@ def test_kill_9_during_the_merge_leaves_a_sound_graph(graph_crash_cluster, layou
     rng = np.random.default_rng(13)
     dim = 96
     with connect(dsn) as conn:
-        conn.execute(
-            "create table df_items (id int primary key, tenant int, meta jsonb, v vector)"
-            " with (autovacuum_enabled = false)"
-        )
-        rows = dict(enumerate(random_vectors(rng, 1000, dim, "clustered")))
-        copy_rows(conn, rows.values())
-        conn.execute(
-            f"create index {INDEX} on df_items using dense_flat (v vector_cosine_ops)"
-            " with (graph_degree = 16)"
-        )
+        rows = create_graph_items(conn, random_vectors(rng, 1000, dim, "clustered"))
         extra = random_vectors(rng, 20000, dim, "clustered")
         copy_rows(conn, extra, start=1000)
         rows.update(enumerate(extra, start=1000))
@@ -385,15 +376,7 @@ def test_a_hot_standby_walks_the_primarys_graph(graph_primary_and_standby, layou
     rng = np.random.default_rng(14)
     dim = 40
     with connect(dsn) as primary:
-        primary.execute(
-            "create table df_items (id int primary key, tenant int, meta jsonb, v vector)"
-        )
-        rows = dict(enumerate(random_vectors(rng, 1500, dim, "clustered")))
-        copy_rows(primary, rows.values())
-        primary.execute(
-            f"create index {INDEX} on df_items using dense_flat (v vector_cosine_ops)"
-            " with (graph_degree = 16)"
-        )
+        rows = create_graph_items(primary, random_vectors(rng, 1500, dim, "clustered"))
         copy_rows(primary, random_vectors(rng, 500, dim, "clustered"), start=1500)
         primary.execute("update df_items set v = null where id % 17 = 0")
         primary.execute("delete from df_items where id % 13 = 0")
