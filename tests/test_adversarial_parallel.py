@@ -168,6 +168,7 @@ PARALLEL_SAFE = {
     "_bm25_visible_statistics_add(bigint[],tsvector,tsvector)",
     "_bm25_visible_statistics(tsvector,tsvector)",  # the aggregate of the above
     "_dense_index_halfvec_dimensions()",  # reads the catalog
+    "_dense_index_is_graph()",  # reads the catalog
     "_role_functions(text)",
     "_sparse_index_relations()",
     "_token_stats_rows()",  # reads documents, no PL/Python
