@@ -69,6 +69,17 @@ def walk_everything(conn):
     conn.execute("set hybrid_search.dense_ef_search = 10000")
 
 
+def assert_linked_and_exact(conn, rng, rows, dim, ks, n):
+    """The check finds the index sound with no tail left, and a walk meeting every node
+    gives the brute force's top k for n queries and each k."""
+    report = check(conn)
+    assert report["consistent"] and report["graph_tail_rows"] == 0, report
+    walk_everything(conn)
+    for query in queries(rng, rows, dim, n):
+        for k in ks:
+            assert_exact(conn, query, k, where=EVERYTHING)
+
+
 def kth_distance(rows, query, k):
     """The brute force's k-th smallest cosine distance, in numpy (rows with a non-zero
     vector)."""
@@ -150,12 +161,7 @@ def test_the_tail_is_found_then_linked_by_vacuum(graph_items):
     ).fetchall()
     assert rows[got[0][0]] is not None and np.allclose(rows[got[0][0]], query)
     conn.execute("vacuum df_items")
-    report = check(conn)
-    assert report["consistent"] and report["graph_tail_rows"] == 0, report
-    walk_everything(conn)
-    for query in queries(rng, rows, 64, 3):
-        for k in (10, 100, 1000):
-            assert_exact(conn, query, k, where=EVERYTHING)
+    assert_linked_and_exact(conn, rng, rows, 64, (10, 100, 1000), 3)
 
 
 def test_deleted_rows_are_not_returned(graph_items):
@@ -181,11 +187,7 @@ def test_an_index_built_empty_gets_its_graph_from_vacuum(db):
     copy_rows(db, rows.values())
     assert check(db)["graph_tail_rows"] == 1500
     db.execute("vacuum df_items")
-    report = check(db)
-    assert report["consistent"] and report["graph_tail_rows"] == 0, report
-    walk_everything(db)
-    for query in queries(rng, rows, 32, 3):
-        assert_exact(db, query, 100, where=EVERYTHING)
+    assert_linked_and_exact(db, rng, rows, 32, (100,), 3)
     db.execute("reset all")
     db.execute("drop table df_items")
 
@@ -199,11 +201,7 @@ def test_a_build_past_maintenance_work_mem_links_the_rest(db):
     db.execute("set maintenance_work_mem = '1MB'")
     rows = create_graph_items(db, random_vectors(rng, 1200, 1024, "clustered"), degree=8)
     assert any("no longer fits into maintenance_work_mem" in n for n in notices), notices
-    report = check(db)
-    assert report["consistent"] and report["graph_tail_rows"] == 0, report
-    walk_everything(db)
-    for query in queries(rng, rows, 1024, 2):
-        assert_exact(db, query, 50, where=EVERYTHING)
+    assert_linked_and_exact(db, rng, rows, 1024, (50,), 2)
     db.execute("reset all")
     db.execute("drop table df_items")
 
@@ -320,12 +318,8 @@ def test_an_unlogged_table_gets_its_graph_from_vacuum(db):
         rows = dict(enumerate(random_vectors(rng, 800, 24, "clustered")))
         copy_rows(db, rows.values())
         db.execute("vacuum df_items")
-        report = check(db)
-        assert report["consistent"] and report["graph_tail_rows"] == 0, report
-        walk_everything(db)
         db.execute("set enable_seqscan = off")
-        for query in queries(rng, rows, 24, 2):
-            assert_exact(db, query, 100, where=EVERYTHING)
+        assert_linked_and_exact(db, rng, rows, 24, (100,), 2)
     finally:
         db.execute("reset all")
         db.execute("drop table df_items")
@@ -362,10 +356,7 @@ def test_kill_9_during_the_merge_leaves_a_sound_graph(graph_crash_cluster, layou
         for query in queries(rng, rows, dim, 2):
             assert_exact(conn, query, 200, where=EVERYTHING)
         conn.execute("vacuum df_items")
-        report = check(conn)
-        assert report["consistent"] and report["graph_tail_rows"] == 0, report
-        for query in queries(rng, rows, dim, 2):
-            assert_exact(conn, query, 200, where=EVERYTHING)
+        assert_linked_and_exact(conn, rng, rows, dim, (200,), 2)
 
 
 def test_a_hot_standby_walks_the_primarys_graph(graph_primary_and_standby, layout, model_dir):
