@@ -106,6 +106,84 @@ posting_cmp(const void *a, const void *b, void *arg)
 	return 0;
 }
 
+/*
+ * The 16-bit digits sort_postings orders by, least significant first: three
+ * of the TID key (48 bits), then two of the term with its sign bit flipped,
+ * so that unsigned digits order terms as posting_cmp does.
+ */
+#define POSTING_DIGITS 5
+#define POSTING_KEY_DIGITS 3
+#define POSTING_RADIX 65536
+
+static inline uint32
+posting_digit(const SparsePosting *p, int digit)
+{
+	if (digit < POSTING_KEY_DIGITS)
+		return (uint32) (p->key >> (16 * digit)) & 0xFFFF;
+	return (((uint32) p->term ^ 0x80000000U) >> (16 * (digit - POSTING_KEY_DIGITS))) & 0xFFFF;
+}
+
+/*
+ * Sort postings in posting_cmp's order (term, then key). Past a few
+ * thousand, by a stable radix sort: a merge's postings come by row, and a
+ * qsort of them took a third of a merge, which a load pays every
+ * max(sparse_pending_limit, rows / 16) inserts. A digit every posting shares
+ * costs no pass, nor do the key's when the rows come in TID order already
+ * (a load's, appended; a build's). It needs a second array of n postings,
+ * as large as the input (which a build keeps under half of
+ * maintenance_work_mem).
+ */
+static void
+sort_postings(SparsePosting *postings, int64 n)
+{
+	int64	   *counts;
+	SparsePosting *from = postings,
+			   *to,
+			   *scratch;
+	bool		keyOrdered = true;
+
+	if (n < POSTING_RADIX)
+	{
+		if (n > 1)
+			qsort_arg(postings, n, sizeof(SparsePosting), posting_cmp, NULL);
+		return;
+	}
+	counts = palloc0(sizeof(int64) * POSTING_DIGITS * POSTING_RADIX);
+	for (int64 i = 0; i < n; i++)
+	{
+		for (int d = 0; d < POSTING_DIGITS; d++)
+			counts[d * POSTING_RADIX + posting_digit(&postings[i], d)]++;
+		if (i > 0 && postings[i].key < postings[i - 1].key)
+			keyOrdered = false;
+	}
+	scratch = to = palloc_extended(sizeof(SparsePosting) * n, MCXT_ALLOC_HUGE);
+	for (int d = keyOrdered ? POSTING_KEY_DIGITS : 0; d < POSTING_DIGITS; d++)
+	{
+		int64	   *c = counts + d * POSTING_RADIX;
+		int64		sum = 0;
+		SparsePosting *swap;
+
+		if (c[posting_digit(&from[0], d)] == n)
+			continue;
+		for (int v = 0; v < POSTING_RADIX; v++)
+		{
+			int64		count = c[v];
+
+			c[v] = sum;
+			sum += count;
+		}
+		for (int64 i = 0; i < n; i++)
+			to[c[posting_digit(&from[i], d)]++] = from[i];
+		swap = from;
+		from = to;
+		to = swap;
+	}
+	if (from != postings)
+		memcpy(postings, from, sizeof(SparsePosting) * n);
+	pfree(scratch);
+	pfree(counts);
+}
+
 static int
 doc_cmp(const void *a, const void *b)
 {
@@ -217,13 +295,44 @@ typedef struct TermWriter
 	uint32		maxskip;
 } TermWriter;
 
+/* write a posting block of the term, and note it in its skip array and directory entry */
+static void
+term_write_block(TermWriter *tw, const SparsePostingBlock *b, Size size)
+{
+	BlockNumber blkno;
+	OffsetNumber off;
+
+	writer_add(tw->w, b, size, &blkno, &off);
+	if (tw->entry.nblocks == tw->maxskip)
+	{
+		tw->maxskip = tw->maxskip ? tw->maxskip * 2 : 64;
+		tw->skip = tw->skip ? repalloc_huge(tw->skip, tw->maxskip * sizeof(SparseSkipEntry)) :
+			palloc(tw->maxskip * sizeof(SparseSkipEntry));
+	}
+	tw->skip[tw->entry.nblocks].firstSlot = b->firstSlot;
+	tw->skip[tw->entry.nblocks].blk = blkno;
+	tw->skip[tw->entry.nblocks].off = off;
+	tw->skip[tw->entry.nblocks].unused = 0;
+	if (tw->entry.nblocks == 0)
+	{
+		tw->entry.firstBlk = blkno;
+		tw->entry.firstOff = off;
+		tw->entry.maxw = b->maxw;
+		tw->entry.minw = b->minw;
+	}
+	else
+	{
+		tw->entry.maxw = Max(tw->entry.maxw, b->maxw);
+		tw->entry.minw = Min(tw->entry.minw, b->minw);
+	}
+	tw->entry.nblocks++;
+}
+
 static void
 term_flush_block(TermWriter *tw)
 {
 	SparsePostingBlock *b = tw->block;
 	float4	   *weights;
-	BlockNumber blkno;
-	OffsetNumber off;
 	uint16		flags;
 	Size		size;
 	uint64		firstSlot;
@@ -259,31 +368,26 @@ term_flush_block(TermWriter *tw)
 	if (tw->bm25)
 		memcpy(SPARSE_BLOCK_LENGTHS_OF(b), tw->lengths, tw->n * sizeof(float4));
 	b->lastKey = tw->lastKey;
-	writer_add(tw->w, b, size, &blkno, &off);
-	if (tw->entry.nblocks == tw->maxskip)
-	{
-		tw->maxskip = tw->maxskip ? tw->maxskip * 2 : 64;
-		tw->skip = tw->skip ? repalloc_huge(tw->skip, tw->maxskip * sizeof(SparseSkipEntry)) :
-			palloc(tw->maxskip * sizeof(SparseSkipEntry));
-	}
-	tw->skip[tw->entry.nblocks].firstSlot = firstSlot;
-	tw->skip[tw->entry.nblocks].blk = blkno;
-	tw->skip[tw->entry.nblocks].off = off;
-	tw->skip[tw->entry.nblocks].unused = 0;
-	if (tw->entry.nblocks == 0)
-	{
-		tw->entry.firstBlk = blkno;
-		tw->entry.firstOff = off;
-		tw->entry.maxw = b->maxw;
-		tw->entry.minw = b->minw;
-	}
-	else
-	{
-		tw->entry.maxw = Max(tw->entry.maxw, b->maxw);
-		tw->entry.minw = Min(tw->entry.minw, b->minw);
-	}
-	tw->entry.nblocks++;
+	term_write_block(tw, b, size);
 	tw->n = 0;
+}
+
+/*
+ * Copy an old segment's block as it is (a merge's blocks that no new or
+ * dead row changes, where the slots are numbered as before): no posting is
+ * decoded and encoded again.
+ */
+static void
+term_copy_block(TermWriter *tw, const SparsePostingBlock *b)
+{
+	const float4 *weights = SPARSE_BLOCK_WEIGHTS(b);
+
+	Assert(tw->n == 0);
+	for (int i = 0; i < b->n; i++)
+		tw->sumWeights += weights[i];
+	tw->entry.df += b->n;
+	tw->lastKey = b->lastKey;
+	term_write_block(tw, b, SPARSE_BLOCK_SIZE_FLAGS(b->n, b->flags));
 }
 
 /* the term's skip array, if its list is long enough to have one */
@@ -339,6 +443,25 @@ key_is_dead(uint64 key, const uint64 *dead, int64 ndead)
 {
 	return ndead > 0 &&
 		bsearch(&key, dead, ndead, sizeof(uint64), SparseKeyCmp) != NULL;
+}
+
+/*
+ * Whether a merge may copy an old block of term as it is, the new postings
+ * from pi on: none of them goes into it (they come after its last row), and
+ * it is full or they are not of this term (else it is written again with
+ * them, so that a list appended to at every merge does not end in ever more
+ * part-filled blocks).
+ */
+static bool
+block_unchanged(const SparsePostingBlock *b, const SparseMergeInput *in, int64 pi, int32 term)
+{
+	bool		newOfTerm = pi < in->npostings && in->postings[pi].term == term;
+
+	if (newOfTerm && in->postings[pi].key <= b->lastKey)
+		return false;
+	if ((b->flags & SPARSE_BLOCK_LENGTHS) != (in->bm25 ? SPARSE_BLOCK_LENGTHS : 0))
+		return false;			/* not as term_flush_block writes them */
+	return b->n == SPARSE_BLOCK_POSTINGS || !newOfTerm;
 }
 
 /* the directory entries of the old segment, read in term order */
@@ -528,6 +651,7 @@ SparseMerge(Relation index, bool withPending, IndexBulkDeleteCallback callback,
 	BlockNumber segMaxBlock = 0;
 	OffsetNumber segMaxOffset = 0;
 	bool		withLengths;
+	bool		copyBlocks;
 	MemoryContext mcxt,
 				oldcxt;
 
@@ -564,9 +688,7 @@ SparseMerge(Relation index, bool withPending, IndexBulkDeleteCallback callback,
 					 &pendDocs, &pendEntries, &pendRows, &pendLength);
 
 	qsort(in->docs, in->ndocs, sizeof(SparseDoc), doc_cmp);
-	if (in->npostings > 0)
-		qsort_arg(in->postings, in->npostings, sizeof(SparsePosting),
-				  posting_cmp, NULL);
+	sort_postings(in->postings, in->npostings);
 
 	/*
 	 * The dead rows: ask the callback once per row, then filter postings by
@@ -758,6 +880,7 @@ SparseMerge(Relation index, bool withPending, IndexBulkDeleteCallback callback,
 	dr.blk = meta.dirHead;
 	haveOld = dir_next(&dr, &old);
 	pi = 0;
+	copyBlocks = ndead == 0 && reader.slotOffsets == tw.slotOffsets;
 	while (haveOld || pi < in->npostings)
 	{
 		int32		term;
@@ -796,6 +919,13 @@ SparseMerge(Relation index, bool withPending, IndexBulkDeleteCallback callback,
 					if (!SparseListNextBlock(&it))
 						it.done = true;
 					opos = 0;
+				}
+				if (!it.done && opos == 0 && copyBlocks && tw.n == 0 &&
+					block_unchanged(it.block, in, pi, term))
+				{
+					term_copy_block(&tw, it.block);
+					opos = it.block->n;
+					continue;
 				}
 				if (!it.done)
 				{

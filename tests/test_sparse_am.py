@@ -565,6 +565,58 @@ def test_exact_under_writes_and_vacuum(items):
             assert_exact(conn, rows, query, k)
 
 
+def test_merges_of_appended_rows_are_exact(items):
+    """Rows appended in TID order and merged every ~200 inserts: a merge copies the
+    old blocks no new row goes into as they are (sparse_build.c), and writes the
+    last part-filled block of a term again with its new postings."""
+    conn, rows, rng = items
+    conn.execute("set hybrid_search.sparse_pending_limit = 16")  # 1/16 of the rows rules
+    generation = check(conn)["generation"]
+    for start in range(3000, 4500, 100):
+        with conn.cursor().copy("copy am_items (id, tenant, v) from stdin") as copy:
+            for i, v in enumerate(random_vectors(rng, 100), start):
+                copy.write_row((i, i % 10, literal(v)))
+                rows[i] = v
+    report = check(conn)
+    assert report["consistent"], report
+    assert report["generation"] > generation + 4, report  # merges
+    for query in queries(rng, 5):
+        for k in KS:
+            assert_exact(conn, rows, query, k)
+
+
+def test_a_merge_of_rows_out_of_tid_order_is_exact(items):
+    """A merge of more than 65,536 postings whose rows are not in TID order (updated
+    in random order, each new version where its page has room) sorts them by every
+    digit of the TID, not only the term's."""
+    conn, rows, rng = items
+    conn.execute("alter table am_items set (fillfactor = 40)")
+    conn.execute("vacuum full am_items")
+    conn.execute("set hybrid_search.sparse_pending_limit = 100000")  # keep rows pending
+    postings = 0
+    for i in rng.permutation(3000).tolist():
+        v = random_vectors(rng, 1, 60, 120)[0]
+        conn.execute("update am_items set v = %s where id = %s", [literal(v), i])
+        rows[i] = v
+        postings += len(v or {})
+    assert postings > 65536
+    tids = [
+        tuple(map(int, t.strip("()").split(",")))
+        for (t,) in conn.execute("select ctid::text from am_items order by xmin::text::bigint")
+    ]
+    assert tids != sorted(tids)
+    pending = check(conn)
+    assert pending["pending_rows"] == 3000, pending
+    conn.execute("set hybrid_search.sparse_pending_limit = 16")
+    conn.execute("insert into am_items values (3000, 0, null)")  # merges
+    rows[3000] = None
+    report = check(conn)
+    assert report["consistent"] and report["pending_rows"] == 0, report
+    for query in queries(rng, 5):
+        for k in KS:
+            assert_exact(conn, rows, query, k)
+
+
 def test_filter_returns_k_rows_whenever_k_match(items):
     conn, rows, rng = items
     tenant3 = {i for i in rows if i % 10 == 3}
