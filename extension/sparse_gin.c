@@ -128,7 +128,8 @@ read_posting_tree(Relation index, BlockNumber root, Snapshot snapshot, SparseKey
 			ItemPointerSetMin(&min);
 			items = GinDataLeafPageGetItems(page, &n, min);
 			fits = add_items(r, items, n);
-			pfree(items);
+			if (items != NULL)	/* none on a leaf VACUUM emptied */
+				pfree(items);
 		}
 		if (!fits || GinPageRightMost(page))
 			break;
@@ -200,7 +201,9 @@ find_entry(Relation index, GinState *ginstate, GinScanEntry entry, Snapshot snap
 		ItemPointerSetMin(&min);
 		items = GinDataLeafPageGetItems(BufferGetPage(leaf->buffer), &n, min);
 		f->predicted = (double) leaf->predictNumber * Max(n, 1);
-		pfree(items);
+		if (items != NULL)		/* none on a leaf VACUUM emptied (never deleted
+								 * where it is the leftmost) */
+			pfree(items);
 		LockBuffer(leaf->buffer, GIN_UNLOCK);
 		freeGinBtreeStack(leaf);
 	}

@@ -693,6 +693,24 @@ def test_a_gin_filters_rows_come_from_its_posting_lists(db, opclass):
     assert_conditions_exact(moved)
 
 
+def test_a_posting_tree_whose_first_leaves_vacuum_emptied(db):
+    """VACUUM empties the leaves of the rows it removes but never deletes a posting
+    tree's leftmost leaf: the filter set read from the tree (sparse_gin.c) finds no
+    items there and goes on to the next leaf. It crashed the backend (session 40:
+    pfree of the NULL PostgreSQL returns for an empty leaf), and with it the server."""
+    rng = np.random.default_rng(12)
+    rows = create_items(db, random_vectors(rng, 60000, 2), dim=2)
+    db.execute("create index df_items_meta_idx on df_items using gin (meta jsonb_path_ops)"
+               " with (fastupdate = off)")  # fmt: skip
+    db.execute("delete from df_items where id < 45000")
+    db.execute("vacuum df_items")
+    where = """meta @> '{"odd": true}'"""
+    assert rows_rechecked_away(db, queries(rng, rows, 2, 1)[0], 1000, where) == 0
+    for query in queries(rng, rows, 2, 3):
+        for k in [10, 1000]:
+            assert len(assert_exact(db, query, k, where)) == k
+
+
 def test_a_filters_rows_are_reused_only_under_the_same_snapshot(items, dsn):
     """A transaction keeps the rows a filter's GIN scan found for the next scan under
     an equal snapshot (sparse_filter.c): another filter value is looked up anew; a row
