@@ -798,15 +798,15 @@ def insert_throughput(conn, corpus, batch=2000, merges=2, restore=False):
     without any: each mode's rows over the time of all its COPYs (of `batch` rows).
     A sparse_inverted index merges its pending list into its segment (the whole index
     rewritten) every max(hybrid_search.sparse_pending_limit, rows / 16) inserts, in the
-    inserting backend: each mode copies enough rows for `merges` merges of each, so that
-    the rate is what a long load sees, not the rate between two merges.
+    inserting backend: each mode copies enough rows for `merges` merges of each at the
+    table's size then, so that the rate is what a long load sees, not the rate between
+    two merges. What each index costs apart: bench/insert_costs.py.
     Indexes of the primary key and unique constraints always stay. The last measure of the
     run, as it drops the indexes; with restore (a kept cluster, which builds.py
     measures again) the copied rows go and the indexes are built again."""
     limit = int(
         conn.execute("select current_setting('hybrid_search.sparse_pending_limit')").fetchone()[0]
     )
-    span = merges * max(limit, corpus.n // 16)
     rates = {"all": 0.0, "no hnsw": 0.0, "ours": 0.0, "none": 0.0}
     first = base = corpus.n * 10
     dropped = []
@@ -823,6 +823,8 @@ def insert_throughput(conn, corpus, batch=2000, merges=2, restore=False):
             ):
                 conn.execute(f"drop index {index}")
                 dropped.append(definition)
+        rows = conn.execute("select count(*) from documents").fetchone()[0]
+        span = merges * max(limit, rows // 16)
         started = time.perf_counter()
         for start in range(base, base + span, batch):
             load(conn, corpus, range(start, min(start + batch, base + span)))
