@@ -212,6 +212,32 @@ def test_exact_under_writes_and_vacuum(docs):
             assert_exact(conn, rows, query, k)
 
 
+def test_merges_of_appended_rows_are_exact(docs):
+    """Rows appended in TID order and merged every ~200 inserts: a merge copies the
+    old blocks no new row goes into as they are (sparse_build.c), their row lengths
+    (the blocks' smallest, BM25's bound) with them; scores and statistics stay exact."""
+    conn, rows, rng = docs
+    conn.execute("set hybrid_search.sparse_pending_limit = 16")  # 1/16 of the rows rules
+    generation = check(conn)["generation"]
+    for start in range(3000, 4500, 100):
+        with conn.cursor().copy("copy am_docs (id, tenant, body) from stdin") as copy:
+            for i, t in enumerate(random_texts(rng, 100), start):
+                copy.write_row((i, i % 10, t))
+                rows[i] = lexemes(t)
+        conn.execute(
+            "update am_docs set fts = to_tsvector('simple', body) where id >= %s and fts is null",
+            [start],
+        )
+    conn.execute("vacuum am_docs")  # the updates' dead versions: one merge more
+    report = check(conn)
+    assert report["consistent"] and report["pending_rows"] == 0, report
+    assert report["generation"] > generation + 4, report  # merges
+    for query in queries(rng, 4):
+        assert_statistics(conn, list(rows.values()), query)
+        for k in KS:
+            assert_exact(conn, rows, query, k)
+
+
 @pytest.mark.parametrize(("setting", "values"), SCAN_SETTINGS)
 def test_scan_settings_keep_rows_and_scores(docs, setting, values):
     """With hybrid_search.sparse_simd off a scan runs the scalar loops that a CPU
