@@ -124,8 +124,8 @@ posting_digit(const SparsePosting *p, int digit)
 }
 
 /*
- * Sort postings in posting_cmp's order (term, then key). Past a few
- * thousand, by a stable radix sort: a merge's postings come by row, and a
+ * Sort postings in posting_cmp's order (term, then key). From 65,536
+ * postings, by a stable radix sort: a merge's postings come by row, and a
  * qsort of them took a third of a merge, which a load pays every
  * max(sparse_pending_limit, rows / 16) inserts. A digit every posting shares
  * costs no pass, nor do the key's when the rows come in TID order already
