@@ -19,18 +19,14 @@ Measures alternate over the rounds; the table has each one's median.
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 import psycopg
+from builds import backend_cpu_ns
 from corpus import Corpus
 from pgvector.psycopg import register_vector
 from retrieval import load
 
 BATCH = 2000
-
-
-def backend_cpu_seconds(pid):
-    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
 
 
 def indexes(dsn):
@@ -50,7 +46,6 @@ def measure(dsn, corpus, keep, first_id, merges):
     """(backend CPU µs, wall µs) a row COPYed with only the indexes in keep."""
     with psycopg.connect(dsn) as conn:
         register_vector(conn)
-        pid = conn.execute("select pg_backend_pid()").fetchone()[0]
         conn.execute("load 'hybrid_search'")  # defines its settings in this backend
         limit = int(
             conn.execute("select current_setting('hybrid_search.sparse_pending_limit')").fetchone()[
@@ -62,10 +57,10 @@ def measure(dsn, corpus, keep, first_id, merges):
         )
         for index in set(indexes(dsn)) - keep:
             conn.execute(f"drop index {index}")
-        cpu, wall = backend_cpu_seconds(pid), time.perf_counter()
+        cpu, wall = backend_cpu_ns(conn), time.perf_counter()
         for start in range(first_id, first_id + rows, BATCH):
             load(conn, corpus, range(start, min(start + BATCH, first_id + rows)))
-        cpu, wall = backend_cpu_seconds(pid) - cpu, time.perf_counter() - wall
+        cpu, wall = (backend_cpu_ns(conn) - cpu) / 1e9, time.perf_counter() - wall
         conn.rollback()
         conn.autocommit = True
         conn.execute("vacuum documents")
