@@ -25,8 +25,9 @@
  *
  * With a graph (the graph_degree option), each codes item is followed by
  * its links (DenseLinks): where its row lies and the nodes it links to, so
- * that an ORDER BY without a condition walks the graph (dense_walk.c)
- * instead of scoring every row. The build makes the graph (dense_graph.c);
+ * that an ORDER BY without a condition, or under one that allows many rows
+ * (dense_scan.c), walks the graph (dense_walk.c) instead of scoring every
+ * row. The build makes the graph (dense_graph.c);
  * rows inserted since are the index's tail, past the metapage's graphEnd,
  * and a walk scores every one of them.
  */
@@ -287,7 +288,7 @@ typedef struct DenseWalkNode
 } DenseWalkNode;
 
 extern DenseWalk *DenseWalkBegin(Relation index, const DenseMetaPageData *meta, const DenseRef *entries,
-								 const DenseQuery *query);
+								 const DenseQuery *query, int width);
 extern const DenseWalkNode *DenseWalkPeek(DenseWalk *w);
 extern bool DenseWalkTake(DenseWalk *w, ItemPointer tid);
 extern bool DenseWalkExhausted(const DenseWalk *w);

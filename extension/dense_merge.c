@@ -230,7 +230,7 @@ merge_node(MergeState *ms, const DenseRef *p, BlockNumber rowBlk, uint16 rowInde
 	DenseQueryEncode(&query, v);
 	before.graphEndBlk = rowBlk;
 	before.graphEndIndex = rowIndex;
-	walk = DenseWalkBegin(ms->index, &before, ms->entries, &query);
+	walk = DenseWalkBegin(ms->index, &before, ms->entries, &query, ms->ef);
 	nnodes = DenseWalkNearest(walk, ms->ef, &nodes);
 
 	ms->cand = repalloc(ms->cand, sizeof(Candidate) * (nnodes + DENSE_MAX_DEGREE + 1));

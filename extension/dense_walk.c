@@ -1,6 +1,6 @@
 /*
  * dense_walk.c: a scan's walk of a dense_flat index's graph, for an ORDER
- * BY without a condition.
+ * BY without a condition or under one that allows many rows (dense_scan.c).
  *
  * Best first from the entries, as a search of HNSW's bottom layer: the walk
  * expands the nearest node met and not yet expanded (by the estimate of
@@ -385,9 +385,10 @@ next_batch(DenseWalk *w)
 	return w->nbatch > 0 || !w->exhausted || w->npool > 0;
 }
 
+/* a walk of the given width (of its first batch; later ones double it) */
 DenseWalk *
 DenseWalkBegin(Relation index, const DenseMetaPageData *meta, const DenseRef *entries,
-			   const DenseQuery *query)
+			   const DenseQuery *query, int width)
 {
 	DenseWalk  *w = palloc0(sizeof(DenseWalk));
 
@@ -412,7 +413,7 @@ DenseWalkBegin(Relation index, const DenseMetaPageData *meta, const DenseRef *en
 	w->taken = palloc(sizeof(float4) * w->maxTaken);
 	w->batch = palloc(sizeof(DenseWalkNode));
 	w->links = palloc(sizeof(DenseRef) * Max(meta->degree, 1));
-	w->step = dense_ef_search;
+	w->step = width;
 	return w;
 }
 

@@ -610,6 +610,24 @@ SparseFilterTid(const SparseFilter *f, uint64 key)
 	return true;
 }
 
+/*
+ * About how many of rows rows, in heapBlocks heap blocks, f allows: each
+ * set's keys and lossy blocks (at the table's rows per block), the sets
+ * taken as independent.
+ */
+double
+SparseFilterRows(const SparseFilter *f, double rows, BlockNumber heapBlocks)
+{
+	double		allowed = rows;
+	double		perBlock = rows / Max(heapBlocks, 1);
+
+	if (f->empty || rows <= 0)
+		return 0;
+	for (int i = 0; i < f->nsets; i++)
+		allowed *= Min(1.0, (f->sets[i].nkeys + f->sets[i].nlossy * perBlock) / rows);
+	return allowed;
+}
+
 /* the bits of set's rows in a segment of offsets slots per block, nslots slots */
 static void
 set_bits(const SparseFilterSet *set, uint64 *bits, uint32 offsets, int64 nslots)

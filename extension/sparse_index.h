@@ -558,6 +558,7 @@ extern int64 SparseWorkMemKeys(void);
 extern bool SparseIndexTids(Relation heap, Relation other, Snapshot snapshot, ScanKey keys, int n,
 							int64 maxKeys, SparseFilterSet *set);
 extern bool SparseFilterTid(const SparseFilter *f, uint64 key);
+extern double SparseFilterRows(const SparseFilter *f, double rows, BlockNumber heapBlocks);
 
 /* SparseFilterTidsFrom's state: where its last search ended in each set, or its bits */
 typedef struct SparseFilterCursor

@@ -15,6 +15,7 @@ from helpers import (
     create_database,
     insert,
     kill_midway,
+    notices,
     own_cluster,
     own_primary_and_standby,
 )
@@ -23,6 +24,7 @@ from test_dense_flat import (
     KS,
     assert_consistent,
     assert_exact,
+    by_index,
     check,
     copy_rows,
     literal,
@@ -142,6 +144,71 @@ def test_a_filter_is_still_scored_exactly(graph_items):
     for query in queries(rng, rows, 64, 3):
         for k in (1, 10, 100):
             assert_exact(conn, query, k, where="""meta @> '{"tenant": 3}'""")
+
+
+WALKS = "walks its graph under conditions"
+LEAVES = "leaves its walk"
+
+
+@pytest.fixture
+def wide_graph_items(db):
+    """24,000 rows (past the 10,000 a filter must allow before a walk can pay), half of
+    them odd, and the GIN index a filter's rows are read from. Random normal vectors:
+    a walk finds most nearest rows among them (this file's clustered ones, 0.6-0.7 here
+    with or without a filter, would test the graph rather than the filter)."""
+    rng = np.random.default_rng(11)
+    rows = create_graph_items(db, random_vectors(rng, 24000, 16))
+    db.execute("create index df_items_meta_idx on df_items using gin (meta jsonb_path_ops)")
+    db.execute("set client_min_messages = debug1")
+    yield db, rows, rng
+    db.execute("reset all")
+    db.execute("drop table if exists df_items")
+
+
+def test_a_filter_allowing_half_the_rows_walks_the_graph(wide_graph_items):
+    """The odd half of 24,000 rows: the scan walks, and nearly all of its top 10 are
+    within the exact 10th distance among the odd rows (0.99-1.0 at the default width,
+    as without the filter); a tenant's tenth is scored."""
+    conn, rows, rng = wide_graph_items
+    odd = {i: v for i, v in rows.items() if i % 2 == 1}
+    found = total = 0
+    for query in queries(rng, odd, 16, 10):
+        with notices(conn) as lines:
+            got = by_index(conn, query, 10, where="""meta @> '{"odd": true}'""")
+        assert any(WALKS in line for line in lines), lines
+        assert len({i for i, _ in got}) == 10 and all(i % 2 == 1 for i, _ in got)
+        limit = kth_distance(odd, query, 10) + 1e-6
+        found += sum(d <= limit for _, d in got)
+        total += 10
+    assert found / total >= 0.9, found / total
+    with notices(conn) as lines:
+        assert_exact(conn, queries(rng, rows, 16, 1)[0], 10, where="""meta @> '{"tenant": 3}'""")
+    assert not any(WALKS in line for line in lines), lines
+
+
+def test_a_walk_its_filter_rejects_gives_way_to_scoring(wide_graph_items):
+    """A condition only a bitmap scan finds (no GIN entry to read, so every row may
+    match) is left to the executor on a walk. It allows 10 rows near the query and 10
+    far ones: past its bound the walk gives way to scoring every row, and those it
+    returned already (the near ones) do not come twice."""
+    conn, rows, rng = wide_graph_items
+    query = queries(rng, rows, 16, 1)[0]
+    distances = dict(
+        conn.execute(
+            "select id, v <=> %s::vector from df_items where v is not null", [literal(query)]
+        ).fetchall()
+    )
+    ranked = sorted(distances, key=distances.get)
+    tagged = ranked[:10] + ranked[-10:]
+    conn.execute(
+        """update df_items set meta = meta || '{"tags": [1]}' where id = any(%s)""", [tagged]
+    )
+    conn.execute("vacuum df_items")
+    with notices(conn) as lines:
+        got = by_index(conn, query, 50, where="""meta @> '{"tags": []}'""")
+    assert any(WALKS in line for line in lines) and any(LEAVES in line for line in lines), lines
+    assert sorted(i for i, _ in got) == sorted(tagged)
+    assert [round(d, 6) for _, d in got[:10]] == [round(distances[i], 6) for i in ranked[:10]]
 
 
 def test_the_tail_is_found_then_linked_by_vacuum(graph_items):
