@@ -7,10 +7,11 @@ the one measured (and those of the primary key and unique constraints) in a
 transaction, COPYs the rows in COPYs of 2,000, reads the backend's time on a CPU
 from /proc/<pid>/schedstat (the machine's other load disturbs that far less than
 the wall clock), rolls back (the indexes come back, the rows are dead) and VACUUMs
-documents. The rows are enough for two merges of a sparse_inverted index's pending
-list (every max(hybrid_search.sparse_pending_limit, rows / 16) inserts): a merge
-writes the whole index again, so a rate between two merges would leave it out.
-Measures alternate over the rounds; the table has each one's median.
+documents, which empties the pending lists. The rows are enough for two merges of a
+sparse_inverted index's pending list (retrieval.py's rows_for_merges, as its insert
+measure copies): a merge writes the whole index again, so a rate between two merges
+would leave it out. Measures alternate over the rounds; the table has each one's
+median.
 
     .venv/bin/python bench/retrieval.py --docs 100000 --keep --fusion-only --dense-index graph
     .venv/bin/python bench/insert_costs.py --dsn "<the kept dsn>" --docs 100000
@@ -24,7 +25,7 @@ import psycopg
 from builds import backend_cpu_ns
 from corpus import Corpus
 from pgvector.psycopg import register_vector
-from retrieval import load
+from retrieval import load, rows_for_merges
 
 BATCH = 2000
 
@@ -46,15 +47,7 @@ def measure(dsn, corpus, keep, first_id, merges):
     """(backend CPU µs, wall µs) a row COPYed with only the indexes in keep."""
     with psycopg.connect(dsn) as conn:
         register_vector(conn)
-        conn.execute("load 'hybrid_search'")  # defines its settings in this backend
-        limit = int(
-            conn.execute("select current_setting('hybrid_search.sparse_pending_limit')").fetchone()[
-                0
-            ]
-        )
-        rows = merges * max(
-            limit, conn.execute("select count(*) from documents").fetchone()[0] // 16
-        )
+        rows = rows_for_merges(conn, merges)
         for index in set(indexes(dsn)) - keep:
             conn.execute(f"drop index {index}")
         cpu, wall = backend_cpu_ns(conn), time.perf_counter()
@@ -79,6 +72,8 @@ def main() -> None:
     modes = {"no index": set(), **{name: {name} for name in names}, "all": set(names)}
     results = {mode: [] for mode in modes}
     first_id = args.docs * 100
+    with psycopg.connect(args.dsn, autocommit=True) as conn:
+        conn.execute("vacuum documents")  # the first measure from empty pending lists too
     for _ in range(args.rounds):
         for mode, keep in modes.items():
             cpu, wall, rows = measure(args.dsn, corpus, keep, first_id, args.merges)

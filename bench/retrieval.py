@@ -792,22 +792,31 @@ def measure_churn(conn, table, corpus, fast, facts):
 OUR_INDEXES = ("documents_sparse_idx", "documents_fts_bm25_idx")
 
 
+def rows_for_merges(conn, merges):
+    """Rows to COPY, from empty pending lists (after a VACUUM), for `merges` merges of
+    each sparse_inverted index of documents: one merges its pending list into its
+    segment (the whole index rewritten) every max(hybrid_search.sparse_pending_limit,
+    rows / 16) inserts, in the inserting backend, and each merge raises the next bound
+    by a sixteenth. So a rate over them is what a long load sees, not the rate between
+    two merges."""
+    conn.execute("load 'hybrid_search'")  # defines its settings in this backend
+    limit = int(
+        conn.execute("select current_setting('hybrid_search.sparse_pending_limit')").fetchone()[0]
+    )
+    rows = conn.execute("select count(*) from documents").fetchone()[0]
+    return merges * max(limit, rows // 16) * 17 // 16
+
+
 def insert_throughput(conn, corpus, batch=2000, merges=2, restore=False):
     """rows/s with all indexes, with all but the dense index documents_dense_idx (with
     HNSW, the most a dense index that deferred its inserts could give), with only the two sparse_inverted ones, and
     without any: each mode's rows over the time of all its COPYs (of `batch` rows).
-    A sparse_inverted index merges its pending list into its segment (the whole index
-    rewritten) every max(hybrid_search.sparse_pending_limit, rows / 16) inserts, in the
-    inserting backend: each mode starts after a VACUUM (which merges what is pending) and
-    copies enough rows for `merges` merges of each at the table's size then, so that the
-    rate is what a long load sees, not the rate between two merges, and every mode holds
-    as many. What each index costs apart: bench/insert_costs.py.
+    Each mode starts after a VACUUM (which merges what is pending) and copies
+    rows_for_merges, so every mode holds as many merges. What each index costs apart:
+    bench/insert_costs.py.
     Indexes of the primary key and unique constraints always stay. The last measure of the
     run, as it drops the indexes; with restore (a kept cluster, which builds.py
     measures again) the copied rows go and the indexes are built again."""
-    limit = int(
-        conn.execute("select current_setting('hybrid_search.sparse_pending_limit')").fetchone()[0]
-    )
     rates = {"all": 0.0, "no hnsw": 0.0, "ours": 0.0, "none": 0.0}
     first = base = corpus.n * 10
     dropped = []
@@ -826,8 +835,7 @@ def insert_throughput(conn, corpus, batch=2000, merges=2, restore=False):
                 dropped.append(definition)
         # from empty pending lists: the merges then fall at the same places in every mode
         conn.execute("vacuum documents")
-        rows = conn.execute("select count(*) from documents").fetchone()[0]
-        span = merges * max(limit, rows // 16) * 17 // 16  # each merge raises the next limit
+        span = rows_for_merges(conn, merges)
         started = time.perf_counter()
         for start in range(base, base + span, batch):
             load(conn, corpus, range(start, min(start + batch, base + span)))
