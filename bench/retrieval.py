@@ -527,6 +527,10 @@ def measure_fusion_pass(conn, table, corpus, fast, filtered, own_indexes=False):
     table.sql(conn, tag + "hybrid", "hybrid_search, three legs, RRF" + label,
               hybrid_leg(corpus, K, jflt), fast, exact_hybrid(corpus, mask))  # fmt: skip
     if filtered and not own_indexes:  # a filter no row fails: no set of its rows to make
+        table.sql(conn, "every row filter dense",
+                  "dense, dense_search (filter '{}', which every row meets)",
+                  dense_leg(corpus, K, Jsonb({})), fast,
+                  lambda q: corpus.exact_dense(q, K, None))  # fmt: skip
         table.sql(conn, "every row filter hybrid",
                   "hybrid_search, three legs, RRF (filter '{}', which every row meets)",
                   hybrid_leg(corpus, K, Jsonb({})), fast, exact_hybrid(corpus, None))  # fmt: skip
@@ -1096,6 +1100,8 @@ def render_fusion(args, table: Table, facts) -> str:
     ratios = [("hybrid_search p95 / dense-only p95 (goal ≤ 2)", r("hybrid", "dense"))]
     ratios += candidate_ratios(table) + filter_index_ratios(table) + indexed_policy_ratios(table)
     ratios += dense_flat_ratios(table)
+    ratios.append(("dense, filter '{}' (every row), p95 / unfiltered p95",
+                   r("every row filter dense", "dense")))  # fmt: skip
     ratios.append(("hybrid_search, filter '{}' (every row), p95 / unfiltered p95",
                    r("every row filter hybrid", "hybrid")))  # fmt: skip
     for tag, name in [("filtered ", "10% filter"), ("rls ", "RLS role seeing 10%")]:
