@@ -615,11 +615,17 @@ walk_filtered(IndexScanDesc scan, const DenseMetaPageData *meta, SparseFilter **
 	if (*filter == NULL)
 	{
 		*share = Min(1.0, read / rows);
+		elog(DEBUG1, "dense_flat index \"%s\" walks its graph under conditions whose rows it did not read",
+			 RelationGetRelationName(scan->indexRelation));
 		return true;
 	}
 	heapBlocks = scan->heapRelation != NULL ? RelationGetNumberOfBlocks(scan->heapRelation) : 0;
 	*share = SparseFilterRows(*filter, rows, heapBlocks) / rows;
-	return *share * rows >= from;
+	if (*share * rows < from)
+		return false;
+	elog(DEBUG1, "dense_flat index \"%s\" walks its graph under conditions allowing about %.0f%% of its rows",
+		 RelationGetRelationName(scan->indexRelation), *share * 100);
+	return true;
 }
 
 /*
@@ -672,8 +678,6 @@ begin(IndexScanDesc scan)
 		so->walk = DenseWalkBegin(index, meta, entries, &so->query, width);
 		if (scan->numberOfKeys > 0)
 		{
-			elog(DEBUG1, "dense_flat index \"%s\" walks its graph under conditions allowing about %.0f%% of its rows",
-				 RelationGetRelationName(index), share * 100);
 			so->walkFilter = filter;
 			so->walkBudget = 2 * (int64) width;
 			so->returned = palloc(sizeof(uint64) * so->walkBudget);
