@@ -186,6 +186,22 @@ def test_a_filter_allowing_half_the_rows_walks_the_graph(wide_graph_items):
     assert not any(WALKS in line for line in lines), lines
 
 
+def test_every_allowed_row_comes_once_past_the_walks_bound(wide_graph_items):
+    """Asked for more rows than its bound lets a walk take, a scan under the odd half's
+    filter (read, and checked on every node) gives way to scoring: each odd row once,
+    none other; under every row's filter ('{}', left to the executor) each row once."""
+    conn, rows, rng = wide_graph_items
+    query = queries(rng, rows, 16, 1)[0]
+    for where, expected in [
+        ("""meta @> '{"odd": true}'""", sorted(i for i in rows if i % 2 == 1)),
+        ("meta @> '{}'", sorted(rows)),
+    ]:
+        with notices(conn) as lines:
+            got = [i for i, _ in by_index(conn, query, len(rows), where=where)]
+        assert any(WALKS in line for line in lines) and any(LEAVES in line for line in lines), lines
+        assert sorted(got) == expected
+
+
 def test_a_walk_its_filter_rejects_gives_way_to_scoring(wide_graph_items):
     """A condition only a bitmap scan finds (no GIN entry to read, so every row may
     match) is left to the executor on a walk. It allows 10 rows near the query and 10
