@@ -586,9 +586,10 @@ walk_from(const DenseMetaPageData *meta)
 }
 
 /*
- * Under conditions, on an index with a graph: the rows they allow, and
- * whether to walk the graph anyway, with *share the share of its nodes they
- * allow. A set of rows is read in TID order up to DENSE_WALK_READ x
+ * Under conditions, on an index with a graph: whether to walk it anyway,
+ * with *share the share of its nodes they allow, and in *filter the rows
+ * they allow where it read them (none in an index of fewer rows than
+ * walk_from, which begin reads as without a graph). A set of rows is read in TID order up to DENSE_WALK_READ x
  * walk_from rows, and estimated (SparseFilterRows). A longer one, or one
  * only a bitmap scan finds (a GIN query with no required entry, such as
  * metadata @> '{}', reads every entry), is not read: the walk leaves the
@@ -607,10 +608,7 @@ walk_filtered(IndexScanDesc scan, const DenseMetaPageData *meta, SparseFilter **
 	BlockNumber heapBlocks;
 
 	if (rows < from)
-	{
-		*filter = SparseFilterBegin(scan, SPARSE_FILTER_ANY, 0);
 		return false;
-	}
 	*filter = SparseFilterBegin(scan, SPARSE_FILTER_ORDERED, (int64) read);
 	if (*filter == NULL)
 	{
@@ -663,14 +661,11 @@ begin(IndexScanDesc scan)
 	so->allowed = palloc(sizeof(bool) * DENSE_ROWS_PER_PAGE);
 	so->need = palloc(sizeof(int) * DENSE_ROWS_PER_PAGE);
 	so->groupStart = palloc(sizeof(int) * (DENSE_ROWS_PER_PAGE + 1));
-	if (meta->degree == 0 || so->queryNull)
-	{
-		walk = false;
-		if (scan->numberOfKeys > 0)
-			filter = SparseFilterBegin(scan, SPARSE_FILTER_ANY, 0);
-	}
-	else
-		walk = scan->numberOfKeys == 0 || walk_filtered(scan, meta, &filter, &share);
+	walk = meta->degree > 0 && !so->queryNull &&
+		(scan->numberOfKeys == 0 || walk_filtered(scan, meta, &filter, &share));
+	/* a set walk_filtered read is whole; else the rows are read now */
+	if (!walk && scan->numberOfKeys > 0 && filter == NULL)
+		filter = SparseFilterBegin(scan, SPARSE_FILTER_ANY, 0);
 	if (walk)
 	{
 		int			width = (int) Min(2 * dense_ef_search / share, (double) meta->rows + 1);
