@@ -235,7 +235,7 @@ def main() -> None:
             conn.execute("vacuum analyze documents")
             conn.execute("select hybrid_search_create_dense_index()")
             conn.execute("select hybrid_search_refresh()")
-        rows.append((f"build {args.docs:,} documents (COPY, HNSW, sparse and keyword indexes), s",
+        rows.append((f"build {args.docs:,} documents (COPY, the dense graph, sparse and keyword indexes), s",
                      f"{time.perf_counter() - started:.0f}"))  # fmt: skip
         results = {}
         for name, dtype, threads, pack in (

@@ -8,7 +8,7 @@ BM25, Seismic (approximate learned sparse, tuned to recall@10 about 0.95 on
 separate queries) and tantivy (BM25, OR over the same words). Measured:
 
 - every leg's p50/p95/p99 and recall@10 against the exact top 10: dense
-  (pgvector HNSW, and the exact scan), sparse (the sparse_inverted index
+  (the default dense_flat graph, or --dense-index's, and the exact scan), sparse (the sparse_inverted index
   access method, sparse_search, pgvector's exact scan, a postings join), BM25
   (bm25_leg below: the same access method over fts) and hybrid_search;
 - the same with a 10% metadata filter, and for a row-level-security role
@@ -34,8 +34,7 @@ bench` and `make bench` install into .venv.
 
 --scale is the run for a corpus of a million rows on this machine: the legs, the
 10% filter and the row-level-security role against tantivy and the numpy brute
-force, build times and sizes, with the dense leg on a halfvec HNSW index (half
-the index and build memory). It leaves out what would take hours or most of
+force, build times and sizes. It leaves out what would take hours or most of
 the memory there: Seismic (a 1-thread build per setting, ~40 minutes each at
 that size), the exact pgvector scans, the postings-join baseline, concurrency,
 churn and COPY throughput; the row-level-security role's queries scored with
@@ -343,7 +342,7 @@ def prepare_documents(conn):
     conn.execute("drop index if exists documents_dense_idx")
 
 
-def build(conn, corpus, facts, baseline=True, dense_method="hnsw"):
+def build(conn, corpus, facts, baseline=True, dense_method="graph"):
     """Load the corpus and build every index, timed."""
     prepare_documents(conn)
     timed_step(
@@ -471,10 +470,11 @@ def pass_names(filtered, own_indexes=False):
 
 
 def dense_leg_name(filtered, own_indexes=False):
-    """What serves dense_search: pgvector's HNSW, or under the 10% filter (without its
-    own indexes, and with the HNSW index on the vector column) dense_flat."""
+    """What serves dense_search: the run's dense index, or under the 10% filter (without
+    its own indexes) dense_flat, unless that index is HNSW on halfvec."""
     if filtered and not own_indexes:
-        return "dense, dense_search (dense_flat at 100k; halfvec HNSW at 1M)"
+        walked = DENSE_NAME[0] == DENSE_NAMES["hnsw_halfvec"]
+        return f"dense, dense_search ({DENSE_NAME[0] if walked else 'dense_flat'})"
     return f"dense, {DENSE_NAME[0]} (ef_search 100)"
 
 
@@ -540,14 +540,14 @@ def measure_fusion_pass(conn, table, corpus, fast, filtered, own_indexes=False):
 # what serves the unfiltered dense leg, by hybrid_search_create_dense_index's method
 DENSE_NAMES = {"hnsw": "pgvector HNSW", "hnsw_halfvec": "pgvector HNSW (halfvec)",
                "graph": "dense_flat graph"}  # fmt: skip
-DENSE_NAME = ["pgvector HNSW"]  # the run's, set by run()
+DENSE_NAME = [DENSE_NAMES["graph"]]  # the run's, set by run()
 
 
 def measure_hnsw_walk(conn, table, corpus, fast):
     """The 10% filter's dense leg and hybrid_search with documents_dense_filter_idx out
     of the way (dropped in a transaction rolled back afterwards): pgvector's HNSW walking
-    past the rows the filter rejects, which dense_flat replaces, in the same run. (At a
-    million rows the dense index is on halfvec, and a filtered leg walks it either way.)"""
+    past the rows the filter rejects, which dense_flat replaces, in the same run (with a
+    halfvec HNSW index a filtered leg walks it either way; a graph has no such index)."""
     jflt = Jsonb({"tenant": TENANT})
     mask = corpus.tenant == TENANT
     label = " (10% filter, HNSW walk: dense_flat dropped)"
@@ -812,8 +812,8 @@ def rows_for_merges(conn, merges):
 
 
 def insert_throughput(conn, corpus, batch=2000, merges=2, restore=False):
-    """rows/s with all indexes, with all but the dense index documents_dense_idx (with
-    HNSW, the most a dense index that deferred its inserts could give), with only the two sparse_inverted ones, and
+    """rows/s with all indexes, with all but the dense index documents_dense_idx (the
+    most a dense index that deferred its inserts could give), with only the two sparse_inverted ones, and
     without any: each mode's rows over the time of all its COPYs (of `batch` rows).
     Each mode starts after a VACUUM (which merges what is pending) and copies
     rows_for_merges, so every mode holds as many merges. What each index costs apart:
@@ -821,7 +821,7 @@ def insert_throughput(conn, corpus, batch=2000, merges=2, restore=False):
     Indexes of the primary key and unique constraints always stay. The last measure of the
     run, as it drops the indexes; with restore (a kept cluster, which builds.py
     measures again) the copied rows go and the indexes are built again."""
-    rates = {"all": 0.0, "no hnsw": 0.0, "ours": 0.0, "none": 0.0}
+    rates = {"all": 0.0, "no dense": 0.0, "ours": 0.0, "none": 0.0}
     first = base = corpus.n * 10
     dropped = []
     for mode in rates:
@@ -833,7 +833,7 @@ def insert_throughput(conn, corpus, batch=2000, merges=2, restore=False):
             if (
                 mode == "none"
                 or (mode == "ours" and index not in OUR_INDEXES)
-                or (mode == "no hnsw" and index == "documents_dense_idx")
+                or (mode == "no dense" and index == "documents_dense_idx")
             ):
                 conn.execute(f"drop index {index}")
                 dropped.append(definition)
@@ -905,7 +905,7 @@ def run(
     huge_pages=False,
     dense_method=None,
 ):
-    dense_method = dense_method or ("hnsw_halfvec" if scale else "hnsw")
+    dense_method = dense_method or "graph"
     DENSE_NAME[0] = DENSE_NAMES[dense_method]
     layout = Layout.from_environment()
     extension_files.ensure_extension_files(layout)  # never a stale library
@@ -1018,7 +1018,7 @@ def ratio_rows(table: Table, facts) -> list[str]:
     if rate := facts.get("insert rows/s"):
         out += [
             f"| COPY rows/s with all indexes / without any (goal ≥ 0.7) | {rate['all']:.0f} / {rate['none']:.0f} = {rate['all'] / rate['none']:.2f} |",
-            f"| COPY rows/s with all indexes but the dense index / without any | {rate['no hnsw']:.0f} / {rate['none']:.0f} = {rate['no hnsw'] / rate['none']:.2f} |",
+            f"| COPY rows/s with all indexes but the dense index / without any | {rate['no dense']:.0f} / {rate['none']:.0f} = {rate['no dense'] / rate['none']:.2f} |",
             f"| COPY rows/s with the two sparse_inverted indexes only / without any | {rate['ours']:.0f} / {rate['none']:.0f} = {rate['ours'] / rate['none']:.2f} |",
         ]
     return out
@@ -1200,7 +1200,7 @@ def main() -> None:
         "--scale",
         action="store_true",
         help="the million-row run: no Seismic, exact pgvector scans, postings join,"
-        " concurrency, churn or COPY rows; dense on halfvec HNSW (module docstring)",
+        " concurrency, churn or COPY rows (module docstring)",
     )
     parser.add_argument(
         "--suffix", default="", help="appended to the saved file's name (DATE-retrieval-SUFFIX.md)"
@@ -1208,7 +1208,7 @@ def main() -> None:
     parser.add_argument(
         "--dense-index",
         choices=sorted(DENSE_NAMES),
-        help="hybrid_search_create_dense_index's method (default hnsw; hnsw_halfvec with --scale)",
+        help="hybrid_search_create_dense_index's method (default graph, the extension's)",
     )
     add_huge_pages_argument(parser)
     args = parser.parse_args()

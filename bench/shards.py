@@ -301,7 +301,7 @@ def main() -> None:
         print_table(rows, ("measure", "one node", "2 shards", "2 shards / one node"))
         print()
         print_table(
-            [*facts, ("same top-10 ids (HNSW per shard vs one graph)", f"{same}/{args.queries}")]
+            [*facts, ("same top-10 ids (a graph per shard vs one)", f"{same}/{args.queries}")]
         )
     print(report.getvalue(), end="")
     if args.save:

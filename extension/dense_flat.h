@@ -252,11 +252,20 @@ typedef struct DenseGraph
 	struct Neighbor *found;
 	struct Neighbor *expanded;
 	struct Neighbor *cand;
+	bool	   *dead;			/* a merge's: nodes of dead rows (NULL: none) */
+	bool	   *dirty;			/* a merge's: nodes whose links changed */
 } DenseGraph;
+
+/* one node in this many a merge links becomes an entry, while there is room */
+#define DENSE_MERGE_ENTRY_EVERY 64
 
 extern DenseGraph *DenseGraphCreate(Relation index, int dims, int degree, int ef);
 extern bool DenseGraphAdd(DenseGraph *g, const DenseCodes *c);
 extern void DenseGraphBuild(DenseGraph *g);
+extern Size DenseGraphNodeSize(const DenseGraph *g);
+extern void DenseGraphPrepareMerge(DenseGraph *g);
+extern void DenseGraphSetLinks(DenseGraph *g, int32 p, const int32 *ids, int n);
+extern int64 DenseGraphMerge(DenseGraph *g, int64 first);
 extern float4 DenseCodesDistance(const DenseCodes *a, const DenseCodes *b, int dims);
 
 /* dense_insert.c */

@@ -14,6 +14,12 @@
  * distances are cosine distances of the int8 codes (the stored norms are
  * the vectors'): the graph only guides a walk, which bounds and the
  * executor's recheck order exactly.
+ *
+ * VACUUM links a tail the same way when the graph fits its memory
+ * (dense_merge.c): the graph's nodes are read back with their links, the
+ * tail's added, and each linked as the build links a node; a search passes
+ * through a dead node and never links to it, and the nodes whose links
+ * changed are marked, so that only their pages are written.
  */
 #include "postgres.h"
 
@@ -23,6 +29,7 @@
 #define DENSE_HAVE_AVX512 1
 #endif
 
+#include "commands/vacuum.h"
 #include "miscadmin.h"
 #include "utils/memutils.h"
 
@@ -123,12 +130,27 @@ DenseGraphCreate(Relation index, int dims, int degree, int ef)
 	return g;
 }
 
-/* memory a node takes in the build */
-static Size
-node_size(const DenseGraph *g)
+/* memory a node takes in the build or a merge */
+Size
+DenseGraphNodeSize(const DenseGraph *g)
 {
 	return g->stride + sizeof(float4) + sizeof(int32) * g->capacity + sizeof(uint16) + sizeof(uint32) +
-		3 * sizeof(Neighbor);
+		3 * sizeof(Neighbor) + 2 * sizeof(bool);
+}
+
+/* whether node id is a dead row's, which a search passes through and never links to */
+static inline bool
+is_dead(const DenseGraph *g, int32 id)
+{
+	return g->dead != NULL && g->dead[id];
+}
+
+/* note that node id's links changed, for a merge to write */
+static inline void
+touch(DenseGraph *g, int32 id)
+{
+	if (g->dirty != NULL)
+		g->dirty[id] = true;
 }
 
 /*
@@ -140,7 +162,7 @@ DenseGraphAdd(DenseGraph *g, const DenseCodes *c)
 {
 	if (g->n == g->max)
 	{
-		int64		max = Min(Max(g->max * 2, 1024), (int64) (g->memoryLimit / node_size(g)));
+		int64		max = Min(Max(g->max * 2, 1024), (int64) (g->memoryLimit / DenseGraphNodeSize(g)));
 
 		max = Min(max, (int64) PG_INT32_MAX);
 		if (g->n >= max)
@@ -220,7 +242,8 @@ neighbor_cmp(const void *a, const void *b)
  * The candidates for node p's links: the nodes a greedy search from the
  * entries expanded (the path there, as Vamana takes: its far nodes give the
  * links into other regions) and the ef nearest it found, into found,
- * sorted by distance; returns how many.
+ * sorted by distance; returns how many. Dead nodes are passed through, not
+ * found.
  */
 static int
 search(DenseGraph *g, int32 p, int nentries, Neighbor *found)
@@ -244,6 +267,8 @@ search(DenseGraph *g, int32 p, int nentries, Neighbor *found)
 			continue;
 		g->visited[x.id] = g->stamp;
 		heap_push(frontier, &nfrontier, x, true);
+		if (is_dead(g, x.id))
+			continue;
 		heap_push(found, &nfound, x, false);
 		if (nfound > g->ef)
 			(void) heap_pop(found, &nfound, false);
@@ -255,7 +280,8 @@ search(DenseGraph *g, int32 p, int nentries, Neighbor *found)
 
 		if (nfound >= g->ef && near.dist > found[0].dist)
 			break;
-		g->expanded[nexpanded++] = near;
+		if (!is_dead(g, near.id))
+			g->expanded[nexpanded++] = near;
 		for (int l = 0; l < g->nlinks[near.id]; l++)
 		{
 			int32		id = links[l];
@@ -269,6 +295,8 @@ search(DenseGraph *g, int32 p, int nentries, Neighbor *found)
 			if (nfound < g->ef || x.dist < found[0].dist)
 			{
 				heap_push(frontier, &nfrontier, x, true);
+				if (is_dead(g, id))
+					continue;
 				heap_push(found, &nfound, x, false);
 				if (nfound > g->ef)
 					(void) heap_pop(found, &nfound, false);
@@ -304,6 +332,7 @@ choose_links(DenseGraph *g, int32 p, const Neighbor *cand, int ncand)
 			links[kept++] = cand[i].id;
 	}
 	g->nlinks[p] = (uint16) kept;
+	touch(g, p);
 }
 
 /* node q's links and p as candidates, by distance to q */
@@ -333,7 +362,10 @@ insert_from(DenseGraph *g, int32 p, int nentries)
 		int32		q = g->links[(Size) p * g->capacity + l];
 
 		if (g->nlinks[q] < g->capacity)
+		{
 			g->links[(Size) q * g->capacity + g->nlinks[q]++] = p;
+			touch(g, q);
+		}
 		else
 			choose_links(g, q, g->cand, links_as_candidates(g, q, p, g->cand));
 	}
@@ -360,7 +392,7 @@ link_orphans(DenseGraph *g)
 	{
 		const int32 *links = g->links + (Size) p * g->capacity;
 
-		if (indegree[p] > 0 || g->nlinks[p] == 0)
+		if (indegree[p] > 0 || g->nlinks[p] == 0 || is_dead(g, (int32) p))
 			continue;
 		for (int l = 0; l < g->nlinks[p] && indegree[p] == 0; l++)
 		{
@@ -370,6 +402,7 @@ link_orphans(DenseGraph *g)
 			{
 				g->links[(Size) q * g->capacity + g->nlinks[q]++] = (int32) p;
 				indegree[p]++;
+				touch(g, q);
 			}
 		}
 		for (int l = 0; l < g->nlinks[p] && indegree[p] == 0; l++)
@@ -382,6 +415,7 @@ link_orphans(DenseGraph *g)
 					indegree[qlinks[m]]--;
 					qlinks[m] = (int32) p;
 					indegree[p]++;
+					touch(g, links[l]);
 					break;
 				}
 		}
@@ -389,11 +423,10 @@ link_orphans(DenseGraph *g)
 	pfree(indegree);
 }
 
-void
-DenseGraphBuild(DenseGraph *g)
+/* the links of the g->n nodes added, and a search's arrays */
+static void
+prepare(DenseGraph *g)
 {
-	if (g->n == 0)
-		return;
 	g->links = palloc_extended(sizeof(int32) * g->capacity * (Size) g->n, MCXT_ALLOC_HUGE);
 	g->nlinks = palloc_extended(sizeof(uint16) * g->n, MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
 	g->visited = palloc_extended(sizeof(uint32) * g->n, MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
@@ -401,6 +434,24 @@ DenseGraphBuild(DenseGraph *g)
 	g->found = palloc_extended(sizeof(Neighbor) * (g->ef + 2 + g->n), MCXT_ALLOC_HUGE);
 	g->expanded = palloc_extended(sizeof(Neighbor) * g->n, MCXT_ALLOC_HUGE);
 	g->cand = palloc(sizeof(Neighbor) * (g->capacity + 2));
+}
+
+/* the lists past the degree chosen again within it, then the orphans linked */
+static void
+finish(DenseGraph *g)
+{
+	for (int64 i = 0; i < g->n; i++)
+		if (g->nlinks[i] > g->degree)
+			choose_links(g, (int32) i, g->cand, links_as_candidates(g, (int32) i, -1, g->cand));
+	link_orphans(g);
+}
+
+void
+DenseGraphBuild(DenseGraph *g)
+{
+	if (g->n == 0)
+		return;
+	prepare(g);
 	/* the entries first, linked among themselves, then the rest */
 	g->nentries = (int) Min(g->n, (int64) DENSE_MAX_ENTRIES);
 	g->entries = palloc(sizeof(int32) * g->nentries);
@@ -419,9 +470,55 @@ DenseGraphBuild(DenseGraph *g)
 		else
 			insert_from(g, (int32) i, g->nentries);
 	}
-	/* the lists past the degree, within it */
-	for (int64 i = 0; i < g->n; i++)
-		if (g->nlinks[i] > g->degree)
-			choose_links(g, (int32) i, g->cand, links_as_candidates(g, (int32) i, -1, g->cand));
-	link_orphans(g);
+	finish(g);
+}
+
+/*
+ * For a merge, once every node is added: room for their links, which it
+ * sets (DenseGraphSetLinks), the dead nodes it marks, and the entries it
+ * adds (room for DENSE_MAX_ENTRIES).
+ */
+void
+DenseGraphPrepareMerge(DenseGraph *g)
+{
+	prepare(g);
+	g->dead = palloc_extended(sizeof(bool) * g->n, MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
+	g->dirty = palloc_extended(sizeof(bool) * g->n, MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
+	g->entries = palloc(sizeof(int32) * DENSE_MAX_ENTRIES);
+	g->nentries = 0;
+}
+
+/* node p's links as the pages hold them (at most the degree) */
+void
+DenseGraphSetLinks(DenseGraph *g, int32 p, const int32 *ids, int n)
+{
+	Assert(n <= g->degree);
+	memcpy(g->links + (Size) p * g->capacity, ids, sizeof(int32) * n);
+	g->nlinks[p] = (uint16) n;
+}
+
+/*
+ * Link the live nodes from first on into the graph, in order, as the build
+ * links its nodes; one in DENSE_MERGE_ENTRY_EVERY of them becomes an entry
+ * while there is room (the first of an empty graph links to nothing and is
+ * one). Returns how many were linked; g->dirty marks every node whose links
+ * changed.
+ */
+int64
+DenseGraphMerge(DenseGraph *g, int64 first)
+{
+	int64		merged = 0;
+
+	for (int64 p = first; p < g->n; p++)
+	{
+		if (g->dead[p])
+			continue;
+		vacuum_delay_point();
+		insert_from(g, (int32) p, g->nentries);
+		if (g->nentries < DENSE_MAX_ENTRIES && merged % DENSE_MERGE_ENTRY_EVERY == 0)
+			g->entries[g->nentries++] = (int32) p;
+		merged++;
+	}
+	finish(g);
+	return merged;
 }

@@ -11,6 +11,15 @@
  * them as entries while it has room (an index built on an empty table gets
  * its entries so). Rows inserted meanwhile stay in the tail.
  *
+ * That is done in memory when the graph and its tail fit the merge's
+ * memory (maintenance_work_mem; autovacuum_work_mem in autovacuum, as GIN's
+ * pending list cleanup takes): every node's codes and links are read, the
+ * tail's nodes linked by dense_graph.c as the build links them (a node
+ * taking a link back keeps up to 1.5x the degree before its links are
+ * chosen again, as in the build, where on the pages every link back to a
+ * full node chooses again), and the links that changed written, a page at a
+ * time. Otherwise on the pages, node by node, as above.
+ *
  * Only a merge changes links, and VACUUM runs one at a time on a table, so
  * a merge reads links under a share lock and writes them under an
  * exclusive one without their changing in between; each page it changes is
@@ -23,6 +32,7 @@
 #include "access/generic_xlog.h"
 #include "commands/vacuum.h"
 #include "miscadmin.h"
+#include "postmaster/autovacuum.h"
 #include "storage/bufmgr.h"
 #include "utils/memutils.h"
 
@@ -57,19 +67,26 @@ ref_equal(const DenseRef *a, const DenseRef *b)
 	return DenseRefBlock(a) == DenseRefBlock(b) && a->at == b->at;
 }
 
-/* the item of node ref in its page, which buf pins */
+/* the item of node ref, of itemSize bytes, in its page */
 static DenseCodes *
-node_item(MergeState *ms, Buffer buf, const DenseRef *ref)
+item_at(Relation index, Page page, const DenseRef *ref, Size itemSize)
 {
-	DenseCodes *item = (DenseCodes *) DenseItemAt(BufferGetPage(buf), ref->at, ms->itemSize);
+	DenseCodes *item = (DenseCodes *) DenseItemAt(page, ref->at, itemSize);
 
 	if (item == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INDEX_CORRUPTED),
 				 errmsg("dense_flat index \"%s\" names a node that page %u does not hold",
-						RelationGetRelationName(ms->index), DenseRefBlock(ref)),
+						RelationGetRelationName(index), DenseRefBlock(ref)),
 				 errhint("REINDEX it.")));
 	return item;
+}
+
+/* the item of node ref in its page, which buf pins */
+static DenseCodes *
+node_item(MergeState *ms, Buffer buf, const DenseRef *ref)
+{
+	return item_at(ms->index, BufferGetPage(buf), ref, ms->itemSize);
 }
 
 static Buffer
@@ -280,32 +297,289 @@ chain_end(Relation index, BlockNumber *blk, uint16 *index_)
 	UnlockReleaseBuffer(buf);
 }
 
-/* the metapage: the graph's end moved to (endBlk, endIndex), and its entries */
+/* the metapage: the graph's end moved past rows more, to (endBlk, endIndex), and its entries */
 static void
-write_meta(MergeState *ms, BlockNumber endBlk, uint16 endIndex, uint64 rows)
+write_meta(Relation index, const DenseRef *entries, int nentries, BlockNumber endBlk, uint16 endIndex,
+		   uint64 rows)
 {
-	Buffer		buf = ReadBuffer(ms->index, DENSE_METAPAGE_BLKNO);
+	Buffer		buf = ReadBuffer(index, DENSE_METAPAGE_BLKNO);
 	GenericXLogState *state;
 	Page		page;
 	DenseMetaPage meta;
 
 	LockBuffer(buf, BUFFER_LOCK_EXCLUSIVE);
-	(void) DensePage(ms->index, buf, DENSE_PAGE_META);
-	state = GenericXLogStart(ms->index);
+	(void) DensePage(index, buf, DENSE_PAGE_META);
+	state = GenericXLogStart(index);
 	page = GenericXLogRegisterBuffer(state, buf, 0);
 	meta = DensePageGetMeta(page);
 	meta->graphEndBlk = endBlk;
 	meta->graphEndIndex = endIndex;
 	meta->graphRows += rows;
-	meta->nentries = ms->meta.nentries;
-	memcpy(DenseMetaEntries(meta), ms->entries, sizeof(DenseRef) * ms->meta.nentries);
+	meta->nentries = (uint16) nentries;
+	memcpy(DenseMetaEntries(meta), entries, sizeof(DenseRef) * nentries);
 	((PageHeader) page)->pd_lower = (char *) &DenseMetaEntries(meta)[meta->nentries] - (char *) page;
 	GenericXLogFinish(state);
 	UnlockReleaseBuffer(buf);
 }
 
-/* one node in this many merged becomes an entry, while there is room */
-#define DENSE_MERGE_ENTRY_EVERY 64
+/* a node's place as one number, blocks first */
+static inline uint64
+ref_key(const DenseRef *ref)
+{
+	return ((uint64) DenseRefBlock(ref) << 16) | ref->at;
+}
+
+/* a node of a merge in memory: its place, and its number in the graph */
+typedef struct NodeKey
+{
+	uint64		key;
+	int32		id;
+} NodeKey;
+
+static int
+node_key_cmp(const void *a, const void *b)
+{
+	uint64		x = ((const NodeKey *) a)->key,
+				y = ((const NodeKey *) b)->key;
+
+	return x < y ? -1 : x > y ? 1 : 0;
+}
+
+/* the number of the node at ref, or -1 if the merge did not read one there */
+static int32
+node_id(const NodeKey *keys, int64 n, const DenseRef *ref)
+{
+	NodeKey		probe = {ref_key(ref), 0};
+	const NodeKey *found = bsearch(&probe, keys, n, sizeof(NodeKey), node_key_cmp);
+
+	return found != NULL ? found->id : -1;
+}
+
+/* the memory a merge may take: GIN's choice for its pending list cleanup */
+static int
+merge_work_mem(void)
+{
+	return IsAutoVacuumWorkerProcess() && autovacuum_work_mem != -1 ? autovacuum_work_mem : maintenance_work_mem;
+}
+
+/*
+ * Link the tail, up to (endBlk, endIndex), in memory (the file's comment).
+ * Returns false, having written nothing, when the graph and the tail do not
+ * fit the merge's memory; else sets how many rows it linked, how many rows
+ * of the chain it passed (the tail's, dead ones included), and the entries.
+ */
+static bool
+merge_in_memory(Relation index, const DenseMetaPageData *meta, DenseRef *entries, int *nentries,
+				BlockNumber endBlk, uint16 endIndex, int64 *merged, uint64 *passed)
+{
+	DenseGraph *g = DenseGraphCreate(index, meta->dims, meta->degree, DenseGraphBuildEf(index));
+	Size		itemSize = DENSE_ITEM_SIZE(meta->dims, meta->degree);
+	DenseRow   *rows = palloc(sizeof(DenseRow) * DENSE_ROWS_PER_PAGE);
+	DenseRef   *refs;
+	bool	   *dead;
+	NodeKey    *keys;
+	int32	   *ids = palloc(sizeof(int32) * meta->degree);
+	int64		firstTail = -1,
+				maxNodes;
+	BlockNumber blk,
+				nblocks = 0,
+				pages = 0;
+	bool		inTail = !BlockNumberIsValid(meta->graphEndBlk);
+	Buffer		buf = InvalidBuffer;
+
+	g->memoryLimit = (Size) merge_work_mem() * 1024;
+	if ((double) meta->rows * DenseGraphNodeSize(g) > (double) g->memoryLimit)
+		return false;
+	maxNodes = (int64) meta->rows;
+	refs = palloc_extended(sizeof(DenseRef) * (maxNodes + 1), MCXT_ALLOC_HUGE);
+	dead = palloc_extended(sizeof(bool) * (maxNodes + 1), MCXT_ALLOC_HUGE);
+
+	/* every node's codes, the graph's and then the tail's live rows' */
+	*passed = 0;
+	for (blk = meta->rowsHead; BlockNumberIsValid(blk); pages++)
+	{
+		BlockNumber next;
+		int			n;
+
+		vacuum_delay_point();
+		DenseCheckBlock(index, &nblocks, blk, pages);
+		n = DenseCopyRowPage(index, blk, rows, &next);
+		if (blk == endBlk)
+			n = Min(n, endIndex);
+		for (int i = 0; i < n; i++)
+		{
+			DenseRef	ref;
+			Buffer		codesBuf;
+			bool		added;
+
+			if (!inTail && blk == meta->graphEndBlk && i >= meta->graphEndIndex)
+				inTail = true;
+			if (inTail)
+				(*passed)++;
+			if (!BlockNumberIsValid(rows[i].codesBlk) || (inTail && !ItemPointerIsValid(&rows[i].tid)))
+				continue;
+			/* rows appended since the metapage was read may not fit: on the pages, then */
+			if (g->n == maxNodes)
+				return false;
+			DenseRefSet(&ref, rows[i].codesBlk, rows[i].codesAt);
+			DenseCheckBlock(index, &nblocks, rows[i].codesBlk, 0);
+			codesBuf = DensePinCodes(index, rows[i].codesBlk, nblocks);
+			added = DenseGraphAdd(g, item_at(index, BufferGetPage(codesBuf), &ref, itemSize));
+			ReleaseBuffer(codesBuf);
+			if (!added)
+				return false;
+			if (inTail && firstTail < 0)
+				firstTail = g->n - 1;
+			refs[g->n - 1] = ref;
+			dead[g->n - 1] = !ItemPointerIsValid(&rows[i].tid);
+		}
+		if (blk == meta->graphEndBlk)
+			inTail = true;		/* the graph ended at this page's end */
+		if (blk == endBlk)
+			break;
+		blk = next;
+	}
+	if (firstTail < 0)
+		return true;			/* no live row in the tail: the graph's end moves past it */
+
+	DenseGraphPrepareMerge(g);
+	memcpy(g->dead, dead, sizeof(bool) * g->n);
+	keys = palloc_extended(sizeof(NodeKey) * g->n, MCXT_ALLOC_HUGE);
+	for (int64 i = 0; i < g->n; i++)
+	{
+		keys[i].key = ref_key(&refs[i]);
+		keys[i].id = (int32) i;
+	}
+	qsort(keys, g->n, sizeof(NodeKey), node_key_cmp);
+
+	/* the graph's links, as numbers (a link to no node read here is dropped) */
+	for (int64 i = 0; i < firstTail; i++)
+	{
+		const DenseLinks *links;
+		int			n = 0;
+
+		if (!BufferIsValid(buf) || BufferGetBlockNumber(buf) != DenseRefBlock(&refs[i]))
+		{
+			if (BufferIsValid(buf))
+				UnlockReleaseBuffer(buf);
+			buf = DensePinCodes(index, DenseRefBlock(&refs[i]), nblocks);
+			LockBuffer(buf, BUFFER_LOCK_SHARE);
+		}
+		links = DenseCodesLinks(item_at(index, BufferGetPage(buf), &refs[i], itemSize), meta->dims);
+		for (int l = 0; l < Min(links->nlinks, meta->degree); l++)
+		{
+			int32		id = node_id(keys, g->n, &links->links[l]);
+
+			if (id >= 0)
+				ids[n++] = id;
+		}
+		DenseGraphSetLinks(g, (int32) i, ids, n);
+	}
+	if (BufferIsValid(buf))
+		UnlockReleaseBuffer(buf);
+	for (int e = 0; e < *nentries; e++)
+	{
+		int32		id = node_id(keys, g->n, &entries[e]);
+
+		if (id >= 0)
+			g->entries[g->nentries++] = id;
+	}
+
+	*merged = DenseGraphMerge(g, firstTail);
+
+	/* the links that changed, a page at a time, in the pages' order */
+	for (int64 i = 0; i < g->n; i++)
+	{
+		int64		end;
+		GenericXLogState *state;
+		Page		page;
+		BlockNumber codesBlk = DenseRefBlock(&refs[keys[i].id]);
+
+		if (!g->dirty[keys[i].id])
+			continue;
+		vacuum_delay_point();
+		buf = DensePinCodes(index, codesBlk, nblocks);
+		LockBuffer(buf, BUFFER_LOCK_EXCLUSIVE);
+		(void) DensePage(index, buf, DENSE_PAGE_CODES);
+		state = GenericXLogStart(index);
+		page = GenericXLogRegisterBuffer(state, buf, 0);
+		for (end = i; end < g->n && DenseRefBlock(&refs[keys[end].id]) == codesBlk; end++)
+		{
+			int32		p = keys[end].id;
+			DenseLinks *links;
+
+			if (!g->dirty[p])
+				continue;
+			if (g->nlinks[p] > meta->degree)
+				elog(ERROR, "dense_flat merge chose %d links for a node of %d", g->nlinks[p], meta->degree);
+			links = DenseCodesLinks(item_at(index, page, &refs[p], itemSize), meta->dims);
+			links->nlinks = g->nlinks[p];
+			for (int l = 0; l < g->nlinks[p]; l++)
+				links->links[l] = refs[g->links[(Size) p * g->capacity + l]];
+		}
+		GenericXLogFinish(state);
+		UnlockReleaseBuffer(buf);
+		i = end - 1;
+	}
+	*nentries = g->nentries;
+	for (int e = 0; e < g->nentries; e++)
+		entries[e] = refs[g->entries[e]];
+	return true;
+}
+
+/*
+ * Link the tail's live rows on the pages, node by node, from (blk, from)
+ * up to (endBlk, endIndex); returns how many, and sets how many rows of the
+ * chain it passed and the entries.
+ */
+static int64
+merge_on_pages(MergeState *ms, BlockNumber blk, uint16 from, BlockNumber endBlk, uint16 endIndex,
+			   uint64 *passed)
+{
+	Relation	index = ms->index;
+	BlockNumber pages = 0;
+	int64		merged = 0;
+	DenseRow   *rows = palloc(sizeof(DenseRow) * DENSE_ROWS_PER_PAGE);
+	MemoryContext oldcxt;
+
+	ms->cand = palloc(sizeof(Candidate) * (DENSE_MAX_DEGREE + 1));
+	ms->links = palloc(sizeof(DenseRef) * DENSE_MAX_DEGREE);
+	ms->nodeCxt = AllocSetContextCreate(CurrentMemoryContext, "dense_flat merge", ALLOCSET_DEFAULT_SIZES);
+	*passed = 0;
+	for (bool first = true; BlockNumberIsValid(blk); pages++, first = false)
+	{
+		int			n;
+		BlockNumber next;
+
+		DenseCheckBlock(index, &ms->nblocks, blk, pages);
+		n = DenseCopyRowPage(index, blk, rows, &next);
+		if (blk == endBlk)
+			n = Min(n, endIndex);
+		for (int i = first ? from : 0; i < n; i++)
+		{
+			DenseRef	p;
+
+			(*passed)++;
+			if (!ItemPointerIsValid(&rows[i].tid) || !BlockNumberIsValid(rows[i].codesBlk))
+				continue;
+			vacuum_delay_point();
+			DenseRefSet(&p, rows[i].codesBlk, rows[i].codesAt);
+			oldcxt = MemoryContextSwitchTo(ms->nodeCxt);
+			ms->cand = palloc(sizeof(Candidate) * (DENSE_MAX_DEGREE + 1));
+			merge_node(ms, &p, blk, (uint16) i);
+			MemoryContextSwitchTo(oldcxt);
+			MemoryContextReset(ms->nodeCxt);
+			if (ms->meta.nentries < DENSE_MAX_ENTRIES && merged % DENSE_MERGE_ENTRY_EVERY == 0)
+				ms->entries[ms->meta.nentries++] = p;
+			merged++;
+		}
+		if (blk == endBlk)
+			break;
+		blk = next;
+	}
+	MemoryContextDelete(ms->nodeCxt);
+	return merged;
+}
 
 /*
  * Link the tail's live rows into the graph; returns how many. Nothing for
@@ -316,13 +590,13 @@ DenseMergeTail(Relation index)
 {
 	MergeState	ms;
 	BlockNumber endBlk,
-				blk,
-				pages = 0;
+				blk;
 	uint16		endIndex;
 	int64		merged = 0;
 	uint64		passed = 0;
-	DenseRow   *rows = palloc(sizeof(DenseRow) * DENSE_ROWS_PER_PAGE);
-	MemoryContext oldcxt;
+	int			nentries;
+	MemoryContext cxt,
+				oldcxt;
 
 	memset(&ms, 0, sizeof(ms));
 	ms.index = index;
@@ -338,43 +612,23 @@ DenseMergeTail(Relation index)
 	ms.degree = ms.meta.degree;
 	ms.ef = DenseGraphBuildEf(index);
 	ms.itemSize = DENSE_ITEM_SIZE(ms.meta.dims, ms.meta.degree);
-	ms.cand = palloc(sizeof(Candidate) * (DENSE_MAX_DEGREE + 1));
-	ms.links = palloc(sizeof(DenseRef) * DENSE_MAX_DEGREE);
-	ms.nodeCxt = AllocSetContextCreate(CurrentMemoryContext, "dense_flat merge", ALLOCSET_DEFAULT_SIZES);
 
-	for (bool first = true; BlockNumberIsValid(blk); pages++, first = false)
+	cxt = AllocSetContextCreate(CurrentMemoryContext, "dense_flat merge in memory", ALLOCSET_DEFAULT_SIZES);
+	oldcxt = MemoryContextSwitchTo(cxt);
+	nentries = ms.meta.nentries;
+	if (merge_in_memory(index, &ms.meta, ms.entries, &nentries, endBlk, endIndex, &merged, &passed))
+		ms.meta.nentries = (uint16) nentries;
+	else
 	{
-		int			from = first && BlockNumberIsValid(ms.meta.graphEndBlk) ? ms.meta.graphEndIndex : 0,
-					n;
-		BlockNumber next;
-
-		DenseCheckBlock(index, &ms.nblocks, blk, pages);
-		n = DenseCopyRowPage(index, blk, rows, &next);
-		if (blk == endBlk)
-			n = Min(n, endIndex);
-		for (int i = from; i < n; i++)
-		{
-			DenseRef	p;
-
-			passed++;
-			if (!ItemPointerIsValid(&rows[i].tid) || !BlockNumberIsValid(rows[i].codesBlk))
-				continue;
-			vacuum_delay_point();
-			DenseRefSet(&p, rows[i].codesBlk, rows[i].codesAt);
-			oldcxt = MemoryContextSwitchTo(ms.nodeCxt);
-			ms.cand = palloc(sizeof(Candidate) * (DENSE_MAX_DEGREE + 1));
-			merge_node(&ms, &p, blk, (uint16) i);
-			MemoryContextSwitchTo(oldcxt);
-			MemoryContextReset(ms.nodeCxt);
-			if (ms.meta.nentries < DENSE_MAX_ENTRIES && merged % DENSE_MERGE_ENTRY_EVERY == 0)
-				ms.entries[ms.meta.nentries++] = p;
-			merged++;
-		}
-		if (blk == endBlk)
-			break;
-		blk = next;
+		elog(DEBUG1, "dense_flat index \"%s\" links its tail on its pages: the graph does not fit the merge's memory",
+			 RelationGetRelationName(index));
+		MemoryContextSwitchTo(oldcxt);
+		MemoryContextReset(cxt);
+		merged = merge_on_pages(&ms, blk, BlockNumberIsValid(ms.meta.graphEndBlk) ? ms.meta.graphEndIndex : 0,
+								endBlk, endIndex, &passed);
 	}
-	write_meta(&ms, endBlk, endIndex, passed);
-	MemoryContextDelete(ms.nodeCxt);
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextDelete(cxt);
+	write_meta(index, ms.entries, ms.meta.nentries, endBlk, endIndex, passed);
 	return merged;
 }

@@ -1,17 +1,19 @@
 -------------------------------------------------------------------------------
 -- dense_search (vector)
 -- The k documents nearest to a dense query vector by cosine similarity
--- (score = 1 - cosine distance), restricted to metadata @> filter. Uses the
--- HNSW index when there is one: ef_search (raised to k) trades recall for
--- speed, and iterative index scans keep going until k documents pass the
+-- (score = 1 - cosine distance), restricted to metadata @> filter. Uses
+-- documents_dense_idx when there is one: the default graph (dense_flat) or
+-- HNSW walk ef_search wide (raised to k), which trades recall for speed, and
+-- HNSW's iterative index scans keep going until k documents pass the
 -- filter. With a halfvec index (hybrid_search_create_dense_index
 -- ('hnsw_halfvec')) the index orders by half-precision distance and the k
 -- rows it returns are re-ranked at full precision. A filtered call is served
--- by documents_dense_filter_idx (dense_flat, exact) when the HNSW index is on
--- the vector column; with a halfvec one it keeps HNSW's order (dense_flat was
--- measured at 100,000 rows only). Sequential scans are off,
--- and an unfiltered call is planned once (_search_settings_push); the
--- settings are restored afterwards.
+-- by dense_flat, exact (the graph itself, or documents_dense_filter_idx
+-- beside an HNSW index on the vector column), unless the filter allows so
+-- many rows that the graph walks instead; with a halfvec index it keeps
+-- HNSW's order (dense_flat was measured at 100,000 rows only). Sequential
+-- scans are off, and an unfiltered call is planned once
+-- (_search_settings_push); the settings are restored afterwards.
 create or replace function @extschema@.dense_search(
     query_dense @extschema:vector@.vector,
     k integer default 10,
@@ -80,7 +82,7 @@ set search_path to pg_catalog, pg_temp
 set jit to off;
 
 comment on function @extschema@.dense_search(@extschema:vector@.vector, integer, jsonb, integer) is
-'k nearest documents to a dense query vector (cosine; HNSW with ef_search when indexed), optionally filtered';
+'k nearest documents to a dense query vector (cosine; the dense index walked ef_search wide), optionally filtered';
 
 -------------------------------------------------------------------------------
 -- dense_search (text)

@@ -1,18 +1,20 @@
 -------------------------------------------------------------------------------
 -- hybrid_search_create_dense_index
--- (Re)creates documents_dense_idx: HNSW (the default; m, ef_construction),
--- HNSW over half-precision copies of the vectors (hnsw_halfvec: half the
--- index memory, results re-ranked at full precision), IVFFlat (lists; build
--- it after loading data, its centroids come from the rows present), graph,
--- or none for exact scans. graph is a dense_flat index with a graph (degree
--- 2m, as HNSW's bottom layer; graph_build_ef 2 ef_construction): an insert
--- only appends the row's codes, VACUUM links new rows into the graph, and
--- the same index scores a filter's rows exactly, so it replaces
--- documents_dense_filter_idx (which the other methods bring back).
--- hybrid_search_set_model() creates the default once documents.dense has
--- its dimensions.
+-- (Re)creates documents_dense_idx. graph (the default) is a dense_flat index
+-- with a graph (degree 2m, as HNSW's bottom layer; graph_build_ef
+-- 2 ef_construction): an insert only appends the row's codes, VACUUM links
+-- new rows into the graph, and the same index scores a filter's rows
+-- exactly, so it replaces documents_dense_filter_idx (which the other methods
+-- bring back). The others: pgvector's HNSW (m, ef_construction), which links
+-- each row as it is written (a COPY
+-- with every index ran 6.5x slower with it at 100,000 rows); HNSW over
+-- half-precision copies of the vectors (hnsw_halfvec: half the index memory,
+-- results re-ranked at full precision); IVFFlat (lists; build it after
+-- loading data, its centroids come from the rows present); or none for exact
+-- scans. hybrid_search_set_model() creates the default once documents.dense
+-- has its dimensions.
 create or replace function @extschema@.hybrid_search_create_dense_index(
-    method text default 'hnsw',
+    method text default 'graph',
     m integer default 16,
     ef_construction integer default 64,
     lists integer default 100
@@ -25,9 +27,9 @@ declare
         where a.attrelid = '@extschema@.documents'::regclass and a.attname = 'dense'
     );
 begin
-    if method is null or method not in ('hnsw', 'hnsw_halfvec', 'ivfflat', 'graph', 'none') then
+    if method is null or method not in ('graph', 'hnsw', 'hnsw_halfvec', 'ivfflat', 'none') then
         raise exception
-            'hybrid_search_create_dense_index: method must be hnsw, hnsw_halfvec, ivfflat, graph or none, got %',
+            'hybrid_search_create_dense_index: method must be graph, hnsw, hnsw_halfvec, ivfflat or none, got %',
             coalesce(pg_catalog.quote_literal(method), 'NULL')
         using errcode = 'invalid_parameter_value';
     end if;
@@ -83,4 +85,4 @@ language plpgsql volatile security invoker
 set search_path to pg_catalog, pg_temp;
 
 comment on function @extschema@.hybrid_search_create_dense_index is
-'(re)create the dense index on documents: hnsw (default), hnsw_halfvec, ivfflat, graph or none';
+'(re)create the dense index on documents: graph (default), hnsw, hnsw_halfvec, ivfflat or none';

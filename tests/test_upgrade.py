@@ -185,6 +185,14 @@ def test_update_keeps_data_grants_and_searches(cluster, layout, model_dir, role,
         conn.execute("select hybrid_search_disable('notes')")
     with connect(upgraded) as conn:
         conn.execute("select hybrid_search_disable('notes')")
+        # the update keeps the released version's HNSW index; the DBA makes it the graph
+        dense_method = (
+            "select a.amname from pg_class c join pg_am a on a.oid = c.relam"
+            " where c.oid = 'documents_dense_idx'::regclass"
+        )
+        assert conn.execute(dense_method).fetchone() == ("hnsw",)
+        conn.execute("select hybrid_search_create_dense_index()")
+        assert conn.execute(dense_method).fetchone() == ("dense_flat",)
         got = schema(conn)
     with connect(fresh) as conn:
         expected = schema(conn)

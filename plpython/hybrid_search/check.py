@@ -309,11 +309,12 @@ def _access_method_index(plpy, ours, check_name, index, method, definition, miss
             f"{index} disagrees with documents ({report['problem_count']} problems:"
             f" {'; '.join(report['problems'][:SAMPLE])}): reindex index {name}",
         )
-    held = (
-        f"{report['merged_rows']} merged, {report['pending_rows']} pending"
-        if method == "sparse_inverted"
-        else f"{report['dead_rows']} marked dead"
-    )
+    if method == "sparse_inverted":
+        held = f"{report['merged_rows']} merged, {report['pending_rows']} pending"
+    else:
+        held = f"{report['dead_rows']} marked dead"
+        if report["graph_degree"] > 0:  # rows a walk scores one by one until VACUUM links them
+            held += f", {report['graph_tail_rows']} not yet linked into its graph"
     return (
         check_name,
         "ok",
