@@ -498,11 +498,11 @@ DenseGraphSetLinks(DenseGraph *g, int32 p, const int32 *ids, int n)
 }
 
 /*
- * Link the live nodes from first on into the graph, in order, as the build
- * links its nodes; one in DENSE_MERGE_ENTRY_EVERY of them becomes an entry
- * while there is room (the first of an empty graph links to nothing and is
- * one). Returns how many were linked; g->dirty marks every node whose links
- * changed.
+ * Link the nodes from first on (the tail's live rows) into the graph, in
+ * order, as the build links its nodes; one in DENSE_MERGE_ENTRY_EVERY of
+ * them becomes an entry while there is room (the first of an empty graph
+ * links to nothing and is one). Returns how many were linked; g->dirty
+ * marks every node whose links changed.
  */
 int64
 DenseGraphMerge(DenseGraph *g, int64 first)
@@ -511,8 +511,6 @@ DenseGraphMerge(DenseGraph *g, int64 first)
 
 	for (int64 p = first; p < g->n; p++)
 	{
-		if (g->dead[p])
-			continue;
 		vacuum_delay_point();
 		insert_from(g, (int32) p, g->nentries);
 		if (g->nentries < DENSE_MAX_ENTRIES && merged % DENSE_MERGE_ENTRY_EVERY == 0)

@@ -15,10 +15,10 @@
  * memory (maintenance_work_mem; autovacuum_work_mem in autovacuum, as GIN's
  * pending list cleanup takes): every node's codes and links are read, the
  * tail's nodes linked by dense_graph.c as the build links them (a node
- * taking a link back keeps up to 1.5x the degree before its links are
- * chosen again, as in the build, where on the pages every link back to a
- * full node chooses again), and the links that changed written, a page at a
- * time. Otherwise on the pages, node by node, as above.
+ * gathers links back up to 1.5x the degree before it chooses again; on the
+ * pages, a link back to a full node makes it choose at once), and the links
+ * that changed written, a page at a time. Otherwise on the pages, node by
+ * node, as above.
  *
  * Only a merge changes links, and VACUUM runs one at a time on a table, so
  * a merge reads links under a share lock and writes them under an
