@@ -6,13 +6,13 @@
 -- new rows into the graph, and the same index scores a filter's rows
 -- exactly, so it replaces documents_dense_filter_idx (which the other methods
 -- bring back). The others: pgvector's HNSW (m, ef_construction), which links
--- each row as it is written (a COPY
--- with every index ran 6.5x slower with it at 100,000 rows); HNSW over
--- half-precision copies of the vectors (hnsw_halfvec: half the index memory,
--- results re-ranked at full precision); IVFFlat (lists; build it after
--- loading data, its centroids come from the rows present); or none for exact
--- scans. hybrid_search_set_model() creates the default once documents.dense
--- has its dimensions.
+-- each row as it is written (a COPY with every index ran 6.5x slower with it
+-- at 100,000 rows); HNSW over half-precision copies of the vectors
+-- (hnsw_halfvec: half the index memory, results re-ranked at full
+-- precision); IVFFlat (lists; build it after loading data, its centroids
+-- come from the rows present); or none for exact scans.
+-- hybrid_search_set_model() creates the default once documents.dense has
+-- its dimensions.
 create or replace function @extschema@.hybrid_search_create_dense_index(
     method text default 'graph',
     m integer default 16,
