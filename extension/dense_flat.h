@@ -263,7 +263,7 @@ extern DenseGraph *DenseGraphCreate(Relation index, int dims, int degree, int ef
 extern bool DenseGraphAdd(DenseGraph *g, const DenseCodes *c);
 extern void DenseGraphBuild(DenseGraph *g);
 extern Size DenseGraphNodeSize(const DenseGraph *g);
-extern void DenseGraphPrepareMerge(DenseGraph *g);
+extern void DenseGraphPrepareMerge(DenseGraph *g, bool *dead);
 extern void DenseGraphSetLinks(DenseGraph *g, int32 p, const int32 *ids, int n);
 extern int64 DenseGraphMerge(DenseGraph *g, int64 first);
 extern float4 DenseCodesDistance(const DenseCodes *a, const DenseCodes *b, int dims);

@@ -475,14 +475,15 @@ DenseGraphBuild(DenseGraph *g)
 
 /*
  * For a merge, once every node is added: room for their links, which it
- * sets (DenseGraphSetLinks), the dead nodes it marks, and the entries it
- * adds (room for DENSE_MAX_ENTRIES).
+ * sets (DenseGraphSetLinks), and for the entries it adds
+ * (DENSE_MAX_ENTRIES); dead marks the dead rows' nodes, which the graph
+ * keeps.
  */
 void
-DenseGraphPrepareMerge(DenseGraph *g)
+DenseGraphPrepareMerge(DenseGraph *g, bool *dead)
 {
 	prepare(g);
-	g->dead = palloc_extended(sizeof(bool) * g->n, MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
+	g->dead = dead;
 	g->dirty = palloc_extended(sizeof(bool) * g->n, MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
 	g->entries = palloc(sizeof(int32) * DENSE_MAX_ENTRIES);
 	g->nentries = 0;

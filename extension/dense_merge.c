@@ -442,8 +442,7 @@ merge_in_memory(Relation index, const DenseMetaPageData *meta, DenseRef *entries
 	if (firstTail < 0)
 		return true;			/* no live row in the tail: the graph's end moves past it */
 
-	DenseGraphPrepareMerge(g);
-	memcpy(g->dead, dead, sizeof(bool) * g->n);
+	DenseGraphPrepareMerge(g, dead);
 	keys = palloc_extended(sizeof(NodeKey) * g->n, MCXT_ALLOC_HUGE);
 	for (int64 i = 0; i < g->n; i++)
 	{
