@@ -537,6 +537,36 @@ def measure_fusion_pass(conn, table, corpus, fast, filtered, own_indexes=False):
     measure_candidate_legs(conn, table, corpus, fast, filtered, own_indexes)
 
 
+def measure_kept_free_memory(dsn, table, corpus, fast):
+    """The dense leg at CANDIDATES rows, then hybrid_search, each with the default
+    hybrid_search.kept_free_memory and with 0 (glibc's starting malloc thresholds: the
+    rows the executor reorders are faulted in again by every query), in a new
+    connection: in the run's own, the sparse legs' kept arrays (sparse_kept_memory) sit
+    at the top of the heap, and glibc trims nothing below them either way."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        register_vector(conn)
+        for key, name, leg, reference in [
+            ("dense candidates", f"{dense_leg_name(False)} ({CANDIDATES} candidates",
+             dense_leg(corpus, CANDIDATES, None), lambda q: corpus.exact_dense(q, K, None)),
+            ("hybrid", "hybrid_search, three legs, RRF (", hybrid_leg(corpus, K, None),
+             exact_hybrid(corpus, None)),
+        ]:  # fmt: skip
+            for setting in ("16MB", "0"):
+                conn.execute(f"set hybrid_search.kept_free_memory = '{setting}'")
+                label = f"{name}, kept_free_memory {setting}, a new connection)".replace("(, ", "(")
+                table.sql(conn, f"kept {setting} {key}", label, leg, fast, reference)
+
+
+def kept_memory_ratios(table: Table) -> list[tuple[str, float | None]]:
+    """kept_free_memory's default over 0, in one new connection."""
+    return [
+        (f"dense at {CANDIDATES} candidates, kept_free_memory 16MB p95 / 0 p95",
+         table.ratio("kept 16MB dense candidates", "kept 0 dense candidates")),
+        ("hybrid_search, kept_free_memory 16MB p95 / 0 p95",
+         table.ratio("kept 16MB hybrid", "kept 0 hybrid")),
+    ]  # fmt: skip
+
+
 # what serves the unfiltered dense leg, by hybrid_search_create_dense_index's method
 DENSE_NAMES = {"hnsw": "pgvector HNSW", "hnsw_halfvec": "pgvector HNSW (halfvec)",
                "graph": "dense_flat graph"}  # fmt: skip
@@ -945,6 +975,7 @@ def run(
                 else:
                     measure_pass(conn, table, corpus, peers, fast, range(0) if scale else few,
                                  filtered)  # fmt: skip
+            measure_kept_free_memory(dsn, table, corpus, fast)
             measure_hnsw_walk(conn, table, corpus, fast)
             measure_filter_indexes(conn, table, corpus, fast, facts)
             measure_row_security(conn, table, corpus, fast, few if scale else fast)
@@ -1006,6 +1037,7 @@ def ratio_rows(table: Table, facts) -> list[str]:
              r(f"churn after VACUUM {key}", key)),
         ]  # fmt: skip
     rows += candidate_ratios(table) + filter_index_ratios(table) + indexed_policy_ratios(table)
+    rows += kept_memory_ratios(table)
     out = [f"| {name} | {value:.2f} |" for name, value in rows if value is not None]
     out += [
         f"| BM25 leg and tantivy: mean top-10 overlap | {table.bm25_tantivy_overlap:.3f} |",
@@ -1099,7 +1131,7 @@ def render_fusion(args, table: Table, facts) -> str:
     r = table.ratio
     ratios = [("hybrid_search p95 / dense-only p95 (goal ≤ 2)", r("hybrid", "dense"))]
     ratios += candidate_ratios(table) + filter_index_ratios(table) + indexed_policy_ratios(table)
-    ratios += dense_flat_ratios(table)
+    ratios += dense_flat_ratios(table) + kept_memory_ratios(table)
     ratios.append(("dense, filter '{}' (every row), p95 / unfiltered p95",
                    r("every row filter dense", "dense")))  # fmt: skip
     ratios.append(("hybrid_search, filter '{}' (every row), p95 / unfiltered p95",

@@ -16,6 +16,9 @@
 #include "postgres.h"
 
 #include <dirent.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <pthread.h>
 #include <stdio.h>
 #include <unistd.h>
@@ -187,6 +190,36 @@ run_preload(void)
 	return message;
 }
 
+static int	kept_free_memory = 16384;
+
+/*
+ * Free memory the backend keeps from one query to the next. The executor
+ * copies every row an index scan returns with xs_recheckorderby into its
+ * reorder queue, whole (a documents row is up to 8 kB, toast_tuple_target),
+ * so a query's memory grows to a few MB and is freed at its end. With
+ * glibc's starting thresholds (mmap from 128 kB, trim past 128 kB free,
+ * rising only once a mapped chunk is freed) the next query takes it from
+ * the kernel again, a page fault every 4 kB: a third of a dense scan asked
+ * for 100 rows (performance.md, session 43). Keeping kB free, chunks from
+ * half that size up (at most glibc's 32 MB) are still mapped and unmapped
+ * when freed. 0: glibc's starting thresholds. Malloc settings in the
+ * environment win: then nothing is set.
+ */
+static void
+assign_kept_free_memory(int newval, void *extra)
+{
+#if defined(__GLIBC__) && defined(M_TRIM_THRESHOLD) && defined(M_MMAP_THRESHOLD)
+	const char *tunables = getenv("GLIBC_TUNABLES");
+	int			kept = newval > 0 ? Max(newval, 256) * 1024 : 128 * 1024;
+
+	if ((tunables != NULL && strstr(tunables, "glibc.malloc.") != NULL) ||
+		getenv("MALLOC_TRIM_THRESHOLD_") != NULL || getenv("MALLOC_MMAP_THRESHOLD_") != NULL)
+		return;
+	mallopt(M_MMAP_THRESHOLD, newval > 0 ? Min(kept / 2, 32 * 1024 * 1024) : kept);
+	mallopt(M_TRIM_THRESHOLD, kept);
+#endif
+}
+
 void
 _PG_init(void)
 {
@@ -195,6 +228,15 @@ _PG_init(void)
 
 	sparse_init();
 	dense_init();
+	DefineCustomIntVariable("hybrid_search.kept_free_memory",
+							"Free memory a backend keeps from one query to the next instead of giving it back to the kernel.",
+							"Index scans whose rows the executor reorders copy every row they return: without it, "
+							"every query faults that memory in again. 0: glibc's own starting thresholds. "
+							"Ignored where the environment sets glibc's malloc tunables.",
+							&kept_free_memory,
+							16384, 0, 1024 * 1024,
+							PGC_USERSET, GUC_UNIT_KB,
+							NULL, assign_kept_free_memory, NULL);
 	/* read-only: for hybrid_search_check() and a DBA's SHOW */
 	DefineCustomBoolVariable("hybrid_search.preloaded",
 							 "Whether the postmaster imported the model stack at its start.",

@@ -42,3 +42,27 @@ def test_is_for_monitoring_roles_only(db, dsn):
             assert conn.execute("select count(*) from hybrid_search_backend_memory()").fetchone()[0]
     finally:
         db.execute("drop role hs_nobody")
+
+
+def test_kept_free_memory_keeps_a_querys_memory_for_the_next(dsn):
+    """hybrid_search.kept_free_memory: memory a query freed stays in the backend (no
+    page faults to take it again) up to the setting; 0 gives it back to the kernel."""
+    rss_kb = "substring(pg_read_file('/proc/self/status') from 'VmRSS:\\s+(\\d+)')::bigint"
+    six_mb = "select length(repeat('x', 6000000))"  # a 6 MB value, freed at the query's end
+
+    def grows_by_kb(conn):
+        before = conn.execute(f"select {rss_kb}").fetchone()[0]
+        conn.execute(six_mb)
+        return conn.execute(f"select {rss_kb}").fetchone()[0] - before
+
+    with connect(dsn) as conn:
+        conn.execute("load 'hybrid_search'")
+        conn.execute("set hybrid_search.kept_free_memory = 0")
+        assert grows_by_kb(conn) < 3000
+        conn.execute("reset hybrid_search.kept_free_memory")
+        assert conn.execute("show hybrid_search.kept_free_memory").fetchone()[0] == "16MB"
+        assert grows_by_kb(conn) > 6000
+        conn.execute("set hybrid_search.kept_free_memory = 0")
+        assert grows_by_kb(conn) < -3000  # the next query's end trims what was kept
+        with pytest.raises(psycopg.errors.InvalidParameterValue):
+            conn.execute("set hybrid_search.kept_free_memory = -1")
