@@ -304,6 +304,10 @@ extern bool DenseWalkExhausted(const DenseWalk *w);
 extern bool DenseWalkMet(const DenseWalk *w, BlockNumber blk, uint16 at);
 extern int	DenseWalkNearest(DenseWalk *w, int width, DenseWalkNode **nodes);
 
+/* the links node (blk, at) will get that a merge holds back, in *links; returns how many */
+typedef int (*DenseHeldLinks) (void *arg, BlockNumber blk, uint16 at, const DenseRef **links);
+extern void DenseWalkHoldLinks(DenseWalk *w, DenseHeldLinks fn, void *arg);
+
 /* dense_merge.c */
 extern int64 DenseMergeTail(Relation index);
 

@@ -15,10 +15,17 @@
  * memory (maintenance_work_mem; autovacuum_work_mem in autovacuum, as GIN's
  * pending list cleanup takes): every node's codes and links are read, the
  * tail's nodes linked by dense_graph.c as the build links them (a node
- * gathers links back up to 1.5x the degree before it chooses again; on the
- * pages, a link back to a full node makes it choose at once), and the links
- * that changed written, a page at a time. Otherwise on the pages, node by
- * node, as above.
+ * gathers links back up to 1.5x the degree before it chooses again), and
+ * the links that changed written, a page at a time. Otherwise on the pages,
+ * node by node, as above, with the links back held in that memory: a
+ * neighbour gathers them (walks meet them as its own) up to half the
+ * degree, then writes them with its links, choosing by the rule when they
+ * are more than the degree. Choosing once for many links back, and one WAL
+ * record for them, halved its time and made a better graph (session 43;
+ * written one by one, a link back to a full node chose again at once). When
+ * the held links fill the memory, all are written; then a node of the tail
+ * no neighbour kept a link to is taken by its nearest in place of its
+ * farthest.
  *
  * Only a merge changes links, and VACUUM runs one at a time on a table, so
  * a merge reads links under a share lock and writes them under an
@@ -34,6 +41,7 @@
 #include "miscadmin.h"
 #include "postmaster/autovacuum.h"
 #include "storage/bufmgr.h"
+#include "utils/hsearch.h"
 #include "utils/memutils.h"
 
 #include "dense_flat.h"
@@ -59,7 +67,38 @@ typedef struct MergeState
 	Candidate  *cand;
 	DenseRef   *links;
 	MemoryContext nodeCxt;		/* reset after each node */
+	/* on the pages: links back held, and the tail's nodes linked since they were written */
+	HTAB	   *held;			/* HeldLinks by node */
+	HTAB	   *tail;			/* TailNode by node */
+	int			slack;			/* links back a node holds before it writes them */
+	Size		memory;			/* bytes the two may take */
 } MergeState;
+
+/* the links back a neighbour holds, not yet on its page */
+typedef struct HeldLinks
+{
+	uint64		key;			/* hash key: ref_key(ref) */
+	DenseRef	ref;
+	int			n;
+	DenseRef	links[DENSE_MAX_DEGREE / 2];
+} HeldLinks;
+
+/* a node of the tail: how many neighbours link to it, and its nearest */
+typedef struct TailNode
+{
+	uint64		key;			/* hash key: ref_key(ref) */
+	DenseRef	ref;
+	DenseRef	nearest;
+	bool		hasNearest;
+	int32		linksIn;
+} TailNode;
+
+/* a node's place as one number, blocks first */
+static inline uint64
+ref_key(const DenseRef *ref)
+{
+	return ((uint64) DenseRefBlock(ref) << 16) | ref->at;
+}
 
 static inline bool
 ref_equal(const DenseRef *a, const DenseRef *b)
@@ -178,44 +217,162 @@ choose_links(MergeState *ms, Candidate *cand, int n, DenseRef *out)
 	return nkept;
 }
 
+/* the links back node ref holds, or NULL; with create, an entry for it */
+static HeldLinks *
+held_find(MergeState *ms, const DenseRef *ref, bool create)
+{
+	uint64		key = ref_key(ref);
+	bool		found;
+	HeldLinks  *h = hash_search(ms->held, &key, create ? HASH_ENTER : HASH_FIND, &found);
+
+	if (create && !found)
+	{
+		h->ref = *ref;
+		h->n = 0;
+	}
+	return h;
+}
+
+/* a walk's DenseHeldLinks: what the merge holds for node (blk, at) */
+static int
+held_links(void *arg, BlockNumber blk, uint16 at, const DenseRef **links)
+{
+	DenseRef	ref;
+	HeldLinks  *h;
+
+	DenseRefSet(&ref, blk, at);
+	h = held_find((MergeState *) arg, &ref, false);
+	if (h == NULL)
+		return 0;
+	*links = h->links;
+	return h->n;
+}
+
+/* count a link into node ref more (delta 1) or less (-1), if it is the tail's */
+static void
+count_link_in(MergeState *ms, const DenseRef *ref, int delta)
+{
+	uint64		key = ref_key(ref);
+	TailNode   *t = hash_search(ms->tail, &key, HASH_FIND, NULL);
+
+	if (t != NULL)
+		t->linksIn += delta;
+}
+
 /*
- * A link from neighbour q back to node p (its codes pc); returns whether q
- * keeps it.
+ * Write the links back node h holds with its links, choosing among them by
+ * the rule when they are more than the degree.
  */
-static bool
-link_back(MergeState *ms, const DenseRef *q, const DenseRef *p, const DenseCodes *pc)
+static void
+write_held(MergeState *ms, HeldLinks *h)
+{
+	int			n = read_links(ms, &h->ref);
+	DenseRef	all[DENSE_MAX_DEGREE + DENSE_MAX_DEGREE / 2];
+	Candidate	cand[DENSE_MAX_DEGREE + DENSE_MAX_DEGREE / 2];
+	DenseRef	chosen[DENSE_MAX_DEGREE];
+	DenseCodes *hc;
+	int			nchosen;
+
+	memcpy(all, ms->links, sizeof(DenseRef) * n);
+	memcpy(all + n, h->links, sizeof(DenseRef) * h->n);
+	n += h->n;
+	h->n = 0;
+	if (n <= ms->degree)
+	{
+		write_links(ms, &h->ref, all, n);
+		return;
+	}
+	hc = read_codes(ms, &h->ref);
+	for (int i = 0; i < n; i++)
+	{
+		cand[i].ref = all[i];
+		cand[i].codes = read_codes(ms, &all[i]);
+		cand[i].dist = DenseCodesDistance(hc, cand[i].codes, ms->dims);
+	}
+	qsort(cand, n, sizeof(Candidate), candidate_cmp);
+	nchosen = choose_links(ms, cand, n, chosen);
+	write_links(ms, &h->ref, chosen, nchosen);
+	for (int i = 0; i < n; i++)
+	{
+		bool		kept = false;
+
+		for (int k = 0; k < nchosen && !kept; k++)
+			kept = ref_equal(&chosen[k], &cand[i].ref);
+		if (!kept)
+			count_link_in(ms, &cand[i].ref, -1);
+	}
+}
+
+/* a link from neighbour q back to node p, held until q holds slack of them */
+static void
+link_back(MergeState *ms, const DenseRef *q, const DenseRef *p)
 {
 	int			n = read_links(ms, q);
-	DenseCodes *qc;
-	DenseRef	chosen[DENSE_MAX_DEGREE];
+	HeldLinks  *h;
 
 	for (int l = 0; l < n; l++)
 		if (ref_equal(&ms->links[l], p))
-			return true;
-	if (n < ms->degree)
+			return;
+	h = held_find(ms, q, true);
+	for (int l = 0; l < h->n; l++)
+		if (ref_equal(&h->links[l], p))
+			return;
+	h->links[h->n++] = *p;
+	count_link_in(ms, p, 1);
+	if (h->n == ms->slack)
+		write_held(ms, h);
+}
+
+/*
+ * Write every link back held; then a node of the tail that no neighbour
+ * links to is taken by its nearest in place of its farthest.
+ */
+static void
+write_all_held(MergeState *ms)
+{
+	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext, "dense_flat merge writes", ALLOCSET_DEFAULT_SIZES);
+	MemoryContext oldcxt = MemoryContextSwitchTo(cxt);
+	HASH_SEQ_STATUS status;
+	HeldLinks  *h;
+	TailNode   *t;
+
+	hash_seq_init(&status, ms->held);
+	while ((h = hash_seq_search(&status)) != NULL)
 	{
-		ms->links[n++] = *p;
-		write_links(ms, q, ms->links, n);
-		return true;
+		if (h->n > 0)
+			write_held(ms, h);
+		MemoryContextReset(cxt);
 	}
-	qc = read_codes(ms, q);
-	for (int l = 0; l < n; l++)
+	hash_seq_init(&status, ms->tail);
+	while ((t = hash_seq_search(&status)) != NULL)
 	{
-		ms->cand[l].ref = ms->links[l];
-		ms->cand[l].codes = read_codes(ms, &ms->links[l]);
-		ms->cand[l].dist = DenseCodesDistance(qc, ms->cand[l].codes, ms->dims);
+		int			n;
+
+		if (t->linksIn > 0 || !t->hasNearest || (n = read_links(ms, &t->nearest)) == 0)
+			continue;
+		ms->links[n - 1] = t->ref;
+		write_links(ms, &t->nearest, ms->links, n);
 	}
-	ms->cand[n].ref = *p;
-	ms->cand[n].codes = (DenseCodes *) pc;
-	ms->cand[n].dist = DenseCodesDistance(qc, pc, ms->dims);
-	n++;
-	qsort(ms->cand, n, sizeof(Candidate), candidate_cmp);
-	n = choose_links(ms, ms->cand, n, chosen);
-	write_links(ms, q, chosen, n);
-	for (int l = 0; l < n; l++)
-		if (ref_equal(&chosen[l], p))
-			return true;
-	return false;
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextDelete(cxt);
+	hash_destroy(ms->held);
+	hash_destroy(ms->tail);
+	ms->held = ms->tail = NULL;
+}
+
+/* the two tables of a merge on the pages, empty */
+static void
+hold_begin(MergeState *ms)
+{
+	HASHCTL		ctl;
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(uint64);
+	ctl.entrysize = sizeof(HeldLinks);
+	ctl.hcxt = CurrentMemoryContext;
+	ms->held = hash_create("dense_flat merge: links back held", 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	ctl.entrysize = sizeof(TailNode);
+	ms->tail = hash_create("dense_flat merge: tail nodes", 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 }
 
 /* link node p, whose row is (rowBlk, rowIndex), into the graph */
@@ -232,7 +389,9 @@ merge_node(MergeState *ms, const DenseRef *p, BlockNumber rowBlk, uint16 rowInde
 	int			nnodes,
 				ncand = 0,
 				nchosen;
-	bool		linked = false;
+	uint64		key;
+	TailNode   *t;
+	bool		found;
 
 	if (ms->meta.nentries == 0)
 		return;					/* the first node: nothing to link to */
@@ -248,6 +407,7 @@ merge_node(MergeState *ms, const DenseRef *p, BlockNumber rowBlk, uint16 rowInde
 	before.graphEndBlk = rowBlk;
 	before.graphEndIndex = rowIndex;
 	walk = DenseWalkBegin(ms->index, &before, ms->entries, &query, ms->ef);
+	DenseWalkHoldLinks(walk, held_links, ms);
 	nnodes = DenseWalkNearest(walk, ms->ef, &nodes);
 
 	ms->cand = repalloc(ms->cand, sizeof(Candidate) * (nnodes + DENSE_MAX_DEGREE + 1));
@@ -264,19 +424,18 @@ merge_node(MergeState *ms, const DenseRef *p, BlockNumber rowBlk, uint16 rowInde
 	qsort(ms->cand, ncand, sizeof(Candidate), candidate_cmp);
 	nchosen = choose_links(ms, ms->cand, ncand, chosen);
 	write_links(ms, p, chosen, nchosen);
-	for (int i = 0; i < nchosen; i++)
-		linked |= link_back(ms, &chosen[i], p, pc);
-	if (!linked && nchosen > 0)
+	key = ref_key(p);
+	t = hash_search(ms->tail, &key, HASH_ENTER, &found);
+	if (!found)
 	{
-		/* no neighbour kept p: its nearest takes it in place of its farthest */
-		int			n = read_links(ms, &chosen[0]);
-
-		if (n > 0)
-		{
-			ms->links[n - 1] = *p;
-			write_links(ms, &chosen[0], ms->links, n);
-		}
+		t->ref = *p;
+		t->linksIn = 0;
 	}
+	t->hasNearest = nchosen > 0;
+	if (nchosen > 0)
+		t->nearest = chosen[0];
+	for (int i = 0; i < nchosen; i++)
+		link_back(ms, &chosen[i], p);
 }
 
 /* the row chain's end now: its tail page and the rows it holds */
@@ -320,13 +479,6 @@ write_meta(Relation index, const DenseRef *entries, int nentries, BlockNumber en
 	((PageHeader) page)->pd_lower = (char *) &DenseMetaEntries(meta)[meta->nentries] - (char *) page;
 	GenericXLogFinish(state);
 	UnlockReleaseBuffer(buf);
-}
-
-/* a node's place as one number, blocks first */
-static inline uint64
-ref_key(const DenseRef *ref)
-{
-	return ((uint64) DenseRefBlock(ref) << 16) | ref->at;
 }
 
 /* a node of a merge in memory: its place, and its number in the graph */
@@ -544,6 +696,9 @@ merge_on_pages(MergeState *ms, BlockNumber blk, uint16 from, BlockNumber endBlk,
 	ms->cand = palloc(sizeof(Candidate) * (DENSE_MAX_DEGREE + 1));
 	ms->links = palloc(sizeof(DenseRef) * DENSE_MAX_DEGREE);
 	ms->nodeCxt = AllocSetContextCreate(CurrentMemoryContext, "dense_flat merge", ALLOCSET_DEFAULT_SIZES);
+	ms->slack = Max(ms->degree / 2, 1);
+	ms->memory = (Size) merge_work_mem() * 1024;
+	hold_begin(ms);
 	*passed = 0;
 	for (bool first = true; BlockNumberIsValid(blk); pages++, first = false)
 	{
@@ -571,11 +726,19 @@ merge_on_pages(MergeState *ms, BlockNumber blk, uint16 from, BlockNumber endBlk,
 			if (ms->meta.nentries < DENSE_MAX_ENTRIES && merged % DENSE_MERGE_ENTRY_EVERY == 0)
 				ms->entries[ms->meta.nentries++] = p;
 			merged++;
+			/* dynahash's own share of an entry: about a pointer and a hash */
+			if (hash_get_num_entries(ms->held) * (sizeof(HeldLinks) + 16) +
+				hash_get_num_entries(ms->tail) * (sizeof(TailNode) + 16) > ms->memory)
+			{
+				write_all_held(ms);
+				hold_begin(ms);
+			}
 		}
 		if (blk == endBlk)
 			break;
 		blk = next;
 	}
+	write_all_held(ms);
 	MemoryContextDelete(ms->nodeCxt);
 	return merged;
 }

@@ -35,6 +35,7 @@ typedef struct FrontierEntry
 {
 	float4		estimate;
 	uint16		at;
+	bool		dead;			/* a dead row's: a merge never links to it */
 	BlockNumber blk;
 } FrontierEntry;
 
@@ -74,6 +75,9 @@ struct DenseWalk
 	int			nexpanded;
 	int			maxExpanded;
 	int			step;			/* the first batch's width */
+	/* links a merge holds back, met after a node's own (DenseWalkHoldLinks) */
+	DenseHeldLinks heldLinks;
+	void	   *heldArg;
 	/* the batch being returned, by bound */
 	DenseWalkNode *batch;
 	int			nbatch;
@@ -257,7 +261,7 @@ meet(DenseWalk *w, BlockNumber blk, uint16 at)
 	DenseRefSet(&node.ref, blk, at);
 	ReleaseBuffer(buf);
 
-	frontier_push(w, (FrontierEntry) {node.estimate, at, blk});
+	frontier_push(w, (FrontierEntry) {node.estimate, at, dead, blk});
 	if (dead || in_tail(w, node.rowBlk, node.rowIndex))
 		return;
 	best_offer(w, node.estimate);
@@ -293,6 +297,17 @@ expand(DenseWalk *w, BlockNumber blk, uint16 at)
 
 		DenseCheckBlock(w->index, &w->nblocks, target, 0);
 		meet(w, target, w->links[i].at);
+	}
+	if (w->heldLinks != NULL)
+	{
+		const DenseRef *held;
+		int			nheld = w->heldLinks(w->heldArg, blk, at, &held);
+
+		for (int i = 0; i < nheld; i++)
+		{
+			DenseCheckBlock(w->index, &w->nblocks, DenseRefBlock(&held[i]), 0);
+			meet(w, DenseRefBlock(&held[i]), held[i].at);
+		}
 	}
 }
 
@@ -352,7 +367,7 @@ next_batch(DenseWalk *w)
 			break;
 		CHECK_FOR_INTERRUPTS();
 		near = frontier_pop(w);
-		if (w->expandedNodes != NULL)
+		if (w->expandedNodes != NULL && !near.dead)
 		{
 			if (w->nexpanded == w->maxExpanded)
 			{
@@ -417,11 +432,19 @@ DenseWalkBegin(Relation index, const DenseMetaPageData *meta, const DenseRef *en
 	return w;
 }
 
+/* have the walk meet, after a node's links, those fn(arg, ...) says a merge holds back */
+void
+DenseWalkHoldLinks(DenseWalk *w, DenseHeldLinks fn, void *arg)
+{
+	w->heldLinks = fn;
+	w->heldArg = arg;
+}
+
 /*
  * A merge's candidates for a node's links: the width nodes nearest the
  * query a walk of that width finds, and the nodes it expanded on its way
- * (among them far ones, which give links into other regions). Returns how
- * many, in *nodes (a node may be there twice).
+ * (among them far ones, which give links into other regions; never a dead
+ * row's). Returns how many, in *nodes (a node may be there twice).
  */
 int
 DenseWalkNearest(DenseWalk *w, int width, DenseWalkNode **nodes)
