@@ -342,6 +342,16 @@ def prepare_documents(conn):
     conn.execute("drop index if exists documents_dense_idx")
 
 
+# hybrid_search_create_dense_index's parameters, by method (sql/036)
+DENSE_BUILD = {
+    "graph": "graph: dense_flat, degree 32, build width 128",
+    "hnsw": "hnsw, m 16, ef_construction 64",
+    "hnsw_halfvec": "hnsw_halfvec, m 16, ef_construction 64",
+    "ivfflat": "ivfflat, lists 100",
+    "none": "none",
+}
+
+
 def build(conn, corpus, facts, baseline=True, dense_method="graph"):
     """Load the corpus and build every index, timed."""
     prepare_documents(conn)
@@ -353,7 +363,7 @@ def build(conn, corpus, facts, baseline=True, dense_method="graph"):
     for name, sql in [
         ("sparse_inverted index (CREATE INDEX documents_sparse_idx)", SPARSE_INDEX),
         (
-            f"dense index ({dense_method}, m 16, ef_construction 64)",
+            f"dense index ({DENSE_BUILD[dense_method]})",
             f"select hybrid_search_create_dense_index('{dense_method}')",
         ),
         ("sparse_inverted BM25 index (CREATE INDEX documents_fts_bm25_idx)", BM25_INDEX),

@@ -274,8 +274,16 @@ write_held(MergeState *ms, HeldLinks *h)
 	int			nchosen;
 
 	memcpy(all, ms->links, sizeof(DenseRef) * n);
-	memcpy(all + n, h->links, sizeof(DenseRef) * h->n);
-	n += h->n;
+	/* a node linked before a crash may have been given links of its own since */
+	for (int i = 0, linked = n; i < h->n; i++)
+	{
+		bool		known = false;
+
+		for (int l = 0; l < linked && !known; l++)
+			known = ref_equal(&all[l], &h->links[i]);
+		if (!known)
+			all[n++] = h->links[i];
+	}
 	h->n = 0;
 	if (n <= ms->degree)
 	{
