@@ -203,7 +203,8 @@ static int	kept_free_memory = 16384;
  * for 100 rows (performance.md, session 43). Keeping kB free, chunks from
  * half that size up (at most glibc's 32 MB) are still mapped and unmapped
  * when freed. 0: glibc's starting thresholds. Malloc settings in the
- * environment win: then nothing is set.
+ * environment win: then nothing is set. Superusers only: a role could
+ * otherwise have its backend hold up to a GB it no longer uses.
  */
 static void
 assign_kept_free_memory(int newval, void *extra)
@@ -235,7 +236,7 @@ _PG_init(void)
 							"Ignored where the environment sets glibc's malloc tunables.",
 							&kept_free_memory,
 							16384, 0, 1024 * 1024,
-							PGC_USERSET, GUC_UNIT_KB,
+							PGC_SUSET, GUC_UNIT_KB,
 							NULL, assign_kept_free_memory, NULL);
 	/* read-only: for hybrid_search_check() and a DBA's SHOW */
 	DefineCustomBoolVariable("hybrid_search.preloaded",

@@ -66,3 +66,17 @@ def test_kept_free_memory_keeps_a_querys_memory_for_the_next(dsn):
         assert grows_by_kb(conn) < -3000  # the next query's end trims what was kept
         with pytest.raises(psycopg.errors.InvalidParameterValue):
             conn.execute("set hybrid_search.kept_free_memory = -1")
+
+
+def test_only_a_superuser_sets_kept_free_memory(db, dsn):
+    """A role cannot have its backend hold freed memory it no longer uses."""
+    db.execute("drop role if exists hs_hoarder")
+    db.execute("create role hs_hoarder login")
+    try:
+        with connect(dsn.replace("user=postgres", "user=hs_hoarder")) as conn:
+            # the test server preloads hybrid_search: the setting is defined
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute("set hybrid_search.kept_free_memory = '1GB'")
+            assert conn.execute("show hybrid_search.kept_free_memory").fetchone()[0] == "16MB"
+    finally:
+        db.execute("drop role hs_hoarder")
