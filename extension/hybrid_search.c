@@ -200,11 +200,12 @@ static int	kept_free_memory = 16384;
  * glibc's starting thresholds (mmap from 128 kB, trim past 128 kB free,
  * rising only once a mapped chunk is freed) the next query takes it from
  * the kernel again, a page fault every 4 kB: a third of a dense scan asked
- * for 100 rows (performance.md, session 43). Keeping kB free, chunks from
- * half that size up (at most glibc's 32 MB) are still mapped and unmapped
- * when freed. 0: glibc's starting thresholds. Malloc settings in the
- * environment win: then nothing is set. Superusers only: a role could
- * otherwise have its backend hold up to a GB it no longer uses.
+ * for 100 rows (performance.md, session 43). Set to N kB (at least 256),
+ * glibc keeps up to N kB free, and maps (and unmaps as they are freed) only
+ * chunks of N/2 kB and more, at most its own ceiling of 32 MB. 0: glibc's
+ * starting thresholds. Malloc settings in the environment win: then nothing
+ * is set. Superusers only: a role could otherwise have its backend hold up
+ * to a GB it no longer uses.
  */
 static void
 assign_kept_free_memory(int newval, void *extra)
