@@ -64,7 +64,6 @@ typedef struct MergeState
 	int			ef;
 	Size		itemSize;
 	BlockNumber nblocks;
-	Candidate  *cand;
 	DenseRef   *links;
 	MemoryContext nodeCxt;		/* reset after each node */
 	/* on the pages: links back held, and the tail's nodes linked since they were written */
@@ -104,6 +103,16 @@ static inline bool
 ref_equal(const DenseRef *a, const DenseRef *b)
 {
 	return DenseRefBlock(a) == DenseRefBlock(b) && a->at == b->at;
+}
+
+/* whether ref is one of refs[0 .. n - 1] */
+static bool
+ref_in(const DenseRef *refs, int n, const DenseRef *ref)
+{
+	for (int i = 0; i < n; i++)
+		if (ref_equal(&refs[i], ref))
+			return true;
+	return false;
 }
 
 /* the item of node ref, of itemSize bytes, in its page */
@@ -276,14 +285,8 @@ write_held(MergeState *ms, HeldLinks *h)
 	memcpy(all, ms->links, sizeof(DenseRef) * n);
 	/* a node linked before a crash may have been given links of its own since */
 	for (int i = 0, linked = n; i < h->n; i++)
-	{
-		bool		known = false;
-
-		for (int l = 0; l < linked && !known; l++)
-			known = ref_equal(&all[l], &h->links[i]);
-		if (!known)
+		if (!ref_in(all, linked, &h->links[i]))
 			all[n++] = h->links[i];
-	}
 	h->n = 0;
 	if (n <= ms->degree)
 	{
@@ -301,30 +304,21 @@ write_held(MergeState *ms, HeldLinks *h)
 	nchosen = choose_links(ms, cand, n, chosen);
 	write_links(ms, &h->ref, chosen, nchosen);
 	for (int i = 0; i < n; i++)
-	{
-		bool		kept = false;
-
-		for (int k = 0; k < nchosen && !kept; k++)
-			kept = ref_equal(&chosen[k], &cand[i].ref);
-		if (!kept)
+		if (!ref_in(chosen, nchosen, &cand[i].ref))
 			count_link_in(ms, &cand[i].ref, -1);
-	}
 }
 
 /* a link from neighbour q back to node p, held until q holds slack of them */
 static void
 link_back(MergeState *ms, const DenseRef *q, const DenseRef *p)
 {
-	int			n = read_links(ms, q);
 	HeldLinks  *h;
 
-	for (int l = 0; l < n; l++)
-		if (ref_equal(&ms->links[l], p))
-			return;
+	if (ref_in(ms->links, read_links(ms, q), p))
+		return;
 	h = held_find(ms, q, true);
-	for (int l = 0; l < h->n; l++)
-		if (ref_equal(&h->links[l], p))
-			return;
+	if (ref_in(h->links, h->n, p))
+		return;
 	h->links[h->n++] = *p;
 	count_link_in(ms, p, 1);
 	if (h->n == ms->slack)
@@ -394,12 +388,12 @@ merge_node(MergeState *ms, const DenseRef *p, BlockNumber rowBlk, uint16 rowInde
 	DenseWalk  *walk;
 	DenseWalkNode *nodes;
 	DenseRef	chosen[DENSE_MAX_DEGREE];
+	Candidate  *cand;
 	int			nnodes,
 				ncand = 0,
 				nchosen;
 	uint64		key;
 	TailNode   *t;
-	bool		found;
 
 	if (ms->meta.nentries == 0)
 		return;					/* the first node: nothing to link to */
@@ -418,27 +412,25 @@ merge_node(MergeState *ms, const DenseRef *p, BlockNumber rowBlk, uint16 rowInde
 	DenseWalkHoldLinks(walk, held_links, ms);
 	nnodes = DenseWalkNearest(walk, ms->ef, &nodes);
 
-	ms->cand = repalloc(ms->cand, sizeof(Candidate) * (nnodes + DENSE_MAX_DEGREE + 1));
+	cand = palloc(sizeof(Candidate) * Max(nnodes, 1));
 	for (int i = 0; i < nnodes; i++)
 	{
 		if (ref_equal(&nodes[i].ref, p))
 			continue;
-		ms->cand[ncand].ref = nodes[i].ref;
-		ms->cand[ncand].dist = nodes[i].estimate;
-		ms->cand[ncand].codes = NULL;
+		cand[ncand].ref = nodes[i].ref;
+		cand[ncand].dist = nodes[i].estimate;
+		cand[ncand].codes = NULL;
 		ncand++;
 	}
 	/* a node found and expanded is there twice: the rule drops the second */
-	qsort(ms->cand, ncand, sizeof(Candidate), candidate_cmp);
-	nchosen = choose_links(ms, ms->cand, ncand, chosen);
+	qsort(cand, ncand, sizeof(Candidate), candidate_cmp);
+	nchosen = choose_links(ms, cand, ncand, chosen);
 	write_links(ms, p, chosen, nchosen);
+	/* a node is linked once in a merge: its entry is new */
 	key = ref_key(p);
-	t = hash_search(ms->tail, &key, HASH_ENTER, &found);
-	if (!found)
-	{
-		t->ref = *p;
-		t->linksIn = 0;
-	}
+	t = hash_search(ms->tail, &key, HASH_ENTER, NULL);
+	t->ref = *p;
+	t->linksIn = 0;
 	t->hasNearest = nchosen > 0;
 	if (nchosen > 0)
 		t->nearest = chosen[0];
@@ -701,7 +693,6 @@ merge_on_pages(MergeState *ms, BlockNumber blk, uint16 from, BlockNumber endBlk,
 	DenseRow   *rows = palloc(sizeof(DenseRow) * DENSE_ROWS_PER_PAGE);
 	MemoryContext oldcxt;
 
-	ms->cand = palloc(sizeof(Candidate) * (DENSE_MAX_DEGREE + 1));
 	ms->links = palloc(sizeof(DenseRef) * DENSE_MAX_DEGREE);
 	ms->nodeCxt = AllocSetContextCreate(CurrentMemoryContext, "dense_flat merge", ALLOCSET_DEFAULT_SIZES);
 	ms->slack = Max(ms->degree / 2, 1);
@@ -727,7 +718,6 @@ merge_on_pages(MergeState *ms, BlockNumber blk, uint16 from, BlockNumber endBlk,
 			vacuum_delay_point();
 			DenseRefSet(&p, rows[i].codesBlk, rows[i].codesAt);
 			oldcxt = MemoryContextSwitchTo(ms->nodeCxt);
-			ms->cand = palloc(sizeof(Candidate) * (DENSE_MAX_DEGREE + 1));
 			merge_node(ms, &p, blk, (uint16) i);
 			MemoryContextSwitchTo(oldcxt);
 			MemoryContextReset(ms->nodeCxt);
